@@ -1,0 +1,203 @@
+"""The controller's configuration (``controller.yaml``) and the host paths derived from it.
+
+One model per concern, each field documented.  Unknown keys are an error so a
+typo cannot silently fall back to a default.  Every host path derives from
+``root`` and ``environment`` (the runtime layout fixes them); trust files are
+resolved against the config file's folder.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError, model_validator
+
+from controller.errors import ConfigError, Refused
+from controller.safe_yaml import load_mapping
+
+Environment = Literal["dev", "prod"]
+ENVIRONMENTS: tuple[Environment, ...] = ("dev", "prod")
+DEFAULT_REPOSITORY = "ghcr.io/ceerkle/dreichor-trading/runtime"
+DEFAULT_ROOT = "/opt/dreichor"
+API_PORTS: dict[str, int] = {"dev": 3005, "prod": 3006}
+MAX_CONFIG_BYTES = 256 * 1024
+
+Seconds = Annotated[StrictInt, Field(ge=1, le=86_400)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SourceConfig(_Section):
+    """Where the signed manifest repository lives and how often it is polled."""
+
+    url: StrictStr = Field(min_length=1, description="Clone URL: https://, ssh:// or file://.")
+    branch: StrictStr = Field(default="main", min_length=1, description="Branch to follow.")
+    interval: Seconds = Field(default=60, description="Seconds between polls.")
+    timeout: Seconds = Field(default=60, description="Seconds a fetch may take before it fails.")
+
+
+class TrustConfig(_Section):
+    """The host's trust policy; paths relative to the config file's folder."""
+
+    allowed_signers: StrictStr = Field(description="SSH signers, git's allowed_signers format.")
+    openpgp_keys: StrictStr | None = Field(default=None, description="Armored OpenPGP keys.")
+    revoked_keys: StrictStr | None = Field(default=None, description="Keys never accepted.")
+    mode: Literal["first-parent", "head"] = Field(
+        default="first-parent", description="Verify every first-parent commit, or the head alone."
+    )
+
+
+class ImageConfig(_Section):
+    """The only image repository a manifest may name."""
+
+    repository: StrictStr = Field(default=DEFAULT_REPOSITORY, min_length=1)
+
+
+class DockerConfig(_Section):
+    """How to reach the Docker Engine."""
+
+    url: StrictStr = Field(default="unix:///var/run/docker.sock", min_length=1)
+
+
+class AccessConfig(_Section):
+    """Cloudflare Access in front of the API; without it ``POST /sync`` is refused."""
+
+    team_domain: StrictStr = Field(min_length=1)
+    audience: StrictStr = Field(min_length=1)
+    jwks_url: StrictStr | None = None
+    allowed_emails: list[StrictStr] = Field(default_factory=list)
+
+
+class ApiConfig(_Section):
+    """The loopback HTTP API; the port defaults from the environment (dev 3005, prod 3006)."""
+
+    listen: StrictStr | None = Field(default=None, description="host:port, loopback only.")
+    access: AccessConfig | None = None
+
+
+class HealthConfig(_Section):
+    """How long a new container has to prove itself before it is rolled back."""
+
+    timeout: Seconds = Field(default=60, description="Seconds to become healthy.")
+    stable: Seconds = Field(default=10, description="Seconds running without restart (no HEALTHCHECK).")
+
+
+class Config(_Section):
+    """A whole ``controller.yaml``."""
+
+    environment: Environment
+    root: StrictStr = DEFAULT_ROOT
+    source: SourceConfig
+    trust: TrustConfig
+    image: ImageConfig = ImageConfig()
+    docker: DockerConfig = DockerConfig()
+    api: ApiConfig = ApiConfig()
+    health: HealthConfig = HealthConfig()
+
+    @model_validator(mode="after")
+    def _check_listen(self) -> Config:
+        host, _ = split_listen(self.listen)
+        if not _is_loopback(host):
+            raise ValueError(f"api.listen {self.listen!r} is not a loopback address (layout: 127.0.0.1 only)")
+        return self
+
+    @property
+    def listen(self) -> str:
+        """The API address, with the environment's port by default."""
+        return self.api.listen or f"127.0.0.1:{API_PORTS[self.environment]}"
+
+    @property
+    def paths(self) -> HostPaths:
+        """Host paths of this environment."""
+        return HostPaths(Path(self.root), self.environment)
+
+
+class HostPaths:
+    """The files of one environment on the host (DESIGN §4)."""
+
+    def __init__(self, root: Path, environment: str) -> None:
+        self.root = root
+        self.environment = environment
+        self.env_dir = root / environment
+        self.agent_dir = self.env_dir / "deploy-agent"
+        self.dotenv = self.agent_dir / ".env"
+        self.config = self.agent_dir / "controller.yaml"
+        self.trust_dir = self.agent_dir / "trust"
+        self.state = self.agent_dir / "state"
+        self.status = self.state / "status.json"
+        self.snapshots = self.state / "snapshots"
+        self.audit = self.state / "audit.jsonl"
+        self.journal = self.state / "inflight.json"
+        self.repo = self.state / "repo"
+        self.lock = self.state / "controller.lock"
+        self.audit_events = self.env_dir / "volumes" / "audit-events"
+        self.runtime_snapshots = self.env_dir / "volumes" / "snapshots"
+
+
+def split_listen(listen: str) -> tuple[str, int]:
+    """Split ``host:port`` (``[::1]:port`` for IPv6)."""
+    host, sep, port = listen.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"api.listen {listen!r} must be host:port")
+    return host.strip("[]"), int(port)
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def load_config(path: Path) -> Config:
+    """Read, check and resolve ``controller.yaml``; raise ``ConfigError`` with the reason."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read config {path}: {exc.strerror}") from None
+    try:
+        raw = load_mapping(data, max_bytes=MAX_CONFIG_BYTES, what=f"config {path}")
+    except Refused as exc:
+        raise ConfigError(str(exc)) from None
+    return parse_config(raw, base=path.resolve().parent, name=str(path))
+
+
+def parse_config(raw: dict[str, object], *, base: Path, name: str = "config") -> Config:
+    """Validate a config mapping; trust paths become absolute against ``base``."""
+    try:
+        config = Config.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(f"{name}: {describe_errors(exc)}") from None
+    trust = config.trust.model_copy(
+        update={
+            key: str(base / value)
+            for key in ("allowed_signers", "openpgp_keys", "revoked_keys")
+            if (value := getattr(config.trust, key)) is not None
+        }
+    )
+    return config.model_copy(update={"trust": trust, "root": str(Path(config.root))})
+
+
+def describe_errors(exc: ValidationError) -> str:
+    """Pydantic errors as one line: ``field: message; field: message``."""
+    parts = []
+    for error in exc.errors():
+        where = ".".join(str(part) for part in error["loc"]) or "config"
+        message = "unknown key" if error["type"] == "extra_forbidden" else error["msg"]
+        parts.append(f"{where}: {message}")
+    return "; ".join(parts)
+
+
+def config_path(explicit: str | None) -> Path:
+    """The config file: ``--config``, else ``$DREICHOR_CONFIG``."""
+    value = explicit or os.environ.get("DREICHOR_CONFIG")
+    if not value:
+        raise ConfigError("no config given: pass --config PATH or set DREICHOR_CONFIG")
+    return Path(value)

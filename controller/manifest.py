@@ -1,0 +1,155 @@
+"""The deployment manifest ``envs/<env>.yaml``: safe loading and the strict model.
+
+A manifest says one thing: which image digest an environment runs, with a few
+non-secret settings.  Everything else about the container belongs to the
+controller (DESIGN §3), so keys that try to set it are refused by name with
+the layout rule they would break — not lumped in with typos.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, StrictStr
+
+from controller.safe_yaml import load_mapping
+
+MAX_MANIFEST_BYTES = 64 * 1024
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_CONTROLLER_MANAGES = "the controller owns execution-plane enforcement"
+
+# Container settings a manifest may not declare, and the layout rule that owns each.
+OWNED_KEYS: dict[str, str] = {
+    "volumes": "exactly two mounts per environment",
+    "mounts": "exactly two mounts per environment",
+    "binds": "exactly two mounts per environment",
+    "ports": "runtime containers do not expose ports",
+    "expose": "runtime containers do not expose ports",
+    "network": "networking is internal and set by the controller",
+    "network_mode": "networking is internal and set by the controller",
+    "networks": "networking is internal and set by the controller",
+    "container_name": "the container is named dreichor-runtime-<env>",
+    "name": "the container is named dreichor-runtime-<env>",
+    "privileged": _CONTROLLER_MANAGES,
+    "cap_add": _CONTROLLER_MANAGES,
+    "devices": _CONTROLLER_MANAGES,
+    "user": _CONTROLLER_MANAGES,
+    "pid": _CONTROLLER_MANAGES,
+    "ipc": _CONTROLLER_MANAGES,
+    "security_opt": _CONTROLLER_MANAGES,
+    "restart": _CONTROLLER_MANAGES,
+    "labels": _CONTROLLER_MANAGES,
+    "DATABASE_URL": "DATABASE_URL comes from the environment's own .env",
+}
+
+
+class Manifest(BaseModel):
+    """One environment's desired runtime: ``environment``, ``image`` and optional ``env``."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        frozen=True,
+        strict=True,
+        title="Dreichor deployment manifest",
+        json_schema_extra={"$id": "https://dreichor.invalid/schemas/manifest.schema.json"},
+    )
+
+    environment: StrictStr = Field(
+        description="dev or prod; must equal the file name (envs/<environment>.yaml).",
+        pattern=r"^(dev|prod)$",
+    )
+    image: StrictStr = Field(
+        description="<repository>[:tag]@sha256:<64 hex>; a digest is required, 'latest' is refused in prod.",
+        json_schema_extra={"pattern": r"^[^@\s]+@sha256:[0-9a-f]{64}$"},
+    )
+    env: dict[str, StrictStr] = Field(
+        default_factory=dict,
+        description="Non-secret runtime settings; DATABASE_URL comes from the host's .env.",
+        json_schema_extra={"propertyNames": {"pattern": ENV_NAME.pattern, "not": {"const": "DATABASE_URL"}}},
+    )
+
+
+def load_manifest(data: bytes, *, what: str = "manifest") -> dict[str, Any]:
+    """Bytes to a raw mapping, refusing anything unsafe (size, encoding, YAML features)."""
+    return load_mapping(data, max_bytes=MAX_MANIFEST_BYTES, what=what)
+
+
+def manifest_reasons(raw: dict[str, Any], *, environment: str) -> list[str]:
+    """Every reason the raw mapping is not a manifest for ``environment`` (image rules aside)."""
+    return [*_owned_key_reasons(raw), *_field_reasons(raw, environment=environment)]
+
+
+def build_manifest(raw: dict[str, Any]) -> Manifest:
+    """The model of a mapping that ``manifest_reasons`` found nothing wrong with."""
+    return Manifest(environment=raw["environment"], image=raw["image"], env=raw.get("env", {}))
+
+
+def _owned_key_reasons(raw: dict[str, Any]) -> list[str]:
+    reasons = [
+        f"'{key}' is owned by the controller (layout: {OWNED_KEYS[key]})" for key in raw if key in OWNED_KEYS
+    ]
+    known = set(Manifest.model_fields) | set(OWNED_KEYS)
+    reasons += [
+        f"unknown field '{key}' (manifest: only environment, image and env are allowed)"
+        for key in raw
+        if key not in known
+    ]
+    return reasons
+
+
+def _field_reasons(raw: dict[str, Any], *, environment: str) -> list[str]:
+    reasons: list[str] = []
+    declared = raw.get("environment")
+    if "environment" not in raw:
+        reasons.append("missing field 'environment' (layout: environments are dev and prod)")
+    elif not isinstance(declared, str):
+        reasons.append(_not_a_string("environment", declared))
+    elif declared not in ("dev", "prod"):
+        reasons.append(f"environment '{declared}' is not dev or prod (layout: environment separation)")
+    elif declared != environment:
+        reasons.append(
+            f"environment '{declared}' does not match the file's environment '{environment}' "
+            "(layout: no dev/prod crossover)"
+        )
+    if "image" not in raw:
+        reasons.append("missing field 'image' (layout: image source)")
+    elif not isinstance(raw["image"], str):
+        reasons.append(_not_a_string("image", raw["image"]))
+    reasons += _env_reasons(raw.get("env", {}))
+    return reasons
+
+
+def _env_reasons(env: Any) -> list[str]:
+    if not isinstance(env, dict):
+        return ["'env' must be a mapping of NAME: \"value\""]
+    reasons = []
+    for name, value in env.items():
+        if name == "DATABASE_URL":
+            reasons.append(f"'env.DATABASE_URL' is owned by the controller (layout: {OWNED_KEYS[name]})")
+        elif not ENV_NAME.match(name):
+            reasons.append(f"env name '{name}' is not a valid variable name ([A-Za-z_][A-Za-z0-9_]*)")
+        elif not isinstance(value, str):
+            reasons.append(_not_a_string(f"env.{name}", value))
+    return reasons
+
+
+def _not_a_string(field: str, value: Any) -> str:
+    return f"'{field}' must be a string but YAML read {_shown(value)}: quote it"
+
+
+def _shown(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dict | list):
+        return "a mapping" if isinstance(value, dict) else "a list"
+    return repr(value)
+
+
+def manifest_schema() -> dict[str, Any]:
+    """The JSON Schema of a manifest, for editors and PR checks (``envs/manifest.schema.json``)."""
+    schema = Manifest.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    return schema

@@ -1,0 +1,119 @@
+"""Loading YAML that a stranger may have written.
+
+Manifests arrive through pull requests, so the loader is hostile-input code:
+the pure-Python ``SafeLoader`` (the C loader can crash on deep nesting), a cap
+on size and nesting, and no YAML feature that makes one document mean more
+than it shows — anchors, aliases, merge keys, custom tags, duplicate keys,
+several documents.  Every refusal is a ``Refused`` with one sentence.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import yaml
+from yaml.events import AliasEvent, CollectionStartEvent, NodeEvent, ScalarEvent
+from yaml.nodes import MappingNode, Node
+
+from controller.errors import Refused
+
+MAX_DEPTH = 32
+
+# Tags a plain document can carry; anything else (``!!python/...``, ``!custom``) is refused.
+_PLAIN_TAGS = frozenset(
+    f"tag:yaml.org,2002:{name}" for name in ("str", "int", "float", "bool", "null", "map", "seq", "timestamp")
+)
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that refuses aliases, anchors, custom tags, merge keys, duplicates and depth."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+
+    def compose_node(self, parent: Node | None, index: Any) -> Node | None:
+        event = self.peek_event()  # type: ignore[no-untyped-call]
+        if isinstance(event, AliasEvent):
+            raise Refused(f"YAML aliases are refused ({_where(event)}): write values out in full")
+        if isinstance(event, NodeEvent) and event.anchor is not None:
+            raise Refused(f"YAML anchors are refused ({_where(event)}): write values out in full")
+        if isinstance(event, ScalarEvent | CollectionStartEvent):
+            _check_tag(event)
+        self._depth += 1
+        if self._depth > MAX_DEPTH:
+            raise Refused(f"YAML nesting deeper than {MAX_DEPTH} levels is refused ({_where(event)})")
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def construct_mapping(self, node: MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                raise Refused(f"YAML merge keys '<<' are refused ({_where(key_node)})")
+            key = self.construct_object(key_node, deep=True)
+            if not isinstance(key, str):
+                raise Refused(f"mapping keys must be strings, got {key!r} ({_where(key_node)})")
+            if key in seen:
+                raise Refused(f"duplicate key '{key}' ({_where(key_node)})")
+            seen.add(key)
+        return super().construct_mapping(node, deep=True)
+
+
+def _check_tag(event: ScalarEvent | CollectionStartEvent) -> None:
+    tag = event.tag
+    if tag is None or tag == "!" or tag in _PLAIN_TAGS:
+        return
+    raise Refused(f"YAML tag '{tag}' is refused ({_where(event)}): only plain values are allowed")
+
+
+def _where(item: Any) -> str:
+    mark = getattr(item, "start_mark", None)
+    return f"line {mark.line + 1}, column {mark.column + 1}" if mark is not None else "unknown place"
+
+
+def decode_text(data: bytes, *, max_bytes: int, what: str) -> str:
+    """Check size and encoding of raw bytes: at most ``max_bytes``, strict UTF-8, no BOM."""
+    if len(data) > max_bytes:
+        raise Refused(f"{what} is {len(data)} bytes, more than the limit of {max_bytes} bytes")
+    if data.startswith((b"\xef\xbb\xbf", b"\xff\xfe", b"\xfe\xff")):
+        raise Refused(f"{what} starts with a byte order mark: save it as UTF-8 without BOM")
+    try:
+        return data.decode("utf-8", errors="strict")
+    except UnicodeDecodeError as exc:
+        raise Refused(f"{what} is not valid UTF-8 (byte {exc.start})") from None
+
+
+def load_mapping(data: bytes, *, max_bytes: int, what: str) -> dict[str, Any]:
+    """Parse ``data`` as exactly one YAML document whose top level is a mapping."""
+    text = decode_text(data, max_bytes=max_bytes, what=what)
+    loader = _StrictLoader(text)
+    try:
+        document = loader.get_single_data()
+    except yaml.YAMLError as exc:
+        raise Refused(f"{what} is not valid YAML: {_one_line(exc)}") from None
+    except RecursionError:
+        raise Refused(f"{what} nests too deeply") from None
+    finally:
+        loader.dispose()
+    if document is None:
+        raise Refused(f"{what} is empty: expected a mapping of fields")
+    if not isinstance(document, dict):
+        raise Refused(f"{what} must be a mapping of fields at the top level, not a {_kind(document)}")
+    return document
+
+
+def _one_line(exc: yaml.YAMLError) -> str:
+    context = getattr(exc, "context", None)
+    problem = " ".join(filter(None, [context, getattr(exc, "problem", None)])) or str(exc)
+    mark = getattr(exc, "problem_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    return " ".join(f"{problem}{where}".split())
+
+
+def _kind(value: Any) -> str:
+    return {list: "list", str: "string", int: "number", float: "number", bool: "boolean"}.get(
+        type(value), type(value).__name__
+    )

@@ -1,0 +1,370 @@
+"""The real-component test bed: a private Docker Engine, a local registry, tiny images, signed repos.
+
+Shipped in the package (not under ``tests/``) because the tests, the
+benchmarks and ``scripts/demo`` all build the same sandbox.  Everything
+listens on 127.0.0.1 or a unix socket under a temporary folder, and nothing
+touches a Docker Engine that may already run on the machine.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+BUSYBOX = Path("/usr/bin/busybox")
+REPOSITORY_PATH = "dreichor/runtime"
+
+
+class BedError(RuntimeError):
+    """A component of the test bed could not be started."""
+
+
+def _run(args: list[str], *, env: dict[str, str] | None = None, cwd: Path | None = None) -> str:
+    proc = subprocess.run(args, capture_output=True, text=True, env=env, cwd=cwd, check=False, timeout=300)
+    if proc.returncode != 0:
+        raise BedError(f"{' '.join(args[:4])}… failed ({proc.returncode}): {proc.stderr.strip()[-2000:]}")
+    return proc.stdout
+
+
+def _wait(predicate: object, *, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if callable(predicate) and predicate():
+            return
+        time.sleep(0.1)
+    raise BedError(f"{what} did not come up within {timeout:.0f}s")
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def docker_cli() -> str:
+    """The Docker CLI that ships with the engine (Debian's), else any on PATH."""
+    for candidate in ("/usr/bin/docker", shutil.which("docker") or ""):
+        if candidate and Path(candidate).exists():
+            return candidate
+    raise BedError("no docker CLI found: install docker.io")
+
+
+class PrivateDocker:
+    """A ``dockerd`` with its own data root, exec root, pidfile, socket and bridge."""
+
+    def __init__(self, base: Path) -> None:
+        self.base = base
+        self.socket = base / "docker.sock"
+        self.url = f"unix://{self.socket}"
+        octet = os.getpid() % 250 + 1
+        self.bridge = f"drtb{os.getpid() % 100000}"
+        self.bridge_cidr = f"198.18.{octet}.1/24"  # RFC 2544 benchmark range: never routed
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._log = base / "dockerd.log"
+
+    def start(self) -> PrivateDocker:
+        """Start the engine and wait until it answers."""
+        dockerd = shutil.which("dockerd")
+        if dockerd is None:
+            raise BedError("dockerd is not installed (Debian package docker.io)")
+        self.base.mkdir(parents=True, exist_ok=True)
+        self._make_bridge()
+        args = [
+            dockerd,
+            f"--data-root={self.base / 'data'}",
+            f"--exec-root={self.base / 'exec'}",
+            f"--pidfile={self.base / 'dockerd.pid'}",
+            f"--host={self.url}",
+            f"--bridge={self.bridge}",
+            "--iptables=false",
+            "--ip6tables=false",
+            "--ip-masq=false",
+            "--userland-proxy=false",
+        ]
+        with self._log.open("ab") as log:
+            self._proc = subprocess.Popen(args, stdout=log, stderr=log, start_new_session=True)
+        _wait(self._answers, timeout=60, what=f"dockerd (log: {self._log})")
+        return self
+
+    def _make_bridge(self) -> None:
+        subprocess.run(["ip", "link", "del", self.bridge], capture_output=True, check=False)
+        _run(["ip", "link", "add", self.bridge, "type", "bridge"])
+        _run(["ip", "addr", "add", self.bridge_cidr, "dev", self.bridge])
+        _run(["ip", "link", "set", self.bridge, "up"])
+
+    def _answers(self) -> bool:
+        if self._proc is not None and self._proc.poll() is not None:
+            raise BedError(f"dockerd exited with {self._proc.returncode}; see {self._log}")
+        probe = subprocess.run(self.cli_args("version"), capture_output=True, check=False, timeout=30)
+        return probe.returncode == 0
+
+    def cli_args(self, *args: str) -> list[str]:
+        """A docker CLI command line aimed at this engine."""
+        return [docker_cli(), "--host", self.url, *args]
+
+    def cli(self, *args: str) -> str:
+        """Run the docker CLI against this engine; return stdout."""
+        env = {**os.environ, "DOCKER_BUILDKIT": "0", "DOCKER_CONFIG": str(self.base / "cli")}
+        return _run(self.cli_args(*args), env=env)
+
+    def inspect(self, name: str) -> dict[str, object] | None:
+        """``docker inspect`` of a container, or None when it does not exist."""
+        proc = subprocess.run(
+            self.cli_args("inspect", "--type", "container", name), capture_output=True, check=False
+        )
+        if proc.returncode != 0:
+            return None
+        data: list[dict[str, object]] = json.loads(proc.stdout)
+        return data[0]
+
+    def running_names(self, prefix: str = "") -> list[str]:
+        """Names of running containers starting with ``prefix``."""
+        out = self.cli("ps", "--format", "{{.Names}}")
+        return sorted(n for n in out.split() if n.startswith(prefix))
+
+    def remove_all_containers(self) -> None:
+        """Force-remove every container of this engine."""
+        ids = self.cli("ps", "-aq").split()
+        if ids:
+            self.cli("rm", "-f", *ids)
+
+    def stop(self) -> None:
+        """Remove all containers, stop the engine, delete the bridge."""
+        if self._proc is None:
+            return
+        with contextlib.suppress(BedError, subprocess.TimeoutExpired):
+            self.remove_all_containers()
+        self.kill(signal.SIGTERM)
+        subprocess.run(["ip", "link", "del", self.bridge], capture_output=True, check=False)
+
+    def kill(self, sig: signal.Signals = signal.SIGTERM) -> None:
+        """Stop the engine with ``sig`` and wait for it (used by fault tests too)."""
+        if self._proc is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            self._proc.send_signal(sig)
+        try:
+            self._proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait()
+        self._proc = None
+
+
+class LocalRegistry:
+    """Debian's ``docker-registry`` on 127.0.0.1 with storage under a temp folder."""
+
+    def __init__(self, base: Path) -> None:
+        self.base = base
+        self.port = free_port()
+        self.host = f"127.0.0.1:{self.port}"
+        self.repository = f"{self.host}/{REPOSITORY_PATH}"
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> LocalRegistry:
+        """Start the registry and wait for ``/v2/``."""
+        binary = shutil.which("docker-registry")
+        if binary is None:
+            raise BedError("docker-registry is not installed (Debian package docker-registry)")
+        self.base.mkdir(parents=True, exist_ok=True)
+        config = self.base / "config.yml"
+        config.write_text(
+            "version: 0.1\n"
+            "log:\n  level: warn\n"
+            f"storage:\n  filesystem:\n    rootdirectory: {self.base / 'data'}\n"
+            "  delete:\n    enabled: true\n"
+            f"http:\n  addr: {self.host}\n"
+        )
+        with (self.base / "registry.log").open("ab") as log:
+            self._proc = subprocess.Popen(
+                [binary, "serve", str(config)], stdout=log, stderr=log, start_new_session=True
+            )
+        _wait(self.answers, timeout=30, what="docker-registry")
+        return self
+
+    def answers(self) -> bool:
+        """Whether ``GET /v2/`` answers."""
+        try:
+            with urllib.request.urlopen(f"http://{self.host}/v2/", timeout=2) as reply:
+                return bool(reply.status == 200)
+        except OSError:
+            return False
+
+    def stop(self) -> None:
+        """Stop the registry (tests also use this to simulate an outage)."""
+        if self._proc is None:
+            return
+        self._proc.terminate()
+        self._proc.wait(timeout=30)
+        self._proc = None
+
+
+IMAGE_VARIANTS: dict[str, list[str]] = {
+    "healthy-a": [
+        'HEALTHCHECK --interval=1s --timeout=2s --retries=2 CMD ["/bin/busybox", "true"]',
+        'CMD ["/bin/busybox", "sleep", "86400"]',
+    ],
+    "healthy-b": [
+        'HEALTHCHECK --interval=1s --timeout=2s --retries=2 CMD ["/bin/busybox", "true"]',
+        'CMD ["/bin/busybox", "sleep", "86400"]',
+    ],
+    "plain": ['CMD ["/bin/busybox", "sleep", "86400"]'],
+    "exits": ['CMD ["/bin/busybox", "sh", "-c", "echo starting; echo giving up >&2; exit 3"]'],
+    "unhealthy": [
+        'HEALTHCHECK --interval=1s --timeout=2s --retries=2 CMD ["/bin/busybox", "false"]',
+        'CMD ["/bin/busybox", "sleep", "86400"]',
+    ],
+}
+
+
+def build_images(engine: PrivateDocker, registry: LocalRegistry, work: Path) -> dict[str, str]:
+    """Build every variant ``FROM scratch`` with busybox, push it, drop the local copy.
+
+    Returns variant → ``repository@sha256:…``.  The local copies are removed so
+    the controller has to pull from the registry like on a real host.
+    """
+    if not BUSYBOX.exists():
+        raise BedError("/usr/bin/busybox is missing (Debian package busybox-static)")
+    digests: dict[str, str] = {}
+    for variant, lines in IMAGE_VARIANTS.items():
+        context = work / variant
+        context.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(BUSYBOX, context / "busybox")
+        dockerfile = [
+            "FROM scratch",
+            "COPY busybox /bin/busybox",
+            f"LABEL io.dreichor.test.variant={variant}",
+        ]
+        (context / "Dockerfile").write_text("\n".join([*dockerfile, *lines]) + "\n")
+        tag = f"{registry.repository}:{variant}"
+        engine.cli("build", "--quiet", "--tag", tag, str(context))
+        engine.cli("push", tag)
+        digest = engine.cli("inspect", "--format", "{{index .RepoDigests 0}}", tag).strip()
+        engine.cli("rmi", tag)
+        digests[variant] = digest
+    return digests
+
+
+@dataclass(frozen=True)
+class SshKey:
+    """An SSH signing key made by ``ssh-keygen``."""
+
+    path: Path
+    public: str
+    principal: str
+
+    @property
+    def allowed_signers_line(self) -> str:
+        """This key as a line of git's allowed_signers file."""
+        return f'{self.principal} namespaces="git" {self.public}'
+
+
+def make_ssh_key(folder: Path, *, name: str, key_type: str = "ed25519", bits: int | None = None) -> SshKey:
+    """Generate an unencrypted SSH key pair with ``ssh-keygen``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    args = ["ssh-keygen", "-q", "-t", key_type, "-N", "", "-C", f"{name}@dreichor.test", "-f", str(path)]
+    if bits:
+        args += ["-b", str(bits)]
+    _run(args)
+    public = " ".join(path.with_suffix(".pub").read_text().split()[:2])
+    return SshKey(path=path, public=public, principal=f"{name}@dreichor.test")
+
+
+@dataclass(frozen=True)
+class GpgKey:
+    """An OpenPGP key in a private GNUPGHOME."""
+
+    home: Path
+    fingerprint: str
+    uid: str
+
+    def export(self) -> str:
+        """The armored public key."""
+        return _run(["gpg", "--homedir", str(self.home), "--armor", "--export", self.fingerprint])
+
+
+def make_gpg_key(home: Path, *, name: str, algo: str = "ed25519", expire: str = "never") -> GpgKey:
+    """Generate an unprotected OpenPGP signing key with ``gpg``."""
+    home.mkdir(parents=True, exist_ok=True, mode=0o700)
+    uid = f"{name} <{name}@dreichor.test>"
+    gpg = ["gpg", "--homedir", str(home), "--batch", "--pinentry-mode", "loopback", "--passphrase", ""]
+    _run([*gpg, "--quick-gen-key", uid, algo, "sign", expire])
+    listing = _run(["gpg", "--homedir", str(home), "--with-colons", "--list-keys", uid])
+    fingerprint = next(line.split(":")[9] for line in listing.splitlines() if line.startswith("fpr:"))
+    return GpgKey(home=home, fingerprint=fingerprint, uid=uid)
+
+
+class ManifestRepo:
+    """A bare 'remote' manifest repository plus a work clone that commits through real git."""
+
+    def __init__(self, base: Path, *, branch: str = "main") -> None:
+        self.base = base
+        self.bare = base / "remote.git"
+        self.work = base / "work"
+        self.branch = branch
+        self.url = f"file://{self.bare}"
+        self._env = {
+            **os.environ,
+            "GIT_CONFIG_GLOBAL": str(base / "gitconfig"),
+            "GIT_CONFIG_NOSYSTEM": "1",
+            "GIT_AUTHOR_NAME": "Dreichor Test",
+            "GIT_AUTHOR_EMAIL": "test@dreichor.test",
+            "GIT_COMMITTER_NAME": "Dreichor Test",
+            "GIT_COMMITTER_EMAIL": "test@dreichor.test",
+        }
+        base.mkdir(parents=True, exist_ok=True)
+        (base / "gitconfig").write_text("")
+        _run(["git", "init", "-q", "--bare", "-b", branch, str(self.bare)], env=self._env)
+        _run(["git", "init", "-q", "-b", branch, str(self.work)], env=self._env)
+        self.git("remote", "add", "origin", self.url)
+
+    def git(self, *args: str, key: SshKey | GpgKey | None = None) -> str:
+        """Run git in the work clone, signing with ``key`` when given."""
+        env = dict(self._env)
+        signing: list[str] = []
+        if isinstance(key, SshKey):
+            signing = ["-c", "gpg.format=ssh", "-c", f"user.signingkey={key.path}"]
+        elif isinstance(key, GpgKey):
+            signing = ["-c", "gpg.format=openpgp", "-c", f"user.signingkey={key.fingerprint}"]
+            env["GNUPGHOME"] = str(key.home)
+        return _run(["git", *signing, *args], env=env, cwd=self.work)
+
+    def write(self, path: str, text: str) -> None:
+        """Write a file in the work clone and stage it."""
+        target = self.work / path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text)
+        self.git("add", path)
+
+    def commit(self, message: str, *, key: SshKey | GpgKey | None = None) -> str:
+        """Commit what is staged, signed by ``key`` (unsigned when None); return the sha."""
+        self.git("commit", "-q", "--allow-empty", *(["-S"] if key else []), "-m", message, key=key)
+        return self.head()
+
+    def head(self) -> str:
+        """The work clone's HEAD sha."""
+        return self.git("rev-parse", "HEAD").strip()
+
+    def push(self, *, force: bool = False) -> None:
+        """Push the branch to the bare remote."""
+        self.git("push", "-q", *(["--force"] if force else []), "origin", f"HEAD:refs/heads/{self.branch}")
+
+
+def manifest_text(environment: str, image: str, **env: str) -> str:
+    """A manifest file body."""
+    lines = [f"environment: {environment}", f"image: {image}"]
+    if env:
+        lines.append("env:")
+        lines += [f'  {k}: "{v}"' for k, v in env.items()]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,91 @@
+"""Shared fixtures: the real-component test bed (private dockerd, registry, images, keys, repos).
+
+The Docker fixtures are session-scoped: one engine, one registry and one set
+of images serve the whole run.  Without ``dockerd`` the tests that need it
+skip with the reason — unless ``DREICHOR_REQUIRE_DOCKER=1`` (CI), where a
+missing engine is a failure.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from controller.testbed import (
+    BedError,
+    GpgKey,
+    LocalRegistry,
+    ManifestRepo,
+    PrivateDocker,
+    SshKey,
+    build_images,
+    make_gpg_key,
+    make_ssh_key,
+)
+
+REQUIRE_DOCKER = os.environ.get("DREICHOR_REQUIRE_DOCKER") == "1"
+
+
+def _unavailable(reason: str) -> None:
+    if REQUIRE_DOCKER:
+        pytest.fail(f"DREICHOR_REQUIRE_DOCKER=1 but {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def docker_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivateDocker]:
+    """A private Docker Engine for the whole session."""
+    if shutil.which("dockerd") is None:
+        _unavailable("dockerd is not installed")
+    if os.geteuid() != 0:
+        _unavailable("the private dockerd needs root")
+    # A short path: unix socket paths are limited to 108 bytes.
+    base = Path(os.environ.get("DREICHOR_BED_DIR") or tmp_path_factory.mktemp("dockerd"))
+    engine = PrivateDocker(base)
+    try:
+        engine.start()
+    except BedError as exc:
+        engine.stop()
+        _unavailable(str(exc))
+    yield engine
+    engine.stop()
+
+
+@pytest.fixture(scope="session")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRegistry]:
+    """A docker-registry on 127.0.0.1 for the whole session."""
+    if shutil.which("docker-registry") is None:
+        _unavailable("docker-registry is not installed")
+    reg = LocalRegistry(tmp_path_factory.mktemp("registry")).start()
+    yield reg
+    reg.stop()
+
+
+@pytest.fixture(scope="session")
+def images(
+    docker_engine: PrivateDocker, registry: LocalRegistry, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, str]:
+    """Variant name → pinned reference of the tiny test images in the registry."""
+    return build_images(docker_engine, registry, tmp_path_factory.mktemp("images"))
+
+
+@pytest.fixture(scope="session")
+def ssh_key(tmp_path_factory: pytest.TempPathFactory) -> SshKey:
+    """A trusted-by-default ed25519 signing key."""
+    return make_ssh_key(tmp_path_factory.mktemp("ssh"), name="maintainer")
+
+
+@pytest.fixture(scope="session")
+def gpg_key(tmp_path_factory: pytest.TempPathFactory) -> GpgKey:
+    """An OpenPGP ed25519 signing key in its own GNUPGHOME."""
+    return make_gpg_key(tmp_path_factory.mktemp("gnupg"), name="release")
+
+
+@pytest.fixture
+def manifest_repo(tmp_path: Path) -> ManifestRepo:
+    """A fresh bare manifest repository with a work clone."""
+    return ManifestRepo(tmp_path / "manifests")

@@ -1,0 +1,85 @@
+"""The config model: defaults, strictness and path resolution."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from controller.config import HostPaths, load_config, parse_config
+from controller.errors import ConfigError
+
+MINIMAL = {
+    "environment": "prod",
+    "source": {"url": "file:///srv/manifests.git"},
+    "trust": {"allowed_signers": "trust/allowed_signers"},
+}
+
+
+def test_a_minimal_config_gets_every_default() -> None:
+    config = parse_config(dict(MINIMAL), base=Path("/etc/dreichor"))
+    assert config.root == "/opt/dreichor"
+    assert (config.source.branch, config.source.interval) == ("main", 60)
+    assert config.trust.mode == "first-parent"
+    assert config.trust.allowed_signers == "/etc/dreichor/trust/allowed_signers"
+    assert config.image.repository == "ghcr.io/ceerkle/dreichor-trading/runtime"
+    assert config.docker.url == "unix:///var/run/docker.sock"
+    assert (config.health.timeout, config.health.stable) == (60, 10)
+    assert config.listen == "127.0.0.1:3006"
+
+
+def test_dev_listens_on_3005_by_default() -> None:
+    assert parse_config({**MINIMAL, "environment": "dev"}, base=Path("/")).listen == "127.0.0.1:3005"
+
+
+def test_paths_derive_from_root_and_environment() -> None:
+    paths = HostPaths(Path("/opt/dreichor"), "dev")
+    assert paths.status == Path("/opt/dreichor/dev/deploy-agent/state/status.json")
+    assert paths.dotenv == Path("/opt/dreichor/dev/deploy-agent/.env")
+    assert paths.audit_events == Path("/opt/dreichor/dev/volumes/audit-events")
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        ({"colour": "blue"}, "colour: unknown key"),
+        ({"source": {"url": "x", "intervall": 5}}, "source.intervall: unknown key"),
+        ({"environment": "staging"}, "environment:"),
+        ({"source": {"url": "x", "interval": "60"}}, "source.interval"),
+        ({"source": {"url": "x", "interval": 0}}, "source.interval"),
+        ({"api": {"listen": "0.0.0.0:3006"}}, "is not a loopback address"),
+        ({"api": {"listen": "3006"}}, "must be host:port"),
+        ({"trust": {}}, "trust.allowed_signers"),
+    ],
+)
+def test_a_bad_config_names_the_key(change: dict[str, object], expected: str) -> None:
+    with pytest.raises(ConfigError, match=expected.replace(".", r"\.")):
+        parse_config({**MINIMAL, **change}, base=Path("/"))
+
+
+def test_missing_required_keys_are_named() -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config({}, base=Path("/"))
+    for key in ("environment", "source", "trust"):
+        assert key in str(info.value)
+
+
+def test_trust_paths_resolve_against_the_config_files_folder(tmp_path: Path) -> None:
+    path = tmp_path / "agent" / "controller.yaml"
+    path.parent.mkdir()
+    path.write_text(
+        "environment: dev\nsource: {url: 'file:///x'}\n"
+        "trust: {allowed_signers: trust/a, openpgp_keys: /abs/keys.asc}\n"
+    )
+    config = load_config(path)
+    assert config.trust.allowed_signers == str(tmp_path / "agent" / "trust" / "a")
+    assert config.trust.openpgp_keys == "/abs/keys.asc"
+    assert config.trust.revoked_keys is None
+
+
+def test_an_unreadable_or_unsafe_config_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read config"):
+        load_config(tmp_path / "missing.yaml")
+    (tmp_path / "c.yaml").write_text("environment: dev\nenvironment: prod\n")
+    with pytest.raises(ConfigError, match="duplicate key 'environment'"):
+        load_config(tmp_path / "c.yaml")

@@ -1,0 +1,220 @@
+"""The layout contract, table-driven: every bad manifest of the Foundation issue, with its reason."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from controller.config import DEFAULT_REPOSITORY, HostPaths
+from controller.contract import (
+    CONTAINER_AUDIT,
+    CONTAINER_SNAPSHOTS,
+    container_name,
+    database_reasons,
+    desired_from_bytes,
+    parse_image,
+    read_dotenv,
+)
+from controller.errors import Refused
+
+REPO = DEFAULT_REPOSITORY
+DIGEST = "sha256:" + "ab" * 32
+GOOD = f"{REPO}:1.4.2@{DIGEST}"
+PATHS = HostPaths(Path("/srv/dreichor"), "prod")
+
+
+def manifest(*lines: str, image: str = GOOD, environment: str = "prod") -> bytes:
+    return "\n".join([f"environment: {environment}", f"image: {image}", *lines, ""]).encode()
+
+
+def refusal(data: bytes, *, environment: str = "prod", dotenv: dict[str, str] | None = None) -> str:
+    with pytest.raises(Refused) as info:
+        desired_from_bytes(data, environment=environment, repository=REPO, paths=PATHS, dotenv=dotenv)
+    return "\n".join(info.value.reasons)
+
+
+def test_a_good_manifest_derives_the_layouts_container() -> None:
+    desired = desired_from_bytes(
+        manifest("env:", "  LOG_LEVEL: info"),
+        environment="prod",
+        repository=REPO,
+        paths=PATHS,
+        dotenv={"DATABASE_URL": "postgresql://u:pw@127.0.0.1/dreichor_prod", "REGISTRY_TOKEN": "x"},
+        revision="abc",
+    )
+    assert desired.name == "dreichor-runtime-prod"
+    assert desired.image == f"{REPO}@{DIGEST}"
+    assert desired.tag == "1.4.2"
+    assert [(m.source, m.target) for m in desired.mounts] == [
+        ("/srv/dreichor/prod/volumes/audit-events", CONTAINER_AUDIT),
+        ("/srv/dreichor/prod/volumes/snapshots", CONTAINER_SNAPSHOTS),
+    ]
+    assert desired.env == {"DATABASE_URL": "postgresql://u:pw@127.0.0.1/dreichor_prod", "LOG_LEVEL": "info"}
+    assert desired.labels["io.dreichor.environment"] == "prod"
+    assert desired.labels["io.dreichor.revision"] == "abc"
+    assert desired.labels["io.dreichor.managed-by"] == "dreichor-controller"
+    assert len(desired.labels["io.dreichor.manifest-sha256"]) == 64
+    assert (desired.restart_policy, desired.init, desired.network_mode) == ("unless-stopped", True, "bridge")
+    assert desired.describe()["env"]["DATABASE_URL"] == "<from .env>"
+
+
+BAD = [
+    ("unknown field", manifest("replicas: 2"), "unknown field 'replicas'"),
+    ("missing image", b"environment: prod\n", "missing field 'image'"),
+    ("tag without digest", manifest(image=f"{REPO}:1.4.2"), "not pinned by digest"),
+    ("63 hex", manifest(image=f"{REPO}@sha256:{'a' * 63}"), "digest 'sha256:aaa"),
+    ("65 hex", manifest(image=f"{REPO}@sha256:{'a' * 65}"), "is malformed"),
+    ("uppercase hex", manifest(image=f"{REPO}@sha256:{'AB' * 32}"), "is malformed"),
+    ("sha512", manifest(image=f"{REPO}@sha512:{'a' * 128}"), "is malformed"),
+    ("sha256 alone", manifest(image=f"'{REPO}@sha256:'"), "is malformed"),
+    ("lookalike suffix", manifest(image=f"{REPO}-evil@{DIGEST}"), "runtime-evil' is not the configured"),
+    ("sub path", manifest(image=f"{REPO}/sub@{DIGEST}"), "runtime/sub' is not the configured"),
+    ("prefix host", manifest(image=f"evil.io/{REPO}@{DIGEST}"), "'evil.io/ghcr.io"),
+    ("latest alone", manifest(image=f"{REPO}:latest"), "'latest' is refused in prod"),
+    ("latest and digest", manifest(image=f"{REPO}:latest@{DIGEST}"), "'latest' is refused in prod"),
+    ("env mismatch", manifest(environment="dev"), "does not match the file's environment 'prod'"),
+    ("env unknown", manifest(environment="staging"), "'staging' is not dev or prod"),
+    (
+        "volumes",
+        manifest("volumes: ['/:/host']"),
+        "'volumes' is owned by the controller (layout: exactly two",
+    ),
+    ("ports", manifest("ports: ['0.0.0.0:80:80']"), "'ports' is owned by the controller"),
+    ("network_mode", manifest("network_mode: host"), "'network_mode' is owned by the controller"),
+    ("privileged", manifest("privileged: true"), "'privileged' is owned by the controller"),
+    ("cap_add", manifest("cap_add: [SYS_ADMIN]"), "'cap_add' is owned by the controller"),
+    ("devices", manifest("devices: ['/dev/mem']"), "'devices' is owned by the controller"),
+    ("container_name", manifest("container_name: x"), "'container_name' is owned by the controller"),
+    ("name", manifest("name: dreichor-runtime-dev"), "'name' is owned by the controller"),
+    ("user root", manifest("user: root"), "'user' is owned by the controller"),
+    (
+        "DATABASE_URL",
+        manifest("env:", "  DATABASE_URL: postgres://x/dreichor_prod"),
+        "'env.DATABASE_URL' is owned",
+    ),
+    ("bad env name", manifest("env:", "  1BAD: x"), "env name '1BAD' is not a valid variable name"),
+    ("dash env name", manifest("env:", "  A-B: x"), "env name 'A-B'"),
+    (
+        "env bool",
+        manifest("env:", "  DEBUG: no"),
+        "'env.DEBUG' must be a string but YAML read false: quote it",
+    ),
+    ("env number", manifest("env:", "  WORKERS: 4"), "'env.WORKERS' must be a string but YAML read 4"),
+    ("env list", manifest("env: [a]"), "'env' must be a mapping"),
+    ("image number", b"environment: prod\nimage: 12\n", "'image' must be a string"),
+    ("empty file", b"", "is empty"),
+    ("comment only", b"# nothing\n", "is empty"),
+    ("top-level list", b"- environment: prod\n", "not a list"),
+    ("top-level scalar", b"prod\n", "not a string"),
+    (
+        "two documents",
+        manifest() + b"---\n" + manifest(),
+        "expected a single document in the stream but found another document",
+    ),
+    ("duplicate keys", manifest("image: other"), "duplicate key 'image'"),
+    (
+        "python tag",
+        manifest("env: !!python/object/apply:os.system ['true']"),
+        "tag 'tag:yaml.org,2002:python",
+    ),
+    ("custom tag", manifest("env: !secret x"), "YAML tag '!secret' is refused"),
+    ("anchor", manifest("env: &a {A: b}"), "YAML anchors are refused"),
+    ("merge key", manifest("env:", "  <<: {A: b}"), "merge keys '<<' are refused"),
+    (
+        "alias bomb",
+        b'a: &a ["x","x","x","x","x","x","x","x","x"]\n'
+        b"b: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]\nc: [*b,*b,*b,*b,*b]\n",
+        "YAML anchors are refused",
+    ),
+    ("deep nesting", b"environment: prod\nimage: " + b"[" * 10_000 + b"]" * 10_000 + b"\n", "nesting deeper"),
+    ("too large", manifest("# " + "x" * 70_000), "more than the limit of 65536 bytes"),
+    ("invalid utf-8", manifest("env:", "  A: caf\xe9").replace(b"\xc3\xa9", b"\xe9"), "not valid UTF-8"),
+    (
+        "utf-16 with bom",
+        "\ufeff".encode("utf-16-le") + manifest().decode().encode("utf-16-le"),
+        "byte order mark",
+    ),
+    ("utf-8 bom", b"\xef\xbb\xbf" + manifest(), "byte order mark"),
+    ("non-string key", manifest("1: x"), "mapping keys must be strings"),
+]
+
+
+@pytest.mark.parametrize(("data", "expected"), [(d, e) for _, d, e in BAD], ids=[n for n, _, _ in BAD])
+def test_a_bad_manifest_is_refused_with_its_reason(data: bytes, expected: str) -> None:
+    assert expected in refusal(data)
+
+
+def test_every_reason_of_one_manifest_is_reported_together() -> None:
+    reasons = refusal(manifest("volumes: []", "ports: []", image="evil.io/x:latest", environment="dev"))
+    for expected in ("'volumes'", "'ports'", "'dev' does not match", "not pinned", "evil.io/x", "'latest'"):
+        assert expected in reasons
+
+
+def test_latest_is_allowed_next_to_a_digest_in_dev() -> None:
+    desired = desired_from_bytes(
+        manifest(image=f"{REPO}:latest@{DIGEST}", environment="dev"),
+        environment="dev",
+        repository=REPO,
+        paths=HostPaths(Path("/srv/dreichor"), "dev"),
+        dotenv=None,
+    )
+    assert desired.image == f"{REPO}@{DIGEST}"
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("postgresql://u:p@127.0.0.1:5432/dreichor_prod", None),
+        (
+            "postgresql://u:p@127.0.0.1:5432/dreichor_dev",
+            "names database 'dreichor_dev', not 'dreichor_prod'",
+        ),
+        ("postgresql://127.0.0.1/postgres", "names database 'postgres'"),
+        (None, "has no DATABASE_URL"),
+        ("", "has no DATABASE_URL"),
+    ],
+)
+def test_database_url_must_name_the_environments_database(url: str | None, expected: str | None) -> None:
+    reasons = database_reasons(url, environment="prod")
+    assert (reasons == []) if expected is None else (expected in reasons[0])
+
+
+def test_a_dotenv_naming_another_environments_database_refuses_the_manifest() -> None:
+    reasons = refusal(manifest(), dotenv={"DATABASE_URL": "postgresql://h/dreichor_dev"})
+    assert "(layout: separate databases per environment)" in reasons
+
+
+def test_only_database_url_from_dotenv_reaches_the_container() -> None:
+    desired = desired_from_bytes(
+        manifest(),
+        environment="prod",
+        repository=REPO,
+        paths=PATHS,
+        dotenv={"DATABASE_URL": "postgresql://h/dreichor_prod", "GIT_TOKEN": "t", "REGISTRY_PASSWORD": "p"},
+    )
+    assert set(desired.env) == {"DATABASE_URL"}
+
+
+@pytest.mark.parametrize(
+    ("image", "repo", "tag"),
+    [
+        (f"{REPO}@{DIGEST}", REPO, None),
+        (f"{REPO}:1.0@{DIGEST}", REPO, "1.0"),
+        (f"127.0.0.1:5000/dreichor/runtime:x@{DIGEST}", "127.0.0.1:5000/dreichor/runtime", "x"),
+        (f"127.0.0.1:5000/dreichor/runtime@{DIGEST}", "127.0.0.1:5000/dreichor/runtime", None),
+    ],
+)
+def test_image_references_split_into_repository_and_tag(image: str, repo: str, tag: str | None) -> None:
+    ref = parse_image(image, repository=repo, environment="prod")
+    assert (ref.repository, ref.tag, ref.pinned) == (repo, tag, f"{repo}@{DIGEST}")
+
+
+def test_container_names_never_collide() -> None:
+    assert container_name("dev") != container_name("prod")
+
+
+def test_dotenv_reads_comments_export_and_quotes(tmp_path: Path) -> None:
+    path = tmp_path / ".env"
+    path.write_text("# c\nexport DATABASE_URL=\"postgresql://h/dreichor_dev\"\nTOKEN='a=b'\n\nBROKEN\n")
+    assert read_dotenv(path) == {"DATABASE_URL": "postgresql://h/dreichor_dev", "TOKEN": "a=b"}
