@@ -10,6 +10,7 @@ import argparse
 import json
 import sys
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,9 @@ from controller.config import DEFAULT_REPOSITORY, ENVIRONMENTS, Config, HostPath
 from controller.contract import DesiredContainer, desired_from_bytes, read_dotenv
 from controller.errors import ConfigError, ControllerError, Refused
 from controller.layout import init_layout
+from controller.source import GitSource
+from controller.status import applied_revision
+from controller.verification import load_policy, verify_revision
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -58,6 +62,12 @@ def _parser() -> argparse.ArgumentParser:
     validate.add_argument("--config", help="use this config's image repository and .env")
     validate.add_argument("--json", action="store_true", help="print JSON")
     validate.set_defaults(handler=cmd_validate)
+
+    verify = commands.add_parser("verify", help="fetch, then verify a revision against the trust policy")
+    verify.add_argument("rev", nargs="?", help="revision to verify (default: the branch head)")
+    verify.add_argument("--config", help="controller.yaml (default: $DREICHOR_CONFIG)")
+    verify.add_argument("--json", action="store_true", help="print JSON")
+    verify.set_defaults(handler=cmd_verify)
 
     init = commands.add_parser("init", help="create an environment's host layout and a starter config")
     init.add_argument("--environment", choices=ENVIRONMENTS, required=True)
@@ -122,6 +132,40 @@ def _describe(desired: DesiredContainer) -> str:
     return "\n".join(lines)
 
 
+def cmd_verify(args: argparse.Namespace) -> int:
+    """``verify [REV]``: exit 0 with the signer, 3 with the reason."""
+    config = load_config(config_path(args.config))
+    source = git_source(config)
+    head = source.fetch()
+    rev = source.resolve(args.rev) if args.rev else head
+    try:
+        verdict = verify_revision(
+            source,
+            load_policy(config),
+            mode=config.trust.mode,
+            applied=applied_revision(config.paths),
+            head=rev,
+            now=datetime.now(UTC),
+        )
+    except Refused as exc:
+        if args.json:
+            _print_json({"revision": rev, "trusted": False, "reason": str(exc)})
+        raise
+    if args.json:
+        _print_json(
+            {
+                "revision": rev,
+                "trusted": True,
+                "signer": verdict.signer,
+                "key_type": verdict.key_type,
+                "detail": verdict.detail,
+            }
+        )
+    else:
+        print(f"trusted: {verdict.describe()}")
+    return EXIT_OK
+
+
 def cmd_init(args: argparse.Namespace) -> int:
     """``init``: create the host layout; never overwrite."""
     created = init_layout(args.root, args.environment)
@@ -130,6 +174,13 @@ def cmd_init(args: argparse.Namespace) -> int:
     if not created:
         print(f"{args.root / args.environment}: layout already complete, nothing changed")
     return EXIT_OK
+
+
+def git_source(config: Config) -> GitSource:
+    """The controller's git cache of the manifest repository."""
+    return GitSource(
+        config.paths.repo, url=config.source.url, branch=config.source.branch, timeout=config.source.timeout
+    )
 
 
 def _print_json(data: Any) -> None:

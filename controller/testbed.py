@@ -294,15 +294,32 @@ class GpgKey:
         return _run(["gpg", "--homedir", str(self.home), "--armor", "--export", self.fingerprint])
 
 
-def make_gpg_key(home: Path, *, name: str, algo: str = "ed25519", expire: str = "never") -> GpgKey:
-    """Generate an unprotected OpenPGP signing key with ``gpg``."""
+def make_gpg_key(
+    home: Path, *, name: str, algo: str = "ed25519", expire: str = "never", subkey: bool = False
+) -> GpgKey:
+    """Generate an unprotected OpenPGP key; ``subkey``: a cert-only primary plus a signing subkey."""
     home.mkdir(parents=True, exist_ok=True, mode=0o700)
     uid = f"{name} <{name}@dreichor.test>"
-    gpg = ["gpg", "--homedir", str(home), "--batch", "--pinentry-mode", "loopback", "--passphrase", ""]
-    _run([*gpg, "--quick-gen-key", uid, algo, "sign", expire])
-    listing = _run(["gpg", "--homedir", str(home), "--with-colons", "--list-keys", uid])
+    _run([*_gpg(home), "--quick-gen-key", uid, algo, "cert" if subkey else "sign", expire])
+    listing = _run([*_gpg(home), "--with-colons", "--list-keys", uid])
     fingerprint = next(line.split(":")[9] for line in listing.splitlines() if line.startswith("fpr:"))
+    if subkey:
+        _run([*_gpg(home), "--quick-add-key", fingerprint, algo, "sign", expire])
     return GpgKey(home=home, fingerprint=fingerprint, uid=uid)
+
+
+def revoke_gpg_key(key: GpgKey) -> None:
+    """Import the revocation certificate gpg made at generation time."""
+    rev = key.home / "openpgp-revocs.d" / f"{key.fingerprint}.rev"
+    text = rev.read_text().replace(
+        ":-----BEGIN PGP PUBLIC KEY BLOCK-----", "-----BEGIN PGP PUBLIC KEY BLOCK-----"
+    )
+    (key.home / "revoke.asc").write_text(text)
+    _run([*_gpg(key.home), "--import", str(key.home / "revoke.asc")])
+
+
+def _gpg(home: Path) -> list[str]:
+    return ["gpg", "--homedir", str(home), "--batch", "--pinentry-mode", "loopback", "--passphrase", ""]
 
 
 class ManifestRepo:
@@ -356,9 +373,52 @@ class ManifestRepo:
         """The work clone's HEAD sha."""
         return self.git("rev-parse", "HEAD").strip()
 
+    def raw_commit(self, sha: str) -> bytes:
+        """The commit object's bytes."""
+        return subprocess.run(
+            ["git", "cat-file", "commit", sha], cwd=self.work, env=self._env, capture_output=True, check=True
+        ).stdout
+
+    def store_commit(self, raw: bytes) -> str:
+        """Write a hand-made commit object, move the branch to it, return its sha."""
+        sha = (
+            subprocess.run(
+                ["git", "hash-object", "-t", "commit", "-w", "--stdin", "--literally"],
+                input=raw,
+                cwd=self.work,
+                env=self._env,
+                capture_output=True,
+                check=True,
+            )
+            .stdout.decode()
+            .strip()
+        )
+        self.git("update-ref", f"refs/heads/{self.branch}", sha)
+        self.git("reset", "-q", "--hard", sha)
+        return sha
+
     def push(self, *, force: bool = False) -> None:
         """Push the branch to the bare remote."""
         self.git("push", "-q", *(["--force"] if force else []), "origin", f"HEAD:refs/heads/{self.branch}")
+
+
+def ssh_sign(key: SshKey, payload: bytes, *, namespace: str = "git") -> bytes:
+    """An armored SSHSIG over ``payload`` made by ``ssh-keygen -Y sign``."""
+    proc = subprocess.run(
+        ["ssh-keygen", "-q", "-Y", "sign", "-n", namespace, "-f", str(key.path)],
+        input=payload,
+        capture_output=True,
+        check=True,
+    )
+    return proc.stdout
+
+
+def with_signature(payload: bytes, signature: bytes) -> bytes:
+    """A raw commit: ``payload`` with a ``gpgsig`` header carrying ``signature`` (as git writes it)."""
+    headers, _sep, message = payload.partition(b"\n\n")
+    lines = signature.rstrip(b"\n").split(b"\n")
+    header = b"gpgsig " + b"\n ".join(lines)
+    return headers + b"\n" + header + b"\n\n" + message
 
 
 def manifest_text(environment: str, image: str, **env: str) -> str:

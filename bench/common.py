@@ -1,0 +1,54 @@
+"""What every benchmark shares: timing, and one result line for ``bench/run``."""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+
+@dataclass(frozen=True)
+class Result:
+    """One benchmark figure against its in-run baseline."""
+
+    name: str
+    figure: float
+    baseline: float
+    unit: str
+    goal: float  # the ratio figure / baseline must be at most this
+
+    @property
+    def ratio(self) -> float:
+        """figure / baseline."""
+        return self.figure / self.baseline if self.baseline else float("inf")
+
+    @property
+    def met(self) -> bool:
+        """Whether the goal was met."""
+        return self.ratio <= self.goal
+
+    def line(self) -> str:
+        """One human line."""
+        verdict = "met" if self.met else "NOT met"
+        return (
+            f"{self.name}: {self.figure:.4f} {self.unit} vs baseline {self.baseline:.4f} {self.unit}"
+            f" -> ratio {self.ratio:.3f} (goal <= {self.goal}) {verdict}"
+        )
+
+    def as_json(self) -> str:
+        """A JSON object with the derived fields too."""
+        return json.dumps({**asdict(self), "ratio": self.ratio, "met": self.met})
+
+
+def median_seconds(action: Callable[[], object], *, runs: int, warmup: int = 2) -> float:
+    """Median wall time of ``action`` over ``runs`` runs after ``warmup`` unmeasured ones."""
+    for _ in range(warmup):
+        action()
+    samples = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        action()
+        samples.append(time.perf_counter() - start)
+    return statistics.median(samples)

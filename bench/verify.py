@@ -1,0 +1,57 @@
+"""Verifying one ed25519-signed commit in process, against ``git verify-commit`` of the same commit.
+
+Run: ``.venv/bin/python -m bench.verify``.  Goal: at most 0.1x git's time
+(git spawns ssh-keygen per verification; the controller does not).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+
+from bench.common import Result, median_seconds
+from controller.signatures.policy import TrustPolicy
+from controller.testbed import ManifestRepo, make_ssh_key
+
+
+def measure(runs: int = 30) -> Result:
+    """Median of both verifications of one commit."""
+    with tempfile.TemporaryDirectory() as tmp:
+        base = Path(tmp)
+        key = make_ssh_key(base / "keys", name="bench")
+        signers = base / "allowed_signers"
+        signers.write_text(key.allowed_signers_line + "\n")
+        repo = ManifestRepo(base / "repo")
+        repo.write("envs/prod.yaml", "environment: prod\n")
+        sha = repo.commit("deploy", key=key)
+        raw = repo.raw_commit(sha)
+        policy = TrustPolicy.load(allowed_signers=signers, openpgp_keys=None, revoked_keys=None)
+        now = datetime.now(UTC)
+        git_args = ["git", "-c", f"gpg.ssh.allowedSignersFile={signers}", "verify-commit", sha]
+
+        def ours() -> None:
+            policy.verify_raw_commit(raw, now=now)
+
+        def gits() -> None:
+            subprocess.run(git_args, cwd=repo.work, capture_output=True, check=True)
+
+        figure = median_seconds(ours, runs=runs * 10)
+        baseline = median_seconds(gits, runs=runs)
+    return Result(
+        "signature verify (in-process vs git verify-commit)", figure * 1e3, baseline * 1e3, "ms", 0.1
+    )
+
+
+def main() -> int:
+    """Print the result; exit 0 whatever the ratio (bench/run reports goals)."""
+    result = measure()
+    print(result.line())
+    print(result.as_json(), file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

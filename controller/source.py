@@ -1,0 +1,131 @@
+"""The manifest repository: the controller's git cache, fetched and read through GitPython.
+
+The only module that imports ``git``.  The cache is a bare repository under
+``state/repo``; nothing is ever checked out.  Files are read from a commit's
+tree by mode and size first, so a symlink, a submodule or a huge blob in the
+manifest repository is refused before a byte of it is read.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import git
+from gitdb.exc import BadName, BadObject
+
+from controller.errors import Refused, Retryable
+
+REGULAR_FILE = 0o100644
+
+
+class SourceError(Retryable):
+    """git failed in a way that may pass: the remote is unreachable, slow or broken."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason, code="FetchFailed")
+
+
+class GitSource:
+    """A bare cache of one branch of the manifest repository."""
+
+    def __init__(
+        self, path: Path, *, url: str, branch: str, timeout: int = 60, env: dict[str, str] | None = None
+    ) -> None:
+        self.path = path
+        self.url = url
+        self.branch = branch
+        self.timeout = timeout
+        self.env = env or {}
+        self._repo: git.Repo | None = None
+
+    @property
+    def tracking_ref(self) -> str:
+        """Where the fetched head is kept in the cache."""
+        return f"refs/remotes/origin/{self.branch}"
+
+    def repo(self) -> git.Repo:
+        """The cache repository, created on first use."""
+        if self._repo is None:
+            if not (self.path / "HEAD").exists():
+                self.path.mkdir(parents=True, exist_ok=True)
+                self._repo = git.Repo.init(self.path, bare=True)
+            else:
+                self._repo = git.Repo(self.path)
+        return self._repo
+
+    def fetch(self) -> str:
+        """Fetch the branch into the cache (force: a rewrite is judged later); return its head."""
+        env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "/bin/false", **self.env}
+        try:
+            self.repo().git.fetch(
+                "--quiet",
+                "--no-tags",
+                "--prune",
+                self.url,
+                f"+refs/heads/{self.branch}:{self.tracking_ref}",
+                env=env,
+                kill_after_timeout=self.timeout,
+            )
+        except git.GitCommandError as exc:
+            raise SourceError(f"fetching {self.branch} failed: {_stderr(exc)}") from None
+        return self.resolve(self.tracking_ref)
+
+    def resolve(self, rev: str) -> str:
+        """The full commit id of ``rev`` in the cache."""
+        try:
+            return str(self.repo().rev_parse(f"{rev}^{{commit}}").hexsha)
+        except (BadName, BadObject, ValueError, git.GitCommandError):
+            raise Refused(
+                f"revision '{rev}' is not a commit in the fetched repository", code="UnknownRevision"
+            ) from None
+
+    def raw_commit(self, sha: str) -> bytes:
+        """The commit object's bytes exactly as stored (what was signed)."""
+        stream = self.repo().odb.stream(bytes.fromhex(sha))
+        if stream.type != b"commit":
+            raise Refused(f"{sha} is not a commit", code="UnknownRevision")
+        data: bytes = stream.read()
+        return data
+
+    def is_ancestor(self, old: str, new: str) -> bool:
+        """Whether ``old`` is ``new`` or one of its ancestors."""
+        try:
+            self.repo().git.merge_base("--is-ancestor", old, new)
+        except git.GitCommandError as exc:
+            if exc.status == 1:
+                return False
+            raise SourceError(f"checking ancestry failed: {_stderr(exc)}") from None
+        return True
+
+    def first_parent_range(self, old: str | None, new: str) -> list[str]:
+        """First-parent commits after ``old`` up to ``new``, oldest first (``new`` alone without ``old``)."""
+        if old is None:
+            return [new]
+        out = self.repo().git.rev_list("--first-parent", "--reverse", f"{old}..{new}")
+        return str(out).split()
+
+    def read_file(self, sha: str, path: str, *, max_bytes: int) -> bytes:
+        """A regular file from the commit's tree, checked by mode and size before it is read."""
+        tree = self.repo().commit(sha).tree
+        try:
+            blob = tree[path]
+        except KeyError:
+            raise Refused(f"{path} does not exist at {sha[:12]}", code="ManifestMissing") from None
+        if blob.type != "blob" or blob.mode != REGULAR_FILE:
+            kind = {0o120000: "a symlink", 0o160000: "a submodule", 0o040000: "a folder"}.get(
+                blob.mode, "not a regular file"
+            )
+            raise Refused(f"{path} at {sha[:12]} is {kind}, not a regular file", code="ManifestMissing")
+        if blob.size > max_bytes:
+            raise Refused(
+                f"{path} is {blob.size} bytes, more than the limit of {max_bytes} bytes",
+                code="ManifestTooLarge",
+            )
+        data: bytes = blob.data_stream.read()
+        return data
+
+
+def _stderr(exc: git.GitCommandError) -> str:
+    text = str(exc.stderr or exc).strip().strip("'").replace("stderr: ", "")
+    return " ".join(text.split())[-300:] or f"git exited with {exc.status}"

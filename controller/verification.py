@@ -1,0 +1,50 @@
+"""The verify step: which commits must carry a trusted signature, and checking them.
+
+Shared by ``dreichor-controller verify`` and the reconcile pass, so a manifest
+repository's CI and the controller reach the same verdict by the same code.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+
+from controller.config import Config
+from controller.signatures.policy import TrustPolicy, Verdict, VerifiedCache, verify_commits
+from controller.source import GitSource
+
+
+def load_policy(config: Config) -> TrustPolicy:
+    """The trust policy from the host files the config names."""
+    trust = config.trust
+    return TrustPolicy.load(
+        allowed_signers=Path(trust.allowed_signers),
+        openpgp_keys=Path(trust.openpgp_keys) if trust.openpgp_keys else None,
+        revoked_keys=Path(trust.revoked_keys) if trust.revoked_keys else None,
+    )
+
+
+def commits_to_verify(source: GitSource, *, mode: str, applied: str | None, head: str) -> list[str]:
+    """``head`` mode: the head alone.  ``first-parent``: every first-parent commit after ``applied``.
+
+    Without an applied revision (first deploy), or when ``head`` does not descend
+    from it (a rewrite, judged by the history guard), the head alone.
+    """
+    if mode == "head" or applied is None or applied == head or not source.is_ancestor(applied, head):
+        return [head]
+    return source.first_parent_range(applied, head)
+
+
+def verify_revision(
+    source: GitSource,
+    policy: TrustPolicy,
+    *,
+    mode: str,
+    applied: str | None,
+    head: str,
+    now: datetime,
+    cache: VerifiedCache | None = None,
+) -> Verdict:
+    """Verify what ``mode`` requires up to ``head``; return the head's verdict or raise ``Refused``."""
+    commits = commits_to_verify(source, mode=mode, applied=applied, head=head)
+    return verify_commits(commits, read_commit=source.raw_commit, policy=policy, now=now, cache=cache)
