@@ -138,6 +138,35 @@ class PrivateDocker:
         if ids:
             self.cli("rm", "-f", *ids)
 
+    def max_running_at_once(self, *, since: str, prefix: str) -> int:
+        """From ``docker events``: the most containers named ``prefix…`` running at one instant."""
+        out = self.cli(
+            "events",
+            "--since",
+            since,
+            "--until",
+            f"{time.time():.6f}",
+            "--filter",
+            "type=container",
+            "--format",
+            "{{json .}}",
+        )
+        running: set[str] = set()
+        peak = 0
+        events = sorted(
+            (json.loads(line) for line in out.splitlines() if line.strip()), key=lambda e: e["timeNano"]
+        )
+        for event in events:
+            name = event.get("Actor", {}).get("Attributes", {}).get("name", "")
+            if not name.startswith(prefix):
+                continue
+            if event.get("Action") == "start":
+                running.add(event["id"])
+            elif event.get("Action") in ("die", "destroy"):
+                running.discard(event["id"])
+            peak = max(peak, len(running))
+        return peak
+
     def stop(self) -> None:
         """Remove all containers, stop the engine, delete the bridge."""
         if self._proc is None:
@@ -220,6 +249,7 @@ IMAGE_VARIANTS: dict[str, list[str]] = {
     ],
     "plain": ['CMD ["/bin/busybox", "sleep", "86400"]'],
     "exits": ['CMD ["/bin/busybox", "sh", "-c", "echo starting; echo giving up >&2; exit 3"]'],
+    "stubborn": ['CMD ["/bin/busybox", "sh", "-c", "trap \'\' TERM; /bin/busybox sleep 86400"]'],
     "unhealthy": [
         'HEALTHCHECK --interval=1s --timeout=2s --retries=2 CMD ["/bin/busybox", "false"]',
         'CMD ["/bin/busybox", "sleep", "86400"]',

@@ -1,0 +1,121 @@
+"""The unavailability window of a swap, from ``docker events``: controller vs ``docker stop; rm; run``.
+
+Window: from the old container's ``die`` to the new one's ``start``.  Both
+paths must pull the new image (it is removed locally before each run); the
+controller pulls and creates before it stops, the CLI sequence after.
+Run: ``.venv/bin/python -m bench.swap``.  Goal: controller <= 0.7x the CLI.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+import time
+
+from bench.common import Result
+from bench.sandbox import Sandbox, sandbox
+from controller.config import HealthConfig, HostPaths
+from controller.contract import desired_from_bytes
+from controller.docker_engine import Engine
+from controller.plan import plan
+from controller.rollout import Rollout
+from controller.testbed import manifest_text
+
+RUNS = 5
+
+
+def _window(box: Sandbox, since: str, old_id: str, new_id: str) -> float:
+    out = box.engine.cli(
+        "events",
+        "--since",
+        since,
+        "--until",
+        f"{time.time():.6f}",
+        "--filter",
+        "type=container",
+        "--format",
+        "{{json .}}",
+    )
+    events = [json.loads(line) for line in out.splitlines() if line.strip()]
+    died = min(e["timeNano"] for e in events if e["id"] == old_id and e["Action"] == "die")
+    started = min(e["timeNano"] for e in events if e["id"] == new_id and e["Action"] == "start")
+    return (started - died) / 1e9
+
+
+def _controller_swap(box: Sandbox, rollout: Rollout, paths: HostPaths, image: str, revision: str) -> float:
+    desired = desired_from_bytes(
+        manifest_text("dev", image).encode(),
+        environment="dev",
+        repository=box.registry.repository,
+        paths=paths,
+        dotenv={"DATABASE_URL": "postgresql://h/dreichor_dev"},
+        revision=revision,
+    )
+    old = rollout.engine.inspect(rollout.canonical)
+    assert old is not None
+    since = f"{time.time():.6f}"
+    outcome = rollout.apply(plan(desired, old, deployed=True), desired)
+    assert outcome.container_id is not None
+    return _window(box, since, old.id, outcome.container_id)
+
+
+def _cli_swap(box: Sandbox, image: str) -> float:
+    old_id = box.engine.cli("inspect", "--format", "{{.Id}}", "bench-cli").strip()
+    since = f"{time.time():.6f}"
+    box.engine.cli("stop", "bench-cli")
+    box.engine.cli("rm", "bench-cli")
+    new_id = box.engine.cli("run", "-d", "--init", "--name", "bench-cli", image).strip()
+    return _window(box, since, old_id, new_id)
+
+
+def _drop(box: Sandbox, image: str) -> None:
+    box.engine.cli("image", "rm", "--force", image)
+
+
+def measure() -> Result:
+    """Median windows of both paths over ``RUNS`` alternating swaps."""
+    with sandbox() as box:
+        paths = HostPaths(box.base / "root", "dev")
+        for folder in (paths.audit_events, paths.runtime_snapshots, paths.snapshots):
+            folder.mkdir(parents=True, exist_ok=True)
+        engine = Engine(box.engine.url, environment="dev")
+        rollout = Rollout(engine, paths=paths, health=HealthConfig(timeout=30, stable=1))
+        a, b = box.images["healthy-a"], box.images["healthy-b"]
+        first = desired_from_bytes(
+            manifest_text("dev", a).encode(),
+            environment="dev",
+            repository=box.registry.repository,
+            paths=paths,
+            dotenv={"DATABASE_URL": "postgresql://h/dreichor_dev"},
+            revision="r0",
+        )
+        rollout.apply(plan(first, None, deployed=False), first)
+        box.engine.cli("run", "-d", "--init", "--name", "bench-cli", a)
+        ours, theirs = [], []
+        for run in range(RUNS):
+            image = b if run % 2 == 0 else a
+            _drop(box, image)
+            ours.append(_controller_swap(box, rollout, paths, image, f"r{run + 1}"))
+            _drop(box, image)
+            theirs.append(_cli_swap(box, image))
+        engine.close()
+    return Result(
+        "swap window (controller vs docker stop;rm;run)",
+        statistics.median(ours) * 1e3,
+        statistics.median(theirs) * 1e3,
+        "ms",
+        0.7,
+    )
+
+
+def main() -> int:
+    """Print the result."""
+    result = measure()
+    print(result.line())
+    print(result.as_json(), file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

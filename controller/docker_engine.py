@@ -1,0 +1,262 @@
+"""The Docker Engine, through the docker SDK: the only module that imports ``docker``.
+
+Every SDK error is translated at this boundary: an engine or registry that
+cannot be reached is ``Retryable``; a digest the registry does not have, or a
+name taken by a container we do not manage, is ``Refused``.  Only containers
+named ``dreichor-runtime-<env>`` (and its ``-next``/``-previous`` companions)
+are ever listed, so one environment's controller cannot see another's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import docker
+import docker.errors
+import requests.exceptions
+
+from controller.containers import ContainerState
+from controller.contract import DesiredContainer, Mount, container_name
+from controller.errors import ControllerError, Refused, Retryable
+
+NEXT_SUFFIX = "-next"
+PREVIOUS_SUFFIX = "-previous"
+
+
+class EngineError(Retryable):
+    """The Docker Engine or the registry could not be reached, or failed transiently."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason, code="EngineUnavailable")
+
+
+@contextmanager
+def _translated(action: str) -> Iterator[None]:
+    try:
+        yield
+    except ControllerError:
+        raise
+    except docker.errors.NotFound as exc:
+        raise Refused(f"{action}: {_explain(exc)}", code="NotFound") from None
+    except docker.errors.APIError as exc:
+        raise EngineError(f"{action}: {_explain(exc)}") from None
+    except (docker.errors.DockerException, requests.exceptions.RequestException, OSError) as exc:
+        raise EngineError(f"{action}: Docker Engine unreachable ({type(exc).__name__})") from None
+
+
+def _explain(exc: docker.errors.APIError) -> str:
+    return " ".join(str(exc.explanation or exc).split())[:300]
+
+
+class Engine:
+    """One environment's view of the Docker Engine."""
+
+    def __init__(self, url: str, *, environment: str, timeout: int = 120) -> None:
+        self.environment = environment
+        self.canonical = container_name(environment)
+        self._names = {self.canonical, self.canonical + NEXT_SUFFIX, self.canonical + PREVIOUS_SUFFIX}
+        with _translated("connecting to Docker"):
+            self._client = docker.DockerClient(base_url=url, timeout=timeout, version="auto")
+
+    def close(self) -> None:
+        """Release the HTTP connection pool."""
+        self._client.close()
+
+    def runtime_containers(self) -> dict[str, ContainerState]:
+        """This environment's runtime containers by name (canonical, -next, -previous)."""
+        with _translated("listing containers"):
+            found = self._client.api.containers(all=True, filters={"name": self.canonical})
+        names = {c["Id"]: c["Names"][0].lstrip("/") for c in found if c["Names"]}
+        wanted = [cid for cid, name in names.items() if name in self._names]
+        states = (self.inspect(cid) for cid in wanted)
+        return {s.name: s for s in states if s is not None}
+
+    def inspect(self, ref: str) -> ContainerState | None:
+        """The container ``ref`` (id or name), or None when it does not exist."""
+        try:
+            with _translated("inspecting a container"):
+                data = self._client.api.inspect_container(ref)
+        except Refused:
+            return None
+        name = data["Name"].lstrip("/")
+        if name not in self._names:
+            raise Refused(f"container {ref} is not one of {self.environment}'s", code="Isolation")
+        return _state(data, self._image_env(data["Image"]))
+
+    def _image_env(self, image_id: str) -> dict[str, str]:
+        try:
+            with _translated("inspecting an image"):
+                image = self._client.api.inspect_image(image_id)
+        except Refused:
+            return {}
+        return _env_dict(image.get("Config", {}).get("Env"))
+
+    def image_has_healthcheck(self, image: str) -> bool:
+        """Whether the image declares a HEALTHCHECK."""
+        with _translated("inspecting an image"):
+            config = self._client.api.inspect_image(image).get("Config") or {}
+        test = (config.get("Healthcheck") or {}).get("Test") or []
+        return bool(test) and test != ["NONE"]
+
+    def image_present(self, image: str) -> bool:
+        """Whether the engine holds ``image`` locally."""
+        try:
+            with _translated("inspecting an image"):
+                self._client.api.inspect_image(image)
+        except Refused:
+            return False
+        return True
+
+    def pull(self, pinned: str, *, auth: dict[str, str] | None = None) -> str:
+        """Pull ``repo@sha256:…`` and check the engine holds exactly that digest; return the image id."""
+        repository, _, digest = pinned.partition("@")
+        try:
+            with _translated(f"pulling {pinned}"):
+                self._client.api.pull(repository, tag=digest, auth_config=auth or None)
+        except EngineError as exc:
+            if "manifest unknown" in exc.reason or "not found" in exc.reason.lower():
+                raise Refused(
+                    f"image {pinned} does not exist in the registry", code="ImageNotFound"
+                ) from None
+            raise
+        except Refused:
+            raise Refused(f"image {pinned} does not exist in the registry", code="ImageNotFound") from None
+        with _translated("inspecting the pulled image"):
+            image = self._client.api.inspect_image(pinned)
+        if pinned not in image.get("RepoDigests", []):
+            raise Refused(f"the pulled image does not carry digest {digest}", code="DigestMismatch")
+        return str(image["Id"])
+
+    def create(self, desired: DesiredContainer, *, name: str) -> str:
+        """Create (not start) a container from the desired spec under ``name``; return its id."""
+        api = self._client.api
+        host_config = api.create_host_config(
+            binds={m.source: {"bind": m.target, "mode": "rw"} for m in desired.mounts},
+            restart_policy={"Name": desired.restart_policy},
+            init=desired.init,
+            network_mode=desired.network_mode,
+            privileged=False,
+            cap_add=None,
+            devices=None,
+            port_bindings=None,
+        )
+        with _translated(f"creating {name}"):
+            created = api.create_container(
+                desired.image,
+                name=name,
+                environment=[f"{k}={v}" for k, v in desired.env.items()],
+                labels=desired.labels,
+                host_config=host_config,
+            )
+        return str(created["Id"])
+
+    def start(self, ref: str) -> None:
+        """Start a container."""
+        with _translated(f"starting {ref[:12]}"):
+            self._client.api.start(ref)
+
+    def stop(self, ref: str, *, timeout: int = 30) -> None:
+        """Stop gracefully: SIGTERM, then SIGKILL after ``timeout`` seconds.
+
+        Returns at the container's ``die`` event rather than when the engine has
+        finished tearing it down, as ``docker stop`` does: the process is gone,
+        so the next container may start while the old one's network is released.
+        """
+        api = self._client.api
+        with _translated(f"stopping {ref[:12]}"):
+            events = api.events(filters={"container": [ref], "event": ["die"]}, decode=True)
+            hard_kill = threading.Timer(timeout, self._kill, args=(ref,))
+            try:
+                if not self._signal(ref, "SIGTERM"):
+                    return  # it was not running
+                hard_kill.start()
+                for _ in events:
+                    break
+            finally:
+                hard_kill.cancel()
+                events.close()
+
+    def _signal(self, ref: str, signal: str) -> bool:
+        try:
+            self._client.api.kill(ref, signal=signal)
+        except docker.errors.APIError as exc:
+            if exc.status_code == 409:  # not running
+                return False
+            raise
+        return True
+
+    def _kill(self, ref: str) -> None:
+        with contextlib.suppress(docker.errors.DockerException, requests.exceptions.RequestException):
+            self._signal(ref, "SIGKILL")
+
+    def rename(self, ref: str, name: str) -> None:
+        """Rename a container (only to one of this environment's names)."""
+        if name not in self._names:
+            raise Refused(
+                f"refusing to rename to {name}: not one of {self.environment}'s names", code="Isolation"
+            )
+        with _translated(f"renaming {ref[:12]} to {name}"):
+            self._client.api.rename(ref, name)
+
+    def remove(self, ref: str) -> None:
+        """Force-remove a container (it is killed if it runs)."""
+        try:
+            with _translated(f"removing {ref[:12]}"):
+                self._client.api.remove_container(ref, force=True)
+        except Refused:
+            return  # already gone
+
+    def logs_tail(self, ref: str, *, lines: int = 50) -> str:
+        """The last ``lines`` lines of a container's output."""
+        try:
+            with _translated(f"reading logs of {ref[:12]}"):
+                raw: bytes = self._client.api.logs(ref, stdout=True, stderr=True, tail=lines)
+        except ControllerError:
+            return ""
+        return raw.decode("utf-8", "replace")
+
+    def raw_inspect(self, ref: str) -> dict[str, Any]:
+        """The full inspect document, for snapshots."""
+        with _translated("inspecting a container"):
+            data: dict[str, Any] = self._client.api.inspect_container(ref)
+        return data
+
+
+def _env_dict(entries: list[str] | None) -> dict[str, str]:
+    return dict(entry.split("=", 1) for entry in entries or [] if "=" in entry)
+
+
+def _state(data: dict[str, Any], image_env: dict[str, str]) -> ContainerState:
+    config = data.get("Config") or {}
+    host = data.get("HostConfig") or {}
+    state = data.get("State") or {}
+    env = {k: v for k, v in _env_dict(config.get("Env")).items() if image_env.get(k) != v}
+    ports = host.get("PortBindings") or {}
+    return ContainerState(
+        id=data["Id"],
+        name=data["Name"].lstrip("/"),
+        image=config.get("Image", ""),
+        image_id=data.get("Image", ""),
+        env=env,
+        mounts=tuple(
+            sorted(
+                (Mount(m.get("Source", ""), m["Destination"]) for m in data.get("Mounts") or []),
+                key=lambda m: m.target,
+            )
+        ),
+        labels=dict(config.get("Labels") or {}),
+        restart_policy=(host.get("RestartPolicy") or {}).get("Name", ""),
+        init=bool(host.get("Init")),
+        network_mode=host.get("NetworkMode", ""),
+        status=state.get("Status", ""),
+        health=(state.get("Health") or {}).get("Status"),
+        restart_count=int(data.get("RestartCount", 0)),
+        started_at=state.get("StartedAt", ""),
+        privileged=bool(host.get("Privileged")),
+        published_ports=any(ports.values()),
+        raw=data,
+    )

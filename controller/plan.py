@@ -1,0 +1,73 @@
+"""Desired vs actual → what to do: nothing, create, replace or repair drift.
+
+A pure function, tested by equality.  ``replace`` is a deployment (the
+manifest changed since the container was created); ``repair`` is drift (someone or
+something changed, stopped or removed the container behind our back).  A
+container at our name that we did not create is not adopted silently.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from controller.containers import ContainerState
+from controller.contract import LABEL_ENVIRONMENT, LABEL_MANAGED_BY, LABEL_MANIFEST, DesiredContainer
+from controller.errors import Refused
+
+Action = Literal["nothing", "create", "replace", "repair"]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What apply will do, and why."""
+
+    action: Action
+    reason: str
+    drift: tuple[str, ...] = ()
+
+
+def differences(desired: DesiredContainer, actual: ContainerState) -> tuple[str, ...]:
+    """The settings in which ``actual`` departs from ``desired`` (revision labels aside)."""
+    checks = [
+        ("image", actual.image == desired.image),
+        ("env", actual.env == desired.env),
+        ("mounts", set(actual.mounts) == set(desired.mounts)),
+        (
+            "labels",
+            all(actual.labels.get(k) == desired.labels[k] for k in (LABEL_ENVIRONMENT, LABEL_MANAGED_BY)),
+        ),
+        ("restart policy", actual.restart_policy == desired.restart_policy),
+        ("init", actual.init == desired.init),
+        ("network", actual.network_mode == desired.network_mode),
+        ("privileges", not actual.privileged and not actual.published_ports),
+    ]
+    return tuple(name for name, same in checks if not same)
+
+
+def plan(
+    desired: DesiredContainer, actual: ContainerState | None, *, deployed: bool, adopt: bool = False
+) -> Plan:
+    """Decide the action.  ``deployed``: this controller has applied a revision to this environment before."""
+    if actual is None:
+        if not deployed:
+            return Plan("create", "no runtime container exists yet")
+        return Plan("repair", "the runtime container was removed", ("removed",))
+    if not actual.managed:
+        if not deployed and not adopt:
+            raise Refused(
+                f"container {actual.name} exists but was not created by the controller; "
+                "remove it or pass --adopt to replace it",
+                code="NotManaged",
+            )
+        return Plan(
+            "repair", "the container at the runtime's name is not managed by the controller", ("unmanaged",)
+        )
+    drift = differences(desired, actual)
+    if drift and actual.labels.get(LABEL_MANIFEST) != desired.labels[LABEL_MANIFEST]:
+        return Plan("replace", f"deploying {desired.image}", drift)
+    if drift:
+        return Plan("repair", f"drift in {', '.join(drift)}", drift)
+    if not actual.running:
+        return Plan("repair", f"the runtime container is {actual.status}", ("stopped",))
+    return Plan("nothing", "the runtime container matches the manifest")

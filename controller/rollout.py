@@ -1,0 +1,275 @@
+"""Applying a plan to the engine: pull, snapshot, swap, health gate, rollback, crash recovery.
+
+The order is the safety argument.  Everything that can fail slowly (pull,
+create) happens before the old container is stopped; the old one is stopped
+before the new one starts (never two running); the old one is kept as
+``-previous`` until the new one has proven healthy.  An intent journal,
+fsynced before the stop and updated at every step, lets a restarted
+controller finish or undo a swap that a crash interrupted.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from controller.config import HealthConfig, HostPaths
+from controller.contract import LABEL_REVISION, DesiredContainer
+from controller.docker_engine import NEXT_SUFFIX, PREVIOUS_SUFFIX, Engine
+from controller.errors import ControllerError
+from controller.files import atomic_write
+from controller.plan import Plan
+from controller.snapshots import Snapshot, snapshot_id, write_snapshot
+
+Clock = Callable[[], datetime]
+STOP_TIMEOUT = 30
+LOG_LINES = 50
+CRASH_HOOK = "DREICHOR_TEST_CRASH_AT"  # test-only: SIGKILL ourselves at this step
+
+
+class HealthGateFailed(ControllerError):
+    """The new container did not become healthy in time; it was rolled back."""
+
+    def __init__(self, reason: str, logs: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.logs = logs
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What an apply did."""
+
+    result: str  # applied | rolled_back | unchanged
+    reason: str
+    container_id: str | None = None
+    snapshot: str | None = None
+    logs: str = ""
+
+
+def checkpoint(step: str) -> None:
+    """A named step of a pass; the crash tests stop the process here."""
+    if os.environ.get(CRASH_HOOK) == step:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+class Journal:
+    """``state/inflight.json``: the swap in progress, step by step, fsynced."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.data: dict[str, Any] = {}
+
+    def begin(self, **fields: Any) -> None:
+        """Record the intent before anything is stopped."""
+        self.data = {"version": 1, **fields, "steps": []}
+        self._write()
+
+    def step(self, name: str) -> None:
+        """Record a completed step."""
+        self.data["steps"].append(name)
+        self._write()
+        checkpoint(name)
+
+    def finish(self) -> None:
+        """The swap is settled: forget it."""
+        self.path.unlink(missing_ok=True)
+
+    def _write(self) -> None:
+        atomic_write(self.path, json.dumps(self.data, indent=2).encode(), mode=0o600)
+
+    def read(self) -> dict[str, Any] | None:
+        """The journal left by an interrupted run, if any."""
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        return data if isinstance(data, dict) else None
+
+
+class Rollout:
+    """Applies plans for one environment."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        paths: HostPaths,
+        health: HealthConfig,
+        clock: Clock = lambda: datetime.now(UTC),
+        sleep: Callable[[float], None] = time.sleep,
+        auth: dict[str, str] | None = None,
+    ) -> None:
+        self.engine = engine
+        self.paths = paths
+        self.health = health
+        self.clock = clock
+        self.sleep = sleep
+        self.auth = auth
+        self.journal = Journal(paths.journal)
+        self.canonical = engine.canonical
+
+    def apply(self, plan: Plan, desired: DesiredContainer) -> Outcome:
+        """Carry out ``plan``; raise ``HealthGateFailed`` after rolling back a bad container."""
+        if plan.action == "nothing":
+            return Outcome("unchanged", plan.reason)
+        self.engine.pull(desired.image, auth=self.auth)
+        checkpoint("pull")
+        containers = self.engine.runtime_containers()
+        old = containers.get(self.canonical)
+        snapshot = self._snapshot(old.id if old else None, desired, plan.reason)
+        checkpoint("snapshot")
+        self._remove_leftovers(containers)
+        new_id = self.engine.create(desired, name=self.canonical + NEXT_SUFFIX)
+        self.journal.begin(
+            new_id=new_id, old_id=old.id if old else None, image=desired.image, at=_iso(self.clock())
+        )
+        self.journal.step("create")
+        # Rename while the old one still runs: the window between its stop and the
+        # new one's start is then only the engine's own stop and start.
+        if old is not None:
+            self.engine.rename(old.id, self.canonical + PREVIOUS_SUFFIX)
+        self.engine.rename(new_id, self.canonical)
+        self.journal.step("rename")
+        if old is not None and old.status in ("running", "restarting"):
+            self.engine.stop(old.id, timeout=STOP_TIMEOUT)
+        checkpoint("stop")
+        self.engine.start(new_id)
+        self.journal.step("start")
+        try:
+            self._health_gate(new_id, image=desired.image)
+        except HealthGateFailed as failed:
+            self._roll_back(new_id, old.id if old else None)
+            raise HealthGateFailed(failed.reason, failed.logs) from None
+        self.journal.step("health")
+        if old is not None:
+            self.engine.remove(old.id)
+        self.journal.finish()
+        return Outcome("applied", plan.reason, container_id=new_id, snapshot=snapshot)
+
+    def _snapshot(self, old_id: str | None, desired: DesiredContainer, reason: str) -> str:
+        raw = self.engine.raw_inspect(old_id) if old_id else None
+        revision = (raw or {}).get("Config", {}).get("Labels", {}).get(LABEL_REVISION) if raw else None
+        now = self.clock()
+        snapshot = Snapshot(
+            id=snapshot_id(now, revision),
+            environment=self.paths.environment,
+            created_at=now,
+            reason=reason,
+            revision=revision,
+            image=(raw or {}).get("Config", {}).get("Image") if raw else None,
+            image_id=(raw or {}).get("Image") if raw else None,
+            container=raw,
+            desired=desired.describe(),
+        )
+        write_snapshot(self.paths.snapshots, snapshot)
+        return snapshot.id
+
+    def _remove_leftovers(self, containers: dict[str, Any]) -> None:
+        leftover = containers.get(self.canonical + NEXT_SUFFIX)
+        if leftover is not None:
+            self.engine.remove(leftover.id)
+
+    def _health_gate(self, container_id: str, *, image: str) -> None:
+        """Healthy (HEALTHCHECK) or running ``stable`` seconds without a restart, within ``timeout``."""
+        has_check = self.engine.image_has_healthcheck(image)
+        deadline = time.monotonic() + self.health.timeout
+        stable_since: float | None = None
+        first = self.engine.inspect(container_id)
+        restarts = first.restart_count if first else 0
+        while time.monotonic() < deadline:
+            state = self.engine.inspect(container_id)
+            if state is None:
+                raise HealthGateFailed("the new container disappeared", "")
+            if state.status not in ("running", "created") or state.restart_count != restarts:
+                raise HealthGateFailed(
+                    f"the new container is {state.status} (restarts: {state.restart_count})",
+                    self._logs(container_id),
+                )
+            if has_check and state.health == "healthy":
+                return
+            if has_check and state.health == "unhealthy":
+                raise HealthGateFailed(
+                    "the new container's HEALTHCHECK reports unhealthy", self._logs(container_id)
+                )
+            if not has_check and state.running:
+                stable_since = stable_since or time.monotonic()
+                if time.monotonic() - stable_since >= self.health.stable:
+                    return
+            self.sleep(0.2)
+        raise HealthGateFailed(
+            f"the new container was not healthy within {self.health.timeout}s", self._logs(container_id)
+        )
+
+    def _logs(self, container_id: str) -> str:
+        return self.engine.logs_tail(container_id, lines=LOG_LINES)
+
+    def _roll_back(self, new_id: str, old_id: str | None) -> None:
+        """Remove the new container, give the old one its name back and start it."""
+        self.engine.remove(new_id)
+        if old_id is not None:
+            self.engine.rename(old_id, self.canonical)
+            self.engine.start(old_id)
+            self._wait_running(old_id)
+        self.journal.finish()
+
+    def _wait_running(self, container_id: str, *, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            state = self.engine.inspect(container_id)
+            if state is not None and state.running:
+                return
+            self.sleep(0.1)
+
+    def recover(self) -> str | None:
+        """Converge after a crash from the journal and what the engine shows; say what was done."""
+        journal = self.journal.read()
+        containers = self.engine.runtime_containers()
+        current = containers.get(self.canonical)
+        previous = containers.get(self.canonical + PREVIOUS_SUFFIX)
+        leftover = containers.get(self.canonical + NEXT_SUFFIX)
+        done: list[str] = []
+        if leftover is not None:
+            self.engine.remove(leftover.id)
+            done.append("removed a half-created container")
+        if journal and "health" in journal.get("steps", []) and previous is not None:
+            self.engine.remove(previous.id)  # the new one had passed: finish
+            done.append("finished a swap that had passed its health gate")
+        elif journal and journal.get("new_id") and "health" not in journal.get("steps", []):
+            done += self._undo(journal, current, previous)
+        elif current is None and previous is not None:
+            self.engine.rename(previous.id, self.canonical)
+            self.engine.start(previous.id)
+            done.append("restored the previous container")
+        elif current is not None and previous is not None:
+            self.engine.remove(previous.id)
+            done.append("removed a stale previous container")
+        self.journal.finish()
+        return "; ".join(done) or None
+
+    def _undo(self, journal: dict[str, Any], current: Any, previous: Any) -> list[str]:
+        new_id, old_id = journal.get("new_id"), journal.get("old_id")
+        if current is not None and current.id == new_id:
+            self.engine.remove(new_id)
+            current = None
+        elif current is None or current.id != old_id:
+            self.engine.remove(str(new_id))
+        old = previous if previous is not None and previous.id == old_id else current
+        if old is not None:
+            if old.name != self.canonical:
+                self.engine.rename(old.id, self.canonical)
+            if not old.running:
+                self.engine.start(old.id)
+            self._wait_running(old.id)
+        return ["undid an interrupted swap: the previous container runs again"]
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat()

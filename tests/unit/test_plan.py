@@ -1,0 +1,106 @@
+"""The planner, by equality: desired vs actual → nothing | create | replace | repair."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from controller.config import HostPaths
+from controller.containers import ContainerState
+from controller.contract import DesiredContainer, desired_from_bytes
+from controller.errors import Refused
+from controller.plan import Plan, plan
+
+REPO = "ghcr.io/ceerkle/dreichor-trading/runtime"
+A = f"{REPO}@sha256:{'a' * 64}"
+B = f"{REPO}@sha256:{'b' * 64}"
+PATHS = HostPaths(Path("/opt/dreichor"), "prod")
+
+
+def desired(image: str = A, **env: str) -> DesiredContainer:
+    lines = [f"environment: prod\nimage: {image}\n", *(f"env:\n  {k}: '{v}'\n" for k, v in env.items())]
+    return desired_from_bytes(
+        "".join(lines).encode(),
+        environment="prod",
+        repository=REPO,
+        paths=PATHS,
+        dotenv={"DATABASE_URL": "postgresql://h/dreichor_prod"},
+    )
+
+
+def actual(spec: DesiredContainer, **changes: object) -> ContainerState:
+    state = ContainerState(
+        id="c1",
+        name=spec.name,
+        image=spec.image,
+        image_id="sha256:i",
+        env=dict(spec.env),
+        mounts=spec.mounts,
+        labels=dict(spec.labels),
+        restart_policy=spec.restart_policy,
+        init=True,
+        network_mode="bridge",
+        status="running",
+        health="healthy",
+        restart_count=0,
+        started_at="t",
+    )
+    return replace(state, **changes)  # type: ignore[arg-type]
+
+
+def test_nothing_when_the_container_matches() -> None:
+    assert plan(desired(), actual(desired()), deployed=True) == Plan(
+        "nothing", "the runtime container matches the manifest"
+    )
+
+
+def test_create_on_the_first_deploy() -> None:
+    assert plan(desired(), None, deployed=False).action == "create"
+
+
+def test_a_changed_manifest_is_a_replace() -> None:
+    assert plan(desired(B), actual(desired(A)), deployed=True) == Plan(
+        "replace", f"deploying {B}", ("image",)
+    )
+
+
+def test_a_changed_env_in_the_manifest_is_a_replace() -> None:
+    decided = plan(desired(LOG_LEVEL="debug"), actual(desired(LOG_LEVEL="info")), deployed=True)
+    assert (decided.action, decided.drift) == ("replace", ("env",))
+
+
+@pytest.mark.parametrize(
+    ("changes", "drift"),
+    [
+        ({"image": B}, ("image",)),
+        ({"env": {"DATABASE_URL": "postgresql://h/dreichor_prod", "X": "1"}}, ("env",)),
+        ({"mounts": ()}, ("mounts",)),
+        ({"restart_policy": "no"}, ("restart policy",)),
+        ({"init": False}, ("init",)),
+        ({"network_mode": "host"}, ("network",)),
+        ({"privileged": True}, ("privileges",)),
+        ({"published_ports": True}, ("privileges",)),
+    ],
+)
+def test_drift_under_an_unchanged_manifest_is_a_repair(
+    changes: dict[str, object], drift: tuple[str, ...]
+) -> None:
+    decided = plan(desired(), actual(desired(), **changes), deployed=True)
+    assert (decided.action, decided.drift) == ("repair", drift)
+
+
+def test_a_stopped_or_removed_container_is_repaired() -> None:
+    assert plan(desired(), actual(desired(), status="exited"), deployed=True).drift == ("stopped",)
+    assert plan(desired(), None, deployed=True) == Plan(
+        "repair", "the runtime container was removed", ("removed",)
+    )
+
+
+def test_an_unmanaged_container_is_refused_unless_adopted_or_known() -> None:
+    stranger = actual(desired(), labels={})
+    with pytest.raises(Refused, match="--adopt"):
+        plan(desired(), stranger, deployed=False)
+    assert plan(desired(), stranger, deployed=False, adopt=True).action == "repair"
+    assert plan(desired(), stranger, deployed=True).drift == ("unmanaged",)
