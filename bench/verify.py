@@ -40,9 +40,7 @@ def measure(runs: int = 30) -> Result:
 
         figure = median_seconds(ours, runs=runs * 10)
         baseline = median_seconds(gits, runs=runs)
-    return Result(
-        "signature verify (in-process vs git verify-commit)", figure * 1e3, baseline * 1e3, "ms", 0.1
-    )
+    return Result("signature verify (in-process vs git verify-commit)", figure * 1e3, baseline * 1e3, "ms", 0.1)
 
 
 def main() -> int:

@@ -135,6 +135,8 @@ class HostPaths:
         self.journal = self.state / "inflight.json"
         self.repo = self.state / "repo"
         self.lock = self.state / "controller.lock"
+        self.pass_lock = self.state / "pass.lock"
+        self.suspended_marker = self.state / "suspended"
         self.audit_events = self.env_dir / "volumes" / "audit-events"
         self.runtime_snapshots = self.env_dir / "volumes" / "snapshots"
 

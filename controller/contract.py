@@ -93,6 +93,14 @@ def container_name(environment: str) -> str:
     return f"dreichor-runtime-{environment}"
 
 
+def runtime_mounts(paths: HostPaths) -> tuple[Mount, ...]:
+    """The layout's two bind mounts, and nothing else."""
+    return (
+        Mount(str(paths.audit_events), CONTAINER_AUDIT),
+        Mount(str(paths.runtime_snapshots), CONTAINER_SNAPSHOTS),
+    )
+
+
 def parse_image(image: str, *, repository: str, environment: str) -> ImageRef:
     """Check an image reference against the configured repository and the digest rule."""
     name, at, digest = image.partition("@")
@@ -103,9 +111,7 @@ def parse_image(image: str, *, repository: str, environment: str) -> ImageRef:
         reasons.append(f"image digest '{digest}' is malformed: must be {_PIN}")
     repo, tag = _split_tag(name)
     if repo != repository:
-        reasons.append(
-            f"image repository '{repo}' is not the configured '{repository}' (layout: image source)"
-        )
+        reasons.append(f"image repository '{repo}' is not the configured '{repository}' (layout: image source)")
     if tag is not None and not _TAG.match(tag):
         reasons.append(f"image tag '{tag}' is not a valid tag")
     if tag == "latest" and environment == "prod":
@@ -165,10 +171,7 @@ def derive_container(
         image=ref.pinned,
         tag=ref.tag,
         env=env,
-        mounts=(
-            Mount(str(paths.audit_events), CONTAINER_AUDIT),
-            Mount(str(paths.runtime_snapshots), CONTAINER_SNAPSHOTS),
-        ),
+        mounts=runtime_mounts(paths),
         labels={
             LABEL_ENVIRONMENT: environment,
             LABEL_REVISION: revision,

@@ -119,9 +119,7 @@ class Engine:
                 self._client.api.pull(repository, tag=digest, auth_config=auth or None)
         except EngineError as exc:
             if "manifest unknown" in exc.reason or "not found" in exc.reason.lower():
-                raise Refused(
-                    f"image {pinned} does not exist in the registry", code="ImageNotFound"
-                ) from None
+                raise Refused(f"image {pinned} does not exist in the registry", code="ImageNotFound") from None
             raise
         except Refused:
             raise Refused(f"image {pinned} does not exist in the registry", code="ImageNotFound") from None
@@ -196,9 +194,7 @@ class Engine:
     def rename(self, ref: str, name: str) -> None:
         """Rename a container (only to one of this environment's names)."""
         if name not in self._names:
-            raise Refused(
-                f"refusing to rename to {name}: not one of {self.environment}'s names", code="Isolation"
-            )
+            raise Refused(f"refusing to rename to {name}: not one of {self.environment}'s names", code="Isolation")
         with _translated(f"renaming {ref[:12]} to {name}"):
             self._client.api.rename(ref, name)
 

@@ -86,9 +86,7 @@ def build_manifest(raw: dict[str, Any]) -> Manifest:
 
 
 def _owned_key_reasons(raw: dict[str, Any]) -> list[str]:
-    reasons = [
-        f"'{key}' is owned by the controller (layout: {OWNED_KEYS[key]})" for key in raw if key in OWNED_KEYS
-    ]
+    reasons = [f"'{key}' is owned by the controller (layout: {OWNED_KEYS[key]})" for key in raw if key in OWNED_KEYS]
     known = set(Manifest.model_fields) | set(OWNED_KEYS)
     reasons += [
         f"unknown field '{key}' (manifest: only environment, image and env are allowed)"

@@ -45,9 +45,7 @@ def differences(desired: DesiredContainer, actual: ContainerState) -> tuple[str,
     return tuple(name for name, same in checks if not same)
 
 
-def plan(
-    desired: DesiredContainer, actual: ContainerState | None, *, deployed: bool, adopt: bool = False
-) -> Plan:
+def plan(desired: DesiredContainer, actual: ContainerState | None, *, deployed: bool, adopt: bool = False) -> Plan:
     """Decide the action.  ``deployed``: this controller has applied a revision to this environment before."""
     if actual is None:
         if not deployed:
@@ -60,9 +58,7 @@ def plan(
                 "remove it or pass --adopt to replace it",
                 code="NotManaged",
             )
-        return Plan(
-            "repair", "the container at the runtime's name is not managed by the controller", ("unmanaged",)
-        )
+        return Plan("repair", "the container at the runtime's name is not managed by the controller", ("unmanaged",))
     drift = differences(desired, actual)
     if drift and actual.labels.get(LABEL_MANIFEST) != desired.labels[LABEL_MANIFEST]:
         return Plan("replace", f"deploying {desired.image}", drift)

@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from controller.config import HealthConfig, HostPaths
-from controller.contract import LABEL_REVISION, DesiredContainer
+from controller.contract import LABEL_REVISION, DesiredContainer, runtime_mounts
 from controller.docker_engine import NEXT_SUFFIX, PREVIOUS_SUFFIX, Engine
-from controller.errors import ControllerError
+from controller.errors import ControllerError, Refused
 from controller.files import atomic_write
 from controller.plan import Plan
 from controller.snapshots import Snapshot, snapshot_id, write_snapshot
@@ -120,7 +120,8 @@ class Rollout:
         """Carry out ``plan``; raise ``HealthGateFailed`` after rolling back a bad container."""
         if plan.action == "nothing":
             return Outcome("unchanged", plan.reason)
-        self.engine.pull(desired.image, auth=self.auth)
+        if not self.engine.image_present(desired.image):
+            self.engine.pull(desired.image, auth=self.auth)
         checkpoint("pull")
         containers = self.engine.runtime_containers()
         old = containers.get(self.canonical)
@@ -128,9 +129,7 @@ class Rollout:
         checkpoint("snapshot")
         self._remove_leftovers(containers)
         new_id = self.engine.create(desired, name=self.canonical + NEXT_SUFFIX)
-        self.journal.begin(
-            new_id=new_id, old_id=old.id if old else None, image=desired.image, at=_iso(self.clock())
-        )
+        self.journal.begin(new_id=new_id, old_id=old.id if old else None, image=desired.image, at=_iso(self.clock()))
         self.journal.step("create")
         # Rename while the old one still runs: the window between its stop and the
         # new one's start is then only the engine's own stop and start.
@@ -154,8 +153,24 @@ class Rollout:
         self.journal.finish()
         return Outcome("applied", plan.reason, container_id=new_id, snapshot=snapshot)
 
+    def restore(self, snapshot: Snapshot) -> Outcome:
+        """Break-glass: bring back the container a snapshot recorded (image, env, labels)."""
+        prior = snapshot.prior
+        if not prior or not prior.get("image"):
+            raise Refused(f"snapshot {snapshot.id} recorded no container to restore", code="BadSnapshot")
+        desired = DesiredContainer(
+            name=self.canonical,
+            image=str(prior["image"]),
+            env=dict(prior.get("env") or {}),
+            mounts=runtime_mounts(self.paths),
+            labels=dict(prior.get("labels") or {}),
+        )
+        return self.apply(Plan("replace", f"restoring snapshot {snapshot.id}"), desired)
+
     def _snapshot(self, old_id: str | None, desired: DesiredContainer, reason: str) -> str:
         raw = self.engine.raw_inspect(old_id) if old_id else None
+        state = self.engine.inspect(old_id) if old_id else None
+        prior = {"image": state.image, "env": state.env, "labels": state.labels} if state else None
         revision = (raw or {}).get("Config", {}).get("Labels", {}).get(LABEL_REVISION) if raw else None
         now = self.clock()
         snapshot = Snapshot(
@@ -167,6 +182,7 @@ class Rollout:
             image=(raw or {}).get("Config", {}).get("Image") if raw else None,
             image_id=(raw or {}).get("Image") if raw else None,
             container=raw,
+            prior=prior,
             desired=desired.describe(),
         )
         write_snapshot(self.paths.snapshots, snapshot)
@@ -196,9 +212,7 @@ class Rollout:
             if has_check and state.health == "healthy":
                 return
             if has_check and state.health == "unhealthy":
-                raise HealthGateFailed(
-                    "the new container's HEALTHCHECK reports unhealthy", self._logs(container_id)
-                )
+                raise HealthGateFailed("the new container's HEALTHCHECK reports unhealthy", self._logs(container_id))
             if not has_check and state.running:
                 stable_since = stable_since or time.monotonic()
                 if time.monotonic() - stable_since >= self.health.stable:

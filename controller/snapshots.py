@@ -34,6 +34,7 @@ class Snapshot(BaseModel):
     image: str | None  # the pinned reference it was created from
     image_id: str | None
     container: dict[str, Any] | None  # full inspect; None when nothing ran
+    prior: dict[str, Any] | None = None  # image, env and labels of what ran, for restoring it
     desired: dict[str, Any]  # what was about to be applied
 
 
@@ -75,9 +76,7 @@ def read_snapshot(path: Path) -> Snapshot:
     try:
         return Snapshot.model_validate(json.loads(path.read_text(encoding="utf-8")))
     except (OSError, ValueError, ValidationError) as exc:
-        raise Refused(
-            f"snapshot {path.name} is unreadable: {type(exc).__name__}", code="BadSnapshot"
-        ) from None
+        raise Refused(f"snapshot {path.name} is unreadable: {type(exc).__name__}", code="BadSnapshot") from None
 
 
 def find_snapshot(folder: Path, snapshot_id: str | None) -> Snapshot:

@@ -119,9 +119,7 @@ class PrivateDocker:
 
     def inspect(self, name: str) -> dict[str, object] | None:
         """``docker inspect`` of a container, or None when it does not exist."""
-        proc = subprocess.run(
-            self.cli_args("inspect", "--type", "container", name), capture_output=True, check=False
-        )
+        proc = subprocess.run(self.cli_args("inspect", "--type", "container", name), capture_output=True, check=False)
         if proc.returncode != 0:
             return None
         data: list[dict[str, object]] = json.loads(proc.stdout)
@@ -153,9 +151,7 @@ class PrivateDocker:
         )
         running: set[str] = set()
         peak = 0
-        events = sorted(
-            (json.loads(line) for line in out.splitlines() if line.strip()), key=lambda e: e["timeNano"]
-        )
+        events = sorted((json.loads(line) for line in out.splitlines() if line.strip()), key=lambda e: e["timeNano"])
         for event in events:
             name = event.get("Actor", {}).get("Attributes", {}).get("name", "")
             if not name.startswith(prefix):
@@ -341,9 +337,7 @@ def make_gpg_key(
 def revoke_gpg_key(key: GpgKey) -> None:
     """Import the revocation certificate gpg made at generation time."""
     rev = key.home / "openpgp-revocs.d" / f"{key.fingerprint}.rev"
-    text = rev.read_text().replace(
-        ":-----BEGIN PGP PUBLIC KEY BLOCK-----", "-----BEGIN PGP PUBLIC KEY BLOCK-----"
-    )
+    text = rev.read_text().replace(":-----BEGIN PGP PUBLIC KEY BLOCK-----", "-----BEGIN PGP PUBLIC KEY BLOCK-----")
     (key.home / "revoke.asc").write_text(text)
     _run([*_gpg(key.home), "--import", str(key.home / "revoke.asc")])
 

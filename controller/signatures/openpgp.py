@@ -33,9 +33,7 @@ class OpenPgpKeyring:
         try:
             self._certs = pysequoia.Cert.split_bytes(armored) if armored.strip() else []
         except Exception as exc:  # pysequoia raises plain errors with a Rust backtrace
-            raise Refused(
-                f"OpenPGP trust file is unreadable: {_first_line(exc)}", code="BadTrustPolicy"
-            ) from None
+            raise Refused(f"OpenPGP trust file is unreadable: {_first_line(exc)}", code="BadTrustPolicy") from None
 
     def __len__(self) -> int:
         return len(self._certs)

@@ -46,9 +46,7 @@ class TrustPolicy:
         self.digest = digest
 
     @classmethod
-    def load(
-        cls, *, allowed_signers: Path, openpgp_keys: Path | None, revoked_keys: Path | None
-    ) -> TrustPolicy:
+    def load(cls, *, allowed_signers: Path, openpgp_keys: Path | None, revoked_keys: Path | None) -> TrustPolicy:
         """Read the trust files; a missing allowed_signers file refuses every commit."""
         signers_text = _read(allowed_signers, required=True)
         openpgp_data = _read(openpgp_keys, required=False)
@@ -76,9 +74,7 @@ class TrustPolicy:
         if armored.startswith(b"-----BEGIN PGP SIGNATURE-----"):
             signer = self.openpgp.verify(armored, signed.payload, now=now)
             if signer.fingerprint in self.revoked or signer.signing_key in self.revoked:
-                raise Refused(
-                    f"OpenPGP key {signer.fingerprint} is listed in revoked_keys", code="RevokedKey"
-                )
+                raise Refused(f"OpenPGP key {signer.fingerprint} is listed in revoked_keys", code="RevokedKey")
             return Verdict(signer.fingerprint, f"openpgp {signer.algorithm}", signer.user_id)
         raise Refused("the commit's signature is neither SSH nor OpenPGP", code="BadSignature")
 
@@ -108,9 +104,7 @@ def _read(path: Path | None, *, required: bool) -> bytes:
         return path.read_bytes()
     except FileNotFoundError:
         if required:
-            raise Refused(
-                f"trust file {path} is missing: no signer is trusted", code="UntrustedSigner"
-            ) from None
+            raise Refused(f"trust file {path} is missing: no signer is trusted", code="UntrustedSigner") from None
         return b""
     except OSError as exc:
         raise Refused(f"trust file {path} is unreadable: {exc.strerror}", code="UntrustedSigner") from None

@@ -27,9 +27,7 @@ def test_a_contract_container_runs_from_the_registry_by_digest(
     mounts = [arg for m in desired.mounts for arg in ("--volume", f"{m.source}:{m.target}")]
     docker_engine.cli("run", "--detach", "--init", "--name", "bed-proof", *mounts, desired.image)
     try:
-        docker_engine.cli(
-            "exec", "bed-proof", "/bin/busybox", "touch", "/var/lib/dreichor/audit-events/proof"
-        )
+        docker_engine.cli("exec", "bed-proof", "/bin/busybox", "touch", "/var/lib/dreichor/audit-events/proof")
         inspect = docker_engine.inspect("bed-proof")
         assert inspect is not None
         assert inspect["Config"]["Image"] == desired.image  # type: ignore[index]

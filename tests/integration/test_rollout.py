@@ -75,9 +75,7 @@ def test_the_first_deploy_creates_the_container_the_contract_derives(
     state = dev.current()
     assert state.running and state.health == "healthy"
     assert state.image == images["healthy-a"]
-    assert sorted((m.source, m.target) for m in state.mounts) == sorted(
-        (m.source, m.target) for m in desired.mounts
-    )
+    assert sorted((m.source, m.target) for m in state.mounts) == sorted((m.source, m.target) for m in desired.mounts)
     assert state.env == {"DATABASE_URL": "postgresql://127.0.0.1/dreichor_dev", "LOG_LEVEL": "debug"}
     assert (state.restart_policy, state.init, state.network_mode) == ("unless-stopped", True, "bridge")
     assert state.labels["io.dreichor.managed-by"] == "dreichor-controller"
@@ -88,9 +86,7 @@ def test_the_first_deploy_creates_the_container_the_contract_derives(
     assert dev.current().started_at == state.started_at
 
 
-def test_a_new_digest_replaces_the_container_after_a_snapshot(
-    bed: dict[str, Env], images: dict[str, str]
-) -> None:
+def test_a_new_digest_replaces_the_container_after_a_snapshot(bed: dict[str, Env], images: dict[str, str]) -> None:
     dev = bed["dev"]
     dev.deploy(dev.desired(images["healthy-a"]), deployed=False)
     old = dev.current()
@@ -135,11 +131,12 @@ def test_a_digest_the_registry_lacks_leaves_the_container_untouched(
 
 
 def test_a_registry_that_is_down_leaves_the_container_untouched(
-    bed: dict[str, Env], images: dict[str, str], registry: LocalRegistry
+    bed: dict[str, Env], images: dict[str, str], registry: LocalRegistry, docker_engine: PrivateDocker
 ) -> None:
     dev = bed["dev"]
     dev.deploy(dev.desired(images["healthy-a"]), deployed=False)
     old = dev.current()
+    docker_engine.cli("image", "rm", "--force", images["healthy-b"])
     registry.stop()
     try:
         with pytest.raises(Retryable):
@@ -185,9 +182,7 @@ def test_an_unmanaged_container_is_not_adopted_on_a_first_deploy(
     docker_engine.cli("create", "--name", "dreichor-runtime-dev", images["healthy-b"])
     with pytest.raises(Refused, match="pass --adopt"):
         dev.deploy(dev.desired(images["healthy-a"]), deployed=False)
-    assert (
-        plan(dev.desired(images["healthy-a"]), dev.current(), deployed=False, adopt=True).action == "repair"
-    )
+    assert plan(dev.desired(images["healthy-a"]), dev.current(), deployed=False, adopt=True).action == "repair"
 
 
 def test_a_dev_apply_never_touches_prod(bed: dict[str, Env], images: dict[str, str]) -> None:

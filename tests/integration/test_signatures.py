@@ -72,9 +72,7 @@ class Bed:
         return sha
 
     def policy(self) -> TrustPolicy:
-        return TrustPolicy.load(
-            allowed_signers=self.signers, openpgp_keys=self.openpgp, revoked_keys=self.revoked
-        )
+        return TrustPolicy.load(allowed_signers=self.signers, openpgp_keys=self.openpgp, revoked_keys=self.revoked)
 
     def ours(self, sha: str, *, mode: str = "head", applied: str | None = None) -> Verdict:
         self.source.fetch()
@@ -242,9 +240,7 @@ def test_a_nul_byte_in_the_message_is_signed_bytes_like_any_other(bed: Bed, keys
     assert "does not match the commit" in bed.refusal(tampered)
 
 
-def test_two_signature_headers_are_refused_where_git_would_merge_them(
-    bed: Bed, keys: dict[str, SshKey]
-) -> None:
+def test_two_signature_headers_are_refused_where_git_would_merge_them(bed: Bed, keys: dict[str, SshKey]) -> None:
     bed.trust(keys["ed25519"].allowed_signers_line)
     sha = _two_headers(bed, keys)
     assert "two signature headers" in bed.refusal(sha)
@@ -265,17 +261,13 @@ def test_our_clock_decides_not_the_committer_date(bed: Bed, keys: dict[str, SshK
     bed.repo.git("config", "user.name", "x")
     env_date = (NOW - timedelta(days=10)).strftime("%Y-%m-%dT%H:%M:%SZ")
     bed.repo.write("envs/prod.yaml", "environment: prod\n")
-    bed.repo.git(
-        "-c", "core.abbrev=40", "commit", "-q", "-S", "-m", "backdated", f"--date={env_date}", key=key
-    )
+    bed.repo.git("-c", "core.abbrev=40", "commit", "-q", "-S", "-m", "backdated", f"--date={env_date}", key=key)
     sha = bed.repo.head()
     bed.repo.push(force=True)
     assert "expired at" in bed.refusal(sha)
 
 
-def test_first_parent_mode_refuses_an_unsigned_commit_under_a_signed_head(
-    bed: Bed, keys: dict[str, SshKey]
-) -> None:
+def test_first_parent_mode_refuses_an_unsigned_commit_under_a_signed_head(bed: Bed, keys: dict[str, SshKey]) -> None:
     key = keys["ed25519"]
     bed.trust(key.allowed_signers_line)
     applied = bed.commit(key, "applied")
@@ -319,9 +311,7 @@ def test_a_trusted_openpgp_key_is_reported_by_full_fingerprint(
     assert verdict.detail == key.uid
 
 
-def test_a_signed_merge_commit_with_an_openpgp_subkey_is_trusted(
-    bed: Bed, gpg_keys: dict[str, GpgKey]
-) -> None:
+def test_a_signed_merge_commit_with_an_openpgp_subkey_is_trusted(bed: Bed, gpg_keys: dict[str, GpgKey]) -> None:
     key = gpg_keys["subkey"]
     bed.openpgp.write_text(key.export())
     bed.commit(key, "base")

@@ -51,9 +51,7 @@ def test_validate_json_reports_reasons(tmp_path: Path, capsys: pytest.CaptureFix
     assert any("missing field 'image'" in r for r in report["reasons"])
 
 
-def test_validate_takes_the_environment_from_the_flag(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_validate_takes_the_environment_from_the_flag(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = write(
         tmp_path / "candidate.yaml",
         f"environment: dev\nimage: ghcr.io/ceerkle/dreichor-trading/runtime@{DIGEST}\n",
@@ -68,9 +66,7 @@ def test_validate_with_a_config_checks_its_repository_and_dotenv(
 ) -> None:
     assert main(["init", "--environment", "prod", "--root", str(tmp_path)]) == 0
     config = tmp_path / "prod" / "deploy-agent" / "controller.yaml"
-    config.write_text(
-        config.read_text().replace("ghcr.io/ceerkle/dreichor-trading/runtime", "127.0.0.1:5000/rt")
-    )
+    config.write_text(config.read_text().replace("ghcr.io/ceerkle/dreichor-trading/runtime", "127.0.0.1:5000/rt"))
     (tmp_path / "prod/deploy-agent/.env").write_text("DATABASE_URL=postgresql://h/dreichor_dev\n")
     manifest = write(tmp_path / "prod.yaml", f"environment: prod\nimage: 127.0.0.1:5000/rt@{DIGEST}\n")
     assert main(["validate", str(manifest), "--config", str(config)]) == 3

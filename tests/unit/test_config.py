@@ -68,8 +68,7 @@ def test_trust_paths_resolve_against_the_config_files_folder(tmp_path: Path) -> 
     path = tmp_path / "agent" / "controller.yaml"
     path.parent.mkdir()
     path.write_text(
-        "environment: dev\nsource: {url: 'file:///x'}\n"
-        "trust: {allowed_signers: trust/a, openpgp_keys: /abs/keys.asc}\n"
+        "environment: dev\nsource: {url: 'file:///x'}\ntrust: {allowed_signers: trust/a, openpgp_keys: /abs/keys.asc}\n"
     )
     config = load_config(path)
     assert config.trust.allowed_signers == str(tmp_path / "agent" / "trust" / "a")

@@ -61,9 +61,7 @@ def test_create_on_the_first_deploy() -> None:
 
 
 def test_a_changed_manifest_is_a_replace() -> None:
-    assert plan(desired(B), actual(desired(A)), deployed=True) == Plan(
-        "replace", f"deploying {B}", ("image",)
-    )
+    assert plan(desired(B), actual(desired(A)), deployed=True) == Plan("replace", f"deploying {B}", ("image",))
 
 
 def test_a_changed_env_in_the_manifest_is_a_replace() -> None:
@@ -84,18 +82,14 @@ def test_a_changed_env_in_the_manifest_is_a_replace() -> None:
         ({"published_ports": True}, ("privileges",)),
     ],
 )
-def test_drift_under_an_unchanged_manifest_is_a_repair(
-    changes: dict[str, object], drift: tuple[str, ...]
-) -> None:
+def test_drift_under_an_unchanged_manifest_is_a_repair(changes: dict[str, object], drift: tuple[str, ...]) -> None:
     decided = plan(desired(), actual(desired(), **changes), deployed=True)
     assert (decided.action, decided.drift) == ("repair", drift)
 
 
 def test_a_stopped_or_removed_container_is_repaired() -> None:
     assert plan(desired(), actual(desired(), status="exited"), deployed=True).drift == ("stopped",)
-    assert plan(desired(), None, deployed=True) == Plan(
-        "repair", "the runtime container was removed", ("removed",)
-    )
+    assert plan(desired(), None, deployed=True) == Plan("repair", "the runtime container was removed", ("removed",))
 
 
 def test_an_unmanaged_container_is_refused_unless_adopted_or_known() -> None:

@@ -117,11 +117,7 @@ def test_a_malformed_sshsig_is_refused(armored: bytes, expected: str) -> None:
 @settings(max_examples=300, deadline=None)
 @given(st.binary(max_size=600))
 def test_arbitrary_bytes_never_crash_the_sshsig_parser(data: bytes) -> None:
-    armored = (
-        b"-----BEGIN SSH SIGNATURE-----\n"
-        + base64.b64encode(b"SSHSIG" + data)
-        + b"\n-----END SSH SIGNATURE-----"
-    )
+    armored = b"-----BEGIN SSH SIGNATURE-----\n" + base64.b64encode(b"SSHSIG" + data) + b"\n-----END SSH SIGNATURE-----"
     with contextlib.suppress(Refused):
         verify(parse_armored(armored), b"payload")
 

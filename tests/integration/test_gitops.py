@@ -1,0 +1,269 @@
+"""The three user flows end to end: real dockerd, registry, git, ssh-keygen; the controller's own CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from controller.audit import read_events, verify_chain
+from controller.cli import main
+from controller.layout import init_layout
+from controller.status import Status, read_status
+from controller.testbed import LocalRegistry, ManifestRepo, PrivateDocker, SshKey, make_ssh_key, manifest_text
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+class Host:
+    """A host with dev and prod controllers configured against one signed manifest repo."""
+
+    def __init__(self, tmp: Path, engine: PrivateDocker, registry: LocalRegistry, repo: ManifestRepo, key: SshKey):
+        self.root = tmp / "opt"
+        self.engine = engine
+        self.registry = registry
+        self.repo = repo
+        self.key = key
+        self.configs: dict[str, Path] = {}
+        for env in ("dev", "prod"):
+            init_layout(self.root, env)
+            agent = self.root / env / "deploy-agent"
+            (agent / "trust" / "allowed_signers").write_text(key.allowed_signers_line + "\n")
+            (agent / ".env").write_text(f"DATABASE_URL=postgresql://dreichor@127.0.0.1/dreichor_{env}\n")
+            config = agent / "controller.yaml"
+            config.write_text(
+                f"environment: {env}\nroot: {self.root}\n"
+                f"source: {{url: '{repo.url}', branch: main, interval: 1, timeout: 10}}\n"
+                "trust: {allowed_signers: trust/allowed_signers}\n"
+                f"image: {{repository: {registry.repository}}}\n"
+                f"docker: {{url: '{engine.url}'}}\n"
+                f"api: {{listen: '127.0.0.1:{41000 + len(self.configs)}'}}\n"
+                "health: {timeout: 20, stable: 2}\n"
+            )
+            self.configs[env] = config
+
+    def sync(self, env: str = "prod", *args: str) -> int:
+        return main(["sync", "--config", str(self.configs[env]), *args])
+
+    def status(self, env: str = "prod") -> Status:
+        status = read_status(self.root / env / "deploy-agent" / "state" / "status.json")
+        assert status is not None
+        return status
+
+    def running(self, env: str = "prod") -> dict[str, object]:
+        inspect = self.engine.inspect(f"dreichor-runtime-{env}")
+        assert inspect is not None
+        return inspect
+
+    def image(self, env: str = "prod") -> str:
+        return str(self.running(env)["Config"]["Image"])  # type: ignore[index]
+
+    def publish(self, message: str, *, key: SshKey | str | None = "trusted", **manifests: str) -> str:
+        for env, image in manifests.items():
+            self.repo.write(f"envs/{env}.yaml", manifest_text(env, image))
+        sha = self.repo.commit(message, key=self.key if key == "trusted" else key)  # type: ignore[arg-type]
+        self.repo.push()
+        return sha
+
+    def audit(self, env: str = "prod") -> list[dict[str, object]]:
+        return read_events(self.root / env / "deploy-agent" / "state" / "audit.jsonl")
+
+
+@pytest.fixture
+def host(
+    tmp_path: Path,
+    docker_engine: PrivateDocker,
+    registry: LocalRegistry,
+    manifest_repo: ManifestRepo,
+    ssh_key: SshKey,
+    images: dict[str, str],
+) -> Iterator[Host]:
+    docker_engine.remove_all_containers()
+    h = Host(tmp_path, docker_engine, registry, manifest_repo, ssh_key)
+    h.publish("initial", dev=images["healthy-a"], prod=images["healthy-a"])
+    yield h
+
+
+def test_merge_deploys_and_revert_rolls_back_with_the_status_file_saying_so(
+    host: Host, images: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert host.sync() == 0
+    first = host.status()
+    assert first.phase == "InSync" and first.applied is not None
+    assert (first.applied.image, first.applied.signer) == (images["healthy-a"], host.key.principal)
+    repo = host.repo
+    repo.git("checkout", "-q", "-b", "bump-prod")
+    host.publish("prod: healthy-b", key=None, prod=images["healthy-b"])
+    repo.git("checkout", "-q", "main")
+    repo.git("merge", "-q", "--no-ff", "-S", "-m", "Merge pull request #7 from bump-prod", "bump-prod", key=host.key)
+    repo.push()
+    merge = repo.head()
+    capsys.readouterr()
+    assert host.sync("prod", "--json") == 0
+    assert json.loads(capsys.readouterr().out)["result"] == "applied"
+    deployed = host.status()
+    assert deployed.applied is not None and deployed.applied.revision == merge
+    assert deployed.applied.image == images["healthy-b"] == host.image()
+    assert deployed.last_attempt is not None and deployed.last_attempt.result == "applied"
+    assert deployed.last_snapshot and deployed.container.state == "running"
+    repo.git("revert", "-S", "-m", "1", "--no-edit", merge, key=host.key)
+    repo.push()
+    assert host.sync() == 0
+    reverted = host.status()
+    assert reverted.applied is not None and reverted.applied.revision == repo.head()
+    assert host.image() == images["healthy-a"] and reverted.phase == "InSync"
+    assert [e["event"] for e in host.audit()] == ["applied", "applied", "applied"]
+    assert verify_chain(host.root / "prod/deploy-agent/state/audit.jsonl") is None
+
+
+@pytest.mark.parametrize(
+    ("kind", "reason"),
+    [("unsigned", "is not signed"), ("untrusted", "is not in allowed_signers"), ("contract", "'ports' is owned")],
+)
+def test_a_bad_head_is_refused_and_the_container_untouched(
+    host: Host, images: dict[str, str], tmp_path: Path, kind: str, reason: str
+) -> None:
+    assert host.sync() == 0
+    before = host.running()
+    if kind == "contract":
+        host.repo.write("envs/prod.yaml", manifest_text("prod", images["healthy-b"]) + "ports: ['80:80']\n")
+        host.repo.commit("open a port", key=host.key)
+        host.repo.push()
+    else:
+        key = None if kind == "unsigned" else make_ssh_key(tmp_path / "k", name="mallory")
+        host.publish("sneaky", key=key, prod=images["healthy-b"])
+    assert host.sync() == 3
+    status = host.status()
+    assert status.last_attempt is not None and status.last_attempt.result == "refused"
+    assert reason in status.last_attempt.reason
+    assert status.phase == "Degraded"
+    assert host.running()["Id"] == before["Id"] and host.image() == images["healthy-a"]
+    assert host.sync() == 0  # quarantined: not retried, the applied revision keeps running
+    assert [e["event"] for e in host.audit()] == ["applied", "refused"]
+
+
+def test_a_force_push_back_to_an_older_commit_is_refused(host: Host, images: dict[str, str]) -> None:
+    old = host.repo.head()
+    host.publish("b", prod=images["healthy-b"])
+    assert host.sync() == 0
+    host.repo.git("reset", "-q", "--hard", old)
+    host.repo.push(force=True)
+    assert host.sync() == 3
+    assert "history rewritten" in (host.status().last_attempt.reason or "")  # type: ignore[union-attr]
+    assert host.image() == images["healthy-b"]
+    assert host.sync("prod", "--allow-rewrite", "--force") == 0
+    assert host.image() == images["healthy-a"]
+    assert "rewrite_allowed" in [e["event"] for e in host.audit()]
+
+
+def test_a_rolled_back_revision_is_not_retried_until_forced(host: Host, images: dict[str, str]) -> None:
+    assert host.sync() == 0
+    good = host.running()["Id"]
+    host.publish("broken", prod=images["exits"])
+    assert host.sync() == 4
+    status = host.status()
+    assert status.last_attempt is not None and status.last_attempt.result == "rolled_back"
+    assert "giving up" in (status.last_attempt.logs or "")
+    assert host.running()["Id"] == good
+    assert host.sync() == 0
+    assert host.running()["Id"] == good and host.status().last_attempt.result == "rolled_back"  # type: ignore[union-attr]
+    assert host.sync("prod", "--force") == 4
+
+
+def test_dev_and_prod_controllers_touch_only_their_own_container(host: Host, images: dict[str, str]) -> None:
+    assert host.sync("dev") == 0 and host.sync("prod") == 0
+    prod_id = host.running("prod")["Id"]
+    host.publish("dev only", dev=images["healthy-b"])
+    assert host.sync("dev") == 0 and host.sync("prod") == 0
+    assert host.image("dev") == images["healthy-b"] and host.image("prod") == images["healthy-a"]
+    assert host.running("prod")["Id"] == prod_id
+
+
+def test_an_unreachable_remote_degrades_and_recovers(host: Host, images: dict[str, str]) -> None:
+    assert host.sync() == 0
+    bare = host.repo.bare
+    bare.rename(bare.with_name("moved.git"))
+    try:
+        assert host.sync() == 1
+        status = host.status()
+        assert status.phase == "Degraded" and status.source.last_error
+        assert host.image() == images["healthy-a"] and status.container.state == "running"
+    finally:
+        bare.with_name("moved.git").rename(bare)
+    assert host.sync() == 0 and host.status().phase == "InSync"
+
+
+def test_rollback_restores_a_snapshot_and_suspends_until_resume(
+    host: Host, images: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert host.sync() == 0
+    host.publish("b", prod=images["healthy-b"])
+    assert host.sync() == 0 and host.image() == images["healthy-b"]
+    config = str(host.configs["prod"])
+    assert main(["rollback", "--config", config]) == 0
+    assert host.image() == images["healthy-a"]
+    status = host.status()
+    assert status.phase == "Suspended" and status.suspended
+    assert host.sync() == 0 and host.image() == images["healthy-a"]  # suspended: the poll does not undo it
+    assert main(["resume", "--config", config]) == 0
+    assert host.sync() == 0 and host.image() == images["healthy-b"]
+    assert main(["history", "--verify", "--config", config]) == 0
+    assert "audit chain: intact" in capsys.readouterr().out
+    events = [e["event"] for e in host.audit()]
+    assert events[-4:] == ["suspended", "rollback", "resumed", "applied"]
+
+
+def test_a_tampered_audit_log_is_detected(host: Host, images: dict[str, str]) -> None:
+    assert host.sync() == 0
+    host.publish("b", prod=images["healthy-b"])
+    assert host.sync() == 0
+    path = host.root / "prod/deploy-agent/state/audit.jsonl"
+    lines = path.read_text().splitlines()
+    path.write_text(lines[1] + "\n")
+    assert main(["history", "--verify", "--config", str(host.configs["prod"])]) == 3
+
+
+def _daemon(host: Host, env: str = "prod") -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "controller", "run", "--config", str(host.configs[env])],
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _wait_for(predicate, timeout: float = 60) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.2)
+    raise AssertionError("condition not reached")
+
+
+def test_the_daemon_deploys_a_push_and_stops_cleanly_on_sigterm(host: Host, images: dict[str, str]) -> None:
+    daemon = _daemon(host)
+    try:
+        _wait_for(lambda: host.engine.inspect("dreichor-runtime-prod") is not None and host.status().phase == "InSync")
+        second = _daemon(host)
+        assert second.wait(timeout=30) == 1
+        assert "another controller holds" in (second.stderr.read() if second.stderr else "")
+        host.publish("b", prod=images["healthy-b"])
+        _wait_for(lambda: host.status().phase == "Progressing" or host.image() == images["healthy-b"])
+        daemon.send_signal(signal.SIGTERM)
+        assert daemon.wait(timeout=60) == 0
+        assert host.running()["State"]["Running"]  # type: ignore[index]
+        assert host.engine.running_names("dreichor-runtime-prod") == ["dreichor-runtime-prod"]
+        lines = [json.loads(line) for line in (daemon.stdout.read() if daemon.stdout else "").splitlines()]
+        assert any(line.get("msg") == "pass" for line in lines)
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
