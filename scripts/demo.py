@@ -23,6 +23,7 @@ from controller.testbed import (
     LocalRegistry,
     ManifestRepo,
     PrivateDocker,
+    SshKey,
     build_images,
     make_ssh_key,
     manifest_text,
@@ -44,11 +45,48 @@ def show_status(config: Path) -> dict[str, object]:
 def wait_for(config: Path, predicate, what: str, timeout: float = 90) -> None:  # type: ignore[no-untyped-def]
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        out = subprocess.run([*CTL, "status", "--json", "--config", str(config)], capture_output=True)
+        out = subprocess.run([*CTL, "status", "--json", "--config", str(config)], capture_output=True, check=False)
         if out.returncode == 0 and predicate(json.loads(out.stdout)):
             return
         time.sleep(0.5)
     raise SystemExit(f"demo: timed out waiting for {what}")
+
+
+def walk_through_flows(repo: ManifestRepo, key: SshKey, config: Path, a: str, b: str) -> None:
+    """Deploy by signed merge, roll back by revert, refuse an unsigned commit."""
+    say("flow 1 — deploy: a PR branch changes envs/prod.yaml to image B, merged with a signed merge commit")
+    repo.git("checkout", "-q", "-b", "bump-prod")
+    repo.write("envs/prod.yaml", manifest_text("prod", b, LOG_LEVEL="info"))
+    repo.commit("prod: runtime B")
+    repo.git("checkout", "-q", "main")
+    repo.git("merge", "-q", "--no-ff", "-S", "-m", "Merge pull request #1 from bump-prod", "bump-prod", key=key)
+    repo.push()
+    merge = repo.head()
+    wait_for(config, lambda s: (s.get("applied") or {}).get("revision") == merge, "the merge to deploy")
+    show_status(config)
+
+    say("flow 2 — roll back: git revert -S of the merge")
+    repo.git("revert", "-S", "-m", "1", "--no-edit", merge, key=key)
+    repo.push()
+    revert = repo.head()
+    wait_for(config, lambda s: (s.get("applied") or {}).get("revision") == revert, "the revert to deploy")
+    show_status(config)
+
+    say("an unsigned commit is refused; the running container is untouched")
+    repo.write("envs/prod.yaml", manifest_text("prod", b))
+    repo.commit("unsigned change")
+    repo.push()
+    unsigned = repo.head()
+    wait_for(
+        config,
+        lambda s: (
+            (s.get("last_attempt") or {}).get("revision") == unsigned and s["last_attempt"]["result"] == "refused"
+        ),
+        "the refusal",
+    )
+    state = show_status(config)
+    if state["container"]["image"] != a:  # type: ignore[index]
+        raise SystemExit("demo: the refused commit changed the container")
 
 
 def main() -> int:
@@ -93,38 +131,7 @@ def main() -> int:
         wait_for(config, lambda s: s["phase"] == "InSync", "the first deploy")
         show_status(config)
 
-        say("flow 1 — deploy: a PR branch changes envs/prod.yaml to image B, merged with a signed merge commit")
-        repo.git("checkout", "-q", "-b", "bump-prod")
-        repo.write("envs/prod.yaml", manifest_text("prod", b, LOG_LEVEL="info"))
-        repo.commit("prod: runtime B")
-        repo.git("checkout", "-q", "main")
-        repo.git("merge", "-q", "--no-ff", "-S", "-m", "Merge pull request #1 from bump-prod", "bump-prod", key=key)
-        repo.push()
-        merge = repo.head()
-        wait_for(config, lambda s: (s.get("applied") or {}).get("revision") == merge, "the merge to deploy")
-        show_status(config)
-
-        say("flow 2 — roll back: git revert -S of the merge")
-        repo.git("revert", "-S", "-m", "1", "--no-edit", merge, key=key)
-        repo.push()
-        revert = repo.head()
-        wait_for(config, lambda s: (s.get("applied") or {}).get("revision") == revert, "the revert to deploy")
-        show_status(config)
-
-        say("an unsigned commit is refused; the running container is untouched")
-        repo.write("envs/prod.yaml", manifest_text("prod", b))
-        repo.commit("unsigned change")
-        repo.push()
-        unsigned = repo.head()
-        wait_for(
-            config,
-            lambda s: (
-                (s.get("last_attempt") or {}).get("revision") == unsigned and s["last_attempt"]["result"] == "refused"
-            ),
-            "the refusal",
-        )
-        state = show_status(config)
-        assert state["container"]["image"] == a, "the container changed"  # type: ignore[index]
+        walk_through_flows(repo, key, config, a, b)
 
         say("flow 3 — observe: the audit log, hash-chained")
         subprocess.run([*CTL, "history", "--verify", "--config", str(config)], check=True)
