@@ -20,6 +20,7 @@ from pathlib import Path
 
 from controller import audit
 from controller.config import Config
+from controller.containers import ContainerState
 from controller.contract import DesiredContainer, desired_from_bytes, read_dotenv
 from controller.docker_engine import Engine
 from controller.errors import ControllerError, Refused, Retryable
@@ -70,6 +71,7 @@ class PassContext:
     manifest: bytes | None = None
     desired: DesiredContainer | None = None
     plan: Plan | None = None
+    actual: ContainerState | None = None
     outcome: Outcome | None = None
     host_digest: str = ""
     notes: list[str] = field(default_factory=list)
@@ -244,8 +246,8 @@ class Reconciler:
     def plan_change(self, ctx: PassContext) -> None:
         """Step 6: compare with the actual container."""
         assert ctx.desired is not None  # noqa: S101 set by validate_manifest
-        actual = self.engine().runtime_containers().get(self.engine().canonical)
-        ctx.plan = plan(ctx.desired, actual, deployed=ctx.status.applied is not None, adopt=ctx.options.adopt)
+        ctx.actual = self.engine().runtime_containers().get(self.engine().canonical)
+        ctx.plan = plan(ctx.desired, ctx.actual, deployed=ctx.status.applied is not None, adopt=ctx.options.adopt)
 
     def apply_plan(self, ctx: PassContext) -> PassResult:
         """Steps 7 and 8: pull, snapshot, swap, health gate (rollback inside)."""
@@ -265,7 +267,8 @@ class Reconciler:
         status = ctx.status
         status.suspended = self.paths.suspended_marker.exists()
         self._record_attempt(ctx, result)
-        status.container = self._container_status()
+        unchanged = ctx.plan is not None and ctx.plan.action == "nothing"
+        status.container = _container_view(ctx.actual) if unchanged and ctx.actual else self._container_status()
         status.phase = _phase(result, status)
         fetched = status.source.fetched_at
         status.source.stale = fetched is None or (
@@ -334,11 +337,7 @@ class Reconciler:
             state = self.engine().inspect(name)
         except ControllerError:
             return ContainerStatus(name=name, state="unknown", health="unknown")
-        if state is None:
-            return ContainerStatus(name=name)
-        return ContainerStatus(
-            name=name, id=state.id, image=state.image, state=state.status, health=state.health or "none"
-        )
+        return _container_view(state) if state else ContainerStatus(name=name)
 
     def _write(self, status: Status, now: datetime) -> None:
         status.updated_at = now
@@ -370,6 +369,12 @@ class Reconciler:
             except OSError:
                 digest.update(b"\0missing")
         return digest.hexdigest()[:16]
+
+
+def _container_view(state: ContainerState) -> ContainerStatus:
+    return ContainerStatus(
+        name=state.name, id=state.id, image=state.image, state=state.status, health=state.health or "none"
+    )
 
 
 def _phase(result: PassResult, status: Status) -> Phase:

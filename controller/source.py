@@ -90,6 +90,8 @@ class GitSource:
 
     def is_ancestor(self, old: str, new: str) -> bool:
         """Whether ``old`` is ``new`` or one of its ancestors."""
+        if old == new:
+            return True  # the common no-change poll: no git process for it
         try:
             self.repo().git.merge_base("--is-ancestor", old, new)
         except git.GitCommandError as exc:

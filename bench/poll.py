@@ -1,0 +1,135 @@
+"""CPU of a no-change pass in a running controller, on a 10,000-commit manifest repo, against ``git fetch``.
+
+The controller's figure counts its own process and all its children (the
+``git fetch`` it runs and GitPython's long-lived ``cat-file`` helpers,
+read from /proc).  The baseline is a plain no-change ``git fetch`` of the
+same repository into the same kind of cache.  Then RSS after 1,000 passes.
+Run: ``.venv/bin/python -m bench.poll``.  Goals: <= 2x; RSS <= 80 MB, flat.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import subprocess
+import sys
+from pathlib import Path
+
+from bench.common import Result
+from bench.sandbox import Sandbox, sandbox
+from controller.config import parse_config
+from controller.layout import init_layout
+from controller.reconcile import Reconciler
+from controller.testbed import ManifestRepo, make_ssh_key, manifest_text
+
+COMMITS = 10_000
+PASSES = 1_000
+CLK = os.sysconf("SC_CLK_TCK")
+
+
+def _history(repo: ManifestRepo, image: str) -> None:
+    """10,000 commits through git fast-import, then a signed head."""
+    lines = []
+    for n in range(1, COMMITS + 1):
+        body = f"environment: prod\nimage: {image}\n# change {n}\n".encode()
+        msg = f"change {n}\n".encode()
+        lines.append(b"commit refs/heads/main\n")
+        lines.append(f"committer Bench <b@x> {1_700_000_000 + n} +0000\n".encode())
+        lines.append(b"data %d\n%s" % (len(msg), msg))
+        lines.append(b"M 100644 inline envs/prod.yaml\ndata %d\n%s\n" % (len(body), body))
+    subprocess.run(["git", "fast-import", "--quiet"], input=b"".join(lines), cwd=repo.work, check=True)
+    repo.git("reset", "-q", "--hard", "main")
+
+
+def _tree_cpu(pid: int) -> float:
+    """CPU seconds of a process and all its live descendants."""
+    total = 0.0
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += (int(fields[11]) + int(fields[12])) / CLK
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return total
+    return total + sum(_tree_cpu(int(child)) for child in children)
+
+
+def _cpu_now() -> float:
+    waited = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return _tree_cpu(os.getpid()) + waited.ru_utime + waited.ru_stime
+
+
+def _rss_mb() -> float:
+    pages = int(Path("/proc/self/statm").read_text().split()[1])
+    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def _setup(box: Sandbox) -> Reconciler:
+    key = make_ssh_key(box.base / "keys", name="bench")
+    repo = ManifestRepo(box.base / "manifests")
+    image = box.images["healthy-a"]
+    _history(repo, image)
+    repo.write("envs/prod.yaml", manifest_text("prod", image))
+    repo.commit("signed head", key=key)
+    repo.push()
+    root = box.base / "opt"
+    init_layout(root, "prod")
+    agent = root / "prod" / "deploy-agent"
+    (agent / "trust" / "allowed_signers").write_text(key.allowed_signers_line + "\n")
+    (agent / ".env").write_text("DATABASE_URL=postgresql://h/dreichor_prod\n")
+    config = parse_config(
+        {
+            "environment": "prod",
+            "root": str(root),
+            "source": {"url": repo.url},
+            "trust": {"allowed_signers": "trust/allowed_signers"},
+            "image": {"repository": box.registry.repository},
+            "docker": {"url": box.engine.url},
+            "health": {"timeout": 30, "stable": 1},
+        },
+        base=agent,
+    )
+    reconciler = Reconciler(config)
+    first = reconciler.run_pass()
+    if first.result != "applied":
+        raise SystemExit(f"bench: the first pass did not apply: {first.reason}")
+    return reconciler
+
+
+def measure() -> tuple[Result, list[float]]:
+    """CPU per no-change pass vs per git fetch; RSS samples every 100 passes."""
+    with sandbox() as box:
+        reconciler = _setup(box)
+        cache = box.base / "plain-cache.git"
+        subprocess.run(["git", "clone", "-q", "--bare", reconciler.config.source.url, str(cache)], check=True)
+        runs = 20
+        start = _cpu_now()
+        for _ in range(runs):
+            subprocess.run(
+                ["git", "fetch", "-q", "--no-tags", "origin", "+refs/heads/main:refs/heads/main"], cwd=cache, check=True
+            )
+        baseline = (_cpu_now() - start) / runs
+        start = _cpu_now()
+        for _ in range(runs):
+            if reconciler.run_pass().result != "unchanged":
+                raise SystemExit("bench: a no-change pass changed something")
+        figure = (_cpu_now() - start) / runs
+        rss = []
+        for n in range(PASSES):
+            reconciler.run_pass()
+            if n % 100 == 0 or n == PASSES - 1:
+                rss.append(_rss_mb())
+        reconciler.close()
+    return Result("no-change pass CPU (controller vs git fetch)", figure * 1e3, baseline * 1e3, "ms", 2.0), rss
+
+
+def main() -> int:
+    """Print the results."""
+    result, rss = measure()
+    print(result.line())
+    print(f"RSS over {PASSES} passes (MB): first {rss[0]:.1f}, last {rss[-1]:.1f}, max {max(rss):.1f} (goal <= 80)")
+    print(result.as_json(), file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
