@@ -22,15 +22,20 @@ from typing import Any
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
-from controller import audit
+from controller import audit, notify
+from controller.api import AccessVerifier, ApiContext, ApiServer, WebhookVerifier
 from controller.config import Config, load_config
-from controller.errors import ControllerError
+from controller.errors import ConfigError, ControllerError
 from controller.locks import hold_lock, pass_lock
+from controller.metrics import Metrics
 from controller.reconcile import PassOptions, PassResult, Reconciler
+from controller.status import read_status
 
 log = logging.getLogger("dreichor.daemon")
 JOB_ID = "reconcile"
+WATCHDOG_JOB_ID = "watchdog"
 MAX_BACKOFF_INTERVALS = 10
+HEALTHY_PASS_AGE_INTERVALS = 3
 
 
 class JsonFormatter(logging.Formatter):
@@ -73,8 +78,13 @@ class Daemon:
         self.stopping = threading.Event()
         self.reload_requested = threading.Event()
         self.failures = 0
+        self.started_at = datetime.now(UTC)
         self.last_pass_at: datetime | None = None
         self.last_result: PassResult | None = None
+        self.metrics = Metrics()
+        self.trigger_pending = threading.Event()
+        self.ready = False
+        self.api: ApiServer | None = None
 
     def run(self) -> int:
         """Run until SIGTERM; return the exit code."""
@@ -82,6 +92,7 @@ class Daemon:
         try:
             self._install_signals()
             self.recover()
+            self.api = self._start_api()
             self.scheduler.add_job(
                 self.tick,
                 self._trigger(),
@@ -91,13 +102,20 @@ class Daemon:
                 next_run_time=datetime.now(UTC),
                 misfire_grace_time=None,
             )
+            watchdog = notify.watchdog_interval()
+            if watchdog:
+                self.scheduler.add_job(self.watchdog, "interval", seconds=watchdog, id=WATCHDOG_JOB_ID)
             self.scheduler.start()
-            log.info("controller started", extra={"environment": self.config.environment})
+            log.info("controller started", extra={"environment": self.config.environment, "api": self.config.listen})
             while not self.stopping.wait(0.2):
                 if self.reload_requested.is_set():
                     self.reload()
             log.info("stopping: finishing the pass in flight")
+            notify.stopping()
             self.scheduler.shutdown(wait=True)
+            if self.api is not None:
+                self.api.shutdown()
+                self.api.server_close()
             self.reconciler.close()
             return 0
         finally:
@@ -131,7 +149,9 @@ class Daemon:
             log.warning("recovered from an interrupted run", extra={"done": done})
 
     def tick(self, options: PassOptions | None = None) -> PassResult:
-        """One scheduled pass, with backoff bookkeeping."""
+        """One scheduled pass, with backoff bookkeeping, metrics and systemd notifications."""
+        self.trigger_pending.clear()
+        started = datetime.now(UTC)
         try:
             with pass_lock(self.config.paths.pass_lock):
                 if self.config.paths.journal.exists():
@@ -143,8 +163,63 @@ class Daemon:
         self.last_pass_at = datetime.now(UTC)
         self.last_result = result
         log.info("pass", extra={"result": result.result, "reason": result.reason})
+        self._after_pass(result, seconds=(self.last_pass_at - started).total_seconds())
         self._schedule_after(result)
+        if self.trigger_pending.is_set() and not self.stopping.is_set():
+            self._run_soon()  # a trigger arrived while this pass ran
         return result
+
+    def _after_pass(self, result: PassResult, *, seconds: float) -> None:
+        status = read_status(self.config.paths.status)
+        applied = status.applied if status else None
+        self.metrics.record_pass(
+            result,
+            seconds=seconds,
+            revision=applied.revision if applied else None,
+            image=applied.image if applied else None,
+        )
+        notify.status(f"{status.phase if status else 'Unknown'}: {result.result}: {result.reason}"[:200])
+        if not self.ready:
+            self.ready = True
+            notify.ready()
+
+    def healthy(self) -> bool:
+        """The scheduler runs and the last pass is recent (``GET /healthz``)."""
+        if not self.scheduler.running or self.stopping.is_set():
+            return False
+        limit = timedelta(seconds=HEALTHY_PASS_AGE_INTERVALS * self.config.source.interval)
+        limit = max(limit, timedelta(seconds=self.config.health.timeout * 2))
+        last = self.last_pass_at or self.started_at
+        return datetime.now(UTC) - last <= limit
+
+    def watchdog(self) -> None:
+        """Sent from the scheduler's own loop: a hung scheduler or pass stops the pings."""
+        if self.healthy():
+            notify.watchdog()
+
+    def _start_api(self) -> ApiServer:
+        dotenv = self.reconciler.dotenv()
+        access = self.config.api.access
+        ctx = ApiContext(
+            status_json=self._status_json,
+            healthy=self.healthy,
+            trigger=self.trigger,
+            metrics=self.metrics,
+            access=AccessVerifier(access) if access else None,
+            webhook=WebhookVerifier(dotenv.get("GITHUB_WEBHOOK_SECRET"), branch=self.config.source.branch),
+        )
+        try:
+            server = ApiServer(self.config.listen, ctx)
+        except OSError as exc:
+            raise ConfigError(f"cannot listen on {self.config.listen}: {exc.strerror}") from None
+        server.start()
+        return server
+
+    def _status_json(self) -> bytes | None:
+        try:
+            return self.config.paths.status.read_bytes()
+        except OSError:
+            return None
 
     def recover_in_pass(self) -> None:
         """A journal left behind means an interrupted swap: converge first."""
@@ -167,9 +242,17 @@ class Daemon:
             return
         log.warning("backing off", extra={"seconds": delay, "failures": self.failures})
 
-    def trigger(self) -> None:
+    def trigger(self, source: str = "manual") -> None:
         """Run a pass as soon as possible; a burst of triggers coalesces into one."""
-        self.scheduler.modify_job(JOB_ID, next_run_time=datetime.now(UTC))
+        log.info("pass requested", extra={"by": source})
+        self.trigger_pending.set()
+        self._run_soon()
+
+    def _run_soon(self) -> None:
+        try:
+            self.scheduler.modify_job(JOB_ID, next_run_time=datetime.now(UTC))
+        except Exception:
+            log.debug("trigger ignored: the scheduler is not running")
 
     def reload(self) -> None:
         """SIGHUP: reload the config; keep the old one when the new one is invalid."""

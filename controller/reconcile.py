@@ -85,6 +85,7 @@ class PassResult:
     reason: str
     plan: Plan | None = None
     retryable: bool = False
+    code: str = ""
 
 
 class Reconciler:
@@ -100,7 +101,7 @@ class Reconciler:
             url=config.source.url,
             branch=config.source.branch,
             timeout=config.source.timeout,
-            env=git_credentials(self._dotenv_or_empty()),
+            env=git_credentials(self.dotenv()),
         )
         self._engine: Engine | None = None
 
@@ -114,7 +115,7 @@ class Reconciler:
 
     def rollout(self) -> Rollout:
         """The rollout for this environment."""
-        auth = registry_auth(self._dotenv_or_empty())
+        auth = registry_auth(self.dotenv())
         return Rollout(self.engine(), paths=self.paths, health=self.config.health, clock=self.clock, auth=auth)
 
     def close(self) -> None:
@@ -123,7 +124,8 @@ class Reconciler:
             self._engine.close()
             self._engine = None
 
-    def _dotenv_or_empty(self) -> dict[str, str]:
+    def dotenv(self) -> dict[str, str]:
+        """The environment's .env, or nothing when it cannot be read (a pass reports that itself)."""
         try:
             return read_dotenv(self.paths.dotenv)
         except (OSError, UnicodeDecodeError):
@@ -139,12 +141,12 @@ class Reconciler:
         try:
             result = self._steps(ctx)
         except Refused as exc:
-            result = PassResult("refused", str(exc))
+            result = PassResult("refused", str(exc), code=exc.code)
         except HealthGateFailed as exc:
-            result = PassResult("rolled_back", exc.reason)
+            result = PassResult("rolled_back", exc.reason, code="HealthGateFailed")
             ctx.notes.append(exc.logs)
         except Retryable as exc:
-            result = PassResult("failed", exc.reason, retryable=True)
+            result = PassResult("failed", exc.reason, retryable=True, code=exc.code)
             if isinstance(exc, ControllerError) and exc.code == "EngineUnavailable":
                 self.close()
         finally:

@@ -15,10 +15,16 @@ import shutil
 import signal
 import socket
 import subprocess
+import threading
 import time
 import urllib.request
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
+
+import jwt
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 BUSYBOX = Path("/usr/bin/busybox")
 REPOSITORY_PATH = "dreichor/runtime"
@@ -452,3 +458,52 @@ def manifest_text(environment: str, image: str, **env: str) -> str:
         lines.append("env:")
         lines += [f'  {k}: "{v}"' for k, v in env.items()]
     return "\n".join(lines) + "\n"
+
+
+class JwksServer:
+    """An RSA signing key and its JWKS served on 127.0.0.1, standing in for Cloudflare Access."""
+
+    def __init__(self, *, team: str, audience: str) -> None:
+        self.team = team
+        self.audience = audience
+        self.private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        self.kid = "kid-1"
+        self.fetches = 0
+        jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(self.private.public_key()))
+        body = json.dumps({"keys": [{**jwk, "kid": self.kid, "alg": "RS256", "use": "sig"}]}).encode()
+        outer = self
+
+        class Jwks(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                outer.fetches += 1
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                return
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Jwks)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/cdn-cgi/access/certs"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def token(self, *, kid: str | None = None, key: Any = None, alg: str = "RS256", **claims: Any) -> str:
+        """A signed access token; a claim given as None is left out."""
+        now = int(time.time())
+        payload = {
+            "aud": self.audience,
+            "iss": self.team,
+            "iat": now,
+            "exp": now + 300,
+            "email": "ops@dreichor.io",
+            **claims,
+        }
+        payload = {k: v for k, v in payload.items() if v is not None}
+        return jwt.encode(payload, key or self.private, algorithm=alg, headers={"kid": kid or self.kid})
+
+    def stop(self) -> None:
+        """Stop serving."""
+        self.server.shutdown()
+        self.server.server_close()

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,7 +21,16 @@ from controller.audit import read_events, verify_chain
 from controller.cli import main
 from controller.layout import init_layout
 from controller.status import Status, read_status
-from controller.testbed import LocalRegistry, ManifestRepo, PrivateDocker, SshKey, make_ssh_key, manifest_text
+from controller.testbed import (
+    JwksServer,
+    LocalRegistry,
+    ManifestRepo,
+    PrivateDocker,
+    SshKey,
+    free_port,
+    make_ssh_key,
+    manifest_text,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -44,7 +57,7 @@ class Host:
                 "trust: {allowed_signers: trust/allowed_signers}\n"
                 f"image: {{repository: {registry.repository}}}\n"
                 f"docker: {{url: '{engine.url}'}}\n"
-                f"api: {{listen: '127.0.0.1:{41000 + len(self.configs)}'}}\n"
+                f"api: {{listen: '127.0.0.1:{free_port()}'}}\n"
                 "health: {timeout: 20, stable: 2}\n"
             )
             self.configs[env] = config
@@ -230,10 +243,10 @@ def test_a_tampered_audit_log_is_detected(host: Host, images: dict[str, str]) ->
     assert main(["history", "--verify", "--config", str(host.configs["prod"])]) == 3
 
 
-def _daemon(host: Host, env: str = "prod") -> subprocess.Popen[str]:
+def _daemon(host: Host, env: str = "prod", **extra_env: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "controller", "run", "--config", str(host.configs[env])],
-        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT), **extra_env},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -267,3 +280,63 @@ def test_the_daemon_deploys_a_push_and_stops_cleanly_on_sigterm(host: Host, imag
     finally:
         if daemon.poll() is None:
             daemon.kill()
+
+
+def test_access_tokens_and_webhooks_drive_the_daemon_and_systemd_hears_it(
+    host: Host, images: dict[str, str], tmp_path: Path
+) -> None:
+    team, audience = "https://dreichor.cloudflareaccess.com", "aud-1"
+    jwks = JwksServer(team=team, audience=audience)
+    port = free_port()
+    config = host.configs["prod"]
+    text = config.read_text().replace("interval: 1,", "interval: 3600,")
+    text = "\n".join(line for line in text.splitlines() if not line.startswith("api:"))
+    config.write_text(
+        text + f"\napi: {{listen: '127.0.0.1:{port}', access: {{team_domain: '{team}', audience: {audience},"
+        f" jwks_url: '{jwks.url}'}}}}\n"
+    )
+    dotenv = host.root / "prod/deploy-agent/.env"
+    dotenv.write_text(dotenv.read_text() + "GITHUB_WEBHOOK_SECRET=s3cret\n")
+    notify_path = tmp_path / "notify.sock"
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    listener.bind(str(notify_path))
+    listener.settimeout(60)
+    daemon = _daemon(host, NOTIFY_SOCKET=str(notify_path), WATCHDOG_USEC="1000000")
+    base = f"http://127.0.0.1:{port}"
+
+    def post(path: str, body: bytes, headers: dict[str, str]) -> int:
+        request = urllib.request.Request(base + path, data=body, headers=headers, method="POST")  # noqa: S310 loopback
+        with urllib.request.urlopen(request, timeout=10) as reply:  # noqa: S310 loopback
+            return int(reply.status)
+
+    try:
+        messages: list[str] = []
+        while "READY=1" not in messages:
+            messages.append(listener.recv(4096).decode())
+        assert any(m.startswith("STATUS=InSync") for m in messages)
+        assert host.image() == images["healthy-a"]
+        while "WATCHDOG=1" not in messages:
+            messages.append(listener.recv(4096).decode())
+        with urllib.request.urlopen(base + "/healthz", timeout=10) as reply:  # noqa: S310 loopback
+            assert reply.status == 200
+
+        host.publish("b", prod=images["healthy-b"])
+        assert post("/sync", b"", {"Cf-Access-Jwt-Assertion": jwks.token()}) == 202
+        _wait_for(lambda: host.image() == images["healthy-b"])
+
+        host.publish("a again", prod=images["healthy-a"])
+        body = b'{"ref": "refs/heads/main"}'
+        signature = "sha256=" + hmac.new(b"s3cret", body, hashlib.sha256).hexdigest()
+        headers = {"Content-Type": "application/json", "X-Hub-Signature-256": signature, "X-GitHub-Delivery": "1"}
+        assert post("/hooks/github", body, headers) == 202
+        _wait_for(lambda: host.image() == images["healthy-a"])
+        daemon.send_signal(signal.SIGTERM)
+        assert daemon.wait(timeout=60) == 0
+        listener.settimeout(5)
+        while "STOPPING=1" not in messages:
+            messages.append(listener.recv(4096).decode())
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+        listener.close()
+        jwks.stop()

@@ -1,0 +1,267 @@
+"""The loopback HTTP API: health, status, metrics, and two authenticated triggers.
+
+Served by the stdlib threaded HTTP server, never hand-parsed HTTP.  GETs are
+open (the API binds loopback only); ``POST /sync`` needs a Cloudflare Access
+JWT (RS256 against the team's JWKS, via PyJWT), ``POST /hooks/github`` a
+GitHub HMAC signature.  Refusals answer a fixed body that says nothing about
+why; the reason goes to the log and the metrics.  Bodies are capped before
+they are read, and slow clients time out.
+"""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import hmac
+import json
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import jwt
+
+from controller.config import AccessConfig, split_listen
+from controller.metrics import Metrics
+
+log = logging.getLogger("dreichor.api")
+MAX_BODY = 1024 * 1024
+CLIENT_TIMEOUT = 10
+JWT_LEEWAY = 10
+DELIVERIES_KEPT = 1000
+
+
+class AuthError(Exception):
+    """A request failed authentication; ``status`` is 401 or 403, ``reason`` goes to the log only."""
+
+    def __init__(self, status: HTTPStatus, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+class AccessVerifier:
+    """Cloudflare Access JWTs: RS256 against the team's JWKS (cached, refetched on an unknown kid)."""
+
+    def __init__(self, access: AccessConfig, *, fetch_timeout: int = 5) -> None:
+        self.access = access
+        url = access.jwks_url or f"{access.team_domain.rstrip('/')}/cdn-cgi/access/certs"
+        self.jwks = jwt.PyJWKClient(url, cache_keys=True, lifespan=3600, timeout=fetch_timeout)
+
+    def verify(self, token: str | None) -> dict[str, Any]:
+        """The token's claims, or ``AuthError``."""
+        if not token:
+            raise AuthError(HTTPStatus.UNAUTHORIZED, "missing Cf-Access-Jwt-Assertion")
+        try:
+            key = self.jwks.get_signing_key_from_jwt(token)
+            claims: dict[str, Any] = jwt.decode(
+                token,
+                key.key,
+                algorithms=["RS256"],
+                audience=self.access.audience,
+                issuer=self.access.team_domain,
+                leeway=JWT_LEEWAY,
+                options={"require": ["exp", "iat", "aud", "iss"]},
+            )
+        except jwt.PyJWKClientConnectionError as exc:
+            raise AuthError(HTTPStatus.UNAUTHORIZED, f"JWKS unreachable: {exc}") from None
+        except (jwt.PyJWTError, ValueError) as exc:
+            raise AuthError(HTTPStatus.UNAUTHORIZED, f"invalid token: {type(exc).__name__}: {exc}") from None
+        allowed = self.access.allowed_emails
+        if allowed and claims.get("email") not in allowed:
+            raise AuthError(HTTPStatus.FORBIDDEN, f"email {claims.get('email')!r} is not allowed")
+        return claims
+
+
+class WebhookVerifier:
+    """GitHub ``push`` webhooks: HMAC-SHA256 of the raw body, each delivery id once."""
+
+    def __init__(self, secret: str | None, *, branch: str) -> None:
+        self.secret = secret.encode() if secret else None
+        self.branch = branch
+        self._seen: collections.OrderedDict[str, None] = collections.OrderedDict()
+        self._lock = threading.Lock()
+
+    def verify(self, body: bytes, signature: str | None) -> None:
+        """Raise ``AuthError`` unless the signature is right."""
+        if self.secret is None:
+            raise AuthError(HTTPStatus.FORBIDDEN, "GITHUB_WEBHOOK_SECRET is not set")
+        expected = "sha256=" + hmac.new(self.secret, body, hashlib.sha256).hexdigest()
+        if not signature or not hmac.compare_digest(expected, signature):
+            raise AuthError(HTTPStatus.UNAUTHORIZED, "bad X-Hub-Signature-256")
+
+    def first_delivery(self, delivery: str | None) -> bool:
+        """Whether this delivery id is new (a replay is ignored)."""
+        if not delivery:
+            return True
+        with self._lock:
+            if delivery in self._seen:
+                return False
+            self._seen[delivery] = None
+            while len(self._seen) > DELIVERIES_KEPT:
+                self._seen.popitem(last=False)
+        return True
+
+
+@dataclass
+class ApiContext:
+    """What the handlers need from the daemon."""
+
+    status_json: Callable[[], bytes | None]
+    healthy: Callable[[], bool]
+    trigger: Callable[[str], None]
+    metrics: Metrics
+    access: AccessVerifier | None
+    webhook: WebhookVerifier
+
+
+class Handler(BaseHTTPRequestHandler):
+    """One request; the server gives each connection its own thread."""
+
+    server: ApiServer
+    server_version = "dreichor-controller"
+    sys_version = ""
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Access log lines go to the debug log, not stderr."""
+        log.debug(format % args)
+
+    def setup(self) -> None:
+        """Idle or slow clients are dropped after the server's client timeout."""
+        self.timeout = self.server.client_timeout  # type: ignore[misc] # the stdlib reads it per instance
+        super().setup()
+
+    @property
+    def ctx(self) -> ApiContext:
+        """The daemon's side."""
+        return self.server.ctx
+
+    def do_GET(self) -> None:
+        """``/healthz``, ``/status``, ``/metrics``."""
+        if self.path == "/healthz":
+            ok = self.ctx.healthy()
+            self._send(HTTPStatus.OK if ok else HTTPStatus.SERVICE_UNAVAILABLE, {"healthy": ok})
+        elif self.path == "/status":
+            body = self.ctx.status_json()
+            if body is None:
+                self._send(HTTPStatus.SERVICE_UNAVAILABLE, {"error": "no status yet"})
+            else:
+                self._raw(HTTPStatus.OK, body, "application/json")
+        elif self.path == "/metrics":
+            self._raw(HTTPStatus.OK, self.ctx.metrics.exposition(), "text/plain; version=0.0.4; charset=utf-8")
+        else:
+            self._send(HTTPStatus.NOT_FOUND, {"error": "not found"})
+
+    def do_POST(self) -> None:
+        """``/sync`` and ``/hooks/github``."""
+        if self.path not in ("/sync", "/hooks/github"):
+            self._send(HTTPStatus.NOT_FOUND, {"error": "not found"})
+            return
+        body = self._body()
+        if body is None:
+            return
+        try:
+            if self.path == "/sync":
+                self._sync(body)
+            else:
+                self._github(body)
+        except AuthError as exc:
+            self.ctx.metrics.auth_failures.labels(self.path, exc.status.phrase).inc()
+            log.warning("API request refused", extra={"endpoint": self.path, "reason": exc.reason})
+            error = "unauthorized" if exc.status == HTTPStatus.UNAUTHORIZED else "forbidden"
+            self._send(exc.status, {"error": error})
+
+    def _sync(self, body: bytes) -> None:
+        if self.ctx.access is None:
+            raise AuthError(HTTPStatus.FORBIDDEN, "api.access is not configured")
+        self.ctx.access.verify(self.headers.get("Cf-Access-Jwt-Assertion"))
+        if body and self._json(body) is None:
+            return
+        self.ctx.trigger("api")
+        self._send(HTTPStatus.ACCEPTED, {"accepted": True})
+
+    def _github(self, body: bytes) -> None:
+        if not self._is_json():
+            self._send(HTTPStatus.BAD_REQUEST, {"error": "expected application/json"})
+            return
+        hook = self.ctx.webhook
+        hook.verify(body, self.headers.get("X-Hub-Signature-256"))
+        payload = self._json(body)
+        if payload is None:
+            return
+        if not hook.first_delivery(self.headers.get("X-GitHub-Delivery")):
+            self._send(HTTPStatus.OK, {"accepted": False, "reason": "delivery already seen"})
+            return
+        if self.headers.get("X-GitHub-Event", "push") == "push" and payload.get("ref") == f"refs/heads/{hook.branch}":
+            self.ctx.trigger("webhook")
+            self._send(HTTPStatus.ACCEPTED, {"accepted": True})
+        else:
+            self._send(HTTPStatus.OK, {"accepted": False, "reason": "not a push to the configured branch"})
+
+    def _body(self) -> bytes | None:
+        """The request body, refused before reading when too large or of unknown length."""
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            self._send(HTTPStatus.LENGTH_REQUIRED, {"error": "Content-Length required"})
+            return None
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            length = -1
+        if length < 0:
+            self._send(HTTPStatus.BAD_REQUEST, {"error": "bad Content-Length"})
+            return None
+        if length > MAX_BODY:
+            self._send(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, {"error": "body too large"})
+            return None
+        return self.rfile.read(length) if length else b""
+
+    def _is_json(self) -> bool:
+        return self.headers.get("Content-Type", "").split(";")[0].strip().lower() == "application/json"
+
+    def _json(self, body: bytes) -> dict[str, Any] | None:
+        """The body as a JSON object, or a 400 answer and None."""
+        if not self._is_json():
+            self._send(HTTPStatus.BAD_REQUEST, {"error": "expected application/json"})
+            return None
+        try:
+            data = json.loads(body)
+        except (ValueError, UnicodeDecodeError):
+            data = None
+        if not isinstance(data, dict):
+            self._send(HTTPStatus.BAD_REQUEST, {"error": "malformed JSON"})
+            return None
+        return data
+
+    def _send(self, status: HTTPStatus, data: dict[str, Any]) -> None:
+        self._raw(status, json.dumps(data).encode(), "application/json")
+
+    def _raw(self, status: HTTPStatus, body: bytes, content_type: str) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Connection", "close")
+        self.end_headers()
+        self.wfile.write(body)
+        self.close_connection = True
+
+
+class ApiServer(ThreadingHTTPServer):
+    """The threaded server; its threads die with the process."""
+
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, listen: str, ctx: ApiContext, *, client_timeout: float = CLIENT_TIMEOUT) -> None:
+        host, port = split_listen(listen)
+        self.ctx = ctx
+        self.client_timeout = client_timeout
+        super().__init__((host, port), Handler)
+
+    def start(self) -> threading.Thread:
+        """Serve in a background thread."""
+        thread = threading.Thread(target=self.serve_forever, name="api", daemon=True)
+        thread.start()
+        return thread

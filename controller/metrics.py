@@ -1,0 +1,66 @@
+"""Prometheus metrics of one controller, in a registry of its own.
+
+Counters are named for what an operator alerts on: passes by result,
+rollbacks, drift repairs, fetch failures, refusals by reason and refused
+API calls; plus the applied revision as an info metric and the time of the
+last successful pass.
+"""
+
+from __future__ import annotations
+
+import time
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, generate_latest
+
+from controller.reconcile import PassResult
+
+
+class Metrics:
+    """The controller's metrics."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.passes = Counter("dreichor_passes_total", "Reconcile passes by result.", ["result"], registry=r)
+        self.duration = Histogram(
+            "dreichor_pass_duration_seconds",
+            "Duration of a reconcile pass.",
+            registry=r,
+            buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300),
+        )
+        self.applied = Info("dreichor_applied", "The applied revision and image.", registry=r)
+        self.last_success = Gauge(
+            "dreichor_last_success_timestamp_seconds", "When a pass last ended applied or unchanged.", registry=r
+        )
+        self.rollbacks = Counter(
+            "dreichor_rollbacks_total", "Automatic rollbacks after a failed health gate.", registry=r
+        )
+        self.drift_repairs = Counter("dreichor_drift_repairs_total", "Drift repaired.", registry=r)
+        self.fetch_failures = Counter(
+            "dreichor_fetch_failures_total", "Failed fetches of the manifest repo.", registry=r
+        )
+        self.refusals = Counter("dreichor_refusals_total", "Refused revisions by reason.", ["reason"], registry=r)
+        self.auth_failures = Counter(
+            "dreichor_api_auth_failures_total", "Refused API calls.", ["endpoint", "reason"], registry=r
+        )
+
+    def record_pass(self, result: PassResult, *, seconds: float, revision: str | None, image: str | None) -> None:
+        """Count one pass."""
+        self.passes.labels(result.result).inc()
+        self.duration.observe(seconds)
+        if result.result in ("applied", "unchanged"):
+            self.last_success.set(time.time())
+        if result.result == "rolled_back":
+            self.rollbacks.inc()
+        if result.result == "refused":
+            self.refusals.labels(result.code).inc()
+        if result.code == "FetchFailed":
+            self.fetch_failures.inc()
+        if result.plan is not None and result.plan.action == "repair" and result.result == "applied":
+            self.drift_repairs.inc()
+        if revision and image:
+            self.applied.info({"revision": revision, "image": image})
+
+    def exposition(self) -> bytes:
+        """The text format for ``GET /metrics``."""
+        return generate_latest(self.registry)
