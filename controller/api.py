@@ -89,8 +89,8 @@ class WebhookVerifier:
         """Raise ``AuthError`` unless the signature is right."""
         if self.secret is None:
             raise AuthError(HTTPStatus.FORBIDDEN, "GITHUB_WEBHOOK_SECRET is not set")
-        expected = "sha256=" + hmac.new(self.secret, body, hashlib.sha256).hexdigest()
-        if not signature or not hmac.compare_digest(expected, signature):
+        expected = b"sha256=" + hmac.new(self.secret, body, hashlib.sha256).hexdigest().encode()
+        if not signature or not hmac.compare_digest(expected, signature.encode("utf-8", "replace")):
             raise AuthError(HTTPStatus.UNAUTHORIZED, "bad X-Hub-Signature-256")
 
     def first_delivery(self, delivery: str | None) -> bool:

@@ -89,15 +89,16 @@ def decode_text(data: bytes, *, max_bytes: int, what: str) -> str:
 def load_mapping(data: bytes, *, max_bytes: int, what: str) -> dict[str, Any]:
     """Parse ``data`` as exactly one YAML document whose top level is a mapping."""
     text = decode_text(data, max_bytes=max_bytes, what=what)
-    loader = _StrictLoader(text)
     try:
-        document = loader.get_single_data()
+        loader = _StrictLoader(text)  # the reader already refuses control characters here
+        try:
+            document = loader.get_single_data()
+        finally:
+            loader.dispose()
     except yaml.YAMLError as exc:
         raise Refused(f"{what} is not valid YAML: {_one_line(exc)}") from None
     except RecursionError:
         raise Refused(f"{what} nests too deeply") from None
-    finally:
-        loader.dispose()
     if document is None:
         raise Refused(f"{what} is empty: expected a mapping of fields")
     if not isinstance(document, dict):

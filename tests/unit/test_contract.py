@@ -136,6 +136,7 @@ BAD = [
     ),
     ("utf-8 bom", b"\xef\xbb\xbf" + manifest(), "byte order mark"),
     ("non-string key", manifest("1: x"), "mapping keys must be strings"),
+    ("control character", b"\x00", "not valid YAML: unacceptable character #x0000"),
 ]
 
 
