@@ -61,6 +61,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ControllerError as exc:
         _fail(f"error: {exc}")
         return EXIT_ERROR
+    except OSError as exc:
+        _fail(f"error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "))
+        return EXIT_ERROR
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -37,8 +37,11 @@ def hold_lock(path: Path) -> int:
 @contextmanager
 def pass_lock(path: Path) -> Iterator[None]:
     """Wait for, then hold, the lock around one pass or one manual action."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fd = os.open(path, os.O_RDONLY)  # read-only is enough for flock, and works on a read-only state folder
+    except FileNotFoundError:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDONLY | os.O_CREAT, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield

@@ -147,8 +147,10 @@ class Reconciler:
             ctx.notes.append(exc.logs)
         except Retryable as exc:
             result = PassResult("failed", exc.reason, retryable=True, code=exc.code)
-            if isinstance(exc, ControllerError) and exc.code == "EngineUnavailable":
+            if exc.code == "EngineUnavailable":
                 self.close()
+        except OSError as exc:  # the state folder: read-only, full, or gone
+            result = PassResult("failed", f"cannot write state: {exc.strerror or exc}", retryable=True, code="StateIO")
         finally:
             if not options.dry_run:
                 self.record(ctx, result)
@@ -268,7 +270,10 @@ class Reconciler:
         checkpoint("record")
         status = ctx.status
         status.suspended = self.paths.suspended_marker.exists()
-        self._record_attempt(ctx, result)
+        try:
+            self._record_attempt(ctx, result)
+        except OSError as exc:
+            log.error("cannot append to the audit log", extra={"error": str(exc)})
         unchanged = ctx.plan is not None and ctx.plan.action == "nothing"
         status.container = _container_view(ctx.actual) if unchanged and ctx.actual else self._container_status()
         status.phase = _phase(result, status)
@@ -281,6 +286,10 @@ class Reconciler:
     def _record_attempt(self, ctx: PassContext, result: PassResult) -> None:
         status, now = ctx.status, ctx.now
         target = ctx.target or ctx.head
+        if result.result == "unchanged" and self._applied_elsewhere(ctx):
+            result = PassResult(
+                "applied", "the container already runs this revision (recorded after a restart)", plan=result.plan
+            )
         if result.result == "applied" and ctx.desired is not None and ctx.verdict is not None:
             status.applied = AppliedStatus(
                 revision=ctx.target or "", image=ctx.desired.image, signer=ctx.verdict.signer, applied_at=now
@@ -332,6 +341,12 @@ class Reconciler:
         status.container = self._container_status()
         status.phase = "Suspended"
         self._write(status, now)
+
+    @staticmethod
+    def _applied_elsewhere(ctx: PassContext) -> bool:
+        """The container matches a target the status does not record as applied (a crash before the record)."""
+        applied = ctx.status.applied.revision if ctx.status.applied else None
+        return ctx.verdict is not None and ctx.target is not None and ctx.target != applied
 
     def _container_status(self) -> ContainerStatus:
         name = f"dreichor-runtime-{self.config.environment}"

@@ -9,15 +9,18 @@ touches a Docker Engine that may already run on the machine.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -26,7 +29,13 @@ from typing import Any
 import jwt
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from controller.audit import read_events
+from controller.cli import main as cli_main
+from controller.layout import init_layout
+from controller.status import Status, read_status
+
 BUSYBOX = Path("/usr/bin/busybox")
+_ENGINES = itertools.count()
 REPOSITORY_PATH = "dreichor/runtime"
 
 
@@ -72,8 +81,9 @@ class PrivateDocker:
         self.base = base
         self.socket = base / "docker.sock"
         self.url = f"unix://{self.socket}"
-        octet = os.getpid() % 250 + 1
-        self.bridge = f"drtb{os.getpid() % 100000}"
+        serial = next(_ENGINES)  # two engines in one process must not share a bridge
+        octet = (os.getpid() + 37 * serial) % 250 + 1
+        self.bridge = f"drtb{os.getpid() % 100000}x{serial}"
         self.bridge_cidr = f"198.18.{octet}.1/24"  # RFC 2544 benchmark range: never routed
         self._proc: subprocess.Popen[bytes] | None = None
         self._log = base / "dockerd.log"
@@ -507,3 +517,89 @@ class JwksServer:
         """Stop serving."""
         self.server.shutdown()
         self.server.server_close()
+
+
+class ControllerHost:
+    """A host with dev and prod controllers configured against one signed manifest repo.
+
+    ``sync`` runs the controller's own command line in-process; the paths are the
+    layout's, under a temporary root.
+    """
+
+    def __init__(self, tmp: Path, engine: PrivateDocker, registry: LocalRegistry, repo: ManifestRepo, key: SshKey):
+        self.root = tmp / "opt"
+        self.engine = engine
+        self.registry = registry
+        self.repo = repo
+        self.key = key
+        self.configs: dict[str, Path] = {}
+        for env in ("dev", "prod"):
+            init_layout(self.root, env)
+            agent = self.root / env / "deploy-agent"
+            (agent / "trust" / "allowed_signers").write_text(key.allowed_signers_line + "\n")
+            (agent / ".env").write_text(f"DATABASE_URL=postgresql://dreichor@127.0.0.1/dreichor_{env}\n")
+            config = agent / "controller.yaml"
+            config.write_text(
+                f"environment: {env}\nroot: {self.root}\n"
+                f"source: {{url: '{repo.url}', branch: main, interval: 1, timeout: 10}}\n"
+                "trust: {allowed_signers: trust/allowed_signers}\n"
+                f"image: {{repository: {registry.repository}}}\n"
+                f"docker: {{url: '{engine.url}'}}\n"
+                f"api: {{listen: '127.0.0.1:{free_port()}'}}\n"
+                "health: {timeout: 20, stable: 2}\n"
+            )
+            self.configs[env] = config
+
+    def sync(self, env: str = "prod", *args: str) -> int:
+        return cli_main(["sync", "--config", str(self.configs[env]), *args])
+
+    def status(self, env: str = "prod") -> Status:
+        """The status file of ``env``; a missing or unreadable one is an error."""
+        status = read_status(self.root / env / "deploy-agent" / "state" / "status.json")
+        if status is None:
+            raise BedError(f"no readable status file for {env}")
+        return status
+
+    def running(self, env: str = "prod") -> dict[str, object]:
+        """``docker inspect`` of the runtime container of ``env``; a missing one is an error."""
+        inspect = self.engine.inspect(f"dreichor-runtime-{env}")
+        if inspect is None:
+            raise BedError(f"dreichor-runtime-{env} does not exist")
+        return inspect
+
+    def image(self, env: str = "prod") -> str:
+        return str(self.running(env)["Config"]["Image"])  # type: ignore[index]
+
+    def publish(self, message: str, *, key: SshKey | str | None = "trusted", **manifests: str) -> str:
+        for env, image in manifests.items():
+            self.repo.write(f"envs/{env}.yaml", manifest_text(env, image))
+        sha = self.repo.commit(message, key=self.key if key == "trusted" else key)  # type: ignore[arg-type]
+        self.repo.push()
+        return sha
+
+    def audit(self, env: str = "prod") -> list[dict[str, object]]:
+        return read_events(self.root / env / "deploy-agent" / "state" / "audit.jsonl")
+
+    def start_daemon(self, env: str = "prod", **extra_env: str) -> subprocess.Popen[str]:
+        """``dreichor-controller run`` for ``env`` in a child process (stdout and stderr piped)."""
+        package_root = Path(__file__).resolve().parents[1]
+        return subprocess.Popen(
+            [sys.executable, "-m", "controller", "run", "--config", str(self.configs[env])],
+            env={**os.environ, "PYTHONPATH": str(package_root), **extra_env},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+
+def wait_for(predicate: Callable[[], bool], *, timeout: float = 60, what: str = "condition") -> None:
+    """Poll ``predicate`` until it holds; an exception in it counts as 'not yet'."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if predicate():
+                return
+        except (AssertionError, BedError, KeyError, TypeError):
+            pass
+        time.sleep(0.2)
+    raise AssertionError(f"{what} not reached within {timeout:.0f}s")

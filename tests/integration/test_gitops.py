@@ -5,22 +5,19 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import os
 import signal
 import socket
-import subprocess
-import sys
-import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from controller.audit import read_events, verify_chain
+from controller.audit import verify_chain
 from controller.cli import main
-from controller.layout import init_layout
-from controller.status import Status, read_status
+from controller.testbed import (
+    ControllerHost as Host,
+)
 from controller.testbed import (
     JwksServer,
     LocalRegistry,
@@ -30,63 +27,10 @@ from controller.testbed import (
     free_port,
     make_ssh_key,
     manifest_text,
+    wait_for,
 )
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-
-
-class Host:
-    """A host with dev and prod controllers configured against one signed manifest repo."""
-
-    def __init__(self, tmp: Path, engine: PrivateDocker, registry: LocalRegistry, repo: ManifestRepo, key: SshKey):
-        self.root = tmp / "opt"
-        self.engine = engine
-        self.registry = registry
-        self.repo = repo
-        self.key = key
-        self.configs: dict[str, Path] = {}
-        for env in ("dev", "prod"):
-            init_layout(self.root, env)
-            agent = self.root / env / "deploy-agent"
-            (agent / "trust" / "allowed_signers").write_text(key.allowed_signers_line + "\n")
-            (agent / ".env").write_text(f"DATABASE_URL=postgresql://dreichor@127.0.0.1/dreichor_{env}\n")
-            config = agent / "controller.yaml"
-            config.write_text(
-                f"environment: {env}\nroot: {self.root}\n"
-                f"source: {{url: '{repo.url}', branch: main, interval: 1, timeout: 10}}\n"
-                "trust: {allowed_signers: trust/allowed_signers}\n"
-                f"image: {{repository: {registry.repository}}}\n"
-                f"docker: {{url: '{engine.url}'}}\n"
-                f"api: {{listen: '127.0.0.1:{free_port()}'}}\n"
-                "health: {timeout: 20, stable: 2}\n"
-            )
-            self.configs[env] = config
-
-    def sync(self, env: str = "prod", *args: str) -> int:
-        return main(["sync", "--config", str(self.configs[env]), *args])
-
-    def status(self, env: str = "prod") -> Status:
-        status = read_status(self.root / env / "deploy-agent" / "state" / "status.json")
-        assert status is not None
-        return status
-
-    def running(self, env: str = "prod") -> dict[str, object]:
-        inspect = self.engine.inspect(f"dreichor-runtime-{env}")
-        assert inspect is not None
-        return inspect
-
-    def image(self, env: str = "prod") -> str:
-        return str(self.running(env)["Config"]["Image"])  # type: ignore[index]
-
-    def publish(self, message: str, *, key: SshKey | str | None = "trusted", **manifests: str) -> str:
-        for env, image in manifests.items():
-            self.repo.write(f"envs/{env}.yaml", manifest_text(env, image))
-        sha = self.repo.commit(message, key=self.key if key == "trusted" else key)  # type: ignore[arg-type]
-        self.repo.push()
-        return sha
-
-    def audit(self, env: str = "prod") -> list[dict[str, object]]:
-        return read_events(self.root / env / "deploy-agent" / "state" / "audit.jsonl")
 
 
 @pytest.fixture
@@ -99,7 +43,7 @@ def host(
     images: dict[str, str],
 ) -> Iterator[Host]:
     docker_engine.remove_all_containers()
-    h = Host(tmp_path, docker_engine, registry, manifest_repo, ssh_key)
+    h = Host(tmp_path, docker_engine, registry, manifest_repo, ssh_key)  # the test bed's ControllerHost
     h.publish("initial", dev=images["healthy-a"], prod=images["healthy-a"])
     yield h
 
@@ -243,34 +187,15 @@ def test_a_tampered_audit_log_is_detected(host: Host, images: dict[str, str]) ->
     assert main(["history", "--verify", "--config", str(host.configs["prod"])]) == 3
 
 
-def _daemon(host: Host, env: str = "prod", **extra_env: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "controller", "run", "--config", str(host.configs[env])],
-        env={**os.environ, "PYTHONPATH": str(REPO_ROOT), **extra_env},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
-def _wait_for(predicate, timeout: float = 60) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.2)
-    raise AssertionError("condition not reached")
-
-
 def test_the_daemon_deploys_a_push_and_stops_cleanly_on_sigterm(host: Host, images: dict[str, str]) -> None:
-    daemon = _daemon(host)
+    daemon = host.start_daemon()
     try:
-        _wait_for(lambda: host.engine.inspect("dreichor-runtime-prod") is not None and host.status().phase == "InSync")
-        second = _daemon(host)
+        wait_for(lambda: host.engine.inspect("dreichor-runtime-prod") is not None and host.status().phase == "InSync")
+        second = host.start_daemon()
         assert second.wait(timeout=30) == 1
         assert "another controller holds" in (second.stderr.read() if second.stderr else "")
         host.publish("b", prod=images["healthy-b"])
-        _wait_for(lambda: host.status().phase == "Progressing" or host.image() == images["healthy-b"])
+        wait_for(lambda: host.status().phase == "Progressing" or host.image() == images["healthy-b"])
         daemon.send_signal(signal.SIGTERM)
         assert daemon.wait(timeout=60) == 0
         assert host.running()["State"]["Running"]  # type: ignore[index]
@@ -301,7 +226,7 @@ def test_access_tokens_and_webhooks_drive_the_daemon_and_systemd_hears_it(
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     listener.bind(str(notify_path))
     listener.settimeout(60)
-    daemon = _daemon(host, NOTIFY_SOCKET=str(notify_path), WATCHDOG_USEC="1000000")
+    daemon = host.start_daemon(NOTIFY_SOCKET=str(notify_path), WATCHDOG_USEC="1000000")
     base = f"http://127.0.0.1:{port}"
 
     def post(path: str, body: bytes, headers: dict[str, str]) -> int:
@@ -322,14 +247,14 @@ def test_access_tokens_and_webhooks_drive_the_daemon_and_systemd_hears_it(
 
         host.publish("b", prod=images["healthy-b"])
         assert post("/sync", b"", {"Cf-Access-Jwt-Assertion": jwks.token()}) == 202
-        _wait_for(lambda: host.image() == images["healthy-b"])
+        wait_for(lambda: host.image() == images["healthy-b"])
 
         host.publish("a again", prod=images["healthy-a"])
         body = b'{"ref": "refs/heads/main"}'
         signature = "sha256=" + hmac.new(b"s3cret", body, hashlib.sha256).hexdigest()
         headers = {"Content-Type": "application/json", "X-Hub-Signature-256": signature, "X-GitHub-Delivery": "1"}
         assert post("/hooks/github", body, headers) == 202
-        _wait_for(lambda: host.image() == images["healthy-a"])
+        wait_for(lambda: host.image() == images["healthy-a"])
         daemon.send_signal(signal.SIGTERM)
         assert daemon.wait(timeout=60) == 0
         listener.settimeout(5)

@@ -1,0 +1,238 @@
+"""Proof under faults: the daemon killed at every step, dependencies failing, the state folder broken.
+
+Each test checks what a person on call would: the environment keeps exactly one
+running runtime container, the status file is valid and says what happened,
+the audit chain holds, and the controller recovers by itself once the fault is gone.
+"""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from controller.audit import verify_chain
+from controller.config import load_config
+from controller.reconcile import Reconciler
+from controller.rollout import CRASH_HOOK
+from controller.status import read_status
+from controller.testbed import (
+    ControllerHost,
+    LocalRegistry,
+    ManifestRepo,
+    PrivateDocker,
+    SshKey,
+    free_port,
+    wait_for,
+)
+
+STEPS = ["fetch", "verify", "validate", "pull", "snapshot", "create", "rename", "stop", "start", "health", "record"]
+
+
+@pytest.fixture
+def host(
+    tmp_path: Path,
+    docker_engine: PrivateDocker,
+    registry: LocalRegistry,
+    manifest_repo: ManifestRepo,
+    ssh_key: SshKey,
+    images: dict[str, str],
+) -> Iterator[ControllerHost]:
+    docker_engine.remove_all_containers()
+    h = ControllerHost(tmp_path, docker_engine, registry, manifest_repo, ssh_key)
+    h.publish("initial", dev=images["healthy-a"], prod=images["healthy-a"])
+    assert h.sync() == 0
+    yield h
+
+
+def state(host: ControllerHost) -> Path:
+    return host.root / "prod" / "deploy-agent" / "state"
+
+
+def assert_sound(host: ControllerHost) -> None:
+    """One running runtime container, a readable status file, an intact audit chain."""
+    assert host.engine.running_names("dreichor-runtime-prod") == ["dreichor-runtime-prod"]
+    assert read_status(state(host) / "status.json") is not None
+    assert verify_chain(state(host) / "audit.jsonl") is None
+
+
+@pytest.mark.parametrize("step", STEPS)
+def test_a_daemon_killed_at_any_step_converges_after_a_restart(
+    host: ControllerHost, images: dict[str, str], step: str
+) -> None:
+    host.publish("deploy b", prod=images["healthy-b"])
+    host.engine.cli("image", "rm", "--force", images["healthy-b"])
+    doomed = host.start_daemon(**{CRASH_HOOK: step})
+    assert doomed.wait(timeout=120) == -signal.SIGKILL
+    assert len(host.engine.running_names("dreichor-runtime-prod")) <= 1  # never two, even mid-swap
+    daemon = host.start_daemon()
+    try:
+        wait_for(
+            lambda: host.status().applied.revision == host.repo.head() and host.status().phase == "InSync",
+            timeout=90,
+            what="convergence",
+        )
+        assert host.image() == images["healthy-b"]
+        assert_sound(host)
+        assert not (state(host) / "inflight.json").exists()
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        assert daemon.wait(timeout=60) == 0
+
+
+def test_dockerd_stopped_during_a_pass_and_restarted(
+    tmp_path: Path, registry: LocalRegistry, manifest_repo: ManifestRepo, ssh_key: SshKey, images: dict[str, str]
+) -> None:
+    engine = PrivateDocker(tmp_path / "d").start()
+    try:
+        host = ControllerHost(tmp_path, engine, registry, manifest_repo, ssh_key)
+        host.publish("initial", prod=images["healthy-a"], dev=images["healthy-a"])
+        assert host.sync() == 0
+        host.publish("b", prod=images["healthy-b"])
+        daemon = host.start_daemon()
+        try:
+            wait_for(lambda: host.status().phase == "Progressing", timeout=60, what="a pass in flight")
+            engine.kill(signal.SIGTERM)
+            wait_for(lambda: host.status().phase == "Degraded", timeout=60, what="Degraded while Docker is down")
+            assert read_status(state(host) / "status.json") is not None
+            engine.start()
+            wait_for(
+                lambda: host.status().phase == "InSync" and host.image() == images["healthy-b"],
+                timeout=120,
+                what="recovery after Docker returns",
+            )
+            assert_sound(host)
+        finally:
+            daemon.send_signal(signal.SIGTERM)
+            daemon.wait(timeout=60)
+    finally:
+        engine.stop()
+
+
+def test_a_corrupted_remote_degrades_and_recovers(host: ControllerHost, images: dict[str, str]) -> None:
+    before = host.running()["Id"]
+    backup = host.repo.bare.with_name("backup.git")
+    host.publish("b", prod=images["healthy-b"])
+    shutil.copytree(host.repo.bare, backup)
+    subprocess.run(["git", "gc", "-q"], cwd=host.repo.bare, check=True)
+    for pack in (host.repo.bare / "objects" / "pack").glob("*.pack"):
+        pack.write_bytes(pack.read_bytes()[: pack.stat().st_size // 2])
+    assert host.sync() == 1
+    status = host.status()
+    assert status.phase == "Degraded" and status.source.last_error
+    assert host.running()["Id"] == before
+    shutil.rmtree(host.repo.bare)
+    backup.rename(host.repo.bare)
+    assert host.sync() == 0 and host.image() == images["healthy-b"]
+    assert_sound(host)
+
+
+def test_a_remote_that_answers_nothing_times_out(host: ControllerHost, images: dict[str, str]) -> None:
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", free_port()))
+    silent.listen(8)
+    accepted: list[socket.socket] = []
+    threading.Thread(target=lambda: accepted.append(silent.accept()[0]), daemon=True).start()
+    config = host.configs["prod"]
+    original = config.read_text()
+    url = f"http://127.0.0.1:{silent.getsockname()[1]}/manifests.git"
+    config.write_text(original.replace(host.repo.url, url).replace("timeout: 10", "timeout: 2"))
+    try:
+        assert host.sync() == 1
+        status = host.status()
+        assert status.phase == "Degraded" and status.container.state == "running"
+    finally:
+        config.write_text(original)
+        silent.close()
+        for conn in accepted:
+            conn.close()
+    assert host.sync() == 0 and host.status().phase == "InSync"
+
+
+@pytest.mark.parametrize("fault", ["read-only", "full"])
+def test_a_broken_state_folder_keeps_the_previous_status_file(
+    host: ControllerHost, images: dict[str, str], fault: str
+) -> None:
+    folder = state(host)
+    saved = folder.with_name("state.saved")
+    shutil.copytree(folder, saved, symlinks=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(folder)], check=True)
+    try:
+        for item in saved.iterdir():
+            if item.name != "repo":
+                shutil.copy2(item, folder / item.name) if item.is_file() else shutil.copytree(item, folder / item.name)
+        shutil.copytree(saved / "repo", folder / "repo")
+        before = (folder / "status.json").read_bytes()
+        if fault == "read-only":
+            subprocess.run(["mount", "-o", "remount,ro", str(folder)], check=True)
+        else:
+            with (folder / "filler").open("wb") as filler, pytest.raises(OSError):
+                while True:
+                    filler.write(b"\0" * 65536)
+                    filler.flush()
+        host.publish("b", prod=images["healthy-b"])
+        assert host.sync() == 1
+        assert (folder / "status.json").read_bytes() == before  # the failed write left the old file whole
+        assert read_status(folder / "status.json") is not None
+        assert host.image() == images["healthy-a"]
+        assert host.engine.running_names("dreichor-runtime-prod") == ["dreichor-runtime-prod"]
+    finally:
+        subprocess.run(["umount", str(folder)], check=True)
+    assert host.sync() == 0 and host.image() == images["healthy-b"]
+    assert_sound(host)
+
+
+def test_a_missing_dotenv_degrades_without_touching_the_container(host: ControllerHost, images: dict[str, str]) -> None:
+    dotenv = host.root / "prod" / "deploy-agent" / ".env"
+    saved = dotenv.read_text()
+    dotenv.unlink()
+    host.publish("b", prod=images["healthy-b"])
+    assert host.sync() == 1
+    assert "cannot read" in host.status().last_attempt.reason  # type: ignore[union-attr]
+    assert host.image() == images["healthy-a"]
+    dotenv.write_text(saved)
+    assert host.sync() == 0 and host.image() == images["healthy-b"]
+
+
+def test_an_empty_trust_file_refuses_every_head_until_it_is_restored(
+    host: ControllerHost, images: dict[str, str]
+) -> None:
+    signers = host.root / "prod" / "deploy-agent" / "trust" / "allowed_signers"
+    saved = signers.read_text()
+    signers.write_text("")
+    host.publish("b", prod=images["healthy-b"])
+    assert host.sync() == 3
+    assert "trust policy is empty" in host.status().last_attempt.reason  # type: ignore[union-attr]
+    assert host.image() == images["healthy-a"]
+    signers.write_text(saved)  # a changed trust file lifts the quarantine
+    assert host.sync() == 0 and host.image() == images["healthy-b"]
+
+
+def test_the_clock_stepped_back_an_hour_between_passes(host: ControllerHost) -> None:
+    config = load_config(host.configs["prod"])
+    back = Reconciler(config, clock=lambda: datetime.now(UTC) - timedelta(hours=1))
+    result = back.run_pass()
+    back.close()
+    assert result.result == "unchanged"
+    status = host.status()
+    assert status.phase == "InSync" and not status.source.stale
+    assert host.sync() == 0 and host.status().phase == "InSync"
+    assert_sound(host)
+
+
+def test_a_killed_container_whose_image_was_removed_is_repaired_from_the_registry(
+    host: ControllerHost, images: dict[str, str]
+) -> None:
+    host.engine.cli("kill", "--signal", "KILL", "dreichor-runtime-prod")
+    host.engine.cli("rm", "--force", "dreichor-runtime-prod")
+    host.engine.cli("image", "rm", "--force", images["healthy-a"])
+    assert host.sync() == 0
+    assert host.image() == images["healthy-a"] and host.status().phase == "InSync"
+    assert "drift_repaired" in [e["event"] for e in host.audit()]

@@ -1,0 +1,44 @@
+"""Soak: one daemon doing 2,000 no-change passes keeps its memory, file descriptors and threads flat."""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+from controller.daemon import Daemon
+from controller.testbed import ControllerHost, LocalRegistry, ManifestRepo, PrivateDocker, SshKey
+
+PASSES = int(os.environ.get("DREICHOR_SOAK_PASSES", "2000"))
+
+
+def _rss_mb() -> float:
+    return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def _fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_two_thousand_no_change_passes_stay_flat(
+    tmp_path: Path,
+    docker_engine: PrivateDocker,
+    registry: LocalRegistry,
+    manifest_repo: ManifestRepo,
+    ssh_key: SshKey,
+    images: dict[str, str],
+) -> None:
+    docker_engine.remove_all_containers()
+    host = ControllerHost(tmp_path, docker_engine, registry, manifest_repo, ssh_key)
+    host.publish("initial", prod=images["healthy-a"], dev=images["healthy-a"])
+    daemon = Daemon(host.configs["prod"])
+    assert daemon.tick().result == "applied"
+    for _ in range(100):  # warm-up: caches, connection pools, lazy imports
+        assert daemon.tick().result == "unchanged"
+    rss, fds, threads = _rss_mb(), _fds(), threading.active_count()
+    for _ in range(PASSES - 100):
+        assert daemon.tick().result == "unchanged"
+    daemon.reconciler.close()
+    assert _rss_mb() - rss < 5, f"RSS grew from {rss:.1f} MB to {_rss_mb():.1f} MB"
+    assert _fds() <= fds + 2
+    assert threading.active_count() <= threads
