@@ -17,7 +17,7 @@ def _rss_mb() -> float:
 
 
 def _fds() -> int:
-    return len(os.listdir("/proc/self/fd"))
+    return len(list(Path("/proc/self/fd").iterdir()))
 
 
 def test_two_thousand_no_change_passes_stay_flat(
