@@ -93,6 +93,12 @@ def container_name(environment: str) -> str:
     return f"dreichor-runtime-{environment}"
 
 
+def keep_reference(pinned: str, environment: str) -> str:
+    """The local tag that keeps an applied image on the host, so a rollback or repair
+    works when the registry has lost it or someone removed its digest reference."""
+    return f"dreichor/keep-{environment}:{pinned.rpartition(':')[2]}"
+
+
 def runtime_mounts(paths: HostPaths) -> tuple[Mount, ...]:
     """The layout's two bind mounts, and nothing else."""
     return (

@@ -20,7 +20,7 @@ import docker.errors
 import requests.exceptions
 
 from controller.containers import ContainerState
-from controller.contract import DesiredContainer, Mount, container_name
+from controller.contract import DesiredContainer, Mount, container_name, keep_reference
 from controller.errors import ControllerError, Refused, Retryable
 
 NEXT_SUFFIX = "-next"
@@ -128,6 +128,23 @@ class Engine:
         if pinned not in image.get("RepoDigests", []):
             raise Refused(f"the pulled image does not carry digest {digest}", code="DigestMismatch")
         return str(image["Id"])
+
+    def keep(self, pinned: str) -> str:
+        """Tag ``pinned`` with its keep reference; return that reference."""
+        repository, _, tag = keep_reference(pinned, self.environment).rpartition(":")
+        with _translated(f"tagging {pinned}"):
+            self._client.api.tag(pinned, repository, tag=tag)
+        return f"{repository}:{tag}"
+
+    def prune_kept(self, keep: set[str]) -> None:
+        """Untag this environment's keep references that are not in ``keep`` (images in use stay)."""
+        repository = keep_reference("x:y", self.environment).rpartition(":")[0]
+        with _translated("listing kept images"):
+            images = self._client.api.images(name=repository)
+        tags = {t for image in images for t in image.get("RepoTags") or [] if t.startswith(repository + ":")}
+        for tag in tags - keep:
+            with contextlib.suppress(ControllerError), _translated(f"untagging {tag}"):
+                self._client.api.remove_image(tag, noprune=False)
 
     def create(self, desired: DesiredContainer, *, name: str) -> str:
         """Create (not start) a container from the desired spec under ``name``; return its id."""

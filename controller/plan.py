@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from controller.containers import ContainerState
-from controller.contract import LABEL_ENVIRONMENT, LABEL_MANAGED_BY, LABEL_MANIFEST, DesiredContainer
+from controller.contract import LABEL_ENVIRONMENT, LABEL_MANAGED_BY, LABEL_MANIFEST, DesiredContainer, keep_reference
 from controller.errors import Refused
 
 Action = Literal["nothing", "create", "replace", "repair"]
@@ -30,7 +30,7 @@ class Plan:
 def differences(desired: DesiredContainer, actual: ContainerState) -> tuple[str, ...]:
     """The settings in which ``actual`` departs from ``desired`` (revision labels aside)."""
     checks = [
-        ("image", actual.image == desired.image),
+        ("image", actual.image in (desired.image, keep_reference(desired.image, desired.labels[LABEL_ENVIRONMENT]))),
         ("env", actual.env == desired.env),
         ("mounts", set(actual.mounts) == set(desired.mounts)),
         (

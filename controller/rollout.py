@@ -11,23 +11,25 @@ controller finish or undo a swap that a crash interrupted.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from controller.config import HealthConfig, HostPaths
-from controller.contract import LABEL_REVISION, DesiredContainer, runtime_mounts
+from controller.contract import LABEL_REVISION, DesiredContainer, keep_reference, runtime_mounts
 from controller.docker_engine import NEXT_SUFFIX, PREVIOUS_SUFFIX, Engine
-from controller.errors import ControllerError, Refused
+from controller.errors import ControllerError, Refused, Retryable
 from controller.files import atomic_write
 from controller.plan import Plan
-from controller.snapshots import Snapshot, snapshot_id, write_snapshot
+from controller.snapshots import Snapshot, list_snapshots, snapshot_id, write_snapshot
 
+log = logging.getLogger("dreichor.rollout")
 Clock = Callable[[], datetime]
 STOP_TIMEOUT = 30
 LOG_LINES = 50
@@ -120,8 +122,7 @@ class Rollout:
         """Carry out ``plan``; raise ``HealthGateFailed`` after rolling back a bad container."""
         if plan.action == "nothing":
             return Outcome("unchanged", plan.reason)
-        if not self.engine.image_present(desired.image):
-            self.engine.pull(desired.image, auth=self.auth)
+        desired = self._ensure_image(desired)
         checkpoint("pull")
         containers = self.engine.runtime_containers()
         old = containers.get(self.canonical)
@@ -151,7 +152,31 @@ class Rollout:
         if old is not None:
             self.engine.remove(old.id)
         self.journal.finish()
+        self._prune_kept(desired)
         return Outcome("applied", plan.reason, container_id=new_id, snapshot=snapshot)
+
+    def _ensure_image(self, desired: DesiredContainer) -> DesiredContainer:
+        """Pull by digest unless present; when the registry cannot serve it, use the kept copy."""
+        kept = keep_reference(desired.image, self.paths.environment)
+        if not self.engine.image_present(desired.image):
+            try:
+                self.engine.pull(desired.image, auth=self.auth)
+            except (Retryable, Refused):
+                if not self.engine.image_present(kept):
+                    raise
+                return replace(desired, image=kept)  # the same digest, kept on this host
+        self.engine.keep(desired.image)
+        return desired
+
+    def _prune_kept(self, desired: DesiredContainer) -> None:
+        """Keep the images of the current container and of the newest snapshots; untag the rest."""
+        env = self.paths.environment
+        wanted = {keep_reference(desired.image, env)}
+        wanted |= {keep_reference(s.image, env) for s in list_snapshots(self.paths.snapshots) if s.image}
+        try:
+            self.engine.prune_kept(wanted)
+        except ControllerError as exc:
+            log.warning("could not prune kept images", extra={"reason": str(exc)})
 
     def restore(self, snapshot: Snapshot) -> Outcome:
         """Break-glass: bring back the container a snapshot recorded (image, env, labels)."""

@@ -236,3 +236,18 @@ def test_a_killed_container_whose_image_was_removed_is_repaired_from_the_registr
     assert host.sync() == 0
     assert host.image() == images["healthy-a"] and host.status().phase == "InSync"
     assert "drift_repaired" in [e["event"] for e in host.audit()]
+
+
+def test_a_killed_container_whose_image_was_removed_is_repaired_from_the_kept_copy_when_the_registry_is_gone(
+    host: ControllerHost, images: dict[str, str], registry: LocalRegistry
+) -> None:
+    host.engine.cli("kill", "--signal", "KILL", "dreichor-runtime-prod")
+    host.engine.cli("rm", "--force", "dreichor-runtime-prod")
+    host.engine.cli("image", "rm", "--force", images["healthy-a"])
+    registry.stop()
+    try:
+        assert host.sync() == 0
+        assert host.status().phase == "InSync" and host.status().container.state == "running"
+        assert host.sync() == 0 and host.audit()[-1]["event"] == "drift_repaired"  # and no repair loop after it
+    finally:
+        registry.start()

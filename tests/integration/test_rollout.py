@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from controller.config import HealthConfig, HostPaths
-from controller.contract import DesiredContainer, desired_from_bytes
+from controller.contract import DesiredContainer, desired_from_bytes, keep_reference
 from controller.docker_engine import Engine
 from controller.errors import Refused, Retryable
 from controller.plan import Plan, plan
@@ -137,6 +137,9 @@ def test_a_registry_that_is_down_leaves_the_container_untouched(
     dev.deploy(dev.desired(images["healthy-a"]), deployed=False)
     old = dev.current()
     docker_engine.cli("image", "rm", "--force", images["healthy-b"])
+    kept = keep_reference(images["healthy-b"], "dev")
+    if docker_engine.cli("images", "--quiet", kept).strip():
+        docker_engine.cli("image", "rm", kept)  # nothing kept for it on this host either
     registry.stop()
     try:
         with pytest.raises(Retryable):

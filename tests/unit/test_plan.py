@@ -9,7 +9,7 @@ import pytest
 
 from controller.config import HostPaths
 from controller.containers import ContainerState
-from controller.contract import DesiredContainer, desired_from_bytes
+from controller.contract import DesiredContainer, desired_from_bytes, keep_reference
 from controller.errors import Refused
 from controller.plan import Plan, plan
 
@@ -98,3 +98,10 @@ def test_an_unmanaged_container_is_refused_unless_adopted_or_known() -> None:
         plan(desired(), stranger, deployed=False)
     assert plan(desired(), stranger, deployed=False, adopt=True).action == "repair"
     assert plan(desired(), stranger, deployed=True).drift == ("unmanaged",)
+
+
+def test_a_container_running_the_kept_copy_of_the_digest_is_not_drift() -> None:
+    kept = keep_reference(A, "prod")
+    assert kept == f"dreichor/keep-prod:{'a' * 64}"
+    assert plan(desired(), actual(desired(), image=kept), deployed=True).action == "nothing"
+    assert plan(desired(), actual(desired(), image=keep_reference(B, "prod")), deployed=True).drift == ("image",)
