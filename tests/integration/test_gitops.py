@@ -7,14 +7,18 @@ import hmac
 import json
 import signal
 import socket
+import time
 import urllib.request
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from controller.audit import verify_chain
 from controller.cli import main
+from controller.config import load_config
+from controller.reconcile import Reconciler
 from controller.testbed import (
     ControllerHost as Host,
 )
@@ -152,9 +156,14 @@ def test_an_unreachable_remote_degrades_and_recovers(host: Host, images: dict[st
         status = host.status()
         assert status.phase == "Degraded" and status.source.last_error
         assert host.image() == images["healthy-a"] and status.container.state == "running"
+        later = Reconciler(load_config(host.configs["prod"]), clock=lambda: datetime.now(UTC) + timedelta(seconds=10))
+        assert later.run_pass().result == "failed"
+        later.close()
+        assert host.status().source.stale  # no fetch for more than 5 intervals of 1 s
     finally:
         bare.with_name("moved.git").rename(bare)
     assert host.sync() == 0 and host.status().phase == "InSync"
+    assert not host.status().source.stale
 
 
 def test_rollback_restores_a_snapshot_and_suspends_until_resume(
@@ -265,3 +274,42 @@ def test_access_tokens_and_webhooks_drive_the_daemon_and_systemd_hears_it(
             daemon.kill()
         listener.close()
         jwks.stop()
+
+
+def test_sighup_reloads_the_config_and_keeps_the_old_one_when_the_new_is_invalid(host: Host) -> None:
+    config = host.configs["prod"]
+    daemon = host.start_daemon()
+    try:
+        wait_for(lambda: host.status().phase == "InSync", what="the first deploy")
+        good = config.read_text()
+        config.write_text(good + "colour: blue\n")
+        daemon.send_signal(signal.SIGHUP)
+        time.sleep(1)
+        config.write_text(good.replace("interval: 1,", "interval: 2,"))
+        daemon.send_signal(signal.SIGHUP)
+        time.sleep(1)
+        daemon.send_signal(signal.SIGTERM)
+        assert daemon.wait(timeout=60) == 0
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+    messages = [json.loads(line) for line in (daemon.stdout.read() if daemon.stdout else "").splitlines()]
+    refused = [m for m in messages if m["msg"] == "config reload refused; keeping the running config"]
+    assert refused and "colour: unknown key" in refused[0]["reason"]
+    assert any(m["msg"] == "config reloaded" for m in messages)
+
+
+def test_credentials_never_reach_the_container_the_status_or_the_logs(host: Host, images: dict[str, str]) -> None:
+    dotenv = host.root / "prod" / "deploy-agent" / ".env"
+    dotenv.write_text(dotenv.read_text() + "GIT_TOKEN=ghp_supersecret\nREGISTRY_PASSWORD=hunter2\n")
+    config = host.configs["prod"]
+    config.write_text(config.read_text().replace(host.repo.url, "https://127.0.0.1:9/manifests.git"))
+    assert host.sync() == 1
+    config.write_text(config.read_text().replace("https://127.0.0.1:9/manifests.git", host.repo.url))
+    assert host.sync() == 0
+    env = host.running()["Config"]["Env"]  # type: ignore[index]
+    assert not any("supersecret" in e or "hunter2" in e for e in env)
+    state = host.root / "prod" / "deploy-agent" / "state"
+    for name in ("status.json", "audit.jsonl"):
+        text = (state / name).read_text()
+        assert "supersecret" not in text and "hunter2" not in text
