@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import statistics
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -52,3 +53,10 @@ def median_seconds(action: Callable[[], object], *, runs: int, warmup: int = 2) 
         action()
         samples.append(time.perf_counter() - start)
     return statistics.median(samples)
+
+
+def report(result: Result) -> int:
+    """Print a benchmark's line for people and its JSON on stderr; the exit code is 0 whatever the ratio."""
+    print(result.line())
+    print(result.as_json(), file=sys.stderr)
+    return 0

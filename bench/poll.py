@@ -15,7 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from bench.common import Result
+from bench.common import Result, report
 from bench.sandbox import Sandbox, sandbox
 from controller.config import parse_config
 from controller.layout import init_layout
@@ -125,9 +125,8 @@ def measure() -> tuple[Result, list[float]]:
 def main() -> int:
     """Print the results."""
     result, rss = measure()
-    print(result.line())
+    report(result)
     print(f"RSS over {PASSES} passes (MB): first {rss[0]:.1f}, last {rss[-1]:.1f}, max {max(rss):.1f} (goal <= 80)")
-    print(result.as_json(), file=sys.stderr)
     return 0
 
 

@@ -8,15 +8,14 @@ Run: ``.venv/bin/python -m bench.swap``.  Goal: controller <= 0.7x the CLI.
 
 from __future__ import annotations
 
-import json
 import statistics
 import sys
 import time
 
-from bench.common import Result
+from bench.common import Result, report
 from bench.sandbox import Sandbox, sandbox
 from controller.config import HealthConfig, HostPaths
-from controller.contract import desired_from_bytes
+from controller.contract import DesiredContainer, desired_from_bytes
 from controller.docker_engine import Engine
 from controller.plan import plan
 from controller.rollout import Rollout
@@ -26,25 +25,14 @@ RUNS = 5
 
 
 def _window(box: Sandbox, since: str, old_id: str, new_id: str) -> float:
-    out = box.engine.cli(
-        "events",
-        "--since",
-        since,
-        "--until",
-        f"{time.time():.6f}",
-        "--filter",
-        "type=container",
-        "--format",
-        "{{json .}}",
-    )
-    events = [json.loads(line) for line in out.splitlines() if line.strip()]
+    events = box.engine.events(since=since)
     died = min(e["timeNano"] for e in events if e["id"] == old_id and e["Action"] == "die")
     started = min(e["timeNano"] for e in events if e["id"] == new_id and e["Action"] == "start")
     return (started - died) / 1e9
 
 
-def _controller_swap(box: Sandbox, rollout: Rollout, paths: HostPaths, image: str, revision: str) -> float:
-    desired = desired_from_bytes(
+def _desired(box: Sandbox, paths: HostPaths, image: str, revision: str) -> DesiredContainer:
+    return desired_from_bytes(
         manifest_text("dev", image).encode(),
         environment="dev",
         repository=box.registry.repository,
@@ -52,6 +40,10 @@ def _controller_swap(box: Sandbox, rollout: Rollout, paths: HostPaths, image: st
         dotenv={"DATABASE_URL": "postgresql://h/dreichor_dev"},
         revision=revision,
     )
+
+
+def _controller_swap(box: Sandbox, rollout: Rollout, paths: HostPaths, image: str, revision: str) -> float:
+    desired = _desired(box, paths, image, revision)
     old = rollout.engine.inspect(rollout.canonical)
     assert old is not None
     since = f"{time.time():.6f}"
@@ -82,14 +74,7 @@ def measure() -> Result:
         engine = Engine(box.engine.url, environment="dev")
         rollout = Rollout(engine, paths=paths, health=HealthConfig(timeout=30, stable=1))
         a, b = box.images["healthy-a"], box.images["healthy-b"]
-        first = desired_from_bytes(
-            manifest_text("dev", a).encode(),
-            environment="dev",
-            repository=box.registry.repository,
-            paths=paths,
-            dotenv={"DATABASE_URL": "postgresql://h/dreichor_dev"},
-            revision="r0",
-        )
+        first = _desired(box, paths, a, "r0")
         rollout.apply(plan(first, None, deployed=False), first)
         box.engine.cli("run", "-d", "--init", "--name", "bench-cli", a)
         ours, theirs = [], []
@@ -110,11 +95,8 @@ def measure() -> Result:
 
 
 def main() -> int:
-    """Print the result."""
-    result = measure()
-    print(result.line())
-    print(result.as_json(), file=sys.stderr)
-    return 0
+    """Measure and print."""
+    return report(measure())
 
 
 if __name__ == "__main__":

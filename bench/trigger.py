@@ -20,7 +20,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from bench.common import Result
+from bench.common import Result, report
 from bench.sandbox import Sandbox, sandbox
 from controller.layout import init_layout
 from controller.testbed import JwksServer, ManifestRepo, SshKey, free_port, make_ssh_key, manifest_text
@@ -129,9 +129,8 @@ def measure() -> tuple[Result, float]:
 def main() -> int:
     """Print the results."""
     result, hook = measure()
-    print(result.line())
+    report(result)
     print(f"webhook to running: {hook:.3f} s (goal <= 3 s plus the pull)")
-    print(result.as_json(), file=sys.stderr)
     return 0
 
 

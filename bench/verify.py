@@ -12,7 +12,7 @@ import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench.common import Result, median_seconds
+from bench.common import Result, median_seconds, report
 from controller.signatures.policy import TrustPolicy
 from controller.testbed import ManifestRepo, make_ssh_key
 
@@ -44,11 +44,8 @@ def measure(runs: int = 30) -> Result:
 
 
 def main() -> int:
-    """Print the result; exit 0 whatever the ratio (bench/run reports goals)."""
-    result = measure()
-    print(result.line())
-    print(result.as_json(), file=sys.stderr)
-    return 0
+    """Measure and print."""
+    return report(measure())
 
 
 if __name__ == "__main__":

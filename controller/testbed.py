@@ -152,8 +152,8 @@ class PrivateDocker:
         if ids:
             self.cli("rm", "-f", *ids)
 
-    def max_running_at_once(self, *, since: str, prefix: str) -> int:
-        """From ``docker events``: the most containers named ``prefix…`` running at one instant."""
+    def events(self, *, since: str) -> list[dict[str, Any]]:
+        """Container events from ``docker events`` since ``since`` (a UNIX time), oldest first."""
         out = self.cli(
             "events",
             "--since",
@@ -165,12 +165,15 @@ class PrivateDocker:
             "--format",
             "{{json .}}",
         )
+        events = [json.loads(line) for line in out.splitlines() if line.strip()]
+        return sorted(events, key=lambda e: int(e["timeNano"]))
+
+    def max_running_at_once(self, *, since: str, prefix: str) -> int:
+        """From ``docker events``: the most containers named ``prefix…`` running at one instant."""
         running: set[str] = set()
         peak = 0
-        events = sorted((json.loads(line) for line in out.splitlines() if line.strip()), key=lambda e: e["timeNano"])
-        for event in events:
-            name = event.get("Actor", {}).get("Attributes", {}).get("name", "")
-            if not name.startswith(prefix):
+        for event in self.events(since=since):
+            if not event.get("Actor", {}).get("Attributes", {}).get("name", "").startswith(prefix):
                 continue
             if event.get("Action") == "start":
                 running.add(event["id"])

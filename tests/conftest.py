@@ -17,6 +17,7 @@ import pytest
 
 from controller.testbed import (
     BedError,
+    ControllerHost,
     GpgKey,
     LocalRegistry,
     ManifestRepo,
@@ -89,3 +90,19 @@ def gpg_key(tmp_path_factory: pytest.TempPathFactory) -> GpgKey:
 def manifest_repo(tmp_path: Path) -> ManifestRepo:
     """A fresh bare manifest repository with a work clone."""
     return ManifestRepo(tmp_path / "manifests")
+
+
+@pytest.fixture
+def controller_host(
+    tmp_path: Path,
+    docker_engine: PrivateDocker,
+    registry: LocalRegistry,
+    manifest_repo: ManifestRepo,
+    ssh_key: SshKey,
+    images: dict[str, str],
+) -> ControllerHost:
+    """dev and prod host layouts on a clean engine, the manifest repo at a signed first commit (image A)."""
+    docker_engine.remove_all_containers()
+    host = ControllerHost(tmp_path, docker_engine, registry, manifest_repo, ssh_key)
+    host.publish("initial", dev=images["healthy-a"], prod=images["healthy-a"])
+    return host

@@ -12,7 +12,6 @@ import signal
 import socket
 import subprocess
 import threading
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -37,19 +36,10 @@ STEPS = ["fetch", "verify", "validate", "pull", "snapshot", "create", "rename", 
 
 
 @pytest.fixture
-def host(
-    tmp_path: Path,
-    docker_engine: PrivateDocker,
-    registry: LocalRegistry,
-    manifest_repo: ManifestRepo,
-    ssh_key: SshKey,
-    images: dict[str, str],
-) -> Iterator[ControllerHost]:
-    docker_engine.remove_all_containers()
-    h = ControllerHost(tmp_path, docker_engine, registry, manifest_repo, ssh_key)
-    h.publish("initial", dev=images["healthy-a"], prod=images["healthy-a"])
-    assert h.sync() == 0
-    yield h
+def host(controller_host: ControllerHost) -> ControllerHost:
+    """A host whose prod controller has deployed image A."""
+    assert controller_host.sync() == 0
+    return controller_host
 
 
 def state(host: ControllerHost) -> Path:

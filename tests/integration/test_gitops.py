@@ -9,7 +9,6 @@ import signal
 import socket
 import time
 import urllib.request
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -24,10 +23,6 @@ from controller.testbed import (
 )
 from controller.testbed import (
     JwksServer,
-    LocalRegistry,
-    ManifestRepo,
-    PrivateDocker,
-    SshKey,
     free_port,
     make_ssh_key,
     manifest_text,
@@ -38,18 +33,9 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
-def host(
-    tmp_path: Path,
-    docker_engine: PrivateDocker,
-    registry: LocalRegistry,
-    manifest_repo: ManifestRepo,
-    ssh_key: SshKey,
-    images: dict[str, str],
-) -> Iterator[Host]:
-    docker_engine.remove_all_containers()
-    h = Host(tmp_path, docker_engine, registry, manifest_repo, ssh_key)  # the test bed's ControllerHost
-    h.publish("initial", dev=images["healthy-a"], prod=images["healthy-a"])
-    yield h
+def host(controller_host: Host) -> Host:
+    """The test bed's controller host: dev and prod configured, nothing deployed yet."""
+    return controller_host
 
 
 def test_merge_deploys_and_revert_rolls_back_with_the_status_file_saying_so(

@@ -7,7 +7,7 @@ import threading
 from pathlib import Path
 
 from controller.daemon import Daemon
-from controller.testbed import ControllerHost, LocalRegistry, ManifestRepo, PrivateDocker, SshKey
+from controller.testbed import ControllerHost
 
 PASSES = int(os.environ.get("DREICHOR_SOAK_PASSES", "2000"))
 
@@ -20,17 +20,8 @@ def _fds() -> int:
     return len(list(Path("/proc/self/fd").iterdir()))
 
 
-def test_two_thousand_no_change_passes_stay_flat(
-    tmp_path: Path,
-    docker_engine: PrivateDocker,
-    registry: LocalRegistry,
-    manifest_repo: ManifestRepo,
-    ssh_key: SshKey,
-    images: dict[str, str],
-) -> None:
-    docker_engine.remove_all_containers()
-    host = ControllerHost(tmp_path, docker_engine, registry, manifest_repo, ssh_key)
-    host.publish("initial", prod=images["healthy-a"], dev=images["healthy-a"])
+def test_two_thousand_no_change_passes_stay_flat(controller_host: ControllerHost) -> None:
+    host = controller_host
     daemon = Daemon(host.configs["prod"])
     assert daemon.tick().result == "applied"
     for _ in range(100):  # warm-up: caches, connection pools, lazy imports
