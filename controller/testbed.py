@@ -554,6 +554,7 @@ class ControllerHost:
             self.configs[env] = config
 
     def sync(self, env: str = "prod", *args: str) -> int:
+        """``dreichor-controller sync`` for ``env``, in-process; returns its exit code."""
         return cli_main(["sync", "--config", str(self.configs[env]), *args])
 
     def status(self, env: str = "prod") -> Status:
@@ -571,9 +572,11 @@ class ControllerHost:
         return inspect
 
     def image(self, env: str = "prod") -> str:
+        """The image reference the runtime container of ``env`` was created from."""
         return str(self.running(env)["Config"]["Image"])  # type: ignore[index]
 
     def publish(self, message: str, *, key: SshKey | str | None = "trusted", **manifests: str) -> str:
+        """Write the manifests given (env=image), commit signed by the trusted key (or ``key``), push."""
         for env, image in manifests.items():
             self.repo.write(f"envs/{env}.yaml", manifest_text(env, image))
         sha = self.repo.commit(message, key=self.key if key == "trusted" else key)  # type: ignore[arg-type]
@@ -581,6 +584,7 @@ class ControllerHost:
         return sha
 
     def audit(self, env: str = "prod") -> list[dict[str, object]]:
+        """The audit events of ``env``, oldest first."""
         return read_events(self.root / env / "deploy-agent" / "state" / "audit.jsonl")
 
     def start_daemon(self, env: str = "prod", **extra_env: str) -> subprocess.Popen[str]:

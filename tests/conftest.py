@@ -32,9 +32,10 @@ REQUIRE_DOCKER = os.environ.get("DREICHOR_REQUIRE_DOCKER") == "1"
 
 
 def _unavailable(reason: str) -> None:
+    """Skip without the engine, unless REQUIRE_DOCKER: then a missing engine fails the run."""
     if REQUIRE_DOCKER:
         pytest.fail(f"DREICHOR_REQUIRE_DOCKER=1 but {reason}", pytrace=False)
-    pytest.skip(reason)
+    pytest.skip(reason)  # not REQUIRE_DOCKER: a developer machine without dockerd
 
 
 @pytest.fixture(scope="session")
