@@ -21,7 +21,7 @@ from controller.plan import plan
 from controller.rollout import Rollout
 from controller.testbed import manifest_text
 
-RUNS = 5
+RUNS = 9
 
 
 def _window(box: Sandbox, since: str, old_id: str, new_id: str) -> float:

@@ -340,7 +340,13 @@ class GpgKey:
 
 
 def make_gpg_key(
-    home: Path, *, name: str, algo: str = "ed25519", expire: str = "never", subkey: bool = False
+    home: Path,
+    *,
+    name: str,
+    algo: str = "ed25519",
+    expire: str = "never",
+    subkey: bool = False,
+    subkey_expire: str | None = None,
 ) -> GpgKey:
     """Generate an unprotected OpenPGP key; ``subkey``: a cert-only primary plus a signing subkey."""
     home.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -349,7 +355,7 @@ def make_gpg_key(
     listing = _run([*_gpg(home), "--with-colons", "--list-keys", uid])
     fingerprint = next(line.split(":")[9] for line in listing.splitlines() if line.startswith("fpr:"))
     if subkey:
-        _run([*_gpg(home), "--quick-add-key", fingerprint, algo, "sign", expire])
+        _run([*_gpg(home), "--quick-add-key", fingerprint, algo, "sign", subkey_expire or expire])
     return GpgKey(home=home, fingerprint=fingerprint, uid=uid)
 
 
@@ -359,6 +365,18 @@ def revoke_gpg_key(key: GpgKey) -> None:
     text = rev.read_text().replace(":-----BEGIN PGP PUBLIC KEY BLOCK-----", "-----BEGIN PGP PUBLIC KEY BLOCK-----")
     (key.home / "revoke.asc").write_text(text)
     _run([*_gpg(key.home), "--import", str(key.home / "revoke.asc")])
+
+
+def drop_signing_usage(key: GpgKey) -> None:
+    """Re-certify the (RSA) primary key as certification-only, as ``gpg --edit-key`` change-usage does."""
+    subprocess.run(
+        [*_gpg(key.home), "--expert", "--command-fd", "0", "--status-fd", "1", "--edit-key", key.fingerprint],
+        input="change-usage\nS\nQ\nsave\n",
+        text=True,
+        capture_output=True,
+        check=True,
+        timeout=60,
+    )
 
 
 def _gpg(home: Path) -> list[str]:

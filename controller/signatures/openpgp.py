@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import pysequoia
+from pysequoia.packet import PacketPile, SignatureType, Tag
 
 from controller.errors import Refused
 
@@ -50,6 +51,7 @@ class OpenPgpKeyring:
         valid = result.valid_sigs[0]
         cert = next(c for c in self._certs if c.fingerprint.lower() == str(valid.certificate).lower())
         self._check_live(cert, now=now)
+        _check_subkey_live(cert, str(valid.signing_key), now=now)
         return OpenPgpSigner(
             fingerprint=cert.fingerprint.upper(),
             user_id=str(cert.user_ids[0]) if cert.user_ids else "",
@@ -64,6 +66,28 @@ class OpenPgpKeyring:
             raise Refused(f"OpenPGP key {fpr} is revoked", code="RevokedKey")
         if cert.expiration is not None and cert.expiration <= now:
             raise Refused(f"OpenPGP key {fpr} expired at {cert.expiration.isoformat()}", code="ExpiredKey")
+
+
+def _check_subkey_live(cert: pysequoia.Cert, signing_key: str, *, now: datetime) -> None:
+    """A signing subkey whose binding expired by ``now`` is refused (Sequoia judges it at signing time)."""
+    if signing_key.lower() == cert.fingerprint.lower():
+        return  # the primary key: covered by the certificate's own expiry
+    created: datetime | None = None
+    expiry: tuple[datetime, datetime | None] | None = None  # (binding made, key expires)
+    current = False
+    for packet in PacketPile.from_bytes(bytes(cert)):
+        if packet.tag in (Tag.PublicKey, Tag.PublicSubkey, Tag.SecretKey, Tag.SecretSubkey):
+            current = (packet.fingerprint or "").lower() == signing_key.lower()
+            created = packet.key_created if current else created
+        elif current and packet.tag == Tag.Signature and packet.signature_type == SignatureType.SubkeyBinding:
+            made = packet.signature_created
+            period = packet.key_validity_period
+            if made is not None and created is not None and (expiry is None or made > expiry[0]):
+                expiry = (made, created + period if period else None)
+    if expiry is not None and expiry[1] is not None and expiry[1] <= now:
+        raise Refused(
+            f"OpenPGP signing subkey {signing_key.upper()} expired at {expiry[1].isoformat()}", code="ExpiredKey"
+        )
 
 
 def _not_verified(armored_signature: bytes, exc: Exception) -> Refused:

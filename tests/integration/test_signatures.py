@@ -18,6 +18,7 @@ from controller.testbed import (
     GpgKey,
     ManifestRepo,
     SshKey,
+    drop_signing_usage,
     make_gpg_key,
     make_ssh_key,
     revoke_gpg_key,
@@ -374,3 +375,22 @@ def test_the_verify_command_fetches_and_prints_the_signer(
     assert '"trusted": false' in capsys.readouterr().out
     assert main(["verify", signed, "--config", str(config)]) == 0
     assert unsigned != signed
+
+
+def test_a_key_that_may_no_longer_sign_is_refused(bed: Bed, tmp_path: Path) -> None:
+    key = make_gpg_key(tmp_path / "nosign", name="nosign", algo="rsa2048")
+    sha = bed.commit(key)
+    drop_signing_usage(key)
+    bed.openpgp.write_text(key.export())
+    assert "non-signing key" in bed.refusal(sha)
+
+
+def test_an_expired_signing_subkey_is_refused_by_our_clock(bed: Bed, tmp_path: Path) -> None:
+    key = make_gpg_key(tmp_path / "subexp", name="subexp", subkey=True, subkey_expire="seconds=3")
+    bed.openpgp.write_text(key.export())
+    sha = bed.commit(key)
+    assert bed.ours(sha).signer == key.fingerprint.upper()  # by a clock before the subkey expired
+    time.sleep(4)
+    bed.source.fetch()
+    with pytest.raises(Refused, match=r"signing subkey .* expired"):
+        verify_revision(bed.source, bed.policy(), mode="head", applied=None, head=sha, now=datetime.now(UTC))
