@@ -48,6 +48,13 @@ def _translated(action: str) -> Iterator[None]:
         raise EngineError(f"{action}: Docker Engine unreachable ({type(exc).__name__})") from None
 
 
+def _pull_error(pinned: str, error: str) -> ControllerError:
+    """A digest the registry does not have is refused; anything else (network, registry down) is retried."""
+    if "manifest unknown" in error or "not found" in error.lower():
+        return Refused(f"image {pinned} does not exist in the registry", code="ImageNotFound")
+    return EngineError(f"pulling {pinned} failed: {' '.join(error.split())[:300]}")
+
+
 def _explain(exc: docker.errors.APIError) -> str:
     return " ".join(str(exc.explanation or exc).split())[:300]
 
@@ -112,19 +119,28 @@ class Engine:
         return True
 
     def pull(self, pinned: str, *, auth: dict[str, str] | None = None) -> str:
-        """Pull ``repo@sha256:…`` and check the engine holds exactly that digest; return the image id."""
+        """Pull ``repo@sha256:…`` and check the engine holds exactly that digest; return the image id.
+
+        The engine reports a failed pull inside its progress stream, not as an HTTP
+        error, so the stream is read to the end and its errors are judged here.
+        """
         repository, _, digest = pinned.partition("@")
-        try:
-            with _translated(f"pulling {pinned}"):
-                self._client.api.pull(repository, tag=digest, auth_config=auth or None)
-        except EngineError as exc:
-            if "manifest unknown" in exc.reason or "not found" in exc.reason.lower():
-                raise Refused(f"image {pinned} does not exist in the registry", code="ImageNotFound") from None
-            raise
-        except Refused:
-            raise Refused(f"image {pinned} does not exist in the registry", code="ImageNotFound") from None
+        with _translated(f"pulling {pinned}"):
+            try:
+                stream = self._client.api.pull(
+                    repository, tag=digest, auth_config=auth or None, stream=True, decode=True
+                )
+            except docker.errors.APIError as exc:
+                raise _pull_error(pinned, _explain(exc)) from None
+            for message in stream:
+                error = message.get("error") if isinstance(message, dict) else None
+                if error:
+                    raise _pull_error(pinned, str(error))
         with _translated("inspecting the pulled image"):
-            image = self._client.api.inspect_image(pinned)
+            try:
+                image = self._client.api.inspect_image(pinned)
+            except docker.errors.NotFound:
+                raise EngineError(f"the pull of {pinned} did not complete") from None
         if pinned not in image.get("RepoDigests", []):
             raise Refused(f"the pulled image does not carry digest {digest}", code="DigestMismatch")
         return str(image["Id"])

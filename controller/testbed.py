@@ -106,6 +106,7 @@ class PrivateDocker:
             "--ip6tables=false",
             "--ip-masq=false",
             "--userland-proxy=false",
+            "--max-download-attempts=1",  # a cut pull fails at once instead of retrying for a minute
         ]
         with self._log.open("ab") as log:
             self._proc = subprocess.Popen(args, stdout=log, stderr=log, start_new_session=True)
@@ -491,6 +492,72 @@ def manifest_text(environment: str, image: str, **env: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+class CuttingProxy:
+    """A TCP relay on 127.0.0.1 in front of a registry that can cut a transfer part-way."""
+
+    def __init__(self, upstream: str) -> None:
+        host, _, port = upstream.rpartition(":")
+        self.upstream = (host, int(port))
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = int(self.listener.getsockname()[1])
+        self.host = f"127.0.0.1:{self.port}"
+        self._budget: int | None = None  # bytes still allowed downstream; None: unlimited
+        self._lock = threading.Lock()
+        self._sockets: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def cut_after(self, nbytes: int) -> None:
+        """From now on, relay ``nbytes`` more to clients, then drop every connection and refuse new ones."""
+        with self._lock:
+            self._budget = nbytes
+
+    def restore(self) -> None:
+        """Relay everything again."""
+        with self._lock:
+            self._budget = None
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            with self._lock:
+                refused = self._budget is not None and self._budget <= 0
+            if refused:
+                client.close()
+                continue
+            server = socket.create_connection(self.upstream)
+            self._sockets += [client, server]
+            threading.Thread(target=self._pump, args=(client, server, False), daemon=True).start()
+            threading.Thread(target=self._pump, args=(server, client, True), daemon=True).start()
+
+    def _pump(self, source: socket.socket, sink: socket.socket, downstream: bool) -> None:
+        with contextlib.suppress(OSError):
+            while chunk := source.recv(16384):
+                if downstream and not self._spend(len(chunk)):
+                    break
+                sink.sendall(chunk)
+        for sock in (source, sink):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+
+    def _spend(self, nbytes: int) -> bool:
+        with self._lock:
+            if self._budget is None:
+                return True
+            self._budget -= nbytes
+            return self._budget > 0
+
+    def stop(self) -> None:
+        """Close the listener and every relayed connection."""
+        self.listener.close()
+        for sock in self._sockets:
+            with contextlib.suppress(OSError):
+                sock.close()
+
+
 class JwksServer:
     """An RSA signing key and its JWKS served on 127.0.0.1, standing in for Cloudflare Access."""
 
@@ -554,6 +621,8 @@ class ControllerHost:
         self.repo = repo
         self.key = key
         self.configs: dict[str, Path] = {}
+        self._runs = 0
+        self._outputs: dict[int, tuple[Path, Path]] = {}
         for env in ("dev", "prod"):
             init_layout(self.root, env)
             agent = self.root / env / "deploy-agent"
@@ -606,15 +675,31 @@ class ControllerHost:
         return read_events(self.root / env / "deploy-agent" / "state" / "audit.jsonl")
 
     def start_daemon(self, env: str = "prod", **extra_env: str) -> subprocess.Popen[str]:
-        """``dreichor-controller run`` for ``env`` in a child process (stdout and stderr piped)."""
+        """``dreichor-controller run`` for ``env`` in a child process.
+
+        Its stdout and stderr go to files (a pipe nobody reads would block its logging):
+        read them with ``daemon_output``.
+        """
         package_root = Path(__file__).resolve().parents[1]
-        return subprocess.Popen(
+        self._runs += 1
+        out = (self.root / f"daemon-{env}-{self._runs}.out").open("w")
+        err = (self.root / f"daemon-{env}-{self._runs}.err").open("w")
+        proc = subprocess.Popen(
             [sys.executable, "-m", "controller", "run", "--config", str(self.configs[env])],
             env={**os.environ, "PYTHONPATH": str(package_root), **extra_env},
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
+            stdout=out,
+            stderr=err,
             text=True,
         )
+        out.close()
+        err.close()
+        self._outputs[proc.pid] = (Path(out.name), Path(err.name))
+        return proc
+
+    def daemon_output(self, proc: subprocess.Popen[str]) -> tuple[str, str]:
+        """What a daemon started by ``start_daemon`` wrote to stdout and stderr so far."""
+        out, err = self._outputs[proc.pid]
+        return out.read_text(), err.read_text()
 
 
 def wait_for(predicate: Callable[[], bool], *, timeout: float = 60, what: str = "condition") -> None:

@@ -7,6 +7,7 @@ the audit chain holds, and the controller recovers by itself once the fault is g
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import socket
@@ -24,11 +25,13 @@ from controller.rollout import CRASH_HOOK
 from controller.status import read_status
 from controller.testbed import (
     ControllerHost,
+    CuttingProxy,
     LocalRegistry,
     ManifestRepo,
     PrivateDocker,
     SshKey,
     free_port,
+    manifest_text,
     wait_for,
 )
 
@@ -241,3 +244,40 @@ def test_a_killed_container_whose_image_was_removed_is_repaired_from_the_kept_co
         assert host.sync() == 0 and host.audit()[-1]["event"] == "drift_repaired"  # and no repair loop after it
     finally:
         registry.start()
+
+
+def test_the_registry_cut_in_the_middle_of_a_pull_leaves_the_container_untouched(
+    host: ControllerHost, images: dict[str, str], registry: LocalRegistry, tmp_path: Path
+) -> None:
+    proxy = CuttingProxy(registry.host)
+    try:
+        context = tmp_path / "big"
+        context.mkdir()
+        shutil.copy2("/usr/bin/busybox", context / "busybox")
+        (context / "payload").write_bytes(os.urandom(4 * 2**20))  # layers this engine has never seen
+        (context / "Dockerfile").write_text(
+            'FROM scratch\nCOPY busybox /bin/busybox\nCOPY payload /payload\nCMD ["/bin/busybox", "sleep", "86400"]\n'
+        )
+        tag = f"{registry.repository}:big"
+        host.engine.cli("build", "--quiet", "--tag", tag, str(context))
+        host.engine.cli("push", tag)
+        digest = host.engine.cli("inspect", "--format", "{{index .RepoDigests 0}}", tag).strip().split("@")[1]
+        host.engine.cli("rmi", tag)
+        via_proxy = f"{proxy.host}/dreichor/runtime"
+        config = host.configs["prod"]
+        config.write_text(config.read_text().replace(registry.repository, via_proxy))
+        host.repo.write("envs/prod.yaml", manifest_text("prod", f"{via_proxy}@{digest}"))
+        host.repo.commit("big image", key=host.key)
+        host.repo.push()
+        before = host.running()["Id"]
+        proxy.cut_after(2 * 2**20)
+        assert host.sync() == 1
+        status = host.status()
+        assert status.phase == "Degraded" and status.last_attempt.result == "failed"  # type: ignore[union-attr]
+        assert host.running()["Id"] == before and host.image() == images["healthy-a"]
+        assert_sound(host)
+        proxy.restore()
+        assert host.sync() == 0
+        assert host.image() == f"{via_proxy}@{digest}"
+    finally:
+        proxy.stop()

@@ -8,6 +8,7 @@ import json
 import signal
 import socket
 import time
+import urllib.error
 import urllib.request
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -188,14 +189,14 @@ def test_the_daemon_deploys_a_push_and_stops_cleanly_on_sigterm(host: Host, imag
         wait_for(lambda: host.engine.inspect("dreichor-runtime-prod") is not None and host.status().phase == "InSync")
         second = host.start_daemon()
         assert second.wait(timeout=30) == 1
-        assert "another controller holds" in (second.stderr.read() if second.stderr else "")
+        assert "another controller holds" in host.daemon_output(second)[1]
         host.publish("b", prod=images["healthy-b"])
         wait_for(lambda: host.status().phase == "Progressing" or host.image() == images["healthy-b"])
         daemon.send_signal(signal.SIGTERM)
         assert daemon.wait(timeout=60) == 0
         assert host.running()["State"]["Running"]  # type: ignore[index]
         assert host.engine.running_names("dreichor-runtime-prod") == ["dreichor-runtime-prod"]
-        lines = [json.loads(line) for line in (daemon.stdout.read() if daemon.stdout else "").splitlines()]
+        lines = [json.loads(line) for line in host.daemon_output(daemon)[0].splitlines()]
         assert any(line.get("msg") == "pass" for line in lines)
     finally:
         if daemon.poll() is None:
@@ -240,6 +241,11 @@ def test_access_tokens_and_webhooks_drive_the_daemon_and_systemd_hears_it(
         with urllib.request.urlopen(base + "/healthz", timeout=10) as reply:  # noqa: S310 loopback
             assert reply.status == 200
 
+        for n in range(1000):  # a hostile burst first: none of it may disturb the scheduler
+            try:
+                post("/sync" if n % 2 else "/hooks/github", b"{", {"Cf-Access-Jwt-Assertion": "x"})
+            except urllib.error.HTTPError as exc:
+                assert exc.code in (400, 401)
         host.publish("b", prod=images["healthy-b"])
         assert post("/sync", b"", {"Cf-Access-Jwt-Assertion": jwks.token()}) == 202
         wait_for(lambda: host.image() == images["healthy-b"])
@@ -279,7 +285,7 @@ def test_sighup_reloads_the_config_and_keeps_the_old_one_when_the_new_is_invalid
     finally:
         if daemon.poll() is None:
             daemon.kill()
-    messages = [json.loads(line) for line in (daemon.stdout.read() if daemon.stdout else "").splitlines()]
+    messages = [json.loads(line) for line in host.daemon_output(daemon)[0].splitlines()]
     refused = [m for m in messages if m["msg"] == "config reload refused; keeping the running config"]
     assert refused and "colour: unknown key" in refused[0]["reason"]
     assert any(m["msg"] == "config reloaded" for m in messages)
