@@ -248,12 +248,6 @@ class Engine:
             return ""
         return raw.decode("utf-8", "replace")
 
-    def raw_inspect(self, ref: str) -> dict[str, Any]:
-        """The full inspect document, for snapshots."""
-        with _translated("inspecting a container"):
-            data: dict[str, Any] = self._client.api.inspect_container(ref)
-        return data
-
 
 def _env_dict(entries: list[str] | None) -> dict[str, str]:
     return dict(entry.split("=", 1) for entry in entries or [] if "=" in entry)

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from controller.config import HealthConfig, HostPaths
+from controller.containers import ContainerState
 from controller.contract import LABEL_REVISION, DesiredContainer, keep_reference, runtime_mounts
 from controller.docker_engine import NEXT_SUFFIX, PREVIOUS_SUFFIX, Engine
 from controller.errors import ControllerError, Refused, Retryable
@@ -53,7 +54,6 @@ class Outcome:
     reason: str
     container_id: str | None = None
     snapshot: str | None = None
-    logs: str = ""
 
 
 def checkpoint(step: str) -> None:
@@ -126,7 +126,7 @@ class Rollout:
         checkpoint("pull")
         containers = self.engine.runtime_containers()
         old = containers.get(self.canonical)
-        snapshot = self._snapshot(old.id if old else None, desired, plan.reason)
+        snapshot = self._snapshot(old, desired, plan.reason)
         checkpoint("snapshot")
         self._remove_leftovers(containers)
         new_id = self.engine.create(desired, name=self.canonical + NEXT_SUFFIX)
@@ -192,22 +192,19 @@ class Rollout:
         )
         return self.apply(Plan("replace", f"restoring snapshot {snapshot.id}"), desired)
 
-    def _snapshot(self, old_id: str | None, desired: DesiredContainer, reason: str) -> str:
-        raw = self.engine.raw_inspect(old_id) if old_id else None
-        state = self.engine.inspect(old_id) if old_id else None
-        prior = {"image": state.image, "env": state.env, "labels": state.labels} if state else None
-        revision = (raw or {}).get("Config", {}).get("Labels", {}).get(LABEL_REVISION) if raw else None
+    def _snapshot(self, old: ContainerState | None, desired: DesiredContainer, reason: str) -> str:
         now = self.clock()
+        revision = old.labels.get(LABEL_REVISION) if old else None
         snapshot = Snapshot(
             id=snapshot_id(now, revision),
             environment=self.paths.environment,
             created_at=now,
             reason=reason,
             revision=revision,
-            image=(raw or {}).get("Config", {}).get("Image") if raw else None,
-            image_id=(raw or {}).get("Image") if raw else None,
-            container=raw,
-            prior=prior,
+            image=old.image if old else None,
+            image_id=old.image_id if old else None,
+            container=old.raw if old else None,
+            prior={"image": old.image, "env": old.env, "labels": old.labels} if old else None,
             desired=desired.describe(),
         )
         write_snapshot(self.paths.snapshots, snapshot)
