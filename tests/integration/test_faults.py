@@ -182,14 +182,21 @@ def test_a_broken_state_folder_keeps_the_previous_status_file(
     assert_sound(host)
 
 
-def test_a_missing_dotenv_degrades_without_touching_the_container(host: ControllerHost, images: dict[str, str]) -> None:
+@pytest.mark.parametrize("fault", ["missing", "unreadable"])
+def test_a_missing_or_unreadable_dotenv_degrades_without_touching_the_container(
+    host: ControllerHost, images: dict[str, str], fault: str
+) -> None:
     dotenv = host.root / "prod" / "deploy-agent" / ".env"
     saved = dotenv.read_text()
     dotenv.unlink()
+    if fault == "unreadable":
+        dotenv.mkdir()  # root reads any file mode; a folder in its place cannot be read by anyone
     host.publish("b", prod=images["healthy-b"])
     assert host.sync() == 1
     assert "cannot read" in host.status().last_attempt.reason  # type: ignore[union-attr]
     assert host.image() == images["healthy-a"]
+    if fault == "unreadable":
+        dotenv.rmdir()
     dotenv.write_text(saved)
     assert host.sync() == 0 and host.image() == images["healthy-b"]
 
