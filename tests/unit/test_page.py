@@ -142,7 +142,7 @@ def test_the_csp_allows_nothing_but_the_pages_own_style_and_script_by_hash() -> 
 
 def test_the_page_shows_the_last_fifty_audit_events_newest_first() -> None:
     html, _ = _render()
-    rows = re.findall(r"<tr><td>([^<]*)</td><td class=\"nowrap\">([^<]*)</td>", html.decode())
+    rows = re.findall(r"<tr><td class=\"words\">([^<]*)</td><td class=\"nowrap\">([^<]*)</td>", html.decode())
     assert len(rows) == page.PAGE_EVENTS
     assert rows[0][1] == "refused"
     assert rows[-1][0] < rows[0][0]
@@ -207,3 +207,25 @@ def test_the_template_ships_as_package_data() -> None:
     patterns = config["tool"]["setuptools"]["package-data"]["controller"]
     template = (ROOT / "controller" / "templates" / page.TEMPLATE).relative_to(ROOT / "controller").as_posix()
     assert any(fnmatch(template, pattern) for pattern in patterns)
+
+
+def _luminance(colour: str) -> float:
+    channels = [int(colour[i : i + 2], 16) / 255 for i in (1, 3, 5)]
+    linear = [c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4 for c in channels]
+    return 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
+
+
+def _contrast(one: str, two: str) -> float:
+    light, dark = sorted((_luminance(one), _luminance(two)), reverse=True)
+    return (light + 0.05) / (dark + 0.05)
+
+
+@pytest.mark.parametrize("scheme", [0, 1], ids=["light", "dark"])
+def test_every_text_colour_meets_wcag_aa_contrast_in_both_schemes(scheme: int) -> None:
+    source = (ROOT / "controller" / "templates" / page.TEMPLATE).read_text()
+    block = re.findall(r":root \{(.*?)\}", source, re.DOTALL)[scheme]
+    colours = dict(re.findall(r"--([a-z-]+): (#[0-9a-f]{6})", block))
+    pairs = [("fg", "bg"), ("muted", "bg"), ("fg", "panel")]
+    pairs += [(f"{tone}-fg", f"{tone}-bg") for tone in ("ok", "busy", "bad", "hold")]
+    for fore, back in pairs:
+        assert _contrast(colours[fore], colours[back]) >= 4.5, (fore, back)
