@@ -22,6 +22,7 @@ import time
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -713,3 +714,71 @@ def wait_for(predicate: Callable[[], bool], *, timeout: float = 60, what: str = 
             pass
         time.sleep(0.2)
     raise AssertionError(f"{what} not reached within {timeout:.0f}s")
+
+
+def page_sample(*, now: datetime, reason: str = "", environment: str = "prod", events: int = 60) -> dict[str, Any]:
+    """The keyword arguments of ``page.render_page`` for a host that runs one revision and refused the next.
+
+    ``reason`` replaces the refusal's reason (tests put markup there); ``events``
+    audit lines are generated, so the page's cut to the last 50 shows.
+    """
+    running, refused, older = (
+        "3f9c2a7e5b1d4c6f8a0e9b2d7c4f1a3e5b6d8c0f",
+        "a71be04c9d2f6e8b1c3a5d7f9e0b2c4d6f8a1b3c",
+        "9" * 40,
+    )
+    image = "registry.example/dreichor-runtime@sha256:" + "4b1d" * 16
+    minutes = [now - timedelta(minutes=m) for m in (0, 1, 2, 3, 42, 43, 900)]
+    reason = reason or "image tag 'latest' is refused in prod, even next to a digest (layout: image source)"
+    status = {
+        "environment": environment,
+        "phase": "Degraded",
+        "updated_at": minutes[0].isoformat(),
+        "source": {
+            "url": "git@github.com:dreichor/manifests.git",
+            "branch": "main",
+            "head": refused,
+            "fetched_at": minutes[1].isoformat(),
+            "stale": False,
+        },
+        "applied": {
+            "revision": running,
+            "image": image,
+            "signer": "Ada Lovelace <ada@dreichor.example> (ed25519)",
+            "applied_at": minutes[4].isoformat(),
+        },
+        "last_attempt": {"revision": refused, "result": "refused", "reason": reason, "at": minutes[2].isoformat()},
+        "container": {
+            "name": f"dreichor-{environment}",
+            "id": "c0ffee",
+            "image": image,
+            "state": "running",
+            "health": "healthy",
+        },
+        "quarantined": refused,
+    }
+    lines = [
+        {
+            "at": (minutes[6] + timedelta(minutes=i)).isoformat(),
+            "event": "applied",
+            "revision": older,
+            "reason": f"deploy {i}",
+            "prev": "0" * 64,
+        }
+        for i in range(events - 2)
+    ]
+    lines += [
+        {"at": minutes[4].isoformat(), "event": "applied", "revision": running, "image": image, "prev": "0" * 64},
+        {"at": minutes[2].isoformat(), "event": "refused", "revision": refused, "reason": reason, "prev": "0" * 64},
+    ]
+    snapshots = [
+        {
+            "id": f"{minutes[4]:%Y%m%dT%H%M%S%fZ}-{older[:12]}",
+            "created_at": minutes[4].isoformat(),
+            "revision": older,
+            "image": image,
+            "reason": f"replace: revision {running[:12]}",
+        },
+    ]
+    plan = {"action": "nothing", "reason": "the running container matches the applied revision", "drift": []}
+    return {"status": status, "snapshots": snapshots, "events": lines, "chain": None, "plan": plan, "now": now}
