@@ -251,25 +251,32 @@ def test_a_silent_registry_is_retryable_after_the_timeout(hostile: ThreadingHTTP
         stop.set()
 
 
-def test_a_body_longer_than_its_cap_is_refused_before_it_is_read(hostile: ThreadingHTTPServer) -> None:
+@pytest.mark.parametrize("declared", [True, False])
+def test_a_50_mb_signature_manifest_is_refused_without_reading_it_all(
+    hostile: ThreadingHTTPServer, declared: bool
+) -> None:
     sent: list[int] = []
+    size = 50 * 1024 * 1024
 
-    def endless(handler: BaseHTTPRequestHandler) -> None:
+    def huge(handler: BaseHTTPRequestHandler) -> None:
         handler.send_response(200)
         handler.send_header("Content-Type", "application/vnd.oci.image.manifest.v1+json")
+        if declared:
+            handler.send_header("Content-Length", str(size))
         handler.end_headers()
         try:
-            for _ in range(10_000):
+            for _ in range(size // 65536):
                 handler.wfile.write(b" " * 65536)
-                sent.append(1)
+                sent.append(65536)
         except OSError:
             pass
 
-    hostile.reply = endless  # type: ignore[attr-defined]
+    hostile.reply = huge  # type: ignore[attr-defined]
     client, reference = _client(hostile)
-    with pytest.raises(Refused, match="larger than"):
+    with pytest.raises(Refused, match="larger than 262144 bytes"):
         verify_image(reference, keys=[load_cosign_key(IMAGES / "cosign.pub")], registry=client)
-    assert len(sent) < 1_000  # far less than the 640 MB offered
+    hostile.shutdown()  # waits for the handler: it stops once we hung up
+    assert sum(sent) < size // 4
 
 
 def test_bearer_tokens_are_fetched_from_the_realm_with_basic_credentials(hostile: ThreadingHTTPServer) -> None:
