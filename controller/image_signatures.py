@@ -65,6 +65,12 @@ class ImageReference:
         return cls(match["host"], match["repository"], match["digest"])
 
 
+def registry_for(reference: str, *, credentials: dict[str, str] | None, timeout: float = 10.0) -> RegistryClient:
+    """A registry client for ``reference``'s host with the pull's credentials (``registry_auth``)."""
+    username, password = (credentials or {}).get("username"), (credentials or {}).get("password")
+    return RegistryClient(ImageReference.parse(reference).host, username=username, password=password, timeout=timeout)
+
+
 def verify_image(reference: str, *, keys: Sequence[CosignKey], registry: RegistryClient) -> ImageVerdict:
     """The first valid signature of ``reference``'s digest by one of ``keys``.
 

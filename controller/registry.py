@@ -33,6 +33,8 @@ MANIFEST_TYPES = (
     "application/vnd.oci.image.index.v1+json",
     "application/vnd.docker.distribution.manifest.v2+json",
 )
+NOT_FOUND = frozenset({404})
+NO_API = frozenset({400, 404, 405, 406})  # how registries without the referrers API answer
 _CHALLENGE_PARAM = re.compile(r'(\w+)="([^"]*)"')
 
 
@@ -81,19 +83,21 @@ class RegistryClient:
         """The OCI 1.1 referrers index of a digest, or ``None`` where the registry has no referrers API."""
         query = urllib.parse.urlencode({"artifactType": artifact_type})
         path = f"/v2/{repository}/referrers/{digest}?{query}"
-        answer = self._get(path, repository=repository, accept=MANIFEST_TYPES[1], max_bytes=max_bytes)
+        answer = self._get(path, repository=repository, accept=MANIFEST_TYPES[1], max_bytes=max_bytes, absent=NO_API)
         if answer is None or not answer.media_type.startswith(MANIFEST_TYPES[1]):
             return None  # registries without the API answer 404, or with something that is no index
         return answer
 
-    def _get(self, path: str, *, repository: str, accept: str, max_bytes: int) -> Answer | None:
+    def _get(
+        self, path: str, *, repository: str, accept: str, max_bytes: int, absent: frozenset[int] = NOT_FOUND
+    ) -> Answer | None:
         url = f"{self.scheme}://{self.host}{path}"
         for _ in range(MAX_REDIRECTS + 1):
             status, headers, body = self._request(url, repository=repository, accept=accept, max_bytes=max_bytes)
             if status in (301, 302, 303, 307, 308) and headers.get("location"):
                 url = urllib.parse.urljoin(url, headers["location"])
                 continue
-            if status == 404:
+            if status in absent:
                 return None
             if status != 200:
                 raise Retryable(f"registry {self.host} answered {status} for {path}", code=REGISTRY_UNAVAILABLE)

@@ -194,12 +194,11 @@ def sign_classic(
     return tag
 
 
-def sign_bundle(writer: RegistryWriter, pinned: str, key: SigningKey) -> str:
-    """Sign ``pinned`` as a bundle v0.3 artifact listed at the fallback tag; returns that tag."""
-    repository, digest = pinned.removeprefix(f"{writer.host}/").split("@")
+def make_bundle(name: str, digest: str, key: SigningKey) -> bytes:
+    """A bundle v0.3: a DSSE envelope around cosign's in-toto statement about ``digest``."""
     statement = {
         "_type": "https://in-toto.io/Statement/v1",
-        "subject": [{"name": f"{writer.host}/{repository}", "digest": {"sha256": digest.removeprefix("sha256:")}}],
+        "subject": [{"name": name, "digest": {"sha256": digest.removeprefix("sha256:")}}],
         "predicateType": "https://sigstore.dev/cosign/sign/v1",
         "predicate": {},
     }
@@ -215,30 +214,45 @@ def sign_bundle(writer: RegistryWriter, pinned: str, key: SigningKey) -> str:
             "signatures": [{"sig": base64.b64encode(key.sign(pae)).decode(), "keyid": ""}],
         },
     }
-    bundle_bytes = json.dumps(bundle).encode()
-    bundle_digest = writer.put_blob(repository, bundle_bytes)
-    empty_digest = writer.put_blob(repository, b"{}")
-    image, image_type = writer.manifest(repository, digest)
+    return json.dumps(bundle).encode()
+
+
+def bundle_artifact(bundle: bytes, *, subject: dict[str, Any]) -> bytes:
+    """The OCI 1.1 artifact manifest that holds a bundle and points at the image as its subject."""
     artifact = {
         "schemaVersion": 2,
         "mediaType": OCI_MANIFEST,
         "artifactType": BUNDLE,
-        "config": {"mediaType": EMPTY, "size": 2, "digest": empty_digest},
-        "layers": [{"mediaType": BUNDLE, "size": len(bundle_bytes), "digest": bundle_digest}],
-        "subject": {"mediaType": image_type, "size": len(image), "digest": digest},
+        "config": {"mediaType": EMPTY, "size": 2, "digest": "sha256:" + hashlib.sha256(b"{}").hexdigest()},
+        "layers": [
+            {"mediaType": BUNDLE, "size": len(bundle), "digest": "sha256:" + hashlib.sha256(bundle).hexdigest()}
+        ],
+        "subject": subject,
         "annotations": {"dev.sigstore.bundle.content": "dsse-envelope"},
     }
-    artifact_bytes = json.dumps(artifact, separators=(",", ":")).encode()
-    artifact_digest = writer.put_manifest(
-        repository, "sha256:" + hashlib.sha256(artifact_bytes).hexdigest(), artifact_bytes
-    )
-    index = {
-        "schemaVersion": 2,
-        "mediaType": OCI_INDEX,
-        "manifests": [
-            {"mediaType": OCI_MANIFEST, "size": len(artifact_bytes), "digest": artifact_digest, "artifactType": BUNDLE}
-        ],
+    return json.dumps(artifact, separators=(",", ":")).encode()
+
+
+def referrers_index(artifact: bytes) -> bytes:
+    """An OCI index listing one bundle artifact (the referrers answer, or the fallback tag)."""
+    entry = {
+        "mediaType": OCI_MANIFEST,
+        "size": len(artifact),
+        "digest": "sha256:" + hashlib.sha256(artifact).hexdigest(),
+        "artifactType": BUNDLE,
     }
+    return json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [entry]}).encode()
+
+
+def sign_bundle(writer: RegistryWriter, pinned: str, key: SigningKey) -> str:
+    """Sign ``pinned`` as a bundle v0.3 artifact listed at the fallback tag; returns that tag."""
+    repository, digest = pinned.removeprefix(f"{writer.host}/").split("@")
+    bundle = make_bundle(f"{writer.host}/{repository}", digest, key)
+    writer.put_blob(repository, bundle)
+    writer.put_blob(repository, b"{}")
+    image, image_type = writer.manifest(repository, digest)
+    artifact = bundle_artifact(bundle, subject={"mediaType": image_type, "size": len(image), "digest": digest})
+    writer.put_manifest(repository, "sha256:" + hashlib.sha256(artifact).hexdigest(), artifact)
     tag = digest.replace(":", "-")
-    writer.put_manifest(repository, tag, json.dumps(index).encode(), media_type=OCI_INDEX)
+    writer.put_manifest(repository, tag, referrers_index(artifact), media_type=OCI_INDEX)
     return tag

@@ -20,9 +20,11 @@ from controller.signatures.cosign import (
     check_image_bundle,
     check_message_bundle,
     check_simple_signing,
+    fingerprint,
     load_cosign_key,
     open_dsse_bundle,
 )
+from tests.cosign_signing import BUNDLE, OCI_INDEX, bundle_artifact, make_bundle, make_signing_key, referrers_index
 
 DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "cosign"
 IMAGES = DATA / "containers-image"
@@ -310,3 +312,55 @@ def test_bearer_tokens_are_fetched_from_the_realm_with_basic_credentials(hostile
     assert len(token_requests) == 1
     assert "scope=repository%3Ateam%2Fapp%3Apull" in token_requests[0][0]
     assert base64.b64decode(token_requests[0][1].removeprefix("Basic ")) == b"ci:s3cret"
+
+
+def _serve(handler: BaseHTTPRequestHandler, documents: dict[str, tuple[str, bytes]]) -> None:
+    found = documents.get(handler.path)
+    if found is None:
+        handler.send_error(404)
+        return
+    handler.send_response(200)
+    handler.send_header("Content-Type", found[0])
+    handler.send_header("Content-Length", str(len(found[1])))
+    handler.end_headers()
+    handler.wfile.write(found[1])
+
+
+def test_a_bundle_is_found_through_the_referrers_api(hostile: ThreadingHTTPServer, tmp_path: Path) -> None:
+    key = make_signing_key(tmp_path, kind="p384")
+    client, reference = _client(hostile)
+    bundle = make_bundle(reference.split("@")[0], DIGEST, key)
+    artifact = bundle_artifact(bundle, subject={"mediaType": "x", "size": 1, "digest": DIGEST})
+    artifact_digest = "sha256:" + hashlib.sha256(artifact).hexdigest()
+    documents = {
+        f"/v2/team/app/referrers/{DIGEST}?artifactType=application%2Fvnd.dev.sigstore.bundle.v0.3%2Bjson": (
+            OCI_INDEX,
+            referrers_index(artifact),
+        ),
+        f"/v2/team/app/manifests/{artifact_digest}": ("application/vnd.oci.image.manifest.v1+json", artifact),
+        f"/v2/team/app/blobs/sha256:{hashlib.sha256(bundle).hexdigest()}": (BUNDLE, bundle),
+    }
+    hostile.reply = lambda handler: _serve(handler, documents)  # type: ignore[attr-defined]
+    verdict = verify_image(reference, keys=[load_cosign_key(key.public_path)], registry=client)
+    assert (verdict.format, verdict.image_signer) == ("bundle", fingerprint(key.private.public_key()))
+
+
+def test_basic_auth_is_answered_with_the_env_credentials(hostile: ThreadingHTTPServer) -> None:
+    expected = "Basic " + base64.b64encode(b"ci:s3cret").decode()
+
+    def registry(handler: BaseHTTPRequestHandler) -> None:
+        if handler.headers.get("Authorization") != expected:
+            handler.send_response(401)
+            handler.send_header("WWW-Authenticate", 'Basic realm="registry"')
+            handler.send_header("Content-Length", "0")
+            handler.end_headers()
+        else:
+            handler.send_error(404)
+
+    hostile.reply = registry  # type: ignore[attr-defined]
+    client, reference = _client(hostile, username="ci", password="s3cret")
+    with pytest.raises(Refused, match="carries no cosign signature"):
+        verify_image(reference, keys=[load_cosign_key(IMAGES / "cosign.pub")], registry=client)
+    anonymous, _ = _client(hostile)
+    with pytest.raises(Retryable, match="refused our credentials"):
+        verify_image(reference, keys=[load_cosign_key(IMAGES / "cosign.pub")], registry=anonymous)
