@@ -128,7 +128,8 @@ def _check_classic_layer(
     descriptor = _descriptor(layer, max_size=MAX_PAYLOAD_BYTES, what="signature layer")
     if descriptor.get("mediaType") != SIMPLE_SIGNING_MEDIA_TYPE:
         raise _refused(f"signature layer has media type {str(descriptor.get('mediaType'))[:80]!r}")
-    signature = (descriptor.get("annotations") or {}).get(SIGNATURE_ANNOTATION)
+    annotations = descriptor.get("annotations")
+    signature = annotations.get(SIGNATURE_ANNOTATION) if isinstance(annotations, dict) else None
     if not isinstance(signature, str):
         raise _refused(f"signature layer has no {SIGNATURE_ANNOTATION} annotation")
     payload = registry.blob(image.repository, descriptor["digest"], max_bytes=MAX_PAYLOAD_BYTES)

@@ -364,3 +364,26 @@ def test_basic_auth_is_answered_with_the_env_credentials(hostile: ThreadingHTTPS
     anonymous, _ = _client(hostile)
     with pytest.raises(Retryable, match="refused our credentials"):
         verify_image(reference, keys=[load_cosign_key(IMAGES / "cosign.pub")], registry=anonymous)
+
+
+@pytest.mark.parametrize(
+    "manifest",
+    [
+        b"not json",
+        b"[]",
+        b'{"schemaVersion": 2}',
+        b'{"schemaVersion": 2, "layers": {}}',
+        b'{"schemaVersion": 2, "layers": [1, null, "x"]}',
+        b'{"schemaVersion": 2, "layers": [{"digest": "sha256:' + b"0" * 64 + b'", "size": true}]}',
+        b'{"schemaVersion": 2, "layers": [{"digest": "sha256:' + b"0" * 64 + b'", "size": 9, '
+        b'"mediaType": "application/vnd.dev.cosign.simplesigning.v1+json", "annotations": []}]}',
+    ],
+)
+def test_a_malformed_signature_manifest_is_refused_not_a_crash(hostile: ThreadingHTTPServer, manifest: bytes) -> None:
+    client, reference = _client(hostile)
+    tag = DIGEST.replace(":", "-") + ".sig"
+    documents = {f"/v2/team/app/manifests/{tag}": ("application/vnd.oci.image.manifest.v1+json", manifest)}
+    hostile.reply = lambda handler: _serve(handler, documents)  # type: ignore[attr-defined]
+    with pytest.raises(Refused) as caught:
+        verify_image(reference, keys=[load_cosign_key(IMAGES / "cosign.pub")], registry=client)
+    assert caught.value.code == "UntrustedImageSignature"
