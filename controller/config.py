@@ -52,10 +52,17 @@ class TrustConfig(_Section):
     )
 
 
+class ImageSignaturesConfig(_Section):
+    """Cosign keys one of which must have signed a digest before it is pulled (DESIGN §14)."""
+
+    keys: list[StrictStr] = Field(min_length=1, max_length=16, description="PEM public keys, relative paths.")
+
+
 class ImageConfig(_Section):
-    """The only image repository a manifest may name."""
+    """The only image repository a manifest may name, and who must have signed its images."""
 
     repository: StrictStr = Field(default=DEFAULT_REPOSITORY, min_length=1)
+    signatures: ImageSignaturesConfig | None = None
 
 
 class DockerConfig(_Section):
@@ -172,7 +179,7 @@ def load_config(path: Path) -> Config:
 
 
 def parse_config(raw: dict[str, object], *, base: Path, name: str = "config") -> Config:
-    """Validate a config mapping; trust paths become absolute against ``base``."""
+    """Validate a config mapping; trust and cosign key paths become absolute against ``base``."""
     try:
         config = Config.model_validate(raw)
     except ValidationError as exc:
@@ -184,7 +191,11 @@ def parse_config(raw: dict[str, object], *, base: Path, name: str = "config") ->
             if (value := getattr(config.trust, key)) is not None
         }
     )
-    return config.model_copy(update={"trust": trust, "root": str(Path(config.root))})
+    image = config.image
+    if image.signatures is not None:
+        keys = [str(base / key) for key in image.signatures.keys]
+        image = image.model_copy(update={"signatures": image.signatures.model_copy(update={"keys": keys})})
+    return config.model_copy(update={"trust": trust, "image": image, "root": str(Path(config.root))})
 
 
 def describe_errors(exc: ValidationError) -> str:

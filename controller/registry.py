@@ -1,0 +1,225 @@
+"""A small, bounded reader for a registry's HTTP API (OCI distribution), for signature checks.
+
+The pull itself goes through the Docker Engine; this client only reads the few small documents an
+image signature check needs before the pull: signature manifests, payload blobs and referrers.  The
+registry is outside our trust, so every read has a timeout, a deadline and a size cap, and a body
+that exceeds its cap is refused without being read to the end.  An answer that breaks the protocol
+(garbage, a reset, a stall, a 5xx) is ``Retryable`` with a reason; nothing here crashes the pass.
+Authentication follows what registries ask for in ``WWW-Authenticate``: a bearer token fetched from
+the named realm, or basic auth, with the credentials of ``.env`` (the same as the pull's).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import http.client
+import ipaddress
+import json
+import re
+import time
+import urllib.parse
+from dataclasses import dataclass, field
+
+from controller.errors import Refused, Retryable
+
+REGISTRY_UNAVAILABLE = "RegistryUnavailable"
+ANSWER_TOO_LARGE = "RegistryAnswerTooLarge"
+MAX_TOKEN_BYTES = 64 * 1024
+MAX_REDIRECTS = 3
+CHUNK = 64 * 1024
+MANIFEST_TYPES = (
+    "application/vnd.oci.image.manifest.v1+json",
+    "application/vnd.oci.image.index.v1+json",
+    "application/vnd.docker.distribution.manifest.v2+json",
+)
+NOT_FOUND = frozenset({404})
+NO_API = frozenset({400, 404, 405, 406})  # how registries without the referrers API answer
+_CHALLENGE_PARAM = re.compile(r'(\w+)="([^"]*)"')
+
+
+@dataclass(frozen=True)
+class Answer:
+    """One successful read: the body and what the registry said it is."""
+
+    body: bytes
+    media_type: str
+
+
+@dataclass
+class RegistryClient:
+    """Reads from one registry host (``host[:port]``); plain HTTP only for loopback hosts."""
+
+    host: str
+    username: str | None = None
+    password: str | None = None
+    timeout: float = 10.0
+    deadline: float = 30.0
+    _tokens: dict[str, str] = field(default_factory=dict, repr=False)
+    _use_basic: bool = field(default=False, repr=False)
+
+    @property
+    def scheme(self) -> str:
+        """``http`` for a registry on a loopback address (as Docker allows), else ``https``."""
+        return "http" if _is_loopback(self.host.rsplit(":", 1)[0].strip("[]")) else "https"
+
+    def manifest(self, repository: str, reference: str, *, max_bytes: int) -> Answer | None:
+        """The manifest at a tag or digest, or ``None`` when the registry has none."""
+        path = f"/v2/{repository}/manifests/{urllib.parse.quote(reference, safe=':')}"
+        answer = self._get(path, repository=repository, accept=", ".join(MANIFEST_TYPES), max_bytes=max_bytes)
+        if answer is not None and reference.startswith("sha256:"):
+            _check_digest(answer.body, reference, what=f"manifest {reference}")
+        return answer
+
+    def blob(self, repository: str, digest: str, *, max_bytes: int) -> bytes:
+        """A blob by digest, checked against that digest; a missing blob is ``Retryable``."""
+        answer = self._get(f"/v2/{repository}/blobs/{digest}", repository=repository, accept="*/*", max_bytes=max_bytes)
+        if answer is None:
+            raise Retryable(f"registry {self.host} has no blob {digest} in {repository}", code=REGISTRY_UNAVAILABLE)
+        _check_digest(answer.body, digest, what=f"blob {digest}")
+        return answer.body
+
+    def referrers(self, repository: str, digest: str, *, artifact_type: str, max_bytes: int) -> Answer | None:
+        """The OCI 1.1 referrers index of a digest, or ``None`` where the registry has no referrers API."""
+        query = urllib.parse.urlencode({"artifactType": artifact_type})
+        path = f"/v2/{repository}/referrers/{digest}?{query}"
+        answer = self._get(path, repository=repository, accept=MANIFEST_TYPES[1], max_bytes=max_bytes, absent=NO_API)
+        if answer is None or not answer.media_type.startswith(MANIFEST_TYPES[1]):
+            return None  # registries without the API answer 404, or with something that is no index
+        return answer
+
+    def _get(
+        self, path: str, *, repository: str, accept: str, max_bytes: int, absent: frozenset[int] = NOT_FOUND
+    ) -> Answer | None:
+        url = f"{self.scheme}://{self.host}{path}"
+        for _ in range(MAX_REDIRECTS + 1):
+            status, headers, body = self._request(url, repository=repository, accept=accept, max_bytes=max_bytes)
+            if status in (301, 302, 303, 307, 308) and headers.get("location"):
+                url = urllib.parse.urljoin(url, headers["location"])
+                continue
+            if status in absent:
+                return None
+            if status != 200:
+                raise Retryable(f"registry {self.host} answered {status} for {path}", code=REGISTRY_UNAVAILABLE)
+            return Answer(body, headers.get("content-type", "").split(";")[0].strip())
+        raise Retryable(f"registry {self.host} redirected too often for {path}", code=REGISTRY_UNAVAILABLE)
+
+    def _request(self, url: str, *, repository: str, accept: str, max_bytes: int) -> tuple[int, dict[str, str], bytes]:
+        headers = {"Accept": accept, **self._authorization(repository)}
+        status, answer_headers, body = _fetch(
+            url, headers=headers, timeout=self.timeout, deadline=self.deadline, max_bytes=max_bytes
+        )
+        if status == 401 and self._answer_challenge(answer_headers.get("www-authenticate", ""), repository):
+            headers = {"Accept": accept, **self._authorization(repository)}
+            status, answer_headers, body = _fetch(
+                url, headers=headers, timeout=self.timeout, deadline=self.deadline, max_bytes=max_bytes
+            )
+        if status == 401:
+            raise Retryable(f"registry {self.host} refused our credentials for {repository}", code="RegistryAuth")
+        return status, answer_headers, body
+
+    def _authorization(self, repository: str) -> dict[str, str]:
+        if repository in self._tokens:
+            return {"Authorization": f"Bearer {self._tokens[repository]}"}
+        if self._use_basic and self.username and self.password:
+            return {"Authorization": _basic(self.username, self.password)}
+        return {}
+
+    def _answer_challenge(self, challenge: str, repository: str) -> bool:
+        """Learn how to authenticate from a 401; ``False`` when there is nothing new to try."""
+        scheme, _, params = challenge.partition(" ")
+        if scheme.lower() == "basic" and self.username and self.password and not self._use_basic:
+            self._use_basic = True
+            return True
+        if scheme.lower() != "bearer" or repository in self._tokens:
+            return False
+        values = dict(_CHALLENGE_PARAM.findall(params))
+        realm = values.get("realm", "")
+        if urllib.parse.urlsplit(realm).scheme not in ("http", "https"):
+            raise Retryable(f"registry {self.host} named no usable token realm", code="RegistryAuth")
+        query = {"service": values.get("service", ""), "scope": values.get("scope") or f"repository:{repository}:pull"}
+        self._tokens[repository] = self._token(f"{realm}?{urllib.parse.urlencode(query)}")
+        return True
+
+    def _token(self, url: str) -> str:
+        headers = {"Authorization": _basic(self.username, self.password)} if self.username and self.password else {}
+        status, _, body = _fetch(
+            url, headers=headers, timeout=self.timeout, deadline=self.deadline, max_bytes=MAX_TOKEN_BYTES
+        )
+        if status != 200:
+            raise Retryable(f"registry token service answered {status}", code="RegistryAuth")
+        try:
+            data = json.loads(body)
+            token = data.get("token") or data.get("access_token")
+        except (ValueError, AttributeError):
+            token = None
+        if not isinstance(token, str) or not token or not token.isascii():
+            raise Retryable("registry token service answered without a token", code="RegistryAuth")
+        return token
+
+
+def _fetch(
+    url: str, *, headers: dict[str, str], timeout: float, deadline: float, max_bytes: int
+) -> tuple[int, dict[str, str], bytes]:
+    """One GET: status, lower-cased headers and at most ``max_bytes`` of body (more is refused)."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise Retryable(f"registry sent us to an unusable address {url!r}", code=REGISTRY_UNAVAILABLE)
+    kind = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+    connection = kind(parts.netloc, timeout=timeout)
+    target = parts.path + (f"?{parts.query}" if parts.query else "")
+    try:
+        connection.request("GET", target, headers={**headers, "User-Agent": "dreichor-controller"})
+        response = connection.getresponse()
+        answer_headers = {key.lower(): value for key, value in response.getheaders()}
+        if response.status != 200:
+            return response.status, answer_headers, b""
+        return response.status, answer_headers, _read_capped(response, url=url, deadline=deadline, max_bytes=max_bytes)
+    except (OSError, http.client.HTTPException, ValueError) as exc:
+        raise Retryable(
+            f"registry {parts.netloc} did not answer usably: {_describe(exc)}", code=REGISTRY_UNAVAILABLE
+        ) from None
+    finally:
+        connection.close()
+
+
+def _read_capped(response: http.client.HTTPResponse, *, url: str, deadline: float, max_bytes: int) -> bytes:
+    """The body, refusing it as soon as it is known to exceed ``max_bytes`` or outlasts ``deadline``."""
+    declared = response.getheader("Content-Length")
+    if declared is not None and declared.strip().isdigit() and int(declared) > max_bytes:
+        raise Refused(_too_large(url, max_bytes), code=ANSWER_TOO_LARGE)
+    ends = time.monotonic() + deadline
+    body = bytearray()
+    while chunk := response.read1(CHUNK):
+        body += chunk
+        if len(body) > max_bytes:
+            raise Refused(_too_large(url, max_bytes), code=ANSWER_TOO_LARGE)
+        if time.monotonic() > ends:
+            raise Retryable(f"registry answer for {url} took longer than {deadline:g}s", code=REGISTRY_UNAVAILABLE)
+    return bytes(body)
+
+
+def _too_large(url: str, max_bytes: int) -> str:
+    return f"registry answer for {urllib.parse.urlsplit(url).path} is larger than {max_bytes} bytes"
+
+
+def _check_digest(body: bytes, digest: str, *, what: str) -> None:
+    if digest != "sha256:" + hashlib.sha256(body).hexdigest():
+        raise Retryable(f"registry served {what} with other content than its digest", code=REGISTRY_UNAVAILABLE)
+
+
+def _basic(username: str | None, password: str | None) -> str:
+    return "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode()
+
+
+def _describe(exc: BaseException) -> str:
+    return str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
