@@ -12,6 +12,7 @@ import ipaddress
 import os
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError, model_validator
 
@@ -94,6 +95,60 @@ class HealthConfig(_Section):
     stable: Seconds = Field(default=10, description="Seconds running without restart (no HEALTHCHECK).")
 
 
+NotifyEvent = Literal[
+    "applied",
+    "unchanged",
+    "progressing",
+    "refused",
+    "rolled_back",
+    "failed",
+    "recovered",
+    "drift_repaired",
+    "stale",
+    "suspended",
+    "resumed",
+]
+DEFAULT_NOTIFY_EVENTS: tuple[NotifyEvent, ...] = (
+    "refused",
+    "rolled_back",
+    "failed",
+    "recovered",
+    "drift_repaired",
+    "stale",
+    "suspended",
+    "resumed",
+    "applied",
+)
+
+
+class NotifyConfig(_Section):
+    """Where decisions are told (Apprise URLs) and which ones; DESIGN §12."""
+
+    urls: list[StrictStr] = Field(
+        default_factory=list, description='Apprise URLs; "${NAME}" is replaced from the .env file.'
+    )
+    events: list[NotifyEvent] = Field(
+        default_factory=lambda: list(DEFAULT_NOTIFY_EVENTS), description="Decision kinds that are told."
+    )
+    repeat: Annotated[StrictInt, Field(ge=60, le=7 * 86_400)] = Field(
+        default=3600, description="Seconds before the same unresolved problem is told again."
+    )
+
+
+class GithubConfig(_Section):
+    """Commit statuses on the manifest repository; the token is GITHUB_TOKEN in the .env file."""
+
+    repository: StrictStr = Field(pattern=r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$", description="owner/name.")
+    api_url: StrictStr = Field(default="https://api.github.com", description="GitHub's REST API base URL.")
+
+    @model_validator(mode="after")
+    def _check_api_url(self) -> GithubConfig:
+        url = urlsplit(self.api_url)
+        if not url.hostname or not (url.scheme == "https" or (url.scheme == "http" and _is_loopback(url.hostname))):
+            raise ValueError(f"github.api_url {self.api_url!r} must be https:// (http:// only on loopback)")
+        return self
+
+
 class Config(_Section):
     """A whole ``controller.yaml``."""
 
@@ -105,6 +160,8 @@ class Config(_Section):
     docker: DockerConfig = DockerConfig()
     api: ApiConfig = ApiConfig()
     health: HealthConfig = HealthConfig()
+    notify: NotifyConfig | None = None
+    github: GithubConfig | None = None
 
     @model_validator(mode="after")
     def _check_listen(self) -> Config:
@@ -144,6 +201,7 @@ class HostPaths:
         self.lock = self.state / "controller.lock"
         self.pass_lock = self.state / "pass.lock"
         self.suspended_marker = self.state / "suspended"
+        self.notifications = self.state / "notifications.json"
         self.audit_events = self.env_dir / "volumes" / "audit-events"
         self.runtime_snapshots = self.env_dir / "volumes" / "snapshots"
 

@@ -82,3 +82,26 @@ def test_an_unreadable_or_unsafe_config_is_a_clear_error(tmp_path: Path) -> None
     (tmp_path / "c.yaml").write_text("environment: dev\nenvironment: prod\n")
     with pytest.raises(ConfigError, match="duplicate key 'environment'"):
         load_config(tmp_path / "c.yaml")
+
+
+def test_notify_and_github_are_optional_and_default_sensibly() -> None:
+    raw = {**MINIMAL, "notify": {"urls": ["ntfys://ntfy.example/${TOPIC}"]}, "github": {"repository": "o/r"}}
+    config = parse_config(raw, base=Path("/"))
+    assert config.notify is not None and config.github is not None
+    assert (config.notify.repeat, "applied" in config.notify.events) == (3600, True)
+    assert config.github.api_url == "https://api.github.com"
+    assert parse_config(dict(MINIMAL), base=Path("/")).notify is None
+
+
+@pytest.mark.parametrize(
+    ("section", "message"),
+    [
+        ({"notify": {"events": ["deployed"]}}, "notify.events.0"),
+        ({"notify": {"repeat": 5}}, "notify.repeat"),
+        ({"github": {"repository": "not a repo"}}, "github.repository"),
+        ({"github": {"repository": "o/r", "api_url": "http://github.example"}}, "must be https://"),
+    ],
+)
+def test_bad_notify_or_github_settings_are_refused(section: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        parse_config({**MINIMAL, **section}, base=Path("/"))

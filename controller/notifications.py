@@ -1,0 +1,359 @@
+"""Sending what the controller decided to people (Apprise) and to GitHub (commit statuses).
+
+The only importer of ``apprise``.  A notification must never be in the way of a
+deploy: ``Notifier.notify`` decides what to tell (``announcements``), puts the
+deliveries on a bounded queue and returns; one worker thread sends them with
+timeouts and a few retries with backoff.  What cannot be sent (a dead receiver,
+a full queue) is counted and logged at warning, never raised.  ``drain`` lets a
+one-shot command, or the daemon on SIGTERM, wait a few seconds at most for the
+queue to empty before it exits.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import queue
+import re
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import partial
+from pathlib import Path
+
+import apprise
+from pydantic import ValidationError
+
+from controller.announcements import CommitStatus, Decision, Memory, Message, Policy, decide
+from controller.config import Config, GithubConfig
+from controller.errors import ConfigError
+from controller.files import atomic_write
+
+log = logging.getLogger(__name__)
+
+QUEUE_SIZE = 64
+ATTEMPTS = 3
+BACKOFF = 0.5  # seconds before the first retry, doubled for each next one
+TIMEOUT = 5.0  # seconds to connect, and again to read an answer
+GITHUB_API_VERSION = "2022-11-28"
+TEST_TITLE = "Dreichor test message"
+_PLACEHOLDER = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+Clock = Callable[[], datetime]
+
+
+class DeliveryError(Exception):
+    """A receiver did not take a message; ``retryable`` says whether trying again may help."""
+
+    def __init__(self, reason: str, *, retryable: bool = True) -> None:
+        self.reason = reason
+        self.retryable = retryable
+        super().__init__(reason)
+
+
+@dataclass(frozen=True)
+class Answer:
+    """Whether one target answered a test message (for ``notify --test``)."""
+
+    target: str
+    answered: bool
+    detail: str
+
+
+@dataclass(frozen=True)
+class _Delivery:
+    target: str
+    send: Callable[[], None]
+
+
+class AppriseTarget:
+    """One Apprise URL: sends messages with bounded connect and read timeouts."""
+
+    def __init__(self, url: str, *, label: str, timeout: float = TIMEOUT) -> None:
+        plugin = apprise.Apprise.instantiate(url)
+        if plugin is None:
+            raise ConfigError(f"{label} is not a URL Apprise can use")
+        if "cto=" not in url:
+            plugin.socket_connect_timeout = timeout
+        if "rto=" not in url:
+            plugin.socket_read_timeout = timeout
+        # The service's name only: a URL's path or host may itself be the secret (webhooks).
+        self.name = f"{label} ({plugin.service_name})"
+        self._apprise = apprise.Apprise()
+        self._apprise.add(plugin)
+
+    def send(self, message: Message) -> None:
+        """Send one message; raise ``DeliveryError`` when the receiver did not take it."""
+        if not self._apprise.notify(body=message.body, title=message.title, notify_type=message.severity):
+            raise DeliveryError("the receiver did not accept the message")
+
+
+class GithubTarget:
+    """GitHub's commit statuses API for the manifest repository (stdlib HTTP, bearer token)."""
+
+    def __init__(self, config: GithubConfig, *, token: str, timeout: float = TIMEOUT) -> None:
+        self.name = f"github {config.repository}"
+        self._base = config.api_url.rstrip("/")
+        self._repository = config.repository
+        self._token = token
+        self._timeout = timeout
+
+    def post(self, status: CommitStatus) -> None:
+        """``POST /repos/{repository}/statuses/{sha}``; raise ``DeliveryError`` unless GitHub answers 2xx."""
+        body = {"state": status.state, "description": status.description, "context": status.context}
+        self._request("POST", f"/repos/{self._repository}/statuses/{status.sha}", body)
+
+    def probe(self) -> None:
+        """``GET /repos/{repository}``: the token reaches the repository."""
+        self._request("GET", f"/repos/{self._repository}", None)
+
+    def _request(self, method: str, path: str, body: dict[str, str] | None) -> None:
+        request = urllib.request.Request(  # noqa: S310 api_url is https:// or loopback http:// (config)
+            self._base + path,
+            data=None if body is None else json.dumps(body).encode(),
+            method=method,
+            headers={
+                "Accept": "application/vnd.github+json",
+                "Authorization": f"Bearer {self._token}",
+                "X-GitHub-Api-Version": GITHUB_API_VERSION,
+                "Content-Type": "application/json",
+                "User-Agent": "dreichor-controller",
+            },
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=self._timeout) as response:  # noqa: S310 as above
+                response.read()
+        except urllib.error.HTTPError as exc:
+            retryable = exc.code >= 500 or exc.code == 429
+            raise DeliveryError(f"GitHub answered HTTP {exc.code}", retryable=retryable) from None
+        except (urllib.error.URLError, OSError) as exc:
+            raise DeliveryError(f"GitHub did not answer: {getattr(exc, 'reason', exc)}") from None
+
+
+class Notifier:
+    """Tells each decision to the configured targets, off the caller's thread.
+
+    Construct one per environment (``Notifier.from_config``), call ``notify`` for
+    every decision, ``drain`` before exiting.  ``failed`` counts deliveries that
+    could not be made (``dreichor_notifications_failed_total``); ``on_failure`` is
+    called once for each of them, e.g. a Prometheus counter's ``inc``.
+    """
+
+    def __init__(
+        self,
+        *,
+        environment: str,
+        targets: Sequence[AppriseTarget] = (),
+        github: GithubTarget | None = None,
+        policy: Policy,
+        state_file: Path | None = None,
+        clock: Clock = lambda: datetime.now(UTC),
+        on_failure: Callable[[], None] | None = None,
+        queue_size: int = QUEUE_SIZE,
+        attempts: int = ATTEMPTS,
+        backoff: float = BACKOFF,
+    ) -> None:
+        self.environment = environment
+        self.targets = tuple(targets)
+        self.github = github
+        self.policy = policy
+        self._state_file = state_file
+        self._clock = clock
+        self._on_failure = on_failure
+        self._attempts = attempts
+        self._backoff = backoff
+        self._memory = load_memory(state_file)
+        self._lock = threading.Lock()
+        self._queue: queue.Queue[_Delivery | None] = queue.Queue(maxsize=queue_size)
+        self._idle = threading.Condition()
+        self._pending = 0
+        self._failed = 0
+        self._stopping = threading.Event()
+        self._worker = threading.Thread(target=self._work, name=f"dreichor-notify-{environment}", daemon=True)
+        self._worker.start()
+
+    @classmethod
+    def from_config(
+        cls,
+        config: Config,
+        *,
+        dotenv: Mapping[str, str],
+        clock: Clock = lambda: datetime.now(UTC),
+        on_failure: Callable[[], None] | None = None,
+    ) -> Notifier:
+        """The notifier a config asks for; ``ConfigError`` for an unusable URL or a ``${NAME}`` .env lacks."""
+        notify, targets = config.notify, []
+        if notify is not None:
+            for index, template in enumerate(notify.urls):
+                label = f"notify.urls[{index}]"
+                targets.append(AppriseTarget(expand(template, dotenv, label=label), label=label))
+        github = None
+        if config.github is not None:
+            token = dotenv.get("GITHUB_TOKEN")
+            if token:
+                github = GithubTarget(config.github, token=token)
+            else:
+                log.warning("github is configured but .env has no GITHUB_TOKEN: no commit statuses are posted")
+        policy = Policy(
+            events=frozenset(notify.events if notify else ()),
+            repeat=notify.repeat if notify else 3600,
+            statuses=github is not None,
+        )
+        return cls(
+            environment=config.environment,
+            targets=targets,
+            github=github,
+            policy=policy,
+            state_file=config.paths.notifications,
+            clock=clock,
+            on_failure=on_failure,
+        )
+
+    @property
+    def failed(self) -> int:
+        """Deliveries that could not be made since start."""
+        return self._failed
+
+    @property
+    def memory(self) -> Memory:
+        """What was told so far (open problems, posted statuses)."""
+        return self._memory
+
+    def notify(self, decision: Decision) -> None:
+        """Queue what this decision tells; never blocks on a receiver, never raises."""
+        try:
+            with self._lock:
+                outcome = decide(self._memory, decision, now=self._clock(), policy=self.policy)
+                changed, self._memory = outcome.memory != self._memory, outcome.memory
+                if changed:
+                    self._save()
+            for message in outcome.messages:
+                for target in self.targets:
+                    self._enqueue(_Delivery(target.name, partial(target.send, message)))
+            for status in outcome.statuses:
+                if self.github is not None:
+                    self._enqueue(_Delivery(self.github.name, partial(self.github.post, status)))
+        except Exception:
+            log.warning("could not queue the notification of %s", decision.kind, exc_info=True)
+            self._count_failure()
+
+    def drain(self, timeout: float) -> bool:
+        """Wait at most ``timeout`` seconds for queued deliveries; return whether all were done."""
+        deadline = time.monotonic() + timeout
+        with self._idle:
+            while self._pending and (left := deadline - time.monotonic()) > 0:
+                self._idle.wait(left)
+            return self._pending == 0
+
+    def close(self, timeout: float = 3.0) -> bool:
+        """Drain for at most ``timeout`` seconds, then stop the worker; return whether all went out."""
+        done = self.drain(timeout)
+        self._stopping.set()
+        with contextlib.suppress(queue.Full):  # a full queue: the worker sees _stopping on its next delivery
+            self._queue.put_nowait(None)
+        return done
+
+    def send_test(self) -> list[Answer]:
+        """Send a test message to every target now (no queue, no retries) and say which answered."""
+        message = Message(
+            title=TEST_TITLE,
+            body=f"A test message from the {self.environment} deploy controller.",
+            severity="info",
+        )
+        answers = [_try(target.name, partial(target.send, message)) for target in self.targets]
+        if self.github is not None:
+            answers.append(_try(self.github.name, self.github.probe))
+        return answers
+
+    # -- the worker --------------------------------------------------------------------------
+
+    def _enqueue(self, delivery: _Delivery) -> None:
+        with self._idle:
+            self._pending += 1
+        try:
+            self._queue.put_nowait(delivery)
+        except queue.Full:
+            self._done()
+            log.warning("notification to %s dropped: the queue is full (a receiver is slow)", delivery.target)
+            self._count_failure()
+
+    def _work(self) -> None:
+        while True:
+            delivery = self._queue.get()
+            if delivery is None:
+                return
+            try:
+                if self._stopping.is_set():
+                    raise DeliveryError("the controller is stopping")
+                self._deliver(delivery)
+            except Exception as exc:
+                log.warning("notification to %s failed: %s", delivery.target, exc)
+                self._count_failure()
+            finally:
+                self._done()
+
+    def _deliver(self, delivery: _Delivery) -> None:
+        for attempt in range(1, self._attempts + 1):
+            try:
+                delivery.send()
+                return
+            except DeliveryError as exc:
+                if not exc.retryable or attempt == self._attempts:
+                    raise DeliveryError(f"{exc.reason} (after {attempt} attempts)") from None
+            if self._stopping.wait(self._backoff * 2 ** (attempt - 1)):
+                raise DeliveryError("the controller is stopping")
+
+    def _done(self) -> None:
+        with self._idle:
+            self._pending -= 1
+            self._idle.notify_all()
+
+    def _count_failure(self) -> None:
+        with self._idle:
+            self._failed += 1
+        if self._on_failure is not None:
+            self._on_failure()
+
+    def _save(self) -> None:
+        if self._state_file is None:
+            return
+        try:
+            atomic_write(self._state_file, self._memory.model_dump_json(indent=2).encode() + b"\n", mode=0o600)
+        except OSError as exc:
+            log.warning("cannot save %s: %s", self._state_file, exc.strerror)
+
+
+def expand(template: str, dotenv: Mapping[str, str], *, label: str) -> str:
+    """Replace each ``${NAME}`` in an Apprise URL with its value from .env; ``ConfigError`` if one is missing."""
+
+    def value(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name not in dotenv:
+            raise ConfigError(f"{label} names ${{{name}}}, which the .env file does not define")
+        return dotenv[name]
+
+    return _PLACEHOLDER.sub(value, template)
+
+
+def load_memory(path: Path | None) -> Memory:
+    """What was told before a restart; a missing or unreadable file starts afresh (with a warning)."""
+    if path is None or not path.exists():
+        return Memory()
+    try:
+        return Memory.model_validate_json(path.read_bytes())
+    except (OSError, ValidationError) as exc:
+        log.warning("ignoring %s (%s): problems still open may be told again", path, type(exc).__name__)
+        return Memory()
+
+
+def _try(name: str, send: Callable[[], None]) -> Answer:
+    try:
+        send()
+    except DeliveryError as exc:
+        return Answer(target=name, answered=False, detail=exc.reason)
+    return Answer(target=name, answered=True, detail="answered")

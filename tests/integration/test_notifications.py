@@ -1,0 +1,297 @@
+"""Notifications against real receivers on 127.0.0.1: Apprise json:// and form://, a GitHub-shaped statuses API.
+
+No Docker needed: the receivers are small HTTP servers in this process that
+record what arrives.  A dead receiver is a closed port; a slow one holds every
+request until the test releases it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+import threading
+import urllib.parse
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from controller.announcements import Decision, Policy
+from controller.config import DEFAULT_NOTIFY_EVENTS, parse_config
+from controller.errors import ConfigError
+from controller.notifications import AppriseTarget, GithubTarget, Notifier
+
+SHA = "1a2b3c4" + "d" * 33
+IMAGE = "ghcr.io/ceerkle/dreichor-trading/runtime@sha256:" + "e" * 64
+TOKEN = "ghp_testtoken"
+POLICY = Policy(events=frozenset(DEFAULT_NOTIFY_EVENTS), repeat=3600, statuses=True)
+
+
+@dataclass
+class Request:
+    method: str
+    path: str
+    headers: dict[str, str]  # names in lower case: HTTP header names are case-insensitive
+    body: bytes
+
+
+@dataclass
+class Receiver:
+    """An HTTP server that records requests; ``status`` is what it answers; ``hold`` makes it slow."""
+
+    server: ThreadingHTTPServer
+    requests: list[Request] = field(default_factory=list)
+    status: int = 200
+    hold: threading.Event | None = None
+    arrived: threading.Event = field(default_factory=threading.Event)
+    answered: int = 0
+
+    @property
+    def port(self) -> int:
+        return int(self.server.server_address[1])
+
+
+def _handler(receiver_ref: list[Receiver]) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def _any(self) -> None:
+            receiver = receiver_ref[0]
+            length = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(length) if length else b""
+            receiver.requests.append(
+                Request(self.command, self.path, {k.lower(): v for k, v in self.headers.items()}, body)
+            )
+            receiver.arrived.set()
+            if receiver.hold is not None:
+                receiver.hold.wait(30)
+            receiver.answered += 1
+            self.send_response(receiver.status)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(b"{}")
+
+        do_GET = do_POST = _any
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    return Handler
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    ref: list[Receiver] = []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(ref))
+    server.daemon_threads = True
+    ref.append(Receiver(server))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield ref[0]
+    if ref[0].hold is not None:
+        ref[0].hold.set()
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def dead_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def github_config(port: int) -> object:
+    raw = {
+        "environment": "prod",
+        "source": {"url": "file:///srv/manifests.git"},
+        "trust": {"allowed_signers": "trust/allowed_signers"},
+        "github": {"repository": "ceerkle/dreichor-deployments", "api_url": f"http://127.0.0.1:{port}"},
+    }
+    return parse_config(raw, base=Path("/")).github
+
+
+def notifier(*targets: AppriseTarget, github: GithubTarget | None = None, **kwargs: object) -> Notifier:
+    options: dict[str, object] = {"policy": POLICY, "backoff": 0.01, **kwargs}
+    return Notifier(environment="prod", targets=targets, github=github, **options)  # type: ignore[arg-type]
+
+
+def rolled_back() -> Decision:
+    log = "\n".join(f"boot step {i}" for i in range(50)) + "\nFATAL: DATABASE_URL unreachable"
+    return Decision(
+        "rolled_back", "prod", revision=SHA, image=IMAGE, signer="deploy@example", reason="not healthy", log=log
+    )
+
+
+def test_a_json_receiver_gets_title_body_and_type(receiver: Receiver) -> None:
+    n = notifier(AppriseTarget(f"json://127.0.0.1:{receiver.port}/hook", label="notify.urls[0]"))
+    n.notify(rolled_back())
+    assert n.drain(10)
+    (request,) = receiver.requests
+    payload = json.loads(request.body)
+    assert (request.method, request.path) == ("POST", "/hook")
+    assert payload["title"] == "prod: rolled back 1a2b3c4"
+    assert payload["type"] == "failure"
+    assert "Signer: deploy@example" in payload["message"]
+    assert "FATAL: DATABASE_URL unreachable" in payload["message"]
+    assert "boot step 0\n" not in payload["message"]
+    assert n.failed == 0
+
+
+def test_a_form_receiver_gets_the_same_fields(receiver: Receiver) -> None:
+    n = notifier(AppriseTarget(f"form://127.0.0.1:{receiver.port}/form", label="notify.urls[0]"))
+    n.notify(Decision("applied", "prod", revision=SHA, image=IMAGE, signer="deploy@example"))
+    assert n.drain(10)
+    (request,) = receiver.requests
+    fields = dict(urllib.parse.parse_qsl(request.body.decode()))
+    assert fields["title"] == "prod: applied 1a2b3c4"
+    assert fields["type"] == "success"
+    assert f"sha256:{'e' * 64}" in fields["message"]
+
+
+def test_a_commit_status_is_posted_as_githubs_api_documents_it(receiver: Receiver) -> None:
+    receiver.status = 201
+    github = GithubTarget(github_config(receiver.port), token=TOKEN)  # type: ignore[arg-type]
+    n = notifier(github=github)
+    n.notify(Decision("refused", "prod", revision=SHA, reason="the commit is not signed " + "x" * 300))
+    assert n.drain(10)
+    (request,) = receiver.requests
+    assert (request.method, request.path) == ("POST", f"/repos/ceerkle/dreichor-deployments/statuses/{SHA}")
+    assert request.headers["accept"] == "application/vnd.github+json"
+    assert request.headers["authorization"] == f"Bearer {TOKEN}"
+    assert request.headers["x-github-api-version"] == "2022-11-28"
+    body = json.loads(request.body)
+    assert set(body) == {"state", "description", "context"}
+    assert (body["state"], body["context"]) == ("failure", "dreichor/prod")
+    assert len(body["description"]) <= 140
+
+
+def test_github_refusing_a_status_is_not_retried_and_is_counted(receiver: Receiver) -> None:
+    receiver.status = 422
+    n = notifier(github=GithubTarget(github_config(receiver.port), token=TOKEN))  # type: ignore[arg-type]
+    n.notify(Decision("applied", "prod", revision=SHA))
+    assert n.drain(10)
+    assert (len(receiver.requests), n.failed) == (1, 1)
+
+
+def test_a_server_error_is_retried_then_counted(receiver: Receiver) -> None:
+    receiver.status = 500
+    counted: list[int] = []
+    n = notifier(
+        AppriseTarget(f"json://127.0.0.1:{receiver.port}/", label="notify.urls[0]"),
+        on_failure=lambda: counted.append(1),
+    )
+    n.notify(Decision("suspended", "prod"))
+    assert n.drain(10)
+    assert (len(receiver.requests), n.failed, len(counted)) == (3, 1, 1)
+
+
+def test_a_dead_receiver_is_counted_and_logged_at_warning(dead_port: int, caplog: pytest.LogCaptureFixture) -> None:
+    n = notifier(AppriseTarget(f"json://127.0.0.1:{dead_port}/", label="notify.urls[0]"))
+    with caplog.at_level(logging.WARNING, logger="controller.notifications"):
+        n.notify(Decision("suspended", "prod"))
+        assert n.drain(30)
+    assert n.failed == 1
+    assert any("notify.urls[0]" in r.getMessage() and r.levelno == logging.WARNING for r in caplog.records)
+
+
+def test_a_slow_receiver_never_holds_up_notify(receiver: Receiver) -> None:
+    receiver.hold = threading.Event()
+    n = notifier(AppriseTarget(f"json://127.0.0.1:{receiver.port}/", label="notify.urls[0]"), queue_size=2)
+    for i in range(20):
+        n.notify(Decision("suspended" if i % 2 else "resumed", "prod"))
+    # Every call returned while the receiver still holds the first request, unanswered and not yet retried.
+    assert receiver.arrived.wait(10)
+    assert (len(receiver.requests), receiver.answered) == (1, 0)
+    assert n.failed >= 20 - 1 - 2  # beyond the one in flight and the two queued, deliveries are dropped
+    assert not n.drain(0.2)  # drain is bounded even when the receiver never answers
+    receiver.hold.set()
+    assert n.drain(30)
+
+
+def test_a_dead_receiver_never_holds_up_notify_either(dead_port: int) -> None:
+    n = notifier(AppriseTarget(f"json://127.0.0.1:{dead_port}/", label="notify.urls[0]"), queue_size=2)
+    for i in range(20):
+        n.notify(Decision("suspended" if i % 2 else "resumed", "prod"))
+    assert n.drain(30)
+    assert n.failed == 20
+
+
+def test_send_test_says_which_targets_answered(receiver: Receiver, dead_port: int) -> None:
+    n = notifier(
+        AppriseTarget(f"json://127.0.0.1:{receiver.port}/", label="notify.urls[0]"),
+        AppriseTarget(f"json://127.0.0.1:{dead_port}/", label="notify.urls[1]"),
+        github=GithubTarget(github_config(receiver.port), token=TOKEN),  # type: ignore[arg-type]
+    )
+    answers = n.send_test()
+    assert [(a.target.split()[0], a.answered) for a in answers] == [
+        ("notify.urls[0]", True),
+        ("notify.urls[1]", False),
+        ("github", True),
+    ]
+    assert [(r.method, r.path) for r in receiver.requests][1] == ("GET", "/repos/ceerkle/dreichor-deployments")
+
+
+def test_what_was_told_survives_a_restart(receiver: Receiver, tmp_path: Path) -> None:
+    state = tmp_path / "notifications.json"
+    url = f"json://127.0.0.1:{receiver.port}/"
+    refusal = Decision("refused", "prod", revision="b" * 40, reason="unsigned", code="Unsigned")
+    first = notifier(AppriseTarget(url, label="notify.urls[0]"), state_file=state)
+    first.notify(refusal)
+    assert first.close(10)
+    second = notifier(AppriseTarget(url, label="notify.urls[0]"), state_file=state)
+    second.notify(refusal)
+    second.notify(Decision("applied", "prod", revision=SHA))
+    assert second.close(10)
+    assert [json.loads(r.body)["title"] for r in receiver.requests] == [
+        "prod: refused bbbbbbb",
+        "prod runs 1a2b3c4 again",
+    ]
+
+
+def test_a_corrupt_state_file_starts_afresh(receiver: Receiver, tmp_path: Path) -> None:
+    state = tmp_path / "notifications.json"
+    state.write_text("{not json")
+    n = notifier(AppriseTarget(f"json://127.0.0.1:{receiver.port}/", label="notify.urls[0]"), state_file=state)
+    n.notify(Decision("refused", "prod", revision=SHA, reason="unsigned"))
+    assert n.close(10)
+    assert len(receiver.requests) == 1
+    assert json.loads(state.read_text())["problems"][0]["kind"] == "refused"
+
+
+def test_from_config_fills_urls_from_dotenv_and_reaches_both_targets(receiver: Receiver, tmp_path: Path) -> None:
+    receiver.status = 201
+    raw = {
+        "environment": "dev",
+        "root": str(tmp_path),
+        "source": {"url": "file:///srv/manifests.git"},
+        "trust": {"allowed_signers": "trust/allowed_signers"},
+        "notify": {"urls": ["json://127.0.0.1:${HOOK_PORT}/${HOOK_PATH}"], "events": ["applied"]},
+        "github": {"repository": "ceerkle/dreichor-deployments", "api_url": f"http://127.0.0.1:{receiver.port}"},
+    }
+    (tmp_path / "dev" / "deploy-agent" / "state").mkdir(parents=True)
+    config = parse_config(raw, base=tmp_path)
+    dotenv = {"HOOK_PORT": str(receiver.port), "HOOK_PATH": "secret-path", "GITHUB_TOKEN": TOKEN}
+    n = Notifier.from_config(config, dotenv=dotenv, clock=lambda: datetime(2025, 1, 1, tzinfo=UTC))
+    n.notify(Decision("applied", "dev", revision=SHA, image=IMAGE))
+    assert n.close(10)
+    assert sorted((r.method, r.path) for r in receiver.requests) == [
+        ("POST", "/repos/ceerkle/dreichor-deployments/statuses/" + SHA),
+        ("POST", "/secret-path"),
+    ]
+    assert "secret-path" not in n.targets[0].name
+    assert config.paths.notifications.exists()
+
+
+def test_a_url_naming_a_missing_dotenv_value_is_a_one_sentence_config_error(tmp_path: Path) -> None:
+    raw = {
+        "environment": "dev",
+        "root": str(tmp_path),
+        "source": {"url": "file:///srv/manifests.git"},
+        "trust": {"allowed_signers": "trust/allowed_signers"},
+        "notify": {"urls": ["ntfys://ntfy.example/${NTFY_TOPIC}"]},
+    }
+    with pytest.raises(ConfigError, match=r"notify.urls\[0\] names \$\{NTFY_TOPIC\}, which the .env file"):
+        Notifier.from_config(parse_config(raw, base=tmp_path), dotenv={})
