@@ -20,7 +20,7 @@ from bench.sandbox import Sandbox, sandbox
 from controller.config import parse_config
 from controller.layout import init_layout
 from controller.reconcile import Reconciler
-from controller.testbed import ManifestRepo, make_ssh_key, manifest_text
+from testbed import ManifestRepo, make_ssh_key, manifest_text
 
 COMMITS = 10_000
 PASSES = 1_000

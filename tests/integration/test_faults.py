@@ -23,7 +23,7 @@ from controller.config import load_config
 from controller.reconcile import Reconciler
 from controller.rollout import CRASH_HOOK
 from controller.status import read_status
-from controller.testbed import (
+from testbed import (
     ControllerHost,
     CuttingProxy,
     LocalRegistry,

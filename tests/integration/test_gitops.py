@@ -19,10 +19,10 @@ from controller.audit import verify_chain
 from controller.cli import main
 from controller.config import load_config
 from controller.reconcile import Reconciler
-from controller.testbed import (
+from testbed import (
     ControllerHost as Host,
 )
-from controller.testbed import (
+from testbed import (
     JwksServer,
     free_port,
     make_ssh_key,

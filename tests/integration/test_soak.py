@@ -7,7 +7,7 @@ import threading
 from pathlib import Path
 
 from controller.daemon import Daemon
-from controller.testbed import ControllerHost
+from testbed import ControllerHost
 
 PASSES = int(os.environ.get("DREICHOR_SOAK_PASSES", "2000"))
 
