@@ -25,7 +25,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 from controller import audit, notify
 from controller.api import AccessVerifier, ApiContext, ApiServer, WebhookVerifier
 from controller.config import Config, load_config
-from controller.errors import ConfigError, ControllerError
+from controller.errors import ConfigError, ControllerError, Reason
 from controller.locks import hold_lock, pass_lock
 from controller.metrics import Metrics
 from controller.reconcile import PassOptions, PassResult, Reconciler
@@ -159,10 +159,10 @@ class Daemon:
                 result = self.reconciler.run_pass(options)
         except Exception:
             log.exception("the pass failed with a bug")
-            result = PassResult("failed", "internal error", retryable=True)
+            result = PassResult("failed", "internal error", retryable=True, code=Reason.INTERNAL_ERROR)
         self.last_pass_at = datetime.now(UTC)
         self.last_result = result
-        log.info("pass", extra={"result": result.result, "reason": result.reason})
+        log.info("pass", extra={"result": result.result, "code": str(result.code), "reason": result.reason})
         self._after_pass(result, seconds=(self.last_pass_at - started).total_seconds())
         self._schedule_after(result)
         if self.trigger_pending.is_set() and not self.stopping.is_set():
@@ -173,7 +173,9 @@ class Daemon:
         status = read_status(self.config.paths.status)
         applied = status.applied if status else None
         self.metrics.record_pass(
-            result,
+            result.result,
+            reason=result.code,
+            drift_repaired=result.plan is not None and result.plan.action == "repair",
             seconds=seconds,
             revision=applied.revision if applied else None,
             image=applied.image if applied else None,

@@ -21,7 +21,7 @@ import requests.exceptions
 
 from controller.containers import ContainerState
 from controller.contract import DesiredContainer, Mount, container_name, keep_reference
-from controller.errors import ControllerError, Refused, Retryable
+from controller.errors import ControllerError, Reason, Refused, Retryable
 
 NEXT_SUFFIX = "-next"
 PREVIOUS_SUFFIX = "-previous"
@@ -31,7 +31,7 @@ class EngineError(Retryable):
     """The Docker Engine or the registry could not be reached, or failed transiently."""
 
     def __init__(self, reason: str) -> None:
-        super().__init__(reason, code="EngineUnavailable")
+        super().__init__(reason, code=Reason.ENGINE_UNAVAILABLE)
 
 
 @contextmanager
@@ -41,7 +41,7 @@ def _translated(action: str) -> Iterator[None]:
     except ControllerError:
         raise
     except docker.errors.NotFound as exc:
-        raise Refused(f"{action}: {_explain(exc)}", code="NotFound") from None
+        raise Refused(f"{action}: {_explain(exc)}", code=Reason.NOT_FOUND) from None
     except docker.errors.APIError as exc:
         raise EngineError(f"{action}: {_explain(exc)}") from None
     except (docker.errors.DockerException, requests.exceptions.RequestException, OSError) as exc:
@@ -51,7 +51,7 @@ def _translated(action: str) -> Iterator[None]:
 def _pull_error(pinned: str, error: str) -> ControllerError:
     """A digest the registry does not have is refused; anything else (network, registry down) is retried."""
     if "manifest unknown" in error or "not found" in error.lower():
-        return Refused(f"image {pinned} does not exist in the registry", code="ImageNotFound")
+        return Refused(f"image {pinned} does not exist in the registry", code=Reason.IMAGE_NOT_FOUND)
     return EngineError(f"pulling {pinned} failed: {' '.join(error.split())[:300]}")
 
 
@@ -91,7 +91,7 @@ class Engine:
             return None
         name = data["Name"].lstrip("/")
         if name not in self._names:
-            raise Refused(f"container {ref} is not one of {self.environment}'s", code="Isolation")
+            raise Refused(f"container {ref} is not one of {self.environment}'s", code=Reason.ISOLATION)
         return _state(data, self._image_env(data["Image"]))
 
     def _image_env(self, image_id: str) -> dict[str, str]:
@@ -142,7 +142,7 @@ class Engine:
             except docker.errors.NotFound:
                 raise EngineError(f"the pull of {pinned} did not complete") from None
         if pinned not in image.get("RepoDigests", []):
-            raise Refused(f"the pulled image does not carry digest {digest}", code="DigestMismatch")
+            raise Refused(f"the pulled image does not carry digest {digest}", code=Reason.DIGEST_MISMATCH)
         return str(image["Id"])
 
     def keep(self, pinned: str) -> str:
@@ -227,7 +227,7 @@ class Engine:
     def rename(self, ref: str, name: str) -> None:
         """Rename a container (only to one of this environment's names)."""
         if name not in self._names:
-            raise Refused(f"refusing to rename to {name}: not one of {self.environment}'s names", code="Isolation")
+            raise Refused(f"refusing to rename to {name}: not one of {self.environment}'s names", code=Reason.ISOLATION)
         with _translated(f"renaming {ref[:12]} to {name}"):
             self._client.api.rename(ref, name)
 

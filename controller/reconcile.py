@@ -17,13 +17,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Literal
 
 from controller import audit
 from controller.config import Config
 from controller.containers import ContainerState
 from controller.contract import DesiredContainer, desired_from_bytes, read_dotenv
 from controller.docker_engine import Engine
-from controller.errors import ControllerError, Refused, Retryable
+from controller.errors import ControllerError, Reason, Refused, Retryable
 from controller.manifest import MAX_MANIFEST_BYTES
 from controller.plan import Plan, plan
 from controller.rollout import HealthGateFailed, Outcome, Rollout, checkpoint
@@ -45,6 +46,7 @@ from controller.verification import load_policy, verify_revision
 
 log = logging.getLogger("dreichor.reconcile")
 Clock = Callable[[], datetime]
+PassVerdict = Literal["applied", "unchanged", "refused", "failed", "rolled_back", "suspended"]
 STALE_AFTER_INTERVALS = 5
 
 
@@ -81,11 +83,11 @@ class PassContext:
 class PassResult:
     """The pass's verdict, for the CLI's exit code and the scheduler's backoff."""
 
-    result: str  # applied | unchanged | refused | failed | rolled_back | suspended
+    result: PassVerdict
     reason: str
     plan: Plan | None = None
     retryable: bool = False
-    code: str = ""
+    code: Reason = Reason.IN_SYNC
 
 
 class Reconciler:
@@ -137,20 +139,22 @@ class Reconciler:
         """One pass; the status file is written whatever happens."""
         options = options or PassOptions()
         ctx = PassContext(options=options, status=self.load_status(), now=self.clock())
-        result = PassResult("failed", "the pass did not finish")
+        result = PassResult("failed", "the pass did not finish", code=Reason.INTERNAL_ERROR)
         try:
             result = self._steps(ctx)
         except Refused as exc:
             result = PassResult("refused", str(exc), code=exc.code)
         except HealthGateFailed as exc:
-            result = PassResult("rolled_back", exc.reason, code="HealthGateFailed")
+            result = PassResult("rolled_back", exc.reason, code=Reason.HEALTH_GATE_FAILED)
             ctx.notes.append(exc.logs)
         except Retryable as exc:
             result = PassResult("failed", exc.reason, retryable=True, code=exc.code)
-            if exc.code == "EngineUnavailable":
+            if exc.code == Reason.ENGINE_UNAVAILABLE:
                 self.close()
         except OSError as exc:  # the state folder: read-only, full, or gone
-            result = PassResult("failed", f"cannot write state: {exc.strerror or exc}", retryable=True, code="StateIO")
+            result = PassResult(
+                "failed", f"cannot write state: {exc.strerror or exc}", retryable=True, code=Reason.STATE_IO
+            )
         finally:
             if not options.dry_run:
                 self.record(ctx, result)
@@ -158,7 +162,9 @@ class Reconciler:
 
     def _steps(self, ctx: PassContext) -> PassResult:
         if self.paths.suspended_marker.exists() and not ctx.options.force:
-            return PassResult("suspended", "the environment is suspended: run 'dreichor-controller resume'")
+            return PassResult(
+                "suspended", "the environment is suspended: run 'dreichor-controller resume'", code=Reason.SUSPENDED
+            )
         self.fetch_source(ctx)
         self.choose_target(ctx)
         self.guard_history(ctx)
@@ -190,7 +196,7 @@ class Reconciler:
         if quarantined and not ctx.options.force and ctx.status.applied is not None:
             ctx.target = ctx.status.applied.revision
         elif quarantined and not ctx.options.force:
-            raise Refused(_reason_of(ctx.status) or "the head is quarantined", code="Quarantined")
+            raise Refused(_reason_of(ctx.status) or "the head is quarantined", code=Reason.QUARANTINED)
         else:
             ctx.target = ctx.head
 
@@ -203,7 +209,7 @@ class Reconciler:
         if not ctx.options.allow_rewrite:
             raise Refused(
                 f"history rewritten: {ctx.target[:12]} does not descend from applied {applied[:12]}",
-                code="HistoryRewritten",
+                code=Reason.HISTORY_REWRITTEN,
             )
         audit.append_event(self.paths.audit, "rewrite_allowed", at=ctx.now, revision=ctx.target, applied=applied)
 
@@ -236,7 +242,7 @@ class Reconciler:
         try:
             dotenv = read_dotenv(self.paths.dotenv)
         except (OSError, UnicodeDecodeError) as exc:
-            raise Retryable(f"cannot read {self.paths.dotenv}: {exc}", code="HostConfig") from None
+            raise Retryable(f"cannot read {self.paths.dotenv}: {exc}", code=Reason.HOST_CONFIG) from None
         ctx.desired = desired_from_bytes(
             ctx.manifest,
             environment=self.config.environment,

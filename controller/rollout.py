@@ -25,7 +25,7 @@ from controller.config import HealthConfig, HostPaths
 from controller.containers import ContainerState
 from controller.contract import LABEL_REVISION, DesiredContainer, keep_reference, runtime_mounts
 from controller.docker_engine import NEXT_SUFFIX, PREVIOUS_SUFFIX, Engine
-from controller.errors import ControllerError, Refused, Retryable
+from controller.errors import ControllerError, Reason, Refused, Retryable
 from controller.files import atomic_write
 from controller.plan import Plan
 from controller.snapshots import Snapshot, list_snapshots, snapshot_id, write_snapshot
@@ -182,7 +182,7 @@ class Rollout:
         """Break-glass: bring back the container a snapshot recorded (image, env, labels)."""
         prior = snapshot.prior
         if not prior or not prior.get("image"):
-            raise Refused(f"snapshot {snapshot.id} recorded no container to restore", code="BadSnapshot")
+            raise Refused(f"snapshot {snapshot.id} recorded no container to restore", code=Reason.BAD_SNAPSHOT)
         desired = DesiredContainer(
             name=self.canonical,
             image=str(prior["image"]),
