@@ -22,9 +22,7 @@ import requests.exceptions
 from controller.containers import ContainerState
 from controller.contract import DesiredContainer, Mount, container_name, keep_reference
 from controller.errors import ControllerError, Reason, Refused, Retryable
-
-NEXT_SUFFIX = "-next"
-PREVIOUS_SUFFIX = "-previous"
+from controller.runtime import NEXT_SUFFIX, PREVIOUS_SUFFIX
 
 
 class EngineError(Retryable):
@@ -60,18 +58,28 @@ def _explain(exc: docker.errors.APIError) -> str:
 
 
 class Engine:
-    """One environment's view of the Docker Engine."""
+    """One environment's view of the Docker Engine: the ``runtime.Runtime`` port over the docker SDK."""
 
     def __init__(self, url: str, *, environment: str, timeout: int = 120) -> None:
         self.environment = environment
         self.canonical = container_name(environment)
+        self._image_envs: dict[str, dict[str, str]] = {}  # by image id: an image's config never changes
         self._names = {self.canonical, self.canonical + NEXT_SUFFIX, self.canonical + PREVIOUS_SUFFIX}
         with _translated("connecting to Docker"):
             self._client = docker.DockerClient(base_url=url, timeout=timeout, version="auto")
+        self.api_calls = 0  # HTTP requests to the engine, for the benchmark's "one call per no-change pass"
+        self._client.api.hooks["response"].append(self._count)
+
+    def _count(self, response: Any, *args: Any, **kwargs: Any) -> None:
+        self.api_calls += 1
 
     def close(self) -> None:
         """Release the HTTP connection pool."""
         self._client.close()
+
+    def current(self) -> ContainerState | None:
+        """The canonical container by name: one inspect once the image's env is cached."""
+        return self.inspect(self.canonical)
 
     def runtime_containers(self) -> dict[str, ContainerState]:
         """This environment's runtime containers by name (canonical, -next, -previous)."""
@@ -95,12 +103,18 @@ class Engine:
         return _state(data, self._image_env(data["Image"]))
 
     def _image_env(self, image_id: str) -> dict[str, str]:
+        cached = self._image_envs.get(image_id)
+        if cached is not None:
+            return cached
         try:
             with _translated("inspecting an image"):
                 image = self._client.api.inspect_image(image_id)
         except Refused:
             return {}
-        return _env_dict(image.get("Config", {}).get("Env"))
+        if len(self._image_envs) > 64:
+            self._image_envs.clear()
+        env = self._image_envs[image_id] = _env_dict(image.get("Config", {}).get("Env"))
+        return env
 
     def image_has_healthcheck(self, image: str) -> bool:
         """Whether the image declares a HEALTHCHECK."""
