@@ -18,7 +18,7 @@ from bench.common import Result, median_seconds, report
 from controller.image_signatures import verify_image
 from controller.registry import RegistryClient
 from controller.signatures.cosign import load_cosign_key
-from controller.testbed import LocalRegistry, ManifestRepo, make_ssh_key
+from testbed import LocalRegistry, ManifestRepo, make_ssh_key
 from tests.cosign_signing import RegistryWriter, make_signing_key, sign_classic
 
 DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"

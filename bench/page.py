@@ -19,7 +19,7 @@ from pathlib import Path
 from bench.common import Result, median_seconds, report
 from controller.audit import append_event, read_events, verify_chain
 from controller.page import PAGE_EVENTS, render_page
-from controller.testbed import page_sample
+from testbed import page_sample
 
 AUDIT_LINES = 1000
 

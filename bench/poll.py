@@ -2,9 +2,13 @@
 
 The controller's figure counts its own process and all its children (the
 ``git fetch`` it runs and GitPython's long-lived ``cat-file`` helpers,
-read from /proc).  The baseline is a plain no-change ``git fetch`` of the
-same repository into the same kind of cache.  Then RSS after 1,000 passes.
-Run: ``.venv/bin/python -m bench.poll``.  Goals: <= 2x; RSS <= 80 MB, flat.
+read from /proc), over ``RUNS`` passes, but not the private Docker Engine the
+sandbox started in this process tree: its background work (health checks,
+containerd) is no cost of a pass.  What a pass asks of the engine is counted
+instead, in API calls.  The baseline is a plain no-change ``git fetch`` of the
+same repository into the same kind of cache, as many times.  Then RSS after
+1,000 passes.  Run: ``.venv/bin/python -m bench.poll``.  Goals: <= 1.5x, at
+most one Docker API call per pass; RSS <= 80 MB, flat.
 """
 
 from __future__ import annotations
@@ -18,12 +22,17 @@ from pathlib import Path
 from bench.common import Result, report
 from bench.sandbox import Sandbox, sandbox
 from controller.config import parse_config
+from controller.docker_engine import Engine
 from controller.layout import init_layout
-from controller.reconcile import Reconciler
-from controller.testbed import ManifestRepo, make_ssh_key, manifest_text
+from controller.service import EnvironmentService
+from testbed import ManifestRepo, make_ssh_key, manifest_text
 
 COMMITS = 10_000
 PASSES = 1_000
+RUNS = 100
+ENGINE_PROCESSES = frozenset(
+    {"dockerd", "containerd", "containerd-shim", "containerd-shim-runc-v2", "docker-proxy", "runc", "docker-registry"}
+)
 CLK = os.sysconf("SC_CLK_TCK")
 
 
@@ -45,6 +54,8 @@ def _tree_cpu(pid: int) -> float:
     """CPU seconds of a process and all its live descendants."""
     total = 0.0
     try:
+        if Path(f"/proc/{pid}/comm").read_text().strip() in ENGINE_PROCESSES:
+            return 0.0  # the sandbox's engine and registry, and the containers under them
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         total += (int(fields[11]) + int(fields[12])) / CLK
         children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
@@ -63,7 +74,7 @@ def _rss_mb() -> float:
     return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
-def _setup(box: Sandbox) -> Reconciler:
+def _setup(box: Sandbox) -> EnvironmentService:
     key = make_ssh_key(box.base / "keys", name="bench")
     repo = ManifestRepo(box.base / "manifests")
     image = box.images["healthy-a"]
@@ -88,38 +99,46 @@ def _setup(box: Sandbox) -> Reconciler:
         },
         base=agent,
     )
-    reconciler = Reconciler(config)
-    first = reconciler.run_pass()
+    service = EnvironmentService(config)
+    first = service.sync()
     if first.result != "applied":
         raise SystemExit(f"bench: the first pass did not apply: {first.reason}")
-    return reconciler
+    return service
+
+
+def _api_calls(service: EnvironmentService) -> int:
+    engine = service.engine()
+    return engine.api_calls if isinstance(engine, Engine) else 0
 
 
 def measure() -> tuple[Result, list[float]]:
     """CPU per no-change pass vs per git fetch; RSS samples every 100 passes."""
     with sandbox() as box:
-        reconciler = _setup(box)
+        service = _setup(box)
         cache = box.base / "plain-cache.git"
-        subprocess.run(["git", "clone", "-q", "--bare", reconciler.config.source.url, str(cache)], check=True)
-        runs = 20
+        subprocess.run(["git", "clone", "-q", "--bare", service.config.source.url, str(cache)], check=True)
+        runs = RUNS
         start = _cpu_now()
         for _ in range(runs):
             subprocess.run(
                 ["git", "fetch", "-q", "--no-tags", "origin", "+refs/heads/main:refs/heads/main"], cwd=cache, check=True
             )
         baseline = (_cpu_now() - start) / runs
+        calls_before = _api_calls(service)
         start = _cpu_now()
         for _ in range(runs):
-            if reconciler.run_pass().result != "unchanged":
+            if service.sync().result != "unchanged":
                 raise SystemExit("bench: a no-change pass changed something")
         figure = (_cpu_now() - start) / runs
+        calls = _api_calls(service) - calls_before
         rss = []
         for n in range(PASSES):
-            reconciler.run_pass()
+            service.sync()
             if n % 100 == 0 or n == PASSES - 1:
                 rss.append(_rss_mb())
-        reconciler.close()
-    return Result("no-change pass CPU (controller vs git fetch)", figure * 1e3, baseline * 1e3, "ms", 2.0), rss
+        service.close()
+    print(f"Docker API calls per no-change pass: {calls / runs:.2f} (goal <= 1)")
+    return Result("no-change pass CPU (controller vs git fetch)", figure * 1e3, baseline * 1e3, "ms", 1.5), rss
 
 
 def main() -> int:

@@ -8,7 +8,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from controller.testbed import LocalRegistry, PrivateDocker, build_images
+from testbed import LocalRegistry, PrivateDocker, build_images
 
 
 @dataclass

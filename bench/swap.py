@@ -19,7 +19,7 @@ from controller.contract import DesiredContainer, desired_from_bytes
 from controller.docker_engine import Engine
 from controller.plan import plan
 from controller.rollout import Rollout
-from controller.testbed import manifest_text
+from testbed import manifest_text
 
 RUNS = 9
 

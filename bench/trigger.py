@@ -23,7 +23,7 @@ from pathlib import Path
 from bench.common import Result, report
 from bench.sandbox import Sandbox, sandbox
 from controller.layout import init_layout
-from controller.testbed import JwksServer, ManifestRepo, SshKey, free_port, make_ssh_key, manifest_text
+from testbed import JwksServer, ManifestRepo, SshKey, free_port, make_ssh_key, manifest_text
 
 RUNS = 4
 TEAM, AUDIENCE, SECRET = "https://bench.cloudflareaccess.com", "bench", "bench-secret"

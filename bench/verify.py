@@ -14,7 +14,7 @@ from pathlib import Path
 
 from bench.common import Result, median_seconds, report
 from controller.signatures.policy import TrustPolicy
-from controller.testbed import ManifestRepo, make_ssh_key
+from testbed import ManifestRepo, make_ssh_key
 
 
 def measure(runs: int = 30) -> Result:

@@ -1,6 +1,6 @@
 """The ``run`` daemon: APScheduler interval job, lock, crash recovery, signals, backoff.
 
-The daemon owns time; the reconciler owns what a pass does.  One interval
+The daemon owns time; the environment service owns what a pass does.  One interval
 job with jitter runs passes (``max_instances=1``, ``coalesce=True``), a
 retryable failure pushes the next run out exponentially, SIGTERM lets the
 pass in flight finish, SIGHUP reloads the config.
@@ -22,14 +22,13 @@ from typing import Any
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
-from controller import audit, notify
+from controller import notify
 from controller.api import AccessVerifier, ApiContext, ApiServer, WebhookVerifier
 from controller.config import Config, load_config
-from controller.errors import ConfigError, ControllerError
-from controller.locks import hold_lock, pass_lock
+from controller.errors import ConfigError, ControllerError, Reason
+from controller.locks import hold_lock
 from controller.metrics import Metrics
-from controller.reconcile import PassOptions, PassResult, Reconciler
-from controller.status import read_status
+from controller.service import EnvironmentService, PassOptions, PassResult
 
 log = logging.getLogger("dreichor.daemon")
 JOB_ID = "reconcile"
@@ -73,14 +72,13 @@ class Daemon:
     def __init__(self, config_path: Path) -> None:
         self.config_path = config_path
         self.config: Config = load_config(config_path)
-        self.reconciler = Reconciler(self.config)
+        self.service = EnvironmentService(self.config)
         self.scheduler = BackgroundScheduler(timezone=UTC)
         self.stopping = threading.Event()
         self.reload_requested = threading.Event()
         self.failures = 0
         self.started_at = datetime.now(UTC)
         self.last_pass_at: datetime | None = None
-        self.last_result: PassResult | None = None
         self.metrics = Metrics()
         self.trigger_pending = threading.Event()
         self.ready = False
@@ -116,7 +114,7 @@ class Daemon:
             if self.api is not None:
                 self.api.shutdown()
                 self.api.server_close()
-            self.reconciler.close()
+            self.service.close()
             return 0
         finally:
             os.close(lock_fd)
@@ -139,30 +137,21 @@ class Daemon:
     def recover(self) -> None:
         """Finish or undo a swap a crash interrupted, before the first pass."""
         try:
-            with pass_lock(self.config.paths.pass_lock):
-                done = self.reconciler.rollout().recover()
+            self.service.recover()
         except ControllerError as exc:
             log.warning("crash recovery postponed", extra={"reason": str(exc)})
-            return
-        if done:
-            audit.append_event(self.config.paths.audit, "recovered", at=datetime.now(UTC), reason=done)
-            log.warning("recovered from an interrupted run", extra={"done": done})
 
     def tick(self, options: PassOptions | None = None) -> PassResult:
         """One scheduled pass, with backoff bookkeeping, metrics and systemd notifications."""
         self.trigger_pending.clear()
         started = datetime.now(UTC)
         try:
-            with pass_lock(self.config.paths.pass_lock):
-                if self.config.paths.journal.exists():
-                    self.recover_in_pass()
-                result = self.reconciler.run_pass(options)
+            result = self.service.sync(options)
         except Exception:
             log.exception("the pass failed with a bug")
-            result = PassResult("failed", "internal error", retryable=True)
+            result = PassResult("failed", "internal error", retryable=True, code=Reason.INTERNAL_ERROR)
         self.last_pass_at = datetime.now(UTC)
-        self.last_result = result
-        log.info("pass", extra={"result": result.result, "reason": result.reason})
+        log.info("pass", extra={"result": result.result, "code": str(result.code), "reason": result.reason})
         self._after_pass(result, seconds=(self.last_pass_at - started).total_seconds())
         self._schedule_after(result)
         if self.trigger_pending.is_set() and not self.stopping.is_set():
@@ -170,10 +159,12 @@ class Daemon:
         return result
 
     def _after_pass(self, result: PassResult, *, seconds: float) -> None:
-        status = read_status(self.config.paths.status)
+        status = self.service.status()
         applied = status.applied if status else None
         self.metrics.record_pass(
-            result,
+            result.result,
+            reason=result.code,
+            drift_repaired=result.plan is not None and result.plan.action == "repair",
             seconds=seconds,
             revision=applied.revision if applied else None,
             image=applied.image if applied else None,
@@ -198,7 +189,7 @@ class Daemon:
             notify.watchdog()
 
     def _start_api(self) -> ApiServer:
-        dotenv = self.reconciler.dotenv()
+        dotenv = self.service.dotenv()
         access = self.config.api.access
         ctx = ApiContext(
             status_json=self._status_json,
@@ -220,12 +211,6 @@ class Daemon:
             return self.config.paths.status.read_bytes()
         except OSError:
             return None
-
-    def recover_in_pass(self) -> None:
-        """A journal left behind means an interrupted swap: converge first."""
-        done = self.reconciler.rollout().recover()
-        if done:
-            audit.append_event(self.config.paths.audit, "recovered", at=datetime.now(UTC), reason=done)
 
     def _schedule_after(self, result: PassResult) -> None:
         if not result.retryable:
@@ -266,7 +251,9 @@ class Daemon:
             log.error("config reload refused: the environment cannot change")
             return
         self.config = config
-        self.reconciler.close()
-        self.reconciler = Reconciler(config)
+        hooks, check = self.service.audit_hooks, self.service.image_check
+        self.service.close()
+        self.service = EnvironmentService(config)
+        self.service.audit_hooks, self.service.image_check = hooks, check
         self.scheduler.reschedule_job(JOB_ID, trigger=self._trigger())
         log.info("config reloaded")

@@ -21,17 +21,15 @@ import requests.exceptions
 
 from controller.containers import ContainerState
 from controller.contract import DesiredContainer, Mount, container_name, keep_reference
-from controller.errors import ControllerError, Refused, Retryable
-
-NEXT_SUFFIX = "-next"
-PREVIOUS_SUFFIX = "-previous"
+from controller.errors import ControllerError, Reason, Refused, Retryable
+from controller.runtime import NEXT_SUFFIX, PREVIOUS_SUFFIX
 
 
 class EngineError(Retryable):
     """The Docker Engine or the registry could not be reached, or failed transiently."""
 
     def __init__(self, reason: str) -> None:
-        super().__init__(reason, code="EngineUnavailable")
+        super().__init__(reason, code=Reason.ENGINE_UNAVAILABLE)
 
 
 @contextmanager
@@ -41,7 +39,7 @@ def _translated(action: str) -> Iterator[None]:
     except ControllerError:
         raise
     except docker.errors.NotFound as exc:
-        raise Refused(f"{action}: {_explain(exc)}", code="NotFound") from None
+        raise Refused(f"{action}: {_explain(exc)}", code=Reason.NOT_FOUND) from None
     except docker.errors.APIError as exc:
         raise EngineError(f"{action}: {_explain(exc)}") from None
     except (docker.errors.DockerException, requests.exceptions.RequestException, OSError) as exc:
@@ -51,7 +49,7 @@ def _translated(action: str) -> Iterator[None]:
 def _pull_error(pinned: str, error: str) -> ControllerError:
     """A digest the registry does not have is refused; anything else (network, registry down) is retried."""
     if "manifest unknown" in error or "not found" in error.lower():
-        return Refused(f"image {pinned} does not exist in the registry", code="ImageNotFound")
+        return Refused(f"image {pinned} does not exist in the registry", code=Reason.IMAGE_NOT_FOUND)
     return EngineError(f"pulling {pinned} failed: {' '.join(error.split())[:300]}")
 
 
@@ -60,18 +58,28 @@ def _explain(exc: docker.errors.APIError) -> str:
 
 
 class Engine:
-    """One environment's view of the Docker Engine."""
+    """One environment's view of the Docker Engine: the ``runtime.Runtime`` port over the docker SDK."""
 
     def __init__(self, url: str, *, environment: str, timeout: int = 120) -> None:
         self.environment = environment
         self.canonical = container_name(environment)
+        self._image_envs: dict[str, dict[str, str]] = {}  # by image id: an image's config never changes
         self._names = {self.canonical, self.canonical + NEXT_SUFFIX, self.canonical + PREVIOUS_SUFFIX}
         with _translated("connecting to Docker"):
             self._client = docker.DockerClient(base_url=url, timeout=timeout, version="auto")
+        self.api_calls = 0  # HTTP requests to the engine, for the benchmark's "one call per no-change pass"
+        self._client.api.hooks["response"].append(self._count)
+
+    def _count(self, response: Any, *args: Any, **kwargs: Any) -> None:
+        self.api_calls += 1
 
     def close(self) -> None:
         """Release the HTTP connection pool."""
         self._client.close()
+
+    def current(self) -> ContainerState | None:
+        """The canonical container by name: one inspect once the image's env is cached."""
+        return self.inspect(self.canonical)
 
     def runtime_containers(self) -> dict[str, ContainerState]:
         """This environment's runtime containers by name (canonical, -next, -previous)."""
@@ -91,16 +99,22 @@ class Engine:
             return None
         name = data["Name"].lstrip("/")
         if name not in self._names:
-            raise Refused(f"container {ref} is not one of {self.environment}'s", code="Isolation")
+            raise Refused(f"container {ref} is not one of {self.environment}'s", code=Reason.ISOLATION)
         return _state(data, self._image_env(data["Image"]))
 
     def _image_env(self, image_id: str) -> dict[str, str]:
+        cached = self._image_envs.get(image_id)
+        if cached is not None:
+            return cached
         try:
             with _translated("inspecting an image"):
                 image = self._client.api.inspect_image(image_id)
         except Refused:
             return {}
-        return _env_dict(image.get("Config", {}).get("Env"))
+        if len(self._image_envs) > 64:
+            self._image_envs.clear()
+        env = self._image_envs[image_id] = _env_dict(image.get("Config", {}).get("Env"))
+        return env
 
     def image_has_healthcheck(self, image: str) -> bool:
         """Whether the image declares a HEALTHCHECK."""
@@ -142,7 +156,7 @@ class Engine:
             except docker.errors.NotFound:
                 raise EngineError(f"the pull of {pinned} did not complete") from None
         if pinned not in image.get("RepoDigests", []):
-            raise Refused(f"the pulled image does not carry digest {digest}", code="DigestMismatch")
+            raise Refused(f"the pulled image does not carry digest {digest}", code=Reason.DIGEST_MISMATCH)
         return str(image["Id"])
 
     def keep(self, pinned: str) -> str:
@@ -227,7 +241,7 @@ class Engine:
     def rename(self, ref: str, name: str) -> None:
         """Rename a container (only to one of this environment's names)."""
         if name not in self._names:
-            raise Refused(f"refusing to rename to {name}: not one of {self.environment}'s names", code="Isolation")
+            raise Refused(f"refusing to rename to {name}: not one of {self.environment}'s names", code=Reason.ISOLATION)
         with _translated(f"renaming {ref[:12]} to {name}"):
             self._client.api.rename(ref, name)
 

@@ -10,6 +10,58 @@ is a bug and is logged with its traceback.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from enum import StrEnum
+
+
+class Reason(StrEnum):
+    """Why a pass ended as it did: one word shared by the status file, the audit log, the logs and the metrics.
+
+    A ``StrEnum``, so a reason compares equal to (and serialises as) its plain
+    name; code that still passes the name as a string is converted at
+    ``Refused``/``Retryable``, and a name that is not here fails loudly there.
+    """
+
+    # refused: a person must change the input
+    REFUSED = "Refused"
+    UNSIGNED = "Unsigned"
+    BAD_SIGNATURE = "BadSignature"
+    MALFORMED_SIGNATURE = "MalformedSignature"
+    UNTRUSTED_SIGNER = "UntrustedSigner"
+    EXPIRED_KEY = "ExpiredKey"
+    REVOKED_KEY = "RevokedKey"
+    BAD_TRUST_POLICY = "BadTrustPolicy"
+    UNKNOWN_REVISION = "UnknownRevision"
+    HISTORY_REWRITTEN = "HistoryRewritten"
+    QUARANTINED = "Quarantined"
+    MANIFEST_MISSING = "ManifestMissing"
+    MANIFEST_TOO_LARGE = "ManifestTooLarge"
+    NOT_MANAGED = "NotManaged"
+    NOT_FOUND = "NotFound"
+    IMAGE_NOT_FOUND = "ImageNotFound"
+    DIGEST_MISMATCH = "DigestMismatch"
+    ISOLATION = "Isolation"
+    BAD_SNAPSHOT = "BadSnapshot"
+    BAD_REFERENCE = "BadReference"
+    IMAGE_UNSIGNED = "ImageUnsigned"
+    UNTRUSTED_IMAGE_SIGNATURE = "UntrustedImageSignature"
+    BAD_IMAGE_SIGNATURE = "BadImageSignature"
+    REGISTRY_ANSWER_TOO_LARGE = "RegistryAnswerTooLarge"
+    # rolled back: the new container failed its health gate
+    HEALTH_GATE_FAILED = "HealthGateFailed"
+    # retryable: something we depend on was unreachable
+    UNAVAILABLE = "Unavailable"
+    FETCH_FAILED = "FetchFailed"
+    ENGINE_UNAVAILABLE = "EngineUnavailable"
+    HOST_CONFIG = "HostConfig"
+    STATE_IO = "StateIO"
+    REGISTRY_UNAVAILABLE = "RegistryUnavailable"
+    REGISTRY_AUTH = "RegistryAuth"
+    # no decision
+    IN_SYNC = "InSync"
+    APPLIED = "Applied"
+    DRIFT_REPAIRED = "DriftRepaired"
+    SUSPENDED = "Suspended"
+    INTERNAL_ERROR = "InternalError"
 
 
 class ControllerError(Exception):
@@ -23,18 +75,18 @@ class Refused(ControllerError):
     fixing a manifest sees all of its problems at once.
     """
 
-    def __init__(self, reasons: str | Iterable[str], *, code: str = "Refused") -> None:
+    def __init__(self, reasons: str | Iterable[str], *, code: Reason | str = Reason.REFUSED) -> None:
         self.reasons: tuple[str, ...] = (reasons,) if isinstance(reasons, str) else tuple(reasons)
-        self.code = code
+        self.code = Reason(code)
         super().__init__("; ".join(self.reasons))
 
 
 class Retryable(ControllerError):
     """A dependency was unreachable or failed transiently; back off and try again."""
 
-    def __init__(self, reason: str, *, code: str = "Unavailable") -> None:
+    def __init__(self, reason: str, *, code: Reason | str = Reason.UNAVAILABLE) -> None:
         self.reason = reason
-        self.code = code
+        self.code = Reason(code)
         super().__init__(reason)
 
 

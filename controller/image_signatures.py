@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any, Literal
 
-from controller.errors import Refused
+from controller.errors import Reason, Refused
 from controller.registry import RegistryClient
 from controller.signatures.cosign import (
     BUNDLE_MEDIA_TYPES,
@@ -33,8 +33,8 @@ SIGNATURE_ANNOTATION = "dev.cosignproject.cosign/signature"
 MAX_MANIFEST_BYTES = 256 * 1024
 MAX_SIGNATURE_LAYERS = 32
 MAX_REFERRERS = 16
-IMAGE_UNSIGNED = "ImageUnsigned"
-UNTRUSTED_IMAGE_SIGNATURE = "UntrustedImageSignature"
+IMAGE_UNSIGNED = Reason.IMAGE_UNSIGNED
+UNTRUSTED_IMAGE_SIGNATURE = Reason.UNTRUSTED_IMAGE_SIGNATURE
 _REFERENCE = re.compile(r"^(?P<host>[^/@]+)/(?P<repository>[a-z0-9._/-]+)@(?P<digest>sha256:[0-9a-f]{64})$")
 
 
@@ -61,7 +61,9 @@ class ImageReference:
         """Split a pinned reference; anything but ``host/path@sha256:<64 hex>`` is refused."""
         match = _REFERENCE.match(reference)
         if match is None:
-            raise Refused(f"{reference!r} is not a pinned reference host/repository@sha256:<hex>", code="BadReference")
+            raise Refused(
+                f"{reference!r} is not a pinned reference host/repository@sha256:<hex>", code=Reason.BAD_REFERENCE
+            )
         return cls(match["host"], match["repository"], match["digest"])
 
 

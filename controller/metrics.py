@@ -12,7 +12,7 @@ import time
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, generate_latest
 
-from controller.reconcile import PassResult
+from controller.errors import Reason
 
 
 class Metrics:
@@ -44,19 +44,28 @@ class Metrics:
             "dreichor_api_auth_failures_total", "Refused API calls.", ["endpoint", "reason"], registry=r
         )
 
-    def record_pass(self, result: PassResult, *, seconds: float, revision: str | None, image: str | None) -> None:
-        """Count one pass."""
-        self.passes.labels(result.result).inc()
+    def record_pass(
+        self,
+        result: str,
+        *,
+        reason: str,
+        drift_repaired: bool,
+        seconds: float,
+        revision: str | None,
+        image: str | None,
+    ) -> None:
+        """Count one pass: its result (applied, refused, ...), its reason code, and what runs now."""
+        self.passes.labels(result).inc()
         self.duration.observe(seconds)
-        if result.result in ("applied", "unchanged"):
+        if result in ("applied", "unchanged"):
             self.last_success.set(time.time())
-        if result.result == "rolled_back":
+        if result == "rolled_back":
             self.rollbacks.inc()
-        if result.result == "refused":
-            self.refusals.labels(result.code).inc()
-        if result.code == "FetchFailed":
+        if result == "refused":
+            self.refusals.labels(reason).inc()
+        if reason == Reason.FETCH_FAILED:
             self.fetch_failures.inc()
-        if result.plan is not None and result.plan.action == "repair" and result.result == "applied":
+        if drift_repaired and result == "applied":
             self.drift_repairs.inc()
         if revision and image:
             self.applied.info({"revision": revision, "image": image})

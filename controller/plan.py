@@ -13,7 +13,7 @@ from typing import Literal
 
 from controller.containers import ContainerState
 from controller.contract import LABEL_ENVIRONMENT, LABEL_MANAGED_BY, LABEL_MANIFEST, DesiredContainer, keep_reference
-from controller.errors import Refused
+from controller.errors import Reason, Refused
 
 Action = Literal["nothing", "create", "replace", "repair"]
 
@@ -56,7 +56,7 @@ def plan(desired: DesiredContainer, actual: ContainerState | None, *, deployed: 
             raise Refused(
                 f"container {actual.name} exists but was not created by the controller; "
                 "remove it or pass --adopt to replace it",
-                code="NotManaged",
+                code=Reason.NOT_MANAGED,
             )
         return Plan("repair", "the container at the runtime's name is not managed by the controller", ("unmanaged",))
     drift = differences(desired, actual)

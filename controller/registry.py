@@ -21,10 +21,10 @@ import time
 import urllib.parse
 from dataclasses import dataclass, field
 
-from controller.errors import Refused, Retryable
+from controller.errors import Reason, Refused, Retryable
 
-REGISTRY_UNAVAILABLE = "RegistryUnavailable"
-ANSWER_TOO_LARGE = "RegistryAnswerTooLarge"
+REGISTRY_UNAVAILABLE = Reason.REGISTRY_UNAVAILABLE
+ANSWER_TOO_LARGE = Reason.REGISTRY_ANSWER_TOO_LARGE
 MAX_TOKEN_BYTES = 64 * 1024
 MAX_REDIRECTS = 3
 CHUNK = 64 * 1024
@@ -115,7 +115,7 @@ class RegistryClient:
                 url, headers=headers, timeout=self.timeout, deadline=self.deadline, max_bytes=max_bytes
             )
         if status == 401:
-            raise Retryable(f"registry {self.host} refused our credentials for {repository}", code="RegistryAuth")
+            raise Retryable(f"registry {self.host} refused our credentials for {repository}", code=Reason.REGISTRY_AUTH)
         return status, answer_headers, body
 
     def _authorization(self, repository: str) -> dict[str, str]:
@@ -136,7 +136,7 @@ class RegistryClient:
         values = dict(_CHALLENGE_PARAM.findall(params))
         realm = values.get("realm", "")
         if urllib.parse.urlsplit(realm).scheme not in ("http", "https"):
-            raise Retryable(f"registry {self.host} named no usable token realm", code="RegistryAuth")
+            raise Retryable(f"registry {self.host} named no usable token realm", code=Reason.REGISTRY_AUTH)
         query = {"service": values.get("service", ""), "scope": values.get("scope") or f"repository:{repository}:pull"}
         self._tokens[repository] = self._token(f"{realm}?{urllib.parse.urlencode(query)}")
         return True
@@ -147,14 +147,14 @@ class RegistryClient:
             url, headers=headers, timeout=self.timeout, deadline=self.deadline, max_bytes=MAX_TOKEN_BYTES
         )
         if status != 200:
-            raise Retryable(f"registry token service answered {status}", code="RegistryAuth")
+            raise Retryable(f"registry token service answered {status}", code=Reason.REGISTRY_AUTH)
         try:
             data = json.loads(body)
             token = data.get("token") or data.get("access_token")
         except (ValueError, AttributeError):
             token = None
         if not isinstance(token, str) or not token or not token.isascii():
-            raise Retryable("registry token service answered without a token", code="RegistryAuth")
+            raise Retryable("registry token service answered without a token", code=Reason.REGISTRY_AUTH)
         return token
 
 

@@ -24,10 +24,10 @@ from typing import Any
 from controller.config import HealthConfig, HostPaths
 from controller.containers import ContainerState
 from controller.contract import LABEL_REVISION, DesiredContainer, keep_reference, runtime_mounts
-from controller.docker_engine import NEXT_SUFFIX, PREVIOUS_SUFFIX, Engine
-from controller.errors import ControllerError, Refused, Retryable
+from controller.errors import ControllerError, Reason, Refused, Retryable
 from controller.files import atomic_write
 from controller.plan import Plan
+from controller.runtime import NEXT_SUFFIX, PREVIOUS_SUFFIX, Runtime
 from controller.snapshots import Snapshot, list_snapshots, snapshot_id, write_snapshot
 
 log = logging.getLogger("dreichor.rollout")
@@ -65,9 +65,10 @@ def checkpoint(step: str) -> None:
 class Journal:
     """``state/inflight.json``: the swap in progress, step by step, fsynced."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, at_step: Callable[[str], None] = checkpoint) -> None:
         self.path = path
         self.data: dict[str, Any] = {}
+        self.at_step = at_step
 
     def begin(self, **fields: Any) -> None:
         """Record the intent before anything is stopped."""
@@ -78,7 +79,7 @@ class Journal:
         """Record a completed step."""
         self.data["steps"].append(name)
         self._write()
-        checkpoint(name)
+        self.at_step(name)
 
     def finish(self) -> None:
         """The swap is settled: forget it."""
@@ -101,21 +102,25 @@ class Rollout:
 
     def __init__(
         self,
-        engine: Engine,
+        engine: Runtime,
         *,
         paths: HostPaths,
         health: HealthConfig,
         clock: Clock = lambda: datetime.now(UTC),
         sleep: Callable[[float], None] = time.sleep,
+        monotonic: Callable[[], float] = time.monotonic,
         auth: dict[str, str] | None = None,
+        at_step: Callable[[str], None] = checkpoint,
     ) -> None:
         self.engine = engine
         self.paths = paths
         self.health = health
         self.clock = clock
         self.sleep = sleep
+        self.monotonic = monotonic
         self.auth = auth
-        self.journal = Journal(paths.journal)
+        self.at_step = at_step
+        self.journal = Journal(paths.journal, at_step=at_step)
         self.canonical = engine.canonical
 
     def apply(self, plan: Plan, desired: DesiredContainer) -> Outcome:
@@ -123,11 +128,11 @@ class Rollout:
         if plan.action == "nothing":
             return Outcome("unchanged", plan.reason)
         desired = self._ensure_image(desired)
-        checkpoint("pull")
+        self.at_step("pull")
         containers = self.engine.runtime_containers()
         old = containers.get(self.canonical)
         snapshot = self._snapshot(old, desired, plan.reason)
-        checkpoint("snapshot")
+        self.at_step("snapshot")
         self._remove_leftovers(containers)
         new_id = self.engine.create(desired, name=self.canonical + NEXT_SUFFIX)
         self.journal.begin(new_id=new_id, old_id=old.id if old else None, image=desired.image, at=_iso(self.clock()))
@@ -140,7 +145,7 @@ class Rollout:
         self.journal.step("rename")
         if old is not None and old.status in ("running", "restarting"):
             self.engine.stop(old.id, timeout=STOP_TIMEOUT)
-        checkpoint("stop")
+        self.at_step("stop")
         self.engine.start(new_id)
         self.journal.step("start")
         try:
@@ -182,7 +187,7 @@ class Rollout:
         """Break-glass: bring back the container a snapshot recorded (image, env, labels)."""
         prior = snapshot.prior
         if not prior or not prior.get("image"):
-            raise Refused(f"snapshot {snapshot.id} recorded no container to restore", code="BadSnapshot")
+            raise Refused(f"snapshot {snapshot.id} recorded no container to restore", code=Reason.BAD_SNAPSHOT)
         desired = DesiredContainer(
             name=self.canonical,
             image=str(prior["image"]),
@@ -218,11 +223,11 @@ class Rollout:
     def _health_gate(self, container_id: str, *, image: str) -> None:
         """Healthy (HEALTHCHECK) or running ``stable`` seconds without a restart, within ``timeout``."""
         has_check = self.engine.image_has_healthcheck(image)
-        deadline = time.monotonic() + self.health.timeout
+        deadline = self.monotonic() + self.health.timeout
         stable_since: float | None = None
         first = self.engine.inspect(container_id)
         restarts = first.restart_count if first else 0
-        while time.monotonic() < deadline:
+        while self.monotonic() < deadline:
             state = self.engine.inspect(container_id)
             if state is None:
                 raise HealthGateFailed("the new container disappeared", "")
@@ -236,8 +241,8 @@ class Rollout:
             if has_check and state.health == "unhealthy":
                 raise HealthGateFailed("the new container's HEALTHCHECK reports unhealthy", self._logs(container_id))
             if not has_check and state.running:
-                stable_since = stable_since or time.monotonic()
-                if time.monotonic() - stable_since >= self.health.stable:
+                stable_since = stable_since or self.monotonic()
+                if self.monotonic() - stable_since >= self.health.stable:
                     return
             self.sleep(0.2)
         raise HealthGateFailed(
@@ -257,8 +262,8 @@ class Rollout:
         self.journal.finish()
 
     def _wait_running(self, container_id: str, *, timeout: float = 30) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        deadline = self.monotonic() + timeout
+        while self.monotonic() < deadline:
             state = self.engine.inspect(container_id)
             if state is not None and state.running:
                 return
@@ -293,7 +298,7 @@ class Rollout:
     def _undo(self, journal: dict[str, Any], current: Any, previous: Any) -> list[str]:
         new_id, old_id = journal.get("new_id"), journal.get("old_id")
         if current is not None and current.id == new_id:
-            self.engine.remove(new_id)
+            self.engine.remove(str(new_id))
             current = None
         elif current is None or current.id != old_id:
             self.engine.remove(str(new_id))

@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from controller.errors import Refused
+from controller.errors import Reason, Refused
 from controller.files import atomic_write
 
 KEEP = 20
@@ -76,7 +76,7 @@ def read_snapshot(path: Path) -> Snapshot:
     try:
         return Snapshot.model_validate(json.loads(path.read_text(encoding="utf-8")))
     except (OSError, ValueError, ValidationError) as exc:
-        raise Refused(f"snapshot {path.name} is unreadable: {type(exc).__name__}", code="BadSnapshot") from None
+        raise Refused(f"snapshot {path.name} is unreadable: {type(exc).__name__}", code=Reason.BAD_SNAPSHOT) from None
 
 
 def find_snapshot(folder: Path, snapshot_id: str | None) -> Snapshot:
@@ -84,9 +84,9 @@ def find_snapshot(folder: Path, snapshot_id: str | None) -> Snapshot:
     if snapshot_id:
         path = folder / f"{snapshot_id}.json"
         if not path.is_file():
-            raise Refused(f"no snapshot named {snapshot_id}", code="BadSnapshot")
+            raise Refused(f"no snapshot named {snapshot_id}", code=Reason.BAD_SNAPSHOT)
         return read_snapshot(path)
     for snapshot in list_snapshots(folder):
         if snapshot.container is not None:
             return snapshot
-    raise Refused("there is no snapshot of a prior container to restore", code="BadSnapshot")
+    raise Refused("there is no snapshot of a prior container to restore", code=Reason.BAD_SNAPSHOT)

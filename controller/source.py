@@ -14,7 +14,7 @@ from pathlib import Path
 import git
 from gitdb.exc import BadName, BadObject
 
-from controller.errors import Refused, Retryable
+from controller.errors import Reason, Refused, Retryable
 
 REGULAR_FILE = 0o100644
 
@@ -23,7 +23,7 @@ class SourceError(Retryable):
     """git failed in a way that may pass: the remote is unreachable, slow or broken."""
 
     def __init__(self, reason: str) -> None:
-        super().__init__(reason, code="FetchFailed")
+        super().__init__(reason, code=Reason.FETCH_FAILED)
 
 
 class GitSource:
@@ -77,14 +77,14 @@ class GitSource:
             return str(self.repo().rev_parse(f"{rev}^{{commit}}").hexsha)
         except (BadName, BadObject, ValueError, git.GitCommandError):
             raise Refused(
-                f"revision '{rev}' is not a commit in the fetched repository", code="UnknownRevision"
+                f"revision '{rev}' is not a commit in the fetched repository", code=Reason.UNKNOWN_REVISION
             ) from None
 
     def raw_commit(self, sha: str) -> bytes:
         """The commit object's bytes exactly as stored (what was signed)."""
         stream = self.repo().odb.stream(bytes.fromhex(sha))
         if stream.type != b"commit":
-            raise Refused(f"{sha} is not a commit", code="UnknownRevision")
+            raise Refused(f"{sha} is not a commit", code=Reason.UNKNOWN_REVISION)
         data: bytes = stream.read()
         return data
 
@@ -113,16 +113,16 @@ class GitSource:
         try:
             blob = tree[path]
         except KeyError:
-            raise Refused(f"{path} does not exist at {sha[:12]}", code="ManifestMissing") from None
+            raise Refused(f"{path} does not exist at {sha[:12]}", code=Reason.MANIFEST_MISSING) from None
         if blob.type != "blob" or blob.mode != REGULAR_FILE:
             kind = {0o120000: "a symlink", 0o160000: "a submodule", 0o040000: "a folder"}.get(
                 blob.mode, "not a regular file"
             )
-            raise Refused(f"{path} at {sha[:12]} is {kind}, not a regular file", code="ManifestMissing")
+            raise Refused(f"{path} at {sha[:12]} is {kind}, not a regular file", code=Reason.MANIFEST_MISSING)
         if blob.size > max_bytes:
             raise Refused(
                 f"{path} is {blob.size} bytes, more than the limit of {max_bytes} bytes",
-                code="ManifestTooLarge",
+                code=Reason.MANIFEST_TOO_LARGE,
             )
         data: bytes = blob.data_stream.read()
         return data

@@ -52,6 +52,7 @@ class AttemptStatus(_Record):
     revision: str | None
     result: Result
     reason: str
+    code: str | None = None  # the reason as a constant (errors.Reason), for alerts and tools
     at: datetime
     logs: str | None = None
 

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from controller.layout import init_layout
-from controller.testbed import (
+from testbed import (
     LocalRegistry,
     ManifestRepo,
     PrivateDocker,

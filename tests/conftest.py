@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from controller.testbed import (
+from testbed import (
     BedError,
     ControllerHost,
     GpgKey,

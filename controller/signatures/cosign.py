@@ -24,7 +24,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 
-from controller.errors import ConfigError, Refused
+from controller.errors import ConfigError, Reason, Refused
 
 SIMPLE_SIGNING_TYPE = "cosign container image signature"
 SIGN_PREDICATE_TYPE = "https://sigstore.dev/cosign/sign/v1"
@@ -35,7 +35,7 @@ MAX_PAYLOAD_BYTES = 64 * 1024
 MAX_BUNDLE_BYTES = 256 * 1024
 MAX_KEY_BYTES = 64 * 1024
 MAX_ENVELOPE_SIGNATURES = 8
-BAD_IMAGE_SIGNATURE = "BadImageSignature"
+BAD_IMAGE_SIGNATURE = Reason.BAD_IMAGE_SIGNATURE
 _PEM_BEGIN = b"-----BEGIN PUBLIC KEY-----"
 
 PublicKey = ec.EllipticCurvePublicKey | rsa.RSAPublicKey | ed25519.Ed25519PublicKey

@@ -19,7 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from controller.api import AccessVerifier, ApiContext, ApiServer, WebhookVerifier
 from controller.config import AccessConfig
 from controller.metrics import Metrics
-from controller.testbed import JwksServer, free_port
+from testbed import JwksServer, free_port
 
 TEAM = "https://dreichor.cloudflareaccess.com"
 AUD = "aud-tag-123"

@@ -8,7 +8,7 @@ import pytest
 
 from controller.config import HostPaths
 from controller.contract import desired_from_bytes
-from controller.testbed import LocalRegistry, ManifestRepo, PrivateDocker, SshKey, manifest_text
+from testbed import LocalRegistry, ManifestRepo, PrivateDocker, SshKey, manifest_text
 
 
 def test_a_contract_container_runs_from_the_registry_by_digest(

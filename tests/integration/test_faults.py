@@ -20,10 +20,10 @@ import pytest
 
 from controller.audit import verify_chain
 from controller.config import load_config
-from controller.reconcile import Reconciler
 from controller.rollout import CRASH_HOOK
+from controller.service import EnvironmentService
 from controller.status import read_status
-from controller.testbed import (
+from testbed import (
     ControllerHost,
     CuttingProxy,
     LocalRegistry,
@@ -217,8 +217,8 @@ def test_an_empty_trust_file_refuses_every_head_until_it_is_restored(
 
 def test_the_clock_stepped_back_an_hour_between_passes(host: ControllerHost) -> None:
     config = load_config(host.configs["prod"])
-    back = Reconciler(config, clock=lambda: datetime.now(UTC) - timedelta(hours=1))
-    result = back.run_pass()
+    back = EnvironmentService(config, clock=lambda: datetime.now(UTC) - timedelta(hours=1))
+    result = back.sync()
     back.close()
     assert result.result == "unchanged"
     status = host.status()

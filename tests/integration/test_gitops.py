@@ -18,11 +18,11 @@ import pytest
 from controller.audit import verify_chain
 from controller.cli import main
 from controller.config import load_config
-from controller.reconcile import Reconciler
-from controller.testbed import (
+from controller.service import EnvironmentService
+from testbed import (
     ControllerHost as Host,
 )
-from controller.testbed import (
+from testbed import (
     JwksServer,
     free_port,
     make_ssh_key,
@@ -143,8 +143,10 @@ def test_an_unreachable_remote_degrades_and_recovers(host: Host, images: dict[st
         status = host.status()
         assert status.phase == "Degraded" and status.source.last_error
         assert host.image() == images["healthy-a"] and status.container.state == "running"
-        later = Reconciler(load_config(host.configs["prod"]), clock=lambda: datetime.now(UTC) + timedelta(seconds=10))
-        assert later.run_pass().result == "failed"
+        later = EnvironmentService(
+            load_config(host.configs["prod"]), clock=lambda: datetime.now(UTC) + timedelta(seconds=10)
+        )
+        assert later.sync().result == "failed"
         later.close()
         assert host.status().source.stale  # no fetch for more than 5 intervals of 1 s
     finally:

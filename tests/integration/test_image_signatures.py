@@ -11,7 +11,7 @@ from controller.errors import Refused
 from controller.image_signatures import ImageVerdict, verify_image
 from controller.registry import RegistryClient
 from controller.signatures.cosign import fingerprint, load_cosign_key
-from controller.testbed import LocalRegistry
+from testbed import LocalRegistry
 from tests.cosign_signing import (
     REGISTRY_MANIFEST_LIMIT,
     RegistryWriter,

@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from controller.page import render_page
-from controller.testbed import page_sample, wait_for
+from testbed import page_sample, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 OUTPUT = Path(os.environ.get("DREICHOR_TEST_OUTPUT") or ROOT / "test-output") / "page"

@@ -18,7 +18,7 @@ from controller.errors import Refused, Retryable
 from controller.plan import Plan, plan
 from controller.rollout import CRASH_HOOK, HealthGateFailed, Rollout
 from controller.snapshots import list_snapshots
-from controller.testbed import LocalRegistry, PrivateDocker, manifest_text
+from testbed import LocalRegistry, PrivateDocker, manifest_text
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 

@@ -14,7 +14,8 @@ from controller.cli import main
 from controller.errors import Refused
 from controller.signatures.policy import TrustPolicy, Verdict, VerifiedCache, verify_commits
 from controller.source import GitSource
-from controller.testbed import (
+from controller.verification import verify_revision
+from testbed import (
     GpgKey,
     ManifestRepo,
     SshKey,
@@ -25,7 +26,6 @@ from controller.testbed import (
     ssh_sign,
     with_signature,
 )
-from controller.verification import verify_revision
 
 NOW = datetime.now(UTC)
 

@@ -7,7 +7,7 @@ import threading
 from pathlib import Path
 
 from controller.daemon import Daemon
-from controller.testbed import ControllerHost
+from testbed import ControllerHost
 
 PASSES = int(os.environ.get("DREICHOR_SOAK_PASSES", "2000"))
 
@@ -29,7 +29,7 @@ def test_two_thousand_no_change_passes_stay_flat(controller_host: ControllerHost
     rss, fds, threads = _rss_mb(), _fds(), threading.active_count()
     for _ in range(PASSES - 100):
         assert daemon.tick().result == "unchanged"
-    daemon.reconciler.close()
+    daemon.service.close()
     assert _rss_mb() - rss < 5, f"RSS grew from {rss:.1f} MB to {_rss_mb():.1f} MB"
     assert _fds() <= fds + 2
     assert threading.active_count() <= threads

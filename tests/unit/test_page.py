@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from controller import page
-from controller.testbed import page_sample
+from testbed import page_sample
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 MARKUP = "\"'><img src=x onerror=alert(1)><script>alert(2)</script>"

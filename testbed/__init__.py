@@ -1,7 +1,8 @@
 """The real-component test bed: a private Docker Engine, a local registry, tiny images, signed repos.
 
-Shipped in the package (not under ``tests/``) because the tests, the
-benchmarks and ``scripts/demo`` all build the same sandbox.  Everything
+A top-level package of the repository, not shipped in the wheel: the tests,
+the benchmarks and ``scripts/demo`` import it from a checkout, as they all
+build the same sandbox.  Everything
 listens on 127.0.0.1 or a unix socket under a temporary folder, and nothing
 touches a Docker Engine that may already run on the machine.
 """

@@ -1,0 +1,176 @@
+"""Step 9 of a pass, pure: (previous status, what the pass did, now) → (new status, audit events).
+
+Kept apart from the pass and from any file so the densest rules — what a
+refusal quarantines, which revision counts as applied, when a decision is
+worth an audit line, which phase an environment is in — are tested by a
+table of cases (``tests/unit/test_recording.py``).  The service writes what
+this returns; nothing here touches a disk, a clock or an engine.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+from controller.errors import Reason
+from controller.plan import Plan
+from controller.status import AppliedStatus, AttemptStatus, ContainerStatus, Phase, Result, Status
+
+PassVerdict = Literal["applied", "unchanged", "refused", "failed", "rolled_back", "suspended"]
+APPLIED_AFTER_RESTART = "the container already runs this revision (recorded after a restart)"
+
+
+@dataclass(frozen=True)
+class PassResult:
+    """The pass's verdict, for the CLI's exit code, the scheduler's backoff and the metrics."""
+
+    result: PassVerdict
+    reason: str
+    plan: Plan | None = None
+    retryable: bool = False
+    code: Reason = Reason.IN_SYNC
+
+
+@dataclass(frozen=True)
+class AuditEvent:
+    """One line for the audit log, before it is chained and written."""
+
+    event: str
+    fields: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PassReport:
+    """What one pass did, as plain facts (the pass fills it; ``record`` judges it)."""
+
+    result: PassResult
+    container: ContainerStatus
+    suspended: bool = False
+    head: str | None = None  # the fetched head (None: the fetch failed or did not run)
+    fetch_error: str | None = None
+    target: str | None = None  # what the pass acted on: the head, or the applied revision when quarantined
+    host_digest: str = ""  # trust files and .env, for the quarantine key
+    signer: str | None = None  # the verified signer of the target
+    image: str | None = None  # the desired image
+    snapshot: str | None = None  # the snapshot the apply wrote, or the newest one after a rollback
+    logs: str | None = None  # the failed container's output
+    rewrite_allowed_over: str | None = None  # the applied revision a --allow-rewrite pass went past
+    recovered: str | None = None  # what crash recovery did before the pass
+
+
+def record(
+    previous: Status, did: PassReport, *, now: datetime, stale_after: timedelta
+) -> tuple[Status, list[AuditEvent]]:
+    """The new status and the audit events for one pass; ``previous`` is not changed."""
+    status = previous.model_copy(deep=True)
+    events: list[AuditEvent] = []
+    if did.recovered:
+        events.append(AuditEvent("recovered", {"reason": did.recovered}))
+    _record_source(status, did, now=now)
+    if did.rewrite_allowed_over:
+        events.append(AuditEvent("rewrite_allowed", {"revision": did.target, "applied": did.rewrite_allowed_over}))
+    result = _as_recorded(previous, did)
+    events += _record_decision(status, did, result, now=now)
+    status.suspended = did.suspended
+    status.container = did.container
+    status.phase = phase(result.result, status)
+    fetched = status.source.fetched_at
+    status.source.stale = fetched is None or now - fetched > stale_after
+    status.updated_at = now
+    return status, events
+
+
+def _record_source(status: Status, did: PassReport, *, now: datetime) -> None:
+    if did.head is not None:
+        status.source.head, status.source.fetched_at, status.source.last_error = did.head, now, None
+    elif did.fetch_error is not None:
+        status.source.last_error = did.fetch_error
+
+
+def _as_recorded(previous: Status, did: PassReport) -> PassResult:
+    """An unchanged pass on a verified target the status does not know as applied: a crash before the record."""
+    applied = previous.applied.revision if previous.applied else None
+    elsewhere = did.signer is not None and did.target is not None and did.target != applied
+    if did.result.result == "unchanged" and elsewhere:
+        return replace(did.result, result="applied", reason=APPLIED_AFTER_RESTART, code=Reason.APPLIED)
+    return did.result
+
+
+def _record_decision(status: Status, did: PassReport, result: PassResult, *, now: datetime) -> list[AuditEvent]:
+    target = did.target or did.head
+    events: list[AuditEvent] = []
+    if result.result == "applied" and did.image is not None and did.signer is not None:
+        status.applied = AppliedStatus(revision=did.target or "", image=did.image, signer=did.signer, applied_at=now)
+        status.last_snapshot = did.snapshot or status.last_snapshot
+        if did.target == did.head:
+            status.quarantined = None
+        drift = result.plan is not None and result.plan.action == "repair"
+        fields = {"revision": target, "image": did.image, "signer": did.signer, "reason": result.reason}
+        events.append(AuditEvent("drift_repaired" if drift else "applied", fields))
+    elif result.result in ("refused", "rolled_back"):
+        status.quarantined = f"{did.head}:{did.host_digest}" if did.head else None
+        if result.result == "rolled_back":
+            status.last_snapshot = did.snapshot or status.last_snapshot
+        already = status.last_attempt is not None and status.last_attempt.reason == result.reason
+        if not already:
+            fields = {"revision": target, "reason": result.reason, "code": str(result.code)}
+            events.append(AuditEvent(result.result, fields))
+    elif result.result == "failed" and not result.retryable:
+        events.append(AuditEvent("failed", {"revision": target, "reason": result.reason, "code": str(result.code)}))
+    if result.result == "suspended" or (result.result == "unchanged" and did.target != did.head):
+        return events  # keep the last decision visible
+    status.last_attempt = AttemptStatus(
+        revision=target,
+        result=attempt_result(result.result),
+        reason=result.reason,
+        code=str(result.code),
+        at=now,
+        logs=did.logs,
+    )
+    return events
+
+
+def phase(result: PassVerdict, status: Status) -> Phase:
+    """Suspended wins; in sync only when the pass succeeded, the container runs and nothing is quarantined."""
+    if status.suspended:
+        return "Suspended"
+    if result in ("applied", "unchanged") and status.container.state == "running":
+        return "InSync" if not status.quarantined else "Degraded"
+    return "Degraded"
+
+
+def attempt_result(result: PassVerdict) -> Result:
+    """The status file's word for a pass verdict (a suspended pass records no attempt)."""
+    return "unchanged" if result == "suspended" else result
+
+
+def rolled_back_to(
+    status: Status,
+    *,
+    revision: str | None,
+    image: str | None,
+    snapshot: str,
+    taken: str | None,
+    container: ContainerStatus,
+    now: datetime,
+) -> Status:
+    """After a break-glass rollback to ``snapshot`` (``taken``: the snapshot of what it replaced): suspended."""
+    new = status.model_copy(deep=True)
+    new.last_snapshot, new.container = taken or new.last_snapshot, container
+    new.applied = AppliedStatus(
+        revision=revision or "", image=image or "", signer="break-glass rollback", applied_at=now
+    )
+    new.last_attempt = AttemptStatus(
+        revision=revision, result="applied", reason=f"restored snapshot {snapshot}", code=str(Reason.APPLIED), at=now
+    )
+    new.suspended, new.phase, new.updated_at = True, "Suspended", now
+    return new
+
+
+def suspension(status: Status, *, suspended: bool, now: datetime) -> Status:
+    """The status after ``suspend`` or ``resume`` (the next pass settles the phase after a resume)."""
+    new = status.model_copy(deep=True)
+    new.suspended, new.updated_at = suspended, now
+    new.phase = "Suspended" if suspended else "Progressing"
+    return new

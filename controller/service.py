@@ -1,0 +1,383 @@
+"""``EnvironmentService``: every operation on one environment, for the CLI, the daemon and the API alike.
+
+sync, plan, verify, rollback, suspend, resume, recover, history and status
+live here, once, so the entry points cannot drift apart (``verify`` fetches
+with the same ``.env`` credentials as ``sync``; every path that recovers
+from a crash records ``recovered``).  The service owns the pass lock, crash
+recovery and their audit events; its world — the engine, the git source, the
+clock — is passed in, so the unit tests drive it over a fake engine.
+
+Extension points: ``audit_hooks`` are called with every audit event written
+(notifications, commit statuses), and ``image_check`` is the pass's image
+signature step (DESIGN §14).
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from controller import audit
+from controller.config import DEFAULT_REPOSITORY, Config, HostPaths, load_config
+from controller.contract import DesiredContainer, desired_from_bytes, read_dotenv
+from controller.docker_engine import Engine
+from controller.errors import ConfigError, Reason, Refused
+from controller.files import create_new
+from controller.layout import init_layout
+from controller.locks import pass_lock
+from controller.reconcile import ImageCheck, Pass, PassOptions, PassWorld, current_container
+from controller.recording import AuditEvent, PassResult, record, rolled_back_to, suspension
+from controller.rollout import Rollout, checkpoint
+from controller.runtime import Runtime
+from controller.signatures.policy import Verdict, VerifiedCache
+from controller.snapshots import Snapshot, find_snapshot, list_snapshots
+from controller.source import GitSource
+from controller.status import ContainerStatus, SourceStatus, Status, read_status, write_status
+from controller.verification import load_policy, verify_revision
+
+log = logging.getLogger("dreichor.service")
+Clock = Callable[[], datetime]
+AuditHook = Callable[[dict[str, Any]], None]
+STALE_AFTER_INTERVALS = 5
+
+__all__ = [
+    "EnvironmentService",
+    "History",
+    "PassOptions",
+    "PassResult",
+    "Verification",
+    "init_layout",
+    "validate_file",
+]
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class Verification:
+    """``verify``'s answer: the revision, and its verdict or the refusal."""
+
+    revision: str
+    verdict: Verdict | None
+    refusal: Refused | None = None
+
+
+@dataclass(frozen=True)
+class History:
+    """``history``'s answer: snapshots (newest first), audit events (oldest first), the chain's state."""
+
+    snapshots: list[Snapshot]
+    events: list[dict[str, Any]]
+    broken: str | None = None
+
+
+class EnvironmentService:
+    """The one object per environment that every entry point calls."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        engine: Callable[[], Runtime] | None = None,
+        source: GitSource | None = None,
+        clock: Clock = _utcnow,
+        at_step: Callable[[str], None] = checkpoint,
+        sleep: Callable[[float], None] = time.sleep,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.config = config
+        self.paths = config.paths
+        self.clock = clock
+        self.at_step = at_step
+        self.sleep = sleep
+        self.monotonic = monotonic
+        self._connect = engine or self._docker
+        self._engine: Runtime | None = None
+        self.source = source or GitSource(
+            self.paths.repo,
+            url=config.source.url,
+            branch=config.source.branch,
+            timeout=config.source.timeout,
+            env=git_credentials(self.dotenv()),
+        )
+        self.world = PassWorld(
+            config=config,
+            source=self.source,
+            engine=self.engine,
+            rollout=self.rollout,
+            cache=VerifiedCache(),
+            progress=self._progress,
+            at_step=at_step,
+        )
+        self.audit_hooks: list[AuditHook] = []
+
+    @classmethod
+    def from_file(cls, config_file: Path) -> EnvironmentService:
+        """The service for the environment a ``controller.yaml`` describes."""
+        return cls(load_config(config_file))
+
+    # -- the world ---------------------------------------------------------------------------
+
+    def _docker(self) -> Runtime:
+        return Engine(self.config.docker.url, environment=self.config.environment)
+
+    def engine(self) -> Runtime:
+        """The engine, connected on first use and again after a failure."""
+        if self._engine is None:
+            self._engine = self._connect()
+        return self._engine
+
+    def rollout(self) -> Rollout:
+        """The rollout for this environment, with the registry credentials from ``.env``."""
+        return Rollout(
+            self.engine(),
+            paths=self.paths,
+            health=self.config.health,
+            clock=self.clock,
+            sleep=self.sleep,
+            monotonic=self.monotonic,
+            auth=registry_auth(self.dotenv()),
+            at_step=self.at_step,
+        )
+
+    def close(self) -> None:
+        """Drop the engine connection."""
+        if self._engine is not None:
+            self._engine.close()
+            self._engine = None
+
+    def dotenv(self) -> dict[str, str]:
+        """The environment's .env, or nothing when it cannot be read (a pass reports that itself)."""
+        try:
+            return read_dotenv(self.paths.dotenv)
+        except (OSError, UnicodeDecodeError):
+            return {}
+
+    @property
+    def image_check(self) -> ImageCheck | None:
+        """The image signature step of the pass (None: not configured)."""
+        return self.world.image_check
+
+    @image_check.setter
+    def image_check(self, check: ImageCheck | None) -> None:
+        self.world.image_check = check
+
+    # -- passes ------------------------------------------------------------------------------
+
+    def sync(self, options: PassOptions | None = None) -> PassResult:
+        """One pass under the pass lock, after finishing a swap a crash interrupted."""
+        with pass_lock(self.paths.pass_lock):
+            recovered = self.rollout().recover() if self.paths.journal.exists() else None
+            return self._pass(options or PassOptions(), recovered=recovered)
+
+    def plan(self) -> PassResult:
+        """What the next sync would do: every step up to the plan, nothing changed or recorded."""
+        return self._pass(PassOptions(dry_run=True))
+
+    def _pass(self, options: PassOptions, *, recovered: str | None = None) -> PassResult:
+        previous = self.load_status()
+        run = Pass(self.world, previous, options, now=self.clock())
+        result = PassResult("failed", "the pass did not finish", code=Reason.INTERNAL_ERROR)
+        try:
+            result = run.run()
+        finally:
+            if not options.dry_run:
+                self._record(previous, run, result, recovered=recovered)
+            if result.code == Reason.ENGINE_UNAVAILABLE:
+                self.close()
+        return result
+
+    def _record(self, previous: Status, run: Pass, result: PassResult, *, recovered: str | None) -> None:
+        self.at_step("record")
+        stale_after = timedelta(seconds=STALE_AFTER_INTERVALS * self.config.source.interval)
+        status, events = record(
+            previous, run.report(result, recovered=recovered), now=run.ctx.now, stale_after=stale_after
+        )
+        for event in events:
+            self.emit(event, at=run.ctx.now)
+        self._write(status)
+
+    def _progress(self) -> None:
+        status = self.load_status()
+        status.phase, status.updated_at = "Progressing", self.clock()
+        self._write(status)
+
+    # -- crash recovery ----------------------------------------------------------------------
+
+    def recover(self) -> str | None:
+        """Finish or undo a swap a crash interrupted (at the daemon's start); say what was done."""
+        with pass_lock(self.paths.pass_lock):
+            done = self.rollout().recover()
+        if done:
+            self.emit(AuditEvent("recovered", {"reason": done}), at=self.clock())
+            log.warning("recovered from an interrupted run", extra={"done": done})
+        return done
+
+    # -- verification ------------------------------------------------------------------------
+
+    def verify(self, rev: str | None = None) -> Verification:
+        """Fetch (with the same credentials as a pass), then verify ``rev`` or the head."""
+        head = self.source.fetch()
+        revision = self.source.resolve(rev) if rev else head
+        status = read_status(self.paths.status)
+        applied = status.applied.revision if status and status.applied else None
+        try:
+            verdict = verify_revision(
+                self.source,
+                load_policy(self.config),
+                mode=self.config.trust.mode,
+                applied=applied,
+                head=revision,
+                now=self.clock(),
+            )
+        except Refused as exc:
+            return Verification(revision, None, exc)
+        return Verification(revision, verdict)
+
+    # -- operator actions --------------------------------------------------------------------
+
+    def rollback(self, snapshot_id: str | None = None) -> Snapshot:
+        """Break-glass: restore a snapshot, then suspend so the next poll does not undo it."""
+        snapshot = find_snapshot(self.paths.snapshots, snapshot_id)
+        with pass_lock(self.paths.pass_lock):
+            self._set_suspended(True, reason=f"rollback to snapshot {snapshot.id}")
+            outcome = self.rollout().restore(snapshot)
+            now = self.clock()
+            fields = {"snapshot": snapshot.id, "revision": snapshot.revision, "image": snapshot.image}
+            self.emit(AuditEvent("rollback", fields), at=now)
+            status = rolled_back_to(
+                self.load_status(),
+                revision=snapshot.revision,
+                image=snapshot.image,
+                snapshot=snapshot.id,
+                taken=outcome.snapshot,
+                container=current_container(self.engine, self.config.environment),
+                now=now,
+            )
+            self._write(status)
+        return snapshot
+
+    def suspend(self, reason: str = "suspended by an operator") -> None:
+        """Stop acting on new revisions."""
+        self._set_suspended(True, reason=reason)
+
+    def resume(self, reason: str = "resumed by an operator") -> None:
+        """Act on new revisions again, from the next pass."""
+        self._set_suspended(False, reason=reason)
+
+    def _set_suspended(self, suspended: bool, *, reason: str) -> None:
+        marker = self.paths.suspended_marker
+        if suspended == marker.exists():
+            return
+        if suspended:
+            create_new(marker, f"{reason}\n".encode(), mode=0o600)
+        else:
+            marker.unlink()
+        now = self.clock()
+        self.emit(AuditEvent("suspended" if suspended else "resumed", {"reason": reason}), at=now)
+        status = read_status(self.paths.status)
+        if status is not None:
+            write_status(self.paths.status, suspension(status, suspended=suspended, now=now))
+
+    # -- reading -----------------------------------------------------------------------------
+
+    def status(self) -> Status | None:
+        """The status file, or None when there is none (yet) or it cannot be read."""
+        return read_status(self.paths.status)
+
+    def history(self, *, verify: bool = False) -> History:
+        """Snapshots and audit events; with ``verify``, whether the audit hash chain holds."""
+        broken = audit.verify_chain(self.paths.audit) if verify else None
+        return History(list_snapshots(self.paths.snapshots), audit.read_events(self.paths.audit), broken)
+
+    def load_status(self) -> Status:
+        """The status file, or a fresh one."""
+        status = read_status(self.paths.status)
+        if status is not None and status.environment == self.config.environment:
+            status.source.url, status.source.branch = self.config.source.url, self.config.source.branch
+            return status
+        return Status(
+            environment=self.config.environment,
+            updated_at=self.clock(),
+            source=SourceStatus(url=self.config.source.url, branch=self.config.source.branch),
+            container=ContainerStatus(name=f"dreichor-runtime-{self.config.environment}"),
+        )
+
+    # -- writing -----------------------------------------------------------------------------
+
+    def emit(self, event: AuditEvent, *, at: datetime) -> None:
+        """Append an audit event, then tell the hooks; neither a full disk nor a hook fails the caller."""
+        try:
+            written = audit.append_event(self.paths.audit, event.event, at=at, **event.fields)
+        except OSError as exc:
+            log.error("cannot append to the audit log", extra={"error": str(exc)})
+            return
+        for hook in self.audit_hooks:
+            try:
+                hook(written)
+            except Exception:
+                log.exception("an audit hook failed", extra={"event": event.event})
+
+    def _write(self, status: Status) -> None:
+        try:
+            write_status(self.paths.status, status)
+        except OSError as exc:
+            log.error("cannot write the status file", extra={"error": str(exc)})
+
+
+def validate_file(file: Path, *, environment: str, config_file: Path | None) -> DesiredContainer:
+    """Check a manifest offline; with a config, against its image repository and ``.env``."""
+    config = load_config(config_file) if config_file else None
+    if config is not None and config.environment != environment:
+        raise ConfigError(f"config is for '{config.environment}', the manifest for '{environment}'")
+    try:
+        data = file.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read {file}: {exc.strerror}") from None
+    dotenv = None
+    if config is not None:
+        try:
+            dotenv = read_dotenv(config.paths.dotenv)
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"cannot read {config.paths.dotenv}: {exc}") from None
+    return desired_from_bytes(
+        data,
+        environment=environment,
+        repository=config.image.repository if config else DEFAULT_REPOSITORY,
+        paths=config.paths if config else HostPaths(Path("/opt/dreichor"), environment),
+        dotenv=dotenv,
+        what=str(file),
+    )
+
+
+def git_credentials(dotenv: dict[str, str]) -> dict[str, str]:
+    """Environment for git: an https token as an extra header, or an ssh key; never on the command line."""
+    env: dict[str, str] = {}
+    token = dotenv.get("GIT_TOKEN")
+    if token:
+        basic = base64.b64encode(f"x-access-token:{token}".encode()).decode()
+        env.update(
+            {
+                "GIT_CONFIG_COUNT": "1",
+                "GIT_CONFIG_KEY_0": "http.extraHeader",
+                "GIT_CONFIG_VALUE_0": f"Authorization: Basic {basic}",
+            }
+        )
+    key = dotenv.get("GIT_SSH_KEY")
+    if key:
+        env["GIT_SSH_COMMAND"] = f"ssh -i {key} -o IdentitiesOnly=yes -o BatchMode=yes"
+    return env
+
+
+def registry_auth(dotenv: dict[str, str]) -> dict[str, str] | None:
+    """Registry credentials from ``.env`` (REGISTRY_USERNAME / REGISTRY_PASSWORD), if set."""
+    user, password = dotenv.get("REGISTRY_USERNAME"), dotenv.get("REGISTRY_PASSWORD")
+    return {"username": user, "password": password} if user and password else None

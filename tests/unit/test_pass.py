@@ -1,0 +1,351 @@
+"""The pass and the service over a fake engine: deploy, refusal, rollback, drift, quarantine, crash recovery.
+
+Real git, real ``ssh-keygen`` signatures and the real host layout; only the
+container engine is the in-memory fake (``fake_engine.py``), so these run
+without root or Docker.  The same paths run against a real engine in
+``tests/integration``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from controller.audit import read_events
+from controller.config import Config, parse_config
+from controller.errors import Refused
+from controller.layout import init_layout
+from controller.rollout import checkpoint
+from controller.service import EnvironmentService, PassOptions
+from controller.status import Status
+from testbed import ManifestRepo, SshKey, make_ssh_key, manifest_text
+from tests.unit.fake_engine import FakeEngine
+
+REPOSITORY = "registry.test/dreichor/runtime"
+GOOD_A = f"{REPOSITORY}@sha256:{'a' * 64}"
+GOOD_B = f"{REPOSITORY}@sha256:{'b' * 64}"
+CRASHING = f"{REPOSITORY}@sha256:{'c' * 64}"
+
+
+class Crash(BaseException):
+    """The process died at a step (a SIGKILL, as the integration tests send)."""
+
+
+class FakeTime:
+    """Monotonic time that advances only when the rollout sleeps."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@dataclass
+class Env:
+    """One environment on a host: its manifest repo, signing key, config and engine."""
+
+    repo: ManifestRepo
+    key: SshKey
+    config: Config
+    engine: FakeEngine
+    time: FakeTime = field(default_factory=FakeTime)
+
+    def service(self, *, crash_at: str | None = None) -> EnvironmentService:
+        """A fresh service, as a new process would make one."""
+
+        def at_step(step: str) -> None:
+            if step == crash_at:
+                raise Crash(step)
+            checkpoint(step)
+
+        return EnvironmentService(
+            self.config,
+            engine=lambda: self.engine,
+            at_step=at_step,
+            sleep=self.time.sleep,
+            monotonic=self.time.monotonic,
+        )
+
+    def publish(self, image: str, *, signed: bool = True, **env: str) -> str:
+        """Commit and push a manifest running ``image``."""
+        self.repo.write("envs/prod.yaml", manifest_text("prod", image, **env))
+        sha = self.repo.commit(f"run {image[-6:]}", key=self.key if signed else None)
+        self.repo.push()
+        return sha
+
+    def sync(self, **options: Any) -> str:
+        """One ``sync``; its result word."""
+        service = self.service()
+        try:
+            return service.sync(PassOptions(**options)).result
+        finally:
+            service.close()
+
+    def status(self) -> Status:
+        status = self.service().status()
+        assert status is not None
+        return status
+
+    def events(self) -> list[str]:
+        return [e["event"] for e in read_events(self.config.paths.audit)]
+
+    def image(self) -> str | None:
+        running = self.engine.running()
+        return running.image if running else None
+
+
+@pytest.fixture(scope="module")
+def key(tmp_path_factory: pytest.TempPathFactory) -> SshKey:
+    return make_ssh_key(tmp_path_factory.mktemp("keys"), name="alice")
+
+
+@pytest.fixture
+def env(tmp_path: Path, key: SshKey) -> Iterator[Env]:
+    repo = ManifestRepo(tmp_path / "manifests")
+    init_layout(tmp_path / "opt", "prod")
+    agent = tmp_path / "opt" / "prod" / "deploy-agent"
+    (agent / "trust" / "allowed_signers").write_text(key.allowed_signers_line + "\n")
+    (agent / ".env").write_text("DATABASE_URL=postgresql://h/dreichor_prod\n")
+    config = parse_config(
+        {
+            "environment": "prod",
+            "root": str(tmp_path / "opt"),
+            "source": {"url": repo.url, "interval": 60},
+            "trust": {"allowed_signers": "trust/allowed_signers"},
+            "image": {"repository": REPOSITORY},
+            "health": {"timeout": 5, "stable": 1},
+        },
+        base=agent,
+    )
+    engine = FakeEngine("prod", registry={GOOD_A, GOOD_B, CRASHING}, crashing=frozenset({CRASHING}))
+    yield Env(repo=repo, key=key, config=config, engine=engine)
+
+
+@pytest.fixture
+def deployed(env: Env) -> Env:
+    env.publish(GOOD_A)
+    assert env.sync() == "applied"
+    return env
+
+
+def test_the_first_pass_creates_the_container_and_records_it(env: Env) -> None:
+    head = env.publish(GOOD_A)
+    assert env.sync() == "applied"
+    status = env.status()
+    assert env.image() == GOOD_A
+    assert status.phase == "InSync"
+    assert status.applied is not None and status.applied.revision == head
+    assert status.applied.signer == "alice@dreichor.test"
+    assert status.container.state == "running"
+    assert env.events() == ["applied"]
+
+
+def test_a_no_change_pass_makes_one_engine_call_and_no_audit_line(deployed: Env) -> None:
+    service = deployed.service()
+    service.sync()
+    deployed.engine.calls.clear()
+    assert service.sync().result == "unchanged"
+    assert deployed.engine.calls == ["current"]
+    assert deployed.events() == ["applied"]
+    assert deployed.status().phase == "InSync"
+
+
+def test_a_new_signed_revision_replaces_the_container_after_a_snapshot(deployed: Env) -> None:
+    head = deployed.publish(GOOD_B)
+    assert deployed.sync() == "applied"
+    status = deployed.status()
+    assert deployed.image() == GOOD_B
+    assert deployed.engine.names_present() == {"dreichor-runtime-prod"}
+    assert status.applied is not None and status.applied.revision == head
+    assert status.last_snapshot is not None
+    assert (deployed.config.paths.snapshots / f"{status.last_snapshot}.json").is_file()
+
+
+def test_an_unsigned_head_is_refused_once_and_the_container_keeps_running(deployed: Env) -> None:
+    deployed.publish(GOOD_B, signed=False)
+    assert deployed.sync() == "refused"
+    assert deployed.sync() == "unchanged"  # quarantined: the applied revision is kept
+    status = deployed.status()
+    assert deployed.image() == GOOD_A
+    assert status.phase == "Degraded" and status.quarantined
+    assert status.last_attempt is not None and status.last_attempt.result == "refused"
+    assert status.last_attempt.code == "Unsigned"
+    assert deployed.events() == ["applied", "refused"]
+
+
+def test_force_retries_a_quarantined_head(deployed: Env) -> None:
+    deployed.publish(GOOD_B, signed=False)
+    assert deployed.sync() == "refused"
+    assert deployed.sync(force=True) == "refused"
+    assert deployed.events() == ["applied", "refused"]  # the same reason is not logged twice
+
+
+def test_a_crashing_image_is_rolled_back_and_quarantined(deployed: Env) -> None:
+    deployed.publish(CRASHING)
+    assert deployed.sync() == "rolled_back"
+    status = deployed.status()
+    assert deployed.image() == GOOD_A
+    assert deployed.engine.names_present() == {"dreichor-runtime-prod"}
+    assert status.phase == "Degraded" and status.quarantined
+    assert status.last_attempt is not None and status.last_attempt.logs
+    assert deployed.sync() == "unchanged"
+    assert deployed.image() == GOOD_A
+    assert deployed.events() == ["applied", "rolled_back"]
+
+
+def test_a_fixed_head_lifts_the_quarantine(deployed: Env) -> None:
+    deployed.publish(CRASHING)
+    assert deployed.sync() == "rolled_back"
+    deployed.publish(GOOD_B)
+    assert deployed.sync() == "applied"
+    status = deployed.status()
+    assert deployed.image() == GOOD_B and status.phase == "InSync" and not status.quarantined
+
+
+def test_a_removed_container_is_repaired_as_drift(deployed: Env) -> None:
+    deployed.engine.remove("dreichor-runtime-prod")
+    assert deployed.sync() == "applied"
+    assert deployed.image() == GOOD_A
+    assert deployed.events() == ["applied", "drift_repaired"]
+
+
+def test_a_stopped_container_is_repaired_even_while_the_head_is_quarantined(deployed: Env) -> None:
+    deployed.publish(GOOD_B, signed=False)
+    assert deployed.sync() == "refused"
+    deployed.engine.stop("dreichor-runtime-prod")
+    assert deployed.sync() == "applied"
+    assert deployed.image() == GOOD_A
+    assert deployed.status().quarantined  # the head stays quarantined
+    assert deployed.events() == ["applied", "refused", "drift_repaired"]
+
+
+def test_a_suspended_environment_is_left_alone_until_forced(deployed: Env) -> None:
+    deployed.service().suspend()
+    deployed.publish(GOOD_B)
+    assert deployed.sync() == "suspended"
+    assert deployed.image() == GOOD_A and deployed.status().phase == "Suspended"
+    assert deployed.sync(force=True) == "applied"
+    assert deployed.image() == GOOD_B
+
+
+def test_a_rewritten_history_is_refused_unless_allowed(deployed: Env) -> None:
+    deployed.repo.git("reset", "-q", "--hard", "HEAD~0")
+    deployed.repo.git("checkout", "-q", "--orphan", "other")
+    deployed.repo.write("envs/prod.yaml", manifest_text("prod", GOOD_B))
+    deployed.repo.commit("unrelated", key=deployed.key)
+    deployed.repo.push(force=True)
+    assert deployed.sync() == "refused"
+    assert deployed.status().last_attempt.code == "HistoryRewritten"  # type: ignore[union-attr]
+    assert deployed.sync(allow_rewrite=True, force=True) == "applied"
+    assert deployed.image() == GOOD_B
+    assert deployed.events() == ["applied", "refused", "rewrite_allowed", "applied"]
+
+
+def test_an_unreachable_engine_fails_retryably_and_reconnects(deployed: Env) -> None:
+    service = deployed.service()
+    closed = deployed.engine.closed
+    deployed.engine.unavailable = True
+    result = service.sync()
+    assert result.result == "failed" and result.retryable
+    assert deployed.engine.closed == closed + 1
+    status = deployed.status()
+    assert status.phase == "Degraded" and status.container.state == "unknown"
+    deployed.engine.unavailable = False
+    assert service.sync().result == "unchanged"
+    assert deployed.status().phase == "InSync"
+
+
+def test_an_image_check_refuses_before_anything_is_pulled(deployed: Env) -> None:
+    def check(desired: object) -> str:
+        raise Refused("the image carries no trusted signature", code="Unsigned")
+
+    service = deployed.service()
+    service.image_check = check
+    deployed.publish(GOOD_B)
+    deployed.engine.calls.clear()
+    assert service.sync().result == "refused"
+    assert "pull" not in deployed.engine.calls and deployed.image() == GOOD_A
+
+
+def test_audit_hooks_hear_every_event(deployed: Env) -> None:
+    heard: list[str] = []
+    service = deployed.service()
+    service.audit_hooks.append(lambda event: heard.append(event["event"]))
+    service.suspend()
+    service.resume()
+    deployed.publish(CRASHING)
+    service.sync()
+    assert heard == ["suspended", "resumed", "rolled_back"]
+
+
+def test_break_glass_rollback_restores_the_snapshot_and_suspends(deployed: Env) -> None:
+    deployed.publish(GOOD_B)
+    assert deployed.sync() == "applied"
+    snapshot = deployed.service().rollback()
+    status = deployed.status()
+    assert snapshot.image == GOOD_A and deployed.image() == GOOD_A
+    assert status.phase == "Suspended" and status.suspended
+    assert status.applied is not None and status.applied.signer == "break-glass rollback"
+    assert deployed.events()[-2:] == ["suspended", "rollback"]
+
+
+@pytest.mark.parametrize("step", ["create", "rename", "stop", "start"])
+def test_a_crash_mid_swap_is_undone_then_the_change_applied(deployed: Env, step: str) -> None:
+    deployed.publish(GOOD_B)
+    with pytest.raises(Crash):
+        deployed.service(crash_at=step).sync()
+    assert deployed.config.paths.journal.exists()
+    assert deployed.sync() == "applied"
+    assert deployed.image() == GOOD_B
+    assert deployed.engine.names_present() == {"dreichor-runtime-prod"}
+    assert deployed.events()[-2:] == ["recovered", "applied"]
+    assert not deployed.config.paths.journal.exists()
+
+
+def test_a_crash_after_the_health_gate_finishes_the_swap(deployed: Env) -> None:
+    head = deployed.publish(GOOD_B)
+    with pytest.raises(Crash):
+        deployed.service(crash_at="health").sync()
+    assert deployed.sync() == "unchanged"
+    status = deployed.status()
+    assert deployed.image() == GOOD_B and deployed.engine.names_present() == {"dreichor-runtime-prod"}
+    assert status.applied is not None and status.applied.revision == head
+    assert deployed.events()[-2:] == ["recovered", "applied"]
+
+
+@pytest.mark.parametrize("step", ["fetch", "verify", "validate", "pull", "snapshot"])
+def test_a_crash_before_the_swap_leaves_the_container_and_needs_no_recovery(deployed: Env, step: str) -> None:
+    deployed.publish(GOOD_B)
+    with pytest.raises(Crash):
+        deployed.service(crash_at=step).sync()
+    assert deployed.image() == GOOD_A
+    assert deployed.sync() == "applied"
+    assert deployed.image() == GOOD_B
+    assert "recovered" not in deployed.events()
+
+
+def test_the_daemon_start_recovers_and_records_it(deployed: Env) -> None:
+    deployed.publish(GOOD_B)
+    with pytest.raises(Crash):
+        deployed.service(crash_at="stop").sync()
+    assert deployed.service().recover()
+    assert deployed.image() == GOOD_A
+    assert deployed.events()[-1] == "recovered"
+
+
+def test_verify_fetches_with_the_credentials_from_dotenv(env: Env) -> None:
+    env.config.paths.dotenv.write_text("DATABASE_URL=postgresql://h/dreichor_prod\nGIT_TOKEN=s3cret\n")
+    service = env.service()
+    assert service.source.env.get("GIT_CONFIG_KEY_0") == "http.extraHeader"
+    head = env.publish(GOOD_A)
+    answer = service.verify()
+    assert answer.revision == head and answer.verdict is not None
+    assert answer.verdict.signer == "alice@dreichor.test"

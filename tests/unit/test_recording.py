@@ -1,0 +1,194 @@
+"""``recording.record``: what a pass's outcome does to the status file and the audit log, case by case."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from controller.errors import Reason
+from controller.plan import Plan
+from controller.recording import PassReport, PassResult, record
+from controller.status import AppliedStatus, AttemptStatus, ContainerStatus, Phase, SourceStatus, Status
+
+NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+OLD, NEW = "a" * 40, "b" * 40
+IMAGE = "registry.test/runtime@sha256:" + "1" * 64
+RUNNING = ContainerStatus(name="dreichor-runtime-prod", id="c1", image=IMAGE, state="running")
+EXITED = ContainerStatus(name="dreichor-runtime-prod", id="c1", image=IMAGE, state="exited")
+STALE_AFTER = timedelta(minutes=5)
+
+
+def previous(*, quarantined: str | None = None, last: str | None = None) -> Status:
+    return Status(
+        environment="prod",
+        phase="InSync",
+        updated_at=NOW - timedelta(minutes=1),
+        source=SourceStatus(url="file:///m", branch="main", head=OLD, fetched_at=NOW - timedelta(minutes=1)),
+        applied=AppliedStatus(revision=OLD, image=IMAGE, signer="alice", applied_at=NOW - timedelta(days=1)),
+        last_attempt=AttemptStatus(revision=OLD, result="refused", reason=last, at=NOW) if last else None,
+        container=RUNNING,
+        quarantined=quarantined,
+    )
+
+
+def did(result: str, reason: str = "because", **fields: Any) -> PassReport:
+    code = fields.pop("code", Reason.IN_SYNC)
+    plan = fields.pop("plan", None)
+    retryable = fields.pop("retryable", False)
+    fields.setdefault("container", RUNNING)
+    return PassReport(result=PassResult(result, reason, plan=plan, retryable=retryable, code=code), **fields)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class Case:
+    """One row: what the pass did, and what the record must say."""
+
+    name: str
+    report: PassReport
+    events: list[str]
+    phase: Phase
+    applied: str | None = OLD
+    attempt: str | None = None  # the last attempt's result, None: unchanged from before
+    quarantined: bool = False
+    before: Status | None = None
+
+
+VERIFIED = {"head": NEW, "target": NEW, "signer": "alice", "image": IMAGE, "host_digest": "h"}
+CASES = [
+    Case(
+        "applied", did("applied", plan=Plan("replace", "deploying"), **VERIFIED), ["applied"], "InSync", NEW, "applied"
+    ),
+    Case(
+        "unchanged",
+        did("unchanged", head=OLD, target=OLD, signer="alice", image=IMAGE),
+        [],
+        "InSync",
+        attempt="unchanged",
+    ),
+    Case(
+        "refused",
+        did("refused", "unsigned", code=Reason.UNSIGNED, head=NEW, target=NEW, host_digest="h"),
+        ["refused"],
+        "Degraded",
+        attempt="refused",
+        quarantined=True,
+    ),
+    Case(
+        "refused again for the same reason",
+        did("refused", "unsigned", code=Reason.UNSIGNED, head=NEW, target=NEW, host_digest="h"),
+        [],
+        "Degraded",
+        attempt="refused",
+        quarantined=True,
+        before=previous(last="unsigned"),
+    ),
+    Case(
+        "rolled back",
+        did("rolled_back", "unhealthy", code=Reason.HEALTH_GATE_FAILED, logs="boom", snapshot="s1", **VERIFIED),
+        ["rolled_back"],
+        "Degraded",
+        attempt="rolled_back",
+        quarantined=True,
+    ),
+    Case(
+        "failed, not retryable",
+        did("failed", "bug", code=Reason.INTERNAL_ERROR, head=NEW, target=NEW),
+        ["failed"],
+        "Degraded",
+        attempt="failed",
+    ),
+    Case(
+        "failed, retryable: no audit line",
+        did("failed", "git down", code=Reason.FETCH_FAILED, retryable=True, fetch_error="git down", container=RUNNING),
+        [],
+        "Degraded",
+        attempt="failed",
+    ),
+    Case(
+        "drift repaired",
+        did(
+            "applied",
+            "removed",
+            plan=Plan("repair", "removed", ("removed",)),
+            **{**VERIFIED, "head": OLD, "target": OLD},
+        ),
+        ["drift_repaired"],
+        "InSync",
+        attempt="applied",
+    ),
+    Case(
+        "quarantined head, the applied revision kept",
+        did("unchanged", head=NEW, target=OLD, signer="alice", image=IMAGE),
+        [],
+        "Degraded",
+        quarantined=True,
+        before=previous(quarantined=f"{NEW}:h"),
+    ),
+    Case(
+        "recovered after a crash: the running target is recorded as applied",
+        did("unchanged", recovered="undid an interrupted swap", **VERIFIED),
+        ["recovered", "applied"],
+        "InSync",
+        NEW,
+        "applied",
+    ),
+    Case(
+        "suspended: the last decision stays visible",
+        did("suspended", code=Reason.SUSPENDED, suspended=True),
+        [],
+        "Suspended",
+    ),
+    Case(
+        "the container is not running",
+        did("unchanged", head=OLD, target=OLD, signer="alice", image=IMAGE, container=EXITED),
+        [],
+        "Degraded",
+        attempt="unchanged",
+    ),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_record(case: Case) -> None:
+    before = case.before or previous()
+    snapshot = before.model_dump()
+    status, events = record(before, case.report, now=NOW, stale_after=STALE_AFTER)
+    assert [e.event for e in events] == case.events
+    assert status.phase == case.phase
+    assert (status.applied.revision if status.applied else None) == case.applied
+    expected_attempt = case.attempt or (before.last_attempt.result if before.last_attempt else None)
+    assert (status.last_attempt.result if status.last_attempt else None) == expected_attempt
+    assert bool(status.quarantined) == case.quarantined
+    assert status.updated_at == NOW
+    assert before.model_dump() == snapshot  # the previous status is not changed
+
+
+def test_a_refusal_quarantines_the_head_with_the_host_files_digest() -> None:
+    report = did("refused", "unsigned", code=Reason.UNSIGNED, head=NEW, target=NEW, host_digest="d1")
+    status, events = record(previous(), report, now=NOW, stale_after=STALE_AFTER)
+    assert status.quarantined == f"{NEW}:d1"
+    assert events[0].fields["code"] == "Unsigned"
+    assert status.last_attempt is not None and status.last_attempt.code == "Unsigned"
+
+
+def test_a_failed_fetch_keeps_the_old_head_and_turns_stale_after_the_limit() -> None:
+    report = did("failed", "git down", code=Reason.FETCH_FAILED, retryable=True, fetch_error="git down")
+    status, _ = record(previous(), report, now=NOW + STALE_AFTER * 2, stale_after=STALE_AFTER)
+    assert status.source.head == OLD and status.source.last_error == "git down" and status.source.stale
+
+
+def test_a_successful_fetch_clears_the_error_and_the_staleness() -> None:
+    before = previous()
+    before.source.last_error, before.source.stale = "git down", True
+    status, _ = record(before, did("unchanged", head=OLD, target=OLD), now=NOW, stale_after=STALE_AFTER)
+    assert status.source.fetched_at == NOW and status.source.last_error is None and not status.source.stale
+
+
+def test_an_allowed_rewrite_is_audited_before_the_decision() -> None:
+    report = did("applied", plan=Plan("replace", "deploying"), rewrite_allowed_over=OLD, **VERIFIED)
+    _, events = record(previous(), report, now=NOW, stale_after=STALE_AFTER)
+    assert [e.event for e in events] == ["rewrite_allowed", "applied"]
+    assert events[0].fields == {"revision": NEW, "applied": OLD}
