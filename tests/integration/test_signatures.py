@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import subprocess
 import time
 from collections.abc import Callable
@@ -23,6 +24,7 @@ from controller.testbed import (
     make_gpg_key,
     make_ssh_key,
     revoke_gpg_key,
+    revoke_gpg_subkey,
     ssh_fingerprint,
     ssh_sign,
     with_signature,
@@ -176,6 +178,42 @@ def _nul_in_message(bed: Bed, keys: dict[str, SshKey]) -> str:
     return sha
 
 
+def _sshsig_fields(armored: bytes) -> list[bytes]:
+    """The SSHSIG blob's string fields after magic and version: key, namespace, reserved, hash, signature."""
+    blob = base64.b64decode(b"".join(armored.strip().split(b"\n")[1:-1]))
+    fields, pos = [], 10
+    while pos < len(blob):
+        size = int.from_bytes(blob[pos : pos + 4], "big")
+        fields.append(blob[pos + 4 : pos + 4 + size])
+        pos += 4 + size
+    return fields
+
+
+def _sshsig(fields: list[bytes], tail: bytes = b"") -> bytes:
+    blob = b"SSHSIG" + (1).to_bytes(4, "big") + b"".join(len(f).to_bytes(4, "big") + f for f in fields) + tail
+    body = base64.encodebytes(blob).replace(b"\n", b"")
+    lines = [body[i : i + 70] for i in range(0, len(body), 70)]
+    return b"-----BEGIN SSH SIGNATURE-----\n" + b"\n".join(lines) + b"\n-----END SSH SIGNATURE-----\n"
+
+
+def _trailing_after_blob(signature: bytes) -> bytes:
+    return _sshsig(_sshsig_fields(signature), tail=b"\x00\x00\x00\x00")
+
+
+def _trailing_in_signature_field(signature: bytes) -> bytes:
+    fields = _sshsig_fields(signature)
+    fields[4] += b"\x00\x00\x00\x00"
+    return _sshsig(fields)
+
+
+def _sha256_header_only(bed: Bed, keys: dict[str, SshKey]) -> str:
+    payload = bed.repo.raw_commit(bed.commit(None))
+    raw = with_signature(payload, ssh_sign(keys["ed25519"], payload)).replace(b"\ngpgsig ", b"\ngpgsig-sha256 ", 1)
+    sha = bed.repo.store_commit(raw)
+    bed.repo.push(force=True)
+    return sha
+
+
 ED = 'namespaces="git"'
 REFUSED_CASES: list[tuple[str, Callable[[Bed, dict[str, SshKey]], str], str, str]] = [
     ("unsigned", lambda bed, keys: bed.commit(None), "", "is not signed"),
@@ -213,6 +251,9 @@ REFUSED_CASES: list[tuple[str, Callable[[Bed, dict[str, SshKey]], str], str, str
         "SSH signature",
     ),
     ("bad base64", _mangled(lambda s: s.replace(b"U1NIU0lH", b"U1N!@#lH", 1)), ED, "not valid base64"),
+    ("trailing bytes after the SSHSIG fields", _mangled(_trailing_after_blob), ED, "trailing bytes"),
+    ("trailing bytes in the signature field", _mangled(_trailing_in_signature_field), ED, "trailing bytes"),
+    ("only a gpgsig-sha256 header in a SHA-1 repository", _sha256_header_only, ED, "is not signed"),
 ]
 
 
@@ -256,6 +297,56 @@ def test_a_revoked_ssh_key_is_refused_and_git_agrees(bed: Bed, keys: dict[str, S
     sha = bed.commit(key)
     assert "revoked_keys" in bed.refusal(sha)
     assert not bed.gits(sha)
+
+
+def test_a_key_revoked_in_an_openssh_krl_is_refused_and_git_agrees(bed: Bed, keys: dict[str, SshKey]) -> None:
+    key = keys["ed25519"]
+    bed.trust(key.allowed_signers_line)
+    sha = bed.commit(key)
+    assert bed.ours(sha).identity == key.principal
+    subprocess.run(
+        ["ssh-keygen", "-q", "-k", "-f", str(bed.revoked), str(key.path.with_suffix(".pub"))],
+        check=True,
+        capture_output=True,
+    )
+    assert "revoked_keys" in bed.refusal(sha)
+    assert not bed.gits(sha)
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "lines nobody can read",
+        "0xB5690EEEBB952194",
+        "968479A1AFF927E37D1A566BB5690EEEBB95219",
+        "ssh-ed25519 AAAAnot-base64",
+    ],
+)
+def test_an_unreadable_revoked_keys_line_refuses_verify_until_fixed(
+    bed: Bed, keys: dict[str, SshKey], tmp_path: Path, capsys: pytest.CaptureFixture[str], line: str
+) -> None:
+    key = keys["ed25519"]
+    bed.trust(key.allowed_signers_line)
+    bed.commit(key)
+    config = tmp_path / "controller.yaml"
+    config.write_text(
+        f"environment: prod\nroot: {tmp_path / 'root'}\nsource: {{url: '{bed.repo.url}'}}\n"
+        f"trust: {{allowed_signers: {bed.signers}, revoked_keys: {bed.revoked}, mode: head}}\n"
+    )
+    bed.revoked.write_text(f"# retired keys\n{line}\n")
+    assert main(["verify", "--config", str(config)]) == 3
+    assert f"{bed.revoked} line 2: " in capsys.readouterr().err
+    bed.revoked.write_text(f"# retired keys\n{keys['stranger'].public} old laptop\n")
+    assert main(["verify", "--config", str(config)]) == 0
+
+
+@pytest.mark.parametrize("reason", [1, 2, 3], ids=["compromised", "superseded", "retired"])
+def test_a_revoked_signing_subkey_signs_nothing_now_whatever_the_reason(bed: Bed, tmp_path: Path, reason: int) -> None:
+    key = make_gpg_key(tmp_path / "sub", name="sub", subkey=True)
+    sha = bed.commit(key)
+    revoke_gpg_subkey(key, reason=reason)
+    bed.openpgp.write_text(key.export())
+    assert "subkey" in bed.refusal(sha) and "is revoked" in bed.refusal(sha)
 
 
 def test_our_clock_decides_not_the_committer_date(bed: Bed, keys: dict[str, SshKey]) -> None:
