@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
@@ -42,8 +43,14 @@ def test_an_unreadable_revoked_keys_line_refuses_every_pass_until_fixed(
     assert host.sync() == 0 and host.image() == images["healthy-b"]
 
 
-def test_status_and_audit_name_the_signer_in_the_same_words(host: ControllerHost) -> None:
+def test_status_audit_and_logs_name_the_signer_in_the_same_words(
+    host: ControllerHost, images: dict[str, str], caplog: pytest.LogCaptureFixture
+) -> None:
     words = f"{host.key.principal} (ssh-ed25519 {ssh_fingerprint(host.key)})"
+    caplog.set_level(logging.INFO, logger="dreichor.verification")
+    host.publish("b", prod=images["healthy-b"])
+    assert host.sync() == 0
     assert host.status().applied.signer == words  # type: ignore[union-attr]
     applied = [event for event in host.audit() if event.get("event") == "applied"]
     assert applied and applied[-1]["signer"] == words
+    assert [getattr(r, "signer", None) for r in caplog.records] == [words]
