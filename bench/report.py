@@ -17,7 +17,7 @@ RESULTS = Path(__file__).with_name("results.json")
 
 def main() -> int:
     """Run, print, write."""
-    results: list[Result] = [verify.measure()]
+    results: list[Result] = [verify.measure(), verify.measure_webflow()]
     poll_result, rss = poll.measure()
     results += [poll_result, swap.measure()]
     trigger_result, hook = trigger.measure()

@@ -6,12 +6,15 @@ repository's CI and the controller reach the same verdict by the same code.
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime
 from pathlib import Path
 
 from controller.config import Config
 from controller.signatures.policy import TrustPolicy, Verdict, VerifiedCache, verify_commits
 from controller.source import GitSource
+
+log = logging.getLogger("dreichor.verification")
 
 
 def load_policy(config: Config) -> TrustPolicy:
@@ -47,4 +50,6 @@ def verify_revision(
 ) -> Verdict:
     """Verify what ``mode`` requires up to ``head``; return the head's verdict or raise ``Refused``."""
     commits = commits_to_verify(source, mode=mode, applied=applied, head=head)
-    return verify_commits(commits, read_commit=source.raw_commit, policy=policy, now=now, cache=cache)
+    verdict = verify_commits(commits, read_commit=source.raw_commit, policy=policy, now=now, cache=cache)
+    log.info("signature trusted", extra={"revision": head, "commits": len(commits), "signer": verdict.signer})
+    return verdict

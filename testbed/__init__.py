@@ -350,15 +350,20 @@ def make_gpg_key(
     expire: str = "never",
     subkey: bool = False,
     subkey_expire: str | None = None,
+    at: str | None = None,
 ) -> GpgKey:
-    """Generate an unprotected OpenPGP key; ``subkey``: a cert-only primary plus a signing subkey."""
+    """Generate an unprotected OpenPGP key; ``subkey``: a cert-only primary plus a signing subkey.
+
+    ``at`` (``20200101T000000``) makes the key as if the clock said so, for keys that expired long ago.
+    """
     home.mkdir(parents=True, exist_ok=True, mode=0o700)
     uid = f"{name} <{name}@dreichor.test>"
-    _run([*_gpg(home), "--quick-gen-key", uid, algo, "cert" if subkey else "sign", expire])
+    clock = ["--faked-system-time", at] if at else []
+    _run([*_gpg(home), *clock, "--quick-gen-key", uid, algo, "cert" if subkey else "sign", expire])
     listing = _run([*_gpg(home), "--with-colons", "--list-keys", uid])
     fingerprint = next(line.split(":")[9] for line in listing.splitlines() if line.startswith("fpr:"))
     if subkey:
-        _run([*_gpg(home), "--quick-add-key", fingerprint, algo, "sign", subkey_expire or expire])
+        _run([*_gpg(home), *clock, "--quick-add-key", fingerprint, algo, "sign", subkey_expire or expire])
     return GpgKey(home=home, fingerprint=fingerprint, uid=uid)
 
 
@@ -372,14 +377,55 @@ def revoke_gpg_key(key: GpgKey) -> None:
 
 def drop_signing_usage(key: GpgKey) -> None:
     """Re-certify the (RSA) primary key as certification-only, as ``gpg --edit-key`` change-usage does."""
+    gpg_edit(key, "change-usage\nS\nQ\nsave\n")
+
+
+def ssh_fingerprint(key: SshKey) -> str:
+    """``SHA256:…`` of the key, as ``ssh-keygen -l`` prints it."""
+    return _run(["ssh-keygen", "-l", "-f", str(key.path.with_suffix(".pub"))]).split()[1]
+
+
+def gpg_algorithm(key: GpgKey) -> str:
+    """The signing key's algorithm as gpg lists it: ``RSA 3072``, ``ed25519``."""
+    listing = _run([*_gpg(key.home), "--with-colons", "--list-keys", key.fingerprint])
+    for fields in (line.split(":") for line in listing.splitlines()):
+        if fields[0] in ("pub", "sub") and "s" in fields[11]:
+            return f"RSA {fields[2]}" if fields[3] in ("1", "3") else fields[16]
+    raise BedError(f"{key.fingerprint} has no signing key")
+
+
+def gpg_edit(key: GpgKey, commands: str, *, select: str | None = None) -> None:
+    """Run ``gpg --edit-key`` with scripted answers (``key N`` first when ``select`` names a subkey)."""
+    prefix = f"key {select}\n" if select else ""
     subprocess.run(
         [*_gpg(key.home), "--expert", "--command-fd", "0", "--status-fd", "1", "--edit-key", key.fingerprint],
-        input="change-usage\nS\nQ\nsave\n",
+        input=prefix + commands,
         text=True,
         capture_output=True,
         check=True,
         timeout=60,
     )
+
+
+def revoke_gpg_subkey(key: GpgKey, *, reason: int) -> None:
+    """Revoke the first subkey; gpg's menu ``reason``: 0 none, 1 compromised (both hard), 2 superseded, 3 retired."""
+    gpg_edit(key, f"revkey\ny\n{reason}\nretired\n\ny\nsave\n", select="1")
+
+
+def revoke_gpg_primary(key: GpgKey, *, reason: int) -> None:
+    """Revoke the whole key with gpg's menu ``reason`` (see ``revoke_gpg_subkey``)."""
+    gpg_edit(key, f"revkey\ny\n{reason}\nretired\n\ny\nsave\n")
+
+
+def gpg_detach_sign(key: GpgKey, payload: bytes, *, extra: tuple[str, ...] = ()) -> bytes:
+    """An armored detached signature over ``payload`` made by gpg (``extra``: e.g. ``--digest-algo SHA1``)."""
+    return subprocess.run(
+        [*_gpg(key.home), "--armor", "--detach-sign", "--local-user", key.fingerprint, *extra],
+        input=payload,
+        capture_output=True,
+        check=True,
+        timeout=60,
+    ).stdout
 
 
 def _gpg(home: Path) -> list[str]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import fnmatch
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -17,7 +16,6 @@ from datetime import UTC, datetime
 from controller.errors import Refused
 
 _KEY_TYPE = re.compile(r"^(ssh-|ecdsa-sha2-|sk-)")
-_TIME = re.compile(r"^(\d{8})(\d{4})?(\d{2})?(Z)?$")
 
 
 @dataclass(frozen=True)
@@ -26,14 +24,14 @@ class AllowedSigner:
 
     principals: tuple[str, ...]
     key: str  # "type base64", comment dropped
-    namespaces: tuple[str, ...] | None
+    namespaces: str | None  # OpenSSH pattern list, as written
     valid_after: datetime | None
     valid_before: datetime | None
     line: int
 
     def allows_namespace(self, namespace: str) -> bool:
         """Whether the ``namespaces`` option (absent: any) admits ``namespace``."""
-        return self.namespaces is None or any(fnmatch.fnmatchcase(namespace, p) for p in self.namespaces)
+        return self.namespaces is None or match_pattern_list(namespace, self.namespaces)
 
     def validity_reason(self, now: datetime) -> str | None:
         """Why the key is not valid at ``now``, or None."""
@@ -45,6 +43,7 @@ class AllowedSigner:
 
 
 def _bad(line: int, reason: str) -> Refused:
+    """A line of the file refused, by number."""
     return Refused(f"allowed_signers line {line}: {reason}", code="BadTrustPolicy")
 
 
@@ -54,33 +53,31 @@ def parse_allowed_signers(text: str) -> list[AllowedSigner]:
     for number, raw in enumerate(text.splitlines(), start=1):
         line = raw.strip()
         if line and not line.startswith("#"):
-            signers.append(_parse_line(line, number))
+            signers.append(parse_line(line, number))
     return signers
 
 
-def _parse_line(line: str, number: int) -> AllowedSigner:
+def parse_line(line: str, number: int) -> AllowedSigner:
+    """One non-comment line; a malformed or unsupported line is refused by number."""
     tokens = _tokens(line, number)
     if len(tokens) < 3:
         raise _bad(number, "expected 'principals [options] keytype key'")
     principals = tuple(p for p in tokens[0].strip('"').split(",") if p)
     rest = tokens[1:]
-    options: dict[str, str | None] = {}
+    options = _SignerOptions()
     if not _KEY_TYPE.match(rest[0]):
         options = _options(rest[0], number)
         rest = rest[1:]
     if len(rest) < 2 or not _KEY_TYPE.match(rest[0]):
         raise _bad(number, "expected a key type such as ssh-ed25519")
-    if "cert-authority" in options:
+    if options.cert_authority:
         raise _bad(number, "cert-authority entries are not supported; list the signing keys themselves")
-    unknown = set(options) - {"namespaces", "valid-after", "valid-before"}
-    if unknown:
-        raise _bad(number, f"unknown option '{sorted(unknown)[0]}'")
     return AllowedSigner(
         principals=principals,
         key=f"{rest[0]} {_key_blob(rest[1], number)}",
-        namespaces=_namespaces(options.get("namespaces")),
-        valid_after=_time(options.get("valid-after"), number),
-        valid_before=_time(options.get("valid-before"), number),
+        namespaces=options.namespaces,
+        valid_after=options.valid_after,
+        valid_before=options.valid_before,
         line=number,
     )
 
@@ -106,18 +103,95 @@ def _tokens(line: str, number: int) -> list[str]:
     return tokens
 
 
-def _options(text: str, number: int) -> dict[str, str | None]:
-    options: dict[str, str | None] = {}
-    for part in re.findall(r'(?:[^,"]|"[^"]*")+', text):
-        name, sep, value = part.partition("=")
-        if sep and not (len(value) >= 2 and value[0] == value[-1] == '"'):
-            raise _bad(number, f"option '{name}' needs a quoted value")
-        options[name.lower()] = value[1:-1] if sep else None
+@dataclass
+class _SignerOptions:
+    """The options field, as OpenSSH's ``sigopts_parse`` reads it."""
+
+    cert_authority: bool = False
+    namespaces: str | None = None
+    valid_after: datetime | None = None
+    valid_before: datetime | None = None
+
+
+def _options(text: str, number: int) -> _SignerOptions:
+    """Comma-separated, names case-insensitive, values quoted; a repeated option refuses the line."""
+    options = _SignerOptions()
+    seen: set[str] = set()
+    rest = text
+    while rest:
+        name, value, rest = _one_option(rest, number)
+        if name in seen:
+            raise _bad(number, f"option '{name}' is given twice")
+        seen.add(name)
+        _set_option(options, name, value, number)
+        if rest and not rest.startswith(","):
+            raise _bad(number, f"unknown option near '{rest[:20]}'")
+        rest = rest[1:]
+        if not rest and text.endswith(","):
+            raise _bad(number, "the options end with a comma")
+    if options.valid_after and options.valid_before and options.valid_before <= options.valid_after:
+        raise _bad(number, "valid-before is not after valid-after")
     return options
 
 
-def _namespaces(value: str | None) -> tuple[str, ...] | None:
-    return None if value is None else tuple(v.strip() for v in value.split(",") if v.strip())
+def _one_option(text: str, number: int) -> tuple[str, str | None, str]:
+    """(lowercase name, dequoted value or None for a flag, the text after it)."""
+    lower = text.lower()
+    if lower.startswith("cert-authority") and lower[len("cert-authority") :][:1] in ("", ","):
+        return "cert-authority", None, text[len("cert-authority") :]
+    name = next((n for n in _VALUED if lower.startswith(n + "=")), None)
+    if name is None:
+        raise _bad(number, f"unknown option '{text.split('=', 1)[0].split(',', 1)[0]}'")
+    value, rest = _dequote(text[len(name) + 1 :], name, number)
+    return name, value, rest
+
+
+_VALUED = ("namespaces", "valid-after", "valid-before")
+
+
+def _dequote(text: str, name: str, number: int) -> tuple[str, str]:
+    """OpenSSH's ``opt_dequote``: a double-quoted value, ``\\"`` for a quote inside."""
+    if not text.startswith('"'):
+        raise _bad(number, f"option '{name}' needs a quoted value")
+    value: list[str] = []
+    pos = 1
+    while pos < len(text) and text[pos] != '"':
+        if text[pos] == "\\" and text[pos + 1 : pos + 2] == '"':
+            pos += 1
+        value.append(text[pos])
+        pos += 1
+    if pos >= len(text):
+        raise _bad(number, f"option '{name}' has no closing quote")
+    return "".join(value), text[pos + 1 :]
+
+
+def _set_option(options: _SignerOptions, name: str, value: str | None, number: int) -> None:
+    if name == "cert-authority":
+        options.cert_authority = True
+    elif name == "namespaces":
+        options.namespaces = value
+    elif name == "valid-after":
+        options.valid_after = _time(value, number)
+    else:
+        options.valid_before = _time(value, number)
+
+
+def match_pattern_list(string: str, patterns: str) -> bool:
+    """OpenSSH's ``match_pattern_list``: a matching ``!pattern`` denies, else any matching pattern admits."""
+    admitted = False
+    for pattern in patterns.split(","):
+        negated = pattern.startswith("!")
+        if _match_pattern(string, pattern[1:] if negated else pattern):
+            if negated:
+                return False
+            admitted = True
+    return admitted
+
+
+def _match_pattern(string: str, pattern: str) -> bool:
+    """``*`` any run, ``?`` any one character, everything else literal (no ``[...]`` classes)."""
+    regex = "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern)
+    return re.fullmatch(regex, string, flags=re.DOTALL) is not None
 
 
 def _key_blob(text: str, number: int) -> str:
@@ -129,29 +203,18 @@ def _key_blob(text: str, number: int) -> str:
 
 
 def _time(value: str | None, number: int) -> datetime | None:
-    """``YYYYMMDD[HHMM[SS]][Z]``; without ``Z`` it is the host's local time, as in OpenSSH."""
+    """OpenSSH's ``parse_absolute_time``: ``YYYYMMDD[HHMM[SS]]``, then ``Z`` or ``UTC`` for UTC, else local."""
     if value is None:
         return None
-    match = _TIME.match(value)
-    if not match:
+    utc = value[-1:].upper() == "Z" and len(value) > 1
+    digits = value[:-1] if utc else value
+    if not utc and len(value) > 3 and value[-3:].upper() == "UTC":
+        utc, digits = True, value[:-3]
+    formats = {8: "%Y%m%d", 12: "%Y%m%d%H%M", 14: "%Y%m%d%H%M%S"}
+    if len(digits) not in formats or not digits.isdigit() or not digits.isascii():
         raise _bad(number, f"time '{value}' is not YYYYMMDD[HHMM[SS]][Z]")
-    date, hhmm, ss, zulu = match.groups()
     try:
-        parsed = datetime.strptime(date + (hhmm or "0000") + (ss or "00"), "%Y%m%d%H%M%S")
+        parsed = datetime.strptime(digits, formats[len(digits)])
     except ValueError:
         raise _bad(number, f"time '{value}' is not a real date") from None
-    return parsed.replace(tzinfo=UTC) if zulu else parsed.astimezone(UTC)
-
-
-def parse_public_keys(text: str) -> set[str]:
-    """``type base64`` of every SSH key line, plus uppercase OpenPGP fingerprints (revocation list)."""
-    keys = set()
-    for raw in text.splitlines():
-        fields = raw.split()
-        if not fields or fields[0].startswith("#"):
-            continue
-        if _KEY_TYPE.match(fields[0]) and len(fields) >= 2:
-            keys.add(f"{fields[0]} {fields[1]}")
-        else:
-            keys.add("".join(fields).upper())
-    return keys
+    return parsed.replace(tzinfo=UTC) if utc else parsed.astimezone(UTC)

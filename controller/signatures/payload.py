@@ -3,6 +3,11 @@
 Works on the bytes of the commit object, never on a parsed and re-serialised
 commit: the smallest difference in re-serialisation would make a valid
 signature fail, or worse, let a forged payload pass.
+
+The manifest repositories are SHA-1 repositories, where git reads only the
+``gpgsig`` header as the signature: a ``gpgsig-sha256`` header (the signature
+of a SHA-256 repository) is an ordinary header, part of the signed payload, and
+a commit carrying only that header is unsigned, as ``git verify-commit`` says.
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ from dataclasses import dataclass
 
 from controller.errors import Refused
 
-SIGNATURE_HEADERS = (b"gpgsig ", b"gpgsig-sha256 ")
+SIGNATURE_HEADER = b"gpgsig "
 
 
 @dataclass(frozen=True)
@@ -42,7 +47,7 @@ def split_commit(raw: bytes) -> SignedCommit:
             break
         if in_signature and line.startswith(b" "):
             signature += line[1:]
-        elif line.startswith(SIGNATURE_HEADERS):
+        elif line.startswith(SIGNATURE_HEADER):
             headers += 1
             in_signature = True
             signature += line.split(b" ", 1)[1]

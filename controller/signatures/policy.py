@@ -8,7 +8,6 @@ judged by the controller's clock, passed in, never by the committer date.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -17,84 +16,124 @@ from pathlib import Path
 
 from controller.errors import Refused
 from controller.signatures import sshsig
-from controller.signatures.allowed_signers import AllowedSigner, parse_allowed_signers, parse_public_keys
-from controller.signatures.openpgp import OpenPgpKeyring
+from controller.signatures.allowed_signers import AllowedSigner, parse_allowed_signers
+from controller.signatures.openpgp import OpenPgpCheck, OpenPgpKeyring
 from controller.signatures.payload import split_commit
+from controller.signatures.revocations import Revocations, parse_revoked_keys
 
 
 @dataclass(frozen=True)
 class Verdict:
-    """A trusted signature: who signed, with what kind of key."""
+    """A trusted signature: who signed, with what key, in the words people use."""
 
-    signer: str  # SSH principal, or OpenPGP primary fingerprint
-    key_type: str
+    identity: str  # SSH principal(s), or OpenPGP primary fingerprint
+    key_type: str  # "ssh-ed25519 SHA256:…" or "RSA 4096"
     detail: str = ""  # the OpenPGP user ID, or the SSH key's allowed_signers line
+    kind: str = "ssh"  # "ssh" or "openpgp"
+
+    @property
+    def signer(self) -> str:
+        """The signer as ``verify``, status, audit and logs all print it."""
+        return self.describe()
 
     def describe(self) -> str:
-        """``<signer> (<key type>)`` as ``verify`` prints it."""
-        extra = f" {self.detail}" if self.detail and self.key_type.startswith("openpgp") else ""
-        return f"{self.signer}{extra} ({self.key_type})"
+        """``hs@ox.cx (ssh-ed25519 SHA256:…)`` or ``<fingerprint> GitHub <noreply@github.com> (RSA 4096)``."""
+        extra = f" {self.detail}" if self.detail and self.kind == "openpgp" else ""
+        return f"{self.identity}{extra} ({self.key_type})"
+
+
+@dataclass(frozen=True)
+class SshCheck:
+    """What the SSH cryptography proved: this key signed the commit for namespace ``git``."""
+
+    key: str  # "type base64"
+    blob: bytes
+    key_type: str
+    fingerprint: str
+
+
+Check = SshCheck | OpenPgpCheck
 
 
 class TrustPolicy:
-    """The loaded trust files, and a verifier of raw commits against them."""
+    """The loaded trust files, and a verifier of raw commits against them.
 
-    def __init__(self, *, ssh: list[AllowedSigner], openpgp: OpenPgpKeyring, revoked: set[str], digest: str):
+    ``check`` is the cryptography (what the verdict cache may keep); ``judge``
+    applies the trust files and the clock, and runs on every use.
+    """
+
+    def __init__(
+        self, *, ssh: list[AllowedSigner], openpgp: OpenPgpKeyring, revoked: Revocations, digests: tuple[str, str]
+    ):
         self.ssh = ssh
         self.openpgp = openpgp
         self.revoked = revoked
-        self.digest = digest
+        self.digest, self.crypto_digest = digests
 
     @classmethod
     def load(cls, *, allowed_signers: Path, openpgp_keys: Path | None, revoked_keys: Path | None) -> TrustPolicy:
-        """Read the trust files; a missing allowed_signers file refuses every commit."""
+        """Read the trust files; a missing allowed_signers file refuses every commit, a bad line the policy."""
         signers_text = _read(allowed_signers, required=True)
         openpgp_data = _read(openpgp_keys, required=False)
-        revoked_text = _read(revoked_keys, required=False)
+        revoked_data = _read(revoked_keys, required=False)
         digest = hashlib.sha256()
-        for part in (signers_text, openpgp_data, revoked_text):
+        for part in (signers_text, openpgp_data, revoked_data):
             digest.update(hashlib.sha256(part).digest())
         return cls(
             ssh=parse_allowed_signers(signers_text.decode("utf-8", "replace")),
             openpgp=OpenPgpKeyring(openpgp_data),
-            revoked=parse_public_keys(revoked_text.decode("utf-8", "replace")),
-            digest=digest.hexdigest(),
+            revoked=parse_revoked_keys(revoked_data, path=revoked_keys),
+            digests=(digest.hexdigest(), hashlib.sha256(openpgp_data).hexdigest()),
         )
+
+    def require_signers(self) -> None:
+        """Refuse at once when no signer at all is trusted."""
+        if not self.ssh and not len(self.openpgp):
+            raise Refused("the trust policy is empty: no signer is trusted", code="UntrustedSigner")
 
     def verify_raw_commit(self, raw: bytes, *, now: datetime) -> Verdict:
         """Verify one raw commit object; return the verdict or raise ``Refused``."""
-        if not self.ssh and not len(self.openpgp):
-            raise Refused("the trust policy is empty: no signer is trusted", code="UntrustedSigner")
+        self.require_signers()
+        return self.judge(self.check(raw, now=now), now=now)
+
+    def check(self, raw: bytes, *, now: datetime) -> Check:
+        """The cryptography of one raw commit (``now`` only words an OpenPGP refusal)."""
         signed = split_commit(raw)
         if signed.signature is None:
             raise Refused("the commit is not signed", code="Unsigned")
         armored = signed.signature.strip()
         if armored.startswith(sshsig.BEGIN):
-            return self._verify_ssh(armored, signed.payload, now=now)
+            sig = sshsig.parse_armored(armored)
+            sshsig.verify(sig, signed.payload)
+            return SshCheck(sig.public_key_line, sig.public_key, sig.key_type, sig.fingerprint)
         if armored.startswith(b"-----BEGIN PGP SIGNATURE-----"):
-            signer = self.openpgp.verify(armored, signed.payload, now=now)
-            if signer.fingerprint in self.revoked or signer.signing_key in self.revoked:
-                raise Refused(f"OpenPGP key {signer.fingerprint} is listed in revoked_keys", code="RevokedKey")
-            return Verdict(signer.fingerprint, f"openpgp {signer.algorithm}", signer.user_id)
+            return self.openpgp.check(armored, signed.payload, now=now)
         raise Refused("the commit's signature is neither SSH nor OpenPGP", code="BadSignature")
 
-    def _verify_ssh(self, armored: bytes, payload: bytes, *, now: datetime) -> Verdict:
-        sig = sshsig.parse_armored(armored)
-        sshsig.verify(sig, payload)
-        key = sig.public_key_line
-        if key in self.revoked:
-            raise Refused(f"SSH key {sig.key_type} is listed in revoked_keys", code="RevokedKey")
-        entries = [e for e in self.ssh if e.key == key]
+    def judge(self, check: Check, *, now: datetime) -> Verdict:
+        """Whether the key ``check`` names is trusted, unrevoked and valid *now*."""
+        if isinstance(check, SshCheck):
+            return self._judge_ssh(check, now=now)
+        signer = self.openpgp.judge(check, now=now)
+        if self.revoked.revokes_openpgp(signer.fingerprint, signer.signing_key):
+            raise Refused(f"OpenPGP key {signer.fingerprint} is listed in revoked_keys", code="RevokedKey")
+        return Verdict(signer.fingerprint, signer.algorithm, signer.user_id, kind="openpgp")
+
+    def _judge_ssh(self, check: SshCheck, *, now: datetime) -> Verdict:
+        short = f"{check.key_type} {check.fingerprint}"
+        if self.revoked.revokes_ssh(check.blob):
+            raise Refused(f"SSH key {short} is listed in revoked_keys", code="RevokedKey")
+        entries = [e for e in self.ssh if e.key == check.key]
         if not entries:
-            raise Refused(f"SSH key {_short(key)} is not in allowed_signers", code="UntrustedSigner")
+            raise Refused(f"SSH key {short} is not in allowed_signers", code="UntrustedSigner")
         usable = [e for e in entries if e.allows_namespace("git")]
         if not usable:
-            raise Refused(f"SSH key {_short(key)} is not allowed for namespace 'git'", code="UntrustedSigner")
+            raise Refused(f"SSH key {short} is not allowed for namespace 'git'", code="UntrustedSigner")
         for entry in usable:
             if entry.validity_reason(now) is None:
-                return Verdict(",".join(entry.principals), sig.key_type, f"allowed_signers line {entry.line}")
+                return Verdict(",".join(entry.principals), short, f"allowed_signers line {entry.line}")
         reason = usable[0].validity_reason(now)
-        raise Refused(f"SSH key {_short(key)} {reason} (by the controller's clock)", code="ExpiredKey")
+        raise Refused(f"SSH key {short} {reason} (by the controller's clock)", code="ExpiredKey")
 
 
 def _read(path: Path | None, *, required: bool) -> bytes:
@@ -110,31 +149,28 @@ def _read(path: Path | None, *, required: bool) -> bytes:
         raise Refused(f"trust file {path} is unreadable: {exc.strerror}", code="UntrustedSigner") from None
 
 
-def _short(key: str) -> str:
-    """An SSH key as ``type SHA256:…``, the fingerprint ssh-keygen -l prints."""
-    key_type, _, blob = key.partition(" ")
-    digest = hashlib.sha256(base64.b64decode(blob)).digest()
-    return f"{key_type} SHA256:{base64.b64encode(digest).decode().rstrip('=')}"
-
-
 class VerifiedCache:
-    """Verdicts by (commit id, policy digest): an unchanged head costs no cryptography.
+    """Cryptographic results by commit id: an unchanged head costs no cryptography.
 
-    A changed trust file changes the digest, so every commit is verified anew.
+    Only the cryptography is kept.  Which keys are trusted, revoked or expired
+    is judged against the trust files and the clock on every use, so a cached
+    commit whose key expires, or leaves allowed_signers, is refused at once.
+    An OpenPGP result depends on the keyring it was checked with, so the
+    keyring's digest is part of the key.
     """
 
     def __init__(self) -> None:
-        self._verdicts: dict[tuple[str, str], Verdict] = {}
+        self._checks: dict[tuple[str, str], Check] = {}
 
-    def get(self, commit: str, policy: TrustPolicy) -> Verdict | None:
-        """The cached verdict, if this commit was verified under this policy."""
-        return self._verdicts.get((commit, policy.digest))
+    def get(self, commit: str, policy: TrustPolicy) -> Check | None:
+        """The cached cryptographic result, if this commit was checked (with this keyring)."""
+        return self._checks.get((commit, policy.crypto_digest))
 
-    def put(self, commit: str, policy: TrustPolicy, verdict: Verdict) -> None:
-        """Remember a trusted verdict (refusals are not cached: they are cheap to repeat)."""
-        if len(self._verdicts) > 10_000:
-            self._verdicts.clear()
-        self._verdicts[(commit, policy.digest)] = verdict
+    def put(self, commit: str, policy: TrustPolicy, check: Check) -> None:
+        """Remember a signature that verified (refusals are not cached: they are cheap to repeat)."""
+        if len(self._checks) > 10_000:
+            self._checks.clear()
+        self._checks[(commit, policy.crypto_digest)] = check
 
 
 def verify_commits(
@@ -163,13 +199,13 @@ def _verify_one(
     now: datetime,
     cache: VerifiedCache | None,
 ) -> Verdict:
-    cached = cache.get(commit, policy) if cache else None
-    if cached is not None:
-        return cached
     try:
-        verdict = policy.verify_raw_commit(read_commit(commit), now=now)
+        policy.require_signers()
+        check = cache.get(commit, policy) if cache else None
+        if check is None:
+            check = policy.check(read_commit(commit), now=now)
+            if cache:
+                cache.put(commit, policy, check)
+        return policy.judge(check, now=now)
     except Refused as exc:
         raise Refused(f"commit {commit[:12]}: {exc}", code=exc.code) from None
-    if cache:
-        cache.put(commit, policy, verdict)
-    return verdict

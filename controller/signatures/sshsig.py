@@ -85,6 +85,12 @@ class SshSignature:
         return _Reader(self.public_key).string().decode("ascii", "replace")
 
     @property
+    def fingerprint(self) -> str:
+        """``SHA256:…`` of the embedded key, as ``ssh-keygen -l`` prints it."""
+        digest = hashlib.sha256(self.public_key).digest()
+        return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
+
+    @property
     def public_key_line(self) -> str:
         """The embedded key as ``type base64``, the form allowed_signers uses."""
         return f"{self.key_type} {base64.b64encode(self.public_key).decode()}"
@@ -126,6 +132,7 @@ def verify(sig: SshSignature, payload: bytes, *, reserved: bytes = b"") -> None:
     signed += _string(digest(payload).digest())
     outer = _Reader(sig.signature)
     sig_format, raw = outer.string(), outer.string()
+    _require(outer.done(), "has trailing bytes after its signature")
     try:
         _verify_raw(sig.public_key, sig_format, raw, signed)
     except InvalidSignature:
@@ -143,17 +150,22 @@ def _verify_raw(public_key: bytes, sig_format: bytes, raw: bytes, signed: bytes)
     key_type = key.string()
     if key_type == b"ssh-ed25519":
         _require(sig_format == key_type, "format does not match its ed25519 key")
-        Ed25519PublicKey.from_public_bytes(key.string()).verify(raw, signed)
+        ed_key = Ed25519PublicKey.from_public_bytes(key.string())
+        _require(key.done(), "has trailing bytes after its key")
+        ed_key.verify(raw, signed)
     elif key_type in _CURVES:
         _require(sig_format == key_type, "format does not match its ECDSA key")
         curve, hash_alg = _CURVES[key_type]
         key.string()  # curve name, implied by the key type
         point = ec.EllipticCurvePublicKey.from_encoded_point(curve, key.string())
         parts = _Reader(raw)
-        point.verify(encode_dss_signature(parts.mpint(), parts.mpint()), signed, ec.ECDSA(hash_alg))
+        r, s = parts.mpint(), parts.mpint()
+        _require(key.done() and parts.done(), "has trailing bytes after its key or signature")
+        point.verify(encode_dss_signature(r, s), signed, ec.ECDSA(hash_alg))
     elif key_type == b"ssh-rsa":
         _require(sig_format in _RSA_HASHES, "uses ssh-rsa with SHA-1, which is refused")
         exponent, modulus = key.mpint(), key.mpint()
+        _require(key.done(), "has trailing bytes after its key")
         public = rsa.RSAPublicNumbers(exponent, modulus).public_key()
         _require(public.key_size >= 2048, "uses an RSA key shorter than 2048 bits")
         public.verify(raw, signed, padding.PKCS1v15(), _RSA_HASHES[sig_format])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import subprocess
 import time
 from collections.abc import Callable
@@ -20,9 +21,12 @@ from testbed import (
     ManifestRepo,
     SshKey,
     drop_signing_usage,
+    gpg_algorithm,
     make_gpg_key,
     make_ssh_key,
     revoke_gpg_key,
+    revoke_gpg_subkey,
+    ssh_fingerprint,
     ssh_sign,
     with_signature,
 )
@@ -77,7 +81,7 @@ class Bed:
 
     def ours(self, sha: str, *, mode: str = "head", applied: str | None = None) -> Verdict:
         self.source.fetch()
-        return verify_revision(self.source, self.policy(), mode=mode, applied=applied, head=sha, now=NOW)
+        return verify_revision(self.source, self.policy(), mode=mode, applied=applied, head=sha, now=datetime.now(UTC))
 
     def gits(self, sha: str) -> bool:
         proc = subprocess.run(
@@ -122,7 +126,7 @@ def test_a_trusted_ssh_signer_is_accepted_like_git_does(
     bed.trust(key.allowed_signers_line)
     sha = bed.commit(key)
     verdict = bed.ours(sha)
-    assert (verdict.signer, verdict.key_type) == (key.principal, key_type)
+    assert verdict.signer == f"{key.principal} ({key_type} {ssh_fingerprint(key)})"
     assert bed.gits(sha)
 
 
@@ -174,6 +178,42 @@ def _nul_in_message(bed: Bed, keys: dict[str, SshKey]) -> str:
     return sha
 
 
+def _sshsig_fields(armored: bytes) -> list[bytes]:
+    """The SSHSIG blob's string fields after magic and version: key, namespace, reserved, hash, signature."""
+    blob = base64.b64decode(b"".join(armored.strip().split(b"\n")[1:-1]))
+    fields, pos = [], 10
+    while pos < len(blob):
+        size = int.from_bytes(blob[pos : pos + 4], "big")
+        fields.append(blob[pos + 4 : pos + 4 + size])
+        pos += 4 + size
+    return fields
+
+
+def _sshsig(fields: list[bytes], tail: bytes = b"") -> bytes:
+    blob = b"SSHSIG" + (1).to_bytes(4, "big") + b"".join(len(f).to_bytes(4, "big") + f for f in fields) + tail
+    body = base64.encodebytes(blob).replace(b"\n", b"")
+    lines = [body[i : i + 70] for i in range(0, len(body), 70)]
+    return b"-----BEGIN SSH SIGNATURE-----\n" + b"\n".join(lines) + b"\n-----END SSH SIGNATURE-----\n"
+
+
+def _trailing_after_blob(signature: bytes) -> bytes:
+    return _sshsig(_sshsig_fields(signature), tail=b"\x00\x00\x00\x00")
+
+
+def _trailing_in_signature_field(signature: bytes) -> bytes:
+    fields = _sshsig_fields(signature)
+    fields[4] += b"\x00\x00\x00\x00"
+    return _sshsig(fields)
+
+
+def _sha256_header_only(bed: Bed, keys: dict[str, SshKey]) -> str:
+    payload = bed.repo.raw_commit(bed.commit(None))
+    raw = with_signature(payload, ssh_sign(keys["ed25519"], payload)).replace(b"\ngpgsig ", b"\ngpgsig-sha256 ", 1)
+    sha = bed.repo.store_commit(raw)
+    bed.repo.push(force=True)
+    return sha
+
+
 ED = 'namespaces="git"'
 REFUSED_CASES: list[tuple[str, Callable[[Bed, dict[str, SshKey]], str], str, str]] = [
     ("unsigned", lambda bed, keys: bed.commit(None), "", "is not signed"),
@@ -211,6 +251,9 @@ REFUSED_CASES: list[tuple[str, Callable[[Bed, dict[str, SshKey]], str], str, str
         "SSH signature",
     ),
     ("bad base64", _mangled(lambda s: s.replace(b"U1NIU0lH", b"U1N!@#lH", 1)), ED, "not valid base64"),
+    ("trailing bytes after the SSHSIG fields", _mangled(_trailing_after_blob), ED, "trailing bytes"),
+    ("trailing bytes in the signature field", _mangled(_trailing_in_signature_field), ED, "trailing bytes"),
+    ("only a gpgsig-sha256 header in a SHA-1 repository", _sha256_header_only, ED, "is not signed"),
 ]
 
 
@@ -234,7 +277,7 @@ def test_a_bad_ssh_signature_is_refused_and_git_agrees(
 def test_a_nul_byte_in_the_message_is_signed_bytes_like_any_other(bed: Bed, keys: dict[str, SshKey]) -> None:
     bed.trust(keys["ed25519"].allowed_signers_line)
     sha = _nul_in_message(bed, keys)
-    assert bed.ours(sha).signer == keys["ed25519"].principal
+    assert bed.ours(sha).identity == keys["ed25519"].principal
     assert bed.gits(sha)
     tampered = bed.repo.store_commit(bed.repo.raw_commit(sha).replace(b"hidden\x00", b"hidden\x01"))
     bed.repo.push(force=True)
@@ -256,6 +299,56 @@ def test_a_revoked_ssh_key_is_refused_and_git_agrees(bed: Bed, keys: dict[str, S
     assert not bed.gits(sha)
 
 
+def test_a_key_revoked_in_an_openssh_krl_is_refused_and_git_agrees(bed: Bed, keys: dict[str, SshKey]) -> None:
+    key = keys["ed25519"]
+    bed.trust(key.allowed_signers_line)
+    sha = bed.commit(key)
+    assert bed.ours(sha).identity == key.principal
+    subprocess.run(
+        ["ssh-keygen", "-q", "-k", "-f", str(bed.revoked), str(key.path.with_suffix(".pub"))],
+        check=True,
+        capture_output=True,
+    )
+    assert "revoked_keys" in bed.refusal(sha)
+    assert not bed.gits(sha)
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "lines nobody can read",
+        "0xB5690EEEBB952194",
+        "968479A1AFF927E37D1A566BB5690EEEBB95219",
+        "ssh-ed25519 AAAAnot-base64",
+    ],
+)
+def test_an_unreadable_revoked_keys_line_refuses_verify_until_fixed(
+    bed: Bed, keys: dict[str, SshKey], tmp_path: Path, capsys: pytest.CaptureFixture[str], line: str
+) -> None:
+    key = keys["ed25519"]
+    bed.trust(key.allowed_signers_line)
+    bed.commit(key)
+    config = tmp_path / "controller.yaml"
+    config.write_text(
+        f"environment: prod\nroot: {tmp_path / 'root'}\nsource: {{url: '{bed.repo.url}'}}\n"
+        f"trust: {{allowed_signers: {bed.signers}, revoked_keys: {bed.revoked}, mode: head}}\n"
+    )
+    bed.revoked.write_text(f"# retired keys\n{line}\n")
+    assert main(["verify", "--config", str(config)]) == 3
+    assert f"{bed.revoked} line 2: " in capsys.readouterr().err
+    bed.revoked.write_text(f"# retired keys\n{keys['stranger'].public} old laptop\n")
+    assert main(["verify", "--config", str(config)]) == 0
+
+
+@pytest.mark.parametrize("reason", [1, 2, 3], ids=["compromised", "superseded", "retired"])
+def test_a_revoked_signing_subkey_signs_nothing_now_whatever_the_reason(bed: Bed, tmp_path: Path, reason: int) -> None:
+    key = make_gpg_key(tmp_path / "sub", name="sub", subkey=True)
+    sha = bed.commit(key)
+    revoke_gpg_subkey(key, reason=reason)
+    bed.openpgp.write_text(key.export())
+    assert "subkey" in bed.refusal(sha) and "is revoked" in bed.refusal(sha)
+
+
 def test_our_clock_decides_not_the_committer_date(bed: Bed, keys: dict[str, SshKey]) -> None:
     key = keys["ed25519"]
     bed.trust(f'{key.principal} {ED},valid-before="{(NOW - timedelta(days=1)):%Y%m%d}Z" {key.public}')
@@ -275,12 +368,13 @@ def test_first_parent_mode_refuses_an_unsigned_commit_under_a_signed_head(bed: B
     unsigned = bed.commit(None, "sneaky")
     head = bed.commit(key, "looks fine")
     assert unsigned[:12] in bed.refusal(head, mode="first-parent", applied=applied)
-    assert bed.ours(head, mode="head", applied=applied).signer == key.principal
+    assert bed.ours(head, mode="head", applied=applied).identity == key.principal
 
 
-def test_the_cache_skips_cryptography_until_the_policy_changes(bed: Bed, keys: dict[str, SshKey]) -> None:
+def test_the_cache_keeps_cryptography_and_judges_trust_on_every_use(bed: Bed, keys: dict[str, SshKey]) -> None:
     key = keys["ed25519"]
-    bed.trust(key.allowed_signers_line)
+    expiry = NOW + timedelta(days=2)
+    bed.trust(f'{key.principal} {ED},valid-before="{expiry:%Y%m%d%H%M%S}Z" {key.public}')
     sha = bed.commit(key)
     bed.source.fetch()
     cache = VerifiedCache()
@@ -294,9 +388,29 @@ def test_the_cache_skips_cryptography_until_the_policy_changes(bed: Bed, keys: d
     for _ in range(3):
         verify_commits([sha], read_commit=read, policy=policy, now=NOW, cache=cache)
     assert reads == [sha]
-    bed.trust(key.allowed_signers_line, keys["rsa"].allowed_signers_line)
-    verify_commits([sha], read_commit=read, policy=bed.policy(), now=NOW, cache=cache)
-    assert reads == [sha, sha]
+    with pytest.raises(Refused, match="expired at"):  # valid-before passed: the cached result is judged anew
+        verify_commits([sha], read_commit=read, policy=policy, now=expiry + timedelta(seconds=1), cache=cache)
+    bed.trust(keys["rsa"].allowed_signers_line)
+    with pytest.raises(Refused, match="is not in allowed_signers"):
+        verify_commits([sha], read_commit=read, policy=bed.policy(), now=NOW, cache=cache)
+    bed.trust(key.allowed_signers_line)
+    bed.revoked.write_text(key.public + "\n")
+    with pytest.raises(Refused, match="revoked_keys"):
+        verify_commits([sha], read_commit=read, policy=bed.policy(), now=NOW, cache=cache)
+    assert reads == [sha]
+
+
+def test_a_cached_openpgp_verdict_is_refused_once_the_key_expires(bed: Bed, tmp_path: Path) -> None:
+    key = make_gpg_key(tmp_path / "short", name="short", expire="seconds=3")
+    bed.openpgp.write_text(key.export())
+    sha = bed.commit(key)
+    bed.source.fetch()
+    cache = VerifiedCache()
+    policy = bed.policy()
+    now = datetime.now(UTC)
+    assert verify_commits([sha], read_commit=bed.source.raw_commit, policy=policy, now=now, cache=cache)
+    with pytest.raises(Refused, match="expired at"):
+        verify_commits([sha], read_commit=lambda _c: b"", policy=policy, now=now + timedelta(seconds=10), cache=cache)
 
 
 @pytest.mark.parametrize("name", ["rsa", "subkey"])
@@ -307,8 +421,8 @@ def test_a_trusted_openpgp_key_is_reported_by_full_fingerprint(
     bed.openpgp.write_text(key.export())
     sha = bed.commit(key)
     verdict = bed.ours(sha)
-    assert verdict.signer == key.fingerprint.upper()
-    assert len(verdict.signer) == 40
+    assert verdict.identity == key.fingerprint.upper()
+    assert verdict.signer == f"{key.fingerprint.upper()} {key.uid} ({gpg_algorithm(key)})"
     assert verdict.detail == key.uid
 
 
@@ -322,20 +436,20 @@ def test_a_signed_merge_commit_with_an_openpgp_subkey_is_trusted(bed: Bed, gpg_k
     bed.repo.git("merge", "-q", "--no-ff", "-S", "-m", "Merge pull request #1", "pr", key=key)
     bed.repo.push()
     merge = bed.repo.head()
-    assert bed.ours(merge, mode="first-parent").signer == key.fingerprint.upper()
+    assert bed.ours(merge, mode="first-parent").identity == key.fingerprint.upper()
 
 
 def test_an_untrusted_openpgp_key_is_refused(bed: Bed, gpg_keys: dict[str, GpgKey]) -> None:
     bed.openpgp.write_text(gpg_keys["rsa"].export())
     sha = bed.commit(gpg_keys["stranger"])
-    assert "does not verify against the trusted keys" in bed.refusal(sha)
+    assert "is not by a trusted key" in bed.refusal(sha)
 
 
 def test_an_expired_openpgp_key_is_refused_by_our_clock(bed: Bed, tmp_path: Path) -> None:
     key = make_gpg_key(tmp_path / "short", name="short", expire="seconds=3")
     bed.openpgp.write_text(key.export())
     sha = bed.commit(key)
-    assert bed.ours(sha).signer == key.fingerprint.upper()  # by a clock before the expiry: trusted
+    assert bed.ours(sha).identity == key.fingerprint.upper()  # by a clock before the expiry: trusted
     time.sleep(4)
     with pytest.raises(Refused, match="expired"):
         bed.source.fetch()
@@ -369,7 +483,7 @@ def test_the_verify_command_fetches_and_prints_the_signer(
     )
     signed = bed.commit(key)
     assert main(["verify", "--config", str(config)]) == 0
-    assert capsys.readouterr().out.strip() == f"trusted: {key.principal} (ssh-ed25519)"
+    assert capsys.readouterr().out.strip() == f"trusted: {key.principal} (ssh-ed25519 {ssh_fingerprint(key)})"
     unsigned = bed.commit(None)
     assert main(["verify", "--config", str(config), "--json"]) == 3
     assert '"trusted": false' in capsys.readouterr().out
@@ -389,7 +503,7 @@ def test_an_expired_signing_subkey_is_refused_by_our_clock(bed: Bed, tmp_path: P
     key = make_gpg_key(tmp_path / "subexp", name="subexp", subkey=True, subkey_expire="seconds=3")
     bed.openpgp.write_text(key.export())
     sha = bed.commit(key)
-    assert bed.ours(sha).signer == key.fingerprint.upper()  # by a clock before the subkey expired
+    assert bed.ours(sha).identity == key.fingerprint.upper()  # by a clock before the subkey expired
     time.sleep(4)
     bed.source.fetch()
     with pytest.raises(Refused, match=r"signing subkey .* expired"):

@@ -143,7 +143,7 @@ def test_the_first_pass_creates_the_container_and_records_it(env: Env) -> None:
     assert env.image() == GOOD_A
     assert status.phase == "InSync"
     assert status.applied is not None and status.applied.revision == head
-    assert status.applied.signer == "alice@dreichor.test"
+    assert status.applied.signer.startswith("alice@dreichor.test (ssh-ed25519 SHA256:")
     assert status.container.state == "running"
     assert env.events() == ["applied"]
 
@@ -348,4 +348,4 @@ def test_verify_fetches_with_the_credentials_from_dotenv(env: Env) -> None:
     head = env.publish(GOOD_A)
     answer = service.verify()
     assert answer.revision == head and answer.verdict is not None
-    assert answer.verdict.signer == "alice@dreichor.test"
+    assert answer.verdict.signer.startswith("alice@dreichor.test (ssh-ed25519 SHA256:")

@@ -1,19 +1,23 @@
-"""Pure parts of signature checking: payload extraction, allowed_signers, SSHSIG parsing, fuzzed."""
+"""Pure parts of signature checking: payload extraction, allowed_signers, revoked_keys, SSHSIG and MPIs, fuzzed."""
 
 from __future__ import annotations
 
 import base64
 import contextlib
+import hashlib
 import re
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from controller.errors import Refused
-from controller.signatures.allowed_signers import parse_allowed_signers, parse_public_keys
+from controller.signatures.allowed_signers import match_pattern_list, parse_allowed_signers
+from controller.signatures.packets import canonical_signature
 from controller.signatures.payload import split_commit
+from controller.signatures.revocations import KRL_MAGIC, parse_revoked_keys
 from controller.signatures.sshsig import parse_armored, verify
 
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDd5Y7u0R1oK0bGJ6j9fU3ZgKzq3p4n2x8m0b1c2d3e4"
@@ -53,11 +57,19 @@ def test_an_unsigned_commit_has_no_signature() -> None:
     assert split_commit(raw).payload == raw
 
 
-@pytest.mark.parametrize("second", [b"gpgsig ", b"gpgsig-sha256 "])
-def test_two_signature_headers_are_refused(second: bytes) -> None:
-    raw = b"tree x\ngpgsig a\n b\n" + second + b"c\n\nmsg\n"
+def test_two_signature_headers_are_refused() -> None:
+    raw = b"tree x\ngpgsig a\n b\ngpgsig c\n\nmsg\n"
     with pytest.raises(Refused, match="two signature headers"):
         split_commit(raw)
+
+
+def test_a_sha256_signature_header_is_an_ordinary_header_in_a_sha1_repository() -> None:
+    raw = b"tree x\ngpgsig-sha256 a\n b\n\nmsg\n"
+    assert split_commit(raw).signature is None
+    assert split_commit(raw).payload == raw
+    both = b"tree x\ngpgsig s\ngpgsig-sha256 a\n b\n\nmsg\n"
+    assert split_commit(both).signature == b"s\n"
+    assert split_commit(both).payload == b"tree x\ngpgsig-sha256 a\n b\n\nmsg\n"
 
 
 def test_allowed_signers_options_and_principals() -> None:
@@ -92,9 +104,142 @@ def test_a_bad_allowed_signers_line_is_refused_by_number(line: str, expected: st
     assert "line 2" in str(info.value)
 
 
-def test_revoked_keys_hold_ssh_keys_and_openpgp_fingerprints() -> None:
-    keys = parse_public_keys(f"{KEY} old laptop\n# c\nab12 CD34\n")
-    assert keys == {KEY, "AB12CD34"}
+@pytest.mark.parametrize(
+    ("namespaces", "admitted"),
+    [
+        ("git", True),
+        ("git,file", True),
+        ("*", True),
+        ("g?t", True),
+        ("*,!git", False),
+        ("!git,*", False),
+        ("!file", False),
+        ("[g]it", False),
+        ("GIT", False),
+        ("gi", False),
+    ],
+)
+def test_namespace_patterns_match_as_openssh_matches_them(namespaces: str, admitted: bool) -> None:
+    assert match_pattern_list("git", namespaces) is admitted
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("20300102Z", datetime(2030, 1, 2, tzinfo=UTC)),
+        ("203001021530Z", datetime(2030, 1, 2, 15, 30, tzinfo=UTC)),
+        ("20300102153045z", datetime(2030, 1, 2, 15, 30, 45, tzinfo=UTC)),
+        ("203001021530UTC", datetime(2030, 1, 2, 15, 30, tzinfo=UTC)),
+    ],
+)
+def test_times_are_read_as_openssh_reads_them(value: str, expected: datetime) -> None:
+    [entry] = parse_allowed_signers(f'a@x valid-before="{value}" {KEY}\n')
+    assert entry.valid_before == expected
+
+
+@pytest.mark.parametrize(
+    ("options", "expected"),
+    [
+        ('valid-before="2030010215Z"', "is not YYYYMMDD"),
+        ('valid-before="20300102Z",valid-before="20310102Z"', "given twice"),
+        ('namespaces="git",NAMESPACES="file"', "given twice"),
+        ('valid-after="20300102Z",valid-before="20290102Z"', "valid-before is not after valid-after"),
+        ('namespaces="git",', "end with a comma"),
+        ('namespaces="git"x', "unknown option"),
+    ],
+)
+def test_options_openssh_refuses_refuse_the_line(options: str, expected: str) -> None:
+    with pytest.raises(Refused, match=re.escape(expected)):
+        parse_allowed_signers(f"a@x {options} {KEY}\n")
+
+
+def test_option_names_are_case_insensitive() -> None:
+    [entry] = parse_allowed_signers(f'a@x Namespaces="git",VALID-BEFORE="20300101Z" {KEY}\n')
+    assert entry.namespaces == "git"
+    assert entry.valid_before == datetime(2030, 1, 1, tzinfo=UTC)
+
+
+REAL_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBE7gQJRZIiYSXl8l72aDthoQ1AQIW/3fmmzLZ+XRODW"
+BLOB = base64.b64decode(REAL_KEY.split()[1])
+FPR = "968479A1AFF927E37D1A566BB5690EEEBB952194"
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        f"{REAL_KEY} old laptop",
+        f'hs@ox.cx namespaces="git" {REAL_KEY}',
+        f"hs@ox.cx {REAL_KEY} comment",
+    ],
+)
+def test_revoked_ssh_keys_are_read_from_key_and_allowed_signers_lines(line: str) -> None:
+    revoked = parse_revoked_keys(f"# retired\n\n{line}\n".encode())
+    assert revoked.revokes_ssh(BLOB)
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        FPR,
+        FPR.lower(),
+        f"0x{FPR}",
+        " ".join(FPR[i : i + 4] for i in range(0, 40, 4)),
+        f"{FPR}  # GitHub web-flow, retired",
+        "9684 79A1 AFF9 27E3 7D1A  566B B569 0EEE BB95 2194",
+    ],
+)
+def test_revoked_openpgp_fingerprints_are_read_in_the_forms_people_write(line: str) -> None:
+    assert parse_revoked_keys(f"{line}\n".encode()).revokes_openpgp(FPR)
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        ("0xB5690EEEBB952194", "is a key id, not a fingerprint"),
+        (FPR[:-1], "has 40 hex digits, not 39"),
+        ("ssh-ed25519", "has no base64 key"),
+        ("ssh-ed25519 AAAA!!", "not valid base64"),
+        (f"ssh-rsa {REAL_KEY.split()[1]}", "is not a ssh-rsa key"),
+        ("hs@ox.cx is revoked", "is not an SSH public key, an allowed_signers line or an OpenPGP fingerprint"),
+        ("revoke everything", "is not an SSH public key"),
+    ],
+)
+def test_an_unreadable_revoked_keys_line_refuses_the_policy_by_file_and_line(line: str, expected: str) -> None:
+    with pytest.raises(Refused, match=re.escape(expected)) as info:
+        parse_revoked_keys(f"# first\n{line}\n".encode(), path=Path("/etc/dreichor/trust/revoked_keys"))
+    assert str(info.value).startswith("/etc/dreichor/trust/revoked_keys line 2: ")
+    assert info.value.code == "BadTrustPolicy"
+
+
+def _krl(*sections: tuple[int, bytes]) -> bytes:
+    def string(value: bytes) -> bytes:
+        return len(value).to_bytes(4, "big") + value
+
+    head = KRL_MAGIC + (1).to_bytes(4, "big") + bytes(24) + string(b"") + string(b"")
+    return head + b"".join(bytes([kind]) + string(body) for kind, body in sections)
+
+
+def test_a_krl_revokes_keys_explicitly_and_by_hash() -> None:
+    def string(value: bytes) -> bytes:
+        return len(value).to_bytes(4, "big") + value
+
+    assert parse_revoked_keys(_krl((2, string(BLOB)))).revokes_ssh(BLOB)
+    assert parse_revoked_keys(_krl((5, string(hashlib.sha256(BLOB).digest())))).revokes_ssh(BLOB)
+    assert parse_revoked_keys(_krl((3, string(hashlib.sha1(BLOB).digest())))).revokes_ssh(BLOB)  # noqa: S324
+    assert not parse_revoked_keys(_krl((1, b""))).revokes_ssh(BLOB)
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        (KRL_MAGIC + b"\x00", "truncated OpenSSH KRL"),
+        (_krl((9, b"")), "unknown section type 9"),
+        (b"\xff\xfe binary", "neither an OpenSSH KRL nor UTF-8 text"),
+    ],
+)
+def test_an_unreadable_krl_refuses_the_policy(data: bytes, expected: str) -> None:
+    with pytest.raises(Refused, match=expected):
+        parse_revoked_keys(data)
 
 
 @pytest.mark.parametrize(
@@ -137,3 +282,45 @@ def test_arbitrary_bytes_never_crash_payload_extraction(data: bytes) -> None:
     except Refused:
         return
     assert len(signed.payload) <= len(data)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=400))
+def test_arbitrary_text_never_crashes_the_revoked_keys_parser(text: str) -> None:
+    with contextlib.suppress(Refused):
+        parse_revoked_keys(text.encode())
+
+
+def _armor(packets: bytes) -> bytes:
+    return b"-----BEGIN PGP SIGNATURE-----\n\n" + base64.b64encode(packets) + b"\n-----END PGP SIGNATURE-----\n"
+
+
+def _v4_signature(mpi: bytes) -> bytes:
+    body = bytes([4, 0, 1, 8]) + b"\x00\x02\x02\x1b" + b"\x00\x00" + b"\xab\xcd" + mpi
+    return bytes([0xC2, len(body)]) + body
+
+
+def test_a_non_minimal_mpi_is_rewritten_minimal_and_nothing_else_changes() -> None:
+    loose = _v4_signature(b"\x00\x20" + b"\x00\x00\x01\xff")  # 32 bits declared, 9 used
+    tight = _v4_signature(b"\x00\x09" + b"\x01\xff")
+    assert canonical_signature(_armor(loose))[6:] == tight[2:]
+    assert canonical_signature(_armor(tight))[6:] == tight[2:]
+
+
+@pytest.mark.parametrize(
+    "armored",
+    [
+        b"garbage",
+        _armor(b"\x01\x02"),
+        _armor(bytes([0xC6, 1, 0])),
+        b"-----BEGIN PGP SIGNATURE-----\n!!\n-----END PGP SIGNATURE-----",
+    ],
+)
+def test_what_is_not_a_signature_packet_is_passed_on_unchanged(armored: bytes) -> None:
+    assert canonical_signature(armored) == armored
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=400))
+def test_arbitrary_packets_never_crash_the_mpi_rewrite(data: bytes) -> None:
+    canonical_signature(_armor(data))
