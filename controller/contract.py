@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 from controller.config import HostPaths
 from controller.errors import Refused
-from controller.manifest import Manifest, build_manifest, load_manifest, manifest_reasons
+from controller.manifest import Manifest, build_manifest, load_manifest, manifest_reasons, printable
 
 MANAGED_BY = "dreichor-controller"
 LABEL_ENVIRONMENT = "io.dreichor.environment"
@@ -29,8 +29,9 @@ CONTAINER_SNAPSHOTS = "/var/lib/dreichor/snapshots"
 RESTART_POLICY = "unless-stopped"
 NETWORK_MODE = "bridge"
 
-_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
-_TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+# Whole-string patterns, used with ``fullmatch``: ``$`` would also match before a final newline.
+_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
+_TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
 _PIN = "pinned by digest '@sha256:<64 lowercase hex>' (layout: reproducible deployments)"
 
 
@@ -112,14 +113,16 @@ def parse_image(image: str, *, repository: str, environment: str) -> ImageRef:
     name, at, digest = image.partition("@")
     reasons: list[str] = []
     if not at:
-        reasons.append(f"image '{image}' is not {_PIN}")
-    elif not _DIGEST.match(digest):
-        reasons.append(f"image digest '{digest}' is malformed: must be {_PIN}")
+        reasons.append(f"image '{printable(image)}' is not {_PIN}")
+    elif not _DIGEST.fullmatch(digest):
+        reasons.append(f"image digest '{printable(digest)}' is malformed: must be {_PIN}")
     repo, tag = _split_tag(name)
     if repo != repository:
-        reasons.append(f"image repository '{repo}' is not the configured '{repository}' (layout: image source)")
-    if tag is not None and not _TAG.match(tag):
-        reasons.append(f"image tag '{tag}' is not a valid tag")
+        reasons.append(
+            f"image repository '{printable(repo)}' is not the configured '{repository}' (layout: image source)"
+        )
+    if tag is not None and not _TAG.fullmatch(tag):
+        reasons.append(f"image tag '{printable(tag)}' is not a valid tag")
     if tag == "latest" and environment == "prod":
         reasons.append("image tag 'latest' is refused in prod, even next to a digest (layout: image source)")
     if reasons:

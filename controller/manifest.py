@@ -9,14 +9,16 @@ the layout rule they would break — not lumped in with typos.
 from __future__ import annotations
 
 import re
-from typing import Any
+import unicodedata
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictStr
 
 from controller.safe_yaml import load_mapping
 
 MAX_MANIFEST_BYTES = 64 * 1024
-ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# Whole-string patterns, used with ``fullmatch``: ``$`` would also match before a final newline.
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _CONTROLLER_MANAGES = "the controller owns execution-plane enforcement"
 
 # Container settings a manifest may not declare, and the layout rule that owns each.
@@ -55,9 +57,8 @@ class Manifest(BaseModel):
         json_schema_extra={"$id": "https://dreichor.invalid/schemas/manifest.schema.json"},
     )
 
-    environment: StrictStr = Field(
+    environment: Literal["dev", "prod"] = Field(
         description="dev or prod; must equal the file name (envs/<environment>.yaml).",
-        pattern=r"^(dev|prod)$",
     )
     image: StrictStr = Field(
         description="<repository>[:tag]@sha256:<64 hex>; a digest is required, 'latest' is refused in prod.",
@@ -66,7 +67,9 @@ class Manifest(BaseModel):
     env: dict[str, StrictStr] = Field(
         default_factory=dict,
         description="Non-secret runtime settings; DATABASE_URL comes from the host's .env.",
-        json_schema_extra={"propertyNames": {"pattern": ENV_NAME.pattern, "not": {"const": "DATABASE_URL"}}},
+        json_schema_extra={
+            "propertyNames": {"pattern": f"^{ENV_NAME.pattern}$", "not": {"const": "DATABASE_URL"}},
+        },
     )
 
 
@@ -125,11 +128,34 @@ def _env_reasons(env: Any) -> list[str]:
     for name, value in env.items():
         if name == "DATABASE_URL":
             reasons.append(f"'env.DATABASE_URL' is owned by the controller (layout: {OWNED_KEYS[name]})")
-        elif not ENV_NAME.match(name):
-            reasons.append(f"env name '{name}' is not a valid variable name ([A-Za-z_][A-Za-z0-9_]*)")
+        elif not ENV_NAME.fullmatch(name):
+            reasons.append(f"env name '{printable(name)}' is not a valid variable name ([A-Za-z_][A-Za-z0-9_]*)")
         elif not isinstance(value, str):
             reasons.append(_not_a_string(f"env.{name}", value))
+        elif has_control_character(value):
+            reasons.append(
+                f"'env.{name}' holds a control character ('{printable(value, limit=40)}'): "
+                "a runtime setting is one line of printable text"
+            )
     return reasons
+
+
+def has_control_character(text: str) -> bool:
+    """Whether ``text`` holds a C0/C1 control character (NUL, ESC, newline, DEL, …)."""
+    return any(unicodedata.category(char) == "Cc" for char in text)
+
+
+def printable(text: str, *, limit: int = 80) -> str:
+    """``text`` safe to print in a refusal: control characters escaped, long text cut.
+
+    A reason ends up on an operator's terminal and in logs; an escape sequence
+    from a pull request must not repaint either.
+    """
+    shown = "".join(
+        char.encode("unicode_escape").decode("ascii") if unicodedata.category(char) == "Cc" else char
+        for char in text[:limit]
+    )
+    return shown if len(text) <= limit else f"{shown}… ({len(text)} characters)"
 
 
 def _not_a_string(field: str, value: Any) -> str:
@@ -143,7 +169,7 @@ def _shown(value: Any) -> str:
         return "true" if value else "false"
     if isinstance(value, dict | list):
         return "a mapping" if isinstance(value, dict) else "a list"
-    return repr(value)
+    return printable(repr(value), limit=40)
 
 
 def manifest_schema() -> dict[str, Any]:

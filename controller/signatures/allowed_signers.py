@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from controller.errors import Refused
 
 _KEY_TYPE = re.compile(r"^(ssh-|ecdsa-sha2-|sk-)")
-_TIME = re.compile(r"^(\d{8})(\d{4})?(\d{2})?(Z)?$")
+_TIME = re.compile(r"(\d{8})(\d{4})?(\d{2})?(Z)?")  # fullmatch: `$` also matches before a newline
 
 
 @dataclass(frozen=True)
@@ -132,7 +132,7 @@ def _time(value: str | None, number: int) -> datetime | None:
     """``YYYYMMDD[HHMM[SS]][Z]``; without ``Z`` it is the host's local time, as in OpenSSH."""
     if value is None:
         return None
-    match = _TIME.match(value)
+    match = _TIME.fullmatch(value)
     if not match:
         raise _bad(number, f"time '{value}' is not YYYYMMDD[HHMM[SS]][Z]")
     date, hhmm, ss, zulu = match.groups()

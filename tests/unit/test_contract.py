@@ -218,3 +218,43 @@ def test_dotenv_reads_comments_export_and_quotes(tmp_path: Path) -> None:
     path = tmp_path / ".env"
     path.write_text("# c\nexport DATABASE_URL=\"postgresql://h/dreichor_dev\"\nTOKEN='a=b'\n\nBROKEN\n")
     assert read_dotenv(path) == {"DATABASE_URL": "postgresql://h/dreichor_dev", "TOKEN": "a=b"}
+
+
+# -- hard edges: whole-string matching, control characters, values YAML cannot build ----------------
+
+HARD_EDGES = [
+    ("digest with a newline (block scalar)", f"environment: prod\nimage: |\n  {GOOD}\n".encode(), "is malformed"),
+    ("digest with an escaped newline", manifest(image=f'"{GOOD}\\n"'), "is malformed"),
+    ("latest with a newline in prod", manifest(image=f'"{REPO}:latest\\n@{DIGEST}"'), "tag 'latest\\n'"),
+    ("env name with a newline", manifest("env:", '  "DATABASE_URL\\n": x'), "env name 'DATABASE_URL\\n'"),
+    ("env name with a tab", manifest("env:", '  "A\\tB": x'), "env name 'A\\tB'"),
+    ("env value with NUL", manifest("env:", '  A: "x\\0y"'), "'env.A' holds a control character"),
+    ("env value with an escape", manifest("env:", '  A: "\\e[31mred"'), "'env.A' holds a control character"),
+    ("env value with a newline", manifest("env:", '  A: "x\\n"'), "'env.A' holds a control character"),
+    ("env value with DEL", manifest("env:", '  A: "x\\x7f"'), "'env.A' holds a control character"),
+    ("impossible date", manifest("env:", "  A: 2024-02-30"), "line 4, column 6"),
+    ("impossible date as a key", manifest("2024-02-30: x"), "line 3, column 1"),
+    ("impossible timestamp", manifest("env:", "  A: 2024-01-01T25:00:00Z"), "cannot be read as a date"),
+    ("5,000 digits", manifest("env:", "  A: " + "7" * 5000), "cannot be read as a number"),
+    ("5,000 digits in a list", manifest("volumes: [" + "9" * 5000 + "]"), "line 3, column 11"),
+]
+
+
+@pytest.mark.parametrize(("data", "expected"), [(d, e) for _, d, e in HARD_EDGES], ids=[n for n, _, _ in HARD_EDGES])
+def test_a_hard_edge_is_refused_with_its_reason(data: bytes, expected: str) -> None:
+    assert expected in refusal(data)
+
+
+def test_a_value_yaml_cannot_build_is_refused_and_told_how_to_fix() -> None:
+    reasons = refusal(manifest("env:", "  A: 2024-02-30"))
+    assert "'2024-02-30'" in reasons and "quote it" in reasons
+
+
+def test_a_huge_number_is_not_echoed_in_full() -> None:
+    reasons = refusal(manifest("env:", "  A: " + "7" * 5000))
+    assert len(reasons) < 300
+
+
+def test_a_control_character_is_shown_escaped_never_raw() -> None:
+    reasons = refusal(manifest("env:", '  "A\\e[2J": x'))
+    assert "\x1b" not in reasons and "\\x1b" in reasons
