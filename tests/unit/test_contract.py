@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -217,6 +218,7 @@ def test_container_names_never_collide() -> None:
 def test_dotenv_reads_comments_export_and_quotes(tmp_path: Path) -> None:
     path = tmp_path / ".env"
     path.write_text("# c\nexport DATABASE_URL=\"postgresql://h/dreichor_dev\"\nTOKEN='a=b'\n\nBROKEN\n")
+    path.chmod(0o600)
     assert read_dotenv(path) == {"DATABASE_URL": "postgresql://h/dreichor_dev", "TOKEN": "a=b"}
 
 
@@ -258,3 +260,43 @@ def test_a_huge_number_is_not_echoed_in_full() -> None:
 def test_a_control_character_is_shown_escaped_never_raw() -> None:
     reasons = refusal(manifest("env:", '  "A\\e[2J": x'))
     assert "\x1b" not in reasons and "\\x1b" in reasons
+
+
+# -- .env: a secrets file others cannot read or replace ------------------------------------------------
+
+
+def private_dotenv(tmp_path: Path, *, mode: int = 0o600, owner: int | None = None) -> Path:
+    path = tmp_path / ".env"
+    path.write_text("DATABASE_URL=postgresql://h/dreichor_prod\n")
+    path.chmod(mode)
+    if owner is not None:
+        os.chown(path, owner, -1)
+    return path
+
+
+@pytest.mark.parametrize("mode", [0o600, 0o400])
+def test_a_private_dotenv_is_read(tmp_path: Path, mode: int) -> None:
+    assert read_dotenv(private_dotenv(tmp_path, mode=mode)) == {"DATABASE_URL": "postgresql://h/dreichor_prod"}
+
+
+@pytest.mark.parametrize(("mode", "shown"), [(0o644, "0644"), (0o640, "0640"), (0o602, "0602"), (0o660, "0660")])
+def test_a_dotenv_others_can_read_or_write_is_refused_with_the_fix(tmp_path: Path, mode: int, shown: str) -> None:
+    path = private_dotenv(tmp_path, mode=mode)
+    with pytest.raises(OSError, match=shown) as info:
+        read_dotenv(path)
+    assert f"chmod 600 {path}" in str(info.value)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving a file away needs root")
+def test_a_dotenv_owned_by_another_user_is_refused_with_the_fix(tmp_path: Path) -> None:
+    path = private_dotenv(tmp_path, owner=65534)
+    with pytest.raises(OSError, match="owned by uid 65534") as info:
+        read_dotenv(path)
+    assert f"chown root {path}" in str(info.value)
+
+
+def test_a_dotenv_that_is_not_a_regular_file_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / ".env"
+    os.mkfifo(path, 0o600)  # a reader must not hang on it either
+    with pytest.raises(OSError, match="not a regular file"):
+        read_dotenv(path)
