@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictStr
 
+from controller.config import DEFAULT_REPOSITORY
 from controller.safe_yaml import load_mapping
 
 MAX_MANIFEST_BYTES = 64 * 1024
@@ -172,8 +173,41 @@ def _shown(value: Any) -> str:
     return printable(repr(value), limit=40)
 
 
-def manifest_schema() -> dict[str, Any]:
-    """The JSON Schema of a manifest, for editors and PR checks (``envs/manifest.schema.json``)."""
+def manifest_schema(repository: str = DEFAULT_REPOSITORY) -> dict[str, Any]:
+    """The JSON Schema of a manifest for editors and PR checks (``envs/manifest.schema.json``).
+
+    Tighter than the model where a schema can say what the contract refuses: the
+    configured repository, no ``latest`` in prod, no control characters, and no
+    value that YAML 1.1 (the controller's reader) takes for a boolean or a number
+    while YAML 1.2 (most schema checkers) keeps it a string.  A schema cannot see
+    quotes, so it flags such a value even quoted; ``validate`` is the authority.
+    Its patterns are ECMA-262, where ``$`` is the end of the input.
+    """
     schema = Manifest.model_json_schema()
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    props = schema["properties"]
+    props["image"]["pattern"] = f"^{_ecma_literal(repository)}(:{_SCHEMA_TAG})?@sha256:[0-9a-f]{{64}}$"
+    props["env"]["additionalProperties"] = {
+        "type": "string",
+        "pattern": "^[^\\u0000-\\u001f\\u007f-\\u009f]*$",
+        "not": {"pattern": _YAML11_NOT_STRING},
+    }
+    schema["if"] = {"properties": {"environment": {"const": "prod"}}, "required": ["environment"]}
+    schema["then"] = {"properties": {"image": {"not": {"pattern": ":latest@"}}}}
     return schema
+
+
+def _ecma_literal(text: str) -> str:
+    """``text`` as an ECMA-262 pattern (``re.escape`` writes ``\\-``, which unicode-mode ECMA refuses)."""
+    return re.sub(r"[\\^$.|?*+()\[\]{}]", lambda match: "\\" + match.group(0), text)
+
+
+_SCHEMA_TAG = "[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}"
+# Plain scalars PyYAML (YAML 1.1) reads as booleans, sexagesimal numbers or dates, or cannot read
+# ('='), while YAML 1.2 checkers hand them over as strings: the schema's only way to flag `DEBUG: no`.
+_YAML11_NOT_STRING = (
+    "^(yes|Yes|YES|no|No|NO|on|On|ON|off|Off|OFF|=|[-+]?[1-9][0-9_]*(:[0-5]?[0-9])+"
+    "|[-+]?[0-9][0-9_]*(:[0-5]?[0-9])+\\.[0-9_]*|[0-9]{4}-[0-9]{2}-[0-9]{2}"
+    "|[0-9]{4}-[0-9]{1,2}-[0-9]{1,2}([Tt]|[ \\t]+)[0-9]{1,2}:[0-9]{2}:[0-9]{2}(\\.[0-9]*)?"
+    "([ \\t]*(Z|[-+][0-9]{1,2}(:[0-9]{2})?))?)$"
+)
