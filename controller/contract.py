@@ -13,11 +13,19 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from controller.config import HostPaths
+from controller.conninfo import ConninfoError, parse_conninfo
 from controller.errors import Refused
-from controller.manifest import Manifest, build_manifest, load_manifest, manifest_reasons
+from controller.files import read_private_file
+from controller.manifest import (
+    Manifest,
+    build_manifest,
+    has_control_character,
+    load_manifest,
+    manifest_reasons,
+    printable,
+)
 
 MANAGED_BY = "dreichor-controller"
 LABEL_ENVIRONMENT = "io.dreichor.environment"
@@ -29,8 +37,9 @@ CONTAINER_SNAPSHOTS = "/var/lib/dreichor/snapshots"
 RESTART_POLICY = "unless-stopped"
 NETWORK_MODE = "bridge"
 
-_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
-_TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+# Whole-string patterns, used with ``fullmatch``: ``$`` would also match before a final newline.
+_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
+_TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
 _PIN = "pinned by digest '@sha256:<64 lowercase hex>' (layout: reproducible deployments)"
 
 
@@ -112,14 +121,16 @@ def parse_image(image: str, *, repository: str, environment: str) -> ImageRef:
     name, at, digest = image.partition("@")
     reasons: list[str] = []
     if not at:
-        reasons.append(f"image '{image}' is not {_PIN}")
-    elif not _DIGEST.match(digest):
-        reasons.append(f"image digest '{digest}' is malformed: must be {_PIN}")
+        reasons.append(f"image '{printable(image)}' is not {_PIN}")
+    elif not _DIGEST.fullmatch(digest):
+        reasons.append(f"image digest '{printable(digest)}' is malformed: must be {_PIN}")
     repo, tag = _split_tag(name)
     if repo != repository:
-        reasons.append(f"image repository '{repo}' is not the configured '{repository}' (layout: image source)")
-    if tag is not None and not _TAG.match(tag):
-        reasons.append(f"image tag '{tag}' is not a valid tag")
+        reasons.append(
+            f"image repository '{printable(repo)}' is not the configured '{repository}' (layout: image source)"
+        )
+    if tag is not None and not _TAG.fullmatch(tag):
+        reasons.append(f"image tag '{printable(tag)}' is not a valid tag")
     if tag == "latest" and environment == "prod":
         reasons.append("image tag 'latest' is refused in prod, even next to a digest (layout: image source)")
     if reasons:
@@ -136,14 +147,32 @@ def _split_tag(name: str) -> tuple[str, str | None]:
 
 
 def database_reasons(database_url: str | None, *, environment: str) -> list[str]:
-    """Why ``DATABASE_URL`` is unacceptable for ``environment``, if it is."""
+    """Why ``DATABASE_URL`` is unacceptable for ``environment``, if it is.
+
+    Judged as libpq reads it (``controller.conninfo``): the database it would
+    connect to — ``?dbname=`` over the path, percent-decoded — must be exactly
+    ``dreichor_<env>``, named explicitly (without one libpq falls back to the
+    user name or ``$PGDATABASE``).  Reasons never quote the string: it holds a password.
+    """
     if not database_url:
         return ["the environment's .env has no DATABASE_URL (layout: access is via DATABASE_URL)"]
-    database = urlsplit(database_url).path.lstrip("/")
+    if has_control_character(database_url):
+        return [".env DATABASE_URL holds a control character: write it on one line of printable text"]
+    try:
+        database = parse_conninfo(database_url).get("dbname")
+    except ConninfoError as exc:
+        return [
+            f".env DATABASE_URL is not a connection string libpq accepts: {exc} (layout: access is via DATABASE_URL)"
+        ]
     expected = f"dreichor_{environment}"
+    if database is None:
+        return [
+            f".env DATABASE_URL names no database, so libpq would pick one from the user name or the "
+            f"environment: name '{expected}' (postgresql://…/{expected}) (layout: separate databases per environment)"
+        ]
     if database != expected:
         return [
-            f".env DATABASE_URL names database '{database}', not '{expected}' "
+            f".env DATABASE_URL names database '{printable(database)}', not '{expected}' "
             "(layout: separate databases per environment)"
         ]
     return []
@@ -221,9 +250,13 @@ def desired_from_bytes(
 
 
 def read_dotenv(path: Path) -> dict[str, str]:
-    """Parse a ``.env`` file: ``KEY=value`` lines, ``#`` comments, optional ``export`` and quotes."""
+    """Parse a ``.env`` file: ``KEY=value`` lines, ``#`` comments, optional ``export`` and quotes.
+
+    The file holds secrets, so it must be private (``files.read_private_file``):
+    a loose one raises ``InsecureFile``, an ``OSError`` saying how to fix it.
+    """
     values: dict[str, str] = {}
-    for raw_line in path.read_text(encoding="utf-8").splitlines():
+    for raw_line in read_private_file(path).decode("utf-8").splitlines():
         line = raw_line.strip()
         if not line or line.startswith("#"):
             continue

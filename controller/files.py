@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 from pathlib import Path
 
 
@@ -46,3 +47,44 @@ def create_new(path: Path, data: bytes, *, mode: int = 0o644) -> bool:
         return False
     atomic_write(path, data, mode=mode)
     return True
+
+
+class InsecureFile(PermissionError):
+    """A secrets file that others could read or replace; the message says how to fix it.
+
+    A ``PermissionError``, so every caller that already handles an unreadable
+    file (``cannot read …``) handles this one the same way.
+    """
+
+
+def read_private_file(path: Path) -> bytes:
+    """The bytes of a secrets file, refused unless it is private (as OpenSSH does for keys).
+
+    Private means a regular file, owned by root or by the user the controller runs
+    as, with no permission bits for group or others (mode 0600 or stricter).  The
+    checks look at the opened file, so it cannot be swapped between check and read,
+    and a FIFO in its place cannot block the reader.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
+    with os.fdopen(fd, "rb") as handle:
+        problem = _privacy_problem(os.fstat(fd), path)
+        if problem:
+            raise InsecureFile(problem)
+        return handle.read()
+
+
+def _privacy_problem(info: os.stat_result, path: Path) -> str | None:
+    if not stat.S_ISREG(info.st_mode):
+        return f"{path} is not a regular file: replace it with a file of KEY=value lines, mode 0600"
+    if info.st_uid not in (0, os.geteuid()):
+        owner = "root" if os.geteuid() == 0 else str(os.geteuid())
+        return (
+            f"{path} is owned by uid {info.st_uid}, not by root or the controller's user, "
+            f"so its owner could change the secrets: run 'chown {owner} {path}'"
+        )
+    if info.st_mode & 0o077:
+        return (
+            f"{path} has mode {stat.S_IMODE(info.st_mode):04o}, which lets others read or change "
+            f"its secrets: run 'chmod 600 {path}'"
+        )
+    return None

@@ -9,14 +9,17 @@ the layout rule they would break — not lumped in with typos.
 from __future__ import annotations
 
 import re
-from typing import Any
+import unicodedata
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictStr
 
+from controller.config import DEFAULT_REPOSITORY
 from controller.safe_yaml import load_mapping
 
 MAX_MANIFEST_BYTES = 64 * 1024
-ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# Whole-string patterns, used with ``fullmatch``: ``$`` would also match before a final newline.
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _CONTROLLER_MANAGES = "the controller owns execution-plane enforcement"
 
 # Container settings a manifest may not declare, and the layout rule that owns each.
@@ -55,9 +58,8 @@ class Manifest(BaseModel):
         json_schema_extra={"$id": "https://dreichor.invalid/schemas/manifest.schema.json"},
     )
 
-    environment: StrictStr = Field(
+    environment: Literal["dev", "prod"] = Field(
         description="dev or prod; must equal the file name (envs/<environment>.yaml).",
-        pattern=r"^(dev|prod)$",
     )
     image: StrictStr = Field(
         description="<repository>[:tag]@sha256:<64 hex>; a digest is required, 'latest' is refused in prod.",
@@ -66,7 +68,9 @@ class Manifest(BaseModel):
     env: dict[str, StrictStr] = Field(
         default_factory=dict,
         description="Non-secret runtime settings; DATABASE_URL comes from the host's .env.",
-        json_schema_extra={"propertyNames": {"pattern": ENV_NAME.pattern, "not": {"const": "DATABASE_URL"}}},
+        json_schema_extra={
+            "propertyNames": {"pattern": f"^{ENV_NAME.pattern}$", "not": {"const": "DATABASE_URL"}},
+        },
     )
 
 
@@ -125,11 +129,34 @@ def _env_reasons(env: Any) -> list[str]:
     for name, value in env.items():
         if name == "DATABASE_URL":
             reasons.append(f"'env.DATABASE_URL' is owned by the controller (layout: {OWNED_KEYS[name]})")
-        elif not ENV_NAME.match(name):
-            reasons.append(f"env name '{name}' is not a valid variable name ([A-Za-z_][A-Za-z0-9_]*)")
+        elif not ENV_NAME.fullmatch(name):
+            reasons.append(f"env name '{printable(name)}' is not a valid variable name ([A-Za-z_][A-Za-z0-9_]*)")
         elif not isinstance(value, str):
             reasons.append(_not_a_string(f"env.{name}", value))
+        elif has_control_character(value):
+            reasons.append(
+                f"'env.{name}' holds a control character ('{printable(value, limit=40)}'): "
+                "a runtime setting is one line of printable text"
+            )
     return reasons
+
+
+def has_control_character(text: str) -> bool:
+    """Whether ``text`` holds a C0/C1 control character (NUL, ESC, newline, DEL, …)."""
+    return any(unicodedata.category(char) == "Cc" for char in text)
+
+
+def printable(text: str, *, limit: int = 80) -> str:
+    """``text`` safe to print in a refusal: control characters escaped, long text cut.
+
+    A reason ends up on an operator's terminal and in logs; an escape sequence
+    from a pull request must not repaint either.
+    """
+    shown = "".join(
+        char.encode("unicode_escape").decode("ascii") if unicodedata.category(char) == "Cc" else char
+        for char in text[:limit]
+    )
+    return shown if len(text) <= limit else f"{shown}… ({len(text)} characters)"
 
 
 def _not_a_string(field: str, value: Any) -> str:
@@ -143,11 +170,44 @@ def _shown(value: Any) -> str:
         return "true" if value else "false"
     if isinstance(value, dict | list):
         return "a mapping" if isinstance(value, dict) else "a list"
-    return repr(value)
+    return printable(repr(value), limit=40)
 
 
-def manifest_schema() -> dict[str, Any]:
-    """The JSON Schema of a manifest, for editors and PR checks (``envs/manifest.schema.json``)."""
+def manifest_schema(repository: str = DEFAULT_REPOSITORY) -> dict[str, Any]:
+    """The JSON Schema of a manifest for editors and PR checks (``envs/manifest.schema.json``).
+
+    Tighter than the model where a schema can say what the contract refuses: the
+    configured repository, no ``latest`` in prod, no control characters, and no
+    value that YAML 1.1 (the controller's reader) takes for a boolean or a number
+    while YAML 1.2 (most schema checkers) keeps it a string.  A schema cannot see
+    quotes, so it flags such a value even quoted; ``validate`` is the authority.
+    Its patterns are ECMA-262, where ``$`` is the end of the input.
+    """
     schema = Manifest.model_json_schema()
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    props = schema["properties"]
+    props["image"]["pattern"] = f"^{_ecma_literal(repository)}(:{_SCHEMA_TAG})?@sha256:[0-9a-f]{{64}}$"
+    props["env"]["additionalProperties"] = {
+        "type": "string",
+        "pattern": "^[^\\u0000-\\u001f\\u007f-\\u009f]*$",
+        "not": {"pattern": _YAML11_NOT_STRING},
+    }
+    schema["if"] = {"properties": {"environment": {"const": "prod"}}, "required": ["environment"]}
+    schema["then"] = {"properties": {"image": {"not": {"pattern": ":latest@"}}}}
     return schema
+
+
+def _ecma_literal(text: str) -> str:
+    """``text`` as an ECMA-262 pattern (``re.escape`` writes ``\\-``, which unicode-mode ECMA refuses)."""
+    return re.sub(r"[\\^$.|?*+()\[\]{}]", lambda match: "\\" + match.group(0), text)
+
+
+_SCHEMA_TAG = "[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}"
+# Plain scalars PyYAML (YAML 1.1) reads as booleans, sexagesimal numbers or dates, or cannot read
+# ('='), while YAML 1.2 checkers hand them over as strings: the schema's only way to flag `DEBUG: no`.
+_YAML11_NOT_STRING = (
+    "^(yes|Yes|YES|no|No|NO|on|On|ON|off|Off|OFF|=|[-+]?[1-9][0-9_]*(:[0-5]?[0-9])+"
+    "|[-+]?[0-9][0-9_]*(:[0-5]?[0-9])+\\.[0-9_]*|[0-9]{4}-[0-9]{2}-[0-9]{2}"
+    "|[0-9]{4}-[0-9]{1,2}-[0-9]{1,2}([Tt]|[ \\t]+)[0-9]{1,2}:[0-9]{2}:[0-9]{2}(\\.[0-9]*)?"
+    "([ \\t]*(Z|[-+][0-9]{1,2}(:[0-9]{2})?))?)$"
+)

@@ -4,7 +4,9 @@ Manifests arrive through pull requests, so the loader is hostile-input code:
 the pure-Python ``SafeLoader`` (the C loader can crash on deep nesting), a cap
 on size and nesting, and no YAML feature that makes one document mean more
 than it shows — anchors, aliases, merge keys, custom tags, duplicate keys,
-several documents.  Every refusal is a ``Refused`` with one sentence.
+several documents.  Every refusal is a ``Refused`` with one sentence, and so
+is a value the reader cannot build (``2024-02-30``, an integer of 5,000
+digits): never a traceback, which a pass would take for a bug and retry.
 """
 
 from __future__ import annotations
@@ -18,6 +20,15 @@ from yaml.nodes import MappingNode, Node
 from controller.errors import Refused
 
 MAX_DEPTH = 32
+_EXCERPT = 24
+
+# What a plain scalar of each tag was meant to be, for the sentence that refuses it.
+_KINDS = {
+    "tag:yaml.org,2002:int": "a number",
+    "tag:yaml.org,2002:float": "a number",
+    "tag:yaml.org,2002:timestamp": "a date",
+    "tag:yaml.org,2002:bool": "a boolean",
+}
 
 # Tags a plain document can carry; anything else (``!!python/...``, ``!custom``) is refused.
 _PLAIN_TAGS = frozenset(
@@ -48,6 +59,12 @@ class _StrictLoader(yaml.SafeLoader):
         finally:
             self._depth -= 1
 
+    def construct_object(self, node: Node, deep: bool = False) -> Any:
+        try:
+            return super().construct_object(node, deep=deep)
+        except (ValueError, OverflowError, TypeError):
+            raise Refused(_unbuildable(node)) from None
+
     def construct_mapping(self, node: MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: set[Any] = set()
         for key_node, _ in node.value:
@@ -67,6 +84,15 @@ def _check_tag(event: ScalarEvent | CollectionStartEvent) -> None:
     if tag is None or tag == "!" or tag in _PLAIN_TAGS:
         return
     raise Refused(f"YAML tag '{tag}' is refused ({_where(event)}): only plain values are allowed")
+
+
+def _unbuildable(node: Node) -> str:
+    """The sentence for a scalar that resolved to a type but cannot be built as one."""
+    text = str(node.value) if isinstance(node.value, str) else ""
+    shown = "".join(c if c.isprintable() else "?" for c in text[:_EXCERPT])
+    shown = f"'{shown}'" if len(text) <= _EXCERPT else f"'{shown}…' ({len(text)} characters)"
+    kind = _KINDS.get(node.tag, "a value")
+    return f"YAML value {shown} at {_where(node)} cannot be read as {kind}: quote it to make it a string"
 
 
 def _where(item: Any) -> str:

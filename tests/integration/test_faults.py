@@ -198,6 +198,7 @@ def test_a_missing_or_unreadable_dotenv_degrades_without_touching_the_container(
     if fault == "unreadable":
         dotenv.rmdir()
     dotenv.write_text(saved)
+    dotenv.chmod(0o600)  # a new file gets the umask's mode; .env must be private
     assert host.sync() == 0 and host.image() == images["healthy-b"]
 
 

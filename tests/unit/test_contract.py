@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -217,4 +218,85 @@ def test_container_names_never_collide() -> None:
 def test_dotenv_reads_comments_export_and_quotes(tmp_path: Path) -> None:
     path = tmp_path / ".env"
     path.write_text("# c\nexport DATABASE_URL=\"postgresql://h/dreichor_dev\"\nTOKEN='a=b'\n\nBROKEN\n")
+    path.chmod(0o600)
     assert read_dotenv(path) == {"DATABASE_URL": "postgresql://h/dreichor_dev", "TOKEN": "a=b"}
+
+
+# -- hard edges: whole-string matching, control characters, values YAML cannot build ----------------
+
+HARD_EDGES = [
+    ("digest with a newline (block scalar)", f"environment: prod\nimage: |\n  {GOOD}\n".encode(), "is malformed"),
+    ("digest with an escaped newline", manifest(image=f'"{GOOD}\\n"'), "is malformed"),
+    ("latest with a newline in prod", manifest(image=f'"{REPO}:latest\\n@{DIGEST}"'), "tag 'latest\\n'"),
+    ("env name with a newline", manifest("env:", '  "DATABASE_URL\\n": x'), "env name 'DATABASE_URL\\n'"),
+    ("env name with a tab", manifest("env:", '  "A\\tB": x'), "env name 'A\\tB'"),
+    ("env value with NUL", manifest("env:", '  A: "x\\0y"'), "'env.A' holds a control character"),
+    ("env value with an escape", manifest("env:", '  A: "\\e[31mred"'), "'env.A' holds a control character"),
+    ("env value with a newline", manifest("env:", '  A: "x\\n"'), "'env.A' holds a control character"),
+    ("env value with DEL", manifest("env:", '  A: "x\\x7f"'), "'env.A' holds a control character"),
+    ("impossible date", manifest("env:", "  A: 2024-02-30"), "line 4, column 6"),
+    ("impossible date as a key", manifest("2024-02-30: x"), "line 3, column 1"),
+    ("impossible timestamp", manifest("env:", "  A: 2024-01-01T25:00:00Z"), "cannot be read as a date"),
+    ("5,000 digits", manifest("env:", "  A: " + "7" * 5000), "cannot be read as a number"),
+    ("5,000 digits in a list", manifest("volumes: [" + "9" * 5000 + "]"), "line 3, column 11"),
+]
+
+
+@pytest.mark.parametrize(("data", "expected"), [(d, e) for _, d, e in HARD_EDGES], ids=[n for n, _, _ in HARD_EDGES])
+def test_a_hard_edge_is_refused_with_its_reason(data: bytes, expected: str) -> None:
+    assert expected in refusal(data)
+
+
+def test_a_value_yaml_cannot_build_is_refused_and_told_how_to_fix() -> None:
+    reasons = refusal(manifest("env:", "  A: 2024-02-30"))
+    assert "'2024-02-30'" in reasons and "quote it" in reasons
+
+
+def test_a_huge_number_is_not_echoed_in_full() -> None:
+    reasons = refusal(manifest("env:", "  A: " + "7" * 5000))
+    assert len(reasons) < 300
+
+
+def test_a_control_character_is_shown_escaped_never_raw() -> None:
+    reasons = refusal(manifest("env:", '  "A\\e[2J": x'))
+    assert "\x1b" not in reasons and "\\x1b" in reasons
+
+
+# -- .env: a secrets file others cannot read or replace ------------------------------------------------
+
+
+def private_dotenv(tmp_path: Path, *, mode: int = 0o600, owner: int | None = None) -> Path:
+    path = tmp_path / ".env"
+    path.write_text("DATABASE_URL=postgresql://h/dreichor_prod\n")
+    path.chmod(mode)
+    if owner is not None:
+        os.chown(path, owner, -1)
+    return path
+
+
+@pytest.mark.parametrize("mode", [0o600, 0o400])
+def test_a_private_dotenv_is_read(tmp_path: Path, mode: int) -> None:
+    assert read_dotenv(private_dotenv(tmp_path, mode=mode)) == {"DATABASE_URL": "postgresql://h/dreichor_prod"}
+
+
+@pytest.mark.parametrize(("mode", "shown"), [(0o644, "0644"), (0o640, "0640"), (0o602, "0602"), (0o660, "0660")])
+def test_a_dotenv_others_can_read_or_write_is_refused_with_the_fix(tmp_path: Path, mode: int, shown: str) -> None:
+    path = private_dotenv(tmp_path, mode=mode)
+    with pytest.raises(OSError, match=shown) as info:
+        read_dotenv(path)
+    assert f"chmod 600 {path}" in str(info.value)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving a file away needs root")
+def test_a_dotenv_owned_by_another_user_is_refused_with_the_fix(tmp_path: Path) -> None:
+    path = private_dotenv(tmp_path, owner=65534)
+    with pytest.raises(OSError, match="owned by uid 65534") as info:
+        read_dotenv(path)
+    assert f"chown root {path}" in str(info.value)
+
+
+def test_a_dotenv_that_is_not_a_regular_file_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / ".env"
+    os.mkfifo(path, 0o600)  # a reader must not hang on it either
+    with pytest.raises(OSError, match="not a regular file"):
+        read_dotenv(path)

@@ -44,6 +44,22 @@ def test_manifests_are_valid_or_refused(data: bytes) -> None:
         desired_from_bytes(data, environment="prod", repository=REPO, paths=PATHS, dotenv=None)
 
 
+# Plain scalars that resolve to a type the reader may fail to build: impossible dates, huge numbers.
+unbuildable = st.one_of(
+    st.from_regex(r"[0-9]{4}-[0-9]{2}-[0-9]{2}([Tt ][0-9]{1,2}:[0-9]{2}:[0-9]{2}(\.[0-9]{0,9})?Z?)?", fullmatch=True),
+    st.integers(min_value=4000, max_value=6000).map(lambda n: "1" * n),
+    st.from_regex(r"[-+]?[0-9]{1,3}(:[0-9]{1,2}){1,3}(\.[0-9]*)?", fullmatch=True),
+)
+
+
+@FUZZ
+@given(unbuildable, st.sampled_from(["env:\n  A: {}", "{}: x", "volumes: [{}]", "image: {}"]))
+def test_values_the_reader_cannot_build_are_refused(value: str, shape: str) -> None:
+    data = f"environment: prod\n{shape.format(value)}\n".encode()
+    with contextlib.suppress(Refused):
+        desired_from_bytes(data, environment="prod", repository=REPO, paths=PATHS, dotenv=None)
+
+
 @FUZZ
 @given(st.one_of(st.binary(max_size=300), st.text(max_size=300).map(str.encode)))
 def test_configs_load_or_fail_with_a_config_error(data: bytes) -> None:
