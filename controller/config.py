@@ -144,7 +144,7 @@ class GithubConfig(_Section):
     @model_validator(mode="after")
     def _check_api_url(self) -> GithubConfig:
         url = urlsplit(self.api_url)
-        if not url.hostname or not (url.scheme == "https" or (url.scheme == "http" and _is_loopback(url.hostname))):
+        if not url.hostname or not (url.scheme == "https" or (url.scheme == "http" and is_loopback(url.hostname))):
             raise ValueError(f"github.api_url {self.api_url!r} must be https:// (http:// only on loopback)")
         return self
 
@@ -166,7 +166,7 @@ class Config(_Section):
     @model_validator(mode="after")
     def _check_listen(self) -> Config:
         host, _ = split_listen(self.listen)
-        if not _is_loopback(host):
+        if not is_loopback(host):
             raise ValueError(f"api.listen {self.listen!r} is not a loopback address (layout: 127.0.0.1 only)")
         return self
 
@@ -214,7 +214,8 @@ def split_listen(listen: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback(host: str) -> bool:
+    """``localhost`` or a loopback address: the only hosts plain HTTP and the API may use."""
     if host == "localhost":
         return True
     try:

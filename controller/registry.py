@@ -14,13 +14,13 @@ from __future__ import annotations
 import base64
 import hashlib
 import http.client
-import ipaddress
 import json
 import re
 import time
 import urllib.parse
 from dataclasses import dataclass, field
 
+from controller.config import is_loopback
 from controller.errors import Reason, Refused, Retryable
 
 REGISTRY_UNAVAILABLE = Reason.REGISTRY_UNAVAILABLE
@@ -61,7 +61,7 @@ class RegistryClient:
     @property
     def scheme(self) -> str:
         """``http`` for a registry on a loopback address (as Docker allows), else ``https``."""
-        return "http" if _is_loopback(self.host.rsplit(":", 1)[0].strip("[]")) else "https"
+        return "http" if is_loopback(self.host.rsplit(":", 1)[0].strip("[]")) else "https"
 
     def manifest(self, repository: str, reference: str, *, max_bytes: int) -> Answer | None:
         """The manifest at a tag or digest, or ``None`` when the registry has none."""
@@ -214,12 +214,3 @@ def _basic(username: str | None, password: str | None) -> str:
 
 def _describe(exc: BaseException) -> str:
     return str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
