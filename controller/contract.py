@@ -19,6 +19,7 @@ from controller.config import HostPaths
 from controller.errors import Refused
 from controller.manifest import Manifest, build_manifest, load_manifest, manifest_reasons
 
+CONTRACT_VERSION = 1  # bump when the contract changes what a manifest turns into (the quarantine keys on it)
 MANAGED_BY = "dreichor-controller"
 LABEL_ENVIRONMENT = "io.dreichor.environment"
 LABEL_REVISION = "io.dreichor.revision"
