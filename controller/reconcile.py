@@ -127,9 +127,11 @@ class Pass:
         self.check_quarantine()
         self.plan_change()
         assert self.ctx.plan is not None  # noqa: S101 set by plan_change
-        if self.ctx.options.dry_run or self.ctx.plan.action == "nothing":
+        if self.ctx.plan.action == "nothing":
             return PassResult("unchanged", self.ctx.plan.reason, plan=self.ctx.plan)
         self.verify_image()
+        if self.ctx.options.dry_run:  # plan: the image's signature is checked, nothing is pulled
+            return PassResult("unchanged", self.ctx.plan.reason, plan=self.ctx.plan, image_signer=self.ctx.image_signer)
         return self.apply_plan()
 
     def fetch_source(self) -> None:

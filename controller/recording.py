@@ -31,6 +31,7 @@ class PassResult:
     plan: Plan | None = None
     retryable: bool = False
     code: Reason = Reason.IN_SYNC
+    image_signer: str | None = None  # the image's cosign signer, when a plan checked it
 
 
 @dataclass(frozen=True)

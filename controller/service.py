@@ -27,14 +27,16 @@ from controller import audit
 from controller.config import DEFAULT_REPOSITORY, Config, HostPaths, load_config
 from controller.contract import DesiredContainer, desired_from_bytes, read_dotenv
 from controller.docker_engine import Engine
-from controller.errors import ConfigError, Reason, Refused
+from controller.errors import ConfigError, Reason, Refused, Retryable
 from controller.files import create_new
+from controller.image_signatures import ImageVerdict, registry_for, verify_image
 from controller.layout import init_layout
 from controller.locks import pass_lock
 from controller.reconcile import ImageCheck, Pass, PassOptions, PassWorld, current_container, remembered_revision
 from controller.recording import AuditEvent, PassResult, record, rolled_back_to, suspension
 from controller.rollout import Rollout, checkpoint
 from controller.runtime import Runtime
+from controller.signatures.cosign import load_cosign_keys
 from controller.signatures.policy import Verdict, VerifiedCache
 from controller.snapshots import Snapshot, find_snapshot, list_snapshots
 from controller.source import GitSource
@@ -131,6 +133,8 @@ class EnvironmentService:
             progress=self._progress,
             at_step=at_step,
         )
+        if config.image.signatures is not None:
+            self.world.image_check = self._check_image
         self.audit_hooks: list[AuditHook] = []
         self._anchor: audit.Anchor | None = None  # the audit log's tail after this operation's appends
 
@@ -290,6 +294,22 @@ class EnvironmentService:
         except Refused as exc:
             return Verification(revision, None, exc)
         return Verification(revision, verdict)
+
+    def verify_image(self, reference: str) -> ImageVerdict:
+        """The cosign signature of ``reference`` (``repo@sha256:…``) against ``image.signatures.keys``."""
+        signatures = self.config.image.signatures
+        if signatures is None:
+            raise ConfigError("image.signatures.keys is not set in the config: there is no key to verify against")
+        keys = load_cosign_keys(signatures.keys)
+        registry = registry_for(reference, credentials=registry_auth(self.dotenv()))
+        return verify_image(reference, keys=keys, registry=registry)
+
+    def _check_image(self, desired: DesiredContainer) -> str:
+        """The pass's image step: the image's signer, or ``Refused`` before anything is pulled."""
+        try:
+            return self.verify_image(desired.image).image_signer
+        except ConfigError as exc:
+            raise Retryable(str(exc), code=Reason.HOST_CONFIG) from None
 
     # -- operator actions --------------------------------------------------------------------
 
