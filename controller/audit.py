@@ -2,7 +2,12 @@
 
 Each line carries the SHA-256 of the line before it (``prev``), so a line that
 is removed, reordered or edited breaks the chain and ``history --verify``
-says where.  Unchanged polls are not logged: the log is for decisions.
+says where.  The chain alone cannot see a cut tail, so every append also
+returns an ``Anchor`` (how many lines, the newest one's digest) that the
+status file keeps; ``verify_chain`` given that anchor refuses a log that is
+shorter or ends elsewhere.  Field values are bounded (``untrusted.bounded``)
+before they are written.  Unchanged polls are not logged: the log is for
+decisions.
 """
 
 from __future__ import annotations
@@ -10,9 +15,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+
+from controller.untrusted import bounded
 
 GENESIS = "0" * 64
 EVENTS = frozenset(
@@ -31,20 +39,53 @@ EVENTS = frozenset(
 )
 
 
+CHUNK = 65536
+
+
+@dataclass(frozen=True)
+class Anchor:
+    """Where the log ended when last written: its number of lines and the newest line's digest."""
+
+    events: int
+    head: str
+
+
 def _digest(line: bytes) -> str:
     return hashlib.sha256(line.rstrip(b"\n")).hexdigest()
 
 
 def _last_line(path: Path) -> bytes | None:
+    """The last line, read whole however long it is (backwards, a chunk at a time)."""
     try:
-        with path.open("rb") as handle:
-            handle.seek(0, os.SEEK_END)
-            size = handle.tell()
-            handle.seek(max(0, size - 65536))
-            lines = handle.read().rstrip(b"\n").split(b"\n")
+        handle = path.open("rb")
     except FileNotFoundError:
         return None
-    return lines[-1] if lines and lines[-1] else None
+    with handle:
+        end = handle.seek(0, os.SEEK_END)
+        tail = b""
+        while end > 0:
+            start = max(0, end - CHUNK)
+            handle.seek(start)
+            tail = handle.read(end - start) + tail
+            end = start
+            if b"\n" in tail.rstrip(b"\n"):
+                break
+    line = tail.rstrip(b"\n").rpartition(b"\n")[2]
+    return line or None
+
+
+def anchor(path: Path) -> Anchor | None:
+    """The log's anchor as it is now (None: no log, or an empty one)."""
+    last = _last_line(path)
+    if last is None:
+        return None
+    with path.open("rb") as handle:
+        lines = sum(chunk.count(b"\n") for chunk in iter(lambda: handle.read(CHUNK), b""))
+    return Anchor(events=lines, head=_digest(last))
+
+
+def _bounded(value: Any) -> Any:
+    return bounded(value) if isinstance(value, str) else value
 
 
 def append_event(path: Path, event: str, *, at: datetime, **fields: Any) -> dict[str, Any]:
@@ -52,7 +93,8 @@ def append_event(path: Path, event: str, *, at: datetime, **fields: Any) -> dict
     if event not in EVENTS:
         raise ValueError(f"unknown audit event {event!r}")
     last = _last_line(path)
-    record = {"at": at.isoformat(), "event": event, **fields, "prev": _digest(last) if last else GENESIS}
+    safe = {key: _bounded(value) for key, value in fields.items()}
+    record = {"at": at.isoformat(), "event": event, **safe, "prev": _digest(last) if last else GENESIS}
     line = json.dumps(record, sort_keys=True, separators=(",", ":")).encode() + b"\n"
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
     try:
@@ -78,14 +120,15 @@ def read_events(path: Path) -> list[dict[str, Any]]:
     return events
 
 
-def verify_chain(path: Path) -> str | None:
-    """None when the chain holds; else one sentence naming the first broken line."""
+def verify_chain(path: Path, anchor: Anchor | None = None) -> str | None:
+    """None when the chain holds and reaches ``anchor``; else one sentence naming what is wrong or missing."""
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
-        return None
+        raw = b""
     previous = GENESIS
-    for number, line in enumerate(raw.splitlines(), start=1):
+    lines = raw.splitlines()
+    for number, line in enumerate(lines, start=1):
         try:
             record = json.loads(line)
         except ValueError:
@@ -93,4 +136,21 @@ def verify_chain(path: Path) -> str | None:
         if not isinstance(record, dict) or record.get("prev") != previous:
             return f"audit line {number} does not follow line {number - 1}: a line was removed, reordered or edited"
         previous = _digest(line)
+    return _short_of(lines, anchor) if anchor is not None else None
+
+
+def _short_of(lines: list[bytes], anchor: Anchor) -> str | None:
+    """Whether the log still holds the line the status file recorded as its newest."""
+    if len(lines) < anchor.events:
+        missing = anchor.events - len(lines)
+        plural = "s" if missing != 1 else ""
+        return (
+            f"the audit log has {len(lines)} events but the status file recorded {anchor.events}: "
+            f"{missing} event{plural} missing from its end (lines {len(lines) + 1}-{anchor.events})"
+        )
+    if anchor.events and _digest(lines[anchor.events - 1]) != anchor.head:
+        return (
+            f"audit line {anchor.events} is not the line the status file recorded as the newest: "
+            "the log was cut and rewritten after it"
+        )
     return None

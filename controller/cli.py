@@ -95,9 +95,19 @@ def cmd_plan(args: argparse.Namespace) -> int:
     decided = result.plan
     if args.json:
         action, drift = (decided.action, list(decided.drift)) if decided else (None, [])
-        _print_json({"result": result.result, "reason": result.reason, "action": action, "drift": drift})
+        _print_json(
+            {
+                "result": result.result,
+                "reason": result.reason,
+                "action": action,
+                "drift": drift,
+                "image_signer": result.image_signer,
+            }
+        )
     elif decided is not None:
         print(f"plan: {decided.action}: {decided.reason}")
+        if result.image_signer:
+            print(f"image signed by {result.image_signer}")
     else:
         print(f"plan: none: {result.result}: {result.reason}")
     return EXIT_OK if result.result != "refused" else EXIT_REFUSED
@@ -220,6 +230,16 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_verify_image(args: argparse.Namespace) -> int:
+    """``verify-image IMAGE@DIGEST``: exit 0 with the image's signer, 3 refused, 1 other."""
+    verdict = _service(args).verify_image(args.image)
+    if args.json:
+        _print_json({"image": args.image, "trusted": True, "image_signer": verdict.image_signer})
+    else:
+        print(f"trusted: {args.image} signed by {verdict.image_signer} ({verdict.format})")
+    return EXIT_OK
+
+
 def cmd_init(args: argparse.Namespace) -> int:
     """``init``: create the host layout; never overwrite."""
     created = init_layout(args.root, args.environment)
@@ -271,6 +291,12 @@ COMMANDS = (
         "fetch, then verify a revision against the trust policy",
         cmd_verify,
         (Arg(("rev",), {"nargs": "?", "help": "revision to verify (default: the branch head)"}), JSON),
+    ),
+    Command(
+        "verify-image",
+        "verify an image's cosign signature against image.signatures.keys",
+        cmd_verify_image,
+        (Arg(("image",), {"help": "repository@sha256:<digest>"}), JSON),
     ),
     Command("run", "the daemon: scheduler, recovery at start", cmd_run),
     Command(

@@ -196,6 +196,7 @@ class HostPaths:
         self.status = self.state / "status.json"
         self.snapshots = self.state / "snapshots"
         self.audit = self.state / "audit.jsonl"
+        self.watermark = self.state / "watermark"
         self.journal = self.state / "inflight.json"
         self.repo = self.state / "repo"
         self.lock = self.state / "controller.lock"

@@ -27,6 +27,7 @@ from controller.manifest import (
     printable,
 )
 
+CONTRACT_VERSION = 1  # bump when the contract changes what a manifest turns into (the quarantine keys on it)
 MANAGED_BY = "dreichor-controller"
 LABEL_ENVIRONMENT = "io.dreichor.environment"
 LABEL_REVISION = "io.dreichor.revision"

@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from enum import StrEnum
 
+from controller.untrusted import bounded
+
 
 class Reason(StrEnum):
     """Why a pass ended as it did: one word shared by the status file, the audit log, the logs and the metrics.
@@ -33,6 +35,7 @@ class Reason(StrEnum):
     UNKNOWN_REVISION = "UnknownRevision"
     HISTORY_REWRITTEN = "HistoryRewritten"
     QUARANTINED = "Quarantined"
+    STATUS_UNREADABLE = "StatusUnreadable"
     MANIFEST_MISSING = "ManifestMissing"
     MANIFEST_TOO_LARGE = "ManifestTooLarge"
     NOT_MANAGED = "NotManaged"
@@ -72,11 +75,13 @@ class Refused(ControllerError):
     """The input breaks a rule; retrying the same input cannot succeed.
 
     Carries every reason found, each one sentence naming the rule, so a person
-    fixing a manifest sees all of its problems at once.
+    fixing a manifest sees all of its problems at once.  Each reason may quote
+    untrusted text, so each is bounded (``untrusted.bounded``) here, once.
     """
 
     def __init__(self, reasons: str | Iterable[str], *, code: Reason | str = Reason.REFUSED) -> None:
-        self.reasons: tuple[str, ...] = (reasons,) if isinstance(reasons, str) else tuple(reasons)
+        raw = (reasons,) if isinstance(reasons, str) else tuple(reasons)
+        self.reasons: tuple[str, ...] = tuple(bounded(reason) for reason in raw)
         self.code = Reason(code)
         super().__init__("; ".join(self.reasons))
 
@@ -85,9 +90,9 @@ class Retryable(ControllerError):
     """A dependency was unreachable or failed transiently; back off and try again."""
 
     def __init__(self, reason: str, *, code: Reason | str = Reason.UNAVAILABLE) -> None:
-        self.reason = reason
+        self.reason = bounded(reason)
         self.code = Reason(code)
-        super().__init__(reason)
+        super().__init__(self.reason)
 
 
 class ConfigError(ControllerError):

@@ -16,7 +16,6 @@ import base64
 import hashlib
 import json
 import re
-import unicodedata
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from functools import cache
@@ -28,19 +27,17 @@ from pydantic import ValidationError
 
 from controller.snapshots import Snapshot
 from controller.status import Status
+from controller.untrusted import bounded_lines
 
 TEMPLATE = "page.html"
 PAGE_EVENTS = 50
 PAGE_SNAPSHOTS = 10
 REFRESH_SECONDS = 10
-LOG_EXCERPT_LINES = 60
-LOG_EXCERPT_CHARS = 6000
 HISTORY_DEFAULT_LIMIT = 100
 HISTORY_MAX_LIMIT = 1000
 BAD_LIMIT = f"limit must be a whole number from 1 to {HISTORY_MAX_LIMIT}"
 
 _INLINE = re.compile(r"<(style|script)>(.*?)</\1>", re.DOTALL)
-_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 # Phase → (tone for the colour, words for people who cannot see it).
 PHASES = {
@@ -90,11 +87,8 @@ def _age(context: jinja2.runtime.Context, value: object) -> str:
 
 
 def _excerpt(logs: str) -> str:
-    """The tail of a container log, without terminal escapes or control characters."""
-    text = _ANSI.sub("", logs)
-    text = "".join(c for c in text if c in "\n\t" or unicodedata.category(c) != "Cc")
-    lines = text.splitlines()[-LOG_EXCERPT_LINES:]
-    return "\n".join(lines)[-LOG_EXCERPT_CHARS:]
+    """The tail of a container log, bounded and with control characters escaped (``untrusted``)."""
+    return bounded_lines(logs)
 
 
 @cache

@@ -1,10 +1,13 @@
 """One reconcile pass (DESIGN §9) as a list of named steps over a context.
 
-fetch → guard history → verify → load → validate → plan → (verify image) →
-apply (→ health gate, inside apply).  Each step reads the pass context and
-adds to it.  Errors decide what happens next: ``Refused`` quarantines the
-revision (until the head or the host's trust/.env files change, or
-``--force``), ``Retryable`` leaves everything running and asks for a backoff,
+fetch → guard history → verify → load → validate → check quarantine → plan →
+(verify image) → apply (→ health gate, inside apply).  Each step reads the
+pass context and adds to it.  Errors decide what happens next: ``Refused``
+quarantines what would have run — the desired container's content, so the
+same change under another commit id stays quarantined; or the head itself
+when the refusal came before its content was known — until a different
+change, a change of the host's trust/.env files, or ``--force``;
+``Retryable`` leaves everything running and asks for a backoff,
 anything else is a bug and is re-raised.  The pass writes nothing itself: it
 ends with a ``PassReport`` that ``recording`` turns into status and audit
 events, which the service writes whatever happened.
@@ -13,14 +16,16 @@ events, which the service writes whatever happened.
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
+from controller import audit
 from controller.config import Config
 from controller.containers import ContainerState
-from controller.contract import DesiredContainer, desired_from_bytes, read_dotenv
+from controller.contract import CONTRACT_VERSION, LABEL_REVISION, DesiredContainer, desired_from_bytes, read_dotenv
 from controller.errors import ControllerError, Reason, Refused, Retryable
 from controller.manifest import MAX_MANIFEST_BYTES
 from controller.plan import Plan, plan
@@ -30,7 +35,7 @@ from controller.runtime import Runtime
 from controller.signatures.policy import Verdict, VerifiedCache
 from controller.snapshots import list_snapshot_files
 from controller.source import GitSource
-from controller.status import ContainerStatus, Status
+from controller.status import ContainerStatus, Status, applied_revision, read_watermark
 from controller.verification import load_policy, verify_revision
 
 Clock = Callable[[], datetime]
@@ -72,7 +77,9 @@ class PassContext:
     head: str | None = None
     fetch_error: str | None = None
     target: str | None = None
+    guard: str | None = None  # the newest applied revision the history must descend from
     host_digest: str = ""
+    content: str | None = None  # the head's desired container, as the quarantine knows it
     verdict: Verdict | None = None
     rewrite_allowed_over: str | None = None
     manifest: bytes | None = None
@@ -117,11 +124,14 @@ class Pass:
         self.verify_commits()
         self.load_manifest()
         self.validate_manifest()
+        self.check_quarantine()
         self.plan_change()
         assert self.ctx.plan is not None  # noqa: S101 set by plan_change
-        if self.ctx.options.dry_run or self.ctx.plan.action == "nothing":
+        if self.ctx.plan.action == "nothing":
             return PassResult("unchanged", self.ctx.plan.reason, plan=self.ctx.plan)
         self.verify_image()
+        if self.ctx.options.dry_run:  # plan: the image's signature is checked, nothing is pulled
+            return PassResult("unchanged", self.ctx.plan.reason, plan=self.ctx.plan, image_signer=self.ctx.image_signer)
         return self.apply_plan()
 
     def fetch_source(self) -> None:
@@ -134,21 +144,27 @@ class Pass:
             raise
 
     def choose_target(self) -> None:
-        """The head, unless it is quarantined (then the applied revision, to keep repairing drift)."""
+        """The head, unless it was refused before its content was known (then the applied revision)."""
         ctx = self.ctx
         ctx.host_digest = host_digest(self.config)
+        ctx.guard = remembered_revision(self.config, ctx.status, self.world.engine)
         quarantined = ctx.status.quarantined == f"{ctx.head}:{ctx.host_digest}"
-        if quarantined and not ctx.options.force and ctx.status.applied is not None:
-            ctx.target = ctx.status.applied.revision
-        elif quarantined and not ctx.options.force:
-            last = ctx.status.last_attempt.reason if ctx.status.last_attempt else None
-            raise Refused(last or "the head is quarantined", code=Reason.QUARANTINED)
+        if quarantined and not ctx.options.force:
+            self._fall_back_to_applied()
         else:
             ctx.target = ctx.head
 
+    def _fall_back_to_applied(self) -> None:
+        """Keep repairing drift with the applied revision while the head is quarantined."""
+        applied = applied_revision(self.ctx.status)
+        if applied is None or applied == self.ctx.head:
+            last = self.ctx.status.last_attempt.reason if self.ctx.status.last_attempt else None
+            raise Refused(last or "the head is quarantined", code=Reason.QUARANTINED)
+        self.ctx.target = applied
+
     def guard_history(self) -> None:
-        """Step 2: the target must descend from the applied revision."""
-        applied = self.ctx.status.applied.revision if self.ctx.status.applied else None
+        """Step 2: the target must descend from the newest applied revision (the watermark)."""
+        applied = self.ctx.guard
         target = self._target()
         if applied is None or applied == target or self.world.source.is_ancestor(applied, target):
             return
@@ -162,7 +178,7 @@ class Pass:
     def verify_commits(self) -> None:
         """Step 3: signatures, against the host's trust policy."""
         self.world.at_step("verify")
-        applied = self.ctx.status.applied.revision if self.ctx.status.applied else None
+        applied = self.ctx.guard
         self.ctx.verdict = verify_revision(
             self.world.source,
             load_policy(self.config),
@@ -205,6 +221,18 @@ class Pass:
         )
         self.world.desired_cache.clear()
         self.world.desired_cache[key] = self.ctx.desired
+
+    def check_quarantine(self) -> None:
+        """The head's content (not its commit id) against the quarantine; quarantined: the applied revision."""
+        ctx = self.ctx
+        if ctx.target != ctx.head:
+            return
+        ctx.content = content_key(self._desired(), host=ctx.host_digest)
+        if ctx.options.force or ctx.status.quarantined != f"content:{ctx.content}":
+            return
+        self._fall_back_to_applied()
+        self.load_manifest()
+        self.validate_manifest()
 
     def plan_change(self) -> None:
         """Step 6: compare with the actual container (one engine call)."""
@@ -249,7 +277,9 @@ class Pass:
             fetch_error=ctx.fetch_error,
             target=ctx.target,
             host_digest=ctx.host_digest or (host_digest(self.config) if ctx.head else ""),
+            content=ctx.content,
             signer=ctx.verdict.signer if ctx.verdict else None,
+            image_signer=ctx.image_signer,
             image=ctx.desired.image if ctx.desired else None,
             snapshot=snapshot,
             logs=ctx.logs,
@@ -278,6 +308,37 @@ def container_view(state: ContainerState) -> ContainerStatus:
     return ContainerStatus(
         name=state.name, id=state.id, image=state.image, state=state.status, health=state.health or "none"
     )
+
+
+def remembered_revision(config: Config, status: Status, engine: Callable[[], Runtime]) -> str | None:
+    """The newest applied revision: the watermark, else the status file, the running container's
+    revision label, the audit log's newest applied event.  None only on a host that never deployed."""
+    paths = config.paths
+    found = read_watermark(paths.watermark) or applied_revision(status)
+    if found is None:
+        try:
+            state = engine().current()
+        except ControllerError:
+            state = None
+        found = (state.labels.get(LABEL_REVISION) or None) if state is not None else None
+    if found is None:
+        applied = [e for e in audit.read_events(paths.audit) if e.get("event") in ("applied", "drift_repaired")]
+        found = str(applied[-1].get("revision") or "") or None if applied else None
+    return found
+
+
+def content_key(desired: DesiredContainer, *, host: str) -> str:
+    """What would run, as the quarantine remembers it: image digest, settings, contract version, host files.
+
+    Secret values (from ``.env``) stay out: the host digest already covers that file.
+    """
+    content = {
+        "contract": CONTRACT_VERSION,
+        "image": desired.image.rpartition("@")[2],
+        "env": {k: v for k, v in desired.env.items() if k not in desired.secret_env},
+        "host": host,
+    }
+    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
 
 
 def host_digest(config: Config) -> str:

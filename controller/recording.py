@@ -16,6 +16,7 @@ from typing import Any, Literal
 from controller.errors import Reason
 from controller.plan import Plan
 from controller.status import AppliedStatus, AttemptStatus, ContainerStatus, Phase, Result, Status
+from controller.untrusted import bounded
 
 PassVerdict = Literal["applied", "unchanged", "refused", "failed", "rolled_back", "suspended"]
 APPLIED_AFTER_RESTART = "the container already runs this revision (recorded after a restart)"
@@ -30,6 +31,7 @@ class PassResult:
     plan: Plan | None = None
     retryable: bool = False
     code: Reason = Reason.IN_SYNC
+    image_signer: str | None = None  # the image's cosign signer, when a plan checked it
 
 
 @dataclass(frozen=True)
@@ -51,7 +53,9 @@ class PassReport:
     fetch_error: str | None = None
     target: str | None = None  # what the pass acted on: the head, or the applied revision when quarantined
     host_digest: str = ""  # trust files and .env, for the quarantine key
+    content: str | None = None  # the head's desired container (content_key), when the pass got that far
     signer: str | None = None  # the verified signer of the target
+    image_signer: str | None = None  # the cosign key that signed the image, when image signatures are on
     image: str | None = None  # the desired image
     snapshot: str | None = None  # the snapshot the apply wrote, or the newest one after a rollback
     logs: str | None = None  # the failed container's output
@@ -100,23 +104,30 @@ def _as_recorded(previous: Status, did: PassReport) -> PassResult:
 def _record_decision(status: Status, did: PassReport, result: PassResult, *, now: datetime) -> list[AuditEvent]:
     target = did.target or did.head
     events: list[AuditEvent] = []
+    if result.result in ("applied", "unchanged") and did.target is not None and did.target == did.head:
+        status.quarantined = None  # the head itself went through: whatever was quarantined is behind us
     if result.result == "applied" and did.image is not None and did.signer is not None:
-        status.applied = AppliedStatus(revision=did.target or "", image=did.image, signer=did.signer, applied_at=now)
+        status.applied = AppliedStatus(
+            revision=did.target or "",
+            image=did.image,
+            signer=did.signer,
+            image_signer=did.image_signer,
+            applied_at=now,
+        )
         status.last_snapshot = did.snapshot or status.last_snapshot
-        if did.target == did.head:
-            status.quarantined = None
         drift = result.plan is not None and result.plan.action == "repair"
         fields = {"revision": target, "image": did.image, "signer": did.signer, "reason": result.reason}
+        if did.image_signer:
+            fields["image_signer"] = did.image_signer
         events.append(AuditEvent("drift_repaired" if drift else "applied", fields))
     elif result.result in ("refused", "rolled_back"):
-        status.quarantined = f"{did.head}:{did.host_digest}" if did.head else None
+        status.quarantined = quarantine_key(did)
         if result.result == "rolled_back":
             status.last_snapshot = did.snapshot or status.last_snapshot
-        already = status.last_attempt is not None and status.last_attempt.reason == result.reason
-        if not already:
+        if not _told(status, result):
             fields = {"revision": target, "reason": result.reason, "code": str(result.code)}
             events.append(AuditEvent(result.result, fields))
-    elif result.result == "failed" and not result.retryable:
+    elif result.result == "failed" and not result.retryable and not _told(status, result):
         events.append(AuditEvent("failed", {"revision": target, "reason": result.reason, "code": str(result.code)}))
     if result.result == "suspended" or (result.result == "unchanged" and did.target != did.head):
         return events  # keep the last decision visible
@@ -129,6 +140,19 @@ def _record_decision(status: Status, did: PassReport, result: PassResult, *, now
         logs=did.logs,
     )
     return events
+
+
+def quarantine_key(did: PassReport) -> str | None:
+    """What a refusal or rollback quarantines: the content that would have run, else the head commit."""
+    if did.content is not None:
+        return f"content:{did.content}"
+    return f"{did.head}:{did.host_digest}" if did.head else None
+
+
+def _told(status: Status, result: PassResult) -> bool:
+    """The last attempt already recorded this very decision (one audit line per decision, not per poll)."""
+    last = status.last_attempt
+    return last is not None and last.result == result.result and last.reason == bounded(result.reason)
 
 
 def phase(result: PassVerdict, status: Status) -> Phase:

@@ -27,18 +27,34 @@ from controller import audit
 from controller.config import DEFAULT_REPOSITORY, Config, HostPaths, load_config
 from controller.contract import DesiredContainer, desired_from_bytes, read_dotenv
 from controller.docker_engine import Engine
-from controller.errors import ConfigError, Reason, Refused
+from controller.errors import ConfigError, Reason, Refused, Retryable
 from controller.files import create_new
+from controller.image_signatures import ImageVerdict, registry_for, verify_image
 from controller.layout import init_layout
 from controller.locks import pass_lock
-from controller.reconcile import ImageCheck, Pass, PassOptions, PassWorld, current_container
+from controller.reconcile import ImageCheck, Pass, PassOptions, PassWorld, current_container, remembered_revision
 from controller.recording import AuditEvent, PassResult, record, rolled_back_to, suspension
 from controller.rollout import Rollout, checkpoint
 from controller.runtime import Runtime
+from controller.signatures.cosign import load_cosign_keys
 from controller.signatures.policy import Verdict, VerifiedCache
 from controller.snapshots import Snapshot, find_snapshot, list_snapshots
 from controller.source import GitSource
-from controller.status import ContainerStatus, SourceStatus, Status, read_status, write_status
+from controller.status import (
+    AuditAnchor,
+    ContainerStatus,
+    SourceStatus,
+    Status,
+    applied_revision,
+    damaged_copies,
+    keep_damaged,
+    read_status,
+    read_watermark,
+    status_problem,
+    write_status,
+    write_watermark,
+)
+from controller.untrusted import bounded
 from controller.verification import load_policy, verify_revision
 
 log = logging.getLogger("dreichor.service")
@@ -117,7 +133,10 @@ class EnvironmentService:
             progress=self._progress,
             at_step=at_step,
         )
+        if config.image.signatures is not None:
+            self.world.image_check = self._check_image
         self.audit_hooks: list[AuditHook] = []
+        self._anchor: audit.Anchor | None = None  # the audit log's tail after this operation's appends
 
     @classmethod
     def from_file(cls, config_file: Path) -> EnvironmentService:
@@ -183,11 +202,12 @@ class EnvironmentService:
         return self._pass(PassOptions(dry_run=True))
 
     def _pass(self, options: PassOptions, *, recovered: str | None = None) -> PassResult:
+        damaged = self.status_damage(keep_aside=not options.dry_run)
         previous = self.load_status()
         run = Pass(self.world, previous, options, now=self.clock())
         result = PassResult("failed", "the pass did not finish", code=Reason.INTERNAL_ERROR)
         try:
-            result = run.run()
+            result = PassResult("refused", damaged, code=Reason.STATUS_UNREADABLE) if damaged else run.run()
         finally:
             if not options.dry_run:
                 self._record(previous, run, result, recovered=recovered)
@@ -203,7 +223,38 @@ class EnvironmentService:
         )
         for event in events:
             self.emit(event, at=run.ctx.now)
+        self._remember(previous, status, guard=run.ctx.guard)
         self._write(status)
+
+    def _remember(self, previous: Status, status: Status, *, guard: str | None) -> None:
+        """Move the watermark to a newly applied revision (or set it on a host that has none yet)."""
+        applied = applied_revision(status)
+        missing = read_watermark(self.paths.watermark) is None
+        revision = applied if applied and (applied != applied_revision(previous) or missing) else None
+        revision = revision or (guard if missing else None)
+        if revision is None:
+            return
+        try:
+            write_watermark(self.paths.watermark, revision)
+        except OSError as exc:
+            log.error("cannot write the watermark", extra={"error": str(exc)})
+
+    def status_damage(self, *, keep_aside: bool = False) -> str | None:
+        """Why passes are stopped by a damaged status file (None: they are not); ``keep_aside`` moves it."""
+        path = self.paths.status
+        problem = status_problem(path)
+        if problem is not None and keep_aside:
+            keep_damaged(path, now=self.clock())
+            problem = None
+        copies = damaged_copies(path)
+        if copies:
+            why = status_problem(copies[-1]) or f"{copies[-1].name} was kept aside"
+            return (
+                f"{why}; nothing is deployed until a person moves it back repaired or deletes it (docs/operations.md)"
+            )
+        if problem is not None:
+            return f"{problem}; the next sync keeps it aside and deploys nothing until a person repairs it"
+        return None
 
     def _progress(self) -> None:
         status = self.load_status()
@@ -218,6 +269,9 @@ class EnvironmentService:
             done = self.rollout().recover()
         if done:
             self.emit(AuditEvent("recovered", {"reason": done}), at=self.clock())
+            status = read_status(self.paths.status)
+            if status is not None:
+                self._write(status)  # the audit anchor follows every append
             log.warning("recovered from an interrupted run", extra={"done": done})
         return done
 
@@ -227,8 +281,7 @@ class EnvironmentService:
         """Fetch (with the same credentials as a pass), then verify ``rev`` or the head."""
         head = self.source.fetch()
         revision = self.source.resolve(rev) if rev else head
-        status = read_status(self.paths.status)
-        applied = status.applied.revision if status and status.applied else None
+        applied = remembered_revision(self.config, self.load_status(), self.engine)
         try:
             verdict = verify_revision(
                 self.source,
@@ -241,6 +294,22 @@ class EnvironmentService:
         except Refused as exc:
             return Verification(revision, None, exc)
         return Verification(revision, verdict)
+
+    def verify_image(self, reference: str) -> ImageVerdict:
+        """The cosign signature of ``reference`` (``repo@sha256:…``) against ``image.signatures.keys``."""
+        signatures = self.config.image.signatures
+        if signatures is None:
+            raise ConfigError("image.signatures.keys is not set in the config: there is no key to verify against")
+        keys = load_cosign_keys(signatures.keys)
+        registry = registry_for(reference, credentials=registry_auth(self.dotenv()))
+        return verify_image(reference, keys=keys, registry=registry)
+
+    def _check_image(self, desired: DesiredContainer) -> str:
+        """The pass's image step: the image's signer, or ``Refused`` before anything is pulled."""
+        try:
+            return self.verify_image(desired.image).image_signer
+        except ConfigError as exc:
+            raise Retryable(str(exc), code=Reason.HOST_CONFIG) from None
 
     # -- operator actions --------------------------------------------------------------------
 
@@ -266,12 +335,14 @@ class EnvironmentService:
         return snapshot
 
     def suspend(self, reason: str = "suspended by an operator") -> None:
-        """Stop acting on new revisions."""
-        self._set_suspended(True, reason=reason)
+        """Stop acting on new revisions (waits for a pass in progress, like a pass does)."""
+        with pass_lock(self.paths.pass_lock):
+            self._set_suspended(True, reason=reason)
 
     def resume(self, reason: str = "resumed by an operator") -> None:
-        """Act on new revisions again, from the next pass."""
-        self._set_suspended(False, reason=reason)
+        """Act on new revisions again, from the next pass (waits for a pass in progress)."""
+        with pass_lock(self.paths.pass_lock):
+            self._set_suspended(False, reason=reason)
 
     def _set_suspended(self, suspended: bool, *, reason: str) -> None:
         marker = self.paths.suspended_marker
@@ -285,7 +356,7 @@ class EnvironmentService:
         self.emit(AuditEvent("suspended" if suspended else "resumed", {"reason": reason}), at=now)
         status = read_status(self.paths.status)
         if status is not None:
-            write_status(self.paths.status, suspension(status, suspended=suspended, now=now))
+            self._write(suspension(status, suspended=suspended, now=now))
 
     # -- reading -----------------------------------------------------------------------------
 
@@ -294,9 +365,16 @@ class EnvironmentService:
         return read_status(self.paths.status)
 
     def history(self, *, verify: bool = False) -> History:
-        """Snapshots and audit events; with ``verify``, whether the audit hash chain holds."""
-        broken = audit.verify_chain(self.paths.audit) if verify else None
-        return History(list_snapshots(self.paths.snapshots), audit.read_events(self.paths.audit), broken)
+        """Snapshots and audit events; with ``verify``, whether the chain holds and reaches its anchor."""
+        status = read_status(self.paths.status)
+        anchor = status.audit if status is not None else None
+        recorded = audit.Anchor(anchor.events, anchor.head) if anchor is not None else None
+        broken = audit.verify_chain(self.paths.audit, recorded) if verify else None
+        events = [
+            {k: bounded(v) if isinstance(v, str) else v for k, v in e.items()}
+            for e in audit.read_events(self.paths.audit)
+        ]
+        return History(list_snapshots(self.paths.snapshots), events, broken)
 
     def load_status(self) -> Status:
         """The status file, or a fresh one."""
@@ -317,6 +395,7 @@ class EnvironmentService:
         """Append an audit event, then tell the hooks; neither a full disk nor a hook fails the caller."""
         try:
             written = audit.append_event(self.paths.audit, event.event, at=at, **event.fields)
+            self._anchor = audit.anchor(self.paths.audit)
         except OSError as exc:
             log.error("cannot append to the audit log", extra={"error": str(exc)})
             return
@@ -327,10 +406,16 @@ class EnvironmentService:
                 log.exception("an audit hook failed", extra={"event": event.event})
 
     def _write(self, status: Status) -> None:
+        """Write the status with the audit anchor: after this operation's appends, else as recorded."""
         try:
+            anchor = self._anchor or (None if status.audit else audit.anchor(self.paths.audit))
+            if anchor is not None:
+                status.audit = AuditAnchor(events=anchor.events, head=anchor.head)
             write_status(self.paths.status, status)
         except OSError as exc:
             log.error("cannot write the status file", extra={"error": str(exc)})
+        finally:
+            self._anchor = None
 
 
 def validate_file(file: Path, *, environment: str, config_file: Path | None) -> DesiredContainer:

@@ -1,25 +1,37 @@
 """The status file ``state/status.json``: what runs, what was tried, and why (DESIGN §8).
 
 Always valid JSON for its readers: written atomically (temp file, fsync,
-rename).  A status file that cannot be read is treated as absent, never as a
-reason to act; the controller's own records survive in the audit log and
-snapshots.
+rename).  A status file that exists but cannot be read is never taken as
+absent by a pass: ``status_problem`` says why, ``keep_damaged`` moves it
+aside (never over another copy), and the pass stops until a person repairs
+it.  Text from outside (reasons, logs, errors) is bounded on the way in, so
+an old or hand-edited file cannot carry more either.
+
+The watermark ``state/watermark`` is the newest applied revision, kept apart
+from the status file so that losing or resetting ``status.json`` never
+forgets how far the history has come (DESIGN §9 step 2).
 """
 
 from __future__ import annotations
 
 import json
-from datetime import datetime
+import os
+import re
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError
 
-from controller.config import HostPaths
-from controller.files import atomic_write
+from controller.files import atomic_write, fsync_dir
+from controller.untrusted import bounded, bounded_lines
 
 Phase = Literal["InSync", "Progressing", "Degraded", "Suspended"]
 Result = Literal["applied", "unchanged", "refused", "failed", "rolled_back"]
+Text = Annotated[str, AfterValidator(bounded)]
+LogExcerpt = Annotated[str, AfterValidator(bounded_lines)]
+DAMAGED_SUFFIX = ".damaged-"
+_REVISION = re.compile(r"^[0-9a-f]{40}([0-9a-f]{24})?$")
 
 
 class _Record(BaseModel):
@@ -33,17 +45,18 @@ class SourceStatus(_Record):
     branch: str
     head: str | None = None
     fetched_at: datetime | None = None
-    last_error: str | None = None
+    last_error: Text | None = None
     stale: bool = False
 
 
 class AppliedStatus(_Record):
-    """The revision that runs."""
+    """The revision that runs ("" when a break-glass rollback restored a container without one)."""
 
     revision: str
-    image: str
-    signer: str
+    image: Text
+    signer: Text
     applied_at: datetime
+    image_signer: Text | None = None  # the cosign key that signed the image (DESIGN §14)
 
 
 class AttemptStatus(_Record):
@@ -51,10 +64,10 @@ class AttemptStatus(_Record):
 
     revision: str | None
     result: Result
-    reason: str
+    reason: Text
     code: str | None = None  # the reason as a constant (errors.Reason), for alerts and tools
     at: datetime
-    logs: str | None = None
+    logs: LogExcerpt | None = None
 
 
 class ContainerStatus(_Record):
@@ -62,9 +75,16 @@ class ContainerStatus(_Record):
 
     name: str
     id: str | None = None
-    image: str | None = None
-    state: str = "missing"
-    health: str = "none"
+    image: Text | None = None
+    state: Text = "missing"
+    health: Text = "none"
+
+
+class AuditAnchor(_Record):
+    """The audit log's tail as last written: ``history --verify`` refuses a log that ends elsewhere."""
+
+    events: int
+    head: str  # SHA-256 of the newest line
 
 
 class Status(_Record):
@@ -80,7 +100,8 @@ class Status(_Record):
     container: ContainerStatus
     last_snapshot: str | None = None
     suspended: bool = False
-    quarantined: str | None = None
+    quarantined: str | None = None  # "content:<sha256>" or, for a refusal before the content is known, "<head>:<host>"
+    audit: AuditAnchor | None = None
 
 
 def read_status(path: Path) -> Status | None:
@@ -96,7 +117,59 @@ def write_status(path: Path, status: Status) -> None:
     atomic_write(path, status.model_dump_json(indent=2).encode() + b"\n", mode=0o644)
 
 
-def applied_revision(paths: HostPaths) -> str | None:
-    """The revision the status file says is applied (None: first deploy, or no readable status)."""
-    status = read_status(paths.status)
-    return status.applied.revision if status and status.applied else None
+def applied_revision(status: Status | None) -> str | None:
+    """The applied revision the status records (None: first deploy, or a rollback to a container without one)."""
+    return status.applied.revision or None if status and status.applied else None
+
+
+def status_problem(path: Path) -> str | None:
+    """Why a status file that exists cannot be used (None: it is fine, or there is none)."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        return f"{path} cannot be read: {exc.strerror or exc}"
+    try:
+        Status.model_validate(json.loads(data.decode("utf-8")))
+    except UnicodeDecodeError:
+        return f"{path} is not UTF-8 text"
+    except ValueError as exc:
+        if isinstance(exc, ValidationError):
+            return f"{path} does not match the status schema ({exc.error_count()} errors)"
+        return f"{path} is not valid JSON ({bounded(str(exc), limit=80)})"
+    return None
+
+
+def keep_damaged(path: Path, *, now: datetime) -> Path:
+    """Move an unreadable status file aside under a name of its own; never over an existing copy."""
+    stamp = now.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
+    for attempt in range(100):
+        copy = path.with_name(f"{path.name}{DAMAGED_SUFFIX}{stamp}" + (f".{attempt}" if attempt else ""))
+        try:
+            os.link(path, copy)  # fails when the name is taken: nothing is overwritten
+        except FileExistsError:
+            continue
+        path.unlink()
+        fsync_dir(path.parent)
+        return copy
+    raise FileExistsError(f"too many damaged copies of {path}")
+
+
+def damaged_copies(path: Path) -> list[Path]:
+    """Damaged status files kept aside and not yet dealt with by a person, oldest first."""
+    return sorted(path.parent.glob(f"{path.name}{DAMAGED_SUFFIX}*"))
+
+
+def read_watermark(path: Path) -> str | None:
+    """The newest applied revision, or None when there is no (usable) watermark."""
+    try:
+        text = path.read_text(encoding="ascii").strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return text if _REVISION.match(text) else None
+
+
+def write_watermark(path: Path, revision: str) -> None:
+    """Remember ``revision`` as the newest applied one (atomically)."""
+    atomic_write(path, f"{revision}\n".encode(), mode=0o644)

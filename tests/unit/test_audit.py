@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from controller.audit import GENESIS, append_event, read_events, verify_chain
+from controller.audit import GENESIS, anchor, append_event, read_events, verify_chain
 
 AT = datetime(2026, 11, 27, tzinfo=UTC)
 
@@ -58,3 +58,49 @@ def test_a_missing_log_is_an_empty_intact_chain(tmp_path: Path) -> None:
 def test_lines_are_compact_sorted_json(log: Path) -> None:
     first = log.read_text().splitlines()[0]
     assert first == json.dumps(json.loads(first), sort_keys=True, separators=(",", ":"))
+
+
+def test_the_anchor_counts_lines_and_digests_the_newest(log: Path) -> None:
+    found = anchor(log)
+    assert found is not None and found.events == 4
+    assert verify_chain(log, found) is None
+
+
+@pytest.mark.parametrize(("keep", "missing"), [(3, "1 event missing"), (0, "4 events missing")])
+def test_a_cut_tail_is_refused_against_the_anchor(log: Path, keep: int, missing: str) -> None:
+    recorded = anchor(log)
+    lines = log.read_bytes().splitlines(keepends=True)
+    log.write_bytes(b"".join(lines[:keep]))
+    assert verify_chain(log) is None  # the chain alone cannot see it
+    broken = verify_chain(log, recorded)
+    assert broken is not None and missing in broken
+
+
+def test_a_tail_cut_then_rewritten_to_the_same_length_is_refused(log: Path) -> None:
+    recorded = anchor(log)
+    lines = log.read_bytes().splitlines(keepends=True)
+    log.write_bytes(b"".join(lines[:3]))
+    append_event(log, "resumed", at=AT, reason="quietly")
+    broken = verify_chain(log, recorded)
+    assert broken is not None and "audit line 4 is not the line" in broken
+
+
+def test_events_appended_after_the_anchor_are_fine(log: Path) -> None:
+    recorded = anchor(log)
+    append_event(log, "resumed", at=AT)
+    assert verify_chain(log, recorded) is None
+
+
+def test_a_last_line_longer_than_any_window_is_read_whole(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    record = {"at": AT.isoformat(), "event": "refused", "prev": GENESIS, "reason": "x" * 300_000}
+    path.write_bytes(json.dumps(record, sort_keys=True, separators=(",", ":")).encode() + b"\n")
+    append_event(path, "resumed", at=AT)
+    assert verify_chain(path) is None
+
+
+def test_field_values_are_bounded_before_they_are_written(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    append_event(path, "refused", at=AT, reason="\x1b[2J" + "r" * 100_000)
+    line = path.read_bytes()
+    assert len(line) < 1000 and b"\\u001b" not in line

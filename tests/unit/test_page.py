@@ -170,7 +170,7 @@ def test_the_log_excerpt_keeps_the_tail_without_terminal_escapes_or_control_char
     html, _ = page.render_page(**_with("status.last_attempt.logs", logs))
     excerpt = re.search(r"<pre>(.*?)</pre>", html.decode(), re.DOTALL)
     assert excerpt is not None
-    assert excerpt.group(1).endswith("line 499\npanic: boom")
+    assert excerpt.group(1).endswith("line 499\n\\x1b[31mpanic: boom\\x1b[0m\\x00\\x07")
     assert "line 0\n" not in excerpt.group(1)
 
 

@@ -8,6 +8,7 @@ without root or Docker.  The same paths run against a real engine in
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +20,7 @@ from controller.audit import read_events
 from controller.config import Config, parse_config
 from controller.errors import Refused
 from controller.layout import init_layout
+from controller.locks import pass_lock
 from controller.rollout import checkpoint
 from controller.service import EnvironmentService, PassOptions
 from controller.status import Status
@@ -349,3 +351,65 @@ def test_verify_fetches_with_the_credentials_from_dotenv(env: Env) -> None:
     answer = service.verify()
     assert answer.revision == head and answer.verdict is not None
     assert answer.verdict.signer.startswith("alice@dreichor.test (ssh-ed25519 SHA256:")
+
+
+@pytest.mark.parametrize("operation", ["suspend", "resume"])
+def test_suspend_and_resume_wait_for_a_pass_in_progress(deployed: Env, operation: str) -> None:
+    if operation == "resume":
+        deployed.service().suspend()
+    done = threading.Event()
+
+    def run() -> None:
+        getattr(deployed.service(), operation)()
+        done.set()
+
+    with pass_lock(deployed.config.paths.pass_lock):  # a pass holds the lock
+        worker = threading.Thread(target=run)
+        worker.start()
+        assert not done.wait(0.5)
+        assert deployed.config.paths.suspended_marker.exists() == (operation == "resume")
+    worker.join(10)
+    assert done.is_set()
+    assert deployed.config.paths.suspended_marker.exists() == (operation == "suspend")
+
+
+def test_the_watermark_follows_every_applied_revision(deployed: Env) -> None:
+    watermark = deployed.config.paths.watermark
+    assert watermark.read_text().strip() == deployed.repo.head()
+    head = deployed.publish(GOOD_B)
+    assert deployed.sync() == "applied"
+    assert watermark.read_text().strip() == head
+
+
+def test_the_audit_anchor_follows_every_append(deployed: Env) -> None:
+    service = deployed.service()
+    service.suspend()
+    service.resume()
+    anchor = deployed.status().audit
+    assert anchor is not None and anchor.events == len(deployed.events()) == 3
+    assert service.history(verify=True).broken is None
+
+
+def test_a_rolled_back_change_under_another_commit_id_stays_quarantined(deployed: Env) -> None:
+    deployed.publish(CRASHING)
+    assert deployed.sync() == "rolled_back"
+    deployed.publish(CRASHING)  # the same content, a new (empty) commit id
+    deployed.engine.calls.clear()
+    assert deployed.sync() == "unchanged"
+    assert deployed.image() == GOOD_A and deployed.events() == ["applied", "rolled_back"]
+    assert not {"stop", "start", "create"} & set(deployed.engine.calls)
+    deployed.publish(CRASHING, LOG_LEVEL="debug")  # a different change is tried
+    assert deployed.sync() == "rolled_back"
+
+
+def test_a_damaged_status_file_stops_passes_until_the_copy_is_dealt_with(deployed: Env) -> None:
+    status = deployed.config.paths.status
+    status.write_text("{")
+    deployed.publish(GOOD_B)
+    assert deployed.sync() == "refused"
+    assert deployed.image() == GOOD_A
+    copies = list(status.parent.glob("status.json.damaged-*"))
+    assert len(copies) == 1 and copies[0].read_text() == "{"
+    assert deployed.service().plan().result == "refused"
+    copies[0].unlink()
+    assert deployed.sync() == "applied" and deployed.image() == GOOD_B

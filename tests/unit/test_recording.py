@@ -142,6 +142,68 @@ CASES = [
         "Suspended",
     ),
     Case(
+        "rolled back: the content is quarantined",
+        did("rolled_back", "unhealthy", code=Reason.HEALTH_GATE_FAILED, content="c1", **VERIFIED),
+        ["rolled_back"],
+        "Degraded",
+        attempt="rolled_back",
+        quarantined=True,
+    ),
+    Case(
+        "the same content under a new commit id: the applied revision kept, no new line",
+        did("unchanged", head=NEW, target=OLD, signer="alice", image=IMAGE),
+        [],
+        "Degraded",
+        quarantined=True,
+        before=previous(quarantined="content:c1", last="unhealthy"),
+    ),
+    Case(
+        "a forced retry of the quarantined change applies: the quarantine is lifted",
+        did("applied", plan=Plan("replace", "deploying"), content="c1", **VERIFIED),
+        ["applied"],
+        "InSync",
+        NEW,
+        "applied",
+        before=previous(quarantined="content:c1"),
+    ),
+    Case(
+        "a different change at the head that needs nothing: the quarantine is lifted",
+        did("unchanged", head=NEW, target=NEW, signer="alice", image=IMAGE, content="c2"),
+        ["applied"],
+        "InSync",
+        NEW,
+        "applied",
+        before=previous(quarantined="content:c1"),
+    ),
+    Case(
+        "failed again for the same reason: no second line",
+        did("failed", "bug", code=Reason.INTERNAL_ERROR, head=NEW, target=NEW),
+        [],
+        "Degraded",
+        attempt="failed",
+        before=previous().model_copy(
+            update={"last_attempt": AttemptStatus(revision=NEW, result="failed", reason="bug", at=NOW)}
+        ),
+    ),
+    Case(
+        "an unreadable status file: refused before the fetch, nothing quarantined",
+        did("refused", "status.json is not valid JSON", code=Reason.STATUS_UNREADABLE),
+        ["refused"],
+        "Degraded",
+        attempt="refused",
+    ),
+    Case(
+        "after a rollback to a snapshot without a revision, a pass applies again",
+        did("applied", plan=Plan("repair", "unmanaged", ("unmanaged",)), **{**VERIFIED, "head": OLD, "target": OLD}),
+        ["drift_repaired"],
+        "InSync",
+        OLD,
+        "applied",
+        before=previous().model_copy(
+            update={"applied": AppliedStatus(revision="", image=IMAGE, signer="break-glass rollback", applied_at=NOW)}
+        ),
+    ),
+    Case(
         "the container is not running",
         did("unchanged", head=OLD, target=OLD, signer="alice", image=IMAGE, container=EXITED),
         [],
@@ -192,3 +254,28 @@ def test_an_allowed_rewrite_is_audited_before_the_decision() -> None:
     _, events = record(previous(), report, now=NOW, stale_after=STALE_AFTER)
     assert [e.event for e in events] == ["rewrite_allowed", "applied"]
     assert events[0].fields == {"revision": NEW, "applied": OLD}
+
+
+def test_a_rollback_quarantines_the_content_not_the_commit() -> None:
+    report = did("rolled_back", "unhealthy", code=Reason.HEALTH_GATE_FAILED, content="c1", **VERIFIED)
+    status, _ = record(previous(), report, now=NOW, stale_after=STALE_AFTER)
+    assert status.quarantined == "content:c1"
+
+
+def test_the_image_signer_is_recorded_next_to_the_commit_signer() -> None:
+    report = did("applied", plan=Plan("replace", "deploying"), image_signer="SHA256:abc", **VERIFIED)
+    status, events = record(previous(), report, now=NOW, stale_after=STALE_AFTER)
+    assert status.applied is not None and status.applied.image_signer == "SHA256:abc"
+    assert events[0].fields["image_signer"] == "SHA256:abc"
+
+
+def test_untrusted_text_is_bounded_and_escaped_in_the_status() -> None:
+    reason = "namespace '\x1b]0;owned\x07" + "N" * 100_000 + "'"
+    logs = "\n".join(f"\x1b[31mline {n}" + "x" * 1000 for n in range(500))
+    report = did("rolled_back", reason, code=Reason.BAD_SIGNATURE, logs=logs, **VERIFIED)
+    status, _ = record(previous(), report, now=NOW, stale_after=STALE_AFTER)
+    attempt = status.last_attempt
+    assert attempt is not None and attempt.logs is not None
+    assert len(attempt.reason) <= 300 and "\x1b" not in attempt.reason and attempt.reason.startswith("namespace")
+    assert len(attempt.logs.splitlines()) == 50 and all(len(line) <= 300 for line in attempt.logs.splitlines())
+    assert "\x1b" not in attempt.logs and attempt.logs.splitlines()[-1].startswith("\\x1b[31mline 499")
