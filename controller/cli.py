@@ -8,16 +8,17 @@ a table, so the commands, their flags and their help read in one place.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from controller import __version__
 from controller.config import ENVIRONMENTS, config_path
-from controller.daemon import Daemon, setup_logging
+from controller.daemon import DRAIN_SECONDS, Daemon, attach_notifier, setup_logging
 from controller.errors import ConfigError, ControllerError, Refused
 from controller.service import EnvironmentService, PassOptions, init_layout, validate_file
 
@@ -65,6 +66,31 @@ def _service(args: argparse.Namespace) -> EnvironmentService:
     return EnvironmentService.from_file(config_path(args.config))
 
 
+@contextlib.contextmanager
+def _notifying(service: EnvironmentService) -> Iterator[None]:
+    """Tell the command's decisions, then wait (``DRAIN_SECONDS`` at most) for them to go out.
+
+    An unusable notification config does not block a one-shot command (a
+    break-glass rollback must work): it is said on stderr and nothing is told.
+    """
+    try:
+        notifier = attach_notifier(service)
+    except ConfigError as exc:
+        _fail(f"warning: notifications are off: {exc}")
+        notifier = None
+    try:
+        yield
+    finally:
+        if notifier is not None:
+            sent = notifier.close(DRAIN_SECONDS)
+            if not sent or notifier.failed:
+                _fail(
+                    f"warning: {notifier.failed} notification(s) could not be sent"
+                    if sent
+                    else f"warning: notifications still queued after {DRAIN_SECONDS:.0f}s were dropped"
+                )
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     """``run``: the daemon, until SIGTERM."""
     setup_logging()
@@ -75,7 +101,8 @@ def cmd_sync(args: argparse.Namespace) -> int:
     """``sync``: one pass; 0 in sync or applied, 3 refused, 4 rolled back, 1 other."""
     service = _service(args)
     try:
-        result = service.sync(PassOptions(force=args.force, allow_rewrite=args.allow_rewrite, adopt=args.adopt))
+        with _notifying(service):
+            result = service.sync(PassOptions(force=args.force, allow_rewrite=args.allow_rewrite, adopt=args.adopt))
     finally:
         service.close()
     if args.json:
@@ -155,7 +182,8 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     """``rollback [SNAPSHOT]``: restore it, then suspend so the next poll does not undo it."""
     service = _service(args)
     try:
-        snapshot = service.rollback(args.snapshot)
+        with _notifying(service):
+            snapshot = service.rollback(args.snapshot)
     finally:
         service.close()
     print(f"restored snapshot {snapshot.id} ({snapshot.image}); suspended until 'dreichor-controller resume'")
@@ -164,14 +192,18 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 
 def cmd_suspend(args: argparse.Namespace) -> int:
     """``suspend``: stop acting on new revisions."""
-    _service(args).suspend()
+    service = _service(args)
+    with _notifying(service):
+        service.suspend()
     print("suspended")
     return EXIT_OK
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
     """``resume``: act on new revisions again (from the next pass)."""
-    _service(args).resume()
+    service = _service(args)
+    with _notifying(service):
+        service.resume()
     print("resumed")
     return EXIT_OK
 
@@ -218,6 +250,21 @@ def cmd_verify(args: argparse.Namespace) -> int:
     else:
         print(f"trusted: {verdict.describe()}")
     return EXIT_OK
+
+
+def cmd_notify(args: argparse.Namespace) -> int:
+    """``notify --test``: a test message to every target; 0 when all answered, 1 otherwise."""
+    notifier = attach_notifier(_service(args))
+    answers = notifier.send_test() if notifier is not None else []
+    if notifier is not None:
+        notifier.close(0)
+    if args.json:
+        _print_json({"targets": [{"target": a.target, "answered": a.answered, "detail": a.detail} for a in answers]})
+    elif not answers:
+        print("no notification targets configured (notify.urls, github)")
+    for answer in [] if args.json else answers:
+        print(f"{'answered' if answer.answered else 'FAILED':<9} {answer.target}: {answer.detail}")
+    return EXIT_OK if all(a.answered for a in answers) else EXIT_ERROR
 
 
 def cmd_init(args: argparse.Namespace) -> int:
@@ -305,6 +352,12 @@ COMMANDS = (
         "break-glass: restore a snapshot, then suspend",
         cmd_rollback,
         (Arg(("snapshot",), {"nargs": "?", "help": "snapshot id (default: the newest)"}),),
+    ),
+    Command(
+        "notify",
+        "send a test message to every notification target and say which answered",
+        cmd_notify,
+        (Arg(("--test",), {"action": "store_true", "required": True, "help": "send the test message"}), JSON),
     ),
     Command("suspend", "suspend acting on new revisions", cmd_suspend),
     Command("resume", "resume acting on new revisions", cmd_resume),

@@ -14,6 +14,7 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import FrameType
@@ -28,6 +29,7 @@ from controller.config import Config, load_config
 from controller.errors import ConfigError, ControllerError, Reason
 from controller.locks import hold_lock
 from controller.metrics import Metrics
+from controller.notifications import Notifier
 from controller.service import EnvironmentService, PassOptions, PassResult
 
 log = logging.getLogger("dreichor.daemon")
@@ -35,6 +37,21 @@ JOB_ID = "reconcile"
 WATCHDOG_JOB_ID = "watchdog"
 MAX_BACKOFF_INTERVALS = 10
 HEALTHY_PASS_AGE_INTERVALS = 3
+DRAIN_SECONDS = 5.0  # how long an exit waits for queued notifications
+
+
+def attach_notifier(service: EnvironmentService, *, on_failure: Callable[[], None] | None = None) -> Notifier | None:
+    """The process's notifier, hearing the service's decisions; None when nothing is configured.
+
+    Raises ``ConfigError`` for an unusable Apprise URL or a ``${NAME}`` the .env lacks.
+    """
+    config = service.config
+    if config.notify is None and config.github is None:
+        return None
+    notifier = Notifier.from_config(config, dotenv=service.dotenv(), on_failure=on_failure)
+    service.audit_hooks.append(notifier.hear)
+    service.notice_hooks.append(notifier.hear)
+    return notifier
 
 
 class JsonFormatter(logging.Formatter):
@@ -80,6 +97,7 @@ class Daemon:
         self.started_at = datetime.now(UTC)
         self.last_pass_at: datetime | None = None
         self.metrics = Metrics()
+        self.notifier = attach_notifier(self.service, on_failure=self.metrics.notifications_failed.inc)
         self.trigger_pending = threading.Event()
         self.ready = False
         self.api: ApiServer | None = None
@@ -115,6 +133,8 @@ class Daemon:
                 self.api.shutdown()
                 self.api.server_close()
             self.service.close()
+            if self.notifier is not None and not self.notifier.close(DRAIN_SECONDS):
+                log.warning("stopped with notifications not sent", extra={"seconds": DRAIN_SECONDS})
             return 0
         finally:
             os.close(lock_fd)
@@ -251,9 +271,9 @@ class Daemon:
             log.error("config reload refused: the environment cannot change")
             return
         self.config = config
-        hooks, check = self.service.audit_hooks, self.service.image_check
+        hooks, notices, check = self.service.audit_hooks, self.service.notice_hooks, self.service.image_check
         self.service.close()
         self.service = EnvironmentService(config)
-        self.service.audit_hooks, self.service.image_check = hooks, check
+        self.service.audit_hooks, self.service.notice_hooks, self.service.image_check = hooks, notices, check
         self.scheduler.reschedule_job(JOB_ID, trigger=self._trigger())
         log.info("config reloaded")

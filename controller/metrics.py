@@ -43,6 +43,9 @@ class Metrics:
         self.auth_failures = Counter(
             "dreichor_api_auth_failures_total", "Refused API calls.", ["endpoint", "reason"], registry=r
         )
+        self.notifications_failed = Counter(
+            "dreichor_notifications_failed_total", "Notifications that could not be sent.", registry=r
+        )
 
     def record_pass(
         self,

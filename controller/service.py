@@ -8,7 +8,11 @@ recovery and their audit events; its world — the engine, the git source, the
 clock — is passed in, so the unit tests drive it over a fake engine.
 
 Extension points: ``audit_hooks`` are called with every audit event written
-(notifications, commit statuses), and ``image_check`` is the pass's image
+(notifications, commit statuses), with the pass's facts the event does not
+record added (``image``, ``signer``, and ``log``: the failed container's
+output); ``notice_hooks`` with the pass's moments that are no audit event
+(``progressing`` before an apply, ``unchanged`` at the head, ``stale`` when
+the source has just become stale); ``image_check`` is the pass's image
 signature step (DESIGN §14).
 """
 
@@ -118,6 +122,8 @@ class EnvironmentService:
             at_step=at_step,
         )
         self.audit_hooks: list[AuditHook] = []
+        self.notice_hooks: list[AuditHook] = []
+        self._run: Pass | None = None
 
     @classmethod
     def from_file(cls, config_file: Path) -> EnvironmentService:
@@ -184,7 +190,7 @@ class EnvironmentService:
 
     def _pass(self, options: PassOptions, *, recovered: str | None = None) -> PassResult:
         previous = self.load_status()
-        run = Pass(self.world, previous, options, now=self.clock())
+        run = self._run = Pass(self.world, previous, options, now=self.clock())
         result = PassResult("failed", "the pass did not finish", code=Reason.INTERNAL_ERROR)
         try:
             result = run.run()
@@ -198,17 +204,29 @@ class EnvironmentService:
     def _record(self, previous: Status, run: Pass, result: PassResult, *, recovered: str | None) -> None:
         self.at_step("record")
         stale_after = timedelta(seconds=STALE_AFTER_INTERVALS * self.config.source.interval)
-        status, events = record(
-            previous, run.report(result, recovered=recovered), now=run.ctx.now, stale_after=stale_after
-        )
+        report = run.report(result, recovered=recovered)
+        status, events = record(previous, report, now=run.ctx.now, stale_after=stale_after)
+        facts = {"image": report.image, "signer": report.signer, "log": report.logs}
         for event in events:
-            self.emit(event, at=run.ctx.now)
+            self.emit(event, at=run.ctx.now, facts=facts)
         self._write(status)
+        if status.source.stale and not previous.source.stale:
+            self._notice("stale", reason=status.source.last_error or "", code=str(Reason.FETCH_FAILED))
+        if result.result == "unchanged" and report.target and report.target == report.head:
+            self._notice("unchanged", revision=report.target, **facts)
 
     def _progress(self) -> None:
         status = self.load_status()
         status.phase, status.updated_at = "Progressing", self.clock()
         self._write(status)
+        ctx = self._run.ctx if self._run else None
+        if ctx is not None:
+            image, signer = ctx.desired.image if ctx.desired else None, ctx.verdict.signer if ctx.verdict else None
+            self._notice("progressing", revision=ctx.target, image=image, signer=signer)
+
+    def _notice(self, kind: str, **fields: Any) -> None:
+        """Tell the notice hooks a moment of the pass that is no audit event."""
+        self._tell(self.notice_hooks, {"event": kind, **fields})
 
     # -- crash recovery ----------------------------------------------------------------------
 
@@ -313,18 +331,22 @@ class EnvironmentService:
 
     # -- writing -----------------------------------------------------------------------------
 
-    def emit(self, event: AuditEvent, *, at: datetime) -> None:
-        """Append an audit event, then tell the hooks; neither a full disk nor a hook fails the caller."""
+    def emit(self, event: AuditEvent, *, at: datetime, facts: dict[str, Any] | None = None) -> None:
+        """Append an audit event, then tell the hooks (with ``facts`` the event does not record, if given);
+        neither a full disk nor a hook fails the caller."""
         try:
             written = audit.append_event(self.paths.audit, event.event, at=at, **event.fields)
         except OSError as exc:
             log.error("cannot append to the audit log", extra={"error": str(exc)})
             return
-        for hook in self.audit_hooks:
+        self._tell(self.audit_hooks, {**(facts or {}), **written})
+
+    def _tell(self, hooks: list[AuditHook], event: dict[str, Any]) -> None:
+        for hook in hooks:
             try:
-                hook(written)
+                hook(event)
             except Exception:
-                log.exception("an audit hook failed", extra={"event": event.event})
+                log.exception("an audit hook failed", extra={"event": event.get("event")})
 
     def _write(self, status: Status) -> None:
         try:

@@ -8,8 +8,10 @@ without root or Docker.  The same paths run against a real engine in
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -349,3 +351,31 @@ def test_verify_fetches_with_the_credentials_from_dotenv(env: Env) -> None:
     answer = service.verify()
     assert answer.revision == head and answer.verdict is not None
     assert answer.verdict.signer == "alice@dreichor.test"
+
+
+def test_notice_hooks_hear_progressing_before_the_apply_and_unchanged_only_at_the_head(deployed: Env) -> None:
+    heard: list[tuple[str, str | None]] = []
+    service = deployed.service()
+    service.audit_hooks.append(lambda event: heard.append((event["event"], event.get("log"))))
+    service.notice_hooks.append(lambda event: heard.append((event["event"], event.get("revision"))))
+    head = deployed.publish(GOOD_B)
+    service.sync()
+    service.sync()
+    assert heard == [("progressing", head), ("applied", None), ("unchanged", head)]
+    heard.clear()
+    crashing = deployed.publish(CRASHING)
+    service.sync()
+    service.sync()  # quarantined: the applied revision runs on, nothing is said about it
+    assert [kind for kind, _ in heard] == ["progressing", "rolled_back"]
+    assert heard[0][1] == crashing and heard[1][1]  # the rollback carries the failed container's log
+
+
+def test_a_notice_hook_hears_stale_once_when_the_source_becomes_stale(deployed: Env) -> None:
+    heard: list[str] = []
+    service = deployed.service()
+    service.notice_hooks.append(lambda event: heard.append(f"{event['event']}:{event.get('code', '')}"))
+    shutil.rmtree(deployed.repo.bare)
+    service.clock = lambda: datetime.now(UTC) + timedelta(days=1)
+    service.sync()
+    service.sync()
+    assert heard == ["stale:FetchFailed"]
