@@ -37,6 +37,7 @@ JOB_ID = "reconcile"
 WATCHDOG_JOB_ID = "watchdog"
 MAX_BACKOFF_INTERVALS = 10
 HEALTHY_PASS_AGE_INTERVALS = 3
+PROBLEM_RESULTS = frozenset({"refused", "failed", "rolled_back"})  # logged at warning; bugs at error
 DRAIN_SECONDS = 5.0  # how long an exit waits for queued notifications
 
 
@@ -73,14 +74,26 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(data, default=str)
 
 
-def setup_logging() -> None:
-    """JSON lines on stdout."""
-    handler = logging.StreamHandler(sys.stdout)
-    handler.setFormatter(JsonFormatter())
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+def setup_logging(level: str | None = None) -> None:
+    """The daemon's logs: JSON lines on stdout (journald), from ``level`` on (default info)."""
+    _log_to(sys.stdout, JsonFormatter(), level or "info")
+
+
+def setup_cli_logging(level: str | None = None) -> None:
+    """A one-shot command's logs: plain lines on stderr, from ``level`` on (default warning)."""
+    _log_to(sys.stderr, logging.Formatter("%(levelname)s %(name)s: %(message)s"), level or "warning")
+
+
+def _log_to(stream: Any, formatter: logging.Formatter, level: str) -> None:
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(formatter)
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(logging.INFO)
-    logging.getLogger("apscheduler").setLevel(logging.WARNING)
+    root.setLevel(level.upper())
+    logging.getLogger("apscheduler").setLevel(max(logging.WARNING, root.level))
 
 
 class Daemon:
@@ -108,6 +121,7 @@ class Daemon:
         try:
             self._install_signals()
             self.recover()
+            self.metrics.record_status(self.service.status())
             self.api = self._start_api()
             self.scheduler.add_job(
                 self.tick,
@@ -171,7 +185,8 @@ class Daemon:
             log.exception("the pass failed with a bug")
             result = PassResult("failed", "internal error", retryable=True, code=Reason.INTERNAL_ERROR)
         self.last_pass_at = datetime.now(UTC)
-        log.info("pass", extra={"result": result.result, "code": str(result.code), "reason": result.reason})
+        level = logging.WARNING if result.result in PROBLEM_RESULTS else logging.INFO
+        log.log(level, "pass", extra={"result": result.result, "code": str(result.code), "reason": result.reason})
         self._after_pass(result, seconds=(self.last_pass_at - started).total_seconds())
         self._schedule_after(result)
         if self.trigger_pending.is_set() and not self.stopping.is_set():
@@ -181,6 +196,7 @@ class Daemon:
     def _after_pass(self, result: PassResult, *, seconds: float) -> None:
         status = self.service.status()
         applied = status.applied if status else None
+        self.metrics.record_status(status)
         self.metrics.record_pass(
             result.result,
             reason=result.code,

@@ -355,13 +355,18 @@ class EnvironmentService:
             log.error("cannot write the status file", extra={"error": str(exc)})
 
 
-def validate_file(file: Path, *, environment: str, config_file: Path | None) -> DesiredContainer:
-    """Check a manifest offline; with a config, against its image repository and ``.env``."""
+def validate_file(
+    file: Path, *, environment: str, config_file: Path | None, data: bytes | None = None
+) -> DesiredContainer:
+    """Check a manifest offline; with a config, against its image repository and ``.env``.
+
+    ``data``: the manifest's bytes when they come from elsewhere (stdin); ``file`` then only names it.
+    """
     config = load_config(config_file) if config_file else None
     if config is not None and config.environment != environment:
         raise ConfigError(f"config is for '{config.environment}', the manifest for '{environment}'")
     try:
-        data = file.read_bytes()
+        data = file.read_bytes() if data is None else data
     except OSError as exc:
         raise ConfigError(f"cannot read {file}: {exc.strerror}") from None
     dotenv = None

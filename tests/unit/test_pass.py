@@ -8,6 +8,7 @@ without root or Docker.  The same paths run against a real engine in
 
 from __future__ import annotations
 
+import logging
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -379,3 +380,24 @@ def test_a_notice_hook_hears_stale_once_when_the_source_becomes_stale(deployed: 
     service.sync()
     service.sync()
     assert heard == ["stale:FetchFailed"]
+
+
+def test_each_swap_step_is_logged_with_its_duration(deployed: Env, caplog: pytest.LogCaptureFixture) -> None:
+    deployed.publish(GOOD_B)
+    with caplog.at_level(logging.INFO, logger="dreichor.rollout"):
+        assert deployed.sync() == "applied"
+    steps = {r.step: r for r in caplog.records if hasattr(r, "step")}  # type: ignore[attr-defined]
+    assert list(steps) == ["pull", "snapshot", "create", "stop", "start", "health"]
+    assert all(isinstance(r.seconds, float) and r.levelno == logging.INFO for r in steps.values())  # type: ignore[attr-defined]
+    assert steps["pull"].bytes == 1024  # type: ignore[attr-defined]
+
+
+def test_a_failed_health_gate_is_logged_at_warning_with_the_rollback(
+    deployed: Env, caplog: pytest.LogCaptureFixture
+) -> None:
+    deployed.publish(CRASHING)
+    with caplog.at_level(logging.INFO, logger="dreichor.rollout"):
+        assert deployed.sync() == "rolled_back"
+    failed = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert [getattr(r, "step", None) for r in failed] == ["health"]
+    assert "rollback" in [getattr(r, "step", None) for r in caplog.records]
