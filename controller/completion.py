@@ -125,15 +125,17 @@ def zsh(parser: argparse.ArgumentParser) -> str:
 
 
 def _zsh_option(option: Option) -> str:
-    flags = option.flags[0] if len(option.flags) == 1 else "{" + ",".join(option.flags) + "}"
-    text = f"{flags}[{_plain(option.help)}]"
+    spec = f"[{_plain(option.help)}]"
     if option.values == ():
-        text += ":file:_files"
+        spec += ":file:_files"
     elif option.values == ("",):
-        text += ":value:"
+        spec += ":value:"
     elif option.values:
-        text += f":value:({' '.join(option.values)})"
-    return shlex.quote(text) if len(option.flags) == 1 else text.replace(" ", "\\ ")
+        spec += f":value:({' '.join(option.values)})"
+    if len(option.flags) == 1:
+        return shlex.quote(option.flags[0] + spec)
+    # '(-h --help)'{-h,--help}'[...]': brace expansion outside the quotes, the spec inside (no glob)
+    return f"'({' '.join(option.flags)})'{{{','.join(option.flags)}}}{shlex.quote(spec)}"
 
 
 def _plain(text: str) -> str:

@@ -258,6 +258,16 @@ def test_the_zsh_script_parses_and_registers_itself(capsys: pytest.CaptureFixtur
     probe = f"autoload -U compinit; compinit -u -d {tmp_path}/zcd; source {script}; print $_comps[dreichor-controller]"
     done = subprocess.run([zsh, "-f", "-c", probe], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "_dreichor_controller"
+    # Dispatch, with zsh's own helpers stubbed to print what they are given (nomatch on: no stray globs).
+    stubs = "setopt nomatch; _arguments() { print -l -- $@ }; _describe() { print -l -- ${(P)2} }"
+
+    def offered(words: str, current: int) -> list[str]:
+        call = f"{stubs}; source {script}; words=(dreichor-controller {words}); CURRENT={current}; _dreichor_controller"
+        return subprocess.run([zsh, "-f", "-c", call], capture_output=True, text=True, check=True).stdout.splitlines()
+
+    assert "sync:one reconcile pass now" in offered("s", 2)
+    assert "--force[retry a quarantined revision; act while suspended]" in offered("sync --f", 3)
+    assert "(-h --help)--help[show this help message and exit]" in offered("sync --f", 3)
 
 
 # -- init's starter kit -------------------------------------------------------------------------
