@@ -12,9 +12,10 @@ restart does not tell everything again.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal, cast, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -205,6 +206,36 @@ def _post(memory: Memory, decision: Decision, *, policy: Policy) -> tuple[Memory
     others = tuple(entry for entry in memory.statuses if entry[0] != sha)
     memory = memory.model_copy(update={"statuses": (*others, (sha, state))[-MAX_STATUSES:]})
     return memory, (commit_status(decision, state),)
+
+
+KINDS: frozenset[str] = frozenset(get_args(NotifyEvent))
+
+
+def decision_from_event(environment: str, event: Mapping[str, Any]) -> Decision | None:
+    """The decision an audit event (or a pass moment the service tells its hooks) stands for; None: not told.
+
+    The service's hooks hear ``event``, ``revision``, ``image``, ``signer``,
+    ``reason``, ``code`` and, for a rollback, ``log``; break-glass ``rollback``
+    and ``rewrite_allowed`` are audit-only.
+    """
+    kind = event.get("event")
+    if kind not in KINDS:
+        return None
+
+    def text(name: str) -> str | None:
+        value = event.get(name)
+        return str(value) if value else None
+
+    return Decision(
+        kind=cast(NotifyEvent, kind),
+        environment=environment,
+        revision=text("revision"),
+        image=text("image"),
+        signer=text("signer"),
+        reason=text("reason") or "",
+        code=text("code") or "",
+        log=text("log"),
+    )
 
 
 def problem_key(decision: Decision) -> str:

@@ -14,6 +14,7 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import FrameType
@@ -28,6 +29,7 @@ from controller.config import Config, load_config
 from controller.errors import ConfigError, ControllerError, Reason
 from controller.locks import hold_lock
 from controller.metrics import Metrics
+from controller.notifications import Notifier
 from controller.service import EnvironmentService, PassOptions, PassResult
 
 log = logging.getLogger("dreichor.daemon")
@@ -35,6 +37,22 @@ JOB_ID = "reconcile"
 WATCHDOG_JOB_ID = "watchdog"
 MAX_BACKOFF_INTERVALS = 10
 HEALTHY_PASS_AGE_INTERVALS = 3
+PROBLEM_RESULTS = frozenset({"refused", "failed", "rolled_back"})  # logged at warning; bugs at error
+DRAIN_SECONDS = 5.0  # how long an exit waits for queued notifications
+
+
+def attach_notifier(service: EnvironmentService, *, on_failure: Callable[[], None] | None = None) -> Notifier | None:
+    """The process's notifier, hearing the service's decisions; None when nothing is configured.
+
+    Raises ``ConfigError`` for an unusable Apprise URL or a ``${NAME}`` the .env lacks.
+    """
+    config = service.config
+    if config.notify is None and config.github is None:
+        return None
+    notifier = Notifier.from_config(config, dotenv=service.dotenv(), on_failure=on_failure)
+    service.audit_hooks.append(notifier.hear)
+    service.notice_hooks.append(notifier.hear)
+    return notifier
 
 
 class JsonFormatter(logging.Formatter):
@@ -56,14 +74,26 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(data, default=str)
 
 
-def setup_logging() -> None:
-    """JSON lines on stdout."""
-    handler = logging.StreamHandler(sys.stdout)
-    handler.setFormatter(JsonFormatter())
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+def setup_logging(level: str | None = None) -> None:
+    """The daemon's logs: JSON lines on stdout (journald), from ``level`` on (default info)."""
+    _log_to(sys.stdout, JsonFormatter(), level or "info")
+
+
+def setup_cli_logging(level: str | None = None) -> None:
+    """A one-shot command's logs: plain lines on stderr, from ``level`` on (default warning)."""
+    _log_to(sys.stderr, logging.Formatter("%(levelname)s %(name)s: %(message)s"), level or "warning")
+
+
+def _log_to(stream: Any, formatter: logging.Formatter, level: str) -> None:
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(formatter)
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(logging.INFO)
-    logging.getLogger("apscheduler").setLevel(logging.WARNING)
+    root.setLevel(level.upper())
+    logging.getLogger("apscheduler").setLevel(max(logging.WARNING, root.level))
 
 
 class Daemon:
@@ -80,6 +110,7 @@ class Daemon:
         self.started_at = datetime.now(UTC)
         self.last_pass_at: datetime | None = None
         self.metrics = Metrics()
+        self.notifier = attach_notifier(self.service, on_failure=self.metrics.notifications_failed.inc)
         self.trigger_pending = threading.Event()
         self.ready = False
         self.api: ApiServer | None = None
@@ -90,6 +121,7 @@ class Daemon:
         try:
             self._install_signals()
             self.recover()
+            self.metrics.record_status(self.service.status())
             self.api = self._start_api()
             self.scheduler.add_job(
                 self.tick,
@@ -115,6 +147,8 @@ class Daemon:
                 self.api.shutdown()
                 self.api.server_close()
             self.service.close()
+            if self.notifier is not None and not self.notifier.close(DRAIN_SECONDS):
+                log.warning("stopped with notifications not sent", extra={"seconds": DRAIN_SECONDS})
             return 0
         finally:
             os.close(lock_fd)
@@ -151,7 +185,8 @@ class Daemon:
             log.exception("the pass failed with a bug")
             result = PassResult("failed", "internal error", retryable=True, code=Reason.INTERNAL_ERROR)
         self.last_pass_at = datetime.now(UTC)
-        log.info("pass", extra={"result": result.result, "code": str(result.code), "reason": result.reason})
+        level = logging.WARNING if result.result in PROBLEM_RESULTS else logging.INFO
+        log.log(level, "pass", extra={"result": result.result, "code": str(result.code), "reason": result.reason})
         self._after_pass(result, seconds=(self.last_pass_at - started).total_seconds())
         self._schedule_after(result)
         if self.trigger_pending.is_set() and not self.stopping.is_set():
@@ -161,6 +196,7 @@ class Daemon:
     def _after_pass(self, result: PassResult, *, seconds: float) -> None:
         status = self.service.status()
         applied = status.applied if status else None
+        self.metrics.record_status(status)
         self.metrics.record_pass(
             result.result,
             reason=result.code,
@@ -251,9 +287,9 @@ class Daemon:
             log.error("config reload refused: the environment cannot change")
             return
         self.config = config
-        hooks, check = self.service.audit_hooks, self.service.image_check
+        hooks, notices, check = self.service.audit_hooks, self.service.notice_hooks, self.service.image_check
         self.service.close()
         self.service = EnvironmentService(config)
-        self.service.audit_hooks, self.service.image_check = hooks, check
+        self.service.audit_hooks, self.service.notice_hooks, self.service.image_check = hooks, notices, check
         self.scheduler.reschedule_job(JOB_ID, trigger=self._trigger())
         log.info("config reloaded")

@@ -10,6 +10,8 @@ are ever listed, so one environment's controller cannot see another's.
 from __future__ import annotations
 
 import contextlib
+import errno
+import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -33,7 +35,7 @@ class EngineError(Retryable):
 
 
 @contextmanager
-def _translated(action: str) -> Iterator[None]:
+def _translated(action: str, *, url: str = "") -> Iterator[None]:
     try:
         yield
     except ControllerError:
@@ -43,7 +45,24 @@ def _translated(action: str) -> Iterator[None]:
     except docker.errors.APIError as exc:
         raise EngineError(f"{action}: {_explain(exc)}") from None
     except (docker.errors.DockerException, requests.exceptions.RequestException, OSError) as exc:
-        raise EngineError(f"{action}: Docker Engine unreachable ({type(exc).__name__})") from None
+        where = f" at {url.removeprefix('unix://')}" if url else ""
+        raise EngineError(f"{action}: the Docker Engine{where} is unreachable: {_cause(exc)}") from None
+
+
+def _cause(exc: BaseException) -> str:
+    """The root cause under the SDK's wrappers: the OS error and its errno name when there is one."""
+    seen: set[int] = set()
+    stack: list[BaseException] = [exc]
+    while stack:
+        error = stack.pop()
+        if id(error) in seen:
+            continue
+        seen.add(id(error))
+        if isinstance(error, OSError) and error.errno:
+            return f"{error.strerror or os.strerror(error.errno)} ({errno.errorcode.get(error.errno, error.errno)})"
+        inner = [error.__cause__, error.__context__, getattr(error, "reason", None), *error.args]
+        stack += [e for e in inner if isinstance(e, BaseException)]
+    return f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
 
 
 def _pull_error(pinned: str, error: str) -> ControllerError:
@@ -65,10 +84,15 @@ class Engine:
         self.canonical = container_name(environment)
         self._image_envs: dict[str, dict[str, str]] = {}  # by image id: an image's config never changes
         self._names = {self.canonical, self.canonical + NEXT_SUFFIX, self.canonical + PREVIOUS_SUFFIX}
-        with _translated("connecting to Docker"):
+        self.url = url
+        with self._translated("connecting to Docker"):
             self._client = docker.DockerClient(base_url=url, timeout=timeout, version="auto")
         self.api_calls = 0  # HTTP requests to the engine, for the benchmark's "one call per no-change pass"
         self._client.api.hooks["response"].append(self._count)
+
+    def _translated(self, action: str) -> Any:
+        """The SDK's errors as ours, naming the engine's address."""
+        return _translated(action, url=self.url)
 
     def _count(self, response: Any, *args: Any, **kwargs: Any) -> None:
         self.api_calls += 1
@@ -83,7 +107,7 @@ class Engine:
 
     def runtime_containers(self) -> dict[str, ContainerState]:
         """This environment's runtime containers by name (canonical, -next, -previous)."""
-        with _translated("listing containers"):
+        with self._translated("listing containers"):
             found = self._client.api.containers(all=True, filters={"name": self.canonical})
         names = {c["Id"]: c["Names"][0].lstrip("/") for c in found if c["Names"]}
         wanted = [cid for cid, name in names.items() if name in self._names]
@@ -93,7 +117,7 @@ class Engine:
     def inspect(self, ref: str) -> ContainerState | None:
         """The container ``ref`` (id or name), or None when it does not exist."""
         try:
-            with _translated("inspecting a container"):
+            with self._translated("inspecting a container"):
                 data = self._client.api.inspect_container(ref)
         except Refused:
             return None
@@ -107,7 +131,7 @@ class Engine:
         if cached is not None:
             return cached
         try:
-            with _translated("inspecting an image"):
+            with self._translated("inspecting an image"):
                 image = self._client.api.inspect_image(image_id)
         except Refused:
             return {}
@@ -118,15 +142,24 @@ class Engine:
 
     def image_has_healthcheck(self, image: str) -> bool:
         """Whether the image declares a HEALTHCHECK."""
-        with _translated("inspecting an image"):
+        with self._translated("inspecting an image"):
             config = self._client.api.inspect_image(image).get("Config") or {}
         test = (config.get("Healthcheck") or {}).get("Test") or []
         return bool(test) and test != ["NONE"]
 
+    def image_size(self, image: str) -> int | None:
+        """The image's size in bytes (``docker image inspect``'s ``Size``); None when it cannot be read."""
+        try:
+            with self._translated("inspecting an image"):
+                size = self._client.api.inspect_image(image).get("Size")
+        except ControllerError:
+            return None
+        return size if isinstance(size, int) else None
+
     def image_present(self, image: str) -> bool:
         """Whether the engine holds ``image`` locally."""
         try:
-            with _translated("inspecting an image"):
+            with self._translated("inspecting an image"):
                 self._client.api.inspect_image(image)
         except Refused:
             return False
@@ -139,7 +172,7 @@ class Engine:
         error, so the stream is read to the end and its errors are judged here.
         """
         repository, _, digest = pinned.partition("@")
-        with _translated(f"pulling {pinned}"):
+        with self._translated(f"pulling {pinned}"):
             try:
                 stream = self._client.api.pull(
                     repository, tag=digest, auth_config=auth or None, stream=True, decode=True
@@ -150,7 +183,7 @@ class Engine:
                 error = message.get("error") if isinstance(message, dict) else None
                 if error:
                     raise _pull_error(pinned, str(error))
-        with _translated("inspecting the pulled image"):
+        with self._translated("inspecting the pulled image"):
             try:
                 image = self._client.api.inspect_image(pinned)
             except docker.errors.NotFound:
@@ -162,18 +195,18 @@ class Engine:
     def keep(self, pinned: str) -> str:
         """Tag ``pinned`` with its keep reference; return that reference."""
         repository, _, tag = keep_reference(pinned, self.environment).rpartition(":")
-        with _translated(f"tagging {pinned}"):
+        with self._translated(f"tagging {pinned}"):
             self._client.api.tag(pinned, repository, tag=tag)
         return f"{repository}:{tag}"
 
     def prune_kept(self, keep: set[str]) -> None:
         """Untag this environment's keep references that are not in ``keep`` (images in use stay)."""
         repository = keep_reference("x:y", self.environment).rpartition(":")[0]
-        with _translated("listing kept images"):
+        with self._translated("listing kept images"):
             images = self._client.api.images(name=repository)
         tags = {t for image in images for t in image.get("RepoTags") or [] if t.startswith(repository + ":")}
         for tag in tags - keep:
-            with contextlib.suppress(ControllerError), _translated(f"untagging {tag}"):
+            with contextlib.suppress(ControllerError), self._translated(f"untagging {tag}"):
                 self._client.api.remove_image(tag, noprune=False)
 
     def create(self, desired: DesiredContainer, *, name: str) -> str:
@@ -189,7 +222,7 @@ class Engine:
             devices=None,
             port_bindings=None,
         )
-        with _translated(f"creating {name}"):
+        with self._translated(f"creating {name}"):
             created = api.create_container(
                 desired.image,
                 name=name,
@@ -201,7 +234,7 @@ class Engine:
 
     def start(self, ref: str) -> None:
         """Start a container."""
-        with _translated(f"starting {ref[:12]}"):
+        with self._translated(f"starting {ref[:12]}"):
             self._client.api.start(ref)
 
     def stop(self, ref: str, *, timeout: int = 30) -> None:
@@ -212,7 +245,7 @@ class Engine:
         so the next container may start while the old one's network is released.
         """
         api = self._client.api
-        with _translated(f"stopping {ref[:12]}"):
+        with self._translated(f"stopping {ref[:12]}"):
             events = api.events(filters={"container": [ref], "event": ["die"]}, decode=True)
             hard_kill = threading.Timer(timeout, self._kill, args=(ref,))
             try:
@@ -242,13 +275,13 @@ class Engine:
         """Rename a container (only to one of this environment's names)."""
         if name not in self._names:
             raise Refused(f"refusing to rename to {name}: not one of {self.environment}'s names", code=Reason.ISOLATION)
-        with _translated(f"renaming {ref[:12]} to {name}"):
+        with self._translated(f"renaming {ref[:12]} to {name}"):
             self._client.api.rename(ref, name)
 
     def remove(self, ref: str) -> None:
         """Force-remove a container (it is killed if it runs)."""
         try:
-            with _translated(f"removing {ref[:12]}"):
+            with self._translated(f"removing {ref[:12]}"):
                 self._client.api.remove_container(ref, force=True)
         except Refused:
             return  # already gone
@@ -256,7 +289,7 @@ class Engine:
     def logs_tail(self, ref: str, *, lines: int = 50) -> str:
         """The last ``lines`` lines of a container's output."""
         try:
-            with _translated(f"reading logs of {ref[:12]}"):
+            with self._translated(f"reading logs of {ref[:12]}"):
                 raw: bytes = self._client.api.logs(ref, stdout=True, stderr=True, tail=lines)
         except ControllerError:
             return ""

@@ -13,30 +13,78 @@ from controller.config import API_PORTS, DEFAULT_REPOSITORY, HostPaths
 from controller.files import create_new
 
 STARTER_CONFIG = """\
-# Dreichor deploy controller for {environment}. Keys: see DESIGN §5 / README.
-environment: {environment}
-root: {root}
-source:
-  url: https://github.com/ceerkle/dreichor-deployments.git
-  branch: main
-  interval: 60
-trust:
-  allowed_signers: trust/allowed_signers
-  mode: first-parent
-image:
-  repository: {repository}
-docker:
-  url: unix:///var/run/docker.sock
-api:
-  listen: 127.0.0.1:{port}
-health:
-  timeout: 60
-  stable: 10
+# The Dreichor deploy controller for {environment}: every key, its default, and why it is there.
+# Unknown keys are an error. Only environment, source.url and trust.allowed_signers are required;
+# every other line below shows its default and may be deleted. Relative paths are relative to
+# this file's folder.
+environment: {environment}              # dev | prod: which manifest (envs/{environment}.yaml) and container
+root: {root}                            # base of the host layout: <root>/<env>/deploy-agent, volumes, state
+source:                                 # where the desired state comes from
+  url: https://github.com/ceerkle/dreichor-deployments.git   # the signed manifest repository (https, ssh, file)
+  branch: main                          # the branch whose head is deployed
+  interval: 60                          # seconds between polls; a webhook (POST /hooks/github) syncs at once
+  timeout: 60                           # seconds a fetch may take before the pass fails and backs off
+trust:                                  # who may sign it: kept on this host, never read from the repo
+  allowed_signers: trust/allowed_signers   # SSH keys allowed to sign (git's allowed_signers format)
+  # openpgp_keys: trust/openpgp.asc        # armored OpenPGP public keys allowed to sign (optional)
+  # revoked_keys: trust/revoked_keys       # public keys never accepted, even if listed above (optional)
+  mode: first-parent                    # verify every first-parent commit since the applied one; or: head
+image:                                  # what a manifest may run
+  repository: {repository}   # the only repository images may come from
+  # signatures:                         # cosign signatures checked before the pull (optional)
+  #   keys: [trust/cosign.pub]          # PEM public keys of the image signers
+docker:                                 # where it runs
+  url: unix:///var/run/docker.sock      # the Docker Engine (access to it equals root on this host)
+api:                                    # the local API: status, metrics, webhook, POST /sync
+  listen: 127.0.0.1:{port}                # loopback only: dev 3005, prod 3006; reach it through the tunnel
+  # access:                             # Cloudflare Access; without it POST /sync is refused
+  #   team_domain: https://<team>.cloudflareaccess.com   # your Access team domain
+  #   audience: <application AUD tag>   # the Access application's audience tag
+  #   jwks_url: https://<team>.cloudflareaccess.com/cdn-cgi/access/certs   # default: from team_domain
+  #   allowed_emails: []                # only these people may call the API (empty: any Access user)
+health:                                 # the gate a new container must pass, else it is rolled back
+  timeout: 60                           # seconds the new container has to become healthy, else rollback
+  stable: 10                            # seconds running without a restart, for images without HEALTHCHECK
+# notify:                               # tell people about decisions through Apprise (optional)
+#   urls: ["ntfys://${{NTFY_TOKEN}}@ntfy.example.com/dreichor-{environment}"]   # ${{NAME}} is read from .env
+#   events: [refused, rolled_back, failed, recovered, drift_repaired, stale, suspended, resumed, applied]
+#   repeat: 3600                        # seconds before an unresolved problem is told again
+# github:                               # commit statuses dreichor/{environment} on the manifest repo (optional)
+#   repository: ceerkle/dreichor-deployments   # owner/name; the token is GITHUB_TOKEN in .env
+#   api_url: https://api.github.com     # GitHub Enterprise: https://<host>/api/v3
 """
 
 STARTER_DOTENV = """\
-# Secrets for the {environment} controller. Only DATABASE_URL reaches the runtime container.
+# Secrets for the {environment} controller: every key it reads. Keep this file root-owned, mode 0600.
+# Only DATABASE_URL reaches the runtime container; the others never leave the controller.
+#
+# The runtime's database: its name must be dreichor_{environment}.
 # DATABASE_URL=postgresql://dreichor@127.0.0.1:5432/dreichor_{environment}
+# Fetching a private manifest repository over https (a read-only token) ...
+# GIT_TOKEN=
+# ... or over ssh (a read-only deploy key; path to the private key file).
+# GIT_SSH_KEY=/opt/dreichor/{environment}/deploy-agent/trust/deploy_key
+# Pulling from a private registry.
+# REGISTRY_USERNAME=
+# REGISTRY_PASSWORD=
+# Checking GitHub webhooks (POST /hooks/github): the webhook's secret.
+# GITHUB_WEBHOOK_SECRET=
+# Commit statuses (github in controller.yaml): a token with "Commit statuses: write".
+# GITHUB_TOKEN=
+"""
+
+STARTER_ALLOWED_SIGNERS = """\
+# Who may sign deployments of {environment}: one line per key, in git's allowed_signers format
+# (man ssh-keygen, "ALLOWED SIGNERS"): principal, optional options, the public key. Example:
+# ops@example.com namespaces="git" ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAI... ops laptop
+"""
+
+NEXT_STEPS = """\
+Next steps:
+  1. Set source.url (and branch) in {config}
+  2. Add the signers' public keys to {signers} and DATABASE_URL to {dotenv}
+  3. Check it: dreichor-controller plan --config {config}
+     then start it: systemctl enable --now dreichor-controller@{environment}
 """
 
 
@@ -60,12 +108,19 @@ def init_layout(root: Path, environment: str) -> list[Path]:
     files = [
         (paths.config, _config_text(root, environment), 0o644),
         (paths.dotenv, STARTER_DOTENV.format(environment=environment), 0o600),
-        (paths.trust_dir / "allowed_signers", "", 0o644),
+        (paths.trust_dir / "allowed_signers", STARTER_ALLOWED_SIGNERS.format(environment=environment), 0o644),
     ]
     for path, text, mode in files:
         if create_new(path, text.encode(), mode=mode):
             created.append(path)
     return created
+
+
+def next_steps(root: Path, environment: str) -> str:
+    """What to do after ``init``: the three steps from a fresh layout to a running controller."""
+    paths = HostPaths(root, environment)
+    signers = paths.trust_dir / "allowed_signers"
+    return NEXT_STEPS.format(config=paths.config, signers=signers, dotenv=paths.dotenv, environment=environment)
 
 
 def _config_text(root: Path, environment: str) -> str:

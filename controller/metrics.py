@@ -3,7 +3,9 @@
 Counters are named for what an operator alerts on: passes by result,
 rollbacks, drift repairs, fetch failures, refusals by reason and refused
 API calls; plus the applied revision as an info metric and the time of the
-last successful pass.
+last successful pass.  Gauges say the state to alert on: the phase (one
+series per phase, 1 for the current one), suspended, source stale,
+quarantined, and the build's version.
 """
 
 from __future__ import annotations
@@ -12,7 +14,11 @@ import time
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, generate_latest
 
+from controller import __version__
 from controller.errors import Reason
+from controller.status import Status
+
+PHASES = ("InSync", "Progressing", "Degraded", "Suspended")
 
 
 class Metrics:
@@ -43,6 +49,15 @@ class Metrics:
         self.auth_failures = Counter(
             "dreichor_api_auth_failures_total", "Refused API calls.", ["endpoint", "reason"], registry=r
         )
+        self.phase = Gauge("dreichor_phase", "1 for the environment's current phase, else 0.", ["phase"], registry=r)
+        self.suspended = Gauge("dreichor_suspended", "1 while the environment is suspended.", registry=r)
+        self.source_stale = Gauge("dreichor_source_stale", "1 while the manifest repo cannot be fetched.", registry=r)
+        self.quarantined = Gauge("dreichor_quarantined", "1 while the branch head is quarantined.", registry=r)
+        self.build_info = Gauge("dreichor_build_info", "The controller's version (always 1).", ["version"], registry=r)
+        self.build_info.labels(__version__).set(1)
+        self.notifications_failed = Counter(
+            "dreichor_notifications_failed_total", "Notifications that could not be sent.", registry=r
+        )
 
     def record_pass(
         self,
@@ -69,6 +84,14 @@ class Metrics:
             self.drift_repairs.inc()
         if revision and image:
             self.applied.info({"revision": revision, "image": image})
+
+    def record_status(self, status: Status | None) -> None:
+        """Set the gauges from the status file (None: before the first pass, every phase 0)."""
+        for phase in PHASES:
+            self.phase.labels(phase).set(1 if status is not None and status.phase == phase else 0)
+        self.suspended.set(1 if status is not None and status.suspended else 0)
+        self.source_stale.set(1 if status is not None and status.source.stale else 0)
+        self.quarantined.set(1 if status is not None and status.quarantined else 0)
 
     def exposition(self) -> bytes:
         """The text format for ``GET /metrics``."""

@@ -25,11 +25,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import apprise
 from pydantic import ValidationError
 
-from controller.announcements import CommitStatus, Decision, Memory, Message, Policy, decide
+from controller.announcements import CommitStatus, Decision, Memory, Message, Policy, decide, decision_from_event
 from controller.config import Config, GithubConfig
 from controller.errors import ConfigError
 from controller.files import atomic_write
@@ -241,6 +242,12 @@ class Notifier:
         except Exception:
             log.warning("could not queue the notification of %s", decision.kind, exc_info=True)
             self._count_failure()
+
+    def hear(self, event: Mapping[str, Any]) -> None:
+        """An audit hook: tell the decision an audit event (or a pass moment) stands for."""
+        decision = decision_from_event(self.environment, event)
+        if decision is not None:
+            self.notify(decision)
 
     def drain(self, timeout: float) -> bool:
         """Wait at most ``timeout`` seconds for queued deliveries; return whether all were done."""

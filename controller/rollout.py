@@ -10,12 +10,13 @@ controller finish or undo a swap that a crash interrupted.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -127,14 +128,18 @@ class Rollout:
         """Carry out ``plan``; raise ``HealthGateFailed`` after rolling back a bad container."""
         if plan.action == "nothing":
             return Outcome("unchanged", plan.reason)
-        desired = self._ensure_image(desired)
+        with self._timed("pull", image=desired.image) as pulled:
+            desired = self._ensure_image(desired)
+            pulled["bytes"] = self.engine.image_size(desired.image)
         self.at_step("pull")
         containers = self.engine.runtime_containers()
         old = containers.get(self.canonical)
-        snapshot = self._snapshot(old, desired, plan.reason)
+        with self._timed("snapshot") as taken:
+            snapshot = taken["snapshot"] = self._snapshot(old, desired, plan.reason)
         self.at_step("snapshot")
         self._remove_leftovers(containers)
-        new_id = self.engine.create(desired, name=self.canonical + NEXT_SUFFIX)
+        with self._timed("create"):
+            new_id = self.engine.create(desired, name=self.canonical + NEXT_SUFFIX)
         self.journal.begin(new_id=new_id, old_id=old.id if old else None, image=desired.image, at=_iso(self.clock()))
         self.journal.step("create")
         # Rename while the old one still runs: the window between its stop and the
@@ -144,14 +149,18 @@ class Rollout:
         self.engine.rename(new_id, self.canonical)
         self.journal.step("rename")
         if old is not None and old.status in ("running", "restarting"):
-            self.engine.stop(old.id, timeout=STOP_TIMEOUT)
+            with self._timed("stop", container=old.id[:12]):
+                self.engine.stop(old.id, timeout=STOP_TIMEOUT)
         self.at_step("stop")
-        self.engine.start(new_id)
+        with self._timed("start", container=new_id[:12]):
+            self.engine.start(new_id)
         self.journal.step("start")
         try:
-            self._health_gate(new_id, image=desired.image)
+            with self._timed("health", container=new_id[:12]):
+                self._health_gate(new_id, image=desired.image)
         except HealthGateFailed as failed:
-            self._roll_back(new_id, old.id if old else None)
+            with self._timed("rollback"):
+                self._roll_back(new_id, old.id if old else None)
             raise HealthGateFailed(failed.reason, failed.logs) from None
         self.journal.step("health")
         if old is not None:
@@ -159,6 +168,20 @@ class Rollout:
         self.journal.finish()
         self._prune_kept(desired)
         return Outcome("applied", plan.reason, container_id=new_id, snapshot=snapshot)
+
+    @contextlib.contextmanager
+    def _timed(self, step: str, **fields: object) -> Iterator[dict[str, object]]:
+        """Log one step of a swap with its duration (info; warning when it failed); the body may add fields."""
+        started = self.monotonic()
+        extra: dict[str, object] = {"step": step, **fields}
+        try:
+            yield extra
+        except BaseException as exc:
+            extra.update(seconds=round(self.monotonic() - started, 3), error=str(exc) or type(exc).__name__)
+            log.warning("swap step %s failed", step, extra=extra)
+            raise
+        extra["seconds"] = round(self.monotonic() - started, 3)
+        log.info("swap step %s", step, extra=extra)
 
     def _ensure_image(self, desired: DesiredContainer) -> DesiredContainer:
         """Pull by digest unless present; when the registry cannot serve it, use the kept copy."""

@@ -55,6 +55,10 @@ class Runtime(Protocol):
         """Pull ``repo@sha256:…`` and check the digest; return the image id."""
         ...
 
+    def image_size(self, image: str) -> int | None:
+        """The image's size in bytes as the engine reports it (None: it cannot say)."""
+        ...
+
     def keep(self, pinned: str) -> str:
         """Tag ``pinned`` with its keep reference so a registry outage cannot strand it; return the reference."""
         ...

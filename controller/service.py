@@ -8,7 +8,11 @@ recovery and their audit events; its world — the engine, the git source, the
 clock — is passed in, so the unit tests drive it over a fake engine.
 
 Extension points: ``audit_hooks`` are called with every audit event written
-(notifications, commit statuses), and ``image_check`` is the pass's image
+(notifications, commit statuses), with the pass's facts the event does not
+record added (``image``, ``signer``, and ``log``: the failed container's
+output); ``notice_hooks`` with the pass's moments that are no audit event
+(``progressing`` before an apply, ``unchanged`` at the head, ``stale`` when
+the source has just become stale); ``image_check`` is the pass's image
 signature step (DESIGN §14).
 """
 
@@ -137,6 +141,8 @@ class EnvironmentService:
             self.world.image_check = self._check_image
         self.audit_hooks: list[AuditHook] = []
         self._anchor: audit.Anchor | None = None  # the audit log's tail after this operation's appends
+        self.notice_hooks: list[AuditHook] = []
+        self._run: Pass | None = None
 
     @classmethod
     def from_file(cls, config_file: Path) -> EnvironmentService:
@@ -204,7 +210,7 @@ class EnvironmentService:
     def _pass(self, options: PassOptions, *, recovered: str | None = None) -> PassResult:
         damaged = self.status_damage(keep_aside=not options.dry_run)
         previous = self.load_status()
-        run = Pass(self.world, previous, options, now=self.clock())
+        run = self._run = Pass(self.world, previous, options, now=self.clock())
         result = PassResult("failed", "the pass did not finish", code=Reason.INTERNAL_ERROR)
         try:
             result = PassResult("refused", damaged, code=Reason.STATUS_UNREADABLE) if damaged else run.run()
@@ -218,13 +224,17 @@ class EnvironmentService:
     def _record(self, previous: Status, run: Pass, result: PassResult, *, recovered: str | None) -> None:
         self.at_step("record")
         stale_after = timedelta(seconds=STALE_AFTER_INTERVALS * self.config.source.interval)
-        status, events = record(
-            previous, run.report(result, recovered=recovered), now=run.ctx.now, stale_after=stale_after
-        )
+        report = run.report(result, recovered=recovered)
+        status, events = record(previous, report, now=run.ctx.now, stale_after=stale_after)
+        facts = {"image": report.image, "signer": report.signer, "log": report.logs}
         for event in events:
-            self.emit(event, at=run.ctx.now)
+            self.emit(event, at=run.ctx.now, facts=facts)
         self._remember(previous, status, guard=run.ctx.guard)
         self._write(status)
+        if status.source.stale and not previous.source.stale:
+            self._notice("stale", reason=status.source.last_error or "", code=str(Reason.FETCH_FAILED))
+        if result.result == "unchanged" and report.target and report.target == report.head:
+            self._notice("unchanged", revision=report.target, **facts)
 
     def _remember(self, previous: Status, status: Status, *, guard: str | None) -> None:
         """Move the watermark to a newly applied revision (or set it on a host that has none yet)."""
@@ -260,6 +270,14 @@ class EnvironmentService:
         status = self.load_status()
         status.phase, status.updated_at = "Progressing", self.clock()
         self._write(status)
+        ctx = self._run.ctx if self._run else None
+        if ctx is not None:
+            image, signer = ctx.desired.image if ctx.desired else None, ctx.verdict.signer if ctx.verdict else None
+            self._notice("progressing", revision=ctx.target, image=image, signer=signer)
+
+    def _notice(self, kind: str, **fields: Any) -> None:
+        """Tell the notice hooks a moment of the pass that is no audit event."""
+        self._tell(self.notice_hooks, {"event": kind, **fields})
 
     # -- crash recovery ----------------------------------------------------------------------
 
@@ -391,19 +409,23 @@ class EnvironmentService:
 
     # -- writing -----------------------------------------------------------------------------
 
-    def emit(self, event: AuditEvent, *, at: datetime) -> None:
-        """Append an audit event, then tell the hooks; neither a full disk nor a hook fails the caller."""
+    def emit(self, event: AuditEvent, *, at: datetime, facts: dict[str, Any] | None = None) -> None:
+        """Append an audit event, then tell the hooks (with ``facts`` the event does not record, if given);
+        neither a full disk nor a hook fails the caller."""
         try:
             written = audit.append_event(self.paths.audit, event.event, at=at, **event.fields)
             self._anchor = audit.anchor(self.paths.audit)
         except OSError as exc:
             log.error("cannot append to the audit log", extra={"error": str(exc)})
             return
-        for hook in self.audit_hooks:
+        self._tell(self.audit_hooks, {**(facts or {}), **written})
+
+    def _tell(self, hooks: list[AuditHook], event: dict[str, Any]) -> None:
+        for hook in hooks:
             try:
-                hook(written)
+                hook(event)
             except Exception:
-                log.exception("an audit hook failed", extra={"event": event.event})
+                log.exception("an audit hook failed", extra={"event": event.get("event")})
 
     def _write(self, status: Status) -> None:
         """Write the status with the audit anchor: after this operation's appends, else as recorded."""
@@ -418,13 +440,18 @@ class EnvironmentService:
             self._anchor = None
 
 
-def validate_file(file: Path, *, environment: str, config_file: Path | None) -> DesiredContainer:
-    """Check a manifest offline; with a config, against its image repository and ``.env``."""
+def validate_file(
+    file: Path, *, environment: str, config_file: Path | None, data: bytes | None = None
+) -> DesiredContainer:
+    """Check a manifest offline; with a config, against its image repository and ``.env``.
+
+    ``data``: the manifest's bytes when they come from elsewhere (stdin); ``file`` then only names it.
+    """
     config = load_config(config_file) if config_file else None
     if config is not None and config.environment != environment:
         raise ConfigError(f"config is for '{config.environment}', the manifest for '{environment}'")
     try:
-        data = file.read_bytes()
+        data = file.read_bytes() if data is None else data
     except OSError as exc:
         raise ConfigError(f"cannot read {file}: {exc.strerror}") from None
     dotenv = None

@@ -69,16 +69,31 @@ class GitSource:
             )
         except git.GitCommandError as exc:
             raise SourceError(f"fetching {self.branch} failed: {_stderr(exc)}") from None
-        return self.resolve(self.tracking_ref)
+        try:  # in-process: the no-change pass spawns no second git
+            return str(self.repo().rev_parse(f"{self.tracking_ref}^{{commit}}").hexsha)
+        except (BadName, BadObject, ValueError):
+            return self.resolve(self.tracking_ref)
 
     def resolve(self, rev: str) -> str:
-        """The full commit id of ``rev`` in the cache."""
-        try:
-            return str(self.repo().rev_parse(f"{rev}^{{commit}}").hexsha)
-        except (BadName, BadObject, ValueError, git.GitCommandError):
-            raise Refused(
-                f"revision '{rev}' is not a commit in the fetched repository", code=Reason.UNKNOWN_REVISION
-            ) from None
+        """The full commit id of ``rev`` in the cache, as ``git rev-parse`` reads it.
+
+        The cache keeps the branch as ``origin/<branch>``; a user names it as in
+        their clone (``main``, ``main~1``, ``HEAD^``), so those are read there first.
+        Short and full ids and ``origin/main~1`` work as they are.
+        """
+        for candidate in self._candidates(rev):
+            try:
+                out = self.repo().git.rev_parse("--verify", "--quiet", "--end-of-options", f"{candidate}^{{commit}}")
+            except git.GitCommandError:
+                continue
+            return str(out).strip()
+        raise Refused(f"revision '{rev}' is not a commit in the fetched repository", code=Reason.UNKNOWN_REVISION)
+
+    def _candidates(self, rev: str) -> list[str]:
+        for name in (self.branch, "HEAD"):
+            if rev == name or rev.startswith((f"{name}~", f"{name}^")):
+                return [self.tracking_ref + rev[len(name) :], rev]
+        return [rev]
 
     def raw_commit(self, sha: str) -> bytes:
         """The commit object's bytes exactly as stored (what was signed)."""

@@ -65,6 +65,10 @@ class FakeEngine:
         self._call("inspect")
         return self.containers.get(ref) or self._by_name(ref)
 
+    def image_size(self, image: str) -> int | None:
+        """A fixed size: the fake images are all alike (not a recorded call: it only feeds a log line)."""
+        return 1024 if image in self.registry else None
+
     def image_has_healthcheck(self, image: str) -> bool:
         """The fake images have none: the health gate waits for ``stable`` seconds."""
         self._call("image_has_healthcheck")

@@ -14,6 +14,7 @@ from controller.announcements import (
     Outcome,
     Policy,
     decide,
+    decision_from_event,
     excerpt,
 )
 from controller.config import DEFAULT_NOTIFY_EVENTS
@@ -177,3 +178,23 @@ def test_the_memory_survives_a_round_trip_through_json() -> None:
     again = Memory.model_validate_json(outcome.memory.model_dump_json())
     assert again == outcome.memory
     assert decide(again, refused(), now=T0 + timedelta(minutes=5), policy=POLICY).messages == ()
+
+
+@pytest.mark.parametrize(
+    ("event", "expected"),
+    [
+        (
+            {"event": "rolled_back", "revision": SHA_B, "reason": "sick", "code": "HealthGateFailed", "log": "x"},
+            Decision("rolled_back", "prod", revision=SHA_B, reason="sick", code="HealthGateFailed", log="x"),
+        ),
+        (
+            {"event": "applied", "revision": SHA_A, "image": IMAGE, "signer": "s", "log": None, "prev": "0"},
+            Decision("applied", "prod", revision=SHA_A, image=IMAGE, signer="s"),
+        ),
+        ({"event": "suspended", "reason": "by hand"}, Decision("suspended", "prod", reason="by hand")),
+        ({"event": "rollback", "snapshot": "s1"}, None),
+        ({"event": "rewrite_allowed", "revision": SHA_A}, None),
+    ],
+)
+def test_an_audit_event_becomes_the_decision_it_stands_for(event: dict[str, object], expected: Decision) -> None:
+    assert decision_from_event("prod", event) == expected

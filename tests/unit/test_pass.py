@@ -8,9 +8,12 @@ without root or Docker.  The same paths run against a real engine in
 
 from __future__ import annotations
 
+import logging
+import shutil
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -413,3 +416,52 @@ def test_a_damaged_status_file_stops_passes_until_the_copy_is_dealt_with(deploye
     assert deployed.service().plan().result == "refused"
     copies[0].unlink()
     assert deployed.sync() == "applied" and deployed.image() == GOOD_B
+
+
+def test_notice_hooks_hear_progressing_before_the_apply_and_unchanged_only_at_the_head(deployed: Env) -> None:
+    heard: list[tuple[str, str | None]] = []
+    service = deployed.service()
+    service.audit_hooks.append(lambda event: heard.append((event["event"], event.get("log"))))
+    service.notice_hooks.append(lambda event: heard.append((event["event"], event.get("revision"))))
+    head = deployed.publish(GOOD_B)
+    service.sync()
+    service.sync()
+    assert heard == [("progressing", head), ("applied", None), ("unchanged", head)]
+    heard.clear()
+    crashing = deployed.publish(CRASHING)
+    service.sync()
+    service.sync()  # quarantined: the applied revision runs on, nothing is said about it
+    assert [kind for kind, _ in heard] == ["progressing", "rolled_back"]
+    assert heard[0][1] == crashing and heard[1][1]  # the rollback carries the failed container's log
+
+
+def test_a_notice_hook_hears_stale_once_when_the_source_becomes_stale(deployed: Env) -> None:
+    heard: list[str] = []
+    service = deployed.service()
+    service.notice_hooks.append(lambda event: heard.append(f"{event['event']}:{event.get('code', '')}"))
+    shutil.rmtree(deployed.repo.bare)
+    service.clock = lambda: datetime.now(UTC) + timedelta(days=1)
+    service.sync()
+    service.sync()
+    assert heard == ["stale:FetchFailed"]
+
+
+def test_each_swap_step_is_logged_with_its_duration(deployed: Env, caplog: pytest.LogCaptureFixture) -> None:
+    deployed.publish(GOOD_B)
+    with caplog.at_level(logging.INFO, logger="dreichor.rollout"):
+        assert deployed.sync() == "applied"
+    steps = {r.step: r for r in caplog.records if hasattr(r, "step")}  # type: ignore[attr-defined]
+    assert list(steps) == ["pull", "snapshot", "create", "stop", "start", "health"]
+    assert all(isinstance(r.seconds, float) and r.levelno == logging.INFO for r in steps.values())  # type: ignore[attr-defined]
+    assert steps["pull"].bytes == 1024  # type: ignore[attr-defined]
+
+
+def test_a_failed_health_gate_is_logged_at_warning_with_the_rollback(
+    deployed: Env, caplog: pytest.LogCaptureFixture
+) -> None:
+    deployed.publish(CRASHING)
+    with caplog.at_level(logging.INFO, logger="dreichor.rollout"):
+        assert deployed.sync() == "rolled_back"
+    failed = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert [getattr(r, "step", None) for r in failed] == ["health"]
+    assert "rollback" in [getattr(r, "step", None) for r in caplog.records]
