@@ -110,6 +110,8 @@ def _record_decision(status: Status, did: PassReport, result: PassResult, *, now
         events.append(AuditEvent("drift_repaired" if drift else "applied", fields))
     elif result.result in ("refused", "rolled_back"):
         status.quarantined = f"{did.head}:{did.host_digest}" if did.head else None
+        if result.code == Reason.SWARM_PLACEMENT:
+            status.quarantined = None  # fixed on the swarm (a node label), not in the manifest: try again
         if result.result == "rolled_back":
             status.last_snapshot = did.snapshot or status.last_snapshot
         already = status.last_attempt is not None and status.last_attempt.reason == result.reason

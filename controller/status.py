@@ -65,6 +65,8 @@ class ContainerStatus(_Record):
     image: str | None = None
     state: str = "missing"
     health: str = "none"
+    node: str | None = None  # Swarm mode: the node the runtime's task runs on
+    task: str | None = None  # Swarm mode: the running task's id (``id`` is its container's)
 
 
 class Status(_Record):
