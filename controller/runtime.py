@@ -139,8 +139,8 @@ class ServiceRuntime(RuntimeView, Protocol):
         """The service, or None when it does not exist."""
         ...
 
-    def tasks(self) -> list[TaskState]:
-        """The service's tasks, newest first."""
+    def tasks(self, service: ServiceState | None = None) -> list[TaskState]:
+        """The service's tasks (of ``service`` when the caller just read it), newest first."""
         ...
 
     def image_has_healthcheck(self, image: str) -> bool:

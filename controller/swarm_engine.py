@@ -111,9 +111,9 @@ class SwarmEngine:
             update_message=update.get("Message", ""),
         )
 
-    def tasks(self) -> list[TaskState]:
-        """The service's tasks, newest first, with the node's hostname."""
-        service = self.service()
+    def tasks(self, service: ServiceState | None = None) -> list[TaskState]:
+        """The service's tasks (of ``service`` when just read), newest first, with the node's hostname."""
+        service = service or self.service()
         if service is None:
             return []
         with _translated(f"listing the tasks of {self.canonical}"):
@@ -133,7 +133,7 @@ class SwarmEngine:
         service = self.service()
         if service is None:
             return None
-        tasks = self.tasks()
+        tasks = self.tasks(service)
         live = next((t for t in tasks if t.live), None)
         shown = live or next(iter(tasks), None)
         return _state(service, shown, health=self._task_health(service, shown))

@@ -129,7 +129,7 @@ class SwarmRollout:
             if service is None:
                 raise HealthGateFailed("the service disappeared during the update", "")
             self._judge_update_state(service)
-            tasks = self.engine.tasks()
+            tasks = self.engine.tasks(service)
             self._judge_tasks([t for t in tasks if t.id not in known], desired)
             live = next((t for t in tasks if t.live and t.current and t.image == desired.image), None)
             settled = service.update_state == "completed" or (not updated and service.update_state is None)
