@@ -4,6 +4,11 @@ Window: from the old container's ``die`` to the new one's ``start``.  Both
 paths must pull the new image (it is removed locally before each run); the
 controller pulls and creates before it stops, the CLI sequence after.
 Run: ``.venv/bin/python -m bench.swap``.  Goal: controller <= 0.7x the CLI.
+
+The Swarm row (``measure_swarm``): our stop-first service update vs
+``docker service update --image`` by CLI on the same single-node swarm, the
+window from the old task container's ``die`` to the new one's ``start``.
+Goal: ours <= 1.0x (Swarm swaps in both; we pull before it stops anything).
 """
 
 from __future__ import annotations
@@ -19,7 +24,10 @@ from controller.contract import DesiredContainer, desired_from_bytes
 from controller.docker_engine import Engine
 from controller.plan import plan
 from controller.rollout import Rollout
+from controller.swarm_engine import SwarmEngine
+from controller.swarm_rollout import SwarmRollout
 from testbed import manifest_text
+from testbed.swarm import PrivateSwarm
 
 RUNS = 9
 
@@ -94,9 +102,59 @@ def measure() -> Result:
     )
 
 
+def _task_window(box: Sandbox, since: str, prefix: str) -> float:
+    """From events: the old task container's ``die`` to the next task container's ``start``."""
+    events = [e for e in box.engine.events(since=since) if e["Actor"]["Attributes"].get("name", "").startswith(prefix)]
+    died = min(e["timeNano"] for e in events if e["Action"] == "die")
+    started = min(e["timeNano"] for e in events if e["Action"] == "start" and e["timeNano"] >= died)
+    return (started - died) / 1e9
+
+
+def measure_swarm(runs: int = 5) -> Result:
+    """Median windows of our Swarm update and the CLI's ``docker service update`` over ``runs`` each."""
+    with sandbox() as plain:
+        swarm = PrivateSwarm(plain.base / "swarm").start()
+        try:
+            swarm.label("dev")
+            box = Sandbox(plain.base, swarm.engine, plain.registry, plain.images)
+            paths = HostPaths(box.base / "root", "dev")
+            for folder in (paths.audit_events, paths.runtime_snapshots, paths.snapshots):
+                folder.mkdir(parents=True, exist_ok=True)
+            engine = SwarmEngine(swarm.url, environment="dev", monitor=1)
+            rollout = SwarmRollout(engine, paths=paths, health=HealthConfig(timeout=60, stable=1))
+            a, b = box.images["healthy-a"], box.images["healthy-b"]
+            first = _desired(box, paths, a, "r0")
+            rollout.apply(plan(first, None, deployed=False), first)
+            cli = ["--update-order", "stop-first", "--update-monitor", "1s", "--detach=false", "--quiet"]
+            swarm.engine.cli("service", "create", "--name", "bench-cli", "--init", *cli, a)
+            ours, theirs = [], []
+            for run in range(runs):
+                image = b if run % 2 == 0 else a
+                _drop(box, image)
+                since = f"{time.time():.6f}"
+                desired = _desired(box, paths, image, f"r{run + 1}")
+                rollout.apply(plan(desired, engine.current(), deployed=True), desired)
+                ours.append(_task_window(box, since, "dreichor-runtime-dev."))
+                _drop(box, image)
+                since = f"{time.time():.6f}"
+                swarm.engine.cli("service", "update", *cli, "--image", image, "bench-cli")
+                theirs.append(_task_window(box, since, "bench-cli."))
+            engine.close()
+        finally:
+            swarm.stop()
+    return Result(
+        "swarm update window (controller vs docker service update)",
+        statistics.median(ours) * 1e3,
+        statistics.median(theirs) * 1e3,
+        "ms",
+        1.0,
+    )
+
+
 def main() -> int:
     """Measure and print."""
-    return report(measure())
+    report(measure())
+    return report(measure_swarm())
 
 
 if __name__ == "__main__":

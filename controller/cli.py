@@ -192,6 +192,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     applied, attempt, source = status.applied, status.last_attempt, status.source
     print(f"environment: {status.environment}   phase: {status.phase}" + ("   SUSPENDED" if status.suspended else ""))
     print(f"container:   {status.container.name} {status.container.state} (health {status.container.health})")
+    if status.container.task:  # Swarm mode: the service's running task
+        print(f"task:        {status.container.task} on node {status.container.node}")
     if applied:
         print(
             f"applied:     {applied.revision[:12]} {applied.image} signed by {applied.signer} at {applied.applied_at}"

@@ -70,6 +70,10 @@ class DockerConfig(_Section):
     """How to reach the Docker Engine."""
 
     url: StrictStr = Field(default="unix:///var/run/docker.sock", min_length=1)
+    mode: Literal["container", "swarm"] = Field(
+        default="container",
+        description="container: one container on this engine; swarm: a one-replica service on a manager (§13).",
+    )
 
 
 class AccessConfig(_Section):

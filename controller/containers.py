@@ -32,6 +32,8 @@ class ContainerState:
     started_at: str
     privileged: bool = False
     published_ports: bool = False
+    node: str | None = None  # Swarm mode: the node the running task is on
+    task: str | None = None  # Swarm mode: the running task's id
     raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property

@@ -49,6 +49,7 @@ class Reason(StrEnum):
     UNTRUSTED_IMAGE_SIGNATURE = "UntrustedImageSignature"
     BAD_IMAGE_SIGNATURE = "BadImageSignature"
     REGISTRY_ANSWER_TOO_LARGE = "RegistryAnswerTooLarge"
+    SWARM_PLACEMENT = "SwarmPlacement"  # the swarm cannot place the runtime: the host's fault, not the revision's
     # rolled back: the new container failed its health gate
     HEALTH_GATE_FAILED = "HealthGateFailed"
     # retryable: something we depend on was unreachable

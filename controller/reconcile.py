@@ -30,8 +30,8 @@ from controller.errors import ControllerError, Reason, Refused, Retryable
 from controller.manifest import MAX_MANIFEST_BYTES
 from controller.plan import Plan, plan
 from controller.recording import PassReport, PassResult
-from controller.rollout import HealthGateFailed, Outcome, Rollout, checkpoint
-from controller.runtime import Runtime
+from controller.rollout import Applier, HealthGateFailed, Outcome, checkpoint
+from controller.runtime import RuntimeView
 from controller.signatures.policy import Verdict, VerifiedCache
 from controller.snapshots import list_snapshot_files
 from controller.source import GitSource
@@ -58,8 +58,8 @@ class PassWorld:
 
     config: Config
     source: GitSource
-    engine: Callable[[], Runtime]  # connected on first use
-    rollout: Callable[[], Rollout]
+    engine: Callable[[], RuntimeView]  # connected on first use
+    rollout: Callable[[], Applier]
     cache: VerifiedCache
     progress: Callable[[], None]  # the status says Progressing before anything is changed
     image_check: ImageCheck | None = None  # image signatures (DESIGN §14), before the pull
@@ -293,7 +293,7 @@ class Pass:
         return current_container(self.world.engine, self.config.environment)
 
 
-def current_container(engine: Callable[[], Runtime], environment: str) -> ContainerStatus:
+def current_container(engine: Callable[[], RuntimeView], environment: str) -> ContainerStatus:
     """The runtime container as the status file shows it; ``unknown`` when the engine cannot say."""
     name = f"dreichor-runtime-{environment}"
     try:
@@ -306,11 +306,17 @@ def current_container(engine: Callable[[], Runtime], environment: str) -> Contai
 def container_view(state: ContainerState) -> ContainerStatus:
     """A container's state as the status file records it."""
     return ContainerStatus(
-        name=state.name, id=state.id, image=state.image, state=state.status, health=state.health or "none"
+        name=state.name,
+        id=state.id,
+        image=state.image,
+        state=state.status,
+        health=state.health or "none",
+        node=state.node,
+        task=state.task,
     )
 
 
-def remembered_revision(config: Config, status: Status, engine: Callable[[], Runtime]) -> str | None:
+def remembered_revision(config: Config, status: Status, engine: Callable[[], RuntimeView]) -> str | None:
     """The newest applied revision: the watermark, else the status file, the running container's
     revision label, the audit log's newest applied event.  None only on a host that never deployed."""
     paths = config.paths

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from controller.config import HealthConfig, HostPaths
 from controller.containers import ContainerState
@@ -98,8 +98,24 @@ class Journal:
         return data if isinstance(data, dict) else None
 
 
+class Applier(Protocol):
+    """What the pass and the service need from a rollout, in either mode (``Rollout``, ``SwarmRollout``)."""
+
+    def apply(self, plan: Plan, desired: DesiredContainer) -> Outcome:
+        """Carry out ``plan``; raise ``HealthGateFailed`` after rolling back."""
+        ...
+
+    def restore(self, snapshot: Snapshot) -> Outcome:
+        """Break-glass: bring back what a snapshot recorded."""
+        ...
+
+    def recover(self) -> str | None:
+        """Converge after a crash; say what was done."""
+        ...
+
+
 class Rollout:
-    """Applies plans for one environment."""
+    """Applies plans for one environment (container mode)."""
 
     def __init__(
         self,

@@ -10,7 +10,8 @@ through it.
 
 from __future__ import annotations
 
-from typing import Protocol
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 from controller.containers import ContainerState
 from controller.contract import DesiredContainer
@@ -19,12 +20,12 @@ NEXT_SUFFIX = "-next"
 PREVIOUS_SUFFIX = "-previous"
 
 
-class Runtime(Protocol):
-    """One environment's view of its container engine; errors are ``Refused`` or ``Retryable``."""
+class RuntimeView(Protocol):
+    """What the pass and the status need from either mode: the runtime as the planner compares it."""
 
     @property
     def canonical(self) -> str:
-        """The runtime container's name, ``dreichor-runtime-<env>``."""
+        """The runtime's name, ``dreichor-runtime-<env>``."""
         ...
 
     def close(self) -> None:
@@ -32,8 +33,12 @@ class Runtime(Protocol):
         ...
 
     def current(self) -> ContainerState | None:
-        """The container at the canonical name, in one engine call at most (the no-change pass's only one)."""
+        """The runtime at the canonical name, in as few engine calls as the mode allows."""
         ...
+
+
+class Runtime(RuntimeView, Protocol):
+    """Container mode: one environment's view of its container engine; errors are ``Refused`` or ``Retryable``."""
 
     def runtime_containers(self) -> dict[str, ContainerState]:
         """This environment's runtime containers by name (canonical, -next, -previous)."""
@@ -89,4 +94,75 @@ class Runtime(Protocol):
 
     def logs_tail(self, ref: str, *, lines: int = 50) -> str:
         """The last ``lines`` lines of a container's output."""
+        ...
+
+
+@dataclass(frozen=True)
+class ServiceState:
+    """A Swarm service as the manager shows it: the spec the rollout snapshots and restores."""
+
+    id: str
+    version: int  # the spec's version: an update names the version it replaces
+    spec: dict[str, Any]
+    update_state: str | None  # UpdateStatus.State: updating, completed, rollback_started, … (None: never updated)
+    update_message: str = ""
+
+
+@dataclass(frozen=True)
+class TaskState:
+    """One task of the runtime service: where it runs and how it is doing."""
+
+    id: str
+    node: str  # the node's hostname
+    state: str  # new … starting | running | complete | failed | shutdown | rejected …
+    desired_state: str
+    image: str
+    container_id: str
+    current: bool  # created from the service's spec as it is now (not an older generation)
+    message: str = ""
+
+    @property
+    def live(self) -> bool:
+        """Started and not yet ended: a task that may hold the volumes right now."""
+        return self.state in ("starting", "running")
+
+
+class ServiceRuntime(RuntimeView, Protocol):
+    """Swarm mode (DESIGN §13): one environment's one-replica service, through a swarm manager.
+
+    Swarm starts and stops the task itself (stop-first), so the port is a service's
+    life: create, update to a spec, read its update state and its tasks.  ``current``
+    shows the service's spec with its live task's state.
+    """
+
+    def check_placement(self) -> str:
+        """Refuse unless the engine is a manager and exactly one node carries this env's label; its hostname."""
+        ...
+
+    def service(self) -> ServiceState | None:
+        """The service, or None when it does not exist."""
+        ...
+
+    def tasks(self, service: ServiceState | None = None) -> list[TaskState]:
+        """The service's tasks (of ``service`` when the caller just read it), newest first."""
+        ...
+
+    def image_has_healthcheck(self, image: str) -> bool:
+        """Whether the image declares a HEALTHCHECK."""
+        ...
+
+    def pull(self, pinned: str, *, auth: dict[str, str] | None = None) -> str:
+        """Pull ``repo@sha256:…`` on the manager and check the digest; return the image id."""
+        ...
+
+    def deploy(self, desired: DesiredContainer, *, auth: dict[str, str] | None = None) -> ServiceState:
+        """Create the service, or update it to ``desired``; return its state after the call."""
+        ...
+
+    def restore(self, spec: dict[str, Any] | None, *, auth: dict[str, str] | None = None) -> None:
+        """Put a snapshot's spec back (None: remove the service, it did not exist before)."""
+        ...
+
+    def logs_tail(self, task_id: str, *, lines: int = 50) -> str:
+        """The last ``lines`` lines of a task's output."""
         ...

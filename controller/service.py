@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from controller import audit
 from controller.config import DEFAULT_REPOSITORY, Config, HostPaths, load_config
@@ -38,8 +38,8 @@ from controller.layout import init_layout
 from controller.locks import pass_lock
 from controller.reconcile import ImageCheck, Pass, PassOptions, PassWorld, current_container, remembered_revision
 from controller.recording import AuditEvent, PassResult, record, rolled_back_to, suspension
-from controller.rollout import Rollout, checkpoint
-from controller.runtime import Runtime
+from controller.rollout import Applier, Rollout, checkpoint
+from controller.runtime import Runtime, RuntimeView, ServiceRuntime
 from controller.signatures.cosign import load_cosign_keys
 from controller.signatures.policy import Verdict, VerifiedCache
 from controller.snapshots import Snapshot, find_snapshot, list_snapshots
@@ -58,6 +58,8 @@ from controller.status import (
     write_status,
     write_watermark,
 )
+from controller.swarm_engine import SwarmEngine
+from controller.swarm_rollout import SwarmRollout
 from controller.untrusted import bounded
 from controller.verification import load_policy, verify_revision
 
@@ -106,7 +108,7 @@ class EnvironmentService:
         self,
         config: Config,
         *,
-        engine: Callable[[], Runtime] | None = None,
+        engine: Callable[[], RuntimeView] | None = None,
         source: GitSource | None = None,
         clock: Clock = _utcnow,
         at_step: Callable[[str], None] = checkpoint,
@@ -120,7 +122,7 @@ class EnvironmentService:
         self.sleep = sleep
         self.monotonic = monotonic
         self._connect = engine or self._docker
-        self._engine: Runtime | None = None
+        self._engine: RuntimeView | None = None
         self.source = source or GitSource(
             self.paths.repo,
             url=config.source.url,
@@ -151,27 +153,32 @@ class EnvironmentService:
 
     # -- the world ---------------------------------------------------------------------------
 
-    def _docker(self) -> Runtime:
-        return Engine(self.config.docker.url, environment=self.config.environment)
+    def _docker(self) -> RuntimeView:
+        docker = self.config.docker
+        if docker.mode == "swarm":
+            return SwarmEngine(docker.url, environment=self.config.environment, monitor=self.config.health.stable)
+        return Engine(docker.url, environment=self.config.environment)
 
-    def engine(self) -> Runtime:
+    def engine(self) -> RuntimeView:
         """The engine, connected on first use and again after a failure."""
         if self._engine is None:
             self._engine = self._connect()
         return self._engine
 
-    def rollout(self) -> Rollout:
-        """The rollout for this environment, with the registry credentials from ``.env``."""
-        return Rollout(
-            self.engine(),
-            paths=self.paths,
-            health=self.config.health,
-            clock=self.clock,
-            sleep=self.sleep,
-            monotonic=self.monotonic,
-            auth=registry_auth(self.dotenv()),
-            at_step=self.at_step,
-        )
+    def rollout(self) -> Applier:
+        """The rollout for this environment and its ``docker.mode``, with the registry credentials from ``.env``."""
+        world: dict[str, Any] = {
+            "paths": self.paths,
+            "health": self.config.health,
+            "clock": self.clock,
+            "sleep": self.sleep,
+            "monotonic": self.monotonic,
+            "auth": registry_auth(self.dotenv()),
+            "at_step": self.at_step,
+        }
+        if self.config.docker.mode == "swarm":
+            return SwarmRollout(cast(ServiceRuntime, self.engine()), **world)
+        return Rollout(cast(Runtime, self.engine()), **world)
 
     def close(self) -> None:
         """Drop the engine connection."""

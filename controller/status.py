@@ -78,6 +78,8 @@ class ContainerStatus(_Record):
     image: Text | None = None
     state: Text = "missing"
     health: Text = "none"
+    node: Text | None = None  # Swarm mode: the node the runtime's task runs on
+    task: Text | None = None  # Swarm mode: the running task's id (``id`` is its container's)
 
 
 class AuditAnchor(_Record):

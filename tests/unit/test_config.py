@@ -23,13 +23,17 @@ def test_a_minimal_config_gets_every_default() -> None:
     assert config.trust.mode == "first-parent"
     assert config.trust.allowed_signers == "/etc/dreichor/trust/allowed_signers"
     assert config.image.repository == "ghcr.io/ceerkle/dreichor-trading/runtime"
-    assert config.docker.url == "unix:///var/run/docker.sock"
+    assert (config.docker.url, config.docker.mode) == ("unix:///var/run/docker.sock", "container")
     assert (config.health.timeout, config.health.stable) == (60, 10)
     assert config.listen == "127.0.0.1:3006"
 
 
 def test_dev_listens_on_3005_by_default() -> None:
     assert parse_config({**MINIMAL, "environment": "dev"}, base=Path("/")).listen == "127.0.0.1:3005"
+
+
+def test_swarm_mode_is_opt_in() -> None:
+    assert parse_config({**MINIMAL, "docker": {"mode": "swarm"}}, base=Path("/")).docker.mode == "swarm"
 
 
 def test_paths_derive_from_root_and_environment() -> None:
@@ -50,6 +54,7 @@ def test_paths_derive_from_root_and_environment() -> None:
         ({"api": {"listen": "0.0.0.0:3006"}}, "is not a loopback address"),
         ({"api": {"listen": "3006"}}, "must be host:port"),
         ({"trust": {}}, "trust.allowed_signers"),
+        ({"docker": {"mode": "kubernetes"}}, "docker.mode"),
     ],
 )
 def test_a_bad_config_names_the_key(change: dict[str, object], expected: str) -> None:
