@@ -84,5 +84,6 @@ def test_the_runtime_runs_on_the_labelled_worker_and_moves_stop_first_with_the_l
     assert len(runtime_containers(nodes.manager.engine)) == 1
     status = host.status()
     assert (status.phase, status.container.node) == ("InSync", nodes.manager.hostname)
-    assert any(e["event"] == "drift_repaired" for e in host.audit())
+    moved = [e for e in host.audit() if e["event"] == "drift_repaired"]
+    assert moved and moved[-1]["node"] == nodes.manager.hostname
     assert nodes.max_running_at_once(since=since, env="prod") == 1
