@@ -22,7 +22,7 @@ def main() -> int:
     results += [poll_result, swap.measure()]
     trigger_result, hook = trigger.measure()
     results.append(trigger_result)
-    results.append(page.measure())
+    results += [page.measure(), page.measure_during_pass()]
     page_load = page.page_load_ms()
     rows = [
         (

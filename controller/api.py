@@ -1,9 +1,13 @@
-"""The loopback HTTP API: health, status, metrics, and two authenticated triggers.
+"""The loopback HTTP API: health, metrics, status, the status page, history, two triggers.
 
-Served by the stdlib threaded HTTP server, never hand-parsed HTTP.  GETs are
-open (the API binds loopback only); ``POST /sync`` needs a Cloudflare Access
-JWT (RS256 against the team's JWKS, via PyJWT), ``POST /hooks/github`` a
-GitHub HMAC signature.  Refusals answer a fixed body that says nothing about
+Served by the stdlib threaded HTTP server, never hand-parsed HTTP.  Behind a
+Cloudflare Tunnel every request comes from 127.0.0.1, so the address proves
+nothing: with ``api.access`` set, ``/``, ``/status`` and ``/history`` need a
+Cloudflare Access JWT (RS256 against the team's JWKS, via PyJWT), and
+``POST /sync`` always does; ``POST /hooks/github`` needs a GitHub HMAC
+signature (DESIGN §11).  The page and ``/history`` read only what the daemon
+already holds (the status file, snapshots, the audit log, the last plan):
+loading them never runs a pass, a git command or a Docker call.  Refusals answer a fixed body that says nothing about
 why; the reason goes to the log and the metrics.  Bodies are capped before
 they are read, and slow clients time out.
 """
@@ -17,15 +21,21 @@ import json
 import logging
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import urlsplit
 
 import jwt
 
 from controller.config import AccessConfig, split_listen
 from controller.metrics import Metrics
+from controller.page import BAD_LIMIT, history_body, history_limit, render_page, snapshot_summary
+from controller.plan import Plan
+from controller.service import History
+from controller.status import Status
 
 log = logging.getLogger("dreichor.api")
 MAX_BODY = 1024 * 1024
@@ -116,6 +126,9 @@ class ApiContext:
     metrics: Metrics
     access: AccessVerifier | None
     webhook: WebhookVerifier
+    status: Callable[[], Status | None] = lambda: None
+    history: Callable[[], History] = lambda: History([], [])
+    last_plan: Callable[[], Plan | None] = lambda: None
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -140,20 +153,57 @@ class Handler(BaseHTTPRequestHandler):
         return self.server.ctx
 
     def do_GET(self) -> None:
-        """``/healthz``, ``/status``, ``/metrics``."""
-        if self.path == "/healthz":
+        """``/healthz`` and ``/metrics`` open; ``/``, ``/status``, ``/history`` behind Access when it is set."""
+        path = urlsplit(self.path).path
+        if path == "/healthz":
             ok = self.ctx.healthy()
             self._send(HTTPStatus.OK if ok else HTTPStatus.SERVICE_UNAVAILABLE, {"healthy": ok})
-        elif self.path == "/status":
-            body = self.ctx.status_json()
-            if body is None:
-                self._send(HTTPStatus.SERVICE_UNAVAILABLE, {"error": "no status yet"})
-            else:
-                self._raw(HTTPStatus.OK, body, "application/json")
-        elif self.path == "/metrics":
+        elif path == "/metrics":
             self._raw(HTTPStatus.OK, self.ctx.metrics.exposition(), "text/plain; version=0.0.4; charset=utf-8")
+        elif path in READ_ROUTES:
+            self._guarded(path, READ_ROUTES[path])
         else:
             self._send(HTTPStatus.NOT_FOUND, {"error": "not found"})
+
+    def _guarded(self, path: str, answer: Callable[[Handler], None]) -> None:
+        """Answer a read route, after the Access JWT when ``api.access`` is set."""
+        try:
+            if self.ctx.access is not None:
+                self.ctx.access.verify(self.headers.get("Cf-Access-Jwt-Assertion"))
+        except AuthError as exc:
+            self._refuse(path, exc)
+            return
+        answer(self)
+
+    def _status(self) -> None:
+        body = self.ctx.status_json()
+        if body is None:
+            self._send(HTTPStatus.SERVICE_UNAVAILABLE, {"error": "no status yet"})
+        else:
+            self._raw(HTTPStatus.OK, body, "application/json")
+
+    def _page(self) -> None:
+        history, plan = self.ctx.history(), self.ctx.last_plan()
+        body, headers = render_page(
+            self.ctx.status(),
+            snapshots=[snapshot_summary(s) for s in history.snapshots],
+            events=history.events,
+            chain=history.broken,
+            plan=asdict(plan) if plan else None,
+            now=datetime.now(UTC),
+        )
+        self._raw(HTTPStatus.OK, body, headers.pop("Content-Type"), headers)
+
+    def _history(self) -> None:
+        try:
+            limit = history_limit(urlsplit(self.path).query)
+        except ValueError:
+            self._send(HTTPStatus.BAD_REQUEST, {"error": BAD_LIMIT})
+            return
+        history = self.ctx.history()
+        snapshots = [snapshot_summary(s) for s in history.snapshots]
+        body = history_body(snapshots=snapshots, events=history.events, chain=history.broken, limit=limit)
+        self._raw(HTTPStatus.OK, body, "application/json")
 
     def do_POST(self) -> None:
         """``/sync`` and ``/hooks/github``."""
@@ -169,10 +219,14 @@ class Handler(BaseHTTPRequestHandler):
             else:
                 self._github(body)
         except AuthError as exc:
-            self.ctx.metrics.auth_failures.labels(self.path, exc.status.phrase).inc()
-            log.warning("API request refused", extra={"endpoint": self.path, "reason": exc.reason})
-            error = "unauthorized" if exc.status == HTTPStatus.UNAUTHORIZED else "forbidden"
-            self._send(exc.status, {"error": error})
+            self._refuse(self.path, exc)
+
+    def _refuse(self, path: str, exc: AuthError) -> None:
+        """A fixed body; the reason goes to the log and the metrics only."""
+        self.ctx.metrics.auth_failures.labels(path, exc.status.phrase).inc()
+        log.warning("API request refused", extra={"endpoint": path, "reason": exc.reason})
+        error = "unauthorized" if exc.status == HTTPStatus.UNAUTHORIZED else "forbidden"
+        self._send(exc.status, {"error": error})
 
     def _sync(self, body: bytes) -> None:
         if self.ctx.access is None:
@@ -238,14 +292,23 @@ class Handler(BaseHTTPRequestHandler):
     def _send(self, status: HTTPStatus, data: dict[str, Any]) -> None:
         self._raw(status, json.dumps(data).encode(), "application/json")
 
-    def _raw(self, status: HTTPStatus, body: bytes, content_type: str) -> None:
+    def _raw(self, status: HTTPStatus, body: bytes, content_type: str, headers: dict[str, str] | None = None) -> None:
         self.send_response(status)
         self.send_header("Content-Type", content_type)
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
         self.send_header("Content-Length", str(len(body)))
         self.send_header("Connection", "close")
         self.end_headers()
         self.wfile.write(body)
         self.close_connection = True
+
+
+READ_ROUTES: dict[str, Callable[[Handler], None]] = {
+    "/": Handler._page,
+    "/status": Handler._status,
+    "/history": Handler._history,
+}
 
 
 class ApiServer(ThreadingHTTPServer):

@@ -28,6 +28,7 @@ from controller.config import Config, load_config
 from controller.errors import ConfigError, ControllerError, Reason
 from controller.locks import hold_lock
 from controller.metrics import Metrics
+from controller.plan import Plan
 from controller.service import EnvironmentService, PassOptions, PassResult
 
 log = logging.getLogger("dreichor.daemon")
@@ -83,6 +84,7 @@ class Daemon:
         self.trigger_pending = threading.Event()
         self.ready = False
         self.api: ApiServer | None = None
+        self.last_plan: Plan | None = None  # the newest plan a pass made, for the status page
 
     def run(self) -> int:
         """Run until SIGTERM; return the exit code."""
@@ -151,6 +153,7 @@ class Daemon:
             log.exception("the pass failed with a bug")
             result = PassResult("failed", "internal error", retryable=True, code=Reason.INTERNAL_ERROR)
         self.last_pass_at = datetime.now(UTC)
+        self.last_plan = result.plan or self.last_plan  # a pass refused before its plan leaves the last one
         log.info("pass", extra={"result": result.result, "code": str(result.code), "reason": result.reason})
         self._after_pass(result, seconds=(self.last_pass_at - started).total_seconds())
         self._schedule_after(result)
@@ -198,6 +201,9 @@ class Daemon:
             metrics=self.metrics,
             access=AccessVerifier(access) if access else None,
             webhook=WebhookVerifier(dotenv.get("GITHUB_WEBHOOK_SECRET"), branch=self.config.source.branch),
+            status=lambda: self.service.status(),  # noqa: PLW0108 the service is replaced on reload
+            history=lambda: self.service.history(verify=True),
+            last_plan=lambda: self.last_plan,
         )
         try:
             server = ApiServer(self.config.listen, ctx)

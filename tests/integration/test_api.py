@@ -235,8 +235,49 @@ def test_metrics_parse_and_count_refusals(api: Api) -> None:
         assert name in families
 
 
-def test_healthz_follows_the_daemon_and_status_serves_the_file(api: Api) -> None:
+def test_healthz_follows_the_daemon_and_status_serves_the_file(api: Api, keys: Keys) -> None:
     assert api.request("GET", "/healthz")[0] == 200
     api.health = False
     assert api.request("GET", "/healthz")[0] == 503
-    assert json.loads(api.request("GET", "/status")[1]) == {"phase": "InSync"}
+    token = {"Cf-Access-Jwt-Assertion": keys.token()}
+    assert json.loads(api.request("GET", "/status", headers=token)[1]) == {"phase": "InSync"}
+
+
+@pytest.mark.parametrize("path", ["/", "/status", "/history", "/history?limit=3"])
+def test_reads_need_the_access_token_when_access_is_set(api: Api, keys: Keys, path: str) -> None:
+    assert api.request("GET", path)[0] == 401
+    assert api.request("GET", path, headers={"Cf-Access-Jwt-Assertion": "not.a.jwt"})[0] == 401
+    assert api.request("GET", path, headers={"Cf-Access-Jwt-Assertion": keys.token()})[0] == 200
+
+
+def test_reads_by_an_email_outside_the_allowed_list_are_forbidden(keys: Keys) -> None:
+    api = Api(keys, emails=["ops@dreichor.io"])
+    try:
+        assert api.request("GET", "/", headers={"Cf-Access-Jwt-Assertion": keys.token(email="x@y.io")})[0] == 403
+    finally:
+        api.server.shutdown()
+
+
+@pytest.mark.parametrize("path", ["/healthz", "/metrics"])
+def test_health_and_metrics_stay_open(api: Api, path: str) -> None:
+    assert api.request("GET", path)[0] == 200
+
+
+def test_without_access_the_page_is_open_and_served_with_its_policy(keys: Keys) -> None:
+    api = Api(keys, access=False)
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", api.port, timeout=10)
+        conn.request("GET", "/?refresh=1")
+        reply = conn.getresponse()
+        body = reply.read()
+        assert reply.status == 200
+        assert reply.getheader("Content-Type") == "text/html; charset=utf-8"
+        assert (reply.getheader("Content-Security-Policy") or "").startswith("default-src 'none'")
+        assert b"<html" in body
+        status, history = api.request("GET", "/history?limit=2")
+        assert status == 200 and json.loads(history) == {"snapshots": [], "events": [], "chain": "ok"}
+        for bad in ("0", "abc", "1001", "-1"):
+            status, answer = api.request("GET", f"/history?limit={bad}")
+            assert status == 400 and "limit must be" in json.loads(answer)["error"]
+    finally:
+        api.server.shutdown()
