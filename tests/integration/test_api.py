@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import hmac
 import http.client
@@ -40,6 +41,7 @@ class Api:
         self, keys: Keys, *, access: bool = True, secret: str | None = SECRET, emails: list[str] | None = None
     ):
         self.triggers: list[str] = []
+        self.keys = keys
         self.health = True
         self.metrics = Metrics()
         config = AccessConfig(team_domain=TEAM, audience=AUD, jwks_url=keys.url, allowed_emails=emails or [])
@@ -501,3 +503,54 @@ def test_sighup_applies_access_emails_and_the_webhook_secret_at_once(
     finally:
         if daemon.poll() is None:
             daemon.kill()
+
+
+def test_at_most_sixteen_requests_run_at_once_and_healthz_still_answers(api: Api) -> None:
+    release, running, peak = threading.Event(), [0], [0]
+    lock = threading.Lock()
+
+    def slow_status() -> bytes:
+        with lock:
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+        release.wait(timeout=30)
+        with lock:
+            running[0] -= 1
+        return b"{}"
+
+    api.ctx.status_json = slow_status
+    api.server.limits = Limits(deadline=30)  # the queued ones wait for a slot, not for the deadline
+    token = {"Cf-Access-Jwt-Assertion": api.keys.token()}
+    answers: list[int] = []
+    callers = [
+        threading.Thread(target=lambda: answers.append(api.request("GET", "/status", headers=token)[0]))
+        for _ in range(40)
+    ]
+    for caller in callers:
+        caller.start()
+    wait_for(lambda: peak[0] == 16, timeout=10, what="16 requests in flight")
+    time.sleep(0.5)
+    assert peak[0] == 16
+    assert _healthz_seconds(api) < 1  # answered by the loop, not a worker
+    release.set()
+    for caller in callers:
+        caller.join(timeout=30)
+    assert answers == [200] * 40
+
+
+@pytest.mark.parametrize(
+    ("raw", "status"),
+    [
+        (b"GARBAGE\r\n\r\n", b"400"),
+        (b"GET / HTTP/1.1\r\n\r\n", b"400"),  # HTTP/1.1 without Host
+        (b"GET /nowhere HTTP/1.1\r\nHost: x\r\n\r\n", b"404"),
+        (b"DELETE /sync HTTP/1.1\r\nHost: x\r\n\r\n", b"405"),
+        (b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 40_000 + b"\r\n\r\n", b"431"),
+    ],
+)
+def test_broken_requests_get_a_plain_answer(api: Api, raw: bytes, status: bytes) -> None:
+    with socket.create_connection(("127.0.0.1", api.port), timeout=10) as sock:
+        with contextlib.suppress(OSError):  # the server may answer and close before taking it all
+            sock.sendall(raw)
+        answer = _answer_within(sock, 5)
+    assert answer.split(b"\r\n")[0].split(b" ")[1] == status
