@@ -88,11 +88,15 @@ def setup_cli_logging(level: str | None = None) -> None:
     _log_to(sys.stderr, logging.Formatter("%(levelname)s %(name)s: %(message)s"), level or "warning")
 
 
+class _OwnHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """The controller's own log handler: set up again replaces it, and leaves others' handlers alone."""
+
+
 def _log_to(stream: Any, formatter: logging.Formatter, level: str) -> None:
-    handler = logging.StreamHandler(stream)
+    handler = _OwnHandler(stream)
     handler.setFormatter(formatter)
     root = logging.getLogger()
-    root.handlers[:] = [handler]
+    root.handlers[:] = [h for h in root.handlers if not isinstance(h, _OwnHandler)] + [handler]
     root.setLevel(level.upper())
     logging.getLogger("apscheduler").setLevel(max(logging.WARNING, root.level))
 
