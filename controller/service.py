@@ -9,7 +9,7 @@ clock — is passed in, so the unit tests drive it over a fake engine.
 
 Extension points: ``audit_hooks`` are called with every audit event written
 (notifications, commit statuses), with the pass's facts the event does not
-record added (``image``, ``signer``, and ``log``: the failed container's
+record added (``image``, ``signer``, ``image_signer`` and ``log``: the failed container's
 output); ``notice_hooks`` with the pass's moments that are no audit event
 (``progressing`` before an apply, ``unchanged`` at the head, ``stale`` when
 the source has just become stale); ``image_check`` is the pass's image
@@ -233,7 +233,12 @@ class EnvironmentService:
         stale_after = timedelta(seconds=STALE_AFTER_INTERVALS * self.config.source.interval)
         report = run.report(result, recovered=recovered)
         status, events = record(previous, report, now=run.ctx.now, stale_after=stale_after)
-        facts = {"image": report.image, "signer": report.signer, "log": report.logs}
+        facts = {
+            "image": report.image,
+            "signer": report.signer,
+            "image_signer": report.image_signer,
+            "log": report.logs,
+        }
         for event in events:
             self.emit(event, at=run.ctx.now, facts=facts)
         self._remember(previous, status, guard=run.ctx.guard)

@@ -792,6 +792,7 @@ def page_sample(*, now: datetime, reason: str = "", environment: str = "prod", e
             "revision": running,
             "image": image,
             "signer": "Ada Lovelace <ada@dreichor.example> (ed25519)",
+            "image_signer": "SHA256:" + "Zm9vYmFy" * 5 + "Zm9v",
             "applied_at": minutes[4].isoformat(),
         },
         "last_attempt": {"revision": refused, "result": "refused", "reason": reason, "at": minutes[2].isoformat()},
