@@ -8,7 +8,7 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import image_verify, page, poll, swap, trigger, verify
+from bench import api_load, image_verify, page, poll, swap, trigger, verify
 from bench.common import Result
 from controller.files import atomic_write
 
@@ -22,8 +22,7 @@ def main() -> int:
     results += [poll_result, swap.measure(), swap.measure_swarm()]
     trigger_result, hook = trigger.measure()
     results.append(trigger_result)
-    results.append(page.measure())
-    results.append(image_verify.measure())
+    results += [page.measure(), page.measure_during_pass(), api_load.measure(), image_verify.measure()]
     page_load = page.page_load_ms()
     rows = [
         (

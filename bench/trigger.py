@@ -97,11 +97,12 @@ def measure() -> tuple[Result, float]:
                     _post(f"http://127.0.0.1:{port}/sync", b"", {"Cf-Access-Jwt-Assertion": jwks.token()})
                     api.append(_until_running(box, image, start))
                 elif run % 3 == 1:
-                    body = json.dumps({"ref": "refs/heads/main"}).encode()
+                    body = json.dumps({"ref": "refs/heads/main", "after": f"run {run}"}).encode()
                     sig = "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
                     headers = {
                         "Content-Type": "application/json",
                         "X-Hub-Signature-256": sig,
+                        "X-GitHub-Event": "push",
                         "X-GitHub-Delivery": f"d{run}",
                     }
                     _post(f"http://127.0.0.1:{port}/hooks/github", body, headers)

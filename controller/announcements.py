@@ -95,6 +95,7 @@ class Decision:
     revision: str | None = None
     image: str | None = None
     signer: str | None = None
+    image_signer: str | None = None  # the cosign key's fingerprint, when image signatures are on
     reason: str = ""
     code: str = ""
     log: str | None = None
@@ -217,8 +218,8 @@ def decision_from_event(environment: str, event: Mapping[str, Any]) -> Decision 
     """The decision an audit event (or a pass moment the service tells its hooks) stands for; None: not told.
 
     The service's hooks hear ``event``, ``revision``, ``image``, ``signer``,
-    ``reason``, ``code``, for a rollback ``log``, and in Swarm mode ``node`` and
-    ``task``; break-glass ``rollback``
+    ``image_signer``, ``reason``, ``code``, for a rollback ``log``, and in Swarm
+    mode ``node`` and ``task``; break-glass ``rollback``
     and ``rewrite_allowed`` are audit-only.
     """
     kind = event.get("event")
@@ -235,6 +236,7 @@ def decision_from_event(environment: str, event: Mapping[str, Any]) -> Decision 
         revision=text("revision"),
         image=text("image"),
         signer=text("signer"),
+        image_signer=text("image_signer"),
         reason=text("reason") or "",
         code=text("code") or "",
         log=text("log"),
@@ -292,6 +294,8 @@ def _details(decision: Decision) -> list[str]:
         lines.append(f"Digest: {digest(decision.image)}")
     if decision.signer:
         lines.append(f"Signer: {decision.signer}")
+    if decision.image_signer:
+        lines.append(f"Image signer: {decision.image_signer}")
     if decision.node:
         lines.append(f"Node: {decision.node}" + (f" (task {decision.task[:12]})" if decision.task else ""))
     if decision.reason:

@@ -1,11 +1,17 @@
-"""The loopback HTTP API: health, status, metrics, and two authenticated triggers.
+"""The loopback HTTP API: health, metrics, status, the status page, history, two triggers.
 
-Served by the stdlib threaded HTTP server, never hand-parsed HTTP.  GETs are
-open (the API binds loopback only); ``POST /sync`` needs a Cloudflare Access
-JWT (RS256 against the team's JWKS, via PyJWT), ``POST /hooks/github`` a
-GitHub HMAC signature.  Refusals answer a fixed body that says nothing about
-why; the reason goes to the log and the metrics.  Bodies are capped before
-they are read, and slow clients time out.
+Behind a Cloudflare Tunnel every request comes from 127.0.0.1, so the address
+proves nothing: with ``api.access`` set, ``/``, ``/status`` and ``/history``
+need a Cloudflare Access JWT (RS256 against the team's JWKS, via PyJWT), and
+``POST /sync`` always does; ``POST /hooks/github`` needs a GitHub HMAC
+signature (DESIGN §11).  Served by the bounded server (``controller.server``):
+no body is read before authentication, except the webhook's, which is read
+(at most 1 MiB) only once its headers check out.  Refusals answer a fixed body;
+the reason goes to the log and the metrics.  The page and ``/history`` read
+only what the daemon already holds (the status file, snapshots, the audit log,
+the last plan): loading them never runs a pass, a git command or a Docker call.
+``SIGHUP`` swaps the Access verifier and the webhook secret at once
+(``ApiContext.guards``).
 """
 
 from __future__ import annotations
@@ -15,23 +21,32 @@ import hashlib
 import hmac
 import json
 import logging
+import re
 import threading
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import urlsplit
 
 import jwt
 
 from controller.config import AccessConfig, split_listen
 from controller.metrics import Metrics
+from controller.page import BAD_LIMIT, history_body, history_limit, render_page, snapshot_summary
+from controller.plan import Plan
+from controller.server import BoundedServer, Limits, Request, Response
+from controller.service import History
+from controller.status import Status
 
 log = logging.getLogger("dreichor.api")
 MAX_BODY = 1024 * 1024
-CLIENT_TIMEOUT = 10
 JWT_LEEWAY = 10
 DELIVERIES_KEPT = 1000
+SIGNATURE = re.compile(r"sha256=[0-9a-f]{64}")
+JSON = {"Content-Type": "application/json"}
+METRICS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
 class AuthError(Exception):
@@ -76,14 +91,46 @@ class AccessVerifier:
         return claims
 
 
-class WebhookVerifier:
-    """GitHub ``push`` webhooks: HMAC-SHA256 of the raw body, each delivery id once."""
+class Deliveries:
+    """The webhook deliveries already acted on, by id and by the signed body's digest (kept across reloads)."""
 
-    def __init__(self, secret: str | None, *, branch: str) -> None:
-        self.secret = secret.encode() if secret else None
-        self.branch = branch
+    def __init__(self, kept: int = DELIVERIES_KEPT) -> None:
+        self.kept = kept
         self._seen: collections.OrderedDict[str, None] = collections.OrderedDict()
         self._lock = threading.Lock()
+
+    def first(self, *, delivery: str | None, body: bytes) -> bool:
+        """Whether neither this delivery id nor this body was seen: a replay under a new id is caught by its body."""
+        keys = [f"body:{hashlib.sha256(body).hexdigest()}"] + ([f"id:{delivery}"] if delivery else [])
+        with self._lock:
+            if any(key in self._seen for key in keys):
+                return False
+            for key in keys:
+                self._seen[key] = None
+            while len(self._seen) > 2 * self.kept:
+                self._seen.popitem(last=False)
+        return True
+
+
+class WebhookVerifier:
+    """GitHub webhooks: headers checked before the body is read, then HMAC-SHA256 of the raw body."""
+
+    def __init__(self, secret: str | None, *, branch: str, deliveries: Deliveries | None = None) -> None:
+        self.secret = secret.encode() if secret else None
+        self.branch = branch
+        self.deliveries = deliveries or Deliveries()
+
+    def screen(self, headers: Mapping[str, str]) -> Response | int:
+        """Before the body: a refusal, or how many bytes to read."""
+        if self.secret is None:
+            raise AuthError(HTTPStatus.FORBIDDEN, "GITHUB_WEBHOOK_SECRET is not set")
+        if not SIGNATURE.fullmatch(headers.get("x-hub-signature-256", "")):
+            raise AuthError(HTTPStatus.UNAUTHORIZED, "missing or malformed X-Hub-Signature-256")
+        if not headers.get("x-github-event"):
+            return _error(HTTPStatus.BAD_REQUEST, "X-GitHub-Event required")
+        if not _is_json(headers):
+            return _error(HTTPStatus.BAD_REQUEST, "expected application/json")
+        return _body_length(headers)
 
     def verify(self, body: bytes, signature: str | None) -> None:
         """Raise ``AuthError`` unless the signature is right."""
@@ -93,175 +140,183 @@ class WebhookVerifier:
         if not signature or not hmac.compare_digest(expected, signature.encode("utf-8", "replace")):
             raise AuthError(HTTPStatus.UNAUTHORIZED, "bad X-Hub-Signature-256")
 
-    def first_delivery(self, delivery: str | None) -> bool:
-        """Whether this delivery id is new (a replay is ignored)."""
-        if not delivery:
-            return True
-        with self._lock:
-            if delivery in self._seen:
-                return False
-            self._seen[delivery] = None
-            while len(self._seen) > DELIVERIES_KEPT:
-                self._seen.popitem(last=False)
-        return True
+
+def _is_json(headers: Mapping[str, str]) -> bool:
+    return headers.get("content-type", "").split(";")[0].strip().lower() == "application/json"
+
+
+def _body_length(headers: Mapping[str, str]) -> Response | int:
+    """The declared body length, or a refusal: chunked, unknown, malformed or over 1 MiB."""
+    if "transfer-encoding" in headers:
+        return _error(HTTPStatus.LENGTH_REQUIRED, "Content-Length required")
+    text = headers.get("content-length", "")
+    if not re.fullmatch(r"[0-9]{1,9}", text):
+        return _error(HTTPStatus.LENGTH_REQUIRED, "Content-Length required")
+    if int(text) > MAX_BODY:
+        return _error(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, "body too large")
+    return int(text)
+
+
+def _error(status: HTTPStatus, error: str) -> Response:
+    return _json(status, {"error": error})
+
+
+def _json(status: HTTPStatus, data: dict[str, Any]) -> Response:
+    return Response(status, json.dumps(data).encode(), JSON)
+
+
+@dataclass(frozen=True)
+class Guards:
+    """The Access verifier and the webhook verifier, swapped together on SIGHUP."""
+
+    access: AccessVerifier | None
+    webhook: WebhookVerifier
 
 
 @dataclass
 class ApiContext:
-    """What the handlers need from the daemon."""
+    """What the routes need from the daemon."""
 
     status_json: Callable[[], bytes | None]
     healthy: Callable[[], bool]
     trigger: Callable[[str], None]
     metrics: Metrics
-    access: AccessVerifier | None
-    webhook: WebhookVerifier
+    guards: Guards
+    status: Callable[[], Status | None] = lambda: None
+    history: Callable[[], History] = lambda: History([], [])
+    last_plan: Callable[[], Plan | None] = lambda: None
+    _swap: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def apply(self, guards: Guards) -> None:
+        """Use new verifiers from the next request on (the replay memory carries over)."""
+        guards.webhook.deliveries = self.guards.webhook.deliveries
+        with self._swap:
+            self.guards = guards
 
 
-class Handler(BaseHTTPRequestHandler):
-    """One request; the server gives each connection its own thread."""
+class Routes:
+    """DESIGN §11's routes: what each answers and what it needs first."""
 
-    server: ApiServer
-    server_version = "dreichor-controller"
-    sys_version = ""
+    def __init__(self, ctx: ApiContext) -> None:
+        self.ctx = ctx
 
-    def log_message(self, format: str, *args: Any) -> None:
-        """Access log lines go to the debug log, not stderr."""
-        log.debug(format % args)
-
-    def setup(self) -> None:
-        """Idle or slow clients are dropped after the server's client timeout."""
-        self.timeout = self.server.client_timeout  # type: ignore[misc] # the stdlib reads it per instance
-        super().setup()
-
-    @property
-    def ctx(self) -> ApiContext:
-        """The daemon's side."""
-        return self.server.ctx
-
-    def do_GET(self) -> None:
-        """``/healthz``, ``/status``, ``/metrics``."""
-        if self.path == "/healthz":
+    def screen(self, request: Request) -> Response | int:
+        """On the server's loop, before any body: unknown routes, health, and the webhook's headers."""
+        log.debug('"%s %s"', request.method, request.target[:200])  # the access log, at debug
+        path = urlsplit(request.target).path
+        allowed = ROUTES.get(path)
+        if allowed is None:
+            return _error(HTTPStatus.NOT_FOUND, "not found")
+        if request.method != allowed:
+            return Response(
+                HTTPStatus.METHOD_NOT_ALLOWED, b'{"error": "method not allowed"}', {**JSON, "Allow": allowed}
+            )
+        if path == "/healthz":  # answered here, so it answers even with every worker busy
             ok = self.ctx.healthy()
-            self._send(HTTPStatus.OK if ok else HTTPStatus.SERVICE_UNAVAILABLE, {"healthy": ok})
-        elif self.path == "/status":
-            body = self.ctx.status_json()
-            if body is None:
-                self._send(HTTPStatus.SERVICE_UNAVAILABLE, {"error": "no status yet"})
-            else:
-                self._raw(HTTPStatus.OK, body, "application/json")
-        elif self.path == "/metrics":
-            self._raw(HTTPStatus.OK, self.ctx.metrics.exposition(), "text/plain; version=0.0.4; charset=utf-8")
-        else:
-            self._send(HTTPStatus.NOT_FOUND, {"error": "not found"})
-
-    def do_POST(self) -> None:
-        """``/sync`` and ``/hooks/github``."""
-        if self.path not in ("/sync", "/hooks/github"):
-            self._send(HTTPStatus.NOT_FOUND, {"error": "not found"})
-            return
-        body = self._body()
-        if body is None:
-            return
+            return _json(HTTPStatus.OK if ok else HTTPStatus.SERVICE_UNAVAILABLE, {"healthy": ok})
+        if path != "/hooks/github":
+            return 0  # nothing else reads a body
         try:
-            if self.path == "/sync":
-                self._sync(body)
-            else:
-                self._github(body)
+            return self.ctx.guards.webhook.screen(request.headers)
         except AuthError as exc:
-            self.ctx.metrics.auth_failures.labels(self.path, exc.status.phrase).inc()
-            log.warning("API request refused", extra={"endpoint": self.path, "reason": exc.reason})
-            error = "unauthorized" if exc.status == HTTPStatus.UNAUTHORIZED else "forbidden"
-            self._send(exc.status, {"error": error})
+            return self._refuse(path, exc)
 
-    def _sync(self, body: bytes) -> None:
-        if self.ctx.access is None:
+    def handle(self, request: Request) -> Response:
+        """In a worker thread: authenticate, then answer."""
+        path = urlsplit(request.target).path
+        guards = self.ctx.guards
+        try:
+            if path == "/hooks/github":
+                return self._github(request, guards.webhook)
+            if path == "/sync" or (guards.access is not None and path not in OPEN):
+                self._access(request, guards)
+            return self._read(path, request)
+        except AuthError as exc:
+            return self._refuse(path, exc)
+
+    def _access(self, request: Request, guards: Guards) -> None:
+        if guards.access is None:
             raise AuthError(HTTPStatus.FORBIDDEN, "api.access is not configured")
-        self.ctx.access.verify(self.headers.get("Cf-Access-Jwt-Assertion"))
-        if body and self._json(body) is None:
-            return
-        self.ctx.trigger("api")
-        self._send(HTTPStatus.ACCEPTED, {"accepted": True})
+        guards.access.verify(request.headers.get("cf-access-jwt-assertion"))
 
-    def _github(self, body: bytes) -> None:
-        if not self._is_json():
-            self._send(HTTPStatus.BAD_REQUEST, {"error": "expected application/json"})
-            return
-        hook = self.ctx.webhook
-        hook.verify(body, self.headers.get("X-Hub-Signature-256"))
-        payload = self._json(body)
-        if payload is None:
-            return
-        if not hook.first_delivery(self.headers.get("X-GitHub-Delivery")):
-            self._send(HTTPStatus.OK, {"accepted": False, "reason": "delivery already seen"})
-            return
-        if self.headers.get("X-GitHub-Event", "push") == "push" and payload.get("ref") == f"refs/heads/{hook.branch}":
-            self.ctx.trigger("webhook")
-            self._send(HTTPStatus.ACCEPTED, {"accepted": True})
-        else:
-            self._send(HTTPStatus.OK, {"accepted": False, "reason": "not a push to the configured branch"})
+    def _read(self, path: str, request: Request) -> Response:
+        if path == "/sync":
+            self.ctx.trigger("api")
+            return _json(HTTPStatus.ACCEPTED, {"accepted": True})
+        if path == "/metrics":
+            return Response(HTTPStatus.OK, self.ctx.metrics.exposition(), {"Content-Type": METRICS_TYPE})
+        if path == "/status":
+            body = self.ctx.status_json()
+            return (
+                _error(HTTPStatus.SERVICE_UNAVAILABLE, "no status yet")
+                if body is None
+                else Response(HTTPStatus.OK, body, JSON)
+            )
+        if path == "/history":
+            return self._history(request)
+        return self._page()
 
-    def _body(self) -> bytes | None:
-        """The request body, refused before reading when too large or of unknown length."""
-        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-            self._send(HTTPStatus.LENGTH_REQUIRED, {"error": "Content-Length required"})
-            return None
+    def _page(self) -> Response:
+        history, plan = self.ctx.history(), self.ctx.last_plan()
+        body, headers = render_page(
+            self.ctx.status(),
+            snapshots=[snapshot_summary(s) for s in history.snapshots],
+            events=history.events,
+            chain=history.broken,
+            plan=asdict(plan) if plan else None,
+            now=datetime.now(UTC),
+        )
+        return Response(HTTPStatus.OK, body, headers)
+
+    def _history(self, request: Request) -> Response:
         try:
-            length = int(self.headers.get("Content-Length") or 0)
+            limit = history_limit(urlsplit(request.target).query)
         except ValueError:
-            length = -1
-        if length < 0:
-            self._send(HTTPStatus.BAD_REQUEST, {"error": "bad Content-Length"})
-            return None
-        if length > MAX_BODY:
-            self._send(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, {"error": "body too large"})
-            return None
-        return self.rfile.read(length) if length else b""
+            return _error(HTTPStatus.BAD_REQUEST, BAD_LIMIT)
+        history = self.ctx.history()
+        snapshots = [snapshot_summary(s) for s in history.snapshots]
+        body = history_body(snapshots=snapshots, events=history.events, chain=history.broken, limit=limit)
+        return Response(HTTPStatus.OK, body, JSON)
 
-    def _is_json(self) -> bool:
-        return self.headers.get("Content-Type", "").split(";")[0].strip().lower() == "application/json"
-
-    def _json(self, body: bytes) -> dict[str, Any] | None:
-        """The body as a JSON object, or a 400 answer and None."""
-        if not self._is_json():
-            self._send(HTTPStatus.BAD_REQUEST, {"error": "expected application/json"})
-            return None
+    def _github(self, request: Request, hook: WebhookVerifier) -> Response:
+        hook.verify(request.body, request.headers.get("x-hub-signature-256"))
         try:
-            data = json.loads(body)
+            payload = json.loads(request.body)
         except (ValueError, UnicodeDecodeError):
-            data = None
-        if not isinstance(data, dict):
-            self._send(HTTPStatus.BAD_REQUEST, {"error": "malformed JSON"})
-            return None
-        return data
+            payload = None
+        if not isinstance(payload, dict):
+            return _error(HTTPStatus.BAD_REQUEST, "malformed JSON")
+        if not hook.deliveries.first(delivery=request.headers.get("x-github-delivery"), body=request.body):
+            return _json(HTTPStatus.OK, {"accepted": False, "reason": "delivery already seen"})
+        if request.headers["x-github-event"] == "push" and payload.get("ref") == f"refs/heads/{hook.branch}":
+            self.ctx.trigger("webhook")
+            return _json(HTTPStatus.ACCEPTED, {"accepted": True})
+        return _json(HTTPStatus.OK, {"accepted": False, "reason": "not a push to the configured branch"})
 
-    def _send(self, status: HTTPStatus, data: dict[str, Any]) -> None:
-        self._raw(status, json.dumps(data).encode(), "application/json")
-
-    def _raw(self, status: HTTPStatus, body: bytes, content_type: str) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        self.send_header("Connection", "close")
-        self.end_headers()
-        self.wfile.write(body)
-        self.close_connection = True
+    def _refuse(self, path: str, exc: AuthError) -> Response:
+        """A fixed body; the reason goes to the log and the metrics only."""
+        self.ctx.metrics.auth_failures.labels(path, exc.status.phrase).inc()
+        log.warning("API request refused", extra={"endpoint": path, "reason": exc.reason})
+        return _error(exc.status, "unauthorized" if exc.status == HTTPStatus.UNAUTHORIZED else "forbidden")
 
 
-class ApiServer(ThreadingHTTPServer):
-    """The threaded server; its threads die with the process."""
+# path → method; all but OPEN need the Access JWT when api.access is set, /sync always
+ROUTES = {
+    "/healthz": "GET",
+    "/metrics": "GET",
+    "/status": "GET",
+    "/history": "GET",
+    "/": "GET",
+    "/sync": "POST",
+    "/hooks/github": "POST",
+}
+OPEN = frozenset({"/healthz", "/metrics"})
 
-    daemon_threads = True
-    allow_reuse_address = True
 
-    def __init__(self, listen: str, ctx: ApiContext, *, client_timeout: float = CLIENT_TIMEOUT) -> None:
+class ApiServer(BoundedServer):
+    """The API on its loopback address, bounded (``controller.server.Limits``)."""
+
+    def __init__(self, listen: str, ctx: ApiContext, *, limits: Limits | None = None) -> None:
         host, port = split_listen(listen)
         self.ctx = ctx
-        self.client_timeout = client_timeout
-        super().__init__((host, port), Handler)
-
-    def start(self) -> threading.Thread:
-        """Serve in a background thread."""
-        thread = threading.Thread(target=self.serve_forever, name="api", daemon=True)
-        thread.start()
-        return thread
+        super().__init__(host, port, Routes(ctx), limits=limits)

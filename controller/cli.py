@@ -290,14 +290,16 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    """``verify [REV]``: exit 0 with the signer, 3 with the reason."""
+    """``verify [REV]``: exit 0 with the signer (and the image's, with ``image.signatures``), 3 with the reason."""
     answer = _service(args).verify(args.rev)
     if answer.refusal is not None:
         if not args.json:
             raise answer.refusal
         _fail(f"refused: {answer.refusal}")
         reason = str(answer.refusal)
-        _print_json({"revision": answer.revision, "trusted": False, "reason": reason, "error": reason})
+        refused = {"revision": answer.revision, "trusted": False, "reason": reason, "error": reason}
+        signer = {"signer": answer.verdict.signer} if answer.verdict else {}  # the commit passed, the image did not
+        _print_json({**refused, **signer})
         return EXIT_REFUSED
     verdict = answer.verdict
     assert verdict is not None  # noqa: S101 a verification without a refusal has a verdict
@@ -309,10 +311,13 @@ def cmd_verify(args: argparse.Namespace) -> int:
                 "signer": verdict.signer,
                 "key_type": verdict.key_type,
                 "detail": verdict.detail,
+                "image_signer": answer.image.image_signer if answer.image else None,
             }
         )
     else:
         print(f"trusted: {verdict.describe()}")
+        if answer.image:
+            print(f"image signed by {answer.image.image_signer}")
     return EXIT_OK
 
 

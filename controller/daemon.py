@@ -24,12 +24,13 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
 from controller import notify
-from controller.api import AccessVerifier, ApiContext, ApiServer, WebhookVerifier
+from controller.api import AccessVerifier, ApiContext, ApiServer, Guards, WebhookVerifier
 from controller.config import Config, load_config
 from controller.errors import ConfigError, ControllerError, Reason
 from controller.locks import hold_lock
 from controller.metrics import Metrics
 from controller.notifications import Notifier
+from controller.plan import Plan
 from controller.service import EnvironmentService, PassOptions, PassResult
 
 log = logging.getLogger("dreichor.daemon")
@@ -87,11 +88,15 @@ def setup_cli_logging(level: str | None = None) -> None:
     _log_to(sys.stderr, logging.Formatter("%(levelname)s %(name)s: %(message)s"), level or "warning")
 
 
+class _OwnHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """The controller's own log handler: set up again replaces it, and leaves others' handlers alone."""
+
+
 def _log_to(stream: Any, formatter: logging.Formatter, level: str) -> None:
-    handler = logging.StreamHandler(stream)
+    handler = _OwnHandler(stream)
     handler.setFormatter(formatter)
     root = logging.getLogger()
-    root.handlers[:] = [handler]
+    root.handlers[:] = [h for h in root.handlers if not isinstance(h, _OwnHandler)] + [handler]
     root.setLevel(level.upper())
     logging.getLogger("apscheduler").setLevel(max(logging.WARNING, root.level))
 
@@ -114,6 +119,7 @@ class Daemon:
         self.trigger_pending = threading.Event()
         self.ready = False
         self.api: ApiServer | None = None
+        self.last_plan: Plan | None = None  # the newest plan a pass made, for the status page
 
     def run(self) -> int:
         """Run until SIGTERM; return the exit code."""
@@ -185,6 +191,7 @@ class Daemon:
             log.exception("the pass failed with a bug")
             result = PassResult("failed", "internal error", retryable=True, code=Reason.INTERNAL_ERROR)
         self.last_pass_at = datetime.now(UTC)
+        self.last_plan = result.plan or self.last_plan  # a pass refused before its plan leaves the last one
         level = logging.WARNING if result.result in PROBLEM_RESULTS else logging.INFO
         log.log(level, "pass", extra={"result": result.result, "code": str(result.code), "reason": result.reason})
         self._after_pass(result, seconds=(self.last_pass_at - started).total_seconds())
@@ -225,15 +232,15 @@ class Daemon:
             notify.watchdog()
 
     def _start_api(self) -> ApiServer:
-        dotenv = self.service.dotenv()
-        access = self.config.api.access
         ctx = ApiContext(
             status_json=self._status_json,
             healthy=self.healthy,
             trigger=self.trigger,
             metrics=self.metrics,
-            access=AccessVerifier(access) if access else None,
-            webhook=WebhookVerifier(dotenv.get("GITHUB_WEBHOOK_SECRET"), branch=self.config.source.branch),
+            guards=self._api_guards(),
+            status=lambda: self.service.status(),  # noqa: PLW0108 the service is replaced on reload
+            history=lambda: self.service.history(verify=True),
+            last_plan=lambda: self.last_plan,
         )
         try:
             server = ApiServer(self.config.listen, ctx)
@@ -241,6 +248,16 @@ class Daemon:
             raise ConfigError(f"cannot listen on {self.config.listen}: {exc.strerror}") from None
         server.start()
         return server
+
+    def _api_guards(self) -> Guards:
+        """The API's Access verifier and webhook secret, as the config and the ``.env`` say now."""
+        access = self.config.api.access
+        return Guards(
+            access=AccessVerifier(access) if access else None,
+            webhook=WebhookVerifier(
+                self.service.dotenv().get("GITHUB_WEBHOOK_SECRET"), branch=self.config.source.branch
+            ),
+        )
 
     def _status_json(self) -> bytes | None:
         try:
@@ -286,10 +303,15 @@ class Daemon:
         if config.environment != self.config.environment:
             log.error("config reload refused: the environment cannot change")
             return
+        if config.listen != self.config.listen:
+            log.error("config reload refused: api.listen changed; restart the controller to move the API")
+            return
         self.config = config
         hooks, notices, check = self.service.audit_hooks, self.service.notice_hooks, self.service.image_check
         self.service.close()
         self.service = EnvironmentService(config)
         self.service.audit_hooks, self.service.notice_hooks, self.service.image_check = hooks, notices, check
+        if self.api is not None:
+            self.api.ctx.apply(self._api_guards())  # api.access, allowed_emails, the webhook secret: now
         self.scheduler.reschedule_job(JOB_ID, trigger=self._trigger())
         log.info("config reloaded")

@@ -9,7 +9,7 @@ clock — is passed in, so the unit tests drive it over a fake engine.
 
 Extension points: ``audit_hooks`` are called with every audit event written
 (notifications, commit statuses), with the pass's facts the event does not
-record added (``image``, ``signer``, and ``log``: the failed container's
+record added (``image``, ``signer``, ``image_signer`` and ``log``: the failed container's
 output); ``notice_hooks`` with the pass's moments that are no audit event
 (``progressing`` before an apply, ``unchanged`` at the head, ``stale`` when
 the source has just become stale); ``image_check`` is the pass's image
@@ -36,6 +36,7 @@ from controller.files import create_new
 from controller.image_signatures import ImageVerdict, registry_for, verify_image
 from controller.layout import init_layout
 from controller.locks import pass_lock
+from controller.manifest import MAX_MANIFEST_BYTES
 from controller.reconcile import ImageCheck, Pass, PassOptions, PassWorld, current_container, remembered_revision
 from controller.recording import AuditEvent, PassResult, record, rolled_back_to, suspension
 from controller.rollout import Applier, Rollout, checkpoint
@@ -90,6 +91,7 @@ class Verification:
     revision: str
     verdict: Verdict | None
     refusal: Refused | None = None
+    image: ImageVerdict | None = None  # the declared image's signature, when ``image.signatures`` is set
 
 
 @dataclass(frozen=True)
@@ -233,7 +235,12 @@ class EnvironmentService:
         stale_after = timedelta(seconds=STALE_AFTER_INTERVALS * self.config.source.interval)
         report = run.report(result, recovered=recovered)
         status, events = record(previous, report, now=run.ctx.now, stale_after=stale_after)
-        facts = {"image": report.image, "signer": report.signer, "log": report.logs}
+        facts = {
+            "image": report.image,
+            "signer": report.signer,
+            "image_signer": report.image_signer,
+            "log": report.logs,
+        }
         for event in events:
             self.emit(event, at=run.ctx.now, facts=facts)
         self._remember(previous, status, guard=run.ctx.guard)
@@ -318,7 +325,30 @@ class EnvironmentService:
             )
         except Refused as exc:
             return Verification(revision, None, exc)
-        return Verification(revision, verdict)
+        try:
+            image = self._verify_declared_image(revision)
+        except Refused as exc:
+            return Verification(revision, verdict, exc)
+        return Verification(revision, verdict, image=image)
+
+    def _verify_declared_image(self, revision: str) -> ImageVerdict | None:
+        """With ``image.signatures`` set, the signature of the image ``revision``'s manifest declares.
+
+        The manifest is judged offline, as ``validate`` does: ``.env`` is the pass's business, not ``verify``'s.
+        """
+        if self.config.image.signatures is None:
+            return None
+        path = f"envs/{self.config.environment}.yaml"
+        desired = desired_from_bytes(
+            self.source.read_file(revision, path, max_bytes=MAX_MANIFEST_BYTES),
+            environment=self.config.environment,
+            repository=self.config.image.repository,
+            paths=self.config.paths,
+            dotenv=None,
+            revision=revision,
+            what=f"{path} at {revision[:12]}",
+        )
+        return self.verify_image(desired.image)
 
     def verify_image(self, reference: str) -> ImageVerdict:
         """The cosign signature of ``reference`` (``repo@sha256:…``) against ``image.signatures.keys``."""

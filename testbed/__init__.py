@@ -564,6 +564,7 @@ class CuttingProxy:
         self.port = int(self.listener.getsockname()[1])
         self.host = f"127.0.0.1:{self.port}"
         self._budget: int | None = None  # bytes still allowed downstream; None: unlimited
+        self.connections = 0  # accepted so far: a test that must not reach the registry asserts it stays put
         self._lock = threading.Lock()
         self._sockets: list[socket.socket] = []
         threading.Thread(target=self._accept, daemon=True).start()
@@ -584,6 +585,7 @@ class CuttingProxy:
                 client, _ = self.listener.accept()
             except OSError:
                 return
+            self.connections += 1
             with self._lock:
                 refused = self._budget is not None and self._budget <= 0
             if refused:
@@ -806,6 +808,7 @@ def page_sample(*, now: datetime, reason: str = "", environment: str = "prod", e
             "revision": running,
             "image": image,
             "signer": "Ada Lovelace <ada@dreichor.example> (ed25519)",
+            "image_signer": "SHA256:" + "Zm9vYmFy" * 5 + "Zm9v",
             "applied_at": minutes[4].isoformat(),
         },
         "last_attempt": {"revision": refused, "result": "refused", "reason": reason, "at": minutes[2].isoformat()},

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import hmac
 import http.client
 import json
+import signal
 import socket
+import subprocess
+import threading
 import time
 from collections.abc import Iterator
 
@@ -16,10 +20,11 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from prometheus_client.parser import text_string_to_metric_families
 
-from controller.api import AccessVerifier, ApiContext, ApiServer, WebhookVerifier
+from controller.api import AccessVerifier, ApiContext, ApiServer, Guards, WebhookVerifier
 from controller.config import AccessConfig
 from controller.metrics import Metrics
-from testbed import JwksServer, free_port
+from controller.server import Limits
+from testbed import ControllerHost, JwksServer, free_port, wait_for
 
 TEAM = "https://dreichor.cloudflareaccess.com"
 AUD = "aud-tag-123"
@@ -36,6 +41,7 @@ class Api:
         self, keys: Keys, *, access: bool = True, secret: str | None = SECRET, emails: list[str] | None = None
     ):
         self.triggers: list[str] = []
+        self.keys = keys
         self.health = True
         self.metrics = Metrics()
         config = AccessConfig(team_domain=TEAM, audience=AUD, jwks_url=keys.url, allowed_emails=emails or [])
@@ -44,11 +50,12 @@ class Api:
             healthy=lambda: self.health,
             trigger=self.triggers.append,
             metrics=self.metrics,
-            access=AccessVerifier(config) if access else None,
-            webhook=WebhookVerifier(secret, branch="main"),
+            guards=Guards(
+                access=AccessVerifier(config) if access else None, webhook=WebhookVerifier(secret, branch="main")
+            ),
         )
         self.port = free_port()
-        self.server = ApiServer(f"127.0.0.1:{self.port}", self.ctx, client_timeout=2)
+        self.server = ApiServer(f"127.0.0.1:{self.port}", self.ctx, limits=Limits(deadline=2))
         self.server.start()
 
     def request(
@@ -188,19 +195,19 @@ def test_a_webhook_without_a_secret_is_forbidden(keys: Keys) -> None:
 def test_a_body_over_one_mebibyte_is_refused_before_it_is_read(api: Api) -> None:
     with socket.create_connection(("127.0.0.1", api.port), timeout=10) as sock:
         sock.sendall(
-            b"POST /hooks/github HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-            b"Content-Length: 2000000\r\n\r\n"
+            b"POST /hooks/github HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nX-GitHub-Event: push\r\n"
+            b"X-Hub-Signature-256: sha256=" + b"0" * 64 + b"\r\nContent-Length: 2000000\r\n\r\n"
         )
         reply = sock.recv(4096)
-    assert reply.startswith(b"HTTP/1.0 413")
+    assert reply.startswith(b"HTTP/1.1 413")
 
 
 def test_an_idle_client_is_dropped(api: Api) -> None:
     with socket.create_connection(("127.0.0.1", api.port), timeout=30) as sock:
         sock.sendall(b"POST /sync HTTP/1.1\r\nHost: x\r\n")  # headers never finished
         started = time.monotonic()
-        assert sock.recv(4096) == b""  # the server hung up
-        assert 1.5 <= time.monotonic() - started < 15
+        assert _answer_within(sock, 15).startswith(b"HTTP/1.1 408")  # then the server hung up
+        assert 1.5 <= time.monotonic() - started < 4
     assert api.request("GET", "/healthz")[0] == 200
 
 
@@ -235,8 +242,315 @@ def test_metrics_parse_and_count_refusals(api: Api) -> None:
         assert name in families
 
 
-def test_healthz_follows_the_daemon_and_status_serves_the_file(api: Api) -> None:
+def test_healthz_follows_the_daemon_and_status_serves_the_file(api: Api, keys: Keys) -> None:
     assert api.request("GET", "/healthz")[0] == 200
     api.health = False
     assert api.request("GET", "/healthz")[0] == 503
-    assert json.loads(api.request("GET", "/status")[1]) == {"phase": "InSync"}
+    token = {"Cf-Access-Jwt-Assertion": keys.token()}
+    assert json.loads(api.request("GET", "/status", headers=token)[1]) == {"phase": "InSync"}
+
+
+@pytest.mark.parametrize("path", ["/", "/status", "/history", "/history?limit=3"])
+def test_reads_need_the_access_token_when_access_is_set(api: Api, keys: Keys, path: str) -> None:
+    assert api.request("GET", path)[0] == 401
+    assert api.request("GET", path, headers={"Cf-Access-Jwt-Assertion": "not.a.jwt"})[0] == 401
+    assert api.request("GET", path, headers={"Cf-Access-Jwt-Assertion": keys.token()})[0] == 200
+
+
+def test_reads_by_an_email_outside_the_allowed_list_are_forbidden(keys: Keys) -> None:
+    api = Api(keys, emails=["ops@dreichor.io"])
+    try:
+        assert api.request("GET", "/", headers={"Cf-Access-Jwt-Assertion": keys.token(email="x@y.io")})[0] == 403
+    finally:
+        api.server.shutdown()
+
+
+@pytest.mark.parametrize("path", ["/healthz", "/metrics"])
+def test_health_and_metrics_stay_open(api: Api, path: str) -> None:
+    assert api.request("GET", path)[0] == 200
+
+
+def test_without_access_the_page_is_open_and_served_with_its_policy(keys: Keys) -> None:
+    api = Api(keys, access=False)
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", api.port, timeout=10)
+        conn.request("GET", "/?refresh=1")
+        reply = conn.getresponse()
+        body = reply.read()
+        assert reply.status == 200
+        assert reply.getheader("Content-Type") == "text/html; charset=utf-8"
+        assert (reply.getheader("Content-Security-Policy") or "").startswith("default-src 'none'")
+        assert b"<html" in body
+        status, history = api.request("GET", "/history?limit=2")
+        assert status == 200 and json.loads(history) == {"snapshots": [], "events": [], "chain": "ok"}
+        for bad in ("0", "abc", "1001", "-1"):
+            status, answer = api.request("GET", f"/history?limit={bad}")
+            assert status == 400 and "limit must be" in json.loads(answer)["error"]
+    finally:
+        api.server.shutdown()
+
+
+# -- issue 13, the API: each item reproduced over real sockets -----------------------------------
+
+
+def _partial(port: int, head: bytes) -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+    sock.sendall(head)
+    return sock
+
+
+def _answer_within(sock: socket.socket, seconds: float) -> bytes:
+    """What the server sends before it closes, or b"" when it says nothing within ``seconds``."""
+    sock.settimeout(seconds)
+    chunks = []
+    try:
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    except TimeoutError:
+        pass
+    except ConnectionResetError:
+        pass
+    return b"".join(chunks)
+
+
+def _healthz_seconds(api: Api) -> float:
+    started = time.monotonic()
+    assert api.request("GET", "/healthz")[0] == 200
+    return time.monotonic() - started
+
+
+class _Slowloris:
+    """``count`` clients that start a request and then send one header byte every ``every`` seconds."""
+
+    def __init__(self, port: int, *, count: int, every: float = 0.5) -> None:
+        self.port, self.count, self.every = port, count, every
+        self.open: list[socket.socket] = []
+        self.dropped = 0
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        for _ in range(self.count):
+            if self.stop.is_set():
+                return
+            try:
+                self.open.append(_partial(self.port, b"GET /status HTTP/1.1\r\nHost: x\r\nX-Slow: "))
+            except OSError:
+                self.dropped += 1
+        while not self.stop.wait(self.every):
+            for sock in list(self.open):
+                try:
+                    sock.send(b"y")
+                except OSError:
+                    self.open.remove(sock)
+                    sock.close()
+                    self.dropped += 1
+
+    def __enter__(self) -> _Slowloris:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join(timeout=30)
+        for sock in self.open:
+            sock.close()
+
+
+def test_hundreds_of_slow_clients_hold_no_thread_each_and_healthz_answers(api: Api) -> None:
+    before = threading.active_count()
+    peak, answered = before, []
+    with _Slowloris(api.port, count=300) as clients:
+        deadline = time.monotonic() + 6
+        while time.monotonic() < deadline:
+            peak = max(peak, threading.active_count())
+            answered.append(_healthz_seconds(api))
+            time.sleep(0.2)
+    assert peak <= before + 20, f"{peak - before} threads for 300 slow clients"
+    assert max(answered) < 1.5, f"healthz took {max(answered):.2f} s"
+    assert clients.dropped >= 250  # the 2 s whole-request deadline dropped them, a byte a while does not help
+
+
+def test_a_client_trickling_a_byte_at_a_time_is_dropped_at_the_deadline(api: Api) -> None:
+    sock = _partial(api.port, b"GET /status HTTP/1.1\r\n")
+    started = time.monotonic()
+    dropped = None
+    with sock:
+        for n in range(40):  # 8 s of one byte every 0.2 s, far under the 2 s receive timeout
+            try:
+                sock.sendall(b"X-Pad-%d: y\r\n" % n)
+            except OSError:
+                dropped = time.monotonic() - started
+                break
+            time.sleep(0.2)
+    assert dropped is not None and dropped < 4  # the test server's deadline is 2 s for the whole request
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"POST /sync HTTP/1.1\r\nHost: x\r\nCf-Access-Jwt-Assertion: bad\r\nContent-Length: 1048576\r\n\r\n",
+        b"POST /hooks/github HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nX-GitHub-Event: push\r\n"
+        b"Content-Length: 1048576\r\n\r\n",  # no signature header: refused before the body
+    ],
+)
+def test_an_unauthenticated_body_is_never_waited_for(api: Api, head: bytes) -> None:
+    with _partial(api.port, head) as sock:
+        answer = _answer_within(sock, 1.0)
+    assert answer.split(b"\r\n")[0].endswith((b"401 Unauthorized", b"401 "))
+    assert api.triggers == []
+
+
+def test_a_webhook_without_an_event_header_is_not_a_push(api: Api) -> None:
+    body = b'{"ref": "refs/heads/main"}'
+    signature = "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
+    headers = {"Content-Type": "application/json", "X-Hub-Signature-256": signature, "X-GitHub-Delivery": "e1"}
+    assert api.request("POST", "/hooks/github", body, headers)[0] == 400
+    assert api.triggers == []
+
+
+def test_a_captured_delivery_replayed_under_a_new_delivery_id_is_refused(api: Api) -> None:
+    body = b'{"ref": "refs/heads/main", "after": "1234"}'
+    assert api.hook(body, delivery="first") == 202
+    assert api.hook(body, delivery="second") == 200  # same signed body, new id: a replay
+    assert api.triggers == ["webhook"]
+
+
+def test_a_ping_is_answered_without_a_pass(api: Api) -> None:
+    body = b'{"zen": "Keep it logically awesome."}'
+    signature = "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
+    headers = {
+        "Content-Type": "application/json",
+        "X-Hub-Signature-256": signature,
+        "X-GitHub-Event": "ping",
+        "X-GitHub-Delivery": "p1",
+    }
+    assert api.request("POST", "/hooks/github", body, headers)[0] == 200
+    assert api.triggers == []
+
+
+def _hook_request(port: int, secret: str, n: int) -> int:
+    body = json.dumps({"ref": "refs/heads/main", "after": f"{n:040x}"}).encode()
+    headers = {
+        "Content-Type": "application/json",
+        "X-GitHub-Event": "push",
+        "X-GitHub-Delivery": f"delivery-{n}",
+        "X-Hub-Signature-256": "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest(),
+    }
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    conn.request("POST", "/hooks/github", body=body, headers=headers)
+    status = conn.getresponse().status
+    conn.close()
+    return status
+
+
+def _sync_request(port: int, token: str) -> int:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    conn.request("POST", "/sync", headers={"Cf-Access-Jwt-Assertion": token})
+    status = conn.getresponse().status
+    conn.close()
+    return status
+
+
+def _access_config(port: int, keys: Keys, emails: list[str]) -> str:
+    return (
+        f"api: {{listen: '127.0.0.1:{port}', access: {{team_domain: '{TEAM}', audience: {AUD},"
+        f" jwks_url: '{keys.url}', allowed_emails: {json.dumps(emails)}}}}}\n"
+    )
+
+
+def _logged(host: ControllerHost, daemon: subprocess.Popen[str], message: str) -> int:
+    lines = [json.loads(line) for line in host.daemon_output(daemon)[0].splitlines() if line.startswith("{")]
+    return sum(1 for line in lines if line["msg"] == message)
+
+
+def test_sighup_applies_access_emails_and_the_webhook_secret_at_once(
+    controller_host: ControllerHost, keys: Keys
+) -> None:
+    host, port = controller_host, free_port()
+    config = host.configs["prod"]
+    base = "\n".join(line for line in config.read_text().splitlines() if not line.startswith("api:"))
+    base = base.replace("interval: 1,", "interval: 3600,") + "\n"
+    config.write_text(base + _access_config(port, keys, ["ops@dreichor.io"]))
+    dotenv = host.root / "prod/deploy-agent/.env"
+    plain = dotenv.read_text()
+    dotenv.write_text(plain + "GITHUB_WEBHOOK_SECRET=old-secret\n")
+    daemon = host.start_daemon()
+    try:
+        wait_for(lambda: host.status().phase == "InSync", what="the first deploy")
+        ops, boss = keys.token(email="ops@dreichor.io"), keys.token(email="boss@dreichor.io")
+        assert _sync_request(port, ops) == 202
+        assert _sync_request(port, boss) == 403
+        assert _hook_request(port, "old-secret", 1) == 202
+
+        config.write_text(base + _access_config(port, keys, ["boss@dreichor.io"]))
+        dotenv.write_text(plain + "GITHUB_WEBHOOK_SECRET=new-secret\n")
+        daemon.send_signal(signal.SIGHUP)
+        wait_for(lambda: _logged(host, daemon, "config reloaded") == 1, what="the reload")
+        assert _sync_request(port, ops) == 403  # removed from allowed_emails: no more syncs
+        assert _sync_request(port, boss) == 202
+        assert _hook_request(port, "old-secret", 2) == 401  # the rotated secret no longer works
+        assert _hook_request(port, "new-secret", 3) == 202
+
+        config.write_text(base + _access_config(free_port(), keys, ["ops@dreichor.io"]))
+        daemon.send_signal(signal.SIGHUP)
+        restart = "config reload refused: api.listen changed; restart the controller to move the API"
+        wait_for(lambda: _logged(host, daemon, restart) == 1, what="the refused reload")
+        assert _logged(host, daemon, "config reloaded") == 1  # never "reloaded" while keeping the old guards
+        assert _sync_request(port, ops) == 403
+        daemon.send_signal(signal.SIGTERM)
+        assert daemon.wait(timeout=60) == 0
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+
+
+def test_at_most_sixteen_requests_run_at_once_and_healthz_still_answers(api: Api) -> None:
+    release, running, peak = threading.Event(), [0], [0]
+    lock = threading.Lock()
+
+    def slow_status() -> bytes:
+        with lock:
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+        release.wait(timeout=30)
+        with lock:
+            running[0] -= 1
+        return b"{}"
+
+    api.ctx.status_json = slow_status
+    api.server.limits = Limits(deadline=30)  # the queued ones wait for a slot, not for the deadline
+    token = {"Cf-Access-Jwt-Assertion": api.keys.token()}
+    answers: list[int] = []
+    callers = [
+        threading.Thread(target=lambda: answers.append(api.request("GET", "/status", headers=token)[0]))
+        for _ in range(40)
+    ]
+    for caller in callers:
+        caller.start()
+    wait_for(lambda: peak[0] == 16, timeout=10, what="16 requests in flight")
+    time.sleep(0.5)
+    assert peak[0] == 16
+    assert _healthz_seconds(api) < 1  # answered by the loop, not a worker
+    release.set()
+    for caller in callers:
+        caller.join(timeout=30)
+    assert answers == [200] * 40
+
+
+@pytest.mark.parametrize(
+    ("raw", "status"),
+    [
+        (b"GARBAGE\r\n\r\n", b"400"),
+        (b"GET / HTTP/1.1\r\n\r\n", b"400"),  # HTTP/1.1 without Host
+        (b"GET /nowhere HTTP/1.1\r\nHost: x\r\n\r\n", b"404"),
+        (b"DELETE /sync HTTP/1.1\r\nHost: x\r\n\r\n", b"405"),
+        (b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 40_000 + b"\r\n\r\n", b"431"),
+    ],
+)
+def test_broken_requests_get_a_plain_answer(api: Api, raw: bytes, status: bytes) -> None:
+    with socket.create_connection(("127.0.0.1", api.port), timeout=10) as sock:
+        with contextlib.suppress(OSError):  # the server may answer and close before taking it all
+            sock.sendall(raw)
+        answer = _answer_within(sock, 5)
+    assert answer.split(b"\r\n")[0].split(b" ")[1] == status

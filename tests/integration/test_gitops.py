@@ -256,7 +256,12 @@ def test_access_tokens_and_webhooks_drive_the_daemon_and_systemd_hears_it(
         host.publish("a again", prod=images["healthy-a"])
         body = b'{"ref": "refs/heads/main"}'
         signature = "sha256=" + hmac.new(b"s3cret", body, hashlib.sha256).hexdigest()
-        headers = {"Content-Type": "application/json", "X-Hub-Signature-256": signature, "X-GitHub-Delivery": "1"}
+        headers = {
+            "Content-Type": "application/json",
+            "X-Hub-Signature-256": signature,
+            "X-GitHub-Event": "push",
+            "X-GitHub-Delivery": "1",
+        }
         assert post("/hooks/github", body, headers) == 202
         wait_for(lambda: host.image() == images["healthy-a"])
         daemon.send_signal(signal.SIGTERM)

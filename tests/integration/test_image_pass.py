@@ -20,12 +20,17 @@ _serial = itertools.count()
 class SignedHost:
     """The prod controller with ``image.signatures`` on, over a repository of its own in the test registry."""
 
-    def __init__(self, host: Host, images: dict[str, str], tmp: Path) -> None:
+    def __init__(self, host: Host, images: dict[str, str], tmp: Path, *, via: str | None = None) -> None:
+        """``via``: a relay's ``host:port`` in front of the registry, named in the config and the images."""
         self.host = host
         self.writer = RegistryWriter(host.registry.host)
         repository = f"signed-pass/run{next(_serial)}"
         self.a = self.writer.copy_image(images["healthy-a"], repository)
         self.b = self.writer.copy_image(images["healthy-b"], repository)
+        registry = via or host.registry.host
+        if via:
+            self.writer = RegistryWriter(via)
+            self.a, self.b = (ref.replace(host.registry.host, via, 1) for ref in (self.a, self.b))
         self.key = make_signing_key(tmp / "trusted")
         agent = host.configs["prod"].parent
         (agent / "trust" / "cosign.pub").write_bytes(self.key.public_path.read_bytes())
@@ -34,7 +39,7 @@ class SignedHost:
             .read_text()
             .replace(
                 f"image: {{repository: {host.registry.repository}}}",
-                f"image: {{repository: {host.registry.host}/{repository}, signatures: {{keys: [trust/cosign.pub]}}}}",
+                f"image: {{repository: {registry}/{repository}, signatures: {{keys: [trust/cosign.pub]}}}}",
             )
         )
         host.configs["prod"].write_text(config)

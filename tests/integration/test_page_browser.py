@@ -4,27 +4,37 @@ The server sends the page with its CSP (plus a ``report-uri`` back to itself,
 so a blocked style, script or load would be reported) and records every
 request.  A refusal reason carrying ``<img src=x onerror=…>`` must show as
 text and make no request; two control pages prove the test would notice if it
-did.  Screenshots land in ``test-output/page/`` (or ``$DREICHOR_TEST_OUTPUT``).
+did.  Then the same against a daemon that deployed with the real engine and
+refused a manifest whose env key is markup: loading its page starts no process
+and opens no Unix socket (an audit hook watches the API's threads), and runs
+no pass.  Screenshots land in ``test-output/page/`` (or ``$DREICHOR_TEST_OUTPUT``).
 """
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 import shutil
 import subprocess
+import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from html.parser import HTMLParser
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from controller.daemon import Daemon
 from controller.page import render_page
-from testbed import page_sample, wait_for
+from testbed import ControllerHost, manifest_text, page_sample, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 OUTPUT = Path(os.environ.get("DREICHOR_TEST_OUTPUT") or ROOT / "test-output") / "page"
@@ -202,3 +212,123 @@ def test_a_screenshot_is_saved_with_the_test_output(
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert shot.stat().st_size > 20_000  # a rendered page, not a blank one
     assert server.reports == []
+
+
+class _Trips:
+    """Every process start and Unix-socket connect made off the main thread (the API's threads)."""
+
+    def __init__(self) -> None:
+        self.armed = False
+        self.seen: list[tuple[str, str]] = []
+        sys.addaudithook(self._hook)
+
+    def _hook(self, event: str, args: tuple[object, ...]) -> None:
+        if not self.armed or threading.current_thread() is threading.main_thread():
+            return
+        if event in ("subprocess.Popen", "os.posix_spawn", "os.exec", "os.fork"):
+            self.seen.append((event, repr(args)[:200]))
+        elif event == "socket.connect" and isinstance(args[1], str | bytes):  # AF_UNIX: the Docker socket
+            self.seen.append((event, repr(args[1])))
+
+
+TRIPS = _Trips()  # audit hooks cannot be removed: one per test process, armed only around the loads
+
+
+class _Requests(logging.Handler):
+    """The API's access log lines: which paths the browser asked for."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+
+@pytest.fixture
+def deployed(controller_host: ControllerHost, images: dict[str, str]) -> Iterator[tuple[Daemon, str]]:
+    """A daemon that deployed image A with the real engine, then refused a manifest whose env key is markup."""
+    daemon = Daemon(controller_host.configs["prod"])
+    assert daemon.tick().result == "applied"
+    bad = manifest_text("prod", images["healthy-b"], **{MARKUP_KEY: "1"})
+    controller_host.repo.write("envs/prod.yaml", bad)
+    controller_host.repo.commit("a key that is markup", key=controller_host.key)
+    controller_host.repo.push()
+    assert daemon.tick().result == "refused"
+    daemon.api = daemon._start_api()
+    yield daemon, f"http://{daemon.config.listen}"
+    daemon.api.shutdown()
+    daemon.api.server_close()
+    daemon.service.close()
+
+
+MARKUP_KEY = "<img src=x onerror=\"fetch('/hit')\">"
+
+
+def test_a_deployed_daemon_serves_its_page_and_loading_it_runs_nothing(
+    deployed: tuple[Daemon, str], controller_host: ControllerHost, images: dict[str, str], tmp_path: Path
+) -> None:
+    _, base = deployed
+    status = controller_host.status()
+    assert status.applied is not None and status.last_attempt is not None
+    events_before = controller_host.audit()
+    requests = _Requests()
+    api_log = logging.getLogger("dreichor.api")
+    api_log.addHandler(requests)
+    api_log.setLevel(logging.DEBUG)
+    TRIPS.armed, TRIPS.seen = True, []
+    try:
+        dom = _Dom(_chromium(base + "/", tmp_path, "--dump-dom"))
+        OUTPUT.mkdir(parents=True, exist_ok=True)
+        shot = OUTPUT / "daemon.png"
+        shot.unlink(missing_ok=True)
+        _chromium(base + "/", tmp_path, f"--screenshot={shot}", "--window-size=1280,2000")
+        history = {limit: _get_json(base + "/history" + limit) for limit in ("", "?limit=1")}
+        with pytest.raises(urllib.error.HTTPError) as bad:
+            _get_json(base + "/history?limit=0")
+        time.sleep(0.5)  # a request the page had sent would have landed by now
+    finally:
+        TRIPS.armed = False
+        api_log.removeHandler(requests)
+    assert "Degraded" in dom.text
+    assert status.applied.revision[:12] in dom.text
+    assert status.applied.signer in dom.text
+    assert f"refused Revision {status.last_attempt.revision[:12]} Reason {status.last_attempt.reason}" in dom.text
+    assert MARKUP_KEY in status.last_attempt.reason and MARKUP_KEY in dom.text
+    assert "What the last pass planned Action create" in dom.text
+    assert "img" not in dom.tags
+    assert not any("/hit" in line for line in requests.lines), requests.lines
+    assert '"GET /"' in requests.lines  # the log would have shown a request for /hit
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert TRIPS.seen == []  # no git, no Docker, no process of any kind from the API's threads
+    assert controller_host.audit() == events_before  # no pass ran
+    assert controller_host.image() == images["healthy-a"]
+    assert history[""]["chain"] == "ok"
+    assert history[""]["events"] == events_before
+    [last] = history["?limit=1"]["events"]
+    assert last["event"] == "refused" and MARKUP_KEY in last["reason"]
+    assert bad.value.code == 400
+
+
+def _get_json(url: str) -> Any:
+    with urllib.request.urlopen(url, timeout=10) as reply:  # noqa: S310 loopback
+        return json.load(reply)
+
+
+def test_the_trip_wire_sees_git_and_docker(deployed: tuple[Daemon, str]) -> None:
+    daemon, _ = deployed
+    seen: list[tuple[str, str]] = []
+
+    def pass_in_a_thread() -> None:
+        daemon.tick()
+
+    daemon.service.close()  # a fresh Docker connection, not one from the pool
+    TRIPS.armed, TRIPS.seen = True, seen
+    try:
+        worker = threading.Thread(target=pass_in_a_thread)
+        worker.start()
+        worker.join(timeout=120)
+    finally:
+        TRIPS.armed = False
+    assert any(event == "subprocess.Popen" for event, _ in seen)  # git fetch
+    assert any(event == "socket.connect" for event, _ in seen)  # the Docker socket

@@ -66,6 +66,17 @@ def test_in_swarm_mode_the_message_names_the_node_and_task() -> None:
     assert "Node:" not in compose(applied()).body
 
 
+def test_an_applied_image_names_its_cosign_signer_next_to_the_commit_signer() -> None:
+    decision = Decision(
+        "applied", "prod", revision=SHA_A, image=IMAGE, signer="deploy@example", image_signer="SHA256:k"
+    )
+    (message,) = decide(Memory(), decision, now=T0, policy=POLICY).messages
+    lines = message.body.splitlines()
+    assert lines[lines.index("Signer: deploy@example") + 1] == "Image signer: SHA256:k"
+    (plain,) = run([(applied(), T0)])[0].messages
+    assert "Image signer" not in plain.body
+
+
 def test_the_same_refusal_over_several_passes_is_told_once() -> None:
     passes = [(refused(), T0 + timedelta(minutes=i)) for i in range(5)]
     assert titles(run(passes)) == [["prod: refused bbbbbbb"], [], [], [], []]
@@ -199,6 +210,10 @@ def test_the_memory_survives_a_round_trip_through_json() -> None:
         (
             {"event": "applied", "revision": SHA_A, "image": IMAGE, "signer": "s", "log": None, "prev": "0"},
             Decision("applied", "prod", revision=SHA_A, image=IMAGE, signer="s"),
+        ),
+        (
+            {"event": "applied", "revision": SHA_A, "signer": "s", "image_signer": "SHA256:k"},
+            Decision("applied", "prod", revision=SHA_A, signer="s", image_signer="SHA256:k"),
         ),
         ({"event": "suspended", "reason": "by hand"}, Decision("suspended", "prod", reason="by hand")),
         ({"event": "rollback", "snapshot": "s1"}, None),

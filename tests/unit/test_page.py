@@ -68,6 +68,7 @@ UNTRUSTED = [
     "status.last_attempt.logs",
     "status.last_attempt.revision",
     "status.applied.signer",
+    "status.applied.image_signer",
     "status.applied.image",
     "status.applied.revision",
     "status.source.url",
@@ -113,9 +114,19 @@ def test_the_sample_page_shows_what_runs_who_signed_it_and_what_was_refused() ->
     assert "Degraded" in text
     assert sample["status"]["applied"]["revision"][:12] in text
     assert sample["status"]["applied"]["signer"] in text
+    assert sample["status"]["applied"]["image_signer"] in text
     assert sample["status"]["last_attempt"]["reason"] in text
     assert "Quarantined" in text
     assert "Chain intact" in text
+
+
+def test_the_image_signer_is_shown_next_to_the_commit_signer_only_when_images_are_signed() -> None:
+    signer = page_sample(now=NOW)["status"]["applied"]["image_signer"]
+    html = _render()[0].decode()
+    assert re.search(r"Signed by</th><td>[^<]*</td></tr>\n<tr><th scope=\"row\">Image signed by</th>", html)
+    assert f"<code>{signer}</code>" in html
+    unsigned, _ = page.render_page(**_with("status.applied.image_signer", None))
+    assert "Image signed by" not in unsigned.decode()
 
 
 @pytest.mark.parametrize(
