@@ -19,7 +19,7 @@ def main() -> int:
     """Run, print, write."""
     results: list[Result] = [verify.measure(), verify.measure_webflow()]
     poll_result, rss = poll.measure()
-    results += [poll_result, swap.measure()]
+    results += [poll_result, swap.measure(), swap.measure_swarm()]
     trigger_result, hook = trigger.measure()
     results.append(trigger_result)
     results += [page.measure(), page.measure_during_pass(), api_load.measure(), image_verify.measure()]

@@ -99,6 +99,8 @@ class Decision:
     reason: str = ""
     code: str = ""
     log: str | None = None
+    node: str | None = None  # Swarm mode: the node the runtime's task runs on after the decision
+    task: str | None = None  # Swarm mode: that task's id
 
 
 @dataclass(frozen=True)
@@ -216,7 +218,8 @@ def decision_from_event(environment: str, event: Mapping[str, Any]) -> Decision 
     """The decision an audit event (or a pass moment the service tells its hooks) stands for; None: not told.
 
     The service's hooks hear ``event``, ``revision``, ``image``, ``signer``,
-    ``image_signer``, ``reason``, ``code`` and, for a rollback, ``log``; break-glass ``rollback``
+    ``image_signer``, ``reason``, ``code``, for a rollback ``log``, and in Swarm
+    mode ``node`` and ``task``; break-glass ``rollback``
     and ``rewrite_allowed`` are audit-only.
     """
     kind = event.get("event")
@@ -237,6 +240,8 @@ def decision_from_event(environment: str, event: Mapping[str, Any]) -> Decision 
         reason=text("reason") or "",
         code=text("code") or "",
         log=text("log"),
+        node=text("node"),
+        task=text("task"),
     )
 
 
@@ -291,6 +296,8 @@ def _details(decision: Decision) -> list[str]:
         lines.append(f"Signer: {decision.signer}")
     if decision.image_signer:
         lines.append(f"Image signer: {decision.image_signer}")
+    if decision.node:
+        lines.append(f"Node: {decision.node}" + (f" (task {decision.task[:12]})" if decision.task else ""))
     if decision.reason:
         lines.append(f"Reason: {one_sentence(decision.reason)}")
     return lines

@@ -34,6 +34,7 @@ class ContainerState:
     published_ports: bool = False
     node: str | None = None  # Swarm mode: the node the running task is on
     task: str | None = None  # Swarm mode: the running task's id
+    placed: bool = True  # Swarm mode: pinned to the node that carries the environment's label
     raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property

@@ -5,7 +5,9 @@ rollbacks, drift repairs, fetch failures, refusals by reason and refused
 API calls; plus the applied revision as an info metric and the time of the
 last successful pass.  Gauges say the state to alert on: the phase (one
 series per phase, 1 for the current one), suspended, source stale,
-quarantined, and the build's version.
+quarantined, and the build's version.  In Swarm mode an info metric names
+the node the runtime's task runs on (one series at a time: the task id, new
+at every deploy, stays in the status file, out of the labels).
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ class Metrics:
         self.quarantined = Gauge("dreichor_quarantined", "1 while the branch head is quarantined.", registry=r)
         self.build_info = Gauge("dreichor_build_info", "The controller's version (always 1).", ["version"], registry=r)
         self.build_info.labels(__version__).set(1)
+        self.runtime_node = Info("dreichor_runtime", "Swarm mode: the node the runtime's task runs on.", registry=r)
         self.notifications_failed = Counter(
             "dreichor_notifications_failed_total", "Notifications that could not be sent.", registry=r
         )
@@ -92,6 +95,8 @@ class Metrics:
         self.suspended.set(1 if status is not None and status.suspended else 0)
         self.source_stale.set(1 if status is not None and status.source.stale else 0)
         self.quarantined.set(1 if status is not None and status.quarantined else 0)
+        if status is not None and status.container.node:
+            self.runtime_node.info({"node": status.container.node})
 
     def exposition(self) -> bytes:
         """The text format for ``GET /metrics``."""

@@ -41,6 +41,7 @@ def differences(desired: DesiredContainer, actual: ContainerState) -> tuple[str,
         ("init", actual.init == desired.init),
         ("network", actual.network_mode == desired.network_mode),
         ("privileges", not actual.privileged and not actual.published_ports),
+        ("placement", actual.placed),
     ]
     return tuple(name for name, same in checks if not same)
 

@@ -119,7 +119,7 @@ def _record_decision(status: Status, did: PassReport, result: PassResult, *, now
         fields = {"revision": target, "image": did.image, "signer": did.signer, "reason": result.reason}
         if did.image_signer:
             fields["image_signer"] = did.image_signer
-        events.append(AuditEvent("drift_repaired" if drift else "applied", fields))
+        events.append(AuditEvent("drift_repaired" if drift else "applied", {**fields, **_placement(did)}))
     elif result.result in ("refused", "rolled_back"):
         status.quarantined = quarantine_key(did)
         if result.code == Reason.SWARM_PLACEMENT:
@@ -128,6 +128,8 @@ def _record_decision(status: Status, did: PassReport, result: PassResult, *, now
             status.last_snapshot = did.snapshot or status.last_snapshot
         if not _told(status, result):
             fields = {"revision": target, "reason": result.reason, "code": str(result.code)}
+            if result.result == "rolled_back":
+                fields |= _placement(did)
             events.append(AuditEvent(result.result, fields))
     elif result.result == "failed" and not result.retryable and not _told(status, result):
         events.append(AuditEvent("failed", {"revision": target, "reason": result.reason, "code": str(result.code)}))
@@ -142,6 +144,12 @@ def _record_decision(status: Status, did: PassReport, result: PassResult, *, now
         logs=did.logs,
     )
     return events
+
+
+def _placement(did: PassReport) -> dict[str, str]:
+    """Swarm mode: the node and task the runtime runs as after the pass (nothing in container mode)."""
+    container = did.container
+    return {k: v for k, v in (("node", container.node), ("task", container.task)) if v}
 
 
 def quarantine_key(did: PassReport) -> str | None:

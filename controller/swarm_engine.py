@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from typing import Any
 
 import docker
@@ -136,7 +137,8 @@ class SwarmEngine:
         tasks = self.tasks(service)
         live = next((t for t in tasks if t.live), None)
         shown = live or next(iter(tasks), None)
-        return _state(service, shown, health=self._task_health(service, shown))
+        state = _state(service, shown, health=self._task_health(service, shown))
+        return replace(state, placed=self._placed_as_labelled(service))
 
     def _task_health(self, service: ServiceState, task: TaskState | None) -> str | None:
         """Swarm holds a task at ``starting`` until its HEALTHCHECK passes, and ends it when it fails."""
@@ -168,15 +170,28 @@ class SwarmEngine:
             swarm = self._client.api.info().get("Swarm") or {}
         if not swarm.get("ControlAvailable"):
             raise Refused(NOT_A_MANAGER, code=Reason.SWARM_PLACEMENT)
+        return self._labelled_node()[1]
+
+    def _labelled_node(self) -> tuple[str, str]:
+        """The id and hostname of the one node labelled for this environment; refused otherwise."""
         with _translated("listing swarm nodes"):
             nodes = self._client.api.nodes(filters={"node.label": f"{NODE_LABEL}={self.environment}"})
-        names = sorted((n.get("Description") or {}).get("Hostname", n["ID"][:12]) for n in nodes)
-        if not names:
+        found = sorted((str(n["ID"]), str((n.get("Description") or {}).get("Hostname", n["ID"][:12]))) for n in nodes)
+        if not found:
             raise Refused(NO_NODE.format(label=NODE_LABEL, env=self.environment), code=Reason.SWARM_PLACEMENT)
-        if len(names) > 1:
-            many = MANY_NODES.format(count=len(names), label=NODE_LABEL, env=self.environment, nodes=", ".join(names))
+        if len(found) > 1:
+            names = ", ".join(sorted(name for _, name in found))
+            many = MANY_NODES.format(count=len(found), label=NODE_LABEL, env=self.environment, nodes=names)
             raise Refused(many, code=Reason.SWARM_PLACEMENT)
-        return str(names[0])
+        return found[0]
+
+    def _placed_as_labelled(self, service: ServiceState) -> bool:
+        """Whether the service is pinned to the node that now carries the label (False when none or many do)."""
+        try:
+            node_id = self._labelled_node()[0]
+        except Refused:
+            return False
+        return _constraints(service.spec) == [_pinned(node_id)]
 
     def logs_tail(self, task_id: str, *, lines: int = 50) -> str:
         """The last ``lines`` lines of the service's output (its failed task's among them)."""
@@ -279,7 +294,7 @@ class SwarmEngine:
                     "Delay": RESTART_DELAY,
                     "MaxAttempts": 0,
                 },
-                "Placement": {"Constraints": [f"node.labels.{NODE_LABEL} == {self.environment}"]},
+                "Placement": {"Constraints": [_pinned(self._labelled_node()[0])]},
                 "ForceUpdate": 0,
             },
             "Mode": {"Replicated": {"Replicas": 1}},
@@ -300,6 +315,21 @@ def _arguments(spec: dict[str, Any]) -> dict[str, Any]:
         "rollback_config": spec.get("RollbackConfig"),
         "endpoint_spec": spec.get("EndpointSpec"),
     }
+
+
+def _pinned(node_id: str) -> str:
+    """The placement constraint: the labelled node by id, so a label moved by hand never moves the task.
+
+    A constraint on the label itself would let Swarm reschedule on its own when
+    the label moves: its constraint enforcer rejects the running task and starts
+    the new one while the old container is still stopping (two running at once).
+    Pinned by id, the move is ours: a stop-first update at the next pass.
+    """
+    return f"node.id == {node_id}"
+
+
+def _constraints(spec: dict[str, Any]) -> list[str]:
+    return list(((spec.get("TaskTemplate") or {}).get("Placement") or {}).get("Constraints") or [])
 
 
 def _container_spec(spec: dict[str, Any]) -> dict[str, Any]:

@@ -4,6 +4,10 @@ Builds everything under a temporary folder — a private dockerd, a registry on
 127.0.0.1, two tiny images, an SSH signing key, a signed manifest repository,
 dev and prod host layouts — runs the prod controller as a daemon, walks
 through the three user flows, and removes it all again.
+
+``--swarm``: the same flows in Swarm mode (DESIGN §13) — the private dockerd
+is the manager of a single-node swarm labelled ``dreichor.env=prod``, and the
+runtime is the one-replica service ``dreichor-runtime-prod``.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from testbed import (
     make_ssh_key,
     manifest_text,
 )
+from testbed.swarm import PrivateSwarm
 
 CTL = [sys.executable, "-m", "controller"]
 
@@ -89,14 +94,26 @@ def walk_through_flows(repo: ManifestRepo, key: SshKey, config: Path, a: str, b:
         raise SystemExit("demo: the refused commit changed the container")
 
 
-def main() -> int:
+def start_engine(base: Path, *, swarm: PrivateSwarm | None) -> PrivateDocker:
+    """The private engine; in Swarm mode, the manager of its own swarm with the node labelled for prod."""
+    if swarm is None:
+        return PrivateDocker(base / "docker").start()
+    swarm.start()
+    swarm.label("prod")
+    print(f"swarm node {swarm.hostname} ({swarm.node_id}) labelled dreichor.env=prod")
+    return swarm.engine
+
+
+def main(argv: list[str]) -> int:
     base = Path(tempfile.mkdtemp(prefix="dreichor-demo-"))
-    engine = PrivateDocker(base / "docker")
+    swarm = PrivateSwarm(base / "docker") if "--swarm" in argv else None
+    engine = swarm.engine if swarm else PrivateDocker(base / "docker")
+    mode = ", mode: swarm" if swarm else ""
     registry = LocalRegistry(base / "registry")
     daemon: subprocess.Popen[bytes] | None = None
     try:
-        say(f"sandbox in {base}: a private dockerd, a registry on 127.0.0.1, two tiny images")
-        engine.start()
+        say(f"sandbox in {base}: a private dockerd{' (a swarm manager)' if swarm else ''}, a registry, two images")
+        start_engine(base, swarm=swarm)
         registry.start()
         images = build_images(engine, registry, base / "images")
         a, b = images["healthy-a"], images["healthy-b"]
@@ -120,7 +137,7 @@ def main() -> int:
             f"source: {{url: '{repo.url}', branch: main, interval: 2}}\n"
             "trust: {allowed_signers: trust/allowed_signers}\n"
             f"image: {{repository: {registry.repository}}}\n"
-            f"docker: {{url: '{engine.url}'}}\n"
+            f"docker: {{url: '{engine.url}'{mode}}}\n"
             "health: {timeout: 30, stable: 3}\n"
         )
         print(config.read_text())
@@ -130,6 +147,8 @@ def main() -> int:
         daemon = subprocess.Popen([*CTL, "run", "--config", str(config)], stdout=log, stderr=log)
         wait_for(config, lambda s: s["phase"] == "InSync", "the first deploy")
         show_status(config)
+        if swarm:
+            print(engine.cli("service", "ps", "dreichor-runtime-prod"))
 
         walk_through_flows(repo, key, config, a, b)
 
@@ -142,11 +161,11 @@ def main() -> int:
             daemon.send_signal(signal.SIGTERM)
             daemon.wait(timeout=60)
         registry.stop()
-        engine.stop()
+        (swarm or engine).stop()
         shutil.rmtree(base, ignore_errors=True)
         print("done")
 
 
 if __name__ == "__main__":
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))

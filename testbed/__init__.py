@@ -79,8 +79,9 @@ def docker_cli() -> str:
 class PrivateDocker:
     """A ``dockerd`` with its own data root, exec root, pidfile, socket and bridge."""
 
-    def __init__(self, base: Path) -> None:
+    def __init__(self, base: Path, *, extra_args: tuple[str, ...] = ()) -> None:
         self.base = base
+        self.extra_args = extra_args
         self.socket = base / "docker.sock"
         self.url = f"unix://{self.socket}"
         serial = next(_ENGINES)  # two engines in one process must not share a bridge
@@ -109,17 +110,26 @@ class PrivateDocker:
             "--ip-masq=false",
             "--userland-proxy=false",
             "--max-download-attempts=1",  # a cut pull fails at once instead of retrying for a minute
+            *self.extra_args,
         ]
         with self._log.open("ab") as log:
-            self._proc = subprocess.Popen(args, stdout=log, stderr=log, start_new_session=True)
+            self._proc = subprocess.Popen(self.launcher(args), stdout=log, stderr=log, start_new_session=True)
         _wait(self._answers, timeout=60, what=f"dockerd (log: {self._log})")
         return self
 
+    def launcher(self, args: list[str]) -> list[str]:
+        """The command line that starts ``dockerd`` (a subclass may wrap it in namespaces)."""
+        return args
+
+    def ip(self, *args: str) -> list[str]:
+        """An ``ip`` command line in the engine's network namespace (the host's here)."""
+        return ["ip", *args]
+
     def _make_bridge(self) -> None:
-        subprocess.run(["ip", "link", "del", self.bridge], capture_output=True, check=False)
-        _run(["ip", "link", "add", self.bridge, "type", "bridge"])
-        _run(["ip", "addr", "add", self.bridge_cidr, "dev", self.bridge])
-        _run(["ip", "link", "set", self.bridge, "up"])
+        subprocess.run(self.ip("link", "del", self.bridge), capture_output=True, check=False)
+        _run(self.ip("link", "add", self.bridge, "type", "bridge"))
+        _run(self.ip("addr", "add", self.bridge_cidr, "dev", self.bridge))
+        _run(self.ip("link", "set", self.bridge, "up"))
 
     def _answers(self) -> bool:
         if self._proc is not None and self._proc.poll() is not None:
@@ -192,7 +202,7 @@ class PrivateDocker:
         with contextlib.suppress(BedError, subprocess.TimeoutExpired):
             self.remove_all_containers()
         self.kill(signal.SIGTERM)
-        subprocess.run(["ip", "link", "del", self.bridge], capture_output=True, check=False)
+        subprocess.run(self.ip("link", "del", self.bridge), capture_output=True, check=False)
 
     def kill(self, sig: signal.Signals = signal.SIGTERM) -> None:
         """Stop the engine with ``sig`` and wait for it (used by fault tests too)."""
@@ -211,10 +221,10 @@ class PrivateDocker:
 class LocalRegistry:
     """Debian's ``docker-registry`` on 127.0.0.1 with storage under a temp folder."""
 
-    def __init__(self, base: Path) -> None:
+    def __init__(self, base: Path, *, address: str = "127.0.0.1") -> None:
         self.base = base
         self.port = free_port()
-        self.host = f"127.0.0.1:{self.port}"
+        self.host = f"{address}:{self.port}"
         self.repository = f"{self.host}/{REPOSITORY_PATH}"
         self._proc: subprocess.Popen[bytes] | None = None
 
@@ -275,7 +285,9 @@ IMAGE_VARIANTS: dict[str, list[str]] = {
 }
 
 
-def build_images(engine: PrivateDocker, registry: LocalRegistry, work: Path) -> dict[str, str]:
+def build_images(
+    engine: PrivateDocker, registry: LocalRegistry, work: Path, *, variants: tuple[str, ...] = ()
+) -> dict[str, str]:
     """Build every variant ``FROM scratch`` with busybox, push it, drop the local copy.
 
     Returns variant → ``repository@sha256:…``.  The local copies are removed so
@@ -285,6 +297,8 @@ def build_images(engine: PrivateDocker, registry: LocalRegistry, work: Path) -> 
         raise BedError("/usr/bin/busybox is missing (Debian package busybox-static)")
     digests: dict[str, str] = {}
     for variant, lines in IMAGE_VARIANTS.items():
+        if variants and variant not in variants:
+            continue
         context = work / variant
         context.mkdir(parents=True, exist_ok=True)
         shutil.copy2(BUSYBOX, context / "busybox")

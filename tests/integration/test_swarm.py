@@ -78,7 +78,7 @@ def test_a_deploy_creates_the_one_replica_service_the_contract_derives(
         ("bind", str(volumes / "snapshots"), "/var/lib/dreichor/snapshots"),
     ]
     assert not spec.get("EndpointSpec", {}).get("Ports")
-    assert spec["TaskTemplate"]["Placement"]["Constraints"] == ["node.labels.dreichor.env == prod"]
+    assert spec["TaskTemplate"]["Placement"]["Constraints"] == [f"node.id == {swarm.node_id}"]
     assert container["Labels"]["io.dreichor.revision"] == host.repo.head()
     for policy in (spec["UpdateConfig"], spec["RollbackConfig"]):
         assert policy["Order"] == "stop-first" and policy["Monitor"] > 0 and policy["FailureAction"]

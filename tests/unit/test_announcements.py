@@ -13,6 +13,7 @@ from controller.announcements import (
     Memory,
     Outcome,
     Policy,
+    compose,
     decide,
     decision_from_event,
     excerpt,
@@ -55,6 +56,14 @@ def test_an_applied_revision_names_environment_short_sha_digest_and_signer() -> 
     assert f"Digest: sha256:{'e' * 64}" in message.body
     assert "Signer: deploy@example" in message.body
     assert "Environment: prod" in message.body
+
+
+def test_in_swarm_mode_the_message_names_the_node_and_task() -> None:
+    event = {"event": "applied", "revision": SHA_A, "image": IMAGE, "node": "p1", "task": "x1y2z3a4b5c6d7e8"}
+    decision = decision_from_event("prod", event)
+    assert decision is not None
+    assert "Node: p1 (task x1y2z3a4b5c6)" in compose(decision).body
+    assert "Node:" not in compose(applied()).body
 
 
 def test_an_applied_image_names_its_cosign_signer_next_to_the_commit_signer() -> None:

@@ -371,3 +371,19 @@ def test_gauges_follow_the_status(tmp_path: Path) -> None:
     assert 'dreichor_build_info{version="' in text
     metrics.record_status(None)
     assert 'dreichor_phase{phase="Degraded"} 0.0' in metrics.exposition().decode()
+
+
+def test_in_swarm_mode_the_metrics_name_the_runtimes_node() -> None:
+    metrics = Metrics()
+    container = ContainerStatus(name="dreichor-runtime-prod", state="running", node="p1", task="t1")
+    status = Status(
+        environment="prod",
+        phase="InSync",
+        updated_at=datetime.now(UTC),
+        source=SourceStatus(url="file:///x", branch="main"),
+        container=container,
+    )
+    metrics.record_status(status)
+    metrics.record_status(status.model_copy(update={"container": container.model_copy(update={"node": "m1"})}))
+    text = metrics.exposition().decode()
+    assert 'dreichor_runtime_info{node="m1"} 1.0' in text and 'node="p1"' not in text

@@ -269,6 +269,16 @@ def test_the_image_signer_is_recorded_next_to_the_commit_signer() -> None:
     assert events[0].fields["image_signer"] == "SHA256:abc"
 
 
+def test_in_swarm_mode_the_decision_names_the_node_and_task_the_runtime_runs_as() -> None:
+    swarm = ContainerStatus(name="dreichor-runtime-prod", id="c1", image=IMAGE, state="running", node="p1", task="t1")
+    report = did("applied", plan=Plan("repair", "drift in placement"), container=swarm, **VERIFIED)
+    _, events = record(previous(), report, now=NOW, stale_after=STALE_AFTER)
+    assert (events[0].event, events[0].fields["node"], events[0].fields["task"]) == ("drift_repaired", "p1", "t1")
+    container_mode = did("applied", plan=Plan("replace", "deploying"), **VERIFIED)
+    _, events = record(previous(), container_mode, now=NOW, stale_after=STALE_AFTER)
+    assert "node" not in events[0].fields and "task" not in events[0].fields
+
+
 def test_untrusted_text_is_bounded_and_escaped_in_the_status() -> None:
     reason = "namespace '\x1b]0;owned\x07" + "N" * 100_000 + "'"
     logs = "\n".join(f"\x1b[31mline {n}" + "x" * 1000 for n in range(500))
