@@ -42,7 +42,7 @@ from controller.rollout import Applier, Rollout, checkpoint
 from controller.runtime import Runtime, RuntimeView, ServiceRuntime
 from controller.signatures.cosign import load_cosign_keys
 from controller.signatures.policy import Verdict, VerifiedCache
-from controller.snapshots import Snapshot, find_snapshot, list_snapshots
+from controller.snapshots import Snapshot, find_snapshot, list_snapshots, restorable
 from controller.source import GitSource
 from controller.status import (
     AuditAnchor,
@@ -340,10 +340,15 @@ class EnvironmentService:
 
     def rollback(self, snapshot_id: str | None = None) -> Snapshot:
         """Break-glass: restore a snapshot, then suspend so the next poll does not undo it."""
-        snapshot = find_snapshot(self.paths.snapshots, snapshot_id)
+        snapshot = find_snapshot(self.paths.snapshots, snapshot_id, environment=self.config.environment)
+        try:
+            dotenv = read_dotenv(self.paths.dotenv)
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"cannot read {self.paths.dotenv}: {exc}") from None
+        checked = restorable(snapshot, repository=self.config.image.repository, dotenv=dotenv)
         with pass_lock(self.paths.pass_lock):
             self._set_suspended(True, reason=f"rollback to snapshot {snapshot.id}")
-            outcome = self.rollout().restore(snapshot)
+            outcome = self.rollout().restore(checked)
             now = self.clock()
             fields = {"snapshot": snapshot.id, "revision": snapshot.revision, "image": snapshot.image}
             self.emit(AuditEvent("rollback", fields), at=now)

@@ -8,6 +8,7 @@ without root or Docker.  The same paths run against a real engine in
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import threading
@@ -465,3 +466,101 @@ def test_a_failed_health_gate_is_logged_at_warning_with_the_rollback(
     failed = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert [getattr(r, "step", None) for r in failed] == ["health"]
     assert "rollback" in [getattr(r, "step", None) for r in caplog.records]
+
+
+# -- break-glass rollback takes only this environment's snapshots, re-judged by the contract --------
+
+
+def _newest_snapshot_file(env: Env) -> Path:
+    files = sorted(env.config.paths.snapshots.glob("*.json"))
+    assert files
+    return files[-1]
+
+
+def _rewrite_prior(path: Path, **changes: Any) -> None:
+    data = json.loads(path.read_text())
+    data["prior"] = {**data["prior"], **changes}
+    path.write_text(json.dumps(data))
+
+
+@pytest.fixture
+def changed(deployed: Env) -> Env:
+    """prod ran GOOD_A, now runs GOOD_B: the newest snapshot holds GOOD_A."""
+    deployed.publish(GOOD_B)
+    assert deployed.sync() == "applied"
+    return deployed
+
+
+def _refused_rollback(env: Env, snapshot_id: str | None, match: str) -> None:
+    events = env.events()
+    with pytest.raises(Refused, match=match):
+        env.service().rollback(snapshot_id)
+    assert env.image() == GOOD_B and not env.config.paths.suspended_marker.exists()
+    assert env.events() == events
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "../../../../dev/deploy-agent/state/snapshots/{id}",
+        "/{folder}/{id}",
+        "{id}.json",
+        "{id}/../{id}",
+        "",
+    ],
+)
+def test_rollback_takes_only_a_snapshot_id_not_a_path(changed: Env, name: str) -> None:
+    snapshot = _newest_snapshot_file(changed)
+    dev = changed.config.paths.root / "dev" / "deploy-agent" / "state" / "snapshots"
+    dev.mkdir(parents=True)
+    shutil.copy(snapshot, dev / snapshot.name)
+    bad = name.format(id=snapshot.stem, folder=str(dev).lstrip("/")) or "x"
+    _refused_rollback(changed, bad, "is not a snapshot id")
+
+
+def test_rollback_refuses_a_snapshot_of_another_environment(changed: Env) -> None:
+    path = _newest_snapshot_file(changed)
+    data = json.loads(path.read_text())
+    data["environment"] = "dev"
+    path.write_text(json.dumps(data))
+    _refused_rollback(changed, path.stem, "is of environment 'dev', not 'prod'")
+    _refused_rollback(changed, None, "no snapshot of a prior container")
+
+
+def test_rollback_takes_database_url_from_the_current_dotenv(changed: Env) -> None:
+    path = _newest_snapshot_file(changed)
+    _rewrite_prior(path, env={"DATABASE_URL": "postgresql://h/dreichor_dev", "MODE": "paper"})
+    changed.service().rollback(path.stem)
+    running = changed.engine.running()
+    assert running is not None and running.image == GOOD_A
+    assert running.env == {"DATABASE_URL": "postgresql://h/dreichor_prod", "MODE": "paper"}
+
+
+@pytest.mark.parametrize(
+    ("prior", "match"),
+    [
+        ({"labels": {"io.dreichor.environment": "dev"}}, "label io.dreichor.environment"),
+        ({"env": {"MODE": "paper\nlive"}}, "control character"),
+        ({"env": {"BAD-NAME": "x"}}, "not a valid variable name"),
+        ({"image": f"registry.test/other/runtime@sha256:{'a' * 64}"}, "not the configured"),
+        ({"image": "dreichor/keep-dev:" + "a" * 64}, "not the configured"),
+        ({"image": f"{REPOSITORY}:latest"}, "pinned by digest"),
+    ],
+)
+def test_rollback_rechecks_the_snapshot_against_the_contract(changed: Env, prior: dict[str, Any], match: str) -> None:
+    path = _newest_snapshot_file(changed)
+    _rewrite_prior(path, **prior)
+    _refused_rollback(changed, path.stem, match)
+
+
+def test_rollback_of_a_kept_image_restores_it_by_digest(changed: Env) -> None:
+    path = _newest_snapshot_file(changed)
+    _rewrite_prior(path, image="dreichor/keep-prod:" + "a" * 64)
+    changed.service().rollback(path.stem)
+    running = changed.engine.running()
+    assert running is not None and running.image.endswith("a" * 64)
+
+
+def test_rollback_refused_by_a_bad_dotenv_says_so(changed: Env) -> None:
+    changed.config.paths.dotenv.write_text("DATABASE_URL=postgresql://h/dreichor_dev\n")
+    _refused_rollback(changed, _newest_snapshot_file(changed).stem, "dreichor_dev")
