@@ -38,7 +38,7 @@ from controller.layout import init_layout
 from controller.locks import pass_lock
 from controller.reconcile import ImageCheck, Pass, PassOptions, PassWorld, current_container, remembered_revision
 from controller.recording import AuditEvent, PassResult, record, rolled_back_to, suspension
-from controller.rollout import Applier, Rollout, checkpoint
+from controller.rollout import Applier, Outcome, Rollout, checkpoint
 from controller.runtime import Runtime, RuntimeView, ServiceRuntime
 from controller.signatures.cosign import load_cosign_keys
 from controller.signatures.policy import Verdict, VerifiedCache
@@ -347,8 +347,7 @@ class EnvironmentService:
             raise ConfigError(f"cannot read {self.paths.dotenv}: {exc}") from None
         checked = restorable(snapshot, repository=self.config.image.repository, dotenv=dotenv)
         with pass_lock(self.paths.pass_lock):
-            self._set_suspended(True, reason=f"rollback to snapshot {snapshot.id}")
-            outcome = self.rollout().restore(checked)
+            outcome = self._restore_suspended(checked, reason=f"rollback to snapshot {snapshot.id}")
             now = self.clock()
             fields = {"snapshot": snapshot.id, "revision": snapshot.revision, "image": snapshot.image}
             self.emit(AuditEvent("rollback", fields), at=now)
@@ -374,6 +373,23 @@ class EnvironmentService:
         with pass_lock(self.paths.pass_lock):
             self._set_suspended(False, reason=reason)
 
+    def _restore_suspended(self, snapshot: Snapshot, *, reason: str) -> Outcome:
+        """Restore with the marker down, so a crash mid-restore leaves the environment suspended;
+        a restore that fails takes the marker away again, and only a done one is recorded as suspended."""
+        marker = self.paths.suspended_marker
+        placed = not marker.exists()
+        if placed:
+            create_new(marker, f"{reason}\n".encode(), mode=0o600)
+        try:
+            outcome = self.rollout().restore(snapshot)
+        except Exception:
+            if placed:
+                marker.unlink(missing_ok=True)
+            raise
+        if placed:
+            self._record_suspension(True, reason=reason)
+        return outcome
+
     def _set_suspended(self, suspended: bool, *, reason: str) -> None:
         marker = self.paths.suspended_marker
         if suspended == marker.exists():
@@ -382,6 +398,9 @@ class EnvironmentService:
             create_new(marker, f"{reason}\n".encode(), mode=0o600)
         else:
             marker.unlink()
+        self._record_suspension(suspended, reason=reason)
+
+    def _record_suspension(self, suspended: bool, *, reason: str) -> None:
         now = self.clock()
         self.emit(AuditEvent("suspended" if suspended else "resumed", {"reason": reason}), at=now)
         status = read_status(self.paths.status)

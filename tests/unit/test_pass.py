@@ -564,3 +564,21 @@ def test_rollback_of_a_kept_image_restores_it_by_digest(changed: Env) -> None:
 def test_rollback_refused_by_a_bad_dotenv_says_so(changed: Env) -> None:
     changed.config.paths.dotenv.write_text("DATABASE_URL=postgresql://h/dreichor_dev\n")
     _refused_rollback(changed, _newest_snapshot_file(changed).stem, "dreichor_dev")
+
+
+def test_a_refused_rollback_leaves_the_environment_unsuspended(changed: Env) -> None:
+    path = _newest_snapshot_file(changed)
+    data = json.loads(path.read_text())
+    data["prior"] = None  # recorded no container: the rollout refuses it
+    path.write_text(json.dumps(data))
+    _refused_rollback(changed, path.stem, "recorded no container")
+    assert not changed.status().suspended and changed.status().phase == "InSync"
+
+
+def test_a_rollback_whose_swap_fails_leaves_the_environment_unsuspended(changed: Env) -> None:
+    changed.engine.registry.discard(GOOD_A)
+    changed.engine.local.clear()
+    with pytest.raises(Refused, match="does not exist in the registry"):
+        changed.service().rollback()
+    assert changed.image() == GOOD_B and not changed.config.paths.suspended_marker.exists()
+    assert "suspended" not in changed.events()
