@@ -169,10 +169,10 @@ class Pass:
         if applied is None or applied == target or self.world.source.is_ancestor(applied, target):
             return
         if not self.ctx.options.allow_rewrite:
-            raise Refused(
-                f"history rewritten: {target[:12]} does not descend from applied {applied[:12]}",
-                code=Reason.HISTORY_REWRITTEN,
-            )
+            why = f"{target[:12]} does not descend from applied {applied[:12]}"
+            if not self.world.source.has_commit(applied):
+                why = f"the applied revision {applied[:12]} is not in the fetched history"
+            raise Refused(f"history rewritten: {why}", code=Reason.HISTORY_REWRITTEN)
         self.ctx.rewrite_allowed_over = applied
 
     def verify_commits(self) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import subprocess
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -250,6 +251,27 @@ def test_a_rewritten_history_is_refused_unless_allowed(deployed: Env) -> None:
     deployed.repo.push(force=True)
     assert deployed.sync() == "refused"
     assert deployed.status().last_attempt.code == "HistoryRewritten"  # type: ignore[union-attr]
+    assert deployed.sync(allow_rewrite=True, force=True) == "applied"
+    assert deployed.image() == GOOD_B
+    assert deployed.events() == ["applied", "refused", "rewrite_allowed", "applied"]
+
+
+def test_an_applied_revision_gone_from_the_history_is_a_rewrite_that_allow_rewrite_passes(deployed: Env) -> None:
+    applied = deployed.status().applied
+    assert applied is not None
+    deployed.repo.git("checkout", "-q", "--orphan", "other")
+    deployed.repo.write("envs/prod.yaml", manifest_text("prod", GOOD_B))
+    deployed.repo.commit("unrelated", key=deployed.key)
+    deployed.repo.push(force=True)
+    bare = ["git", "-C", str(deployed.repo.bare)]
+    subprocess.run([*bare, "reflog", "expire", "--expire=now", "--all"], check=True)
+    subprocess.run([*bare, "gc", "-q", "--prune=now"], check=True)
+    shutil.rmtree(deployed.config.paths.repo)  # the cache is rebuilt from a remote without the applied commit
+    assert deployed.sync() == "refused"
+    attempt = deployed.status().last_attempt
+    assert attempt is not None and attempt.code == "HistoryRewritten"
+    assert f"applied revision {applied.revision[:12]} is not in the fetched history" in attempt.reason
+    assert deployed.image() == GOOD_A
     assert deployed.sync(allow_rewrite=True, force=True) == "applied"
     assert deployed.image() == GOOD_B
     assert deployed.events() == ["applied", "refused", "rewrite_allowed", "applied"]
