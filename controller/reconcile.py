@@ -63,6 +63,7 @@ class PassWorld:
     cache: VerifiedCache
     progress: Callable[[], None]  # the status says Progressing before anything is changed
     image_check: ImageCheck | None = None  # image signatures (DESIGN §14), before the pull
+    image_signer_trusted: Callable[[str], bool] = lambda signer: True  # a recorded signer is still a key
     at_step: Callable[[str], None] = checkpoint
     desired_cache: dict[tuple[str, str], DesiredContainer] = field(default_factory=dict)
 
@@ -242,9 +243,23 @@ class Pass:
         self.ctx.plan = plan(desired, self.ctx.actual, deployed=deployed, adopt=self.ctx.options.adopt)
 
     def verify_image(self) -> None:
-        """The image's own signature (DESIGN §14), when a check is configured: before anything is pulled."""
-        if self.world.image_check is not None:
-            self.ctx.image_signer = self.world.image_check(self._desired())
+        """The image's own signature (DESIGN §14), when a check is configured: before anything is pulled.
+
+        The check guards new content: the applied image, verified when it was applied, is not
+        checked again (repairing a removed or stopped container must not wait for the registry).
+        """
+        if self.world.image_check is None:
+            return
+        verified = self._verified_image_signer()
+        self.ctx.image_signer = verified or self.world.image_check(self._desired())
+
+    def _verified_image_signer(self) -> str | None:
+        """The recorded signer of the applied image when the desired image is that image, by digest."""
+        applied = self.ctx.status.applied
+        if applied is None or not applied.image_signer or not self.world.image_signer_trusted(applied.image_signer):
+            return None
+        same = applied.image.rpartition("@")[2] == self._desired().image.rpartition("@")[2]
+        return applied.image_signer if same else None
 
     def apply_plan(self) -> PassResult:
         """Steps 7 and 8: pull, snapshot, swap, health gate (rollback inside)."""

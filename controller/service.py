@@ -141,6 +141,7 @@ class EnvironmentService:
         )
         if config.image.signatures is not None:
             self.world.image_check = self._check_image
+            self.world.image_signer_trusted = self._trusted_image_signer
         self.audit_hooks: list[AuditHook] = []
         self._anchor: audit.Anchor | None = None  # the audit log's tail after this operation's appends
         self.notice_hooks: list[AuditHook] = []
@@ -335,6 +336,15 @@ class EnvironmentService:
             return self.verify_image(desired.image).image_signer
         except ConfigError as exc:
             raise Retryable(str(exc), code=Reason.HOST_CONFIG) from None
+
+    def _trusted_image_signer(self, signer: str) -> bool:
+        """Whether a recorded image signer is still one of ``image.signatures.keys`` (a rotated key is not)."""
+        signatures = self.config.image.signatures
+        try:
+            keys = load_cosign_keys(signatures.keys) if signatures else ()
+        except ConfigError:
+            return False  # the check itself says what is wrong with the keys
+        return any(key.fingerprint == signer for key in keys)
 
     # -- operator actions --------------------------------------------------------------------
 

@@ -22,14 +22,17 @@ from typing import Any
 import pytest
 
 from controller.audit import read_events
-from controller.config import Config, parse_config
-from controller.errors import Refused
+from controller.config import Config, ImageSignaturesConfig, parse_config
+from controller.contract import DesiredContainer
+from controller.errors import Reason, Refused, Retryable
 from controller.layout import init_layout
 from controller.locks import pass_lock
 from controller.rollout import checkpoint
 from controller.service import EnvironmentService, PassOptions
+from controller.signatures.cosign import load_cosign_key
 from controller.status import Status
 from testbed import ManifestRepo, SshKey, make_ssh_key, manifest_text
+from tests.cosign_signing import make_signing_key
 from tests.unit.fake_engine import FakeEngine
 
 REPOSITORY = "registry.test/dreichor/runtime"
@@ -301,6 +304,78 @@ def test_an_image_check_refuses_before_anything_is_pulled(deployed: Env) -> None
     deployed.engine.calls.clear()
     assert service.sync().result == "refused"
     assert "pull" not in deployed.engine.calls and deployed.image() == GOOD_A
+
+
+class RegistryCheck:
+    """An image check that counts its calls; ``down`` answers like a registry that cannot be reached."""
+
+    def __init__(self) -> None:
+        self.checked: list[str] = []
+        self.down = False
+        self.signer = "SHA256:cosign-key"
+
+    def __call__(self, desired: DesiredContainer) -> str:
+        self.checked.append(desired.image)
+        if self.down:
+            raise Retryable("the registry cannot be reached", code=Reason.REGISTRY_UNAVAILABLE)
+        return self.signer
+
+
+@pytest.mark.parametrize("drift", ["remove", "stop"])
+def test_repairing_the_verified_image_needs_no_registry(deployed: Env, drift: str) -> None:
+    check, service = RegistryCheck(), deployed.service()
+    service.image_check = check
+    deployed.publish(GOOD_B)
+    assert service.sync().result == "applied" and check.checked == [GOOD_B]
+    check.down = True
+    getattr(deployed.engine, drift)("dreichor-runtime-prod")
+    assert service.sync().result == "applied"
+    assert deployed.image() == GOOD_B and check.checked == [GOOD_B]
+    applied = deployed.status().applied
+    assert applied is not None and applied.image_signer == "SHA256:cosign-key"
+    assert deployed.events()[-1] == "drift_repaired"
+
+
+def test_a_new_image_is_checked_even_after_a_verified_one(deployed: Env) -> None:
+    check, service = RegistryCheck(), deployed.service()
+    service.image_check = check
+    deployed.publish(GOOD_B)
+    assert service.sync().result == "applied"
+    check.down = True
+    deployed.publish(CRASHING)
+    result = service.sync()
+    assert result.result == "failed" and result.retryable and check.checked == [GOOD_B, CRASHING]
+    assert deployed.image() == GOOD_B
+
+
+def test_an_image_applied_without_a_verified_signature_is_checked_when_repaired(deployed: Env) -> None:
+    check, service = RegistryCheck(), deployed.service()
+    service.image_check = check
+    check.down = True
+    deployed.engine.remove("dreichor-runtime-prod")
+    assert service.sync().result == "failed" and check.checked == [GOOD_A]
+
+
+def _trust_image_keys(env: Env, key: Path) -> None:
+    image = env.config.image.model_copy(update={"signatures": ImageSignaturesConfig(keys=[str(key)])})
+    env.config = env.config.model_copy(update={"image": image})
+
+
+def test_a_repair_checks_the_image_again_after_its_signing_key_was_rotated_out(deployed: Env, tmp_path: Path) -> None:
+    old, new = (make_signing_key(tmp_path, name=name) for name in ("old", "new"))
+    _trust_image_keys(deployed, old.public_path)
+    check, service = RegistryCheck(), deployed.service()
+    service.image_check = check
+    check.signer = load_cosign_key(old.public_path).fingerprint
+    deployed.publish(GOOD_B)
+    assert service.sync().result == "applied"
+    deployed.engine.remove("dreichor-runtime-prod")
+    assert service.sync().result == "applied" and check.checked == [GOOD_B]  # the same key: no new check
+    _trust_image_keys(deployed, new.public_path)
+    check.down, service = True, deployed.service()
+    service.image_check = check
+    deployed.engine.remove("dreichor-runtime-prod")
+    assert service.sync().result == "failed" and check.checked == [GOOD_B, GOOD_B]
 
 
 def test_audit_hooks_hear_every_event(deployed: Env) -> None:
