@@ -6,7 +6,7 @@ pass context and adds to it.  Errors decide what happens next: ``Refused``
 quarantines what would have run — the desired container's content, so the
 same change under another commit id stays quarantined; or the head itself
 when the refusal came before its content was known — until a different
-change, a change of the host's trust/.env files, or ``--force``;
+change, a change of the host's trust/cosign key/.env files, or ``--force``;
 ``Retryable`` leaves everything running and asks for a backoff,
 anything else is a bug and is re-raised.  The pass writes nothing itself: it
 ends with a ``PassReport`` that ``recording`` turns into status and audit
@@ -363,10 +363,11 @@ def content_key(desired: DesiredContainer, *, host: str) -> str:
 
 
 def host_digest(config: Config) -> str:
-    """SHA-256 of the host files a refusal may depend on: trust files and ``.env``."""
+    """SHA-256 of the host files a refusal may depend on: trust files, cosign keys and ``.env``."""
     digest = hashlib.sha256()
     trust = config.trust
-    for name in (trust.allowed_signers, trust.openpgp_keys, trust.revoked_keys, str(config.paths.dotenv)):
+    cosign = config.image.signatures.keys if config.image.signatures else []
+    for name in (trust.allowed_signers, trust.openpgp_keys, trust.revoked_keys, *cosign, str(config.paths.dotenv)):
         try:
             digest.update(Path(name).read_bytes() if name else b"")
         except OSError:

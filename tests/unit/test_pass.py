@@ -313,11 +313,14 @@ class RegistryCheck:
         self.checked: list[str] = []
         self.down = False
         self.signer = "SHA256:cosign-key"
+        self.refusal: Refused | None = None
 
     def __call__(self, desired: DesiredContainer) -> str:
         self.checked.append(desired.image)
         if self.down:
             raise Retryable("the registry cannot be reached", code=Reason.REGISTRY_UNAVAILABLE)
+        if self.refusal is not None:
+            raise self.refusal
         return self.signer
 
 
@@ -376,6 +379,35 @@ def test_a_repair_checks_the_image_again_after_its_signing_key_was_rotated_out(d
     service.image_check = check
     deployed.engine.remove("dreichor-runtime-prod")
     assert service.sync().result == "failed" and check.checked == [GOOD_B, GOOD_B]
+
+
+def test_an_image_signed_after_the_merge_is_deployed_by_the_next_pass(deployed: Env) -> None:
+    check, service = RegistryCheck(), deployed.service()
+    service.image_check = check
+    unsigned = Refused("the image carries no signature", code=Reason.IMAGE_UNSIGNED)
+    check.refusal = unsigned
+    deployed.publish(GOOD_B)
+    assert service.sync().result == "refused" and deployed.image() == GOOD_A
+    assert service.sync().result == "refused" and deployed.events() == ["applied", "refused"]  # told once
+    check.refusal = None  # the image was signed
+    assert service.sync().result == "applied" and deployed.image() == GOOD_B
+    assert check.checked == [GOOD_B] * 3
+
+
+def test_adding_the_cosign_key_lifts_the_quarantine_of_an_untrusted_image_signature(
+    deployed: Env, tmp_path: Path
+) -> None:
+    key = make_signing_key(tmp_path, name="cosign")
+    _trust_image_keys(deployed, key.public_path)
+    check, service = RegistryCheck(), deployed.service()
+    service.image_check = check
+    check.refusal = Refused("signed by an unknown key", code=Reason.UNTRUSTED_IMAGE_SIGNATURE)
+    deployed.publish(GOOD_B)
+    assert service.sync().result == "refused"
+    assert service.sync().result == "unchanged" and check.checked == [GOOD_B]  # quarantined: not asked again
+    key.public_path.write_bytes(make_signing_key(tmp_path / "other", name="cosign").public_path.read_bytes())
+    check.refusal = None
+    assert service.sync().result == "applied" and deployed.image() == GOOD_B
 
 
 def test_audit_hooks_hear_every_event(deployed: Env) -> None:
