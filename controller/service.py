@@ -208,20 +208,31 @@ class EnvironmentService:
     def sync(self, options: PassOptions | None = None) -> PassResult:
         """One pass under the pass lock, after finishing a swap a crash interrupted."""
         with pass_lock(self.paths.pass_lock):
-            recovered = self.rollout().recover() if self.paths.journal.exists() else None
+            try:
+                recovered = self.rollout().recover() if self.paths.journal.exists() else None
+            except Retryable as exc:  # an engine that cannot be reached to finish the swap: recorded, retried
+                return self._pass(options or PassOptions(), unrecovered=exc)
             return self._pass(options or PassOptions(), recovered=recovered)
 
     def plan(self) -> PassResult:
         """What the next sync would do: every step up to the plan, nothing changed or recorded."""
         return self._pass(PassOptions(dry_run=True))
 
-    def _pass(self, options: PassOptions, *, recovered: str | None = None) -> PassResult:
+    def _pass(
+        self, options: PassOptions, *, recovered: str | None = None, unrecovered: Retryable | None = None
+    ) -> PassResult:
         damaged = self.status_damage(keep_aside=not options.dry_run)
         previous = self.load_status()
         run = self._run = Pass(self.world, previous, options, now=self.clock())
         result = PassResult("failed", "the pass did not finish", code=Reason.INTERNAL_ERROR)
         try:
-            result = PassResult("refused", damaged, code=Reason.STATUS_UNREADABLE) if damaged else run.run()
+            if damaged:
+                result = PassResult("refused", damaged, code=Reason.STATUS_UNREADABLE)
+            elif unrecovered is not None:
+                reason = f"cannot finish the swap a crash interrupted: {unrecovered.reason}"
+                result = PassResult("failed", reason, retryable=True, code=unrecovered.code)
+            else:
+                result = run.run()
         finally:
             if not options.dry_run:
                 self._record(previous, run, result, recovered=recovered)
@@ -291,14 +302,14 @@ class EnvironmentService:
 
     def recover(self) -> str | None:
         """Finish or undo a swap a crash interrupted (at the daemon's start); say what was done."""
-        with pass_lock(self.paths.pass_lock):
+        with pass_lock(self.paths.pass_lock):  # the record too: a sync waiting for it must not be overwritten
             done = self.rollout().recover()
-        if done:
-            self.emit(AuditEvent("recovered", {"reason": done}), at=self.clock())
-            status = read_status(self.paths.status)
-            if status is not None:
-                self._write(status)  # the audit anchor follows every append
-            log.warning("recovered from an interrupted run", extra={"done": done})
+            if done:
+                self.emit(AuditEvent("recovered", {"reason": done}), at=self.clock())
+                status = read_status(self.paths.status)
+                if status is not None:
+                    self._write(status)  # the audit anchor follows every append
+                log.warning("recovered from an interrupted run", extra={"done": done})
         return done
 
     # -- verification ------------------------------------------------------------------------

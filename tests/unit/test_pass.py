@@ -8,8 +8,10 @@ without root or Docker.  The same paths run against a real engine in
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
+import os
 import shutil
 import subprocess
 import threading
@@ -474,6 +476,44 @@ def test_the_daemon_start_recovers_and_records_it(deployed: Env) -> None:
     assert deployed.service().recover()
     assert deployed.image() == GOOD_A
     assert deployed.events()[-1] == "recovered"
+
+
+def test_recovery_with_the_engine_unreachable_is_a_recorded_retryable_failure(deployed: Env) -> None:
+    deployed.publish(GOOD_B)
+    with pytest.raises(Crash):
+        deployed.service(crash_at="stop").sync()
+    deployed.engine.unavailable = True
+    service = deployed.service()
+    result = service.sync()
+    assert result.result == "failed" and result.retryable and str(result.code) == "EngineUnavailable"
+    status = deployed.status()
+    assert status.phase == "Degraded" and status.last_attempt is not None
+    assert "Docker Engine unreachable" in status.last_attempt.reason
+    deployed.engine.unavailable = False
+    assert service.sync().result == "applied" and deployed.image() == GOOD_B
+    assert deployed.events()[-2:] == ["recovered", "applied"]
+
+
+def test_recovery_records_inside_the_pass_lock(deployed: Env) -> None:
+    deployed.publish(GOOD_B)
+    with pytest.raises(Crash):
+        deployed.service(crash_at="stop").sync()
+    service = deployed.service()
+    held: list[bool] = []
+
+    def hook(event: dict[str, Any]) -> None:
+        fd = os.open(deployed.config.paths.pass_lock, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            held.append(False)
+        except BlockingIOError:
+            held.append(True)
+        finally:
+            os.close(fd)
+
+    service.audit_hooks.append(hook)
+    assert service.recover()
+    assert held == [True]
 
 
 def test_verify_fetches_with_the_credentials_from_dotenv(env: Env) -> None:
