@@ -298,7 +298,7 @@ def test_an_unreachable_engine_fails_retryably_and_reconnects(deployed: Env) -> 
 
 def test_an_image_check_refuses_before_anything_is_pulled(deployed: Env) -> None:
     def check(desired: object) -> str:
-        raise Refused("the image carries no trusted signature", code="Unsigned")
+        raise Refused("the image carries no trusted signature", code=Reason.UNSIGNED)
 
     service = deployed.service()
     service.image_check = check
