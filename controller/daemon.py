@@ -307,10 +307,11 @@ class Daemon:
             log.error("config reload refused: api.listen changed; restart the controller to move the API")
             return
         self.config = config
-        hooks, notices, check = self.service.audit_hooks, self.service.notice_hooks, self.service.image_check
+        # Only the process's hooks carry over; the image check is built from the new config (its keys).
+        hooks, notices = self.service.audit_hooks, self.service.notice_hooks
         self.service.close()
         self.service = EnvironmentService(config)
-        self.service.audit_hooks, self.service.notice_hooks, self.service.image_check = hooks, notices, check
+        self.service.audit_hooks, self.service.notice_hooks = hooks, notices
         if self.api is not None:
             self.api.ctx.apply(self._api_guards())  # api.access, allowed_emails, the webhook secret: now
         self.scheduler.reschedule_job(JOB_ID, trigger=self._trigger())

@@ -63,7 +63,6 @@ class Reason(StrEnum):
     # no decision
     IN_SYNC = "InSync"
     APPLIED = "Applied"
-    DRIFT_REPAIRED = "DriftRepaired"
     SUSPENDED = "Suspended"
     INTERNAL_ERROR = "InternalError"
 

@@ -33,8 +33,6 @@ SIGNATURE_ANNOTATION = "dev.cosignproject.cosign/signature"
 MAX_MANIFEST_BYTES = 256 * 1024
 MAX_SIGNATURE_LAYERS = 32
 MAX_REFERRERS = 16
-IMAGE_UNSIGNED = Reason.IMAGE_UNSIGNED
-UNTRUSTED_IMAGE_SIGNATURE = Reason.UNTRUSTED_IMAGE_SIGNATURE
 _REFERENCE = re.compile(r"^(?P<host>[^/@]+)/(?P<repository>[a-z0-9._/-]+)@(?P<digest>sha256:[0-9a-f]{64})$")
 
 
@@ -90,10 +88,10 @@ def verify_image(reference: str, *, keys: Sequence[CosignKey], registry: Registr
         except Refused as exc:
             reasons.extend(exc.reasons)
     if not reasons:
-        raise Refused(f"image {image.digest} carries no cosign signature", code=IMAGE_UNSIGNED)
+        raise Refused(f"image {image.digest} carries no cosign signature", code=Reason.IMAGE_UNSIGNED)
     raise Refused(
         [f"image {image.digest} carries no valid cosign signature by a configured key", *_unique(reasons)],
-        code=UNTRUSTED_IMAGE_SIGNATURE,
+        code=Reason.UNTRUSTED_IMAGE_SIGNATURE,
     )
 
 
@@ -213,4 +211,4 @@ def _unique(reasons: list[str]) -> list[str]:
 
 
 def _refused(reason: str) -> Refused:
-    return Refused(reason, code=UNTRUSTED_IMAGE_SIGNATURE)
+    return Refused(reason, code=Reason.UNTRUSTED_IMAGE_SIGNATURE)

@@ -6,7 +6,7 @@ pass context and adds to it.  Errors decide what happens next: ``Refused``
 quarantines what would have run — the desired container's content, so the
 same change under another commit id stays quarantined; or the head itself
 when the refusal came before its content was known — until a different
-change, a change of the host's trust/.env files, or ``--force``;
+change, a change of the host's trust/cosign key/.env files, or ``--force``;
 ``Retryable`` leaves everything running and asks for a backoff,
 anything else is a bug and is re-raised.  The pass writes nothing itself: it
 ends with a ``PassReport`` that ``recording`` turns into status and audit
@@ -63,6 +63,7 @@ class PassWorld:
     cache: VerifiedCache
     progress: Callable[[], None]  # the status says Progressing before anything is changed
     image_check: ImageCheck | None = None  # image signatures (DESIGN §14), before the pull
+    image_signer_trusted: Callable[[str], bool] = lambda signer: True  # a recorded signer is still a key
     at_step: Callable[[str], None] = checkpoint
     desired_cache: dict[tuple[str, str], DesiredContainer] = field(default_factory=dict)
 
@@ -169,10 +170,10 @@ class Pass:
         if applied is None or applied == target or self.world.source.is_ancestor(applied, target):
             return
         if not self.ctx.options.allow_rewrite:
-            raise Refused(
-                f"history rewritten: {target[:12]} does not descend from applied {applied[:12]}",
-                code=Reason.HISTORY_REWRITTEN,
-            )
+            why = f"{target[:12]} does not descend from applied {applied[:12]}"
+            if not self.world.source.has_commit(applied):
+                why = f"the applied revision {applied[:12]} is not in the fetched history"
+            raise Refused(f"history rewritten: {why}", code=Reason.HISTORY_REWRITTEN)
         self.ctx.rewrite_allowed_over = applied
 
     def verify_commits(self) -> None:
@@ -242,9 +243,23 @@ class Pass:
         self.ctx.plan = plan(desired, self.ctx.actual, deployed=deployed, adopt=self.ctx.options.adopt)
 
     def verify_image(self) -> None:
-        """The image's own signature (DESIGN §14), when a check is configured: before anything is pulled."""
-        if self.world.image_check is not None:
-            self.ctx.image_signer = self.world.image_check(self._desired())
+        """The image's own signature (DESIGN §14), when a check is configured: before anything is pulled.
+
+        The check guards new content: the applied image, verified when it was applied, is not
+        checked again (repairing a removed or stopped container must not wait for the registry).
+        """
+        if self.world.image_check is None:
+            return
+        verified = self._verified_image_signer()
+        self.ctx.image_signer = verified or self.world.image_check(self._desired())
+
+    def _verified_image_signer(self) -> str | None:
+        """The recorded signer of the applied image when the desired image is that image, by digest."""
+        applied = self.ctx.status.applied
+        if applied is None or not applied.image_signer or not self.world.image_signer_trusted(applied.image_signer):
+            return None
+        same = applied.image.rpartition("@")[2] == self._desired().image.rpartition("@")[2]
+        return applied.image_signer if same else None
 
     def apply_plan(self) -> PassResult:
         """Steps 7 and 8: pull, snapshot, swap, health gate (rollback inside)."""
@@ -348,10 +363,11 @@ def content_key(desired: DesiredContainer, *, host: str) -> str:
 
 
 def host_digest(config: Config) -> str:
-    """SHA-256 of the host files a refusal may depend on: trust files and ``.env``."""
+    """SHA-256 of the host files a refusal may depend on: trust files, cosign keys and ``.env``."""
     digest = hashlib.sha256()
     trust = config.trust
-    for name in (trust.allowed_signers, trust.openpgp_keys, trust.revoked_keys, str(config.paths.dotenv)):
+    cosign = config.image.signatures.keys if config.image.signatures else []
+    for name in (trust.allowed_signers, trust.openpgp_keys, trust.revoked_keys, *cosign, str(config.paths.dotenv)):
         try:
             digest.update(Path(name).read_bytes() if name else b"")
         except OSError:

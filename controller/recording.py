@@ -19,6 +19,9 @@ from controller.status import AppliedStatus, AttemptStatus, ContainerStatus, Pha
 from controller.untrusted import bounded
 
 PassVerdict = Literal["applied", "unchanged", "refused", "failed", "rolled_back", "suspended"]
+# Refusals a pass retries rather than quarantines: the swarm cannot place the runtime (a node label
+# fixes it), the image carries no signature yet (one may be pushed after the merge).
+RETRIED_REFUSALS = frozenset({Reason.SWARM_PLACEMENT, Reason.IMAGE_UNSIGNED})
 APPLIED_AFTER_RESTART = "the container already runs this revision (recorded after a restart)"
 
 
@@ -122,8 +125,8 @@ def _record_decision(status: Status, did: PassReport, result: PassResult, *, now
         events.append(AuditEvent("drift_repaired" if drift else "applied", {**fields, **_placement(did)}))
     elif result.result in ("refused", "rolled_back"):
         status.quarantined = quarantine_key(did)
-        if result.code == Reason.SWARM_PLACEMENT:
-            status.quarantined = None  # fixed on the swarm (a node label), not in the manifest: try again
+        if result.code in RETRIED_REFUSALS:
+            status.quarantined = None  # fixed outside the manifest (a node label, a signature): try again
         if result.result == "rolled_back":
             status.last_snapshot = did.snapshot or status.last_snapshot
         if not _told(status, result):

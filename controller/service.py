@@ -39,11 +39,11 @@ from controller.locks import pass_lock
 from controller.manifest import MAX_MANIFEST_BYTES
 from controller.reconcile import ImageCheck, Pass, PassOptions, PassWorld, current_container, remembered_revision
 from controller.recording import AuditEvent, PassResult, record, rolled_back_to, suspension
-from controller.rollout import Applier, Rollout, checkpoint
+from controller.rollout import Applier, Outcome, Rollout, checkpoint
 from controller.runtime import Runtime, RuntimeView, ServiceRuntime
 from controller.signatures.cosign import load_cosign_keys
 from controller.signatures.policy import Verdict, VerifiedCache
-from controller.snapshots import Snapshot, find_snapshot, list_snapshots
+from controller.snapshots import Snapshot, find_snapshot, list_snapshots, restorable
 from controller.source import GitSource
 from controller.status import (
     AuditAnchor,
@@ -143,6 +143,7 @@ class EnvironmentService:
         )
         if config.image.signatures is not None:
             self.world.image_check = self._check_image
+            self.world.image_signer_trusted = self._trusted_image_signer
         self.audit_hooks: list[AuditHook] = []
         self._anchor: audit.Anchor | None = None  # the audit log's tail after this operation's appends
         self.notice_hooks: list[AuditHook] = []
@@ -209,20 +210,31 @@ class EnvironmentService:
     def sync(self, options: PassOptions | None = None) -> PassResult:
         """One pass under the pass lock, after finishing a swap a crash interrupted."""
         with pass_lock(self.paths.pass_lock):
-            recovered = self.rollout().recover() if self.paths.journal.exists() else None
+            try:
+                recovered = self.rollout().recover() if self.paths.journal.exists() else None
+            except Retryable as exc:  # an engine that cannot be reached to finish the swap: recorded, retried
+                return self._pass(options or PassOptions(), unrecovered=exc)
             return self._pass(options or PassOptions(), recovered=recovered)
 
     def plan(self) -> PassResult:
         """What the next sync would do: every step up to the plan, nothing changed or recorded."""
         return self._pass(PassOptions(dry_run=True))
 
-    def _pass(self, options: PassOptions, *, recovered: str | None = None) -> PassResult:
+    def _pass(
+        self, options: PassOptions, *, recovered: str | None = None, unrecovered: Retryable | None = None
+    ) -> PassResult:
         damaged = self.status_damage(keep_aside=not options.dry_run)
         previous = self.load_status()
         run = self._run = Pass(self.world, previous, options, now=self.clock())
         result = PassResult("failed", "the pass did not finish", code=Reason.INTERNAL_ERROR)
         try:
-            result = PassResult("refused", damaged, code=Reason.STATUS_UNREADABLE) if damaged else run.run()
+            if damaged:
+                result = PassResult("refused", damaged, code=Reason.STATUS_UNREADABLE)
+            elif unrecovered is not None:
+                reason = f"cannot finish the swap a crash interrupted: {unrecovered.reason}"
+                result = PassResult("failed", reason, retryable=True, code=unrecovered.code)
+            else:
+                result = run.run()
         finally:
             if not options.dry_run:
                 self._record(previous, run, result, recovered=recovered)
@@ -297,14 +309,14 @@ class EnvironmentService:
 
     def recover(self) -> str | None:
         """Finish or undo a swap a crash interrupted (at the daemon's start); say what was done."""
-        with pass_lock(self.paths.pass_lock):
+        with pass_lock(self.paths.pass_lock):  # the record too: a sync waiting for it must not be overwritten
             done = self.rollout().recover()
-        if done:
-            self.emit(AuditEvent("recovered", {"reason": done}), at=self.clock())
-            status = read_status(self.paths.status)
-            if status is not None:
-                self._write(status)  # the audit anchor follows every append
-            log.warning("recovered from an interrupted run", extra={"done": done})
+            if done:
+                self.emit(AuditEvent("recovered", {"reason": done}), at=self.clock())
+                status = read_status(self.paths.status)
+                if status is not None:
+                    self._write(status)  # the audit anchor follows every append
+                log.warning("recovered from an interrupted run", extra={"done": done})
         return done
 
     # -- verification ------------------------------------------------------------------------
@@ -366,14 +378,27 @@ class EnvironmentService:
         except ConfigError as exc:
             raise Retryable(str(exc), code=Reason.HOST_CONFIG) from None
 
+    def _trusted_image_signer(self, signer: str) -> bool:
+        """Whether a recorded image signer is still one of ``image.signatures.keys`` (a rotated key is not)."""
+        signatures = self.config.image.signatures
+        try:
+            keys = load_cosign_keys(signatures.keys) if signatures else ()
+        except ConfigError:
+            return False  # the check itself says what is wrong with the keys
+        return any(key.fingerprint == signer for key in keys)
+
     # -- operator actions --------------------------------------------------------------------
 
     def rollback(self, snapshot_id: str | None = None) -> Snapshot:
         """Break-glass: restore a snapshot, then suspend so the next poll does not undo it."""
-        snapshot = find_snapshot(self.paths.snapshots, snapshot_id)
+        snapshot = find_snapshot(self.paths.snapshots, snapshot_id, environment=self.config.environment)
+        try:
+            dotenv = read_dotenv(self.paths.dotenv)
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"cannot read {self.paths.dotenv}: {exc}") from None
+        checked = restorable(snapshot, repository=self.config.image.repository, dotenv=dotenv)
         with pass_lock(self.paths.pass_lock):
-            self._set_suspended(True, reason=f"rollback to snapshot {snapshot.id}")
-            outcome = self.rollout().restore(snapshot)
+            outcome = self._restore_suspended(checked, reason=f"rollback to snapshot {snapshot.id}")
             now = self.clock()
             fields = {"snapshot": snapshot.id, "revision": snapshot.revision, "image": snapshot.image}
             self.emit(AuditEvent("rollback", fields), at=now)
@@ -399,6 +424,23 @@ class EnvironmentService:
         with pass_lock(self.paths.pass_lock):
             self._set_suspended(False, reason=reason)
 
+    def _restore_suspended(self, snapshot: Snapshot, *, reason: str) -> Outcome:
+        """Restore with the marker down, so a crash mid-restore leaves the environment suspended;
+        a restore that fails takes the marker away again, and only a done one is recorded as suspended."""
+        marker = self.paths.suspended_marker
+        placed = not marker.exists()
+        if placed:
+            create_new(marker, f"{reason}\n".encode(), mode=0o600)
+        try:
+            outcome = self.rollout().restore(snapshot)
+        except Exception:
+            if placed:
+                marker.unlink(missing_ok=True)
+            raise
+        if placed:
+            self._record_suspension(True, reason=reason)
+        return outcome
+
     def _set_suspended(self, suspended: bool, *, reason: str) -> None:
         marker = self.paths.suspended_marker
         if suspended == marker.exists():
@@ -407,6 +449,9 @@ class EnvironmentService:
             create_new(marker, f"{reason}\n".encode(), mode=0o600)
         else:
             marker.unlink()
+        self._record_suspension(suspended, reason=reason)
+
+    def _record_suspension(self, suspended: bool, *, reason: str) -> None:
         now = self.clock()
         self.emit(AuditEvent("suspended" if suspended else "resumed", {"reason": reason}), at=now)
         status = read_status(self.paths.status)

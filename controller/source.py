@@ -104,15 +104,23 @@ class GitSource:
         return data
 
     def is_ancestor(self, old: str, new: str) -> bool:
-        """Whether ``old`` is ``new`` or one of its ancestors."""
+        """Whether ``old`` is ``new`` or one of its ancestors (not when the repository lacks ``old``)."""
         if old == new:
             return True  # the common no-change poll: no git process for it
         try:
             self.repo().git.merge_base("--is-ancestor", old, new)
         except git.GitCommandError as exc:
-            if exc.status == 1:
+            if exc.status == 1 or not self.has_commit(old):
                 return False
             raise SourceError(f"checking ancestry failed: {_stderr(exc)}") from None
+        return True
+
+    def has_commit(self, sha: str) -> bool:
+        """Whether the fetched repository holds the commit ``sha`` (a rewrite and a gc can lose one)."""
+        try:
+            self.repo().git.cat_file("-e", f"{sha}^{{commit}}")
+        except git.GitCommandError:
+            return False
         return True
 
     def first_parent_range(self, old: str | None, new: str) -> list[str]:

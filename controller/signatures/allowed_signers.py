@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from controller.errors import Refused
+from controller.errors import Reason, Refused
 
 _KEY_TYPE = re.compile(r"^(ssh-|ecdsa-sha2-|sk-)")
 
@@ -44,7 +44,7 @@ class AllowedSigner:
 
 def _bad(line: int, reason: str) -> Refused:
     """A line of the file refused, by number."""
-    return Refused(f"allowed_signers line {line}: {reason}", code="BadTrustPolicy")
+    return Refused(f"allowed_signers line {line}: {reason}", code=Reason.BAD_TRUST_POLICY)
 
 
 def parse_allowed_signers(text: str) -> list[AllowedSigner]:

@@ -23,7 +23,7 @@ from datetime import datetime
 import pysequoia
 from pysequoia.packet import Packet, PacketPile, SignatureType, Tag
 
-from controller.errors import Refused
+from controller.errors import Reason, Refused
 from controller.signatures.packets import canonical_signature
 
 _KEY_TAGS = (Tag.PublicKey, Tag.PublicSubkey, Tag.SecretKey, Tag.SecretSubkey)
@@ -71,7 +71,8 @@ class OpenPgpKeyring:
         try:
             self._certs = pysequoia.Cert.split_bytes(armored) if armored.strip() else []
         except Exception as exc:  # pysequoia raises plain errors with a Rust backtrace
-            raise Refused(f"OpenPGP trust file is unreadable: {_first_line(exc)}", code="BadTrustPolicy") from None
+            reason = f"OpenPGP trust file is unreadable: {_first_line(exc)}"
+            raise Refused(reason, code=Reason.BAD_TRUST_POLICY) from None
 
     def __len__(self) -> int:
         return len(self._certs)
@@ -85,13 +86,13 @@ class OpenPgpKeyring:
         try:
             sig = pysequoia.Sig.from_bytes(canonical_signature(armored_signature))
         except Exception as exc:
-            raise Refused(f"OpenPGP signature is malformed: {_first_line(exc)}", code="BadSignature") from None
+            raise Refused(f"OpenPGP signature is malformed: {_first_line(exc)}", code=Reason.BAD_SIGNATURE) from None
         try:
             result = pysequoia.verify(bytes=payload, store=lambda _ids: self._certs, signature=sig)
         except Exception:
             raise self._not_verified(sig, now=now) from None
         if not result.valid_sigs:
-            raise Refused("OpenPGP signature is not by a trusted key", code="UntrustedSigner")
+            raise Refused("OpenPGP signature is not by a trusted key", code=Reason.UNTRUSTED_SIGNER)
         valid = result.valid_sigs[0]
         return OpenPgpCheck(str(valid.certificate).upper(), str(valid.signing_key).upper())
 
@@ -99,7 +100,7 @@ class OpenPgpKeyring:
         """Whether the key that made ``check`` may sign *now*, by the controller's clock."""
         cert = self._cert(check.certificate)
         if cert is None:
-            raise Refused(f"OpenPGP key {check.certificate} is not in the trust file", code="UntrustedSigner")
+            raise Refused(f"OpenPGP key {check.certificate} is not in the trust file", code=Reason.UNTRUSTED_SIGNER)
         states = _key_states(cert)
         _check_live(cert, states.get(check.certificate, _KeyState()), now=now)
         if check.signing_key != check.certificate:
@@ -127,42 +128,43 @@ class OpenPgpKeyring:
         issuer = str(sig.issuer_fingerprint or sig.issuer_key_id or "unknown").upper()
         owner = self._owner(issuer) if len(issuer) >= 16 else None
         if owner is None:
-            return Refused(f"OpenPGP signature by {issuer} is not by a trusted key", code="UntrustedSigner")
+            return Refused(f"OpenPGP signature by {issuer} is not by a trusted key", code=Reason.UNTRUSTED_SIGNER)
         try:
             self.judge(OpenPgpCheck(*owner), now=now)
         except Refused as exc:
             return exc
         if str(sig.hash_algorithm).upper().endswith(("SHA1", "MD5", "RIPEMD160")):
             hash_name = str(sig.hash_algorithm).rsplit(".", 1)[-1]
-            return Refused(f"OpenPGP signature by {issuer} uses {hash_name}, which is refused", code="BadSignature")
+            reason = f"OpenPGP signature by {issuer} uses {hash_name}, which is refused"
+            return Refused(reason, code=Reason.BAD_SIGNATURE)
         if sig.created is not None and sig.created > now:
             return Refused(
                 f"OpenPGP signature by {issuer} is dated in the future ({sig.created.isoformat()}, "
                 "by the controller's clock)",
-                code="BadSignature",
+                code=Reason.BAD_SIGNATURE,
             )
         return Refused(
             f"OpenPGP signature by {issuer} does not verify against the trusted keys "
             "(a non-signing key, or the commit changed after signing)",
-            code="UntrustedSigner",
+            code=Reason.UNTRUSTED_SIGNER,
         )
 
 
 def _check_live(cert: pysequoia.Cert, primary: _KeyState, *, now: datetime) -> None:
     fpr = cert.fingerprint.upper()
     if cert.is_revoked or primary.revoked:
-        raise Refused(f"OpenPGP key {fpr} is revoked", code="RevokedKey")
+        raise Refused(f"OpenPGP key {fpr} is revoked", code=Reason.REVOKED_KEY)
     if cert.expiration is not None and cert.expiration <= now:
-        raise Refused(f"OpenPGP key {fpr} expired at {cert.expiration.isoformat()}", code="ExpiredKey")
+        raise Refused(f"OpenPGP key {fpr} expired at {cert.expiration.isoformat()}", code=Reason.EXPIRED_KEY)
 
 
 def _check_subkey_live(key: str, state: _KeyState, *, now: datetime) -> None:
     """A signing subkey revoked (for any reason) or expired by ``now`` is refused."""
     if state.revoked:
-        raise Refused(f"OpenPGP signing subkey {key} is revoked", code="RevokedKey")
+        raise Refused(f"OpenPGP signing subkey {key} is revoked", code=Reason.REVOKED_KEY)
     expires = state.binding[1] if state.binding else None
     if expires is not None and expires <= now:
-        raise Refused(f"OpenPGP signing subkey {key} expired at {expires.isoformat()}", code="ExpiredKey")
+        raise Refused(f"OpenPGP signing subkey {key} expired at {expires.isoformat()}", code=Reason.EXPIRED_KEY)
 
 
 def _key_states(cert: pysequoia.Cert) -> dict[str, _KeyState]:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from controller.errors import Refused
+from controller.errors import Reason, Refused
 
 SIGNATURE_HEADER = b"gpgsig "
 
@@ -56,5 +56,5 @@ def split_commit(raw: bytes) -> SignedCommit:
             payload += line
         pos = nxt
     if headers > 1:
-        raise Refused("the commit carries two signature headers", code="MalformedSignature")
+        raise Refused("the commit carries two signature headers", code=Reason.MALFORMED_SIGNATURE)
     return SignedCommit(payload=bytes(payload), signature=bytes(signature) if headers else None)

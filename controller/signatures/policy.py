@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from controller.errors import Refused
+from controller.errors import Reason, Refused
 from controller.signatures import sshsig
 from controller.signatures.allowed_signers import AllowedSigner, parse_allowed_signers
 from controller.signatures.openpgp import OpenPgpCheck, OpenPgpKeyring
@@ -89,7 +89,7 @@ class TrustPolicy:
     def require_signers(self) -> None:
         """Refuse at once when no signer at all is trusted."""
         if not self.ssh and not len(self.openpgp):
-            raise Refused("the trust policy is empty: no signer is trusted", code="UntrustedSigner")
+            raise Refused("the trust policy is empty: no signer is trusted", code=Reason.UNTRUSTED_SIGNER)
 
     def verify_raw_commit(self, raw: bytes, *, now: datetime) -> Verdict:
         """Verify one raw commit object; return the verdict or raise ``Refused``."""
@@ -100,7 +100,7 @@ class TrustPolicy:
         """The cryptography of one raw commit (``now`` only words an OpenPGP refusal)."""
         signed = split_commit(raw)
         if signed.signature is None:
-            raise Refused("the commit is not signed", code="Unsigned")
+            raise Refused("the commit is not signed", code=Reason.UNSIGNED)
         armored = signed.signature.strip()
         if armored.startswith(sshsig.BEGIN):
             sig = sshsig.parse_armored(armored)
@@ -108,7 +108,7 @@ class TrustPolicy:
             return SshCheck(sig.public_key_line, sig.public_key, sig.key_type, sig.fingerprint)
         if armored.startswith(b"-----BEGIN PGP SIGNATURE-----"):
             return self.openpgp.check(armored, signed.payload, now=now)
-        raise Refused("the commit's signature is neither SSH nor OpenPGP", code="BadSignature")
+        raise Refused("the commit's signature is neither SSH nor OpenPGP", code=Reason.BAD_SIGNATURE)
 
     def judge(self, check: Check, *, now: datetime) -> Verdict:
         """Whether the key ``check`` names is trusted, unrevoked and valid *now*."""
@@ -116,24 +116,24 @@ class TrustPolicy:
             return self._judge_ssh(check, now=now)
         signer = self.openpgp.judge(check, now=now)
         if self.revoked.revokes_openpgp(signer.fingerprint, signer.signing_key):
-            raise Refused(f"OpenPGP key {signer.fingerprint} is listed in revoked_keys", code="RevokedKey")
+            raise Refused(f"OpenPGP key {signer.fingerprint} is listed in revoked_keys", code=Reason.REVOKED_KEY)
         return Verdict(signer.fingerprint, signer.algorithm, signer.user_id, kind="openpgp")
 
     def _judge_ssh(self, check: SshCheck, *, now: datetime) -> Verdict:
         short = f"{check.key_type} {check.fingerprint}"
         if self.revoked.revokes_ssh(check.blob):
-            raise Refused(f"SSH key {short} is listed in revoked_keys", code="RevokedKey")
+            raise Refused(f"SSH key {short} is listed in revoked_keys", code=Reason.REVOKED_KEY)
         entries = [e for e in self.ssh if e.key == check.key]
         if not entries:
-            raise Refused(f"SSH key {short} is not in allowed_signers", code="UntrustedSigner")
+            raise Refused(f"SSH key {short} is not in allowed_signers", code=Reason.UNTRUSTED_SIGNER)
         usable = [e for e in entries if e.allows_namespace("git")]
         if not usable:
-            raise Refused(f"SSH key {short} is not allowed for namespace 'git'", code="UntrustedSigner")
+            raise Refused(f"SSH key {short} is not allowed for namespace 'git'", code=Reason.UNTRUSTED_SIGNER)
         for entry in usable:
             if entry.validity_reason(now) is None:
                 return Verdict(",".join(entry.principals), short, f"allowed_signers line {entry.line}")
         reason = usable[0].validity_reason(now)
-        raise Refused(f"SSH key {short} {reason} (by the controller's clock)", code="ExpiredKey")
+        raise Refused(f"SSH key {short} {reason} (by the controller's clock)", code=Reason.EXPIRED_KEY)
 
 
 def _read(path: Path | None, *, required: bool) -> bytes:
@@ -143,10 +143,10 @@ def _read(path: Path | None, *, required: bool) -> bytes:
         return path.read_bytes()
     except FileNotFoundError:
         if required:
-            raise Refused(f"trust file {path} is missing: no signer is trusted", code="UntrustedSigner") from None
+            raise Refused(f"trust file {path} is missing: no signer is trusted", code=Reason.UNTRUSTED_SIGNER) from None
         return b""
     except OSError as exc:
-        raise Refused(f"trust file {path} is unreadable: {exc.strerror}", code="UntrustedSigner") from None
+        raise Refused(f"trust file {path} is unreadable: {exc.strerror}", code=Reason.UNTRUSTED_SIGNER) from None
 
 
 class VerifiedCache:
@@ -186,7 +186,7 @@ def verify_commits(
     The first refused commit refuses the whole range, naming that commit.
     """
     if not commits:
-        raise Refused("no commit to verify", code="Unsigned")
+        raise Refused("no commit to verify", code=Reason.UNSIGNED)
     verdicts = [_verify_one(c, read_commit=read_commit, policy=policy, now=now, cache=cache) for c in commits]
     return verdicts[-1]
 

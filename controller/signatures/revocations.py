@@ -18,7 +18,7 @@ import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from controller.errors import Refused
+from controller.errors import Reason, Refused
 from controller.signatures.allowed_signers import parse_line
 
 KRL_MAGIC = b"SSHKRL\n\x00"
@@ -68,7 +68,7 @@ def parse_revoked_keys(data: bytes, *, path: Path | None = None) -> Revocations:
 
 def _bad(name: str, number: int | None, sentence: str) -> Refused:
     where = f"{name} line {number}" if number else name
-    return Refused(f"{where}: {sentence}", code="BadTrustPolicy")
+    return Refused(f"{where}: {sentence}", code=Reason.BAD_TRUST_POLICY)
 
 
 def _parse_text_line(revoked: Revocations, line: str, *, name: str, number: int) -> None:

@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
-from controller.errors import Refused
+from controller.errors import Reason, Refused
 
 BEGIN = b"-----BEGIN SSH SIGNATURE-----"
 END = b"-----END SSH SIGNATURE-----"
@@ -39,7 +39,7 @@ _RSA_HASHES: dict[bytes, hashes.HashAlgorithm] = {
 
 
 def _bad(reason: str) -> Refused:
-    return Refused(f"SSH signature {reason}", code="BadSignature")
+    return Refused(f"SSH signature {reason}", code=Reason.BAD_SIGNATURE)
 
 
 class _Reader:

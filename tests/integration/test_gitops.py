@@ -176,6 +176,39 @@ def test_rollback_restores_a_snapshot_and_suspends_until_resume(
     assert events[-4:] == ["suspended", "rollback", "resumed", "applied"]
 
 
+def _env_of(container: dict[str, object]) -> dict[str, str]:
+    pairs = container["Config"]["Env"]  # type: ignore[index]
+    return dict(str(pair).partition("=")[::2] for pair in pairs)
+
+
+def test_rollback_never_restores_another_environments_snapshot_or_its_database(
+    host: Host, images: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert host.sync("dev") == 0 and host.sync("prod") == 0
+    host.publish("b", prod=images["healthy-b"])
+    assert host.sync("prod") == 0
+    prod_snapshots = host.root / "prod/deploy-agent/state/snapshots"
+    snapshot = sorted(prod_snapshots.glob("*.json"))[-1]  # of healthy-a, before healthy-b
+    dev, dev_container = str(host.configs["dev"]), host.running("dev")
+    dev_database = _env_of(dev_container)["DATABASE_URL"]
+    traversal = f"../../../../prod/deploy-agent/state/snapshots/{snapshot.stem}"
+    assert main(["rollback", traversal, "--config", dev]) == 3
+    assert "is not a snapshot id" in capsys.readouterr().err
+    (host.root / "dev/deploy-agent/state/snapshots" / snapshot.name).write_bytes(snapshot.read_bytes())
+    assert main(["rollback", snapshot.stem, "--config", dev]) == 3
+    assert "of environment 'prod', not 'dev'" in capsys.readouterr().err
+    assert host.running("dev")["Id"] == dev_container["Id"] and not host.status("dev").suspended
+    assert [e["event"] for e in host.audit("dev")] == ["applied"]
+    data = json.loads(snapshot.read_text())
+    data["prior"]["env"]["DATABASE_URL"] = dev_database  # a snapshot file is host state, not trusted
+    snapshot.write_text(json.dumps(data))
+    assert main(["rollback", snapshot.stem, "--config", str(host.configs["prod"])]) == 0
+    restored = host.running("prod")
+    assert host.image("prod") == images["healthy-a"]
+    assert _env_of(restored)["DATABASE_URL"].endswith("/dreichor_prod")
+    assert restored["Config"]["Labels"]["io.dreichor.environment"] == "prod"  # type: ignore[index]
+
+
 def test_a_tampered_audit_log_is_detected(host: Host, images: dict[str, str]) -> None:
     assert host.sync() == 0
     host.publish("b", prod=images["healthy-b"])

@@ -96,7 +96,29 @@ def test_an_image_without_a_trusted_signature_is_refused_and_the_container_untou
     assert host.running()["Id"] == before["Id"] and host.image() == signed.a
     assert host.running()["State"]["StartedAt"] == before["State"]["StartedAt"]  # type: ignore[index]
     assert signed.cli(capsys, "verify-image", signed.b)[0] == 3
-    assert host.sync() == 0 and host.running()["Id"] == before["Id"]  # quarantined: not asked again
+    if signature == "another key":
+        assert host.sync() == 0 and host.running()["Id"] == before["Id"]  # quarantined: not asked again
+        return
+    assert host.sync() == 3 and host.running()["Id"] == before["Id"]  # no signature yet: asked again
+    sign_classic(signed.writer, signed.b, signed.key)  # signed after the merge
+    assert host.sync() == 0 and host.image() == signed.b
+
+
+def test_a_removed_container_of_a_verified_image_is_repaired_while_the_registry_is_down(
+    signed: SignedHost,
+) -> None:
+    host = signed.host
+    assert host.sync() == 0 and host.image() == signed.a
+    host.engine.cli("rm", "--force", "dreichor-runtime-prod")
+    host.registry.stop()
+    try:
+        assert host.sync() == 0
+    finally:
+        host.registry.start()
+    assert host.image() == signed.a and host.running()["State"]["Running"]  # type: ignore[index]
+    status = host.status()
+    assert status.applied is not None and status.applied.image_signer == fingerprint(signed.key.private.public_key())
+    assert host.audit()[-1]["event"] == "drift_repaired"
 
 
 def test_verify_image_without_configured_keys_is_an_error(

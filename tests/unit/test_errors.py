@@ -12,11 +12,18 @@ from controller.errors import Reason, Refused, Retryable
 PACKAGE = Path(__file__).resolve().parents[2] / "controller"
 
 
-def test_every_reason_code_written_in_the_package_is_a_known_reason() -> None:
-    written = {
-        code for path in PACKAGE.rglob("*.py") for code in re.findall(r'code="(\w+)"', path.read_text(encoding="utf-8"))
-    }
-    assert written <= {reason.value for reason in Reason}
+def test_every_reason_code_in_the_package_is_a_reason_member_not_a_string() -> None:
+    literals = [
+        f"{path.relative_to(PACKAGE)}: {code}"
+        for path in PACKAGE.rglob("*.py")
+        for code in re.findall(r'code="\w*"', path.read_text(encoding="utf-8"))
+    ]
+    assert literals == []
+
+
+def test_every_reason_member_is_used_in_the_package() -> None:
+    text = "\n".join(p.read_text(encoding="utf-8") for p in PACKAGE.rglob("*.py"))
+    assert [reason.name for reason in Reason if f"Reason.{reason.name}" not in text] == []
 
 
 def test_a_reason_given_by_name_becomes_the_constant() -> None:

@@ -8,8 +8,12 @@ without root or Docker.  The same paths run against a real engine in
 
 from __future__ import annotations
 
+import fcntl
+import json
 import logging
+import os
 import shutil
+import subprocess
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -20,14 +24,17 @@ from typing import Any
 import pytest
 
 from controller.audit import read_events
-from controller.config import Config, parse_config
-from controller.errors import Refused
+from controller.config import Config, ImageSignaturesConfig, parse_config
+from controller.contract import DesiredContainer
+from controller.errors import Reason, Refused, Retryable
 from controller.layout import init_layout
 from controller.locks import pass_lock
 from controller.rollout import checkpoint
 from controller.service import EnvironmentService, PassOptions
+from controller.signatures.cosign import load_cosign_key
 from controller.status import Status
 from testbed import ManifestRepo, SshKey, make_ssh_key, manifest_text
+from tests.cosign_signing import make_signing_key
 from tests.unit.fake_engine import FakeEngine
 
 REPOSITORY = "registry.test/dreichor/runtime"
@@ -254,6 +261,27 @@ def test_a_rewritten_history_is_refused_unless_allowed(deployed: Env) -> None:
     assert deployed.events() == ["applied", "refused", "rewrite_allowed", "applied"]
 
 
+def test_an_applied_revision_gone_from_the_history_is_a_rewrite_that_allow_rewrite_passes(deployed: Env) -> None:
+    applied = deployed.status().applied
+    assert applied is not None
+    deployed.repo.git("checkout", "-q", "--orphan", "other")
+    deployed.repo.write("envs/prod.yaml", manifest_text("prod", GOOD_B))
+    deployed.repo.commit("unrelated", key=deployed.key)
+    deployed.repo.push(force=True)
+    bare = ["git", "-C", str(deployed.repo.bare)]
+    subprocess.run([*bare, "reflog", "expire", "--expire=now", "--all"], check=True)
+    subprocess.run([*bare, "gc", "-q", "--prune=now"], check=True)
+    shutil.rmtree(deployed.config.paths.repo)  # the cache is rebuilt from a remote without the applied commit
+    assert deployed.sync() == "refused"
+    attempt = deployed.status().last_attempt
+    assert attempt is not None and attempt.code == "HistoryRewritten"
+    assert f"applied revision {applied.revision[:12]} is not in the fetched history" in attempt.reason
+    assert deployed.image() == GOOD_A
+    assert deployed.sync(allow_rewrite=True, force=True) == "applied"
+    assert deployed.image() == GOOD_B
+    assert deployed.events() == ["applied", "refused", "rewrite_allowed", "applied"]
+
+
 def test_an_unreachable_engine_fails_retryably_and_reconnects(deployed: Env) -> None:
     service = deployed.service()
     closed = deployed.engine.closed
@@ -270,7 +298,7 @@ def test_an_unreachable_engine_fails_retryably_and_reconnects(deployed: Env) -> 
 
 def test_an_image_check_refuses_before_anything_is_pulled(deployed: Env) -> None:
     def check(desired: object) -> str:
-        raise Refused("the image carries no trusted signature", code="Unsigned")
+        raise Refused("the image carries no trusted signature", code=Reason.UNSIGNED)
 
     service = deployed.service()
     service.image_check = check
@@ -278,6 +306,110 @@ def test_an_image_check_refuses_before_anything_is_pulled(deployed: Env) -> None
     deployed.engine.calls.clear()
     assert service.sync().result == "refused"
     assert "pull" not in deployed.engine.calls and deployed.image() == GOOD_A
+
+
+class RegistryCheck:
+    """An image check that counts its calls; ``down`` answers like a registry that cannot be reached."""
+
+    def __init__(self) -> None:
+        self.checked: list[str] = []
+        self.down = False
+        self.signer = "SHA256:cosign-key"
+        self.refusal: Refused | None = None
+
+    def __call__(self, desired: DesiredContainer) -> str:
+        self.checked.append(desired.image)
+        if self.down:
+            raise Retryable("the registry cannot be reached", code=Reason.REGISTRY_UNAVAILABLE)
+        if self.refusal is not None:
+            raise self.refusal
+        return self.signer
+
+
+@pytest.mark.parametrize("drift", ["remove", "stop"])
+def test_repairing_the_verified_image_needs_no_registry(deployed: Env, drift: str) -> None:
+    check, service = RegistryCheck(), deployed.service()
+    service.image_check = check
+    deployed.publish(GOOD_B)
+    assert service.sync().result == "applied" and check.checked == [GOOD_B]
+    check.down = True
+    getattr(deployed.engine, drift)("dreichor-runtime-prod")
+    assert service.sync().result == "applied"
+    assert deployed.image() == GOOD_B and check.checked == [GOOD_B]
+    applied = deployed.status().applied
+    assert applied is not None and applied.image_signer == "SHA256:cosign-key"
+    assert deployed.events()[-1] == "drift_repaired"
+
+
+def test_a_new_image_is_checked_even_after_a_verified_one(deployed: Env) -> None:
+    check, service = RegistryCheck(), deployed.service()
+    service.image_check = check
+    deployed.publish(GOOD_B)
+    assert service.sync().result == "applied"
+    check.down = True
+    deployed.publish(CRASHING)
+    result = service.sync()
+    assert result.result == "failed" and result.retryable and check.checked == [GOOD_B, CRASHING]
+    assert deployed.image() == GOOD_B
+
+
+def test_an_image_applied_without_a_verified_signature_is_checked_when_repaired(deployed: Env) -> None:
+    check, service = RegistryCheck(), deployed.service()
+    service.image_check = check
+    check.down = True
+    deployed.engine.remove("dreichor-runtime-prod")
+    assert service.sync().result == "failed" and check.checked == [GOOD_A]
+
+
+def _trust_image_keys(env: Env, key: Path) -> None:
+    image = env.config.image.model_copy(update={"signatures": ImageSignaturesConfig(keys=[str(key)])})
+    env.config = env.config.model_copy(update={"image": image})
+
+
+def test_a_repair_checks_the_image_again_after_its_signing_key_was_rotated_out(deployed: Env, tmp_path: Path) -> None:
+    old, new = (make_signing_key(tmp_path, name=name) for name in ("old", "new"))
+    _trust_image_keys(deployed, old.public_path)
+    check, service = RegistryCheck(), deployed.service()
+    service.image_check = check
+    check.signer = load_cosign_key(old.public_path).fingerprint
+    deployed.publish(GOOD_B)
+    assert service.sync().result == "applied"
+    deployed.engine.remove("dreichor-runtime-prod")
+    assert service.sync().result == "applied" and check.checked == [GOOD_B]  # the same key: no new check
+    _trust_image_keys(deployed, new.public_path)
+    check.down, service = True, deployed.service()
+    service.image_check = check
+    deployed.engine.remove("dreichor-runtime-prod")
+    assert service.sync().result == "failed" and check.checked == [GOOD_B, GOOD_B]
+
+
+def test_an_image_signed_after_the_merge_is_deployed_by_the_next_pass(deployed: Env) -> None:
+    check, service = RegistryCheck(), deployed.service()
+    service.image_check = check
+    unsigned = Refused("the image carries no signature", code=Reason.IMAGE_UNSIGNED)
+    check.refusal = unsigned
+    deployed.publish(GOOD_B)
+    assert service.sync().result == "refused" and deployed.image() == GOOD_A
+    assert service.sync().result == "refused" and deployed.events() == ["applied", "refused"]  # told once
+    check.refusal = None  # the image was signed
+    assert service.sync().result == "applied" and deployed.image() == GOOD_B
+    assert check.checked == [GOOD_B] * 3
+
+
+def test_adding_the_cosign_key_lifts_the_quarantine_of_an_untrusted_image_signature(
+    deployed: Env, tmp_path: Path
+) -> None:
+    key = make_signing_key(tmp_path, name="cosign")
+    _trust_image_keys(deployed, key.public_path)
+    check, service = RegistryCheck(), deployed.service()
+    service.image_check = check
+    check.refusal = Refused("signed by an unknown key", code=Reason.UNTRUSTED_IMAGE_SIGNATURE)
+    deployed.publish(GOOD_B)
+    assert service.sync().result == "refused"
+    assert service.sync().result == "unchanged" and check.checked == [GOOD_B]  # quarantined: not asked again
+    key.public_path.write_bytes(make_signing_key(tmp_path / "other", name="cosign").public_path.read_bytes())
+    check.refusal = None
+    assert service.sync().result == "applied" and deployed.image() == GOOD_B
 
 
 def test_audit_hooks_hear_every_event(deployed: Env) -> None:
@@ -344,6 +476,44 @@ def test_the_daemon_start_recovers_and_records_it(deployed: Env) -> None:
     assert deployed.service().recover()
     assert deployed.image() == GOOD_A
     assert deployed.events()[-1] == "recovered"
+
+
+def test_recovery_with_the_engine_unreachable_is_a_recorded_retryable_failure(deployed: Env) -> None:
+    deployed.publish(GOOD_B)
+    with pytest.raises(Crash):
+        deployed.service(crash_at="stop").sync()
+    deployed.engine.unavailable = True
+    service = deployed.service()
+    result = service.sync()
+    assert result.result == "failed" and result.retryable and str(result.code) == "EngineUnavailable"
+    status = deployed.status()
+    assert status.phase == "Degraded" and status.last_attempt is not None
+    assert "Docker Engine unreachable" in status.last_attempt.reason
+    deployed.engine.unavailable = False
+    assert service.sync().result == "applied" and deployed.image() == GOOD_B
+    assert deployed.events()[-2:] == ["recovered", "applied"]
+
+
+def test_recovery_records_inside_the_pass_lock(deployed: Env) -> None:
+    deployed.publish(GOOD_B)
+    with pytest.raises(Crash):
+        deployed.service(crash_at="stop").sync()
+    service = deployed.service()
+    held: list[bool] = []
+
+    def hook(event: dict[str, Any]) -> None:
+        fd = os.open(deployed.config.paths.pass_lock, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            held.append(False)
+        except BlockingIOError:
+            held.append(True)
+        finally:
+            os.close(fd)
+
+    service.audit_hooks.append(hook)
+    assert service.recover()
+    assert held == [True]
 
 
 def test_verify_fetches_with_the_credentials_from_dotenv(env: Env) -> None:
@@ -465,3 +635,119 @@ def test_a_failed_health_gate_is_logged_at_warning_with_the_rollback(
     failed = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert [getattr(r, "step", None) for r in failed] == ["health"]
     assert "rollback" in [getattr(r, "step", None) for r in caplog.records]
+
+
+# -- break-glass rollback takes only this environment's snapshots, re-judged by the contract --------
+
+
+def _newest_snapshot_file(env: Env) -> Path:
+    files = sorted(env.config.paths.snapshots.glob("*.json"))
+    assert files
+    return files[-1]
+
+
+def _rewrite_prior(path: Path, **changes: Any) -> None:
+    data = json.loads(path.read_text())
+    data["prior"] = {**data["prior"], **changes}
+    path.write_text(json.dumps(data))
+
+
+@pytest.fixture
+def changed(deployed: Env) -> Env:
+    """prod ran GOOD_A, now runs GOOD_B: the newest snapshot holds GOOD_A."""
+    deployed.publish(GOOD_B)
+    assert deployed.sync() == "applied"
+    return deployed
+
+
+def _refused_rollback(env: Env, snapshot_id: str | None, match: str) -> None:
+    events = env.events()
+    with pytest.raises(Refused, match=match):
+        env.service().rollback(snapshot_id)
+    assert env.image() == GOOD_B and not env.config.paths.suspended_marker.exists()
+    assert env.events() == events
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "../../../../dev/deploy-agent/state/snapshots/{id}",
+        "/{folder}/{id}",
+        "{id}.json",
+        "{id}/../{id}",
+        "",
+    ],
+)
+def test_rollback_takes_only_a_snapshot_id_not_a_path(changed: Env, name: str) -> None:
+    snapshot = _newest_snapshot_file(changed)
+    dev = changed.config.paths.root / "dev" / "deploy-agent" / "state" / "snapshots"
+    dev.mkdir(parents=True)
+    shutil.copy(snapshot, dev / snapshot.name)
+    bad = name.format(id=snapshot.stem, folder=str(dev).lstrip("/")) or "x"
+    _refused_rollback(changed, bad, "is not a snapshot id")
+
+
+def test_rollback_refuses_a_snapshot_of_another_environment(changed: Env) -> None:
+    path = _newest_snapshot_file(changed)
+    data = json.loads(path.read_text())
+    data["environment"] = "dev"
+    path.write_text(json.dumps(data))
+    _refused_rollback(changed, path.stem, "is of environment 'dev', not 'prod'")
+    _refused_rollback(changed, None, "no snapshot of a prior container")
+
+
+def test_rollback_takes_database_url_from_the_current_dotenv(changed: Env) -> None:
+    path = _newest_snapshot_file(changed)
+    _rewrite_prior(path, env={"DATABASE_URL": "postgresql://h/dreichor_dev", "MODE": "paper"})
+    changed.service().rollback(path.stem)
+    running = changed.engine.running()
+    assert running is not None and running.image == GOOD_A
+    assert running.env == {"DATABASE_URL": "postgresql://h/dreichor_prod", "MODE": "paper"}
+
+
+@pytest.mark.parametrize(
+    ("prior", "match"),
+    [
+        ({"labels": {"io.dreichor.environment": "dev"}}, "label io.dreichor.environment"),
+        ({"env": {"MODE": "paper\nlive"}}, "control character"),
+        ({"env": {"BAD-NAME": "x"}}, "not a valid variable name"),
+        ({"image": f"registry.test/other/runtime@sha256:{'a' * 64}"}, "not the configured"),
+        ({"image": "dreichor/keep-dev:" + "a" * 64}, "not the configured"),
+        ({"image": f"{REPOSITORY}:latest"}, "pinned by digest"),
+    ],
+)
+def test_rollback_rechecks_the_snapshot_against_the_contract(changed: Env, prior: dict[str, Any], match: str) -> None:
+    path = _newest_snapshot_file(changed)
+    _rewrite_prior(path, **prior)
+    _refused_rollback(changed, path.stem, match)
+
+
+def test_rollback_of_a_kept_image_restores_it_by_digest(changed: Env) -> None:
+    path = _newest_snapshot_file(changed)
+    _rewrite_prior(path, image="dreichor/keep-prod:" + "a" * 64)
+    changed.service().rollback(path.stem)
+    running = changed.engine.running()
+    assert running is not None and running.image.endswith("a" * 64)
+
+
+def test_rollback_refused_by_a_bad_dotenv_says_so(changed: Env) -> None:
+    changed.config.paths.dotenv.write_text("DATABASE_URL=postgresql://h/dreichor_dev\n")
+    _refused_rollback(changed, _newest_snapshot_file(changed).stem, "dreichor_dev")
+
+
+def test_a_refused_rollback_leaves_the_environment_unsuspended(changed: Env) -> None:
+    path = _newest_snapshot_file(changed)
+    data = json.loads(path.read_text())
+    data["prior"] = None  # recorded no container: the rollout refuses it
+    path.write_text(json.dumps(data))
+    _refused_rollback(changed, path.stem, "recorded no container")
+    assert not changed.status().suspended and changed.status().phase == "InSync"
+
+
+def test_a_rollback_whose_swap_fails_leaves_the_environment_unsuspended(changed: Env) -> None:
+    changed.engine.registry.discard(GOOD_A)
+    changed.engine.local.clear()
+    with pytest.raises(Refused, match="does not exist in the registry"):
+        changed.service().rollback()
+    assert changed.image() == GOOD_B and not changed.config.paths.suspended_marker.exists()
+    assert "suspended" not in changed.events()

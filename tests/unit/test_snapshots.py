@@ -40,10 +40,20 @@ def test_only_the_newest_twenty_are_kept(tmp_path: Path) -> None:
 def test_find_takes_a_named_snapshot_or_the_newest_with_a_container(tmp_path: Path) -> None:
     write_snapshot(tmp_path, snap(1))
     write_snapshot(tmp_path, snap(2, container=False))
-    assert find_snapshot(tmp_path, None).revision == "rev01"
-    assert find_snapshot(tmp_path, snap(2).id).revision == "rev02"
+    assert find_snapshot(tmp_path, None, environment="prod").revision == "rev01"
+    assert find_snapshot(tmp_path, snap(2).id, environment="prod").revision == "rev02"
     with pytest.raises(Refused, match="no snapshot named"):
-        find_snapshot(tmp_path, "nope")
+        find_snapshot(tmp_path, snap(3).id, environment="prod")
+    with pytest.raises(Refused, match="is not a snapshot id"):
+        find_snapshot(tmp_path, "nope", environment="prod")
+
+
+@pytest.mark.parametrize(
+    ("revision", "suffix"),
+    [("0123456789abcdef", "0123456789ab"), (None, "none"), ("", "none"), ("rev01", "none"), ("../../x", "none")],
+)
+def test_a_snapshot_id_is_a_time_and_a_revision_prefix_only(revision: str | None, suffix: str) -> None:
+    assert snapshot_id(T0, revision) == f"20261127T000000000000Z-{suffix}"
 
 
 def test_an_unreadable_snapshot_is_skipped_not_fatal(tmp_path: Path) -> None:
