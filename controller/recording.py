@@ -122,8 +122,8 @@ def _record_decision(status: Status, did: PassReport, result: PassResult, *, now
         events.append(AuditEvent("drift_repaired" if drift else "applied", {**fields, **_placement(did)}))
     elif result.result in ("refused", "rolled_back"):
         status.quarantined = quarantine_key(did)
-        if result.code == Reason.SWARM_PLACEMENT:
-            status.quarantined = None  # fixed on the swarm (a node label), not in the manifest: try again
+        if result.code in (Reason.SWARM_PLACEMENT, Reason.MODE_CONFLICT):
+            status.quarantined = None  # fixed on the host (a node label, a mode switch), not in the manifest
         if result.result == "rolled_back":
             status.last_snapshot = did.snapshot or status.last_snapshot
         if not _told(status, result):
