@@ -20,6 +20,7 @@ from typing import Any, Literal, cast, get_args
 from pydantic import BaseModel, ConfigDict, Field
 
 from controller.config import NotifyEvent
+from controller.untrusted import bounded, bounded_lines
 
 Severity = Literal["success", "info", "warning", "failure"]
 StatusState = Literal["pending", "success", "failure", "error"]
@@ -281,7 +282,7 @@ def commit_status(decision: Decision, state: StatusState) -> CommitStatus:
     return CommitStatus(
         sha=decision.revision or "",
         state=state,
-        description=bounded(text, MAX_DESCRIPTION),
+        description=bounded(text, limit=MAX_DESCRIPTION),
         context=f"dreichor/{decision.environment}",
     )
 
@@ -321,16 +322,10 @@ def digest(image: str) -> str:
 def one_sentence(reason: str) -> str:
     """The reason's first line, bounded: a message is not the place for a stack of errors."""
     first = reason.strip().splitlines()[0] if reason.strip() else ""
-    return bounded(first, MAX_REASON)
+    return bounded(first, limit=MAX_REASON)
 
 
 def excerpt(log: str) -> str:
-    """The last lines of a container log, each line and the whole bounded."""
-    lines = [bounded(line, LOG_LINE_CHARS) for line in log.rstrip().splitlines()[-LOG_LINES:]]
-    text = "\n".join(lines)
+    """The last lines of a container log, each line bounded and escaped, and the whole bounded."""
+    text = bounded_lines(log.rstrip(), lines=LOG_LINES, width=LOG_LINE_CHARS)
     return text if len(text) <= LOG_CHARS else "…" + text[-(LOG_CHARS - 1) :]
-
-
-def bounded(text: str, limit: int) -> str:
-    """``text`` cut to ``limit`` characters, an ellipsis marking the cut."""
-    return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -24,7 +24,10 @@ import requests.exceptions
 from controller.containers import ContainerState
 from controller.contract import DesiredContainer, Mount, container_name, keep_reference
 from controller.errors import ControllerError, Reason, Refused, Retryable
+from controller.modes import service_found
 from controller.runtime import NEXT_SUFFIX, PREVIOUS_SUFFIX
+
+SWARM_SERVICE_LABEL = "com.docker.swarm.service.name"  # what Swarm labels a task's container with
 
 
 class EngineError(Retryable):
@@ -113,6 +116,29 @@ class Engine:
         wanted = [cid for cid, name in names.items() if name in self._names]
         states = (self.inspect(cid) for cid in wanted)
         return {s.name: s for s in states if s is not None}
+
+    def refuse_other_mode(self) -> None:
+        """Before creating the runtime: refuse when a Swarm service of this name, or its task, runs here.
+
+        A manager shows the service; a worker only the task containers Swarm
+        labels with the service's name.  Only on the create path: two calls.
+        """
+        with self._translated("looking for a Swarm service"):
+            tasks = self._client.api.containers(filters={"label": f"{SWARM_SERVICE_LABEL}={self.canonical}"})
+        if tasks or self._service_exists():
+            raise service_found(self.canonical)
+
+    def _service_exists(self) -> bool:
+        with self._translated("looking for a Swarm service"):
+            try:
+                data = self._client.api.inspect_service(self.canonical)
+            except docker.errors.NotFound:
+                return False
+            except docker.errors.APIError as exc:
+                if exc.status_code == 503:
+                    return False  # no swarm, or not a manager: no services to see here
+                raise
+        return bool((data.get("Spec") or {}).get("Name") == self.canonical)
 
     def inspect(self, ref: str) -> ContainerState | None:
         """The container ``ref`` (id or name), or None when it does not exist."""

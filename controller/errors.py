@@ -50,6 +50,7 @@ class Reason(StrEnum):
     BAD_IMAGE_SIGNATURE = "BadImageSignature"
     REGISTRY_ANSWER_TOO_LARGE = "RegistryAnswerTooLarge"
     SWARM_PLACEMENT = "SwarmPlacement"  # the swarm cannot place the runtime: the host's fault, not the revision's
+    MODE_CONFLICT = "ModeConflict"  # the other docker.mode's runtime or journal is there: the host's to settle
     # rolled back: the new container failed its health gate
     HEALTH_GATE_FAILED = "HealthGateFailed"
     # retryable: something we depend on was unreachable

@@ -21,7 +21,7 @@ from controller.untrusted import bounded
 PassVerdict = Literal["applied", "unchanged", "refused", "failed", "rolled_back", "suspended"]
 # Refusals a pass retries rather than quarantines: the swarm cannot place the runtime (a node label
 # fixes it), the image carries no signature yet (one may be pushed after the merge).
-RETRIED_REFUSALS = frozenset({Reason.SWARM_PLACEMENT, Reason.IMAGE_UNSIGNED})
+RETRIED_REFUSALS = frozenset({Reason.SWARM_PLACEMENT, Reason.IMAGE_UNSIGNED, Reason.MODE_CONFLICT})
 APPLIED_AFTER_RESTART = "the container already runs this revision (recorded after a restart)"
 
 
@@ -126,7 +126,7 @@ def _record_decision(status: Status, did: PassReport, result: PassResult, *, now
     elif result.result in ("refused", "rolled_back"):
         status.quarantined = quarantine_key(did)
         if result.code in RETRIED_REFUSALS:
-            status.quarantined = None  # fixed outside the manifest (a node label, a signature): try again
+            status.quarantined = None  # fixed outside the manifest (label, signature, mode): try again
         if result.result == "rolled_back":
             status.last_snapshot = did.snapshot or status.last_snapshot
         if not _told(status, result):

@@ -27,6 +27,7 @@ from controller.containers import ContainerState
 from controller.contract import LABEL_REVISION, DesiredContainer, keep_reference, runtime_mounts
 from controller.errors import ControllerError, Reason, Refused, Retryable
 from controller.files import atomic_write
+from controller.modes import CONTAINER, leave_foreign_journal, refuse_foreign_journal
 from controller.plan import Plan
 from controller.runtime import NEXT_SUFFIX, PREVIOUS_SUFFIX, Runtime
 from controller.snapshots import Snapshot, list_snapshots, snapshot_id, write_snapshot
@@ -150,6 +151,9 @@ class Rollout:
         self.at_step("pull")
         containers = self.engine.runtime_containers()
         old = containers.get(self.canonical)
+        refuse_foreign_journal(self.journal, mode=CONTAINER)
+        if old is None:
+            self.engine.refuse_other_mode()  # a switched docker.mode must not start a second runtime
         with self._timed("snapshot") as taken:
             snapshot = taken["snapshot"] = self._snapshot(old, desired, plan.reason)
         self.at_step("snapshot")
@@ -310,6 +314,8 @@ class Rollout:
 
     def recover(self) -> str | None:
         """Converge after a crash from the journal and what the engine shows; say what was done."""
+        if leave_foreign_journal(self.journal, mode=CONTAINER):
+            return None
         journal = self.journal.read()
         containers = self.engine.runtime_containers()
         current = containers.get(self.canonical)

@@ -44,6 +44,10 @@ class Runtime(RuntimeView, Protocol):
         """This environment's runtime containers by name (canonical, -next, -previous)."""
         ...
 
+    def refuse_other_mode(self) -> None:
+        """Before creating the runtime: refuse when this environment runs as a Swarm service (``modes``)."""
+        ...
+
     def inspect(self, ref: str) -> ContainerState | None:
         """The container ``ref`` (id or name), or None when it does not exist."""
         ...
@@ -137,6 +141,10 @@ class ServiceRuntime(RuntimeView, Protocol):
 
     def check_placement(self) -> str:
         """Refuse unless the engine is a manager and exactly one node carries this env's label; its hostname."""
+        ...
+
+    def refuse_other_mode(self) -> None:
+        """Before creating the service: refuse when this environment runs as a standalone container (``modes``)."""
         ...
 
     def service(self) -> ServiceState | None:

@@ -24,9 +24,11 @@ import requests.exceptions
 from controller.containers import ContainerState
 from controller.contract import LABEL_ENVIRONMENT, LABEL_MANAGED_BY, DesiredContainer, Mount, container_name
 from controller.errors import ControllerError, Reason, Refused, Retryable
-from controller.runtime import ServiceState, TaskState
+from controller.modes import container_found
+from controller.runtime import NEXT_SUFFIX, PREVIOUS_SUFFIX, ServiceState, TaskState
 
 NODE_LABEL = "dreichor.env"
+SWARM_TASK_LABEL = "com.docker.swarm.task.id"  # on every container Swarm starts for a task
 SECOND = 1_000_000_000  # Swarm durations are nanoseconds
 STOP_GRACE = 30 * SECOND
 RESTART_DELAY = 5 * SECOND
@@ -171,6 +173,30 @@ class SwarmEngine:
         if not swarm.get("ControlAvailable"):
             raise Refused(NOT_A_MANAGER, code=Reason.SWARM_PLACEMENT)
         return self._labelled_node()[1]
+
+    def refuse_other_mode(self) -> None:
+        """Before creating the service: refuse when a standalone container of this environment is here.
+
+        By name (the canonical one and its ``-next``/``-previous`` companions)
+        or by the environment's label, leaving out Swarm's own task containers.
+        Only on the create path: two calls.
+        """
+        with _translated("looking for a container-mode runtime"):
+            named = self._client.api.containers(all=True, filters={"name": self.canonical})
+            labelled = self._client.api.containers(
+                all=True, filters={"label": f"{LABEL_ENVIRONMENT}={self.environment}"}
+            )
+        names = {self.canonical + suffix for suffix in ("", NEXT_SUFFIX, PREVIOUS_SUFFIX)}
+        found = {
+            c["Id"]: (c.get("Names") or ["/" + c["Id"][:12]])[0].lstrip("/")
+            for c in [*named, *labelled]
+            if SWARM_TASK_LABEL not in (c.get("Labels") or {})
+        }
+        standalone = sorted(
+            name for cid, name in found.items() if name in names or any(cid == c["Id"] for c in labelled)
+        )
+        if standalone:
+            raise container_found(standalone)
 
     def _labelled_node(self) -> tuple[str, str]:
         """The id and hostname of the one node labelled for this environment; refused otherwise."""

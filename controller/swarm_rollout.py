@@ -22,6 +22,7 @@ from controller.config import HealthConfig, HostPaths
 from controller.containers import ContainerState
 from controller.contract import LABEL_REVISION, DesiredContainer, runtime_mounts
 from controller.errors import Reason, Refused
+from controller.modes import SWARM, leave_foreign_journal, refuse_foreign_journal
 from controller.plan import Plan
 from controller.rollout import HealthGateFailed, Journal, Outcome, checkpoint
 from controller.runtime import ServiceRuntime, ServiceState, TaskState
@@ -32,7 +33,6 @@ Clock = Callable[[], datetime]
 LOG_LINES = 50
 RESTORE_TIMEOUT = 60  # seconds for the restored spec's task to run again
 POLL = 0.25
-JOURNAL_MODE = "swarm"
 IN_FLIGHT = frozenset({"updating", "rollback_started"})
 ROLLED_BACK_BY_SWARM = "Swarm rolled the update back ({state}): {message}"
 PAUSED_BY_SWARM = "Swarm paused the update: {message}"
@@ -72,10 +72,13 @@ class SwarmRollout:
         self.engine.pull(desired.image, auth=self.auth)
         self.at_step("pull")
         before = self.engine.service()
+        refuse_foreign_journal(self.journal, mode=SWARM)
+        if before is None:
+            self.engine.refuse_other_mode()  # a switched docker.mode must not start a second runtime
         snapshot = self._snapshot(before, self.engine.current() if before else None, desired, plan.reason)
         self.at_step("snapshot")
         self.journal.begin(
-            mode=JOURNAL_MODE,
+            mode=SWARM,
             service=before.id if before else None,
             version=before.version if before else None,
             spec=before.spec if before else None,
@@ -209,8 +212,10 @@ class SwarmRollout:
 
     def recover(self) -> str | None:
         """After a crash: an update that passed its gate is kept, any other is undone from the journal."""
+        if leave_foreign_journal(self.journal, mode=SWARM):
+            return None
         journal = self.journal.read()
-        if not journal or journal.get("mode") != JOURNAL_MODE:
+        if not journal:
             self.journal.finish()
             return None
         steps = journal.get("steps") or []

@@ -171,3 +171,57 @@ def test_a_crash_during_an_update_is_recovered(
     events = [e["event"] for e in host.audit()]
     assert "recovered" in events or step == "snapshot"
     assert host.status().phase == "InSync"
+
+
+@pytest.fixture
+def container_host(
+    tmp_path: Path,
+    swarm: PrivateSwarm,
+    registry: LocalRegistry,
+    manifest_repo: ManifestRepo,
+    ssh_key: SshKey,
+    images: dict[str, str],
+) -> Iterator[ControllerHost]:
+    """Controllers in container mode on the swarm manager's engine, the node labelled for prod."""
+    swarm.reset()
+    swarm.label("prod")
+    bed = ControllerHost(tmp_path, swarm.engine, registry, manifest_repo, ssh_key)
+    bed.publish("initial", dev=images["healthy-a"], prod=images["healthy-a"])
+    yield bed
+    swarm.engine.remove_all_containers()
+
+
+def to_container_mode(host: ControllerHost, swarm: PrivateSwarm) -> None:
+    config = host.configs["prod"]
+    config.write_text(config.read_text().replace("mode: swarm}", "mode: container}"))
+
+
+def test_switching_to_swarm_mode_beside_a_running_container_is_refused(
+    container_host: ControllerHost, swarm: PrivateSwarm, images: dict[str, str]
+) -> None:
+    assert container_host.sync() == 0
+    before = swarm.engine.inspect(SERVICE)
+    assert before is not None and before["State"]["Running"]  # type: ignore[index]
+    swarm_mode(container_host, swarm)
+    assert container_host.sync() == 3
+    reason = container_host.status().last_attempt.reason  # type: ignore[union-attr]
+    assert f"docker stop {SERVICE}" in reason and "suspend" in reason and "resume" in reason
+    assert swarm.service(SERVICE) is None
+    after = swarm.engine.inspect(SERVICE)
+    assert after is not None and after["Id"] == before["Id"] and after["State"]["Running"]  # type: ignore[index]
+    swarm.engine.cli("stop", SERVICE)  # the steps the sentence names: the same head deploys, no --force
+    swarm.engine.cli("rm", SERVICE)
+    assert container_host.sync() == 0 and running_images(swarm) == [images["healthy-a"]]
+
+
+def test_switching_to_container_mode_beside_a_running_service_is_refused(
+    host: ControllerHost, swarm: PrivateSwarm, images: dict[str, str]
+) -> None:
+    assert host.sync() == 0
+    task = swarm.running_tasks(SERVICE)[0]["ID"]
+    to_container_mode(host, swarm)
+    assert host.sync() == 3
+    reason = host.status().last_attempt.reason  # type: ignore[union-attr]
+    assert f"docker service rm {SERVICE}" in reason and "suspend" in reason and "resume" in reason
+    assert swarm.engine.inspect(SERVICE) is None  # no standalone container beside the task
+    assert [t["ID"] for t in swarm.running_tasks(SERVICE)] == [task]

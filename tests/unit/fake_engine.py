@@ -14,6 +14,7 @@ from dataclasses import replace
 from controller.containers import ContainerState
 from controller.contract import DesiredContainer, container_name, keep_reference
 from controller.errors import Reason, Refused, Retryable
+from controller.modes import service_found
 from controller.runtime import NEXT_SUFFIX, PREVIOUS_SUFFIX
 
 
@@ -30,6 +31,7 @@ class FakeEngine:
         self.containers: dict[str, ContainerState] = {}
         self.calls: list[str] = []
         self.unavailable = False
+        self.swarm_service = False  # the environment runs as a Swarm service (docker.mode switched)
         self.closed = 0
         self._ids = itertools.count(1)
 
@@ -59,6 +61,12 @@ class FakeEngine:
         """Containers by name."""
         self._call("runtime_containers")
         return {c.name: c for c in self.containers.values() if c.name in self.names}
+
+    def refuse_other_mode(self) -> None:
+        """Refused as the engine does when the environment's Swarm service runs."""
+        self._call("refuse_other_mode")
+        if self.swarm_service:
+            raise service_found(self.canonical)
 
     def inspect(self, ref: str) -> ContainerState | None:
         """By id or name."""

@@ -153,6 +153,16 @@ def test_a_rollback_carries_the_last_lines_of_the_failed_container_log() -> None
     assert "Reason: not healthy within 60 s" in body
 
 
+def test_terminal_escapes_in_a_container_log_reach_the_message_escaped() -> None:
+    log = "starting\n\x1b]0;pwned\x07\x1b[31mred\x00"
+    decision = Decision("rolled_back", "prod", revision=SHA_B, reason="crashed \x1b[2J", log=log)
+    (outcome,) = run([(decision, T0)])
+    body = outcome.messages[0].body
+    assert "\\x1b]0;pwned\\x07\\x1b[31mred\\x00" in body
+    assert "Reason: crashed \\x1b[2J" in body
+    assert not any(ord(c) < 0x20 and c != "\n" for c in body)
+
+
 def test_a_log_excerpt_is_bounded_however_long_its_lines() -> None:
     text = excerpt("x" * 100_000 + "\n" + "y" * 100_000)
     assert len(text) <= LOG_CHARS

@@ -78,6 +78,8 @@ UNTRUSTED = [
     "status.container.name",
     "status.container.state",
     "status.container.health",
+    "status.container.node",
+    "status.container.task",
     "status.quarantined",
     "snapshots.0.id",
     "snapshots.0.reason",
@@ -118,6 +120,14 @@ def test_the_sample_page_shows_what_runs_who_signed_it_and_what_was_refused() ->
     assert sample["status"]["last_attempt"]["reason"] in text
     assert "Quarantined" in text
     assert "Chain intact" in text
+
+
+def test_in_swarm_mode_the_container_row_names_the_node_and_task() -> None:
+    swarm = _with("status.container.node", "p1")
+    swarm["status"]["container"]["task"] = "xkq3v0tq8h2m1bqz"
+    html = page.render_page(**swarm)[0].decode()
+    assert "on node <code>p1</code> (task <code>xkq3v0tq8h2m1bqz</code>)" in html
+    assert "on node" not in _render()[0].decode()
 
 
 def test_the_image_signer_is_shown_next_to_the_commit_signer_only_when_images_are_signed() -> None:

@@ -160,6 +160,17 @@ def test_the_first_pass_creates_the_container_and_records_it(env: Env) -> None:
     assert env.events() == ["applied"]
 
 
+def test_a_switched_docker_mode_is_refused_without_quarantining_the_head(env: Env) -> None:
+    env.engine.swarm_service = True
+    env.publish(GOOD_A)
+    assert env.sync() == "refused"
+    status = env.status()
+    assert status.last_attempt is not None and "docker service rm dreichor-runtime-prod" in status.last_attempt.reason
+    assert env.engine.names_present() == set() and status.quarantined is None
+    env.engine.swarm_service = False  # the service removed: the same head deploys, no --force
+    assert env.sync() == "applied" and env.image() == GOOD_A
+
+
 def test_a_no_change_pass_makes_one_engine_call_and_no_audit_line(deployed: Env) -> None:
     service = deployed.service()
     service.sync()

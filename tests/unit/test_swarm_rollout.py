@@ -10,6 +10,7 @@ import pytest
 from controller.config import HealthConfig, HostPaths
 from controller.containers import ContainerState
 from controller.contract import DesiredContainer, runtime_mounts
+from controller.modes import container_found
 from controller.plan import Plan
 from controller.rollout import HealthGateFailed
 from controller.runtime import ServiceState, TaskState
@@ -29,6 +30,8 @@ class ScriptedSwarm:
         self.after = (update_state, task_image, task_state)
         self.deployed = False
         self.restored: list[dict[str, Any] | None] = []
+        self.container: list[str] = []  # a container-mode runtime of the environment, by name
+        self.exists = True
 
     def close(self) -> None:
         """Nothing to release."""
@@ -39,7 +42,13 @@ class ScriptedSwarm:
     def check_placement(self) -> str:
         return "node-1"
 
-    def service(self) -> ServiceState:
+    def refuse_other_mode(self) -> None:
+        if self.container:
+            raise container_found(self.container)
+
+    def service(self) -> ServiceState | None:
+        if not self.exists:
+            return None
         state = self.after[0] if self.deployed else "completed"
         return ServiceState(id="svc", version=3, spec=self.spec, update_state=state, update_message="task failed")
 
@@ -54,8 +63,10 @@ class ScriptedSwarm:
         return "sha256:id"
 
     def deploy(self, desired: DesiredContainer, *, auth: dict[str, str] | None = None) -> ServiceState:
-        self.deployed = True
-        return self.service()
+        self.deployed = self.exists = True
+        state = self.service()
+        assert state is not None
+        return state
 
     def restore(self, spec: dict[str, Any] | None, *, auth: dict[str, str] | None = None) -> None:
         self.restored.append(spec)
