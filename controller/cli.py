@@ -22,8 +22,7 @@ from controller import __version__, completion
 from controller.config import ENVIRONMENTS, config_path
 from controller.daemon import DRAIN_SECONDS, LOG_LEVELS, Daemon, attach_notifier, setup_cli_logging, setup_logging
 from controller.errors import ConfigError, ControllerError, Refused
-from controller.layout import next_steps
-from controller.service import EnvironmentService, PassOptions, init_layout, validate_file
+from controller.service import EnvironmentService, PassOptions, init_layout, next_steps, validate_file
 
 log = logging.getLogger("dreichor.cli")
 EXIT_OK = 0

@@ -34,7 +34,7 @@ from controller.docker_engine import Engine
 from controller.errors import ConfigError, Reason, Refused, Retryable
 from controller.files import create_new
 from controller.image_signatures import ImageVerdict, registry_for, verify_image
-from controller.layout import init_layout
+from controller.layout import init_layout, next_steps
 from controller.locks import pass_lock
 from controller.manifest import MAX_MANIFEST_BYTES
 from controller.reconcile import ImageCheck, Pass, PassOptions, PassWorld, current_container, remembered_revision
@@ -76,6 +76,7 @@ __all__ = [
     "PassResult",
     "Verification",
     "init_layout",
+    "next_steps",
     "validate_file",
 ]
 
