@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
 from controller.config import HealthConfig, HostPaths
 from controller.containers import ContainerState
@@ -29,11 +29,12 @@ from controller.errors import ControllerError, Reason, Refused, Retryable
 from controller.files import atomic_write
 from controller.modes import CONTAINER, leave_foreign_journal, refuse_foreign_journal
 from controller.plan import Plan
-from controller.runtime import NEXT_SUFFIX, PREVIOUS_SUFFIX, Runtime
+from controller.runtime import NEXT_SUFFIX, PREVIOUS_SUFFIX, Runtime, RuntimeView
 from controller.snapshots import Snapshot, list_snapshots, snapshot_id, write_snapshot
 
 log = logging.getLogger("dreichor.rollout")
 Clock = Callable[[], datetime]
+EngineT = TypeVar("EngineT", bound=RuntimeView)
 STOP_TIMEOUT = 30
 LOG_LINES = 50
 CRASH_HOOK = "DREICHOR_TEST_CRASH_AT"  # test-only: SIGKILL ourselves at this step
@@ -115,12 +116,12 @@ class Applier(Protocol):
         ...
 
 
-class Rollout:
-    """Applies plans for one environment (container mode)."""
+class RolloutBase(Generic[EngineT]):
+    """What both modes' rollouts hold: the engine, the host paths, the health gate, the world and the journal."""
 
     def __init__(
         self,
-        engine: Runtime,
+        engine: EngineT,
         *,
         paths: HostPaths,
         health: HealthConfig,
@@ -140,6 +141,10 @@ class Rollout:
         self.at_step = at_step
         self.journal = Journal(paths.journal, at_step=at_step)
         self.canonical = engine.canonical
+
+
+class Rollout(RolloutBase[Runtime]):
+    """Applies plans for one environment (container mode)."""
 
     def apply(self, plan: Plan, desired: DesiredContainer) -> Outcome:
         """Carry out ``plan``; raise ``HealthGateFailed`` after rolling back a bad container."""

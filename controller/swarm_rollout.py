@@ -13,18 +13,16 @@ before the gate passed is undone at the next start from the journal.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from controller.config import HealthConfig, HostPaths
 from controller.containers import ContainerState
 from controller.contract import LABEL_REVISION, DesiredContainer, runtime_mounts
 from controller.errors import Reason, Refused
 from controller.modes import SWARM, leave_foreign_journal, refuse_foreign_journal
 from controller.plan import Plan
-from controller.rollout import HealthGateFailed, Journal, Outcome, checkpoint
+from controller.rollout import HealthGateFailed, Outcome, RolloutBase
 from controller.runtime import ServiceRuntime, ServiceState, TaskState
 from controller.snapshots import Snapshot, snapshot_id, write_snapshot
 
@@ -38,31 +36,8 @@ ROLLED_BACK_BY_SWARM = "Swarm rolled the update back ({state}): {message}"
 PAUSED_BY_SWARM = "Swarm paused the update: {message}"
 
 
-class SwarmRollout:
+class SwarmRollout(RolloutBase[ServiceRuntime]):
     """Applies plans for one environment's service."""
-
-    def __init__(
-        self,
-        engine: ServiceRuntime,
-        *,
-        paths: HostPaths,
-        health: HealthConfig,
-        clock: Clock = lambda: datetime.now(UTC),
-        sleep: Callable[[float], None] = time.sleep,
-        monotonic: Callable[[], float] = time.monotonic,
-        auth: dict[str, str] | None = None,
-        at_step: Callable[[str], None] = checkpoint,
-    ) -> None:
-        self.engine = engine
-        self.paths = paths
-        self.health = health
-        self.clock = clock
-        self.sleep = sleep
-        self.monotonic = monotonic
-        self.auth = auth
-        self.at_step = at_step
-        self.journal = Journal(paths.journal, at_step=at_step)
-        self.canonical = engine.canonical
 
     def apply(self, plan: Plan, desired: DesiredContainer) -> Outcome:
         """Carry out ``plan``; raise ``HealthGateFailed`` after restoring the prior spec."""
