@@ -13,8 +13,7 @@ before the gate passed is undone at the next start from the journal.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC
 from typing import Any
 
 from controller.containers import ContainerState
@@ -27,7 +26,6 @@ from controller.runtime import ServiceRuntime, ServiceState, TaskState
 from controller.snapshots import Snapshot, snapshot_id, write_snapshot
 
 log = logging.getLogger("dreichor.swarm")
-Clock = Callable[[], datetime]
 LOG_LINES = 50
 RESTORE_TIMEOUT = 60  # seconds for the restored spec's task to run again
 POLL = 0.25
