@@ -76,6 +76,21 @@ def docker_cli() -> str:
     raise BedError("no docker CLI found: install docker.io")
 
 
+def peak_running(events: list[dict[str, Any]], *, prefix: str) -> int:
+    """The most containers named ``prefix…`` running at one instant, from ``docker events`` in time order."""
+    running: set[str] = set()
+    peak = 0
+    for event in events:
+        if not event.get("Actor", {}).get("Attributes", {}).get("name", "").startswith(prefix):
+            continue
+        if event.get("Action") == "start":
+            running.add(event["id"])
+        elif event.get("Action") in ("die", "destroy"):
+            running.discard(event["id"])
+        peak = max(peak, len(running))
+    return peak
+
+
 class PrivateDocker:
     """A ``dockerd`` with its own data root, exec root, pidfile, socket and bridge."""
 
@@ -183,17 +198,7 @@ class PrivateDocker:
 
     def max_running_at_once(self, *, since: str, prefix: str) -> int:
         """From ``docker events``: the most containers named ``prefix…`` running at one instant."""
-        running: set[str] = set()
-        peak = 0
-        for event in self.events(since=since):
-            if not event.get("Actor", {}).get("Attributes", {}).get("name", "").startswith(prefix):
-                continue
-            if event.get("Action") == "start":
-                running.add(event["id"])
-            elif event.get("Action") in ("die", "destroy"):
-                running.discard(event["id"])
-            peak = max(peak, len(running))
-        return peak
+        return peak_running(self.events(since=since), prefix=prefix)
 
     def stop(self) -> None:
         """Remove all containers, stop the engine, delete the bridge."""

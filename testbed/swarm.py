@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from testbed import BedError, ControllerHost, LocalRegistry, PrivateDocker, free_port, wait_for
+from testbed import BedError, ControllerHost, LocalRegistry, PrivateDocker, free_port, peak_running, wait_for
 
 NODE_LABEL = "dreichor.env"
 
@@ -200,17 +200,7 @@ class TwoNodeSwarm:
         time.sleep(0.2)
         prefix = f"dreichor-runtime-{env}."
         events = [*self.manager.engine.events(since=since), *self.worker.events(since=since)]
-        running: set[str] = set()
-        peak = 0
-        for event in sorted(events, key=lambda e: int(e["timeNano"])):
-            if not event.get("Actor", {}).get("Attributes", {}).get("name", "").startswith(prefix):
-                continue
-            if event.get("Action") == "start":
-                running.add(event["id"])
-            elif event.get("Action") in ("die", "destroy"):
-                running.discard(event["id"])
-            peak = max(peak, len(running))
-        return peak
+        return peak_running(sorted(events, key=lambda e: int(e["timeNano"])), prefix=prefix)
 
     def stop(self) -> None:
         """Remove services, stop both engines and the registry, delete the namespace and the veth pair."""
