@@ -94,14 +94,14 @@ def walk_through_flows(repo: ManifestRepo, key: SshKey, config: Path, a: str, b:
         raise SystemExit("demo: the refused commit changed the container")
 
 
-def start_engine(base: Path, *, swarm: PrivateSwarm | None) -> PrivateDocker:
-    """The private engine; in Swarm mode, the manager of its own swarm with the node labelled for prod."""
+def start_engine(engine: PrivateDocker, *, swarm: PrivateSwarm | None) -> None:
+    """Start the private engine; in Swarm mode, the manager of its own swarm with the node labelled for prod."""
     if swarm is None:
-        return PrivateDocker(base / "docker").start()
+        engine.start()
+        return
     swarm.start()
     swarm.label("prod")
     print(f"swarm node {swarm.hostname} ({swarm.node_id}) labelled dreichor.env=prod")
-    return swarm.engine
 
 
 def main(argv: list[str]) -> int:
@@ -113,7 +113,7 @@ def main(argv: list[str]) -> int:
     daemon: subprocess.Popen[bytes] | None = None
     try:
         say(f"sandbox in {base}: a private dockerd{' (a swarm manager)' if swarm else ''}, a registry, two images")
-        start_engine(base, swarm=swarm)
+        start_engine(engine, swarm=swarm)
         registry.start()
         images = build_images(engine, registry, base / "images")
         a, b = images["healthy-a"], images["healthy-b"]
