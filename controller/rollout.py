@@ -142,6 +142,24 @@ class RolloutBase(Generic[EngineT]):
         self.journal = Journal(paths.journal, at_step=at_step)
         self.canonical = engine.canonical
 
+    def apply(self, plan: Plan, desired: DesiredContainer) -> Outcome:
+        """Carry out ``plan`` in this mode."""
+        raise NotImplementedError
+
+    def restore(self, snapshot: Snapshot) -> Outcome:
+        """Break-glass: bring back the runtime a snapshot recorded (image, env, labels), gated like a deploy."""
+        prior = snapshot.prior
+        if not prior or not prior.get("image"):
+            raise Refused(f"snapshot {snapshot.id} recorded no container to restore", code=Reason.BAD_SNAPSHOT)
+        desired = DesiredContainer(
+            name=self.canonical,
+            image=str(prior["image"]),
+            env=dict(prior.get("env") or {}),
+            mounts=runtime_mounts(self.paths),
+            labels=dict(prior.get("labels") or {}),
+        )
+        return self.apply(Plan("replace", f"restoring snapshot {snapshot.id}"), desired)
+
 
 class Rollout(RolloutBase[Runtime]):
     """Applies plans for one environment (container mode)."""
@@ -230,20 +248,6 @@ class Rollout(RolloutBase[Runtime]):
             self.engine.prune_kept(wanted)
         except ControllerError as exc:
             log.warning("could not prune kept images", extra={"reason": str(exc)})
-
-    def restore(self, snapshot: Snapshot) -> Outcome:
-        """Break-glass: bring back the container a snapshot recorded (image, env, labels)."""
-        prior = snapshot.prior
-        if not prior or not prior.get("image"):
-            raise Refused(f"snapshot {snapshot.id} recorded no container to restore", code=Reason.BAD_SNAPSHOT)
-        desired = DesiredContainer(
-            name=self.canonical,
-            image=str(prior["image"]),
-            env=dict(prior.get("env") or {}),
-            mounts=runtime_mounts(self.paths),
-            labels=dict(prior.get("labels") or {}),
-        )
-        return self.apply(Plan("replace", f"restoring snapshot {snapshot.id}"), desired)
 
     def _snapshot(self, old: ContainerState | None, desired: DesiredContainer, reason: str) -> str:
         now = self.clock()

@@ -17,8 +17,7 @@ from datetime import UTC
 from typing import Any
 
 from controller.containers import ContainerState
-from controller.contract import LABEL_REVISION, DesiredContainer, runtime_mounts
-from controller.errors import Reason, Refused
+from controller.contract import LABEL_REVISION, DesiredContainer
 from controller.modes import SWARM, leave_foreign_journal, refuse_foreign_journal
 from controller.plan import Plan
 from controller.rollout import HealthGateFailed, Outcome, RolloutBase
@@ -168,20 +167,6 @@ class SwarmRollout(RolloutBase[ServiceRuntime]):
                 return
             self.sleep(POLL)
         log.warning("the restored service spec did not run again in time", extra={"service": self.canonical})
-
-    def restore(self, snapshot: Snapshot) -> Outcome:
-        """Break-glass: bring back the runtime a snapshot recorded (image, env, labels), gated like a deploy."""
-        prior = snapshot.prior
-        if not prior or not prior.get("image"):
-            raise Refused(f"snapshot {snapshot.id} recorded no runtime to restore", code=Reason.BAD_SNAPSHOT)
-        desired = DesiredContainer(
-            name=self.canonical,
-            image=str(prior["image"]),
-            env=dict(prior.get("env") or {}),
-            mounts=runtime_mounts(self.paths),
-            labels=dict(prior.get("labels") or {}),
-        )
-        return self.apply(Plan("replace", f"restoring snapshot {snapshot.id}"), desired)
 
     def recover(self) -> str | None:
         """After a crash: an update that passed its gate is kept, any other is undone from the journal."""
