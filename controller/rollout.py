@@ -146,6 +146,33 @@ class RolloutBase(Generic[EngineT]):
         """Carry out ``plan`` in this mode."""
         raise NotImplementedError
 
+    def _write_snapshot(
+        self,
+        old: ContainerState | None,
+        desired: DesiredContainer,
+        reason: str,
+        *,
+        image_id: str | None,
+        record: dict[str, Any] | None,
+    ) -> str:
+        """The prior state before a change (the runtime as it ran, and the mode's own record of it)."""
+        now = self.clock()
+        revision = old.labels.get(LABEL_REVISION) if old else None
+        snapshot = Snapshot(
+            id=snapshot_id(now, revision),
+            environment=self.paths.environment,
+            created_at=now,
+            reason=reason,
+            revision=revision,
+            image=old.image if old else None,
+            image_id=image_id,
+            container=record,
+            prior={"image": old.image, "env": old.env, "labels": old.labels} if old else None,
+            desired=desired.describe(),
+        )
+        write_snapshot(self.paths.snapshots, snapshot)
+        return snapshot.id
+
     def restore(self, snapshot: Snapshot) -> Outcome:
         """Break-glass: bring back the runtime a snapshot recorded (image, env, labels), gated like a deploy."""
         prior = snapshot.prior
@@ -250,22 +277,9 @@ class Rollout(RolloutBase[Runtime]):
             log.warning("could not prune kept images", extra={"reason": str(exc)})
 
     def _snapshot(self, old: ContainerState | None, desired: DesiredContainer, reason: str) -> str:
-        now = self.clock()
-        revision = old.labels.get(LABEL_REVISION) if old else None
-        snapshot = Snapshot(
-            id=snapshot_id(now, revision),
-            environment=self.paths.environment,
-            created_at=now,
-            reason=reason,
-            revision=revision,
-            image=old.image if old else None,
-            image_id=old.image_id if old else None,
-            container=old.raw if old else None,
-            prior={"image": old.image, "env": old.env, "labels": old.labels} if old else None,
-            desired=desired.describe(),
+        return self._write_snapshot(
+            old, desired, reason, image_id=old.image_id if old else None, record=old.raw if old else None
         )
-        write_snapshot(self.paths.snapshots, snapshot)
-        return snapshot.id
 
     def _remove_leftovers(self, containers: dict[str, Any]) -> None:
         leftover = containers.get(self.canonical + NEXT_SUFFIX)

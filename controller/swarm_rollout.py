@@ -17,12 +17,11 @@ from datetime import UTC
 from typing import Any
 
 from controller.containers import ContainerState
-from controller.contract import LABEL_REVISION, DesiredContainer
+from controller.contract import DesiredContainer
 from controller.modes import SWARM, leave_foreign_journal, refuse_foreign_journal
 from controller.plan import Plan
 from controller.rollout import HealthGateFailed, Outcome, RolloutBase
 from controller.runtime import ServiceRuntime, ServiceState, TaskState
-from controller.snapshots import Snapshot, snapshot_id, write_snapshot
 
 log = logging.getLogger("dreichor.swarm")
 LOG_LINES = 50
@@ -75,22 +74,7 @@ class SwarmRollout(RolloutBase[ServiceRuntime]):
         self, before: ServiceState | None, old: ContainerState | None, desired: DesiredContainer, reason: str
     ) -> str:
         """The service spec and its version, and the runtime as it ran: what a restore puts back."""
-        now = self.clock()
-        revision = old.labels.get(LABEL_REVISION) if old else None
-        snapshot = Snapshot(
-            id=snapshot_id(now, revision),
-            environment=self.paths.environment,
-            created_at=now,
-            reason=reason,
-            revision=revision,
-            image=old.image if old else None,
-            image_id=None,
-            container=_service_record(before),
-            prior={"image": old.image, "env": old.env, "labels": old.labels} if old else None,
-            desired=desired.describe(),
-        )
-        write_snapshot(self.paths.snapshots, snapshot)
-        return snapshot.id
+        return self._write_snapshot(old, desired, reason, image_id=None, record=_service_record(before))
 
     # -- the health gate ---------------------------------------------------------------------
 
