@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from bench.common import Result, report
-from controller.api import ApiContext, ApiServer, Guards, WebhookVerifier
+from controller.api.routes import ApiContext, ApiServer, Guards, WebhookVerifier
 from controller.metrics import Metrics
 from testbed import free_port
 

@@ -15,9 +15,9 @@ import tempfile
 from pathlib import Path
 
 from bench.common import Result, median_seconds, report
-from controller.image_signatures import verify_image
-from controller.registry import RegistryClient
-from controller.signatures.cosign import load_cosign_key
+from controller.signatures.images.cosign import load_cosign_key
+from controller.signatures.images.verifier import verify_image
+from controller.signatures.registry import RegistryClient
 from testbed import LocalRegistry, ManifestRepo, make_ssh_key
 from tests.cosign_signing import RegistryWriter, make_signing_key, sign_classic
 

@@ -22,8 +22,8 @@ from pathlib import Path
 from bench.common import Result, report
 from bench.sandbox import Sandbox, sandbox
 from controller.config import parse_config
-from controller.docker_engine import Engine
-from controller.layout import init_layout
+from controller.engine.docker import Engine
+from controller.records.host_init import init_layout
 from controller.service import EnvironmentService
 from testbed import ManifestRepo, make_ssh_key, manifest_text
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from bench import api_load, image_verify, page, poll, swap, trigger, verify
 from bench.common import Result
-from controller.files import atomic_write
+from controller.records.files import atomic_write
 
 RESULTS = Path(__file__).with_name("results.json")
 

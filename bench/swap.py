@@ -21,11 +21,11 @@ from bench.common import Result, report
 from bench.sandbox import Sandbox, sandbox
 from controller.config import HealthConfig, HostPaths
 from controller.contract import DesiredContainer, desired_from_bytes
-from controller.docker_engine import Engine
+from controller.engine.docker import Engine
+from controller.engine.swarm import SwarmEngine
 from controller.plan import plan
-from controller.rollout import Rollout
-from controller.swarm_engine import SwarmEngine
-from controller.swarm_rollout import SwarmRollout
+from controller.rollout.base import Rollout
+from controller.rollout.swarm import SwarmRollout
 from testbed import manifest_text
 from testbed.swarm import PrivateSwarm
 

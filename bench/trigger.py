@@ -22,7 +22,7 @@ from pathlib import Path
 
 from bench.common import Result, report
 from bench.sandbox import Sandbox, sandbox
-from controller.layout import init_layout
+from controller.records.host_init import init_layout
 from testbed import JwksServer, ManifestRepo, SshKey, free_port, make_ssh_key, manifest_text
 
 RUNS = 4

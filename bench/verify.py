@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from bench.common import Result, median_seconds, report
-from controller.signatures.policy import TrustPolicy
+from controller.signatures.commits.policy import TrustPolicy
 from testbed import ManifestRepo, make_ssh_key
 
 REAL_COMMITS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real-commits"

@@ -11,13 +11,11 @@ import hashlib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from controller.config import HostPaths
 from controller.conninfo import ConninfoError, parse_conninfo
 from controller.errors import Refused
-from controller.files import read_private_file
 from controller.manifest import (
     Manifest,
     build_manifest,
@@ -248,24 +246,3 @@ def desired_from_bytes(
         manifest_sha256=hashlib.sha256(data).hexdigest(),
         revision=revision,
     )
-
-
-def read_dotenv(path: Path) -> dict[str, str]:
-    """Parse a ``.env`` file: ``KEY=value`` lines, ``#`` comments, optional ``export`` and quotes.
-
-    The file holds secrets, so it must be private (``files.read_private_file``):
-    a loose one raises ``InsecureFile``, an ``OSError`` saying how to fix it.
-    """
-    values: dict[str, str] = {}
-    for raw_line in read_private_file(path).decode("utf-8").splitlines():
-        line = raw_line.strip()
-        if not line or line.startswith("#"):
-            continue
-        key, sep, value = line.removeprefix("export ").partition("=")
-        if not sep:
-            continue
-        value = value.strip()
-        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
-            value = value[1:-1]
-        values[key.strip()] = value
-    return values

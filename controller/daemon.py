@@ -23,14 +23,14 @@ from typing import Any
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
-from controller import notify
-from controller.api import AccessVerifier, ApiContext, ApiServer, Guards, WebhookVerifier
+from controller import systemd as notify
+from controller.api.routes import AccessVerifier, ApiContext, ApiServer, Guards, WebhookVerifier
 from controller.config import Config, load_config
 from controller.errors import ConfigError, ControllerError, Reason
-from controller.locks import hold_lock
 from controller.metrics import Metrics
-from controller.notifications import Notifier
+from controller.notifications.sender import Notifier
 from controller.plan import Plan
+from controller.records.locks import hold_lock
 from controller.service import EnvironmentService, PassOptions, PassResult
 
 log = logging.getLogger("dreichor.daemon")

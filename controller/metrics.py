@@ -18,7 +18,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
 from controller import __version__
 from controller.errors import Reason
-from controller.status import Status
+from controller.records.status import Status
 
 PHASES = ("InSync", "Progressing", "Degraded", "Suspended")
 

@@ -22,21 +22,22 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from controller import audit
 from controller.config import Config
 from controller.containers import ContainerState
-from controller.contract import CONTRACT_VERSION, LABEL_REVISION, DesiredContainer, desired_from_bytes, read_dotenv
+from controller.contract import CONTRACT_VERSION, LABEL_REVISION, DesiredContainer, desired_from_bytes
+from controller.engine.port import RuntimeView
 from controller.errors import ControllerError, Reason, Refused, Retryable
 from controller.manifest import MAX_MANIFEST_BYTES
 from controller.plan import Plan, plan
 from controller.recording import PassReport, PassResult
-from controller.rollout import Applier, HealthGateFailed, Outcome, checkpoint
-from controller.runtime import RuntimeView
-from controller.signatures.policy import Verdict, VerifiedCache
-from controller.snapshots import list_snapshot_files
+from controller.records import audit
+from controller.records.dotenv import read_dotenv
+from controller.records.snapshots import list_snapshot_files
+from controller.records.status import ContainerStatus, Status, applied_revision, read_watermark
+from controller.rollout.base import Applier, HealthGateFailed, Outcome, checkpoint
+from controller.signatures.commits.policy import Verdict, VerifiedCache
+from controller.signatures.commits.verification import load_policy, verify_revision
 from controller.source import GitSource
-from controller.status import ContainerStatus, Status, applied_revision, read_watermark
-from controller.verification import load_policy, verify_revision
 
 Clock = Callable[[], datetime]
 ImageCheck = Callable[[DesiredContainer], str | None]  # the image's signer, or Refused

@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from controller.errors import Reason
 from controller.plan import Plan
-from controller.status import AppliedStatus, AttemptStatus, ContainerStatus, Phase, Result, Status
+from controller.records.status import AppliedStatus, AttemptStatus, ContainerStatus, Phase, Result, Status
 from controller.untrusted import bounded
 
 PassVerdict = Literal["applied", "unchanged", "refused", "failed", "rolled_back", "suspended"]

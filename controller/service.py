@@ -27,25 +27,22 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, cast
 
-from controller import audit
 from controller.config import DEFAULT_REPOSITORY, Config, HostPaths, load_config
-from controller.contract import DesiredContainer, desired_from_bytes, read_dotenv
-from controller.docker_engine import Engine
+from controller.contract import DesiredContainer, desired_from_bytes
+from controller.engine.docker import Engine
+from controller.engine.port import Runtime, RuntimeView, ServiceRuntime
+from controller.engine.swarm import SwarmEngine
 from controller.errors import ConfigError, Reason, Refused, Retryable
-from controller.files import create_new
-from controller.image_signatures import ImageVerdict, registry_for, verify_image
-from controller.layout import init_layout, next_steps
-from controller.locks import pass_lock
 from controller.manifest import MAX_MANIFEST_BYTES
 from controller.reconcile import ImageCheck, Pass, PassOptions, PassWorld, current_container, remembered_revision
 from controller.recording import AuditEvent, PassResult, record, rolled_back_to, suspension
-from controller.rollout import Applier, Outcome, Rollout, checkpoint
-from controller.runtime import Runtime, RuntimeView, ServiceRuntime
-from controller.signatures.cosign import load_cosign_keys
-from controller.signatures.policy import Verdict, VerifiedCache
-from controller.snapshots import Snapshot, find_snapshot, list_snapshots, restorable
-from controller.source import GitSource
-from controller.status import (
+from controller.records import audit
+from controller.records.dotenv import read_dotenv
+from controller.records.files import create_new
+from controller.records.host_init import init_layout, next_steps
+from controller.records.locks import pass_lock
+from controller.records.snapshots import Snapshot, find_snapshot, list_snapshots, restorable
+from controller.records.status import (
     AuditAnchor,
     ContainerStatus,
     SourceStatus,
@@ -59,10 +56,14 @@ from controller.status import (
     write_status,
     write_watermark,
 )
-from controller.swarm_engine import SwarmEngine
-from controller.swarm_rollout import SwarmRollout
+from controller.rollout.base import Applier, Outcome, Rollout, checkpoint
+from controller.rollout.swarm import SwarmRollout
+from controller.signatures.commits.policy import Verdict, VerifiedCache
+from controller.signatures.commits.verification import load_policy, verify_revision
+from controller.signatures.images.cosign import load_cosign_keys
+from controller.signatures.images.verifier import ImageVerdict, registry_for, verify_image
+from controller.source import GitSource
 from controller.untrusted import bounded
-from controller.verification import load_policy, verify_revision
 
 log = logging.getLogger("dreichor.service")
 Clock = Callable[[], datetime]

@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from controller.layout import init_layout
+from controller.records.host_init import init_layout
 from testbed import (
     LocalRegistry,
     ManifestRepo,

@@ -31,10 +31,10 @@ from typing import Any
 import jwt
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from controller.audit import read_events
 from controller.cli import main as cli_main
-from controller.layout import init_layout
-from controller.status import Status, read_status
+from controller.records.audit import read_events
+from controller.records.host_init import init_layout
+from controller.records.status import Status, read_status
 
 BUSYBOX = Path("/usr/bin/busybox")
 _ENGINES = itertools.count()

@@ -1,6 +1,7 @@
-"""Commit signature verification against the host's trust policy.
+"""Trust: who signed a commit, who signed an image, and the registry client that fetches image signatures.
 
-``payload`` splits a raw commit the way git does; ``sshsig`` and ``openpgp``
-verify the two signature formats git writes; ``allowed_signers`` parses the
-host's SSH trust file; ``policy`` ties them together into one verdict.
+``commits`` verifies git's two signature formats (SSHSIG and OpenPGP)
+against the host's trust policy; ``images`` verifies cosign signatures of an
+image digest before the pull; ``registry`` is the small OCI client both need.
+Keys come from the host, never from the manifest repository.
 """

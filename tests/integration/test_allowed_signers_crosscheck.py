@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from controller.errors import Refused
-from controller.signatures.policy import TrustPolicy
+from controller.signatures.commits.policy import TrustPolicy
 from testbed import SshKey, make_ssh_key, ssh_sign, with_signature
 
 PAYLOAD = b"tree 4b825dc642cb6eb9a060e54bf8d69288fbee4904\nauthor A <a@x> 1700000000 +0000\n\ndeploy\n"

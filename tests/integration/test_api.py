@@ -20,10 +20,10 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from prometheus_client.parser import text_string_to_metric_families
 
-from controller.api import AccessVerifier, ApiContext, ApiServer, Guards, WebhookVerifier
+from controller.api.routes import AccessVerifier, ApiContext, ApiServer, Guards, WebhookVerifier
+from controller.api.server import Limits
 from controller.config import AccessConfig
 from controller.metrics import Metrics
-from controller.server import Limits
 from testbed import ControllerHost, JwksServer, free_port, wait_for
 
 TEAM = "https://dreichor.cloudflareaccess.com"

@@ -18,11 +18,11 @@ from pathlib import Path
 
 import pytest
 
-from controller.audit import verify_chain
 from controller.config import load_config
-from controller.rollout import CRASH_HOOK
+from controller.records.audit import verify_chain
+from controller.records.status import read_status
+from controller.rollout.base import CRASH_HOOK
 from controller.service import EnvironmentService
-from controller.status import read_status
 from testbed import (
     ControllerHost,
     CuttingProxy,

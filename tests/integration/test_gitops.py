@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from controller.audit import verify_chain
 from controller.cli import main
 from controller.config import load_config
+from controller.records.audit import verify_chain
 from controller.service import EnvironmentService
 from testbed import (
     ControllerHost as Host,

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from controller.cli import main
-from controller.signatures.cosign import fingerprint
+from controller.signatures.images.cosign import fingerprint
 from testbed import ControllerHost as Host
 from tests.cosign_signing import RegistryWriter, make_signing_key, sign_bundle, sign_classic
 

@@ -21,9 +21,9 @@ from typing import Any
 
 import pytest
 
+from controller.api.page import render_page
 from controller.cli import main
-from controller.page import render_page
-from controller.signatures.cosign import fingerprint
+from controller.signatures.images.cosign import fingerprint
 from testbed import ControllerHost, CuttingProxy, wait_for
 from tests.cosign_signing import sign_bundle, sign_classic
 from tests.integration.test_image_pass import SignedHost

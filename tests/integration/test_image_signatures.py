@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from controller.errors import Refused
-from controller.image_signatures import ImageVerdict, verify_image
-from controller.registry import RegistryClient
-from controller.signatures.cosign import fingerprint, load_cosign_key
+from controller.signatures.images.cosign import fingerprint, load_cosign_key
+from controller.signatures.images.verifier import ImageVerdict, verify_image
+from controller.signatures.registry import RegistryClient
 from testbed import LocalRegistry
 from tests.cosign_signing import (
     REGISTRY_MANIFEST_LIMIT,

@@ -20,10 +20,10 @@ from pathlib import Path
 
 import pytest
 
-from controller.announcements import Decision, Policy
 from controller.config import DEFAULT_NOTIFY_EVENTS, parse_config
 from controller.errors import ConfigError
-from controller.notifications import AppriseTarget, GithubTarget, Notifier
+from controller.notifications.policy import Decision, Policy
+from controller.notifications.sender import AppriseTarget, GithubTarget, Notifier
 
 SHA = "1a2b3c4" + "d" * 33
 IMAGE = "ghcr.io/ceerkle/dreichor-trading/runtime@sha256:" + "e" * 64
@@ -190,7 +190,7 @@ def test_a_server_error_is_retried_then_counted(receiver: Receiver) -> None:
 
 def test_a_dead_receiver_is_counted_and_logged_at_warning(dead_port: int, caplog: pytest.LogCaptureFixture) -> None:
     n = notifier(AppriseTarget(f"json://127.0.0.1:{dead_port}/", label="notify.urls[0]"))
-    with caplog.at_level(logging.WARNING, logger="controller.notifications"):
+    with caplog.at_level(logging.WARNING, logger="controller.notifications.sender"):
         n.notify(Decision("suspended", "prod"))
         assert n.drain(30)
     assert n.failed == 1

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from controller.errors import Refused
-from controller.signatures.openpgp import OpenPgpKeyring
+from controller.signatures.commits.openpgp import OpenPgpKeyring
 from testbed import (
     GpgKey,
     drop_signing_usage,

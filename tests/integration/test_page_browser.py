@@ -32,8 +32,8 @@ from typing import Any
 
 import pytest
 
+from controller.api.page import render_page
 from controller.daemon import Daemon
-from controller.page import render_page
 from testbed import ControllerHost, manifest_text, page_sample, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]

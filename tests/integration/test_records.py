@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from controller.cli import main
-from controller.snapshots import list_snapshots
+from controller.records.snapshots import list_snapshots
 from testbed import ControllerHost as Host
 from testbed import manifest_text, ssh_sign, with_signature
 

@@ -13,11 +13,11 @@ import pytest
 
 from controller.config import HealthConfig, HostPaths
 from controller.contract import DesiredContainer, desired_from_bytes, keep_reference
-from controller.docker_engine import Engine
+from controller.engine.docker import Engine
 from controller.errors import Refused, Retryable
 from controller.plan import Plan, plan
-from controller.rollout import CRASH_HOOK, HealthGateFailed, Rollout
-from controller.snapshots import list_snapshots
+from controller.records.snapshots import list_snapshots
+from controller.rollout.base import CRASH_HOOK, HealthGateFailed, Rollout
 from testbed import LocalRegistry, PrivateDocker, manifest_text
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -218,9 +218,9 @@ import sys
 from pathlib import Path
 from controller.config import HealthConfig, HostPaths
 from controller.contract import desired_from_bytes
-from controller.docker_engine import Engine
+from controller.engine.docker import Engine
 from controller.plan import plan
-from controller.rollout import Rollout
+from controller.rollout.base import Rollout
 url, env, root, repository, manifest = sys.argv[1:6]
 paths = HostPaths(Path(root), env)
 engine = Engine(url, environment=env)

@@ -13,9 +13,9 @@ import pytest
 
 from controller.cli import main
 from controller.errors import Refused
-from controller.signatures.policy import TrustPolicy, Verdict, VerifiedCache, verify_commits
+from controller.signatures.commits.policy import TrustPolicy, Verdict, VerifiedCache, verify_commits
+from controller.signatures.commits.verification import verify_revision
 from controller.source import GitSource
-from controller.verification import verify_revision
 from testbed import (
     GpgKey,
     ManifestRepo,

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from controller.rollout import CRASH_HOOK
+from controller.rollout.base import CRASH_HOOK
 from testbed import ControllerHost, LocalRegistry, ManifestRepo, PrivateDocker, SshKey
 from testbed.swarm import PrivateSwarm, swarm_mode
 

@@ -13,9 +13,9 @@ from dataclasses import replace
 
 from controller.containers import ContainerState
 from controller.contract import DesiredContainer, container_name, keep_reference
+from controller.engine.modes import service_found
+from controller.engine.port import NEXT_SUFFIX, PREVIOUS_SUFFIX
 from controller.errors import Reason, Refused, Retryable
-from controller.modes import service_found
-from controller.runtime import NEXT_SUFFIX, PREVIOUS_SUFFIX
 
 
 class FakeEngine:

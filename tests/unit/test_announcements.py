@@ -6,7 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from controller.announcements import (
+from controller.config import DEFAULT_NOTIFY_EVENTS
+from controller.notifications.policy import (
     LOG_CHARS,
     CommitStatus,
     Decision,
@@ -18,7 +19,6 @@ from controller.announcements import (
     decision_from_event,
     excerpt,
 )
-from controller.config import DEFAULT_NOTIFY_EVENTS
 
 SHA_B = "b" * 40
 SHA_A = "1a2b3c4" + "d" * 33

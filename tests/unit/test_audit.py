@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from controller.audit import GENESIS, anchor, append_event, read_events, verify_chain
+from controller.records.audit import GENESIS, anchor, append_event, read_events, verify_chain
 
 AT = datetime(2026, 11, 27, tzinfo=UTC)
 

@@ -25,12 +25,12 @@ from pydantic import BaseModel
 from controller.cli import main
 from controller.config import Config, load_config
 from controller.daemon import Daemon
-from controller.docker_engine import Engine
+from controller.engine.docker import Engine
 from controller.errors import ControllerError
 from controller.metrics import Metrics
+from controller.records.status import ContainerStatus, SourceStatus, Status
 from controller.service import EnvironmentService
-from controller.signatures.allowed_signers import parse_allowed_signers
-from controller.status import ContainerStatus, SourceStatus, Status
+from controller.signatures.commits.allowed_signers import parse_allowed_signers
 from testbed import ManifestRepo, SshKey, make_ssh_key, manifest_text
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

@@ -15,9 +15,9 @@ from controller.contract import (
     database_reasons,
     desired_from_bytes,
     parse_image,
-    read_dotenv,
 )
 from controller.errors import Refused
+from controller.records.dotenv import read_dotenv
 
 REPO = DEFAULT_REPOSITORY
 DIGEST = "sha256:" + "ab" * 32

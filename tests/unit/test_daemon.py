@@ -12,7 +12,7 @@ import pytest
 from controller.contract import DesiredContainer
 from controller.daemon import JOB_ID, Daemon
 from controller.errors import Retryable
-from controller.layout import init_layout
+from controller.records.host_init import init_layout
 from controller.service import EnvironmentService
 from testbed import ManifestRepo
 

@@ -12,11 +12,11 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from controller.api import AccessVerifier, AuthError, WebhookVerifier
+from controller.api.routes import AccessVerifier, AuthError, WebhookVerifier
 from controller.config import AccessConfig, HostPaths, load_config
 from controller.contract import desired_from_bytes
 from controller.errors import ConfigError, Refused
-from controller.status import read_status
+from controller.records.status import read_status
 
 EXAMPLES = int(os.environ.get("DREICHOR_FUZZ_EXAMPLES", "300"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -14,9 +14,7 @@ import pytest
 
 from controller.config import parse_config
 from controller.errors import ConfigError, Refused, Retryable
-from controller.image_signatures import verify_image
-from controller.registry import RegistryClient
-from controller.signatures.cosign import (
+from controller.signatures.images.cosign import (
     check_image_bundle,
     check_message_bundle,
     check_simple_signing,
@@ -24,6 +22,8 @@ from controller.signatures.cosign import (
     load_cosign_key,
     open_dsse_bundle,
 )
+from controller.signatures.images.verifier import verify_image
+from controller.signatures.registry import RegistryClient
 from tests.cosign_signing import BUNDLE, OCI_INDEX, bundle_artifact, make_bundle, make_signing_key, referrers_index
 
 DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "cosign"

@@ -11,7 +11,7 @@ from controller.config import HealthConfig, HostPaths
 from controller.contract import DesiredContainer, runtime_mounts
 from controller.errors import Reason, Refused
 from controller.plan import Plan
-from controller.rollout import Rollout
+from controller.rollout.base import Rollout
 from tests.unit.fake_engine import FakeEngine
 from tests.unit.test_swarm_rollout import NEW, ScriptedSwarm, rollout
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from controller import page
+from controller.api import page
 from testbed import page_sample
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
@@ -225,8 +225,10 @@ def test_history_body_is_json_with_the_newest_snapshots_and_events() -> None:
 
 def test_the_template_ships_as_package_data() -> None:
     config = tomllib.loads((ROOT / "pyproject.toml").read_text())
-    patterns = config["tool"]["setuptools"]["package-data"]["controller"]
-    template = (ROOT / "controller" / "templates" / page.TEMPLATE).relative_to(ROOT / "controller").as_posix()
+    patterns = config["tool"]["setuptools"]["package-data"]["controller.api"]
+    template = (
+        (ROOT / "controller" / "api" / "templates" / page.TEMPLATE).relative_to(ROOT / "controller" / "api").as_posix()
+    )
     assert any(fnmatch(template, pattern) for pattern in patterns)
 
 
@@ -243,7 +245,7 @@ def _contrast(one: str, two: str) -> float:
 
 @pytest.mark.parametrize("scheme", [0, 1], ids=["light", "dark"])
 def test_every_text_colour_meets_wcag_aa_contrast_in_both_schemes(scheme: int) -> None:
-    source = (ROOT / "controller" / "templates" / page.TEMPLATE).read_text()
+    source = (ROOT / "controller" / "api" / "templates" / page.TEMPLATE).read_text()
     block = re.findall(r":root \{(.*?)\}", source, re.DOTALL)[scheme]
     colours = dict(re.findall(r"--([a-z-]+): (#[0-9a-f]{6})", block))
     pairs = [("fg", "bg"), ("muted", "bg"), ("fg", "panel")]

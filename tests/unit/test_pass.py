@@ -23,16 +23,16 @@ from typing import Any
 
 import pytest
 
-from controller.audit import read_events
 from controller.config import Config, ImageSignaturesConfig, parse_config
 from controller.contract import DesiredContainer
 from controller.errors import Reason, Refused, Retryable
-from controller.layout import init_layout
-from controller.locks import pass_lock
-from controller.rollout import checkpoint
+from controller.records.audit import read_events
+from controller.records.host_init import init_layout
+from controller.records.locks import pass_lock
+from controller.records.status import Status
+from controller.rollout.base import checkpoint
 from controller.service import EnvironmentService, PassOptions
-from controller.signatures.cosign import load_cosign_key
-from controller.status import Status
+from controller.signatures.images.cosign import load_cosign_key
 from testbed import ManifestRepo, SshKey, make_ssh_key, manifest_text
 from tests.cosign_signing import make_signing_key
 from tests.unit.fake_engine import FakeEngine

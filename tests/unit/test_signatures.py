@@ -14,11 +14,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from controller.errors import Refused
-from controller.signatures.allowed_signers import match_pattern_list, parse_allowed_signers
-from controller.signatures.packets import canonical_signature
-from controller.signatures.payload import split_commit
-from controller.signatures.revocations import KRL_MAGIC, parse_revoked_keys
-from controller.signatures.sshsig import parse_armored, verify
+from controller.signatures.commits.allowed_signers import match_pattern_list, parse_allowed_signers
+from controller.signatures.commits.packets import canonical_signature
+from controller.signatures.commits.payload import split_commit
+from controller.signatures.commits.revocations import KRL_MAGIC, parse_revoked_keys
+from controller.signatures.commits.sshsig import parse_armored, verify
 
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDd5Y7u0R1oK0bGJ6j9fU3ZgKzq3p4n2x8m0b1c2d3e4"
 COMMIT = (

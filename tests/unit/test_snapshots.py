@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from controller.errors import Refused
-from controller.snapshots import Snapshot, find_snapshot, list_snapshots, snapshot_id, write_snapshot
+from controller.records.snapshots import Snapshot, find_snapshot, list_snapshots, snapshot_id, write_snapshot
 
 T0 = datetime(2026, 11, 27, tzinfo=UTC)
 

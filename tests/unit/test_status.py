@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from controller.status import (
+from controller.records.status import (
     ContainerStatus,
     SourceStatus,
     Status,

@@ -10,11 +10,11 @@ import pytest
 from controller.config import HealthConfig, HostPaths
 from controller.containers import ContainerState
 from controller.contract import DesiredContainer, runtime_mounts
-from controller.modes import container_found
+from controller.engine.modes import container_found
+from controller.engine.port import ServiceState, TaskState
 from controller.plan import Plan
-from controller.rollout import HealthGateFailed
-from controller.runtime import ServiceState, TaskState
-from controller.swarm_rollout import SwarmRollout
+from controller.rollout.base import HealthGateFailed
+from controller.rollout.swarm import SwarmRollout
 
 OLD, NEW = "reg/runtime@sha256:" + "a" * 64, "reg/runtime@sha256:" + "b" * 64
 

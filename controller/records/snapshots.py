@@ -30,8 +30,8 @@ from controller.contract import (
     parse_image,
 )
 from controller.errors import Reason, Refused
-from controller.files import atomic_write
 from controller.manifest import manifest_reasons, printable
+from controller.records.files import atomic_write
 
 KEEP = 20
 SNAPSHOT_ID = re.compile(r"\d{8}T\d{12}Z-(?:[0-9a-f]{12}|none)")  # what ``snapshot_id`` writes

@@ -4,7 +4,7 @@ Behind a Cloudflare Tunnel every request comes from 127.0.0.1, so the address
 proves nothing: with ``api.access`` set, ``/``, ``/status`` and ``/history``
 need a Cloudflare Access JWT (RS256 against the team's JWKS, via PyJWT), and
 ``POST /sync`` always does; ``POST /hooks/github`` needs a GitHub HMAC
-signature (DESIGN §11).  Served by the bounded server (``controller.server``):
+signature (DESIGN §11).  Served by the bounded server (``controller.api.server``):
 no body is read before authentication, except the webhook's, which is read
 (at most 1 MiB) only once its headers check out.  Refusals answer a fixed body;
 the reason goes to the log and the metrics.  The page and ``/history`` read
@@ -32,13 +32,13 @@ from urllib.parse import urlsplit
 
 import jwt
 
+from controller.api.page import BAD_LIMIT, history_body, history_limit, render_page, snapshot_summary
+from controller.api.server import BoundedServer, Limits, Request, Response
 from controller.config import AccessConfig, split_listen
 from controller.metrics import Metrics
-from controller.page import BAD_LIMIT, history_body, history_limit, render_page, snapshot_summary
 from controller.plan import Plan
-from controller.server import BoundedServer, Limits, Request, Response
+from controller.records.status import Status
 from controller.service import History
-from controller.status import Status
 
 log = logging.getLogger("dreichor.api")
 MAX_BODY = 1024 * 1024

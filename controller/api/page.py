@@ -25,8 +25,8 @@ from urllib.parse import parse_qs
 import jinja2
 from pydantic import ValidationError
 
-from controller.snapshots import Snapshot
-from controller.status import Status
+from controller.records.snapshots import Snapshot
+from controller.records.status import Status
 from controller.untrusted import bounded_lines
 
 TEMPLATE = "page.html"
@@ -94,7 +94,7 @@ def _excerpt(logs: str) -> str:
 @cache
 def _environment() -> jinja2.Environment:
     env = jinja2.Environment(
-        loader=jinja2.PackageLoader("controller", "templates"),
+        loader=jinja2.PackageLoader("controller.api", "templates"),
         autoescape=True,
         undefined=jinja2.StrictUndefined,
     )

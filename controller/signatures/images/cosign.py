@@ -1,7 +1,7 @@
 """Cosign signatures over image digests, checked with the public keys the host trusts.
 
 Pure functions over bytes: which registry documents hold the signatures is the business of
-``controller.image_signatures``.  Two formats exist.  The classic one signs a *simple-signing*
+``controller.signatures.images.verifier``.  Two formats exist.  The classic one signs a *simple-signing*
 payload (JSON naming the image digest and the type ``cosign container image signature``); the
 Sigstore bundle v0.3 signs a DSSE envelope around an in-toto statement whose subject is the image
 digest and whose predicate type is cosign's signing type.  Either way a signature only counts when

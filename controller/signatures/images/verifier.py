@@ -4,7 +4,7 @@ The commit signature proves who approved a digest; this proves the bytes behind 
 of a build holding a trusted key.  Signatures are found where cosign puts them in the image's own
 repository: the classic ``sha256-<hex>.sig`` tag, and Sigstore bundles through the OCI 1.1 referrers
 API or, on registries without it, the ``sha256-<hex>`` tag.  Every candidate is bounded (manifest and
-payload sizes, layer and referrer counts) and checked by ``controller.signatures.cosign``.  No valid
+payload sizes, layer and referrer counts) and checked by ``controller.signatures.images.cosign``.  No valid
 signature is ``Refused``; a registry that cannot answer usably is ``Retryable``.
 """
 
@@ -18,8 +18,7 @@ from functools import partial
 from typing import Any, Literal
 
 from controller.errors import Reason, Refused
-from controller.registry import RegistryClient
-from controller.signatures.cosign import (
+from controller.signatures.images.cosign import (
     BUNDLE_MEDIA_TYPES,
     MAX_BUNDLE_BYTES,
     MAX_PAYLOAD_BYTES,
@@ -27,6 +26,7 @@ from controller.signatures.cosign import (
     check_image_bundle,
     check_simple_signing,
 )
+from controller.signatures.registry import RegistryClient
 
 SIMPLE_SIGNING_MEDIA_TYPE = "application/vnd.dev.cosign.simplesigning.v1+json"
 SIGNATURE_ANNOTATION = "dev.cosignproject.cosign/signature"

@@ -30,10 +30,10 @@ from typing import Any
 import apprise
 from pydantic import ValidationError
 
-from controller.announcements import CommitStatus, Decision, Memory, Message, Policy, decide, decision_from_event
 from controller.config import Config, GithubConfig
 from controller.errors import ConfigError
-from controller.files import atomic_write
+from controller.notifications.policy import CommitStatus, Decision, Memory, Message, Policy, decide, decision_from_event
+from controller.records.files import atomic_write
 
 log = logging.getLogger(__name__)
 

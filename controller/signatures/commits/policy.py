@@ -15,11 +15,11 @@ from datetime import datetime
 from pathlib import Path
 
 from controller.errors import Reason, Refused
-from controller.signatures import sshsig
-from controller.signatures.allowed_signers import AllowedSigner, parse_allowed_signers
-from controller.signatures.openpgp import OpenPgpCheck, OpenPgpKeyring
-from controller.signatures.payload import split_commit
-from controller.signatures.revocations import Revocations, parse_revoked_keys
+from controller.signatures.commits import sshsig
+from controller.signatures.commits.allowed_signers import AllowedSigner, parse_allowed_signers
+from controller.signatures.commits.openpgp import OpenPgpCheck, OpenPgpKeyring
+from controller.signatures.commits.payload import split_commit
+from controller.signatures.commits.revocations import Revocations, parse_revoked_keys
 
 
 @dataclass(frozen=True)

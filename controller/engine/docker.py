@@ -23,9 +23,9 @@ import requests.exceptions
 
 from controller.containers import ContainerState
 from controller.contract import DesiredContainer, Mount, container_name, keep_reference
+from controller.engine.modes import service_found
+from controller.engine.port import NEXT_SUFFIX, PREVIOUS_SUFFIX
 from controller.errors import ControllerError, Reason, Refused, Retryable
-from controller.modes import service_found
-from controller.runtime import NEXT_SUFFIX, PREVIOUS_SUFFIX
 
 SWARM_SERVICE_LABEL = "com.docker.swarm.service.name"  # what Swarm labels a task's container with
 

@@ -11,7 +11,7 @@ from datetime import datetime
 from pathlib import Path
 
 from controller.config import Config
-from controller.signatures.policy import TrustPolicy, Verdict, VerifiedCache, verify_commits
+from controller.signatures.commits.policy import TrustPolicy, Verdict, VerifiedCache, verify_commits
 from controller.source import GitSource
 
 log = logging.getLogger("dreichor.verification")

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from controller.config import API_PORTS, DEFAULT_REPOSITORY, HostPaths
-from controller.files import create_new
+from controller.records.files import create_new
 
 STARTER_CONFIG = """\
 # The Dreichor deploy controller for {environment}: every key, its default, and why it is there.

@@ -18,10 +18,10 @@ from typing import Any
 
 from controller.containers import ContainerState
 from controller.contract import DesiredContainer
-from controller.modes import SWARM, leave_foreign_journal, refuse_foreign_journal
+from controller.engine.modes import SWARM, leave_foreign_journal, refuse_foreign_journal
+from controller.engine.port import ServiceRuntime, ServiceState, TaskState
 from controller.plan import Plan
-from controller.rollout import HealthGateFailed, Outcome, RolloutBase
-from controller.runtime import ServiceRuntime, ServiceState, TaskState
+from controller.rollout.base import HealthGateFailed, Outcome, RolloutBase
 
 log = logging.getLogger("dreichor.swarm")
 LOG_LINES = 50

@@ -23,9 +23,9 @@ import requests.exceptions
 
 from controller.containers import ContainerState
 from controller.contract import LABEL_ENVIRONMENT, LABEL_MANAGED_BY, DesiredContainer, Mount, container_name
+from controller.engine.modes import container_found
+from controller.engine.port import NEXT_SUFFIX, PREVIOUS_SUFFIX, ServiceState, TaskState
 from controller.errors import ControllerError, Reason, Refused, Retryable
-from controller.modes import container_found
-from controller.runtime import NEXT_SUFFIX, PREVIOUS_SUFFIX, ServiceState, TaskState
 
 NODE_LABEL = "dreichor.env"
 SWARM_TASK_LABEL = "com.docker.swarm.task.id"  # on every container Swarm starts for a task

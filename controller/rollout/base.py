@@ -25,12 +25,12 @@ from typing import Any, Generic, Protocol, TypeVar
 from controller.config import HealthConfig, HostPaths
 from controller.containers import ContainerState
 from controller.contract import LABEL_REVISION, DesiredContainer, keep_reference, runtime_mounts
+from controller.engine.modes import CONTAINER, leave_foreign_journal, refuse_foreign_journal
+from controller.engine.port import NEXT_SUFFIX, PREVIOUS_SUFFIX, Runtime, RuntimeView
 from controller.errors import ControllerError, Reason, Refused, Retryable
-from controller.files import atomic_write
-from controller.modes import CONTAINER, leave_foreign_journal, refuse_foreign_journal
 from controller.plan import Plan
-from controller.runtime import NEXT_SUFFIX, PREVIOUS_SUFFIX, Runtime, RuntimeView
-from controller.snapshots import Snapshot, list_snapshots, snapshot_id, write_snapshot
+from controller.records.files import atomic_write
+from controller.records.snapshots import Snapshot, list_snapshots, snapshot_id, write_snapshot
 
 log = logging.getLogger("dreichor.rollout")
 Clock = Callable[[], datetime]

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from controller.errors import Reason, Refused
-from controller.signatures.allowed_signers import parse_line
+from controller.signatures.commits.allowed_signers import parse_line
 
 KRL_MAGIC = b"SSHKRL\n\x00"
 _KEY_TYPE = re.compile(r"^(ssh-|ecdsa-sha2-|sk-)[a-z0-9@.-]+$")

@@ -24,7 +24,7 @@ import pysequoia
 from pysequoia.packet import Packet, PacketPile, SignatureType, Tag
 
 from controller.errors import Reason, Refused
-from controller.signatures.packets import canonical_signature
+from controller.signatures.commits.packets import canonical_signature
 
 _KEY_TAGS = (Tag.PublicKey, Tag.PublicSubkey, Tag.SecretKey, Tag.SecretSubkey)
 _CURVES = {

@@ -23,7 +23,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError
 
-from controller.files import atomic_write, fsync_dir
+from controller.records.files import atomic_write, fsync_dir
 from controller.untrusted import bounded, bounded_lines
 
 Phase = Literal["InSync", "Progressing", "Degraded", "Suspended"]
