@@ -24,7 +24,7 @@ from controller.contract import DesiredContainer, desired_from_bytes
 from controller.engine.docker import Engine
 from controller.engine.swarm import SwarmEngine
 from controller.plan import plan
-from controller.rollout.base import Rollout
+from controller.rollout.container import ContainerRollout
 from controller.rollout.swarm import SwarmRollout
 from testbed import manifest_text
 from testbed.swarm import PrivateSwarm
@@ -50,7 +50,7 @@ def _desired(box: Sandbox, paths: HostPaths, image: str, revision: str) -> Desir
     )
 
 
-def _controller_swap(box: Sandbox, rollout: Rollout, paths: HostPaths, image: str, revision: str) -> float:
+def _controller_swap(box: Sandbox, rollout: ContainerRollout, paths: HostPaths, image: str, revision: str) -> float:
     desired = _desired(box, paths, image, revision)
     old = rollout.engine.inspect(rollout.canonical)
     assert old is not None
@@ -80,7 +80,7 @@ def measure() -> Result:
         for folder in (paths.audit_events, paths.runtime_snapshots, paths.snapshots):
             folder.mkdir(parents=True, exist_ok=True)
         engine = Engine(box.engine.url, environment="dev")
-        rollout = Rollout(engine, paths=paths, health=HealthConfig(timeout=30, stable=1))
+        rollout = ContainerRollout(engine, paths=paths, health=HealthConfig(timeout=30, stable=1))
         a, b = box.images["healthy-a"], box.images["healthy-b"]
         first = _desired(box, paths, a, "r0")
         rollout.apply(plan(first, None, deployed=False), first)

@@ -25,7 +25,8 @@ from controller.engine.swarm import SwarmEngine
 from controller.errors import ConfigError, Reason, Retryable
 from controller.manifest import MAX_MANIFEST_BYTES
 from controller.records.dotenv import read_dotenv
-from controller.rollout.base import Applier, Rollout, checkpoint
+from controller.rollout.base import Applier, checkpoint
+from controller.rollout.container import ContainerRollout
 from controller.rollout.swarm import SwarmRollout
 from controller.signatures.images.cosign import load_cosign_keys
 from controller.signatures.images.verifier import ImageVerdict, registry_for, verify_image
@@ -69,7 +70,9 @@ def make_rollout(
     at_step: Callable[[str], None] = checkpoint,
 ) -> Applier:
     """The rollout for ``docker.mode``, pulling with the registry credentials from ``.env``."""
-    mode: type[Rollout] | type[SwarmRollout] = SwarmRollout if config.docker.mode == "swarm" else Rollout
+    mode: type[ContainerRollout] | type[SwarmRollout] = (
+        SwarmRollout if config.docker.mode == "swarm" else ContainerRollout
+    )
     return mode(
         cast(Any, engine),  # the mode chose the adapter too, so the engine has the mode's port
         paths=config.paths,

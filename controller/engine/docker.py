@@ -1,8 +1,9 @@
-"""The Docker Engine, through the docker SDK: the only module that imports ``docker``.
+"""Container mode's engine: the runtime as one container, through the docker SDK.
 
-Every SDK error is translated at this boundary: an engine or registry that
-cannot be reached is ``Retryable``; a digest the registry does not have, or a
-name taken by a container we do not manage, is ``Refused``.  Only containers
+Every SDK error is translated at this boundary, in the words both modes share
+(``engine.errors``): an engine or registry that cannot be reached is
+``Retryable``; a digest the registry does not have, or a name taken by a
+container we do not manage, is ``Refused``.  Only containers
 named ``dreichor-runtime-<env>`` (and its ``-next``/``-previous`` companions)
 are ever listed, so one environment's controller cannot see another's.
 """
@@ -10,11 +11,7 @@ are ever listed, so one environment's controller cannot see another's.
 from __future__ import annotations
 
 import contextlib
-import errno
-import os
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import docker
@@ -23,60 +20,12 @@ import requests.exceptions
 
 from controller.containers import ContainerState
 from controller.contract import DesiredContainer, Mount, container_name, keep_reference
+from controller.engine import errors
 from controller.engine.modes import service_found
 from controller.engine.port import NEXT_SUFFIX, PREVIOUS_SUFFIX
-from controller.errors import ControllerError, Reason, Refused, Retryable
+from controller.errors import ControllerError, Reason, Refused
 
 SWARM_SERVICE_LABEL = "com.docker.swarm.service.name"  # what Swarm labels a task's container with
-
-
-class EngineError(Retryable):
-    """The Docker Engine or the registry could not be reached, or failed transiently."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason, code=Reason.ENGINE_UNAVAILABLE)
-
-
-@contextmanager
-def _translated(action: str, *, url: str = "") -> Iterator[None]:
-    try:
-        yield
-    except ControllerError:
-        raise
-    except docker.errors.NotFound as exc:
-        raise Refused(f"{action}: {_explain(exc)}", code=Reason.NOT_FOUND) from None
-    except docker.errors.APIError as exc:
-        raise EngineError(f"{action}: {_explain(exc)}") from None
-    except (docker.errors.DockerException, requests.exceptions.RequestException, OSError) as exc:
-        where = f" at {url.removeprefix('unix://')}" if url else ""
-        raise EngineError(f"{action}: the Docker Engine{where} is unreachable: {_cause(exc)}") from None
-
-
-def _cause(exc: BaseException) -> str:
-    """The root cause under the SDK's wrappers: the OS error and its errno name when there is one."""
-    seen: set[int] = set()
-    stack: list[BaseException] = [exc]
-    while stack:
-        error = stack.pop()
-        if id(error) in seen:
-            continue
-        seen.add(id(error))
-        if isinstance(error, OSError) and error.errno:
-            return f"{error.strerror or os.strerror(error.errno)} ({errno.errorcode.get(error.errno, error.errno)})"
-        inner = [error.__cause__, error.__context__, getattr(error, "reason", None), *error.args]
-        stack += [e for e in inner if isinstance(e, BaseException)]
-    return f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
-
-
-def _pull_error(pinned: str, error: str) -> ControllerError:
-    """A digest the registry does not have is refused; anything else (network, registry down) is retried."""
-    if "manifest unknown" in error or "not found" in error.lower():
-        return Refused(f"image {pinned} does not exist in the registry", code=Reason.IMAGE_NOT_FOUND)
-    return EngineError(f"pulling {pinned} failed: {' '.join(error.split())[:300]}")
-
-
-def _explain(exc: docker.errors.APIError) -> str:
-    return " ".join(str(exc.explanation or exc).split())[:300]
 
 
 class Engine:
@@ -95,7 +44,7 @@ class Engine:
 
     def _translated(self, action: str) -> Any:
         """The SDK's errors as ours, naming the engine's address."""
-        return _translated(action, url=self.url)
+        return errors.translated(action, url=self.url)
 
     def _count(self, response: Any, *args: Any, **kwargs: Any) -> None:
         self.api_calls += 1
@@ -192,31 +141,8 @@ class Engine:
         return True
 
     def pull(self, pinned: str, *, auth: dict[str, str] | None = None) -> str:
-        """Pull ``repo@sha256:…`` and check the engine holds exactly that digest; return the image id.
-
-        The engine reports a failed pull inside its progress stream, not as an HTTP
-        error, so the stream is read to the end and its errors are judged here.
-        """
-        repository, _, digest = pinned.partition("@")
-        with self._translated(f"pulling {pinned}"):
-            try:
-                stream = self._client.api.pull(
-                    repository, tag=digest, auth_config=auth or None, stream=True, decode=True
-                )
-            except docker.errors.APIError as exc:
-                raise _pull_error(pinned, _explain(exc)) from None
-            for message in stream:
-                error = message.get("error") if isinstance(message, dict) else None
-                if error:
-                    raise _pull_error(pinned, str(error))
-        with self._translated("inspecting the pulled image"):
-            try:
-                image = self._client.api.inspect_image(pinned)
-            except docker.errors.NotFound:
-                raise EngineError(f"the pull of {pinned} did not complete") from None
-        if pinned not in image.get("RepoDigests", []):
-            raise Refused(f"the pulled image does not carry digest {digest}", code=Reason.DIGEST_MISMATCH)
-        return str(image["Id"])
+        """Pull ``repo@sha256:…`` and check the engine holds exactly that digest; return the image id."""
+        return errors.pull(self._client.api, pinned, auth=auth, url=self.url)
 
     def keep(self, pinned: str) -> str:
         """Tag ``pinned`` with its keep reference; return that reference."""

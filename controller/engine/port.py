@@ -18,6 +18,12 @@ from controller.contract import DesiredContainer
 
 NEXT_SUFFIX = "-next"
 PREVIOUS_SUFFIX = "-previous"
+# The task states Swarm never moves a task out of: the task will not run again (a restart
+# is a new task).  "shutdown" and "remove" belong here too: Swarm shuts a task down only
+# to replace or remove it, so a task of the new spec in either did not survive the update,
+# and the health gate fails at once rather than waiting out its timeout; the status page
+# shows such a task as unhealthy for the same reason.  One set for both readers.
+ENDED_TASK_STATES = frozenset({"complete", "shutdown", "failed", "rejected", "orphaned", "remove"})
 
 
 class RuntimeView(Protocol):
@@ -129,6 +135,11 @@ class TaskState:
     def live(self) -> bool:
         """Started and not yet ended: a task that may hold the volumes right now."""
         return self.state in ("starting", "running")
+
+    @property
+    def ended(self) -> bool:
+        """In a state Swarm never moves a task out of (``ENDED_TASK_STATES``)."""
+        return self.state in ENDED_TASK_STATES
 
 
 class ServiceRuntime(RuntimeView, Protocol):

@@ -1,6 +1,6 @@
 """Swarm mode's engine (DESIGN §13): the runtime as a one-replica Swarm service, through the docker SDK.
 
-With ``docker_engine`` the only module that imports ``docker``.  The service
+Its errors are worded as container mode's (``engine.errors``).  The service
 is ``dreichor-runtime-<env>``: the image by digest (the SDK does not resolve
 tags), the layout's two bind mounts, ``DATABASE_URL`` from ``.env``, no
 published ports, placed on the one node labelled ``dreichor.env=<env>``,
@@ -12,30 +12,24 @@ both environments, and neither controller sees the other's.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any
 
 import docker
-import docker.errors
-import requests.exceptions
 
 from controller.containers import ContainerState
 from controller.contract import LABEL_ENVIRONMENT, LABEL_MANAGED_BY, DesiredContainer, Mount, container_name
+from controller.engine import errors
+from controller.engine.errors import NOT_A_MANAGER, EngineError
 from controller.engine.modes import container_found
 from controller.engine.port import NEXT_SUFFIX, PREVIOUS_SUFFIX, ServiceState, TaskState
-from controller.errors import ControllerError, Reason, Refused, Retryable
+from controller.errors import ControllerError, Reason, Refused
 
 NODE_LABEL = "dreichor.env"
 SWARM_TASK_LABEL = "com.docker.swarm.task.id"  # on every container Swarm starts for a task
 SECOND = 1_000_000_000  # Swarm durations are nanoseconds
 STOP_GRACE = 30 * SECOND
 RESTART_DELAY = 5 * SECOND
-NOT_A_MANAGER = (
-    "the Docker Engine is not a swarm manager: point docker.url at a manager "
-    "('docker swarm init' on a new swarm, 'docker node promote <node>' in one), or use docker.mode: container"
-)
 NO_NODE = (
     "no swarm node carries the label {label}={env}: "
     "run 'docker node update --label-add {label}={env} <node>' on a manager for the node meant for {env}"
@@ -45,37 +39,9 @@ MANY_NODES = (
     "run 'docker node update --label-rm {label} <node>' for all but one"
 )
 # The container restart policies in Swarm's words (a service task is restarted by its orchestrator).
-_ENDED = frozenset({"complete", "shutdown", "failed", "rejected", "orphaned", "remove"})
 # What makes a task one generation of the service: a hand-made update of any of these starts a new one.
 _GENERATION = ("Image", "Env", "Labels", "Mounts", "Init")
 _RESTART_POLICIES = {"unless-stopped": "any", "always": "any", "on-failure": "on-failure", "no": "none"}
-
-
-class SwarmError(Retryable):
-    """The swarm manager could not be reached, or failed transiently."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason, code=Reason.ENGINE_UNAVAILABLE)
-
-
-@contextmanager
-def _translated(action: str) -> Iterator[None]:
-    try:
-        yield
-    except ControllerError:
-        raise
-    except docker.errors.NotFound as exc:
-        raise Refused(f"{action}: {_explain(exc)}", code=Reason.NOT_FOUND) from None
-    except docker.errors.APIError as exc:
-        if exc.status_code == 503 and "not a swarm manager" in _explain(exc):
-            raise Refused(NOT_A_MANAGER, code=Reason.SWARM_PLACEMENT) from None
-        raise SwarmError(f"{action}: {_explain(exc)}") from None
-    except (docker.errors.DockerException, requests.exceptions.RequestException, OSError) as exc:
-        raise SwarmError(f"{action}: Docker Engine unreachable ({type(exc).__name__})") from None
-
-
-def _explain(exc: docker.errors.APIError) -> str:
-    return " ".join(str(exc.explanation or exc).split())[:300]
 
 
 class SwarmEngine:
@@ -87,8 +53,12 @@ class SwarmEngine:
         self.canonical = container_name(environment)
         self.monitor = max(1, monitor)
         self._health: dict[str, bool] = {}  # image → declares a HEALTHCHECK (an image never changes)
-        with _translated("connecting to Docker"):
+        with self._translated("connecting to Docker"):
             self._client = docker.DockerClient(base_url=url, timeout=timeout, version="auto")
+
+    def _translated(self, action: str) -> Any:
+        """The SDK's errors as ours, naming the engine's address."""
+        return errors.translated(action, url=self.url)
 
     def close(self) -> None:
         """Release the HTTP connection pool."""
@@ -99,7 +69,7 @@ class SwarmEngine:
     def service(self) -> ServiceState | None:
         """The service, or None when it does not exist (never another environment's)."""
         try:
-            with _translated(f"inspecting service {self.canonical}"):
+            with self._translated(f"inspecting service {self.canonical}"):
                 data = self._client.api.inspect_service(self.canonical)
         except Refused:
             return None
@@ -119,7 +89,7 @@ class SwarmEngine:
         service = service or self.service()
         if service is None:
             return []
-        with _translated(f"listing the tasks of {self.canonical}"):
+        with self._translated(f"listing the tasks of {self.canonical}"):
             found = self._client.api.tasks(filters={"service": service.id})
         hostnames = self._hostnames()
         tasks = sorted(found, key=lambda t: t.get("CreatedAt", ""), reverse=True)
@@ -127,7 +97,7 @@ class SwarmEngine:
         return [_task(t, hostnames, spec=spec) for t in tasks if t.get("ServiceID") == service.id]
 
     def _hostnames(self) -> dict[str, str]:
-        with _translated("listing swarm nodes"):
+        with self._translated("listing swarm nodes"):
             nodes = self._client.api.nodes()
         return {n["ID"]: (n.get("Description") or {}).get("Hostname", n["ID"][:12]) for n in nodes}
 
@@ -149,7 +119,7 @@ class SwarmEngine:
             return None
         if task.state == "running":
             return "healthy"
-        return "unhealthy" if task.state in _ENDED else "starting"
+        return "unhealthy" if task.ended else "starting"
 
     def _declares_healthcheck(self, image: str) -> bool:
         if image not in self._health:
@@ -161,14 +131,14 @@ class SwarmEngine:
 
     def image_has_healthcheck(self, image: str) -> bool:
         """Whether the image (pulled on the manager) declares a HEALTHCHECK."""
-        with _translated("inspecting an image"):
+        with self._translated("inspecting an image"):
             config = self._client.api.inspect_image(image).get("Config") or {}
         test = (config.get("Healthcheck") or {}).get("Test") or []
         return bool(test) and test != ["NONE"]
 
     def check_placement(self) -> str:
         """Refuse unless this engine manages the swarm and exactly one node is labelled for this env."""
-        with _translated("reading the engine's swarm state"):
+        with self._translated("reading the engine's swarm state"):
             swarm = self._client.api.info().get("Swarm") or {}
         if not swarm.get("ControlAvailable"):
             raise Refused(NOT_A_MANAGER, code=Reason.SWARM_PLACEMENT)
@@ -181,7 +151,7 @@ class SwarmEngine:
         or by the environment's label, leaving out Swarm's own task containers.
         Only on the create path: two calls.
         """
-        with _translated("looking for a container-mode runtime"):
+        with self._translated("looking for a container-mode runtime"):
             named = self._client.api.containers(all=True, filters={"name": self.canonical})
             labelled = self._client.api.containers(
                 all=True, filters={"label": f"{LABEL_ENVIRONMENT}={self.environment}"}
@@ -200,7 +170,7 @@ class SwarmEngine:
 
     def _labelled_node(self) -> tuple[str, str]:
         """The id and hostname of the one node labelled for this environment; refused otherwise."""
-        with _translated("listing swarm nodes"):
+        with self._translated("listing swarm nodes"):
             nodes = self._client.api.nodes(filters={"node.label": f"{NODE_LABEL}={self.environment}"})
         found = sorted((str(n["ID"]), str((n.get("Description") or {}).get("Hostname", n["ID"][:12]))) for n in nodes)
         if not found:
@@ -222,7 +192,7 @@ class SwarmEngine:
     def logs_tail(self, task_id: str, *, lines: int = 50) -> str:
         """The last ``lines`` lines of the service's output (its failed task's among them)."""
         try:
-            with _translated(f"reading logs of {self.canonical}"):
+            with self._translated(f"reading logs of {self.canonical}"):
                 chunks = self._client.api.service_logs(
                     self.canonical, stdout=True, stderr=True, tail=lines, follow=False
                 )
@@ -235,34 +205,21 @@ class SwarmEngine:
 
     def pull(self, pinned: str, *, auth: dict[str, str] | None = None) -> str:
         """Pull on the manager: the digest must exist before any node is asked to run it."""
-        repository, _, digest = pinned.partition("@")
-        with _translated(f"pulling {pinned}"):
-            for message in self._client.api.pull(
-                repository, tag=digest, auth_config=auth or None, stream=True, decode=True
-            ):
-                error = message.get("error") if isinstance(message, dict) else None
-                if error and ("manifest unknown" in error or "not found" in error.lower()):
-                    raise Refused(f"image {pinned} does not exist in the registry", code=Reason.IMAGE_NOT_FOUND)
-                if error:
-                    raise SwarmError(f"pulling {pinned} failed: {' '.join(str(error).split())[:300]}")
-            image = self._client.api.inspect_image(pinned)
-        if pinned not in image.get("RepoDigests", []):
-            raise Refused(f"the pulled image does not carry digest {digest}", code=Reason.DIGEST_MISMATCH)
-        return str(image["Id"])
+        return errors.pull(self._client.api, pinned, auth=auth, url=self.url)
 
     def deploy(self, desired: DesiredContainer, *, auth: dict[str, str] | None = None) -> ServiceState:
         """Create the service, or update it to ``desired`` against the version just read."""
         self._login(desired.image, auth)
         spec = self.spec(desired)
         current = self.service()
-        with _translated(f"deploying {self.canonical}"):
+        with self._translated(f"deploying {self.canonical}"):
             if current is None:
                 self._client.api.create_service(**_arguments(spec))
             else:
                 self._client.api.update_service(current.id, current.version, **_arguments(spec))
         after = self.service()
         if after is None:
-            raise SwarmError(f"service {self.canonical} vanished while it was deployed")
+            raise EngineError(f"service {self.canonical} vanished while it was deployed")
         return after
 
     def restore(self, spec: dict[str, Any] | None, *, auth: dict[str, str] | None = None) -> None:
@@ -270,13 +227,13 @@ class SwarmEngine:
         current = self.service()
         if spec is None:
             if current is not None:
-                with _translated(f"removing {self.canonical}"):
+                with self._translated(f"removing {self.canonical}"):
                     self._client.api.remove_service(current.id)
             return
         if spec.get("Name") != self.canonical:
             raise Refused(f"a snapshot spec for {spec.get('Name')} is not {self.environment}'s", code=Reason.ISOLATION)
         self._login(str(_container_spec(spec).get("Image", "")), auth)
-        with _translated(f"restoring {self.canonical}"):
+        with self._translated(f"restoring {self.canonical}"):
             if current is None:
                 self._client.api.create_service(**_arguments(spec))
             else:
@@ -287,7 +244,7 @@ class SwarmEngine:
         if not auth:
             return
         registry = image.split("/", 1)[0]
-        with _translated(f"logging in to {registry}"):
+        with self._translated(f"logging in to {registry}"):
             self._client.api.login(auth["username"], auth["password"], registry=registry, reauth=True)
 
     def spec(self, desired: DesiredContainer) -> dict[str, Any]:

@@ -1,11 +1,15 @@
-"""Applying a plan to the engine: pull, snapshot, swap, health gate, rollback, crash recovery.
+"""The apply sequence, written once: pull, refuse, snapshot, journal, swap, health gate, undo, finish.
 
-The order is the safety argument.  Everything that can fail slowly (pull,
-create) happens before the old container is stopped; the old one is stopped
-before the new one starts (never two running); the old one is kept as
-``-previous`` until the new one has proven healthy.  An intent journal,
-fsynced before the stop and updated at every step, lets a restarted
-controller finish or undo a swap that a crash interrupted.
+The order is the safety argument, and it is the same in both modes.
+Everything that can fail slowly (the pull, a container's create) happens
+before the running runtime is touched; the other mode's unfinished change or
+runtime is refused before anything is written; the prior state is snapshotted
+and an intent journal, fsynced before the swap and updated at every step, lets
+a restarted controller finish or undo a swap that a crash interrupted; a swap
+that fails its health gate is undone before the failure is raised.  A mode
+(``container``, ``swarm``) supplies only what differs: how it reads its
+runtime, swaps, gates, undoes and recovers.  Every step is logged with its
+duration, in both modes.
 """
 
 from __future__ import annotations
@@ -17,25 +21,36 @@ import os
 import signal
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Generic, Protocol, TypeVar
 
 from controller.config import HealthConfig, HostPaths
 from controller.containers import ContainerState
-from controller.contract import LABEL_REVISION, DesiredContainer, keep_reference, runtime_mounts
-from controller.engine.modes import CONTAINER, leave_foreign_journal, refuse_foreign_journal
-from controller.engine.port import NEXT_SUFFIX, PREVIOUS_SUFFIX, Runtime, RuntimeView
-from controller.errors import ControllerError, Reason, Refused, Retryable
+from controller.contract import LABEL_REVISION, DesiredContainer, runtime_mounts
+from controller.engine.modes import leave_foreign_journal, refuse_foreign_journal
+from controller.engine.port import RuntimeView
+from controller.errors import ControllerError, Reason, Refused
 from controller.plan import Plan
 from controller.records.files import atomic_write
-from controller.records.snapshots import Snapshot, list_snapshots, snapshot_id, write_snapshot
+from controller.records.snapshots import Snapshot, snapshot_id, write_snapshot
 
 log = logging.getLogger("dreichor.rollout")
 Clock = Callable[[], datetime]
-EngineT = TypeVar("EngineT", bound=RuntimeView)
-STOP_TIMEOUT = 30
+
+
+class ModeEngine(RuntimeView, Protocol):
+    """What the shared sequence itself asks of either mode's engine port."""
+
+    def refuse_other_mode(self) -> None:
+        """Before creating the runtime: refuse when the other mode's runtime of this environment is here."""
+        ...
+
+
+EngineT = TypeVar("EngineT", bound=ModeEngine)
+PriorT = TypeVar("PriorT")  # the mode's runtime as it was before the change
+SwapT = TypeVar("SwapT")  # the mode's change in flight: what its swap, gate and undo share
 LOG_LINES = 50
 CRASH_HOOK = "DREICHOR_TEST_CRASH_AT"  # test-only: SIGKILL ourselves at this step
 
@@ -101,7 +116,7 @@ class Journal:
 
 
 class Applier(Protocol):
-    """What the pass and the service need from a rollout, in either mode (``Rollout``, ``SwarmRollout``)."""
+    """What the pass and the service need from a rollout, in either mode (``ContainerRollout``, ``SwarmRollout``)."""
 
     def apply(self, plan: Plan, desired: DesiredContainer) -> Outcome:
         """Carry out ``plan``; raise ``HealthGateFailed`` after rolling back."""
@@ -116,8 +131,10 @@ class Applier(Protocol):
         ...
 
 
-class RolloutBase(Generic[EngineT]):
-    """What both modes' rollouts hold: the engine, the host paths, the health gate, the world and the journal."""
+class RolloutBase(Generic[EngineT, PriorT, SwapT]):
+    """The apply sequence over a mode's engine; the mode supplies its runtime, swap, gate, undo and recover."""
+
+    mode: str  # which mode's journal this rollout writes and may act on (``engine.modes``)
 
     def __init__(
         self,
@@ -143,8 +160,108 @@ class RolloutBase(Generic[EngineT]):
         self.canonical = engine.canonical
 
     def apply(self, plan: Plan, desired: DesiredContainer) -> Outcome:
-        """Carry out ``plan`` in this mode."""
+        """Carry out ``plan``; raise ``HealthGateFailed`` after undoing a change that failed its gate."""
+        if plan.action == "nothing":
+            return Outcome("unchanged", plan.reason)
+        with self._timed("pull", image=desired.image) as pulled:
+            desired = self._pull(desired, pulled)
+        self.at_step("pull")
+        prior = self._prior()
+        refuse_foreign_journal(self.journal, mode=self.mode)
+        if not self._runs(prior):
+            self.engine.refuse_other_mode()  # a switched docker.mode must not start a second runtime
+        with self._timed("snapshot") as taken:
+            snapshot = taken["snapshot"] = self._snapshot(prior, desired, plan.reason)
+        self.at_step("snapshot")
+        swap = self._prepare(prior, desired)
+        self.journal.begin(**self._intent(prior, swap, desired), at=_iso(self.clock()))
+        self._swap(swap)
+        try:
+            with self._timed("health", **self._gate_fields(swap)):
+                container_id = self._gate(swap, desired)
+        except HealthGateFailed as failed:
+            with self._timed("rollback"):
+                self._undo(swap)
+            self.journal.finish()
+            raise HealthGateFailed(failed.reason, failed.logs) from None
+        self.journal.step("health")
+        self._finish(swap, desired)
+        self.journal.finish()
+        return Outcome("applied", plan.reason, container_id=container_id, snapshot=snapshot)
+
+    def recover(self) -> str | None:
+        """Converge after a crash from the journal and what the engine shows; say what was done.
+
+        The other mode's journal is left alone (with a warning): only that mode can finish it.
+        """
+        if leave_foreign_journal(self.journal, mode=self.mode):
+            return None
+        return self._recover()
+
+    # -- what each mode supplies ------------------------------------------------------------
+
+    def _pull(self, desired: DesiredContainer, fields: dict[str, object]) -> DesiredContainer:
+        """Make the image available before anything is touched; return the spec to run (``fields``: the log's)."""
         raise NotImplementedError
+
+    def _prior(self) -> PriorT:
+        """The mode's runtime as it is now, before the change."""
+        raise NotImplementedError
+
+    def _runs(self, prior: PriorT) -> bool:
+        """Whether ``prior`` holds a runtime of this mode (if not, the other mode's is looked for)."""
+        raise NotImplementedError
+
+    def _snapshot(self, prior: PriorT, desired: DesiredContainer, reason: str) -> str:
+        """Write the snapshot of ``prior``; return its id."""
+        raise NotImplementedError
+
+    def _prepare(self, prior: PriorT, desired: DesiredContainer) -> SwapT:
+        """What can be done before the journal begins without touching the running runtime."""
+        raise NotImplementedError
+
+    def _intent(self, prior: PriorT, swap: SwapT, desired: DesiredContainer) -> dict[str, Any]:
+        """The journal's fields: what a restarted controller needs to finish or undo the swap."""
+        raise NotImplementedError
+
+    def _swap(self, swap: SwapT) -> None:
+        """Replace the running runtime, each step journaled and timed."""
+        raise NotImplementedError
+
+    def _gate_fields(self, swap: SwapT) -> dict[str, object]:
+        """Extra fields for the health step's log line."""
+        return {}
+
+    def _gate(self, swap: SwapT, desired: DesiredContainer) -> str | None:
+        """Wait for the new runtime to prove healthy; its container id, or ``HealthGateFailed``."""
+        raise NotImplementedError
+
+    def _undo(self, swap: SwapT) -> None:
+        """Bring back the prior runtime after a failed gate."""
+        raise NotImplementedError
+
+    def _finish(self, swap: SwapT, desired: DesiredContainer) -> None:
+        """Tidy up after a passed gate (the journal still names the swap)."""
+
+    def _recover(self) -> str | None:
+        """This mode's own recovery from its journal."""
+        raise NotImplementedError
+
+    # -- shared by the modes ----------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _timed(self, step: str, **fields: object) -> Iterator[dict[str, object]]:
+        """Log one step of a swap with its duration (info; warning when it failed); the body may add fields."""
+        started = self.monotonic()
+        extra: dict[str, object] = {"step": step, **fields}
+        try:
+            yield extra
+        except BaseException as exc:
+            extra.update(seconds=round(self.monotonic() - started, 3), error=str(exc) or type(exc).__name__)
+            log.warning("swap step %s failed", step, extra=extra)
+            raise
+        extra["seconds"] = round(self.monotonic() - started, 3)
+        log.info("swap step %s", step, extra=extra)
 
     def _write_snapshot(
         self,
@@ -186,198 +303,6 @@ class RolloutBase(Generic[EngineT]):
             labels=dict(prior.get("labels") or {}),
         )
         return self.apply(Plan("replace", f"restoring snapshot {snapshot.id}"), desired)
-
-
-class Rollout(RolloutBase[Runtime]):
-    """Applies plans for one environment (container mode)."""
-
-    def apply(self, plan: Plan, desired: DesiredContainer) -> Outcome:
-        """Carry out ``plan``; raise ``HealthGateFailed`` after rolling back a bad container."""
-        if plan.action == "nothing":
-            return Outcome("unchanged", plan.reason)
-        with self._timed("pull", image=desired.image) as pulled:
-            desired = self._ensure_image(desired)
-            pulled["bytes"] = self.engine.image_size(desired.image)
-        self.at_step("pull")
-        containers = self.engine.runtime_containers()
-        old = containers.get(self.canonical)
-        refuse_foreign_journal(self.journal, mode=CONTAINER)
-        if old is None:
-            self.engine.refuse_other_mode()  # a switched docker.mode must not start a second runtime
-        with self._timed("snapshot") as taken:
-            snapshot = taken["snapshot"] = self._snapshot(old, desired, plan.reason)
-        self.at_step("snapshot")
-        self._remove_leftovers(containers)
-        with self._timed("create"):
-            new_id = self.engine.create(desired, name=self.canonical + NEXT_SUFFIX)
-        self.journal.begin(new_id=new_id, old_id=old.id if old else None, image=desired.image, at=_iso(self.clock()))
-        self.journal.step("create")
-        # Rename while the old one still runs: the window between its stop and the
-        # new one's start is then only the engine's own stop and start.
-        if old is not None:
-            self.engine.rename(old.id, self.canonical + PREVIOUS_SUFFIX)
-        self.engine.rename(new_id, self.canonical)
-        self.journal.step("rename")
-        if old is not None and old.status in ("running", "restarting"):
-            with self._timed("stop", container=old.id[:12]):
-                self.engine.stop(old.id, timeout=STOP_TIMEOUT)
-        self.at_step("stop")
-        with self._timed("start", container=new_id[:12]):
-            self.engine.start(new_id)
-        self.journal.step("start")
-        try:
-            with self._timed("health", container=new_id[:12]):
-                self._health_gate(new_id, image=desired.image)
-        except HealthGateFailed as failed:
-            with self._timed("rollback"):
-                self._roll_back(new_id, old.id if old else None)
-            raise HealthGateFailed(failed.reason, failed.logs) from None
-        self.journal.step("health")
-        if old is not None:
-            self.engine.remove(old.id)
-        self.journal.finish()
-        self._prune_kept(desired)
-        return Outcome("applied", plan.reason, container_id=new_id, snapshot=snapshot)
-
-    @contextlib.contextmanager
-    def _timed(self, step: str, **fields: object) -> Iterator[dict[str, object]]:
-        """Log one step of a swap with its duration (info; warning when it failed); the body may add fields."""
-        started = self.monotonic()
-        extra: dict[str, object] = {"step": step, **fields}
-        try:
-            yield extra
-        except BaseException as exc:
-            extra.update(seconds=round(self.monotonic() - started, 3), error=str(exc) or type(exc).__name__)
-            log.warning("swap step %s failed", step, extra=extra)
-            raise
-        extra["seconds"] = round(self.monotonic() - started, 3)
-        log.info("swap step %s", step, extra=extra)
-
-    def _ensure_image(self, desired: DesiredContainer) -> DesiredContainer:
-        """Pull by digest unless present; when the registry cannot serve it, use the kept copy."""
-        kept = keep_reference(desired.image, self.paths.environment)
-        if not self.engine.image_present(desired.image):
-            try:
-                self.engine.pull(desired.image, auth=self.auth)
-            except (Retryable, Refused):
-                if not self.engine.image_present(kept):
-                    raise
-                return replace(desired, image=kept)  # the same digest, kept on this host
-        self.engine.keep(desired.image)
-        return desired
-
-    def _prune_kept(self, desired: DesiredContainer) -> None:
-        """Keep the images of the current container and of the newest snapshots; untag the rest."""
-        env = self.paths.environment
-        wanted = {keep_reference(desired.image, env)}
-        wanted |= {keep_reference(s.image, env) for s in list_snapshots(self.paths.snapshots) if s.image}
-        try:
-            self.engine.prune_kept(wanted)
-        except ControllerError as exc:
-            log.warning("could not prune kept images", extra={"reason": str(exc)})
-
-    def _snapshot(self, old: ContainerState | None, desired: DesiredContainer, reason: str) -> str:
-        return self._write_snapshot(
-            old, desired, reason, image_id=old.image_id if old else None, record=old.raw if old else None
-        )
-
-    def _remove_leftovers(self, containers: dict[str, Any]) -> None:
-        leftover = containers.get(self.canonical + NEXT_SUFFIX)
-        if leftover is not None:
-            self.engine.remove(leftover.id)
-
-    def _health_gate(self, container_id: str, *, image: str) -> None:
-        """Healthy (HEALTHCHECK) or running ``stable`` seconds without a restart, within ``timeout``."""
-        has_check = self.engine.image_has_healthcheck(image)
-        deadline = self.monotonic() + self.health.timeout
-        stable_since: float | None = None
-        first = self.engine.inspect(container_id)
-        restarts = first.restart_count if first else 0
-        while self.monotonic() < deadline:
-            state = self.engine.inspect(container_id)
-            if state is None:
-                raise HealthGateFailed("the new container disappeared", "")
-            if state.status not in ("running", "created") or state.restart_count != restarts:
-                raise HealthGateFailed(
-                    f"the new container is {state.status} (restarts: {state.restart_count})",
-                    self._logs(container_id),
-                )
-            if has_check and state.health == "healthy":
-                return
-            if has_check and state.health == "unhealthy":
-                raise HealthGateFailed("the new container's HEALTHCHECK reports unhealthy", self._logs(container_id))
-            if not has_check and state.running:
-                stable_since = stable_since or self.monotonic()
-                if self.monotonic() - stable_since >= self.health.stable:
-                    return
-            self.sleep(0.2)
-        raise HealthGateFailed(
-            f"the new container was not healthy within {self.health.timeout}s", self._logs(container_id)
-        )
-
-    def _logs(self, container_id: str) -> str:
-        return self.engine.logs_tail(container_id, lines=LOG_LINES)
-
-    def _roll_back(self, new_id: str, old_id: str | None) -> None:
-        """Remove the new container, give the old one its name back and start it."""
-        self.engine.remove(new_id)
-        if old_id is not None:
-            self.engine.rename(old_id, self.canonical)
-            self.engine.start(old_id)
-            self._wait_running(old_id)
-        self.journal.finish()
-
-    def _wait_running(self, container_id: str, *, timeout: float = 30) -> None:
-        deadline = self.monotonic() + timeout
-        while self.monotonic() < deadline:
-            state = self.engine.inspect(container_id)
-            if state is not None and state.running:
-                return
-            self.sleep(0.1)
-
-    def recover(self) -> str | None:
-        """Converge after a crash from the journal and what the engine shows; say what was done."""
-        if leave_foreign_journal(self.journal, mode=CONTAINER):
-            return None
-        journal = self.journal.read()
-        containers = self.engine.runtime_containers()
-        current = containers.get(self.canonical)
-        previous = containers.get(self.canonical + PREVIOUS_SUFFIX)
-        leftover = containers.get(self.canonical + NEXT_SUFFIX)
-        done: list[str] = []
-        if leftover is not None:
-            self.engine.remove(leftover.id)
-            done.append("removed a half-created container")
-        if journal and "health" in journal.get("steps", []) and previous is not None:
-            self.engine.remove(previous.id)  # the new one had passed: finish
-            done.append("finished a swap that had passed its health gate")
-        elif journal and journal.get("new_id") and "health" not in journal.get("steps", []):
-            done += self._undo(journal, current, previous)
-        elif current is None and previous is not None:
-            self.engine.rename(previous.id, self.canonical)
-            self.engine.start(previous.id)
-            done.append("restored the previous container")
-        elif current is not None and previous is not None:
-            self.engine.remove(previous.id)
-            done.append("removed a stale previous container")
-        self.journal.finish()
-        return "; ".join(done) or None
-
-    def _undo(self, journal: dict[str, Any], current: Any, previous: Any) -> list[str]:
-        new_id, old_id = journal.get("new_id"), journal.get("old_id")
-        if current is not None and current.id == new_id:
-            self.engine.remove(str(new_id))
-            current = None
-        elif current is None or current.id != old_id:
-            self.engine.remove(str(new_id))
-        old = previous if previous is not None and previous.id == old_id else current
-        if old is not None:
-            if old.name != self.canonical:
-                self.engine.rename(old.id, self.canonical)
-            if not old.running:
-                self.engine.start(old.id)
-            self._wait_running(old.id)
-        return ["undid an interrupted swap: the previous container runs again"]
 
 
 def _iso(moment: datetime) -> str:

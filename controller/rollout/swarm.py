@@ -7,24 +7,23 @@ the update counts only when Swarm says ``completed`` *and* the live task is of
 the new spec, on the new digest, and healthy by our gate; any ``rollback_*``
 state is a rollback, never a success.  On failure the snapshot's spec is put
 back by us, since Swarm remembers only one previous spec.  A crash anywhere
-before the gate passed is undone at the next start from the journal.
+before the gate passed is undone at the next start from the journal.  The
+sequence around these steps is ``base``'s.
 """
 
 from __future__ import annotations
 
 import logging
-from datetime import UTC
+from dataclasses import dataclass
 from typing import Any
 
 from controller.containers import ContainerState
 from controller.contract import DesiredContainer
-from controller.engine.modes import SWARM, leave_foreign_journal, refuse_foreign_journal
+from controller.engine.modes import SWARM
 from controller.engine.port import ServiceRuntime, ServiceState, TaskState
-from controller.plan import Plan
-from controller.rollout.base import HealthGateFailed, Outcome, RolloutBase
+from controller.rollout.base import LOG_LINES, HealthGateFailed, RolloutBase
 
 log = logging.getLogger("dreichor.swarm")
-LOG_LINES = 50
 RESTORE_TIMEOUT = 60  # seconds for the restored spec's task to run again
 POLL = 0.25
 IN_FLIGHT = frozenset({"updating", "rollback_started"})
@@ -32,49 +31,62 @@ ROLLED_BACK_BY_SWARM = "Swarm rolled the update back ({state}): {message}"
 PAUSED_BY_SWARM = "Swarm paused the update: {message}"
 
 
-class SwarmRollout(RolloutBase[ServiceRuntime]):
+@dataclass(frozen=True)
+class Update:
+    """A service update in flight: the service before it, and the tasks that existed then."""
+
+    before: ServiceState | None
+    known: frozenset[str]
+    desired: DesiredContainer
+
+
+class SwarmRollout(RolloutBase[ServiceRuntime, ServiceState | None, Update]):
     """Applies plans for one environment's service."""
 
-    def apply(self, plan: Plan, desired: DesiredContainer) -> Outcome:
-        """Carry out ``plan``; raise ``HealthGateFailed`` after restoring the prior spec."""
-        if plan.action == "nothing":
-            return Outcome("unchanged", plan.reason)
-        self.engine.check_placement()
-        self.engine.pull(desired.image, auth=self.auth)
-        self.at_step("pull")
-        before = self.engine.service()
-        refuse_foreign_journal(self.journal, mode=SWARM)
-        if before is None:
-            self.engine.refuse_other_mode()  # a switched docker.mode must not start a second runtime
-        snapshot = self._snapshot(before, self.engine.current() if before else None, desired, plan.reason)
-        self.at_step("snapshot")
-        self.journal.begin(
-            mode=SWARM,
-            service=before.id if before else None,
-            version=before.version if before else None,
-            spec=before.spec if before else None,
-            image=desired.image,
-            at=self.clock().astimezone(UTC).isoformat(),
-        )
-        known = {t.id for t in self.engine.tasks()} if before else set()
-        self._wait_settled()
-        self.engine.deploy(desired, auth=self.auth)
-        self.journal.step("update")
-        try:
-            task = self._health_gate(desired, updated=before is not None, known=known)
-        except HealthGateFailed as failed:
-            self._restore(before.spec if before else None)
-            self.journal.finish()
-            raise HealthGateFailed(failed.reason, failed.logs) from None
-        self.journal.step("health")
-        self.journal.finish()
-        return Outcome("applied", plan.reason, container_id=task.container_id, snapshot=snapshot)
+    mode = SWARM
 
-    def _snapshot(
-        self, before: ServiceState | None, old: ContainerState | None, desired: DesiredContainer, reason: str
-    ) -> str:
+    def _pull(self, desired: DesiredContainer, fields: dict[str, object]) -> DesiredContainer:
+        """Refuse a swarm the runtime cannot be placed on, then pull on the manager."""
+        fields["node"] = self.engine.check_placement()
+        self.engine.pull(desired.image, auth=self.auth)
+        return desired
+
+    def _prior(self) -> ServiceState | None:
+        return self.engine.service()
+
+    def _runs(self, prior: ServiceState | None) -> bool:
+        return prior is not None
+
+    def _snapshot(self, prior: ServiceState | None, desired: DesiredContainer, reason: str) -> str:
         """The service spec and its version, and the runtime as it ran: what a restore puts back."""
-        return self._write_snapshot(old, desired, reason, image_id=None, record=_service_record(before))
+        old: ContainerState | None = self.engine.current() if prior else None
+        return self._write_snapshot(old, desired, reason, image_id=None, record=_service_record(prior))
+
+    def _prepare(self, prior: ServiceState | None, desired: DesiredContainer) -> Update:
+        known = frozenset(t.id for t in self.engine.tasks()) if prior else frozenset()
+        return Update(prior, known, desired)
+
+    def _intent(self, prior: ServiceState | None, swap: Update, desired: DesiredContainer) -> dict[str, Any]:
+        return {
+            "mode": SWARM,
+            "service": prior.id if prior else None,
+            "version": prior.version if prior else None,
+            "spec": prior.spec if prior else None,
+            "image": desired.image,
+        }
+
+    def _swap(self, swap: Update) -> None:
+        """Let an update in flight settle, then update (Swarm stops the old task before it starts the new)."""
+        with self._timed("update", service=self.canonical):
+            self._wait_settled()
+            self.engine.deploy(swap.desired, auth=self.auth)
+        self.journal.step("update")
+
+    def _gate(self, swap: Update, desired: DesiredContainer) -> str | None:
+        return self._health_gate(desired, updated=swap.before is not None, known=set(swap.known)).container_id
+
+    def _undo(self, swap: Update) -> None:
+        self._restore(swap.before.spec if swap.before else None)
 
     # -- the health gate ---------------------------------------------------------------------
 
@@ -114,7 +126,7 @@ class SwarmRollout(RolloutBase[ServiceRuntime]):
 
     def _judge_tasks(self, tasks: list[TaskState], desired: DesiredContainer) -> None:
         """A new task of the new spec that ended (crashed, failed its HEALTHCHECK, was rejected) fails the gate."""
-        ended = next((t for t in tasks if t.current and t.image == desired.image and _ended(t)), None)
+        ended = next((t for t in tasks if t.current and t.image == desired.image and t.ended), None)
         if ended is not None:
             why = f": {ended.message}" if ended.message else ""
             raise HealthGateFailed(f"the new task is {ended.state}{why}", self._logs())
@@ -152,10 +164,8 @@ class SwarmRollout(RolloutBase[ServiceRuntime]):
             self.sleep(POLL)
         log.warning("the restored service spec did not run again in time", extra={"service": self.canonical})
 
-    def recover(self) -> str | None:
+    def _recover(self) -> str | None:
         """After a crash: an update that passed its gate is kept, any other is undone from the journal."""
-        if leave_foreign_journal(self.journal, mode=SWARM):
-            return None
         journal = self.journal.read()
         if not journal:
             self.journal.finish()
@@ -174,10 +184,6 @@ class SwarmRollout(RolloutBase[ServiceRuntime]):
         if spec is None:
             return "undid an interrupted first deploy: removed the half-made service"
         return "undid an interrupted update: the previous service spec runs again"
-
-
-def _ended(task: TaskState) -> bool:
-    return task.state in ("failed", "rejected", "complete", "orphaned")
 
 
 def _service_record(service: ServiceState | None) -> dict[str, Any] | None:

@@ -17,7 +17,8 @@ from controller.engine.docker import Engine
 from controller.errors import Refused, Retryable
 from controller.plan import Plan, plan
 from controller.records.snapshots import list_snapshots
-from controller.rollout.base import CRASH_HOOK, HealthGateFailed, Rollout
+from controller.rollout.base import CRASH_HOOK, HealthGateFailed
+from controller.rollout.container import ContainerRollout
 from testbed import LocalRegistry, PrivateDocker, manifest_text
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -33,7 +34,7 @@ class Env:
         self.name = name
         self.registry = registry
         self.engine = Engine(engine.url, environment=name)
-        self.rollout = Rollout(self.engine, paths=self.paths, health=HealthConfig(timeout=20, stable=2))
+        self.rollout = ContainerRollout(self.engine, paths=self.paths, health=HealthConfig(timeout=20, stable=2))
 
     def desired(self, image: str, *, revision: str = "r1", **env: str) -> DesiredContainer:
         return desired_from_bytes(
@@ -220,14 +221,14 @@ from controller.config import HealthConfig, HostPaths
 from controller.contract import desired_from_bytes
 from controller.engine.docker import Engine
 from controller.plan import plan
-from controller.rollout.base import Rollout
+from controller.rollout.container import ContainerRollout
 url, env, root, repository, manifest = sys.argv[1:6]
 paths = HostPaths(Path(root), env)
 engine = Engine(url, environment=env)
 desired = desired_from_bytes(manifest.encode(), environment=env, repository=repository, paths=paths,
                              dotenv={"DATABASE_URL": "postgresql://h/dreichor_" + env}, revision="crash")
 decided = plan(desired, engine.runtime_containers().get(engine.canonical), deployed=True)
-Rollout(engine, paths=paths, health=HealthConfig(timeout=20, stable=2)).apply(decided, desired)
+ContainerRollout(engine, paths=paths, health=HealthConfig(timeout=20, stable=2)).apply(decided, desired)
 """
 
 

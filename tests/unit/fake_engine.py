@@ -17,6 +17,9 @@ from controller.engine.modes import service_found
 from controller.engine.port import NEXT_SUFFIX, PREVIOUS_SUFFIX
 from controller.errors import Reason, Refused, Retryable
 
+# As both adapters word it (``engine.errors``).
+UNREACHABLE = "the Docker Engine at /var/run/docker.sock is unreachable: Connection refused (ECONNREFUSED)"
+
 
 class FakeEngine:
     """One environment's containers and images, in memory."""
@@ -168,7 +171,7 @@ class FakeEngine:
 
     def _call(self, name: str) -> None:
         if self.unavailable:
-            raise Retryable("Docker Engine unreachable (ConnectionError)", code=Reason.ENGINE_UNAVAILABLE)
+            raise Retryable(UNREACHABLE, code=Reason.ENGINE_UNAVAILABLE)
         self.calls.append(name)
 
     def _by_name(self, name: str) -> ContainerState | None:

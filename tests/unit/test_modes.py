@@ -11,7 +11,7 @@ from controller.config import HealthConfig, HostPaths
 from controller.contract import DesiredContainer, runtime_mounts
 from controller.errors import Reason, Refused
 from controller.plan import Plan
-from controller.rollout.base import Rollout
+from controller.rollout.container import ContainerRollout
 from tests.unit.fake_engine import FakeEngine
 from tests.unit.test_swarm_rollout import NEW, ScriptedSwarm, rollout
 
@@ -24,10 +24,10 @@ def desired(tmp_path: Path) -> DesiredContainer:
     return DesiredContainer(name="dreichor-runtime-prod", image=NEW, env={}, mounts=mounts, labels={})
 
 
-def container_rollout(tmp_path: Path, engine: FakeEngine) -> Rollout:
+def container_rollout(tmp_path: Path, engine: FakeEngine) -> ContainerRollout:
     paths = HostPaths(tmp_path, "prod")
     paths.snapshots.mkdir(parents=True, exist_ok=True)
-    return Rollout(engine, paths=paths, health=HealthConfig(timeout=5, stable=1), sleep=lambda _: None)
+    return ContainerRollout(engine, paths=paths, health=HealthConfig(timeout=5, stable=1), sleep=lambda _: None)
 
 
 def write_journal(tmp_path: Path, data: dict[str, object]) -> Path:

@@ -499,7 +499,7 @@ def test_recovery_with_the_engine_unreachable_is_a_recorded_retryable_failure(de
     assert result.result == "failed" and result.retryable and str(result.code) == "EngineUnavailable"
     status = deployed.status()
     assert status.phase == "Degraded" and status.last_attempt is not None
-    assert "Docker Engine unreachable" in status.last_attempt.reason
+    assert "Docker Engine at /var/run/docker.sock is unreachable" in status.last_attempt.reason
     deployed.engine.unavailable = False
     assert service.sync().result == "applied" and deployed.image() == GOOD_B
     assert deployed.events()[-2:] == ["recovered", "applied"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -122,3 +123,24 @@ def test_completed_is_not_enough_without_a_healthy_task_on_the_new_digest(
     with pytest.raises(HealthGateFailed):
         rollout(tmp_path, swarm).apply(Plan("replace", "deploying b"), desired(tmp_path))
     assert swarm.restored == [swarm.before]
+
+
+def test_each_swarm_step_is_logged_with_its_duration(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    swarm = ScriptedSwarm(update_state="completed", task_image=NEW)
+    with caplog.at_level(logging.INFO, logger="dreichor.rollout"):
+        rollout(tmp_path, swarm).apply(Plan("replace", "deploying b"), desired(tmp_path))
+    steps = {r.step: r for r in caplog.records if hasattr(r, "step")}
+    assert list(steps) == ["pull", "snapshot", "update", "health"]
+    assert all(isinstance(r.seconds, float) and r.levelno == logging.INFO for r in steps.values())
+    assert steps["pull"].node == "node-1"
+
+
+def test_a_failed_swarm_gate_is_logged_at_warning_with_the_rollback(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    swarm = ScriptedSwarm(update_state="rollback_completed", task_image=NEW)
+    with caplog.at_level(logging.INFO, logger="dreichor.rollout"), pytest.raises(HealthGateFailed):
+        rollout(tmp_path, swarm).apply(Plan("replace", "deploying b"), desired(tmp_path))
+    failed = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert [getattr(r, "step", None) for r in failed] == ["health"]
+    assert [getattr(r, "step", None) for r in caplog.records][-1] == "rollback"
