@@ -19,6 +19,9 @@ class Result:
     baseline: float
     unit: str
     goal: float  # the ratio figure / baseline must be at most this
+    spread: tuple[float, float] | None = None  # min and max of the figure's samples, when a median
+    baseline_spread: tuple[float, float] | None = None
+    note: str = ""  # what else the row measured (a floor, a profile's total)
 
     @property
     def ratio(self) -> float:
@@ -33,10 +36,17 @@ class Result:
     def line(self) -> str:
         """One human line."""
         verdict = "met" if self.met else "NOT met"
+        note = f"; {self.note}" if self.note else ""
         return (
-            f"{self.name}: {self.figure:.4f} {self.unit} vs baseline {self.baseline:.4f} {self.unit}"
-            f" -> ratio {self.ratio:.3f} (goal <= {self.goal}) {verdict}"
+            f"{self.name}: {self.shown()} vs baseline {self.shown(baseline=True)}"
+            f" -> ratio {self.ratio:.3f} (goal <= {self.goal}) {verdict}{note}"
         )
+
+    def shown(self, *, baseline: bool = False) -> str:
+        """The figure (or the baseline) with its unit, and its min-max when it is a median."""
+        value, spread = (self.baseline, self.baseline_spread) if baseline else (self.figure, self.spread)
+        ranged = f" ({spread[0]:.4g}-{spread[1]:.4g})" if spread else ""
+        return f"{value:.4g} {self.unit}{ranged}"
 
     def as_json(self) -> str:
         """A JSON object with the derived fields too."""
@@ -53,6 +63,11 @@ def median_seconds(action: Callable[[], object], *, runs: int, warmup: int = 2) 
         action()
         samples.append(time.perf_counter() - start)
     return statistics.median(samples)
+
+
+def median_with_spread(samples: list[float], *, scale: float = 1.0) -> tuple[float, tuple[float, float]]:
+    """The median of ``samples`` and their (min, max), each times ``scale``."""
+    return statistics.median(samples) * scale, (min(samples) * scale, max(samples) * scale)
 
 
 def report(result: Result) -> int:

@@ -1,14 +1,22 @@
-"""A throwaway test bed for benchmarks: private dockerd, registry and images under a temp folder."""
+"""A throwaway test bed for benchmarks: private dockerd, registry and images under a temp folder.
+
+The folder is removed whatever happened, after the engine is stopped and what
+it left mounted there is unmounted (``testbed.unmount_under``): a benchmark
+never leaves a mount or a folder behind, and ``leftover_mounts`` says so.
+"""
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from testbed import LocalRegistry, PrivateDocker, build_images
+from testbed import LocalRegistry, PrivateDocker, build_images, mounts_under, unmount_under
+
+PREFIX = "dreichor-bench-"
 
 
 @dataclass
@@ -23,13 +31,21 @@ class Sandbox:
 
 @contextmanager
 def sandbox() -> Iterator[Sandbox]:
-    """Start the bed, yield it, tear it down."""
-    with tempfile.TemporaryDirectory(prefix="dreichor-bench-") as tmp:
-        base = Path(tmp)
-        engine = PrivateDocker(base / "docker").start()
-        registry = LocalRegistry(base / "registry").start()
-        try:
-            yield Sandbox(base, engine, registry, build_images(engine, registry, base / "images"))
-        finally:
-            registry.stop()
-            engine.stop()
+    """Start the bed, yield it, tear it down: engine, registry, mounts, folder."""
+    base = Path(tempfile.mkdtemp(prefix=PREFIX))
+    engine = PrivateDocker(base / "docker")
+    registry = LocalRegistry(base / "registry")
+    try:
+        engine.start()
+        registry.start()
+        yield Sandbox(base, engine, registry, build_images(engine, registry, base / "images"))
+    finally:
+        registry.stop()
+        engine.stop()
+        unmount_under(base)
+        shutil.rmtree(base)
+
+
+def leftover_mounts() -> list[str]:
+    """Mounts still under any benchmark sandbox's folder (none after a clean run)."""
+    return [m for m in mounts_under(Path(tempfile.gettempdir())) if f"/{PREFIX}" in m]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
@@ -182,7 +183,7 @@ class Config(_Section):
     @property
     def paths(self) -> HostPaths:
         """Host paths of this environment."""
-        return HostPaths(Path(self.root), self.environment)
+        return _host_paths(self.root, self.environment)
 
 
 class HostPaths:
@@ -209,6 +210,12 @@ class HostPaths:
         self.notifications = self.state / "notifications.json"
         self.audit_events = self.env_dir / "volumes" / "audit-events"
         self.runtime_snapshots = self.env_dir / "volumes" / "snapshots"
+
+
+@lru_cache(maxsize=16)
+def _host_paths(root: str, environment: str) -> HostPaths:
+    """One ``HostPaths`` per root and environment: a pass asks for them several times."""
+    return HostPaths(Path(root), environment)
 
 
 def split_listen(listen: str) -> tuple[str, int]:

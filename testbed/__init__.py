@@ -201,13 +201,13 @@ class PrivateDocker:
         return peak_running(self.events(since=since), prefix=prefix)
 
     def stop(self) -> None:
-        """Remove all containers, stop the engine, delete the bridge."""
-        if self._proc is None:
-            return
-        with contextlib.suppress(BedError, subprocess.TimeoutExpired):
-            self.remove_all_containers()
-        self.kill(signal.SIGTERM)
+        """Remove all containers, stop the engine, delete the bridge, unmount what the engine left."""
+        if self._proc is not None:
+            with contextlib.suppress(BedError, subprocess.TimeoutExpired):
+                self.remove_all_containers()
+            self.kill(signal.SIGTERM)
         subprocess.run(self.ip("link", "del", self.bridge), capture_output=True, check=False)
+        unmount_under(self.base)  # also after a fault test killed the engine and left it down
 
     def kill(self, sig: signal.Signals = signal.SIGTERM) -> None:
         """Stop the engine with ``sig`` and wait for it (used by fault tests too)."""
@@ -221,6 +221,30 @@ class PrivateDocker:
             self._proc.kill()
             self._proc.wait()
         self._proc = None
+
+
+def mounts_under(folder: Path) -> list[str]:
+    """The mount points at or below ``folder`` in this mount namespace, deepest first."""
+    root = os.path.realpath(folder)
+    found = []
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        # Field 5 is the mount point, with space, tab, newline and backslash written in octal.
+        point = line.split(" ")[4].encode().decode("unicode_escape")
+        if point == root or point.startswith(root + "/"):
+            found.append(point)
+    return sorted(found, key=lambda p: p.count("/"), reverse=True)
+
+
+def unmount_under(folder: Path) -> None:
+    """Unmount what a stopped engine left below ``folder`` (a swarm's ``nsfs`` netns, overlays, shm).
+
+    A killed or swarm-mode dockerd leaves network namespaces bind-mounted under
+    its exec root (the ingress sandbox's ``exec/netns/1-…``) and sometimes its
+    overlay mounts: the folder cannot be removed until they are gone.  Lazy, so
+    a mount still in use is detached now and freed when its last user leaves.
+    """
+    for point in mounts_under(folder):
+        subprocess.run(["umount", "--lazy", point], capture_output=True, check=False)
 
 
 class LocalRegistry:

@@ -21,6 +21,7 @@ import requests.exceptions
 from controller.containers import ContainerState
 from controller.contract import DesiredContainer, Mount, container_name, keep_reference
 from controller.engine import errors
+from controller.engine.inspector import UnixInspector
 from controller.engine.modes import service_found
 from controller.engine.port import NEXT_SUFFIX, PREVIOUS_SUFFIX
 from controller.errors import ControllerError, Reason, Refused
@@ -39,19 +40,33 @@ class Engine:
         self.url = url
         with self._translated("connecting to Docker"):
             self._client = docker.DockerClient(base_url=url, timeout=timeout, version="auto")
-        self.api_calls = 0  # HTTP requests to the engine, for the benchmark's "one call per no-change pass"
+        self._sdk_calls = 0
         self._client.api.hooks["response"].append(self._count)
+        # A unix socket is never proxied: skip requests' scan of the proxy variables on every call.
+        self._client.api.trust_env = not url.startswith("unix://")
+        self._inspector = (
+            UnixInspector(url.removeprefix("unix://"), version=self._client.api.api_version, timeout=timeout)
+            if url.startswith("unix://")
+            else None
+        )
 
     def _translated(self, action: str) -> Any:
         """The SDK's errors as ours, naming the engine's address."""
         return errors.translated(action, url=self.url)
 
     def _count(self, response: Any, *args: Any, **kwargs: Any) -> None:
-        self.api_calls += 1
+        self._sdk_calls += 1
+
+    @property
+    def api_calls(self) -> int:
+        """HTTP requests to the engine so far, for the benchmark's "one call per no-change pass"."""
+        return self._sdk_calls + (self._inspector.calls if self._inspector is not None else 0)
 
     def close(self) -> None:
         """Release the HTTP connection pool."""
         self._client.close()
+        if self._inspector is not None:
+            self._inspector.close()
 
     def current(self) -> ContainerState | None:
         """The canonical container by name: one inspect once the image's env is cached."""
@@ -91,15 +106,25 @@ class Engine:
 
     def inspect(self, ref: str) -> ContainerState | None:
         """The container ``ref`` (id or name), or None when it does not exist."""
-        try:
-            with self._translated("inspecting a container"):
-                data = self._client.api.inspect_container(ref)
-        except Refused:
+        data = self._inspect_container(ref)
+        if data is None:
             return None
         name = data["Name"].lstrip("/")
         if name not in self._names:
             raise Refused(f"container {ref} is not one of {self.environment}'s", code=Reason.ISOLATION)
         return _state(data, self._image_env(data["Image"]))
+
+    def _inspect_container(self, ref: str) -> dict[str, Any] | None:
+        """The engine's inspect of ``ref`` (None: no such container); on a unix socket without the SDK."""
+        action = "inspecting a container"
+        if self._inspector is not None:
+            with self._translated(action):
+                return self._inspector.container(ref, action=action)
+        try:
+            with self._translated(action):
+                return dict(self._client.api.inspect_container(ref))
+        except Refused:
+            return None
 
     def _image_env(self, image_id: str) -> dict[str, str]:
         cached = self._image_envs.get(image_id)

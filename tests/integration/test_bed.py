@@ -1,14 +1,18 @@
-"""The test bed itself: the private engine runs a registry image by digest with the contract's mounts."""
+"""The test bed itself: the private engine runs a registry image by digest with the contract's mounts, and cleans up."""
 
 from __future__ import annotations
 
+import shutil
+import signal
+import tempfile
 from pathlib import Path
 
 import pytest
 
 from controller.config import HostPaths
 from controller.contract import desired_from_bytes
-from testbed import LocalRegistry, ManifestRepo, PrivateDocker, SshKey, manifest_text
+from testbed import LocalRegistry, ManifestRepo, PrivateDocker, SshKey, manifest_text, mounts_under
+from testbed.swarm import PrivateSwarm
 
 
 def test_a_contract_container_runs_from_the_registry_by_digest(
@@ -63,3 +67,20 @@ def test_the_manifest_repo_signs_commits_through_real_git(
         assert out is not None
     remote_head = manifest_repo.git("ls-remote", manifest_repo.url, "refs/heads/main").split()[0]
     assert remote_head == sha
+
+
+def test_a_swarm_engine_that_died_leaves_no_mount_once_stopped_and_its_folder_can_be_removed(
+    docker_engine: PrivateDocker,
+) -> None:
+    # The swarm's ingress sandboxes are nsfs mounts under the engine's exec root (exec/netns/1-…);
+    # an engine that dies cannot unmount them, and removing the folder then fails with EBUSY.
+    base = Path(tempfile.mkdtemp(prefix="dreichor-bed-"))
+    swarm = PrivateSwarm(base / "swarm")
+    try:
+        swarm.start()
+        swarm.engine.kill(signal.SIGKILL)
+        assert any("/exec/netns/" in point for point in mounts_under(base)), "nothing left: the test proves nothing"
+    finally:
+        swarm.stop()
+    assert mounts_under(base) == []
+    shutil.rmtree(base)
