@@ -3,7 +3,10 @@
 The Docker fixtures are session-scoped: one engine, one registry and one set
 of images serve the whole run.  Without ``dockerd`` the tests that need it
 skip with the reason — unless ``DREICHOR_REQUIRE_DOCKER=1`` (CI), where a
-missing engine is a failure.
+missing engine is a failure.  Every test that reaches ``docker_engine``, by
+itself or through a fixture built on it, is marked ``docker`` here at
+collection: ``-m "not docker"`` (``./scripts/test --fast``) is then every test
+that needs no engine, and starts none.
 """
 
 from __future__ import annotations
@@ -29,6 +32,14 @@ from testbed import (
 )
 
 REQUIRE_DOCKER = os.environ.get("DREICHOR_REQUIRE_DOCKER") == "1"
+ENGINE_FIXTURE = "docker_engine"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark ``docker`` every test whose fixture closure holds the engine: none is marked by hand."""
+    for item in items:
+        if ENGINE_FIXTURE in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.docker)
 
 
 def _unavailable(reason: str) -> None:
