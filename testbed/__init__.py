@@ -375,7 +375,7 @@ def make_gpg_key(
 
     ``at`` (``20200101T000000``) makes the key as if the clock said so, for keys that expired long ago.
     """
-    home.mkdir(parents=True, exist_ok=True, mode=0o700)
+    gnupg_home(home)
     uid = f"{name} <{name}@dreichor.test>"
     clock = ["--faked-system-time", at] if at else []
     _run([*_gpg(home), *clock, "--quick-gen-key", uid, algo, "cert" if subkey else "sign", expire])
@@ -384,6 +384,32 @@ def make_gpg_key(
     if subkey:
         _run([*_gpg(home), *clock, "--quick-add-key", fingerprint, algo, "sign", subkey_expire or expire])
     return GpgKey(home=home, fingerprint=fingerprint, uid=uid)
+
+
+_GNUPG_HOMES: list[Path] = []  # every GNUPGHOME made here, oldest first: each may hold a running gpg-agent
+
+
+def gnupg_home(home: Path) -> Path:
+    """Make ``home`` a private GNUPGHOME and remember it, so ``stop_gpg_agents`` can stop its agent."""
+    home.mkdir(parents=True, exist_ok=True, mode=0o700)
+    _GNUPG_HOMES.append(home)
+    return home
+
+
+def gnupg_homes() -> int:
+    """How many GNUPGHOMEs ``gnupg_home`` made so far: a mark to pass to ``stop_gpg_agents``."""
+    return len(_GNUPG_HOMES)
+
+
+def stop_gpg_agents(*, since: int = 0) -> None:
+    """``gpgconf --kill all`` in every GNUPGHOME made since the mark ``since``.
+
+    gpg starts a gpg-agent per home on the first secret-key operation and leaves it running;
+    a fixture finaliser calls this so that no test run leaves agents behind.
+    """
+    for home in _GNUPG_HOMES[since:]:
+        kill = ["gpgconf", "--homedir", str(home), "--kill", "all"]
+        subprocess.run(kill, capture_output=True, check=False, timeout=30)
 
 
 def revoke_gpg_key(key: GpgKey) -> None:

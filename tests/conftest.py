@@ -27,8 +27,10 @@ from testbed import (
     PrivateDocker,
     SshKey,
     build_images,
+    gnupg_homes,
     make_gpg_key,
     make_ssh_key,
+    stop_gpg_agents,
 )
 
 REQUIRE_DOCKER = os.environ.get("DREICHOR_REQUIRE_DOCKER") == "1"
@@ -47,6 +49,21 @@ def _unavailable(reason: str) -> None:
     if REQUIRE_DOCKER:
         pytest.fail(f"DREICHOR_REQUIRE_DOCKER=1 but {reason}", pytrace=False)
     pytest.skip(reason)  # not REQUIRE_DOCKER: a developer machine without dockerd
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _gpg_agents_stopped_after_the_run() -> Iterator[None]:
+    """Stop the agents of every GNUPGHOME of the run, also those of session and module keys."""
+    yield
+    stop_gpg_agents()
+
+
+@pytest.fixture(autouse=True)
+def _gpg_agents_stopped_after_each_test() -> Iterator[None]:
+    """Stop the agents of the GNUPGHOMEs made during this test (gpg leaves one running per home)."""
+    mark = gnupg_homes()
+    yield
+    stop_gpg_agents(since=mark)
 
 
 @pytest.fixture(scope="session")
