@@ -702,6 +702,71 @@ class JwksServer:
         self.server.server_close()
 
 
+@dataclass
+class ReceivedRequest:
+    """One request a ``NotificationReceiver`` recorded."""
+
+    method: str
+    path: str
+    headers: dict[str, str]  # names in lower case: HTTP header names are case-insensitive
+    body: bytes
+
+
+class NotificationReceiver:
+    """An HTTP server on 127.0.0.1 that records every request: Apprise's ``json://`` and ``form://``
+    posts, GitHub's statuses API.
+
+    ``status`` is what it answers; ``hold`` (an Event) keeps each request waiting until it is set;
+    ``stop`` closes the port, so a stopped receiver is a dead one.
+    """
+
+    def __init__(self) -> None:
+        self.requests: list[ReceivedRequest] = []
+        self.status = 200
+        self.hold: threading.Event | None = None
+        self.arrived = threading.Event()
+        self.answered = 0
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self.server.daemon_threads = True
+        self.port = int(self.server.server_address[1])
+        self._stopped = False
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _any(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                headers = {k.lower(): v for k, v in self.headers.items()}
+                outer.requests.append(ReceivedRequest(self.command, self.path, headers, body))
+                outer.arrived.set()
+                if outer.hold is not None:
+                    outer.hold.wait(30)
+                outer.answered += 1
+                self.send_response(outer.status)
+                self.send_header("Content-Type", "application/json")
+                self.end_headers()
+                self.wfile.write(b"{}")
+
+            do_GET = do_POST = _any
+
+            def log_message(self, format: str, *args: Any) -> None:
+                return
+
+        return Handler
+
+    def stop(self) -> None:
+        """Release held requests and close the port (again: no effect)."""
+        if self.hold is not None:
+            self.hold.set()
+        if not self._stopped:
+            self._stopped = True
+            self.server.shutdown()
+            self.server.server_close()
+
+
 class ControllerHost:
     """A host with dev and prod controllers configured against one signed manifest repo.
 

@@ -24,6 +24,7 @@ from testbed import (
     GpgKey,
     LocalRegistry,
     ManifestRepo,
+    NotificationReceiver,
     PrivateDocker,
     SshKey,
     build_images,
@@ -113,6 +114,14 @@ def ssh_key(tmp_path_factory: pytest.TempPathFactory) -> SshKey:
 def gpg_key(tmp_path_factory: pytest.TempPathFactory) -> GpgKey:
     """An OpenPGP ed25519 signing key in its own GNUPGHOME."""
     return make_gpg_key(tmp_path_factory.mktemp("gnupg"), name="release")
+
+
+@pytest.fixture
+def receiver() -> Iterator[NotificationReceiver]:
+    """A notification receiver on 127.0.0.1 (Apprise json:// and form://, GitHub statuses), stopped after the test."""
+    bed = NotificationReceiver()
+    yield bed
+    bed.stop()
 
 
 @pytest.fixture
