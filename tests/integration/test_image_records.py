@@ -1,4 +1,4 @@
-"""Who signed the image, where people look (DESIGN §14): the page, the notifications and ``verify``.
+"""Who signed the image, where people look (docs/design.md §14): the page, the notifications and ``verify``.
 
 End to end with the real engine, registry and git: images signed in both cosign formats through the
 registry's API, a running daemon serving the page, a notification receiver on 127.0.0.1, the
