@@ -24,6 +24,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
 from controller import systemd as notify
+from controller import wiring
 from controller.api.routes import AccessVerifier, ApiContext, ApiServer, Guards, WebhookVerifier
 from controller.config import Config, load_config
 from controller.errors import ConfigError, ControllerError, Reason
@@ -50,7 +51,7 @@ def attach_notifier(service: EnvironmentService, *, on_failure: Callable[[], Non
     config = service.config
     if config.notify is None and config.github is None:
         return None
-    notifier = Notifier.from_config(config, dotenv=service.dotenv(), on_failure=on_failure)
+    notifier = Notifier.from_config(config, dotenv=wiring.host_dotenv(config.paths), on_failure=on_failure)
     service.audit_hooks.append(notifier.hear)
     service.notice_hooks.append(notifier.hear)
     return notifier
@@ -255,7 +256,7 @@ class Daemon:
         return Guards(
             access=AccessVerifier(access) if access else None,
             webhook=WebhookVerifier(
-                self.service.dotenv().get("GITHUB_WEBHOOK_SECRET"), branch=self.config.source.branch
+                wiring.host_dotenv(self.config.paths).get("GITHUB_WEBHOOK_SECRET"), branch=self.config.source.branch
             ),
         )
 
