@@ -136,7 +136,7 @@ class GitSource:
 
     def read_file(self, sha: str, path: str, *, max_bytes: int) -> bytes:
         """A regular file from the commit's tree, checked by mode and size before it is read."""
-        tree = self.repo().commit(sha).tree
+        tree = self._commit(sha).tree
         try:
             blob = tree[path]
         except KeyError:
@@ -175,9 +175,17 @@ class GitSource:
             _check_entry(entry, path, max_bytes=max_bytes, code=code)
         return [(entry.name, entry.data_stream.read()) for entry in entries]
 
+    def _commit(self, sha: str) -> git.Commit:
+        try:
+            return self.repo().commit(sha)
+        except (BadName, BadObject, ValueError):
+            raise Refused(
+                f"{sha[:12]} is not a commit in the fetched repository", code=Reason.UNKNOWN_REVISION
+            ) from None
+
     def _tree_at(self, sha: str, path: str, *, limit: int, code: Reason) -> git.Tree | None:
         """The tree at ``path`` (None when absent), each tree on the way checked by size before it is read."""
-        tree = self.repo().commit(sha).tree
+        tree = self._commit(sha).tree
         parts = path.split("/")
         for depth, part in enumerate(parts):
             entry = next((e for e in tree if e.name == part), None)
