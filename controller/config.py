@@ -113,6 +113,7 @@ NotifyEvent = Literal[
     "stale",
     "suspended",
     "resumed",
+    "waiting_approval",
 ]
 DEFAULT_NOTIFY_EVENTS: tuple[NotifyEvent, ...] = (
     "refused",
@@ -124,6 +125,7 @@ DEFAULT_NOTIFY_EVENTS: tuple[NotifyEvent, ...] = (
     "suspended",
     "resumed",
     "applied",
+    "waiting_approval",
 )
 
 
