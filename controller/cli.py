@@ -173,13 +173,13 @@ def cmd_plan(args: argparse.Namespace) -> int:
             "action": action,
             "drift": drift,
             "image_signer": result.image_signer,
-            "would_wait": result.reason if result.result == "waiting" else None,
+            "would_wait": result.approvals,
         }
         _print_json(answer if code == EXIT_OK else {**answer, "error": result.reason, "code": str(result.code)})
     elif decided is not None:
         print(f"plan: {decided.action}: {decided.reason}")
         if result.result == "waiting":
-            print(f"would wait: {result.reason.removeprefix('waiting for ')}")
+            print(f"would wait: {result.approvals}")
         if result.image_signer:
             print(f"image signed by {result.image_signer}")
     elif code == EXIT_OK:

@@ -144,7 +144,8 @@ class Pass:
         self.check_approvals()
         tally = self.ctx.tally
         if tally is not None and not tally.enough:
-            return PassResult("waiting", waiting_reason(tally), plan=self.ctx.plan, code=Reason.AWAITING_APPROVALS)
+            reason, code = waiting_reason(tally), Reason.AWAITING_APPROVALS
+            return PassResult("waiting", reason, plan=self.ctx.plan, code=code, approvals=tally.describe())
         self.verify_image()
         if self.ctx.options.dry_run:  # plan: the image's signature is checked, nothing is pulled
             return PassResult("unchanged", self.ctx.plan.reason, plan=self.ctx.plan, image_signer=self.ctx.image_signer)

@@ -47,6 +47,7 @@ class PassResult:
     retryable: bool = False
     code: Reason = Reason.IN_SYNC
     image_signer: str | None = None  # the image's cosign signer, when a plan checked it
+    approvals: str | None = None  # a held change: "1 of 2 approvals (alice)"
 
 
 @dataclass(frozen=True)

@@ -330,6 +330,7 @@ def test_plan_says_it_would_wait_and_changes_nothing(host: Host) -> None:
     host.publish(GOOD_B)
     result = host.service().plan()
     assert (result.result, result.reason) == ("waiting", "waiting for approvals (1 of 2: bob)")
+    assert result.approvals == "1 of 2 approvals (bob)"
     assert result.plan is not None and result.plan.action == "replace"
     assert host.events() == ["applied"] and host.image() == GOOD_A
 
