@@ -5,13 +5,15 @@ Real config files and the real layout; no pass runs, so no engine is needed.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
 
 from controller.contract import DesiredContainer
 from controller.daemon import JOB_ID, Daemon
-from controller.errors import Retryable
+from controller.errors import Reason, Retryable
+from controller.recording import PassResult
 from controller.records.host_init import init_layout
 from controller.service import EnvironmentService
 from testbed import ManifestRepo
@@ -86,3 +88,18 @@ def test_a_reload_keeps_the_hooks(daemon: Daemon) -> None:
     daemon.service.notice_hooks.append(heard.append)
     reconfigure(daemon, ["trust/cosign.pub"])
     assert daemon.service.audit_hooks == [heard.append] and daemon.service.notice_hooks == [heard.append]
+
+
+def test_a_held_change_is_one_warning_and_no_refusal_in_the_metrics(
+    daemon: Daemon, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    held = PassResult("waiting", "waiting for approvals (1 of 2: alice)", code=Reason.AWAITING_APPROVALS)
+    monkeypatch.setattr(daemon.service, "sync", lambda options=None: held)
+    with caplog.at_level(logging.INFO, logger="dreichor"):
+        for _ in range(3):
+            daemon.tick()
+    passes = [r for r in caplog.records if r.getMessage() == "pass"]
+    assert [r.levelno for r in passes] == [logging.WARNING, logging.INFO, logging.INFO]
+    text = daemon.metrics.exposition().decode()
+    assert 'dreichor_passes_total{result="waiting"} 3.0' in text
+    assert "dreichor_refusals_total{" not in text
