@@ -12,6 +12,9 @@ comes out.  Signatures are checked by the same code as commit signatures
 (``sshsig`` with the namespace ``dreichor-approval``, ``openpgp`` for an armoured
 detached signature), judged by the controller's clock against the host's revoked
 keys.  A file that is not counted says why, so a person can fix it.
+
+The last part is the approver's side (``approve``): it writes the statement for a
+clone's file and has ``ssh-keygen`` sign it, so both sides share one format.
 """
 
 from __future__ import annotations

@@ -20,18 +20,11 @@ from pathlib import Path
 from typing import Any
 
 from controller import __version__, completion
+from controller.approvals import DEFAULT_VALIDITY, write_approval
 from controller.config import ENVIRONMENTS, config_path, parse_duration
 from controller.daemon import DRAIN_SECONDS, LOG_LEVELS, Daemon, attach_notifier, setup_cli_logging, setup_logging
 from controller.errors import ConfigError, ControllerError, Refused
-from controller.service import (
-    DEFAULT_VALIDITY,
-    EnvironmentService,
-    PassOptions,
-    init_layout,
-    next_steps,
-    validate_file,
-    write_approval,
-)
+from controller.service import EnvironmentService, PassOptions, init_layout, next_steps, validate_file
 
 log = logging.getLogger("dreichor.cli")
 EXIT_OK = 0

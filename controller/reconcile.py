@@ -35,7 +35,7 @@ from controller.contract import (
     desired_from_bytes,
 )
 from controller.engine.port import RuntimeView
-from controller.errors import ControllerError, Reason, Refused, Retryable
+from controller.errors import ConfigError, ControllerError, Reason, Refused, Retryable
 from controller.manifest import MAX_MANIFEST_BYTES
 from controller.plan import Plan, plan
 from controller.recording import PassReport, PassResult
@@ -375,6 +375,25 @@ def count_for(config: Config, source: GitSource, *, revision: str, content: str,
         max_age=config.approvals.max_validity,
         now=now,
     )
+
+
+@dataclass(frozen=True)
+class HeadApprovals:
+    """``approvals``' answer: the verified head and its content's tally."""
+
+    revision: str
+    tally: approvals.Tally
+
+
+def head_approvals(config: Config, source: GitSource, *, applied: str | None, now: datetime) -> HeadApprovals:
+    """Fetch, verify the head as a pass would, and count the approvals of its content (DESIGN §15)."""
+    if config.approvals is None:
+        raise ConfigError("approvals are not configured: there is no approvals section in the config")
+    head = source.fetch()
+    verify_revision(source, load_policy(config), mode=config.trust.mode, applied=applied, head=head, now=now)
+    data = source.read_file(head, f"envs/{config.environment}.yaml", max_bytes=MAX_MANIFEST_BYTES)
+    content = hashlib.sha256(data).hexdigest()
+    return HeadApprovals(head, count_for(config, source, revision=head, content=content, now=now))
 
 
 def load_approvers(config: Config) -> approvals.Approvers:

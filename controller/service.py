@@ -12,7 +12,6 @@ pass's facts it does not record (``image``, ``signer``, ``image_signer``,
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from collections.abc import Callable
@@ -22,19 +21,18 @@ from pathlib import Path
 from typing import Any
 
 from controller import wiring
-from controller.approvals import DEFAULT_VALIDITY, Tally, write_approval
 from controller.config import Config, load_config
 from controller.engine.port import RuntimeView
 from controller.errors import ConfigError, Reason, Refused, Retryable
-from controller.manifest import MAX_MANIFEST_BYTES
 from controller.reconcile import (
+    HeadApprovals,
     ImageCheck,
     Pass,
     PassContext,
     PassOptions,
     PassWorld,
-    count_for,
     current_container,
+    head_approvals,
     remembered_revision,
 )
 from controller.recording import AuditEvent, PassResult, record, rolled_back_to, suspension
@@ -58,7 +56,6 @@ STALE_AFTER_INTERVALS = 5
 
 __all__ = ["EnvironmentService", "History", "PassOptions", "PassResult", "Verification"]
 __all__ += ["init_layout", "next_steps", "validate_file"]  # for the command line, which imports no record
-__all__ += ["DEFAULT_VALIDITY", "ApprovalReport", "write_approval"]
 
 
 def _utcnow() -> datetime:
@@ -73,14 +70,6 @@ class Verification:
     verdict: Verdict | None
     refusal: Refused | None = None
     image: ImageVerdict | None = None  # the declared image's signature, when ``image.signatures`` is set
-
-
-@dataclass(frozen=True)
-class ApprovalReport:
-    """``approvals``' answer: the head, its content's tally."""
-
-    revision: str
-    tally: Tally
 
 
 class EnvironmentService:
@@ -269,18 +258,10 @@ class EnvironmentService:
         """The cosign signature of ``reference`` (``repo@sha256:…``) against ``image.signatures.keys``."""
         return wiring.ImageTrust(self.config).verify(reference)
 
-    def approvals(self) -> ApprovalReport:
+    def approvals(self) -> HeadApprovals:
         """For the verified head's content: who approved, who is missing, when each approval expires."""
-        if self.config.approvals is None:
-            raise ConfigError("approvals are not configured: there is no approvals section in the config")
-        head = self.source.fetch()
-        now = self.clock()
         applied = remembered_revision(self.config, self.store.load(), self.engine)
-        policy = load_policy(self.config)
-        verify_revision(self.source, policy, mode=self.config.trust.mode, applied=applied, head=head, now=now)
-        path = f"envs/{self.config.environment}.yaml"
-        content = hashlib.sha256(self.source.read_file(head, path, max_bytes=MAX_MANIFEST_BYTES)).hexdigest()
-        return ApprovalReport(head, count_for(self.config, self.source, revision=head, content=content, now=now))
+        return head_approvals(self.config, self.source, applied=applied, now=self.clock())
 
     # -- operator actions --------------------------------------------------------------------
 
