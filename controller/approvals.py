@@ -34,6 +34,7 @@ from controller.signatures.commits.allowed_signers import AllowedSigner, parse_a
 from controller.signatures.commits.openpgp import OpenPgpKeyring
 from controller.signatures.commits.revocations import Revocations, parse_revoked_keys
 from controller.source import clone_facts
+from controller.untrusted import bounded
 
 NAMESPACE = "dreichor-approval"
 VERSION_LINE = "dreichor-approval/v1"
@@ -280,7 +281,7 @@ def count_approvals(
         try:
             approval = _judge_file(name, data, subject=subject, approvers=approvers, max_age=max_age, now=now)
         except NotCounted as exc:
-            rejected.append(Rejection(name, f"{name} {exc}"))
+            rejected.append(Rejection(bounded(name), bounded(f"{name} {exc}")))  # names and fields are anyone's text
             continue
         kept = best.get(approval.person)
         if kept is None or approval.expires > kept.expires:
@@ -298,7 +299,7 @@ def _judge_file(
     _check_subject(statement, subject)
     _check_times(statement, max_age=max_age, now=now)
     person = _signer(signature, signed, approvers=approvers, now=now)
-    return Approval(person, statement.expires, name)
+    return Approval(person, statement.expires, bounded(name))
 
 
 def _check_subject(statement: Statement, subject: Subject) -> None:

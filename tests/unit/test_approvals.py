@@ -323,3 +323,10 @@ def test_a_held_change_is_told_once_and_posted_as_pending_with_the_tally() -> No
     assert "Approvals: 1 of 2 approvals (alice); missing bob, carol" in outcome.messages[0].body
     again = decide(outcome.memory, decision, now=NOW, policy=Policy(frozenset({"waiting_approval"}), 3600, True))
     assert again.statuses == ()
+
+
+def test_a_file_name_with_control_characters_is_reported_escaped(
+    tmp_path: Path, ssh_keys: tuple[SshKey, SshKey]
+) -> None:
+    tally = _count([("\x1b[2J.approval", b"\x1b]0;owned\x07")], _approvers(tmp_path, f"alice {ssh_keys[0].public}\n"))
+    assert "\x1b" not in tally.rejected[0].reason and "\\x1b[2J.approval" in tally.rejected[0].reason
