@@ -15,11 +15,13 @@ import logging
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from controller import __version__, completion
-from controller.config import ENVIRONMENTS, config_path
+from controller.approvals import DEFAULT_VALIDITY, write_approval
+from controller.config import ENVIRONMENTS, config_path, parse_duration
 from controller.daemon import DRAIN_SECONDS, LOG_LEVELS, Daemon, attach_notifier, setup_cli_logging, setup_logging
 from controller.errors import ConfigError, ControllerError, Refused
 from controller.service import EnvironmentService, PassOptions, init_layout, next_steps, validate_file
@@ -30,18 +32,26 @@ EXIT_ERROR = 1
 EXIT_USAGE = 2
 EXIT_REFUSED = 3
 EXIT_ROLLED_BACK = 4
+EXIT_WAITING = 5  # held for approvals (docs/design.md §15): no refusal
 SYNC_EXIT = {
     "applied": EXIT_OK,
     "unchanged": EXIT_OK,
     "suspended": EXIT_OK,
     "refused": EXIT_REFUSED,
     "rolled_back": EXIT_ROLLED_BACK,
+    "waiting": EXIT_WAITING,
 }
 
 Handler = Callable[[argparse.Namespace], int]
 
 
-PLAN_EXIT = {"applied": EXIT_OK, "unchanged": EXIT_OK, "suspended": EXIT_OK, "refused": EXIT_REFUSED}
+PLAN_EXIT = {
+    "applied": EXIT_OK,
+    "unchanged": EXIT_OK,
+    "suspended": EXIT_OK,
+    "waiting": EXIT_OK,
+    "refused": EXIT_REFUSED,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -134,7 +144,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
     code = SYNC_EXIT.get(result.result, EXIT_ERROR)
     if args.json:
         answer = {"result": result.result, "reason": result.reason, "code": str(result.code)}
-        _print_json(answer if code == EXIT_OK else {**answer, "error": result.reason})
+        _print_json(answer if code in (EXIT_OK, EXIT_WAITING) else {**answer, "error": result.reason})
     else:
         print(f"{result.result}: {result.reason}")
     return code
@@ -156,10 +166,13 @@ def cmd_plan(args: argparse.Namespace) -> int:
             "action": action,
             "drift": drift,
             "image_signer": result.image_signer,
+            "would_wait": result.approvals,
         }
         _print_json(answer if code == EXIT_OK else {**answer, "error": result.reason, "code": str(result.code)})
     elif decided is not None:
         print(f"plan: {decided.action}: {decided.reason}")
+        if result.result == "waiting":
+            print(f"would wait: {result.approvals}")
         if result.image_signer:
             print(f"image signed by {result.image_signer}")
     elif code == EXIT_OK:
@@ -199,6 +212,11 @@ def cmd_status(args: argparse.Namespace) -> int:
         )
     if attempt:
         print(f"last:        {attempt.result}: {attempt.reason} ({(attempt.revision or '-')[:12]}, {attempt.at})")
+    if status.sync is not None and status.sync.state == "Waiting":
+        print(f"sync:        Waiting: {status.sync.reason}")
+    held = status.approvals
+    if held is not None:
+        print(f"approvals:   have {', '.join(held.have) or '-'}, missing {', '.join(held.missing) or '-'}")
     stale = "   STALE" if source.stale else ""
     print(f"source:      {source.url} {source.branch} head {(source.head or '-')[:12]}{stale}")
     return EXIT_OK
@@ -345,6 +363,53 @@ def cmd_notify(args: argparse.Namespace) -> int:
     return EXIT_OK if all(a.answered for a in answers) else EXIT_ERROR
 
 
+def cmd_approve(args: argparse.Namespace) -> int:
+    """``approve FILE``: sign an approval of the file's content in its clone; print the path to commit."""
+    valid_for = DEFAULT_VALIDITY
+    if args.expires:
+        try:
+            valid_for = parse_duration(args.expires)
+        except ValueError as exc:
+            raise ConfigError(f"--expires: {exc}") from None
+    written = write_approval(
+        args.file, key=args.key, valid_for=valid_for, repository=args.repository, now=datetime.now(UTC)
+    )
+    print(f"wrote {written}")
+    print(f"commit and push it: git add '{written}' && git commit -m 'Approve {args.file}' && git push")
+    return EXIT_OK
+
+
+def cmd_approvals(args: argparse.Namespace) -> int:
+    """``approvals``: for the head's content, who approved, who is missing, when each approval expires."""
+    report = _service(args).approvals()
+    tally = report.tally
+    if args.json:
+        _print_json(
+            {
+                "revision": report.revision,
+                "content": tally.content,
+                "need": tally.need,
+                "have": tally.have,
+                "missing": tally.missing,
+                "enough": tally.enough,
+                "approvals": [
+                    {"person": a.person, "expires": a.expires.isoformat(), "file": a.file} for a in tally.counted
+                ],
+                "not_counted": [r.reason for r in tally.rejected],
+            }
+        )
+        return EXIT_OK
+    enough = "enough" if tally.enough else "not enough"
+    print(f"head {report.revision[:12]}, content {tally.content[:12]}: {tally.describe()}, {enough}")
+    for approval in tally.counted:
+        print(f"  approved    {approval.person}  until {approval.expires.isoformat()}  ({approval.file})")
+    for person in tally.missing:
+        print(f"  missing     {person}")
+    for rejection in tally.rejected:
+        print(f"  not counted {rejection.reason}")
+    return EXIT_OK
+
+
 def cmd_completion(args: argparse.Namespace) -> int:
     """``completion bash|zsh``: print the shell's completion script."""
     print(completion.bash(_parser()) if args.shell == "bash" else completion.zsh(_parser()), end="")
@@ -449,6 +514,24 @@ COMMANDS = (
         "send a test message to every notification target and say which answered",
         cmd_notify,
         (Arg(("--test",), {"action": "store_true", "required": True, "help": "send the test message"}), JSON),
+    ),
+    Command(
+        "approve",
+        "sign an approval of a manifest's content (in a clone of the manifest repository)",
+        cmd_approve,
+        (
+            Arg(("file",), {"type": Path, "help": "envs/<env>.yaml in the clone"}),
+            Arg(("--key",), {"help": "SSH key for ssh-keygen -Y sign (default: git's user.signingkey)"}),
+            Arg(("--expires",), {"help": "how long the approval holds, e.g. 7d (the default) or 48h"}),
+            Arg(("--repository",), {"help": "github.com/owner/name (default: from the remote 'origin')"}),
+        ),
+        config=False,
+    ),
+    Command(
+        "approvals",
+        "for the head's content: who approved, who is missing, when each approval expires",
+        cmd_approvals,
+        (JSON,),
     ),
     Command("suspend", "suspend acting on new revisions", cmd_suspend),
     Command("resume", "resume acting on new revisions", cmd_resume),

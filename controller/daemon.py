@@ -121,6 +121,7 @@ class Daemon:
         self.ready = False
         self.api: ApiServer | None = None
         self.last_plan: Plan | None = None  # the newest plan a pass made, for the status page
+        self.last_wait: str | None = None  # the reason of a held change already logged at warning
 
     def run(self) -> int:
         """Run until SIGTERM; return the exit code."""
@@ -194,6 +195,9 @@ class Daemon:
         self.last_pass_at = datetime.now(UTC)
         self.last_plan = result.plan or self.last_plan  # a pass refused before its plan leaves the last one
         level = logging.WARNING if result.result in PROBLEM_RESULTS else logging.INFO
+        if result.result == "waiting":  # a held change is one decision: a warning once, then info per poll
+            level = logging.WARNING if result.reason != self.last_wait else logging.INFO
+        self.last_wait = result.reason if result.result == "waiting" else None
         log.log(level, "pass", extra={"result": result.result, "code": str(result.code), "reason": result.reason})
         self._after_pass(result, seconds=(self.last_pass_at - started).total_seconds())
         self._schedule_after(result)

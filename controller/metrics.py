@@ -5,7 +5,7 @@ rollbacks, drift repairs, fetch failures, refusals by reason and refused
 API calls; plus the applied revision as an info metric and the time of the
 last successful pass.  Gauges say the state to alert on: the phase (one
 series per phase, 1 for the current one), suspended, source stale,
-quarantined, and the build's version.  In Swarm mode an info metric names
+quarantined, approvals a held change still needs, and the build's version.  In Swarm mode an info metric names
 the node the runtime's task runs on (one series at a time: the task id, new
 at every deploy, stays in the status file, out of the labels).
 """
@@ -55,6 +55,9 @@ class Metrics:
         self.suspended = Gauge("dreichor_suspended", "1 while the environment is suspended.", registry=r)
         self.source_stale = Gauge("dreichor_source_stale", "1 while the manifest repo cannot be fetched.", registry=r)
         self.quarantined = Gauge("dreichor_quarantined", "1 while the branch head is quarantined.", registry=r)
+        self.approvals_missing = Gauge(
+            "dreichor_approvals_missing", "Approvals the held change still needs (0: none is held).", registry=r
+        )
         self.build_info = Gauge("dreichor_build_info", "The controller's version (always 1).", ["version"], registry=r)
         self.build_info.labels(__version__).set(1)
         self.runtime_node = Info("dreichor_runtime", "Swarm mode: the node the runtime's task runs on.", registry=r)
@@ -95,6 +98,8 @@ class Metrics:
         self.suspended.set(1 if status is not None and status.suspended else 0)
         self.source_stale.set(1 if status is not None and status.source.stale else 0)
         self.quarantined.set(1 if status is not None and status.quarantined else 0)
+        held = status.approvals if status is not None else None
+        self.approvals_missing.set(max(held.need - len(held.have), 0) if held is not None else 0)
         if status is not None and status.container.node:
             self.runtime_node.info({"node": status.container.node})
 

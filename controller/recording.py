@@ -15,13 +15,25 @@ from typing import Any, Literal
 
 from controller.errors import Reason
 from controller.plan import Plan
-from controller.records.status import AppliedStatus, AttemptStatus, ContainerStatus, Phase, Result, Status
+from controller.records.status import (
+    AppliedStatus,
+    ApprovalsStatus,
+    AttemptStatus,
+    ContainerStatus,
+    Phase,
+    Result,
+    Status,
+    SyncStatus,
+)
 from controller.untrusted import bounded
 
-PassVerdict = Literal["applied", "unchanged", "refused", "failed", "rolled_back", "suspended"]
+PassVerdict = Literal["applied", "unchanged", "refused", "failed", "rolled_back", "suspended", "waiting"]
 # Refusals a pass retries rather than quarantines: the swarm cannot place the runtime (a node label
 # fixes it), the image carries no signature yet (one may be pushed after the merge).
-RETRIED_REFUSALS = frozenset({Reason.SWARM_PLACEMENT, Reason.IMAGE_UNSIGNED, Reason.MODE_CONFLICT})
+# An approvals folder over its limits is fixed by a later commit that does not touch the manifest.
+RETRIED_REFUSALS = frozenset(
+    {Reason.SWARM_PLACEMENT, Reason.IMAGE_UNSIGNED, Reason.MODE_CONFLICT, Reason.BAD_APPROVALS}
+)
 APPLIED_AFTER_RESTART = "the container already runs this revision (recorded after a restart)"
 
 
@@ -35,6 +47,7 @@ class PassResult:
     retryable: bool = False
     code: Reason = Reason.IN_SYNC
     image_signer: str | None = None  # the image's cosign signer, when a plan checked it
+    approvals: str | None = None  # a held change: "1 of 2 approvals (alice)"
 
 
 @dataclass(frozen=True)
@@ -64,6 +77,7 @@ class PassReport:
     logs: str | None = None  # the failed container's output
     rewrite_allowed_over: str | None = None  # the applied revision a --allow-rewrite pass went past
     recovered: str | None = None  # what crash recovery did before the pass
+    approvals: ApprovalsStatus | None = None  # the declared content's approvals, when it needed some
 
 
 def record(
@@ -78,10 +92,14 @@ def record(
     if did.rewrite_allowed_over:
         events.append(AuditEvent("rewrite_allowed", {"revision": did.target, "applied": did.rewrite_allowed_over}))
     result = _as_recorded(previous, did)
-    events += _record_decision(status, did, result, now=now)
+    if result.result == "waiting":
+        events += _record_wait(status, did, result)
+    else:
+        events += _record_decision(status, did, result, now=now)
     status.suspended = did.suspended
     status.container = did.container
     status.phase = phase(result.result, status)
+    status.sync = sync_state(result, status, did)
     fetched = status.source.fetched_at
     status.source.stale = fetched is None or now - fetched > stale_after
     status.updated_at = now
@@ -109,6 +127,9 @@ def _record_decision(status: Status, did: PassReport, result: PassResult, *, now
     events: list[AuditEvent] = []
     if result.result in ("applied", "unchanged") and did.target is not None and did.target == did.head:
         status.quarantined = None  # the head itself went through: whatever was quarantined is behind us
+        status.approvals = None
+    if result.result in ("refused", "rolled_back"):
+        status.approvals = None
     if result.result == "applied" and did.image is not None and did.signer is not None:
         status.applied = AppliedStatus(
             revision=did.target or "",
@@ -149,6 +170,37 @@ def _record_decision(status: Status, did: PassReport, result: PassResult, *, now
     return events
 
 
+def _record_wait(status: Status, did: PassReport, result: PassResult) -> list[AuditEvent]:
+    """A change held for approvals: no refusal, no quarantine; one audit event per content, not per poll."""
+    previous, status.approvals = status.approvals, did.approvals
+    if did.approvals is None or (previous is not None and previous.content == did.approvals.content):
+        return []
+    fields = {
+        "revision": did.target or did.head,
+        "content": did.approvals.content,
+        "have": list(did.approvals.have),
+        "need": did.approvals.need,
+        "missing": list(did.approvals.missing),
+        "reason": result.reason,
+        "code": str(result.code),
+    }
+    return [AuditEvent("waiting_approval", fields)]
+
+
+def sync_state(result: PassResult, status: Status, did: PassReport) -> SyncStatus | None:
+    """Whether the head's content runs: Waiting (approvals), Suspended, InSync, else OutOfSync and why."""
+    if status.suspended:
+        return SyncStatus(state="Suspended", reason="the environment is suspended")
+    if result.result == "waiting":
+        return SyncStatus(state="Waiting", reason=result.reason)
+    if result.result == "failed" and result.retryable:
+        return status.sync  # nothing was decided about the head: what was known stays
+    if result.result in ("applied", "unchanged") and did.target == did.head and not status.quarantined:
+        return SyncStatus(state="InSync")
+    last = status.last_attempt
+    return SyncStatus(state="OutOfSync", reason=last.reason if last else result.reason)
+
+
 def _placement(did: PassReport) -> dict[str, str]:
     """Swarm mode: the node and task the runtime runs as after the pass (nothing in container mode)."""
     container = did.container
@@ -169,17 +221,24 @@ def _told(status: Status, result: PassResult) -> bool:
 
 
 def phase(result: PassVerdict, status: Status) -> Phase:
-    """Suspended wins; in sync only when the pass succeeded, the container runs and nothing is quarantined."""
+    """Suspended wins; in sync only when the pass succeeded, the container runs and nothing is quarantined.
+
+    A change waiting for approvals is on its way, not broken: Progressing.
+    """
     if status.suspended:
         return "Suspended"
+    if result == "waiting":
+        return "Progressing"
     if result in ("applied", "unchanged") and status.container.state == "running":
         return "InSync" if not status.quarantined else "Degraded"
     return "Degraded"
 
 
 def attempt_result(result: PassVerdict) -> Result:
-    """The status file's word for a pass verdict (a suspended pass records no attempt)."""
-    return "unchanged" if result == "suspended" else result
+    """The status file's word for a pass verdict (suspended and waiting passes record no attempt)."""
+    if result == "suspended" or result == "waiting":  # noqa: PLR1714 narrows the Literal for mypy
+        return "unchanged"
+    return result
 
 
 def rolled_back_to(

@@ -25,12 +25,14 @@ from controller.config import Config, load_config
 from controller.engine.port import RuntimeView
 from controller.errors import ConfigError, Reason, Refused, Retryable
 from controller.reconcile import (
+    HeadApprovals,
     ImageCheck,
     Pass,
     PassContext,
     PassOptions,
     PassWorld,
     current_container,
+    head_approvals,
     remembered_revision,
 )
 from controller.recording import AuditEvent, PassResult, record, rolled_back_to, suspension
@@ -141,11 +143,6 @@ class EnvironmentService:
             self._engine.close()
             self._engine = None
 
-    @property
-    def image_check(self) -> ImageCheck | None:
-        """The image signature step of the pass (None: not configured)."""
-        return self.world.image_check
-
     # -- passes ------------------------------------------------------------------------------
 
     def sync(self, options: PassOptions | None = None) -> PassResult:
@@ -255,6 +252,11 @@ class EnvironmentService:
     def verify_image(self, reference: str) -> ImageVerdict:
         """The cosign signature of ``reference`` (``repo@sha256:…``) against ``image.signatures.keys``."""
         return wiring.ImageTrust(self.config).verify(reference)
+
+    def approvals(self) -> HeadApprovals:
+        """For the verified head's content: who approved, who is missing, when each approval expires."""
+        applied = remembered_revision(self.config, self.store.load(), self.engine)
+        return head_approvals(self.config, self.source, applied=applied, now=self.clock())
 
     # -- operator actions --------------------------------------------------------------------
 

@@ -47,8 +47,14 @@ health:                                 # the gate a new container must pass, el
   stable: 10                            # seconds running without a restart, for images without HEALTHCHECK
 # notify:                               # tell people about decisions through Apprise (optional)
 #   urls: ["ntfys://${{NTFY_TOKEN}}@ntfy.example.com/dreichor-{environment}"]   # ${{NAME}} is read from .env
-#   events: [refused, rolled_back, failed, recovered, drift_repaired, stale, suspended, resumed, applied]
+#   events: [refused, rolled_back, failed, recovered, drift_repaired, stale, suspended, resumed, applied,
+#            waiting_approval]
 #   repeat: 3600                        # seconds before an unresolved problem is told again
+# approvals:                            # k named people must sign a change's content (optional; docs/trust.md)
+#   threshold: 2                        # distinct people who must approve envs/{environment}.yaml's new content
+#   approvers: trust/approvers          # their SSH keys, allowed_signers format: one person per line
+#   max_age: 14d                        # the longest validity an approval may claim
+#   # repository: github.com/ceerkle/dreichor-deployments   # default: from source.url
 # github:                               # commit statuses dreichor/{environment} on the manifest repo (optional)
 #   repository: ceerkle/dreichor-deployments   # owner/name; the token is GITHUB_TOKEN in .env
 #   api_url: https://api.github.com     # GitHub Enterprise: https://<host>/api/v3

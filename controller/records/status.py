@@ -82,6 +82,27 @@ class ContainerStatus(_Record):
     task: Text | None = None  # Swarm mode: the running task's id (``id`` is its container's)
 
 
+SyncState = Literal["InSync", "OutOfSync", "Waiting", "Suspended"]
+
+
+class SyncStatus(_Record):
+    """Whether the head's content runs (docs/design.md §16); ``reason`` says why not."""
+
+    state: SyncState
+    reason: Text = ""
+
+
+class ApprovalsStatus(_Record):
+    """The declared content a change waits on, and who approved it (docs/design.md §15)."""
+
+    content: str  # SHA-256 of envs/<env>.yaml
+    have: list[Text]
+    need: int
+    missing: list[Text] = []
+    expires: dict[str, datetime] = {}  # person → when their approval expires
+    not_counted: list[Text] = []  # why files in the folder did not count (the first few)
+
+
 class AuditAnchor(_Record):
     """The audit log's tail as last written: ``history --verify`` refuses a log that ends elsewhere."""
 
@@ -104,6 +125,8 @@ class Status(_Record):
     suspended: bool = False
     quarantined: str | None = None  # "content:<sha256>" or, for a refusal before the content is known, "<head>:<host>"
     audit: AuditAnchor | None = None
+    sync: SyncStatus | None = None  # absent in files the previous release wrote
+    approvals: ApprovalsStatus | None = None  # while a change waits for approvals
 
 
 def read_status(path: Path) -> Status | None:

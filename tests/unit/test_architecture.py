@@ -78,3 +78,8 @@ def test_an_import_the_command_line_must_not_make_breaks_its_contract(tmp_path: 
 def test_at_most_22_modules_sit_directly_in_the_package() -> None:
     top = sorted(p.stem for p in (ROOT / "controller").glob("*.py") if p.stem not in ("__init__", "__main__"))
     assert len(top) <= MAX_TOP_MODULES, f"{len(top)} modules directly in controller/: {', '.join(top)}"
+
+
+def test_the_service_holds_the_operations_only() -> None:
+    lines = (ROOT / "controller" / "service.py").read_text().count("\n")
+    assert lines <= 350, f"controller/service.py has {lines} lines: composition goes to wiring, writing to records"
