@@ -297,6 +297,7 @@ class Pass:
             signer=ctx.verdict.signer if ctx.verdict else None,
             image_signer=ctx.image_signer,
             image=ctx.desired.image if ctx.desired else None,
+            tag=ctx.desired.tag if ctx.desired else None,
             snapshot=snapshot,
             logs=ctx.logs,
             rewrite_allowed_over=ctx.rewrite_allowed_over,

@@ -15,7 +15,17 @@ from typing import Any, Literal
 
 from controller.errors import Reason
 from controller.plan import Plan
-from controller.records.status import AppliedStatus, AttemptStatus, ContainerStatus, Phase, Result, Status
+from controller.records.status import (
+    AppliedStatus,
+    AttemptStatus,
+    ContainerStatus,
+    Phase,
+    Result,
+    Status,
+    Suspension,
+    health_of,
+    sync_of,
+)
 from controller.untrusted import bounded
 
 PassVerdict = Literal["applied", "unchanged", "refused", "failed", "rolled_back", "suspended"]
@@ -60,6 +70,7 @@ class PassReport:
     signer: str | None = None  # the verified signer of the target
     image_signer: str | None = None  # the cosign key that signed the image, when image signatures are on
     image: str | None = None  # the desired image
+    tag: str | None = None  # the tag the manifest declared beside the digest
     snapshot: str | None = None  # the snapshot the apply wrote, or the newest one after a rollback
     logs: str | None = None  # the failed container's output
     rewrite_allowed_over: str | None = None  # the applied revision a --allow-rewrite pass went past
@@ -80,12 +91,19 @@ def record(
     result = _as_recorded(previous, did)
     events += _record_decision(status, did, result, now=now)
     status.suspended = did.suspended
+    status.suspension = status.suspension if did.suspended else None
     status.container = did.container
     status.phase = phase(result.result, status)
     fetched = status.source.fetched_at
     status.source.stale = fetched is None or now - fetched > stale_after
     status.updated_at = now
+    status.sync, status.health = sync_of(status), health_of(status.container)
     return status, events
+
+
+def held(result: PassResult) -> bool:
+    """A pass that met a head already refused: the same decision again, recorded, logged and counted once."""
+    return result.result == "refused" and result.code == Reason.QUARANTINED
 
 
 def _record_source(status: Status, did: PassReport, *, now: datetime) -> None:
@@ -116,6 +134,7 @@ def _record_decision(status: Status, did: PassReport, result: PassResult, *, now
             signer=did.signer,
             image_signer=did.image_signer,
             applied_at=now,
+            tag=did.tag,
         )
         status.last_snapshot = did.snapshot or status.last_snapshot
         drift = result.plan is not None and result.plan.action == "repair"
@@ -123,6 +142,8 @@ def _record_decision(status: Status, did: PassReport, result: PassResult, *, now
         if did.image_signer:
             fields["image_signer"] = did.image_signer
         events.append(AuditEvent("drift_repaired" if drift else "applied", {**fields, **_placement(did)}))
+    elif held(result):
+        return events  # the refusal that quarantined it stays the last attempt, with its own reason and code
     elif result.result in ("refused", "rolled_back"):
         status.quarantined = quarantine_key(did)
         if result.code in RETRIED_REFUSALS:
@@ -177,6 +198,14 @@ def phase(result: PassVerdict, status: Status) -> Phase:
     return "Degraded"
 
 
+def settled_phase(status: Status) -> Phase:
+    """The phase from what is recorded, with no pass running (after ``resume``): never Progressing."""
+    if status.suspended:
+        return "Suspended"
+    healthy = health_of(status.container) == "Healthy"
+    return "InSync" if sync_of(status).state == "InSync" and healthy else "Degraded"
+
+
 def attempt_result(result: PassVerdict) -> Result:
     """The status file's word for a pass verdict (a suspended pass records no attempt)."""
     return "unchanged" if result == "suspended" else result
@@ -202,12 +231,16 @@ def rolled_back_to(
         revision=revision, result="applied", reason=f"restored snapshot {snapshot}", code=str(Reason.APPLIED), at=now
     )
     new.suspended, new.phase, new.updated_at = True, "Suspended", now
+    new.suspension = Suspension(by="rollback", reason=f"break-glass rollback to snapshot {snapshot}", at=now)
+    new.sync, new.health = sync_of(new), health_of(container)
     return new
 
 
-def suspension(status: Status, *, suspended: bool, now: datetime) -> Status:
-    """The status after ``suspend`` or ``resume`` (the next pass settles the phase after a resume)."""
+def suspension(status: Status, *, suspended: bool, now: datetime, by: str = "", reason: str = "") -> Status:
+    """The status after ``suspend`` (who and why) or ``resume`` (what was true before the suspension)."""
     new = status.model_copy(deep=True)
     new.suspended, new.updated_at = suspended, now
-    new.phase = "Suspended" if suspended else "Progressing"
+    new.suspension = Suspension(by=by or "unknown", reason=reason or "no reason given", at=now) if suspended else None
+    new.phase = settled_phase(new)
+    new.sync, new.health = sync_of(new), health_of(new.container)
     return new

@@ -283,15 +283,15 @@ class EnvironmentService:
             self.store.write(status)
         return snapshot
 
-    def suspend(self, reason: str = "suspended by an operator") -> None:
-        """Stop acting on new revisions (waits for a pass in progress, like a pass does)."""
+    def suspend(self, reason: str = "no reason given", *, by: str = "unknown") -> None:
+        """Stop acting on new revisions, recording who and why (waits for a pass in progress, like a pass does)."""
         with pass_lock(self.paths.pass_lock):
-            self._set_suspended(True, reason=reason)
+            self._set_suspended(True, reason=reason, by=by)
 
-    def resume(self, reason: str = "resumed by an operator") -> None:
+    def resume(self, reason: str = "resumed by an operator", *, by: str = "unknown") -> None:
         """Act on new revisions again, from the next pass (waits for a pass in progress)."""
         with pass_lock(self.paths.pass_lock):
-            self._set_suspended(False, reason=reason)
+            self._set_suspended(False, reason=reason, by=by)
 
     def _restore_suspended(self, snapshot: Snapshot, *, reason: str) -> Outcome:
         """Restore with the marker down, so a crash mid-restore leaves the environment suspended;
@@ -304,20 +304,20 @@ class EnvironmentService:
                 self.store.lift_marker()
             raise
         if placed:
-            self._record_suspension(True, reason=reason)
+            self._record_suspension(True, reason=reason, by="rollback")
         return outcome
 
-    def _set_suspended(self, suspended: bool, *, reason: str) -> None:
-        changed = self.store.place_marker(reason) if suspended else self.store.lift_marker()
+    def _set_suspended(self, suspended: bool, *, reason: str, by: str) -> None:
+        changed = self.store.place_marker(f"{by}: {reason}") if suspended else self.store.lift_marker()
         if changed:
-            self._record_suspension(suspended, reason=reason)
+            self._record_suspension(suspended, reason=reason, by=by)
 
-    def _record_suspension(self, suspended: bool, *, reason: str) -> None:
+    def _record_suspension(self, suspended: bool, *, reason: str, by: str) -> None:
         now = self.clock()
-        self.emit(AuditEvent("suspended" if suspended else "resumed", {"reason": reason}), at=now)
+        self.emit(AuditEvent("suspended" if suspended else "resumed", {"reason": reason, "by": by}), at=now)
         status = self.store.read()
         if status is not None:
-            self.store.write(suspension(status, suspended=suspended, now=now))
+            self.store.write(suspension(status, suspended=suspended, now=now, by=by, reason=reason))
 
     # -- reading -----------------------------------------------------------------------------
 
