@@ -272,9 +272,19 @@ def describe_errors(exc: ValidationError) -> str:
     return "; ".join(parts)
 
 
-def config_path(explicit: str | None) -> Path:
-    """The config file: ``--config``, else ``$DREICHOR_CONFIG``."""
-    value = explicit or os.environ.get("DREICHOR_CONFIG")
+def default_root() -> Path:
+    """The layout's base: ``$DREICHOR_ROOT``, else ``/opt/dreichor``."""
+    return Path(os.environ.get("DREICHOR_ROOT") or DEFAULT_ROOT)
+
+
+def config_path(explicit: str | None, *, environment: str | None = None) -> Path:
+    """The config file: ``--config``, else ``<root>/<env>/deploy-agent/controller.yaml`` for ``-e ENV``
+    (root: ``$DREICHOR_ROOT`` or ``/opt/dreichor``), else ``$DREICHOR_CONFIG``."""
+    if explicit:
+        return Path(explicit)
+    if environment:
+        return HostPaths(default_root(), environment).config
+    value = os.environ.get("DREICHOR_CONFIG")
     if not value:
-        raise ConfigError("no config given: pass --config PATH or set DREICHOR_CONFIG")
+        raise ConfigError("no config given: pass -e ENV, --config PATH, or set DREICHOR_CONFIG")
     return Path(value)

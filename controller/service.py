@@ -52,7 +52,7 @@ Clock = Callable[[], datetime]
 AuditHook = Callable[[dict[str, Any]], None]
 STALE_AFTER_INTERVALS = 5
 
-__all__ = ["EnvironmentService", "History", "PassOptions", "PassResult", "Verification"]
+__all__ = ["EnvironmentService", "History", "PassOptions", "PassResult", "PlanAnswer", "Verification"]
 __all__ += ["init_layout", "next_steps", "validate_file"]  # for the command line, which imports no record
 
 
@@ -68,6 +68,19 @@ class Verification:
     verdict: Verdict | None
     refusal: Refused | None = None
     image: ImageVerdict | None = None  # the declared image's signature, when ``image.signatures`` is set
+
+
+@dataclass(frozen=True)
+class PlanAnswer:
+    """``plan``'s answer: the pass's verdict, and what fetch, verify and validate learned before it ended."""
+
+    result: PassResult
+    environment: str
+    branch: str
+    head: str | None = None
+    signer: str | None = None
+    image: str | None = None
+    tag: str | None = None
 
 
 class EnvironmentService:
@@ -159,14 +172,35 @@ class EnvironmentService:
 
     def plan(self) -> PassResult:
         """What the next sync would do: every step up to the plan, nothing changed or recorded."""
-        return self._pass(PassOptions(dry_run=True))
+        return self.plan_report().result
+
+    def plan_report(self) -> PlanAnswer:
+        """``plan`` with what its steps learned before the end (the head, its signer, the desired image)."""
+        run = Pass(self.world, self.store.load(), PassOptions(dry_run=True), now=self.clock())
+        result = self._pass(PassOptions(dry_run=True), run=run)
+        ctx, config = run.ctx, self.config
+        desired = ctx.desired if ctx.target == ctx.head else None  # a held head plans the applied revision
+        return PlanAnswer(
+            result=result,
+            environment=config.environment,
+            branch=config.source.branch,
+            head=ctx.head,
+            signer=ctx.verdict.signer if ctx.verdict and ctx.target == ctx.head else None,
+            image=desired.image if desired else None,
+            tag=desired.tag if desired else None,
+        )
 
     def _pass(
-        self, options: PassOptions, *, recovered: str | None = None, unrecovered: Retryable | None = None
+        self,
+        options: PassOptions,
+        *,
+        recovered: str | None = None,
+        unrecovered: Retryable | None = None,
+        run: Pass | None = None,
     ) -> PassResult:
         damaged = self.store.damage(keep_aside=not options.dry_run)
         previous = self.store.load()
-        run = Pass(self.world, previous, options, now=self.clock())
+        run = run or Pass(self.world, previous, options, now=self.clock())
         result = PassResult("failed", "the pass did not finish", code=Reason.INTERNAL_ERROR)
         try:
             if damaged:

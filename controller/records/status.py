@@ -136,6 +136,18 @@ class Status(_Record):
     health: Health | None = None
     suspension: Suspension | None = None
 
+    def quarantine_text(self) -> str | None:
+        """The quarantine for people: what is held, named readably, and what lets it through (None: nothing)."""
+        key = self.quarantined
+        if not key:
+            return None
+        attempt = self.last_attempt
+        revision = f" of {attempt.revision[:12]}" if attempt and attempt.revision else ""
+        until = "not retried until a different change, a change of the host's trust files or .env, or 'sync --force'"
+        if key.startswith("content:"):
+            return f"the content{revision} (desired container sha256:{key.removeprefix('content:')[:16]}…): {until}"
+        return f"commit {key.partition(':')[0][:12]} (refused before its content was read): {until}"
+
     @model_validator(mode="after")
     def _derive_glance(self) -> Status:
         """A status file from before DESIGN §16 loads with ``sync`` and ``health`` derived from what it has."""
