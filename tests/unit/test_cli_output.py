@@ -273,7 +273,8 @@ def test_the_zsh_script_parses_registers_itself_and_keeps_apostrophes(
     folder = tmp_path / "fpath"
     folder.mkdir()
     (folder / "_dreichor-controller").write_text(script.read_text())
-    probe = f"fpath=({folder} $fpath); autoload -U compinit; compinit -u -d {tmp_path}/zcd; print $_comps[dreichor-controller]"
+    compinit = f"autoload -U compinit; compinit -u -d {tmp_path}/zcd"
+    probe = f"fpath=({folder} $fpath); {compinit}; print $_comps[dreichor-controller]"
     done = subprocess.run([zsh, "-f", "-c", probe], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "_dreichor-controller"
     # The commands zsh offers, read back by zsh itself: a help text's apostrophe survives.
