@@ -196,6 +196,7 @@ class HostPaths:
         self.dotenv = self.agent_dir / ".env"
         self.config = self.agent_dir / "controller.yaml"
         self.trust_dir = self.agent_dir / "trust"
+        self.known_hosts = self.trust_dir / "known_hosts"  # ssh sources: the git server's host key
         self.state = self.agent_dir / "state"
         self.status = self.state / "status.json"
         self.snapshots = self.state / "snapshots"
@@ -262,11 +263,20 @@ def parse_config(raw: dict[str, object], *, base: Path, name: str = "config") ->
     return config.model_copy(update={"trust": trust, "image": image, "root": str(Path(config.root))})
 
 
+REQUIRED = {
+    "source.url": "source.url is not set: the controller polls no repository until it names the signed "
+    "manifest repository's clone URL (https://, ssh:// or file://)",
+}
+
+
 def describe_errors(exc: ValidationError) -> str:
     """Pydantic errors as one line: ``field: message; field: message``."""
     parts = []
     for error in exc.errors():
         where = ".".join(str(part) for part in error["loc"]) or "config"
+        if error["type"] == "missing":
+            parts.append(REQUIRED.get(where, f"{where} is not set, and it has no default"))
+            continue
         message = "unknown key" if error["type"] == "extra_forbidden" else error["msg"]
         parts.append(f"{where}: {message}")
     return "; ".join(parts)

@@ -26,7 +26,7 @@ from controller.cli import main
 from controller.config import Config, load_config
 from controller.daemon import Daemon
 from controller.engine.docker import Engine
-from controller.errors import ControllerError
+from controller.errors import ConfigError, ControllerError
 from controller.metrics import Metrics
 from controller.records.status import ContainerStatus, SourceStatus, Status
 from controller.service import EnvironmentService
@@ -63,7 +63,7 @@ class Host:
         (agent / ".env").write_text("DATABASE_URL=postgresql://h/dreichor_prod\n")
         self.config = agent / "controller.yaml"
         text = self.config.read_text()
-        text = text.replace("https://github.com/ceerkle/dreichor-deployments.git", self.repo.url)
+        text = text.replace("  # url: ssh://git@github.com/<owner>/<repo>.git", f"  url: {self.repo.url}")
         text = text.replace("unix:///var/run/docker.sock", f"unix://{self.socket}")
         self.config.write_text(text)
         self.status_file = agent / "state" / "status.json"
@@ -327,6 +327,9 @@ def test_init_writes_a_config_naming_every_key_with_its_default(
         named = [line for line in lines if line.lstrip("# ").startswith(f"{leaf}:")]
         assert named, f"{key} is not in the starter config"
         assert all(" # " in line or line.lstrip().startswith("#") for line in named), f"{key} has no why"
+    with pytest.raises(ConfigError, match=r"source.url is not set: the controller polls no repository"):
+        load_config(path)  # a skipped step polls nothing, rather than someone else's repository
+    path.write_text(path.read_text().replace("  # url: ssh://", "  url: ssh://"))
     config = load_config(path)
     assert config.source.model_dump(exclude={"url"}) == type(config.source)(url="x").model_dump(exclude={"url"})
     assert (config.health, config.docker, config.image) == (
@@ -336,6 +339,11 @@ def test_init_writes_a_config_naming_every_key_with_its_default(
     )
     steps = capsys.readouterr().out.split("Next steps:")[1]
     assert re.findall(r"^\s*(\d)\. ", steps, re.MULTILINE) == ["1", "2", "3"]
+    assert f"{tmp_path}/dev/deploy-agent/systemd-root.conf" in steps  # the unit learns this root from it
+    assert f"DREICHOR_ROOT={tmp_path}" in steps
+    drop_in = (tmp_path / "dev/deploy-agent/systemd-root.conf").read_text()
+    assert f"Environment=DREICHOR_ROOT={tmp_path}" in drop_in
+    assert f"AssertPathExists={tmp_path}/dev/deploy-agent/controller.yaml" in drop_in
 
 
 def test_init_writes_a_private_dotenv_template_listing_every_key(tmp_path: Path) -> None:
