@@ -182,7 +182,7 @@ def sync_of(status: Status) -> SyncStatus:
     if status.applied is None:
         return SyncStatus(state="OutOfSync", reason="nothing applied yet")
     if status.quarantined:
-        return SyncStatus(state="OutOfSync", reason=f"the head's content is held ({status.quarantined})")
+        return SyncStatus(state="OutOfSync", reason=f"held: {status.quarantine_text()}")
     return SyncStatus(state="InSync", reason="the head's content runs")
 
 
