@@ -102,6 +102,21 @@ def test_plan_exits_1_when_it_cannot_plan_and_names_the_socket_and_errno(
     assert str(host.socket) in answer["error"] and answer["code"] == "EngineUnavailable"
 
 
+def test_plan_without_docker_still_says_what_fetch_verify_and_validate_found(
+    host: Host, key: SshKey, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert host.run("plan") == 1
+    said = capsys.readouterr()
+    lines = said.out.splitlines()
+    assert lines[0] == f"fetched:   main at {host.commits[-1][:12]}"
+    assert lines[1].startswith(f"verified:  signed by {key.principal} (ssh-ed25519 SHA256:")
+    assert lines[2].startswith("valid:     envs/prod.yaml runs ")
+    assert str(host.socket) in said.err  # then the engine's error
+    assert host.run("plan", "--json") == 1
+    answer = out_json(capsys)
+    assert answer["head"] == host.commits[-1] and answer["signer"].startswith(key.principal)
+
+
 def test_sync_json_carries_an_error_when_the_pass_fails(host: Host, capsys: pytest.CaptureFixture[str]) -> None:
     assert host.run("sync", "--json") == 1
     answer = out_json(capsys)
