@@ -181,8 +181,10 @@ def git_credentials(dotenv: dict[str, str], *, known_hosts: Path) -> dict[str, s
         )
     key = dotenv.get("GIT_SSH_KEY")
     if key:
-        hosts = shlex.quote(str(known_hosts))
-        options = f"-o IdentitiesOnly=yes -o BatchMode=yes -o StrictHostKeyChecking=yes -o UserKnownHostsFile={hosts}"
+        # ssh splits UserKnownHostsFile at white space unless the value is in double quotes; the shell the
+        # command runs in needs its own quoting around that.
+        hosts = shlex.quote(f'UserKnownHostsFile="{known_hosts}"')
+        options = f"-o IdentitiesOnly=yes -o BatchMode=yes -o StrictHostKeyChecking=yes -o {hosts}"
         env["GIT_SSH_COMMAND"] = f"ssh -i {shlex.quote(key)} {options}"
     return env
 
