@@ -216,7 +216,8 @@ class Daemon:
             image=applied.image if applied else None,
             version=applied.version() if applied else None,
         )
-        notify.status(f"{status.phase if status else 'Unknown'}: {result.result}: {result.reason}"[:200])
+        glance = f"{status.sync.state}, {status.health}" if status and status.sync else "no status"
+        notify.status(f"{glance}: {'held' if held(result) else result.result}: {result.reason}"[:200])
         if not self.ready:
             self.ready = True
             notify.ready()
