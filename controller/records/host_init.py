@@ -93,6 +93,7 @@ DROP_IN_NOTE = """\
 """
 SYSTEMD_DROP_IN = """\
 # The controller's root for {environment} is {root}, not /opt/dreichor: systemd reads it from here.
+# (The empty lines reset the unit's /opt/dreichor values: a missing ReadWritePaths= folder stops the unit.)
 # Install: copy this file to /etc/systemd/system/dreichor-controller@{environment}.service.d/root.conf
 [Unit]
 AssertPathExists=
@@ -100,6 +101,7 @@ AssertPathExists={root}/{environment}/deploy-agent/controller.yaml
 
 [Service]
 Environment=DREICHOR_ROOT={root}
+ReadWritePaths=
 ReadWritePaths={root}/{environment}/deploy-agent/state
 """
 

@@ -141,8 +141,8 @@ class Status(_Record):
         key = self.quarantined
         if not key:
             return None
-        attempt = self.last_attempt
-        revision = f" of {attempt.revision[:12]}" if attempt and attempt.revision else ""
+        head = self.source.head  # the quarantine holds the head's content (a drift repair may be the last attempt)
+        revision = f" of {head[:12]}" if head else ""
         until = "not retried until a different change, a change of the host's trust files or .env, or 'sync --force'"
         if key.startswith("content:"):
             return f"the content{revision} (desired container sha256:{key.removeprefix('content:')[:16]}…): {until}"

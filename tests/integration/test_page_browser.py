@@ -159,7 +159,7 @@ def test_the_page_shows_phase_revision_signer_and_the_last_refusal(server: PageS
     sample = page_sample(now=datetime.now(UTC), reason=ATTACK)["status"]
     dom = _Dom(_chromium(server.url + "/", tmp_path, "--dump-dom"))
     assert "OutOfSync" in dom.text and "Healthy" in dom.text
-    assert "The last change did not go through" in dom.text
+    assert "Health: the container runs and is healthy." in dom.text
     assert sample["applied"]["revision"][:12] in dom.text
     assert sample["applied"]["signer"] in dom.text
     assert f"refused Revision {sample['last_attempt']['revision'][:12]} Reason {ATTACK}" in dom.text

@@ -359,6 +359,7 @@ def test_init_writes_a_config_naming_every_key_with_its_default(
     drop_in = (tmp_path / "dev/deploy-agent/systemd-root.conf").read_text()
     assert f"Environment=DREICHOR_ROOT={tmp_path}" in drop_in
     assert f"AssertPathExists={tmp_path}/dev/deploy-agent/controller.yaml" in drop_in
+    assert f"ReadWritePaths=\nReadWritePaths={tmp_path}/dev/deploy-agent/state\n" in drop_in  # not /opt/dreichor
 
 
 def test_init_writes_a_private_dotenv_template_listing_every_key(tmp_path: Path) -> None:
