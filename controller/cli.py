@@ -1,6 +1,6 @@
 """The ``dreichor-controller`` command line: argument parsing and printing, nothing else.
 
-Every command is one call into ``EnvironmentService`` (DESIGN §7); this
+Every command is one call into ``EnvironmentService`` (docs/design.md §7); this
 module turns the answer into text or JSON and an exit code.  The parser is
 a table, so the commands, their flags and their help read in one place.
 """

@@ -54,7 +54,7 @@ class TrustConfig(_Section):
 
 
 class ImageSignaturesConfig(_Section):
-    """Cosign keys one of which must have signed a digest before it is pulled (DESIGN §14)."""
+    """Cosign keys one of which must have signed a digest before it is pulled (docs/design.md §14)."""
 
     keys: list[StrictStr] = Field(min_length=1, max_length=16, description="PEM public keys, relative paths.")
 
@@ -126,7 +126,7 @@ DEFAULT_NOTIFY_EVENTS: tuple[NotifyEvent, ...] = (
 
 
 class NotifyConfig(_Section):
-    """Where decisions are told (Apprise URLs) and which ones; DESIGN §12."""
+    """Where decisions are told (Apprise URLs) and which ones; docs/design.md §12."""
 
     urls: list[StrictStr] = Field(
         default_factory=list, description='Apprise URLs; "${NAME}" is replaced from the .env file.'
@@ -186,7 +186,7 @@ class Config(_Section):
 
 
 class HostPaths:
-    """The files of one environment on the host (DESIGN §4)."""
+    """The files of one environment on the host (docs/design.md §4)."""
 
     def __init__(self, root: Path, environment: str) -> None:
         self.root = root

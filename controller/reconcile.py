@@ -1,4 +1,4 @@
-"""One reconcile pass (DESIGN §9) as a list of named steps over a context.
+"""One reconcile pass (docs/design.md §9) as a list of named steps over a context.
 
 fetch → guard history → verify → load → validate → check quarantine → plan →
 (verify image) → apply (→ health gate, inside apply).  Each step reads the
@@ -63,7 +63,7 @@ class PassWorld:
     rollout: Callable[[], Applier]
     cache: VerifiedCache
     progress: Callable[[PassContext], None]  # the status says Progressing before anything is changed
-    image_check: ImageCheck | None = None  # image signatures (DESIGN §14), before the pull
+    image_check: ImageCheck | None = None  # image signatures (docs/design.md §14), before the pull
     image_signer_trusted: Callable[[str], bool] = lambda signer: True  # a recorded signer is still a key
     at_step: Callable[[str], None] = checkpoint
     desired_cache: dict[tuple[str, str], DesiredContainer] = field(default_factory=dict)
@@ -244,7 +244,7 @@ class Pass:
         self.ctx.plan = plan(desired, self.ctx.actual, deployed=deployed, adopt=self.ctx.options.adopt)
 
     def verify_image(self) -> None:
-        """The image's own signature (DESIGN §14), when a check is configured: before anything is pulled.
+        """The image's own signature (docs/design.md §14), when a check is configured: before anything is pulled.
 
         The check guards new content: the applied image, verified when it was applied, is not
         checked again (repairing a removed or stopped container must not wait for the registry).

@@ -84,7 +84,7 @@ def make_rollout(
 
 
 class ImageTrust:
-    """The image signature check (DESIGN §14) built from ``image.signatures`` and the registry credentials.
+    """The image signature check (docs/design.md §14) built from ``image.signatures`` and the registry credentials.
 
     Keys are read at each use, so a rotated key file counts from the next pass.
     """

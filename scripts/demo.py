@@ -5,7 +5,7 @@ Builds everything under a temporary folder — a private dockerd, a registry on
 dev and prod host layouts — runs the prod controller as a daemon, walks
 through the three user flows, and removes it all again.
 
-``--swarm``: the same flows in Swarm mode (DESIGN §13) — the private dockerd
+``--swarm``: the same flows in Swarm mode (docs/design.md §13) — the private dockerd
 is the manager of a single-node swarm labelled ``dreichor.env=prod``, and the
 runtime is the one-replica service ``dreichor-runtime-prod``.
 

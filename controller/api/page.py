@@ -1,4 +1,4 @@
-"""The status page for people (``GET /``) and the ``/history`` body (DESIGN §11).
+"""The status page for people (``GET /``) and the ``/history`` body (docs/design.md §11).
 
 Everything shown is untrusted text (reasons, commit data, environment names,
 container logs, signer names), so the page is rendered by Jinja2 with

@@ -1,6 +1,6 @@
 """Creating an environment's host layout (``dreichor-controller init``).
 
-Idempotent and conservative: folders are created with the modes DESIGN §4
+Idempotent and conservative: folders are created with the modes docs/design.md §4
 asks for, files are written only when absent, so running ``init`` again on a
 live host changes nothing an operator edited.
 """

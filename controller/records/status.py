@@ -1,4 +1,4 @@
-"""The status file ``state/status.json``: what runs, what was tried, and why (DESIGN §8).
+"""The status file ``state/status.json``: what runs, what was tried, and why (docs/design.md §8).
 
 Always valid JSON for its readers: written atomically (temp file, fsync,
 rename).  A status file that exists but cannot be read is never taken as
@@ -9,7 +9,7 @@ an old or hand-edited file cannot carry more either.
 
 The watermark ``state/watermark`` is the newest applied revision, kept apart
 from the status file so that losing or resetting ``status.json`` never
-forgets how far the history has come (DESIGN §9 step 2).
+forgets how far the history has come (docs/design.md §9 step 2).
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ class AppliedStatus(_Record):
     image: Text
     signer: Text
     applied_at: datetime
-    image_signer: Text | None = None  # the cosign key that signed the image (DESIGN §14)
+    image_signer: Text | None = None  # the cosign key that signed the image (docs/design.md §14)
     tag: Text | None = None  # the tag the manifest declared beside the digest (DESIGN §8), if any
 
     def version(self) -> str:
