@@ -117,7 +117,7 @@ def os_error(exc: OSError) -> str:
 
 
 def _config_file(args: argparse.Namespace) -> Path:
-    """``--config``, else ``-e ENV`` under the root, else ``$DREICHOR_CONFIG`` (DESIGN §7)."""
+    """``--config``, else ``-e ENV`` under the root, else ``$DREICHOR_CONFIG`` (docs/design.md §7)."""
     return config_path(getattr(args, "config", None), environment=getattr(args, "environment", None))
 
 
@@ -234,7 +234,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     """``status``: print the status file; before the first pass, say so (0, or 1 with ``--check``).
 
     A status file that exists but cannot be read is an error (1).  ``--check``: 0 in sync and
-    healthy, 3 out of sync, 4 the container is unhealthy, missing or unknown (DESIGN §7).
+    healthy, 3 out of sync, 4 the container is unhealthy, missing or unknown (docs/design.md §7).
     """
     service = _service(args)
     status = service.status()
@@ -502,7 +502,7 @@ class Arg:
 class Command:
     """One subcommand: name, one-line help, what it does, an example, its exit codes, handler, arguments.
 
-    ``config``: takes ``--config`` and ``-e/--environment`` (DESIGN §7).
+    ``config``: takes ``--config`` and ``-e/--environment`` (docs/design.md §7).
     """
 
     name: str

@@ -4,7 +4,7 @@ Counters are named for what an operator alerts on: passes by result,
 rollbacks, drift repairs, fetch failures, refusals by reason and refused
 API calls; plus the applied revision as an info metric and the time of the
 last successful pass.  Gauges say the state to alert on: sync and health
-apart (DESIGN §16), the phase (one series per state, 1 for the current one), suspended, source stale,
+apart (docs/design.md §16), the phase (one series per state, 1 for the current one), suspended, source stale,
 quarantined, and the build's version.  In Swarm mode an info metric names
 the node the runtime's task runs on (one series at a time: the task id, new
 at every deploy, stays in the status file, out of the labels).
@@ -63,7 +63,10 @@ class Metrics:
         )
         self.phase = Gauge("dreichor_phase", "1 for the environment's current phase, else 0.", ["phase"], registry=r)
         self.sync = Gauge(
-            "dreichor_sync", "1 for whether the head's content runs (DESIGN §16), else 0.", ["state"], registry=r
+            "dreichor_sync",
+            "1 for whether the head's content runs (docs/design.md §16), else 0.",
+            ["state"],
+            registry=r,
         )
         self.health = Gauge("dreichor_health", "1 for the runtime container's health, else 0.", ["state"], registry=r)
         self.suspended = Gauge("dreichor_suspended", "1 while the environment is suspended.", registry=r)

@@ -46,7 +46,7 @@ PHASES = {
     "Degraded": ("bad", "The last change did not go through, or the container is not healthy."),
     "Suspended": ("hold", "The controller applies nothing until someone resumes it."),
 }
-# DESIGN §16: sync and health apart, each with a tone and words for people who cannot see the colour.
+# docs/design.md §16: sync and health apart, each with a tone and words for people who cannot see the colour.
 SYNC = {
     "InSync": ("ok", "the head's content runs"),
     "OutOfSync": ("bad", "the head's content does not run"),

@@ -28,7 +28,7 @@ from controller.untrusted import bounded, bounded_lines
 
 Phase = Literal["InSync", "Progressing", "Degraded", "Suspended"]
 Result = Literal["applied", "unchanged", "refused", "failed", "rolled_back"]
-# DESIGN §16: whether the head's content runs, and how the container is, kept apart.
+# docs/design.md §16: whether the head's content runs, and how the container is, kept apart.
 SyncState = Literal["InSync", "OutOfSync", "Waiting", "Suspended"]
 Health = Literal["Healthy", "Unhealthy", "Missing", "Unknown"]
 SYNC_STATES: tuple[SyncState, ...] = ("InSync", "OutOfSync", "Waiting", "Suspended")
@@ -62,7 +62,7 @@ class AppliedStatus(_Record):
     signer: Text
     applied_at: datetime
     image_signer: Text | None = None  # the cosign key that signed the image (docs/design.md §14)
-    tag: Text | None = None  # the tag the manifest declared beside the digest (DESIGN §8), if any
+    tag: Text | None = None  # the tag the manifest declared beside the digest (docs/design.md §8), if any
 
     def version(self) -> str:
         """The running version for people: the declared tag, else the digest's first 12 hex digits."""
@@ -96,7 +96,7 @@ class ContainerStatus(_Record):
 
 
 class SyncStatus(_Record):
-    """Whether the head's content runs (DESIGN §16), and in one sentence why not."""
+    """Whether the head's content runs (docs/design.md §16), and in one sentence why not."""
 
     state: SyncState
     reason: Text = ""
@@ -150,7 +150,7 @@ class Status(_Record):
 
     @model_validator(mode="after")
     def _derive_glance(self) -> Status:
-        """A status file from before DESIGN §16 loads with ``sync`` and ``health`` derived from what it has."""
+        """A status file from before docs/design.md §16 loads with ``sync`` and ``health`` derived from what it has."""
         if self.sync is None:
             self.sync = sync_of(self)
         if self.health is None:
@@ -170,7 +170,7 @@ def health_of(container: ContainerStatus) -> Health:
 
 
 def sync_of(status: Status) -> SyncStatus:
-    """Whether the head's content runs, from what the status records (DESIGN §16)."""
+    """Whether the head's content runs, from what the status records (docs/design.md §16)."""
     if status.suspended:
         who = status.suspension
         why = f"suspended by {who.by}: {who.reason}" if who else "suspended until 'dreichor-controller resume'"

@@ -1,4 +1,4 @@
-"""The glance, end to end (DESIGN §7, §8, §16): a rolled-back change on the real engine, read as an operator would.
+"""The glance end to end (docs/design.md §7, §8, §16): a rolled-back change on the real engine, as read by people.
 
 The manifest repository is real git signed with a real ssh key, the runtime runs
 on the test bed's private dockerd, and every command goes through the installed
