@@ -262,6 +262,7 @@ class HostPaths:
         self.dotenv = self.agent_dir / ".env"
         self.config = self.agent_dir / "controller.yaml"
         self.trust_dir = self.agent_dir / "trust"
+        self.known_hosts = self.trust_dir / "known_hosts"  # ssh sources: the git server's host key
         self.state = self.agent_dir / "state"
         self.status = self.state / "status.json"
         self.snapshots = self.state / "snapshots"
@@ -333,19 +334,38 @@ def parse_config(raw: dict[str, object], *, base: Path, name: str = "config") ->
     return config.model_copy(update=update)
 
 
+REQUIRED = {
+    "source.url": "source.url is not set: the controller polls no repository until it names the signed "
+    "manifest repository's clone URL (https://, ssh:// or file://)",
+}
+
+
 def describe_errors(exc: ValidationError) -> str:
     """Pydantic errors as one line: ``field: message; field: message``."""
     parts = []
     for error in exc.errors():
         where = ".".join(str(part) for part in error["loc"]) or "config"
+        if error["type"] == "missing":
+            parts.append(REQUIRED.get(where, f"{where} is not set, and it has no default"))
+            continue
         message = "unknown key" if error["type"] == "extra_forbidden" else error["msg"]
         parts.append(f"{where}: {message}")
     return "; ".join(parts)
 
 
-def config_path(explicit: str | None) -> Path:
-    """The config file: ``--config``, else ``$DREICHOR_CONFIG``."""
-    value = explicit or os.environ.get("DREICHOR_CONFIG")
+def default_root() -> Path:
+    """The layout's base: ``$DREICHOR_ROOT``, else ``/opt/dreichor``."""
+    return Path(os.environ.get("DREICHOR_ROOT") or DEFAULT_ROOT)
+
+
+def config_path(explicit: str | None, *, environment: str | None = None) -> Path:
+    """The config file: ``--config``, else ``<root>/<env>/deploy-agent/controller.yaml`` for ``-e ENV``
+    (root: ``$DREICHOR_ROOT`` or ``/opt/dreichor``), else ``$DREICHOR_CONFIG``."""
+    if explicit:
+        return Path(explicit)
+    if environment:
+        return HostPaths(default_root(), environment).config
+    value = os.environ.get("DREICHOR_CONFIG")
     if not value:
-        raise ConfigError("no config given: pass --config PATH or set DREICHOR_CONFIG")
+        raise ConfigError("no config given: pass -e ENV, --config PATH, or set DREICHOR_CONFIG")
     return Path(value)

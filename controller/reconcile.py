@@ -104,6 +104,19 @@ class PassContext:
     tally: approvals.Tally | None = None  # the approvals of the declared content, when it needed some
 
 
+@dataclass(frozen=True)
+class PlanAnswer:
+    """``plan``'s answer: the pass's verdict, and what fetch, verify and validate learned before it ended."""
+
+    result: PassResult
+    environment: str
+    branch: str
+    head: str | None = None
+    signer: str | None = None
+    image: str | None = None
+    tag: str | None = None
+
+
 class Pass:
     """One pass for one environment over a world; ``run`` decides, ``report`` says what it did."""
 
@@ -326,6 +339,21 @@ class Pass:
 
     # -- what the pass did -----------------------------------------------------------------
 
+    def learned(self, result: PassResult) -> PlanAnswer:
+        """``plan``'s answer: the verdict, and what fetch, verify and validate learned before it ended."""
+        ctx, config = self.ctx, self.config
+        at_head = ctx.target == ctx.head  # a held head plans the applied revision: its facts are not the head's
+        desired = ctx.desired if at_head else None
+        return PlanAnswer(
+            result=result,
+            environment=config.environment,
+            branch=config.source.branch,
+            head=ctx.head,
+            signer=ctx.verdict.signer if ctx.verdict and at_head else None,
+            image=desired.image if desired else None,
+            tag=desired.tag if desired else None,
+        )
+
     def report(self, result: PassResult, *, recovered: str | None = None) -> PassReport:
         """The facts ``recording.record`` needs; reads the container once more only when something changed."""
         ctx = self.ctx
@@ -344,6 +372,7 @@ class Pass:
             signer=ctx.verdict.signer if ctx.verdict else None,
             image_signer=ctx.image_signer,
             image=ctx.desired.image if ctx.desired else None,
+            tag=ctx.desired.tag if ctx.desired else None,
             snapshot=snapshot,
             logs=ctx.logs,
             rewrite_allowed_over=ctx.rewrite_allowed_over,

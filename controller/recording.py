@@ -23,7 +23,9 @@ from controller.records.status import (
     Phase,
     Result,
     Status,
-    SyncStatus,
+    Suspension,
+    health_of,
+    sync_of,
 )
 from controller.untrusted import bounded
 
@@ -73,6 +75,7 @@ class PassReport:
     signer: str | None = None  # the verified signer of the target
     image_signer: str | None = None  # the cosign key that signed the image, when image signatures are on
     image: str | None = None  # the desired image
+    tag: str | None = None  # the tag the manifest declared beside the digest
     snapshot: str | None = None  # the snapshot the apply wrote, or the newest one after a rollback
     logs: str | None = None  # the failed container's output
     rewrite_allowed_over: str | None = None  # the applied revision a --allow-rewrite pass went past
@@ -97,13 +100,19 @@ def record(
     else:
         events += _record_decision(status, did, result, now=now)
     status.suspended = did.suspended
+    status.suspension = status.suspension if did.suspended else None
     status.container = did.container
     status.phase = phase(result.result, status)
-    status.sync = sync_state(result, status, did)
     fetched = status.source.fetched_at
     status.source.stale = fetched is None or now - fetched > stale_after
     status.updated_at = now
+    status.sync, status.health = sync_of(status), health_of(status.container)
     return status, events
+
+
+def held(result: PassResult) -> bool:
+    """A pass that met a head already refused: the same decision again, recorded, logged and counted once."""
+    return result.result == "refused" and result.code == Reason.QUARANTINED
 
 
 def _record_source(status: Status, did: PassReport, *, now: datetime) -> None:
@@ -137,6 +146,7 @@ def _record_decision(status: Status, did: PassReport, result: PassResult, *, now
             signer=did.signer,
             image_signer=did.image_signer,
             applied_at=now,
+            tag=did.tag,
         )
         status.last_snapshot = did.snapshot or status.last_snapshot
         drift = result.plan is not None and result.plan.action == "repair"
@@ -144,6 +154,8 @@ def _record_decision(status: Status, did: PassReport, result: PassResult, *, now
         if did.image_signer:
             fields["image_signer"] = did.image_signer
         events.append(AuditEvent("drift_repaired" if drift else "applied", {**fields, **_placement(did)}))
+    elif held(result):
+        return events  # the refusal that quarantined it stays the last attempt, with its own reason and code
     elif result.result in ("refused", "rolled_back"):
         status.quarantined = quarantine_key(did)
         if result.code in RETRIED_REFUSALS:
@@ -187,20 +199,6 @@ def _record_wait(status: Status, did: PassReport, result: PassResult) -> list[Au
     return [AuditEvent("waiting_approval", fields)]
 
 
-def sync_state(result: PassResult, status: Status, did: PassReport) -> SyncStatus | None:
-    """Whether the head's content runs: Waiting (approvals), Suspended, InSync, else OutOfSync and why."""
-    if status.suspended:
-        return SyncStatus(state="Suspended", reason="the environment is suspended")
-    if result.result == "waiting":
-        return SyncStatus(state="Waiting", reason=result.reason)
-    if result.result == "failed" and result.retryable:
-        return status.sync  # nothing was decided about the head: what was known stays
-    if result.result in ("applied", "unchanged") and did.target == did.head and not status.quarantined:
-        return SyncStatus(state="InSync")
-    last = status.last_attempt
-    return SyncStatus(state="OutOfSync", reason=last.reason if last else result.reason)
-
-
 def _placement(did: PassReport) -> dict[str, str]:
     """Swarm mode: the node and task the runtime runs as after the pass (nothing in container mode)."""
     container = did.container
@@ -234,6 +232,14 @@ def phase(result: PassVerdict, status: Status) -> Phase:
     return "Degraded"
 
 
+def settled_phase(status: Status) -> Phase:
+    """The phase from what is recorded, with no pass running (after ``resume``): never Progressing."""
+    if status.suspended:
+        return "Suspended"
+    healthy = health_of(status.container) == "Healthy"
+    return "InSync" if sync_of(status).state == "InSync" and healthy else "Degraded"
+
+
 def attempt_result(result: PassVerdict) -> Result:
     """The status file's word for a pass verdict (suspended and waiting passes record no attempt)."""
     if result == "suspended" or result == "waiting":  # noqa: PLR1714 narrows the Literal for mypy
@@ -261,12 +267,16 @@ def rolled_back_to(
         revision=revision, result="applied", reason=f"restored snapshot {snapshot}", code=str(Reason.APPLIED), at=now
     )
     new.suspended, new.phase, new.updated_at = True, "Suspended", now
+    new.suspension = Suspension(by="rollback", reason=f"break-glass rollback to snapshot {snapshot}", at=now)
+    new.sync, new.health = sync_of(new), health_of(container)
     return new
 
 
-def suspension(status: Status, *, suspended: bool, now: datetime) -> Status:
-    """The status after ``suspend`` or ``resume`` (the next pass settles the phase after a resume)."""
+def suspension(status: Status, *, suspended: bool, now: datetime, by: str = "", reason: str = "") -> Status:
+    """The status after ``suspend`` (who and why) or ``resume`` (what was true before the suspension)."""
     new = status.model_copy(deep=True)
     new.suspended, new.updated_at = suspended, now
-    new.phase = "Suspended" if suspended else "Progressing"
+    new.suspension = Suspension(by=by or "unknown", reason=reason or "no reason given", at=now) if suspended else None
+    new.phase = settled_phase(new)
+    new.sync, new.health = sync_of(new), health_of(new.container)
     return new

@@ -909,13 +909,13 @@ def page_sample(*, now: datetime, reason: str = "", environment: str = "prod", e
         },
         "last_attempt": {"revision": refused, "result": "refused", "reason": reason, "at": minutes[2].isoformat()},
         "container": {
-            "name": f"dreichor-{environment}",
+            "name": f"dreichor-runtime-{environment}",
             "id": "c0ffee",
             "image": image,
             "state": "running",
             "health": "healthy",
         },
-        "quarantined": refused,
+        "quarantined": "content:" + "5555" * 16,
     }
     lines = [
         {
