@@ -12,10 +12,7 @@ import logging
 import socket
 import threading
 import urllib.parse
-from collections.abc import Iterator
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -24,76 +21,12 @@ from controller.config import DEFAULT_NOTIFY_EVENTS, parse_config
 from controller.errors import ConfigError
 from controller.notifications.policy import Decision, Policy
 from controller.notifications.sender import AppriseTarget, GithubTarget, Notifier
+from testbed import NotificationReceiver
 
 SHA = "1a2b3c4" + "d" * 33
 IMAGE = "ghcr.io/ceerkle/dreichor-trading/runtime@sha256:" + "e" * 64
 TOKEN = "ghp_testtoken"
 POLICY = Policy(events=frozenset(DEFAULT_NOTIFY_EVENTS), repeat=3600, statuses=True)
-
-
-@dataclass
-class Request:
-    method: str
-    path: str
-    headers: dict[str, str]  # names in lower case: HTTP header names are case-insensitive
-    body: bytes
-
-
-@dataclass
-class Receiver:
-    """An HTTP server that records requests; ``status`` is what it answers; ``hold`` makes it slow."""
-
-    server: ThreadingHTTPServer
-    requests: list[Request] = field(default_factory=list)
-    status: int = 200
-    hold: threading.Event | None = None
-    arrived: threading.Event = field(default_factory=threading.Event)
-    answered: int = 0
-
-    @property
-    def port(self) -> int:
-        return int(self.server.server_address[1])
-
-
-def _handler(receiver_ref: list[Receiver]) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        def _any(self) -> None:
-            receiver = receiver_ref[0]
-            length = int(self.headers.get("Content-Length") or 0)
-            body = self.rfile.read(length) if length else b""
-            receiver.requests.append(
-                Request(self.command, self.path, {k.lower(): v for k, v in self.headers.items()}, body)
-            )
-            receiver.arrived.set()
-            if receiver.hold is not None:
-                receiver.hold.wait(30)
-            receiver.answered += 1
-            self.send_response(receiver.status)
-            self.send_header("Content-Type", "application/json")
-            self.end_headers()
-            self.wfile.write(b"{}")
-
-        do_GET = do_POST = _any
-
-        def log_message(self, format: str, *args: object) -> None:
-            pass
-
-    return Handler
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    ref: list[Receiver] = []
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(ref))
-    server.daemon_threads = True
-    ref.append(Receiver(server))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield ref[0]
-    if ref[0].hold is not None:
-        ref[0].hold.set()
-    server.shutdown()
-    server.server_close()
 
 
 @pytest.fixture
@@ -125,7 +58,7 @@ def rolled_back() -> Decision:
     )
 
 
-def test_a_json_receiver_gets_title_body_and_type(receiver: Receiver) -> None:
+def test_a_json_receiver_gets_title_body_and_type(receiver: NotificationReceiver) -> None:
     n = notifier(AppriseTarget(f"json://127.0.0.1:{receiver.port}/hook", label="notify.urls[0]"))
     n.notify(rolled_back())
     assert n.drain(10)
@@ -140,7 +73,7 @@ def test_a_json_receiver_gets_title_body_and_type(receiver: Receiver) -> None:
     assert n.failed == 0
 
 
-def test_a_form_receiver_gets_the_same_fields(receiver: Receiver) -> None:
+def test_a_form_receiver_gets_the_same_fields(receiver: NotificationReceiver) -> None:
     n = notifier(AppriseTarget(f"form://127.0.0.1:{receiver.port}/form", label="notify.urls[0]"))
     n.notify(Decision("applied", "prod", revision=SHA, image=IMAGE, signer="deploy@example"))
     assert n.drain(10)
@@ -151,7 +84,7 @@ def test_a_form_receiver_gets_the_same_fields(receiver: Receiver) -> None:
     assert f"sha256:{'e' * 64}" in fields["message"]
 
 
-def test_a_commit_status_is_posted_as_githubs_api_documents_it(receiver: Receiver) -> None:
+def test_a_commit_status_is_posted_as_githubs_api_documents_it(receiver: NotificationReceiver) -> None:
     receiver.status = 201
     github = GithubTarget(github_config(receiver.port), token=TOKEN)  # type: ignore[arg-type]
     n = notifier(github=github)
@@ -168,7 +101,7 @@ def test_a_commit_status_is_posted_as_githubs_api_documents_it(receiver: Receive
     assert len(body["description"]) <= 140
 
 
-def test_github_refusing_a_status_is_not_retried_and_is_counted(receiver: Receiver) -> None:
+def test_github_refusing_a_status_is_not_retried_and_is_counted(receiver: NotificationReceiver) -> None:
     receiver.status = 422
     n = notifier(github=GithubTarget(github_config(receiver.port), token=TOKEN))  # type: ignore[arg-type]
     n.notify(Decision("applied", "prod", revision=SHA))
@@ -176,7 +109,7 @@ def test_github_refusing_a_status_is_not_retried_and_is_counted(receiver: Receiv
     assert (len(receiver.requests), n.failed) == (1, 1)
 
 
-def test_a_server_error_is_retried_then_counted(receiver: Receiver) -> None:
+def test_a_server_error_is_retried_then_counted(receiver: NotificationReceiver) -> None:
     receiver.status = 500
     counted: list[int] = []
     n = notifier(
@@ -197,7 +130,7 @@ def test_a_dead_receiver_is_counted_and_logged_at_warning(dead_port: int, caplog
     assert any("notify.urls[0]" in r.getMessage() and r.levelno == logging.WARNING for r in caplog.records)
 
 
-def test_a_slow_receiver_never_holds_up_notify(receiver: Receiver) -> None:
+def test_a_slow_receiver_never_holds_up_notify(receiver: NotificationReceiver) -> None:
     receiver.hold = threading.Event()
     n = notifier(AppriseTarget(f"json://127.0.0.1:{receiver.port}/", label="notify.urls[0]"), queue_size=2)
     for i in range(20):
@@ -219,7 +152,7 @@ def test_a_dead_receiver_never_holds_up_notify_either(dead_port: int) -> None:
     assert n.failed == 20
 
 
-def test_send_test_says_which_targets_answered(receiver: Receiver, dead_port: int) -> None:
+def test_send_test_says_which_targets_answered(receiver: NotificationReceiver, dead_port: int) -> None:
     n = notifier(
         AppriseTarget(f"json://127.0.0.1:{receiver.port}/", label="notify.urls[0]"),
         AppriseTarget(f"json://127.0.0.1:{dead_port}/", label="notify.urls[1]"),
@@ -234,7 +167,7 @@ def test_send_test_says_which_targets_answered(receiver: Receiver, dead_port: in
     assert [(r.method, r.path) for r in receiver.requests][1] == ("GET", "/repos/ceerkle/dreichor-deployments")
 
 
-def test_what_was_told_survives_a_restart(receiver: Receiver, tmp_path: Path) -> None:
+def test_what_was_told_survives_a_restart(receiver: NotificationReceiver, tmp_path: Path) -> None:
     state = tmp_path / "notifications.json"
     url = f"json://127.0.0.1:{receiver.port}/"
     refusal = Decision("refused", "prod", revision="b" * 40, reason="unsigned", code="Unsigned")
@@ -251,7 +184,7 @@ def test_what_was_told_survives_a_restart(receiver: Receiver, tmp_path: Path) ->
     ]
 
 
-def test_a_corrupt_state_file_starts_afresh(receiver: Receiver, tmp_path: Path) -> None:
+def test_a_corrupt_state_file_starts_afresh(receiver: NotificationReceiver, tmp_path: Path) -> None:
     state = tmp_path / "notifications.json"
     state.write_text("{not json")
     n = notifier(AppriseTarget(f"json://127.0.0.1:{receiver.port}/", label="notify.urls[0]"), state_file=state)
@@ -261,7 +194,9 @@ def test_a_corrupt_state_file_starts_afresh(receiver: Receiver, tmp_path: Path) 
     assert json.loads(state.read_text())["problems"][0]["kind"] == "refused"
 
 
-def test_from_config_fills_urls_from_dotenv_and_reaches_both_targets(receiver: Receiver, tmp_path: Path) -> None:
+def test_from_config_fills_urls_from_dotenv_and_reaches_both_targets(
+    receiver: NotificationReceiver, tmp_path: Path
+) -> None:
     receiver.status = 201
     raw = {
         "environment": "dev",
