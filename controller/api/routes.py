@@ -43,6 +43,7 @@ from controller.service import History
 log = logging.getLogger("dreichor.api")
 MAX_BODY = 1024 * 1024
 JWT_LEEWAY = 10
+JWKS_COOLDOWN = 30  # seconds between refetches an unknown kid may cause: junk kids cost one fetch, not one each
 DELIVERIES_KEPT = 1000
 SIGNATURE = re.compile(r"sha256=[0-9a-f]{64}")
 JSON = {"Content-Type": "application/json"}
@@ -64,7 +65,9 @@ class AccessVerifier:
     def __init__(self, access: AccessConfig, *, fetch_timeout: int = 5) -> None:
         self.access = access
         url = access.jwks_url or f"{access.team_domain.rstrip('/')}/cdn-cgi/access/certs"
-        self.jwks = jwt.PyJWKClient(url, cache_keys=True, lifespan=3600, timeout=fetch_timeout)
+        self.jwks = jwt.PyJWKClient(
+            url, cache_keys=True, lifespan=3600, timeout=fetch_timeout, cooldown_duration=JWKS_COOLDOWN
+        )
 
     def verify(self, token: str | None) -> dict[str, Any]:
         """The token's claims, or ``AuthError``."""
@@ -141,6 +144,14 @@ class WebhookVerifier:
             raise AuthError(HTTPStatus.UNAUTHORIZED, "bad X-Hub-Signature-256")
 
 
+def request_path(target: str) -> str | None:
+    """The path of a request target (origin or absolute form), or ``None`` when it cannot be parsed."""
+    try:
+        return urlsplit(target).path
+    except ValueError:  # e.g. "http://[::1/status": an unclosed IPv6 literal
+        return None
+
+
 def _is_json(headers: Mapping[str, str]) -> bool:
     return headers.get("content-type", "").split(";")[0].strip().lower() == "application/json"
 
@@ -203,7 +214,9 @@ class Routes:
     def screen(self, request: Request) -> Response | int:
         """On the server's loop, before any body: unknown routes, health, and the webhook's headers."""
         log.debug('"%s %s"', request.method, request.target[:200])  # the access log, at debug
-        path = urlsplit(request.target).path
+        path = request_path(request.target)
+        if path is None:
+            return _error(HTTPStatus.BAD_REQUEST, "malformed request target")
         allowed = ROUTES.get(path)
         if allowed is None:
             return _error(HTTPStatus.NOT_FOUND, "not found")
@@ -223,7 +236,7 @@ class Routes:
 
     def handle(self, request: Request) -> Response:
         """In a worker thread: authenticate, then answer."""
-        path = urlsplit(request.target).path
+        path = request_path(request.target) or ""
         guards = self.ctx.guards
         try:
             if path == "/hooks/github":
@@ -270,7 +283,7 @@ class Routes:
 
     def _history(self, request: Request) -> Response:
         try:
-            limit = history_limit(urlsplit(request.target).query)
+            limit = history_limit(urlsplit(request.target).query)  # the path parsed, so the target does
         except ValueError:
             return _error(HTTPStatus.BAD_REQUEST, BAD_LIMIT)
         history = self.ctx.history()

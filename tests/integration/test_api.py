@@ -13,7 +13,9 @@ import socket
 import subprocess
 import threading
 import time
+import tomllib
 from collections.abc import Iterator
+from pathlib import Path
 
 import jwt
 import pytest
@@ -149,6 +151,28 @@ def test_an_unknown_kid_refetches_the_jwks(api: Api, keys: Keys) -> None:
     before = keys.fetches
     api.sync(keys.token(kid="kid-unknown"))
     assert keys.fetches > before
+
+
+def test_thirty_junk_kids_cost_at_most_two_jwks_fetches_and_a_valid_token_still_passes(keys: Keys) -> None:
+    api = Api(keys)
+    try:
+        before = keys.fetches
+        for n in range(30):
+            assert api.sync(keys.token(kid=f"junk-{n}")) == 401
+        assert keys.fetches - before <= 2
+        started = time.monotonic()
+        assert api.sync(keys.token()) == 202
+        assert time.monotonic() - started < 2
+    finally:
+        api.server.shutdown()
+        api.server.server_close()
+
+
+def test_the_pyjwt_floor_has_the_jwks_refetch_cooldown() -> None:
+    project = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())["project"]
+    floor = next(d for d in project["dependencies"] if d.startswith("PyJWT>="))
+    version = tuple(int(part) for part in floor.split(">=")[1].split(",")[0].split("."))
+    assert version >= (2, 14)  # PyJWKClient's cooldown_duration arrived in 2.14.0
 
 
 def test_an_email_outside_the_allowed_list_is_forbidden(keys: Keys) -> None:
@@ -545,12 +569,17 @@ def test_at_most_sixteen_requests_run_at_once_and_healthz_still_answers(api: Api
         (b"GET / HTTP/1.1\r\n\r\n", b"400"),  # HTTP/1.1 without Host
         (b"GET /nowhere HTTP/1.1\r\nHost: x\r\n\r\n", b"404"),
         (b"DELETE /sync HTTP/1.1\r\nHost: x\r\n\r\n", b"405"),
+        (b"GET http://[::1/status HTTP/1.1\r\nHost: x\r\n\r\n", b"400"),  # an unclosed IPv6 literal
+        (b"GET http://[::1]:1/healthz HTTP/1.1\r\nHost: x\r\n\r\n", b"200"),  # absolute form is fine
         (b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 40_000 + b"\r\n\r\n", b"431"),
     ],
 )
-def test_broken_requests_get_a_plain_answer(api: Api, raw: bytes, status: bytes) -> None:
+def test_broken_requests_get_a_plain_answer(
+    api: Api, raw: bytes, status: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
     with socket.create_connection(("127.0.0.1", api.port), timeout=10) as sock:
         with contextlib.suppress(OSError):  # the server may answer and close before taking it all
             sock.sendall(raw)
         answer = _answer_within(sock, 5)
     assert answer.split(b"\r\n")[0].split(b" ")[1] == status
+    assert not [r for r in caplog.records if r.exc_info], "a broken request logged a traceback"
