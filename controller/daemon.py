@@ -42,7 +42,12 @@ PROBLEM_RESULTS = frozenset({"refused", "failed", "rolled_back"})  # logged at w
 DRAIN_SECONDS = 5.0  # how long an exit waits for queued notifications
 
 
-def attach_notifier(service: EnvironmentService, *, on_failure: Callable[[], None] | None = None) -> Notifier | None:
+def attach_notifier(
+    service: EnvironmentService,
+    *,
+    on_failure: Callable[[], None] | None = None,
+    on_drop: Callable[[], None] | None = None,
+) -> Notifier | None:
     """The process's notifier, hearing the service's decisions; None when nothing is configured.
 
     Raises ``ConfigError`` for an unusable Apprise URL or a ``${NAME}`` the .env lacks.
@@ -50,7 +55,7 @@ def attach_notifier(service: EnvironmentService, *, on_failure: Callable[[], Non
     config = service.config
     if config.notify is None and config.github is None:
         return None
-    notifier = Notifier.from_config(config, dotenv=service.dotenv(), on_failure=on_failure)
+    notifier = Notifier.from_config(config, dotenv=service.dotenv(), on_failure=on_failure, on_drop=on_drop)
     service.audit_hooks.append(notifier.hear)
     service.notice_hooks.append(notifier.hear)
     return notifier
@@ -115,7 +120,11 @@ class Daemon:
         self.started_at = datetime.now(UTC)
         self.last_pass_at: datetime | None = None
         self.metrics = Metrics()
-        self.notifier = attach_notifier(self.service, on_failure=self.metrics.notifications_failed.inc)
+        self.notifier = attach_notifier(
+            self.service,
+            on_failure=self.metrics.notifications_failed.inc,
+            on_drop=self.metrics.notifications_dropped.inc,
+        )
         self.trigger_pending = threading.Event()
         self.ready = False
         self.api: ApiServer | None = None
