@@ -14,7 +14,7 @@ import subprocess
 import threading
 import time
 import tomllib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import jwt
@@ -40,7 +40,13 @@ class Api:
     """The API server with a recording fake of the daemon's side."""
 
     def __init__(
-        self, keys: Keys, *, access: bool = True, secret: str | None = SECRET, emails: list[str] | None = None
+        self,
+        keys: Keys,
+        *,
+        access: bool = True,
+        secret: str | None = SECRET,
+        emails: list[str] | None = None,
+        limits: Limits | None = None,
     ):
         self.triggers: list[str] = []
         self.keys = keys
@@ -57,7 +63,7 @@ class Api:
             ),
         )
         self.port = free_port()
-        self.server = ApiServer(f"127.0.0.1:{self.port}", self.ctx, limits=Limits(deadline=2))
+        self.server = ApiServer(f"127.0.0.1:{self.port}", self.ctx, limits=limits or Limits(deadline=2))
         self.server.start()
 
     def request(
@@ -583,3 +589,78 @@ def test_broken_requests_get_a_plain_answer(
         answer = _answer_within(sock, 5)
     assert answer.split(b"\r\n")[0].split(b" ")[1] == status
     assert not [r for r in caplog.records if r.exc_info], "a broken request logged a traceback"
+
+
+# -- issue 21, 1: the connection cap cannot be filled by anyone ----------------------------------
+
+STALLED_HOOK = (
+    b"POST /hooks/github HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nX-GitHub-Event: push\r\n"
+    b"X-Hub-Signature-256: sha256=" + b"0" * 64 + b"\r\nContent-Length: 1000\r\n\r\n{"  # and the rest never comes
+)
+KEEP_ALIVE = b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: keep-alive\r\n\r\n"
+
+
+def _open(port: int, count: int, head: bytes) -> list[socket.socket]:
+    socks = []
+    for n in range(count):
+        sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        if head is STALLED_HOOK or n % 2 == 0:  # half the idle ones never say a word
+            sock.sendall(head)
+        socks.append(sock)
+    return socks
+
+
+def _timed(call: Callable[[], int]) -> tuple[int, float]:
+    started = time.monotonic()
+    return call(), time.monotonic() - started
+
+
+@pytest.mark.parametrize("order", ["stalled first", "idle first"])
+def test_stalled_webhooks_and_idle_connections_leave_healthz_and_a_signed_delivery_answered(
+    keys: Keys, order: str
+) -> None:
+    api = Api(keys, limits=Limits())  # the daemon's limits: 10 s deadline, 256 connections
+    socks: list[socket.socket] = []
+    try:
+        kinds = [STALLED_HOOK, KEEP_ALIVE] if order == "stalled first" else [KEEP_ALIVE, STALLED_HOOK]
+        for head in kinds:
+            socks += _open(api.port, 256, head)
+        time.sleep(0.5)  # let the server take them all in
+        health, health_seconds = _timed(lambda: api.request("GET", "/healthz")[0])
+        body = b'{"ref": "refs/heads/main", "after": "cap"}'
+        hook, hook_seconds = _timed(lambda: api.hook(body, delivery="under-load"))
+        assert (health, hook) == (200, 202)
+        assert health_seconds < 2 and hook_seconds < 2, f"healthz {health_seconds:.2f} s, hook {hook_seconds:.2f} s"
+        assert api.triggers == ["webhook"]
+    finally:
+        for sock in socks:
+            sock.close()
+        api.server.shutdown()
+        api.server.server_close()
+
+
+def test_a_connection_that_says_nothing_is_closed_after_the_idle_time(keys: Keys) -> None:
+    api = Api(keys, limits=Limits(idle=1.0, deadline=10))
+    try:
+        with socket.create_connection(("127.0.0.1", api.port), timeout=10) as sock:
+            started = time.monotonic()
+            assert _answer_within(sock, 5) == b""
+            assert time.monotonic() - started < 2.5  # closed at the idle time, not the 10 s deadline
+    finally:
+        api.server.shutdown()
+        api.server.server_close()
+
+
+def test_the_deadline_runs_from_the_first_byte_to_the_last_byte_of_the_body(keys: Keys) -> None:
+    api = Api(keys, limits=Limits(idle=5.0, deadline=1.0))
+    try:
+        with socket.create_connection(("127.0.0.1", api.port), timeout=10) as sock:
+            time.sleep(1.5)  # idle before the first byte: the idle time, not the request's deadline
+            sock.sendall(STALLED_HOOK)
+            started = time.monotonic()
+            answer = _answer_within(sock, 5)
+        assert answer.startswith(b"HTTP/1.1 408")
+        assert 0.8 < time.monotonic() - started < 2.5
+    finally:
+        api.server.shutdown()
+        api.server.server_close()
