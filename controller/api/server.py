@@ -88,7 +88,7 @@ class Closed(Exception):
 
 # Where a connection is: "idle" (nothing sent yet), "read" (head or body), "wait" (for a worker),
 # "app" (its request runs: never pushed out), "send" (the answer), "linger" (closing after it).
-HOLDING_NOTHING = frozenset({"idle", "linger"})
+GRACE = 0.5  # seconds a new connection has to send its first bytes before it counts as holding nothing
 
 
 class BoundedServer:
@@ -102,6 +102,7 @@ class BoundedServer:
         self.pool = ThreadPoolExecutor(max_workers=self.limits.in_flight, thread_name_prefix="api")
         self.loop = asyncio.new_event_loop()
         self.phases: collections.OrderedDict[asyncio.StreamWriter, str] = collections.OrderedDict()  # oldest first
+        self.admitted: dict[asyncio.StreamWriter, float] = {}
         self.readers: collections.OrderedDict[asyncio.StreamWriter, None] = collections.OrderedDict()  # bodies
         self._thread: threading.Thread | None = None
         self._stopped = threading.Event()
@@ -155,8 +156,7 @@ class BoundedServer:
         except (Closed, TimeoutError, OSError, h11.LocalProtocolError):
             pass
         finally:
-            self.phases.pop(writer, None)
-            self.readers.pop(writer, None)
+            self._forget(writer)
             writer.transport.abort()
 
     def _enter(self, writer: asyncio.StreamWriter, phase: str) -> None:
@@ -165,12 +165,13 @@ class BoundedServer:
 
     def _admit(self, writer: asyncio.StreamWriter) -> None:
         """Make room for the newcomer: near the cap close what holds nothing, at the cap the oldest not in the app."""
-        self.phases[writer] = "idle"
+        now = self.loop.time()
+        self.phases[writer], self.admitted[writer] = "idle", now
         near = self.limits.connections - self.limits.headroom
         for other, phase in list(self.phases.items()):
             if len(self.phases) <= near:
                 break
-            if phase in HOLDING_NOTHING and other is not writer:
+            if phase == "linger" or (phase == "idle" and now - self.admitted[other] > GRACE):
                 self._push_out(other)
         if len(self.phases) > self.limits.connections:
             oldest = next((w for w, phase in self.phases.items() if phase != "app" and w is not writer), writer)
@@ -178,9 +179,13 @@ class BoundedServer:
             self._push_out(oldest)
 
     def _push_out(self, writer: asyncio.StreamWriter) -> None:
-        self.phases.pop(writer, None)
-        self.readers.pop(writer, None)
+        self._forget(writer)
         writer.transport.abort()
+
+    def _forget(self, writer: asyncio.StreamWriter) -> None:
+        self.phases.pop(writer, None)
+        self.admitted.pop(writer, None)
+        self.readers.pop(writer, None)
 
     async def _first_bytes(self, conn: h11.Connection, reader: asyncio.StreamReader) -> None:
         """Wait at most ``idle`` seconds for the first bytes; the request's deadline starts with them."""
