@@ -24,6 +24,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
 from controller import systemd as notify
+from controller import wiring
 from controller.api.routes import AccessVerifier, ApiContext, ApiServer, Guards, WebhookVerifier
 from controller.config import Config, load_config
 from controller.errors import ConfigError, ControllerError, Reason
@@ -55,7 +56,8 @@ def attach_notifier(
     config = service.config
     if config.notify is None and config.github is None:
         return None
-    notifier = Notifier.from_config(config, dotenv=service.dotenv(), on_failure=on_failure, on_drop=on_drop)
+    dotenv = wiring.host_dotenv(config.paths)
+    notifier = Notifier.from_config(config, dotenv=dotenv, on_failure=on_failure, on_drop=on_drop)
     service.audit_hooks.append(notifier.hear)
     service.notice_hooks.append(notifier.hear)
     return notifier
@@ -264,7 +266,7 @@ class Daemon:
         return Guards(
             access=AccessVerifier(access) if access else None,
             webhook=WebhookVerifier(
-                self.service.dotenv().get("GITHUB_WEBHOOK_SECRET"), branch=self.config.source.branch
+                wiring.host_dotenv(self.config.paths).get("GITHUB_WEBHOOK_SECRET"), branch=self.config.source.branch
             ),
         )
 

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from controller.config import Config
 from controller.containers import ContainerState
-from controller.contract import CONTRACT_VERSION, LABEL_REVISION, DesiredContainer, desired_from_bytes
+from controller.contract import CONTRACT_VERSION, LABEL_REVISION, DesiredContainer, container_name, desired_from_bytes
 from controller.engine.port import RuntimeView
 from controller.errors import ControllerError, Reason, Refused, Retryable
 from controller.manifest import MAX_MANIFEST_BYTES
@@ -62,7 +62,7 @@ class PassWorld:
     engine: Callable[[], RuntimeView]  # connected on first use
     rollout: Callable[[], Applier]
     cache: VerifiedCache
-    progress: Callable[[], None]  # the status says Progressing before anything is changed
+    progress: Callable[[PassContext], None]  # the status says Progressing before anything is changed
     image_check: ImageCheck | None = None  # image signatures (DESIGN §14), before the pull
     image_signer_trusted: Callable[[str], bool] = lambda signer: True  # a recorded signer is still a key
     at_step: Callable[[str], None] = checkpoint
@@ -265,7 +265,7 @@ class Pass:
     def apply_plan(self) -> PassResult:
         """Steps 7 and 8: pull, snapshot, swap, health gate (rollback inside)."""
         assert self.ctx.plan is not None  # noqa: S101 set by plan_change
-        self.world.progress()
+        self.world.progress(self.ctx)
         self.ctx.outcome = self.world.rollout().apply(self.ctx.plan, self._desired())
         return PassResult("applied", self.ctx.plan.reason, plan=self.ctx.plan)
 
@@ -311,7 +311,7 @@ class Pass:
 
 def current_container(engine: Callable[[], RuntimeView], environment: str) -> ContainerStatus:
     """The runtime container as the status file shows it; ``unknown`` when the engine cannot say."""
-    name = f"dreichor-runtime-{environment}"
+    name = container_name(environment)
     try:
         state = engine().current()
     except ControllerError:

@@ -1,1 +1,186 @@
-"""placeholder"""
+"""The composition root: what one environment's service acts through, built from its config and ``.env``.
+
+The service never constructs an adapter itself: the Docker or Swarm engine,
+the git source with its credentials, the rollout for the configured mode and
+the image signature check are made here, so the service reads as the
+operations alone and the tests hand it fakes instead.  Credentials go from
+``.env`` to the client that needs them and nowhere else (never a command line,
+never the runtime container).
+"""
+
+from __future__ import annotations
+
+import base64
+import time
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any, cast
+
+from controller.config import DEFAULT_REPOSITORY, Config, HostPaths, load_config
+from controller.contract import DesiredContainer, desired_from_bytes
+from controller.engine.docker import Engine
+from controller.engine.port import RuntimeView
+from controller.engine.swarm import SwarmEngine
+from controller.errors import ConfigError, Reason, Retryable
+from controller.manifest import MAX_MANIFEST_BYTES
+from controller.records.dotenv import read_dotenv
+from controller.rollout.base import Applier, Rollout, checkpoint
+from controller.rollout.swarm import SwarmRollout
+from controller.signatures.images.cosign import load_cosign_keys
+from controller.signatures.images.verifier import ImageVerdict, registry_for, verify_image
+from controller.source import GitSource
+
+
+def host_dotenv(paths: HostPaths) -> dict[str, str]:
+    """The environment's ``.env``, or nothing when it cannot be read (a pass reports that itself)."""
+    try:
+        return read_dotenv(paths.dotenv)
+    except (OSError, UnicodeDecodeError):
+        return {}
+
+
+def connect_engine(config: Config) -> RuntimeView:
+    """The engine adapter for ``docker.mode``: one container, or a one-replica Swarm service."""
+    docker = config.docker
+    if docker.mode == "swarm":
+        return SwarmEngine(docker.url, environment=config.environment, monitor=config.health.stable)
+    return Engine(docker.url, environment=config.environment)
+
+
+def git_source(config: Config) -> GitSource:
+    """The git cache of the manifest repository, fetching with the credentials from ``.env``."""
+    return GitSource(
+        config.paths.repo,
+        url=config.source.url,
+        branch=config.source.branch,
+        timeout=config.source.timeout,
+        env=git_credentials(host_dotenv(config.paths)),
+    )
+
+
+def make_rollout(
+    config: Config,
+    engine: RuntimeView,
+    *,
+    clock: Callable[[], datetime],
+    sleep: Callable[[float], None] = time.sleep,
+    monotonic: Callable[[], float] = time.monotonic,
+    at_step: Callable[[str], None] = checkpoint,
+) -> Applier:
+    """The rollout for ``docker.mode``, pulling with the registry credentials from ``.env``."""
+    mode: type[Rollout] | type[SwarmRollout] = SwarmRollout if config.docker.mode == "swarm" else Rollout
+    return mode(
+        cast(Any, engine),  # the mode chose the adapter too, so the engine has the mode's port
+        paths=config.paths,
+        health=config.health,
+        clock=clock,
+        sleep=sleep,
+        monotonic=monotonic,
+        auth=registry_auth(host_dotenv(config.paths)),
+        at_step=at_step,
+    )
+
+
+class ImageTrust:
+    """The image signature check (DESIGN §14) built from ``image.signatures`` and the registry credentials.
+
+    Keys are read at each use, so a rotated key file counts from the next pass.
+    """
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+
+    def verify(self, reference: str) -> ImageVerdict:
+        """The cosign signature of ``reference`` (``repo@sha256:…``) against ``image.signatures.keys``."""
+        signatures = self.config.image.signatures
+        if signatures is None:
+            raise ConfigError("image.signatures.keys is not set in the config: there is no key to verify against")
+        keys = load_cosign_keys(signatures.keys)
+        registry = registry_for(reference, credentials=registry_auth(host_dotenv(self.config.paths)))
+        return verify_image(reference, keys=keys, registry=registry)
+
+    def declared(self, source: GitSource, revision: str) -> ImageVerdict:
+        """The signature of the image ``revision``'s manifest declares, judged offline as ``validate`` does."""
+        path = f"envs/{self.config.environment}.yaml"
+        desired = desired_from_bytes(
+            source.read_file(revision, path, max_bytes=MAX_MANIFEST_BYTES),
+            environment=self.config.environment,
+            repository=self.config.image.repository,
+            paths=self.config.paths,
+            dotenv=None,  # .env is the pass's business, not verify's
+            revision=revision,
+            what=f"{path} at {revision[:12]}",
+        )
+        return self.verify(desired.image)
+
+    def check(self, desired: DesiredContainer) -> str:
+        """The pass's image step: the image's signer, or ``Refused`` before anything is pulled."""
+        try:
+            return self.verify(desired.image).image_signer
+        except ConfigError as exc:
+            raise Retryable(str(exc), code=Reason.HOST_CONFIG) from None
+
+    def trusted_signer(self, signer: str) -> bool:
+        """Whether a recorded image signer is still one of ``image.signatures.keys`` (a rotated key is not)."""
+        signatures = self.config.image.signatures
+        try:
+            keys = load_cosign_keys(signatures.keys) if signatures else ()
+        except ConfigError:
+            return False  # the check itself says what is wrong with the keys
+        return any(key.fingerprint == signer for key in keys)
+
+
+def validate_file(
+    file: Path, *, environment: str, config_file: Path | None, data: bytes | None = None
+) -> DesiredContainer:
+    """Check a manifest offline; with a config, against its image repository and ``.env``.
+
+    ``data``: the manifest's bytes when they come from elsewhere (stdin); ``file`` then only names it.
+    """
+    config = load_config(config_file) if config_file else None
+    if config is not None and config.environment != environment:
+        raise ConfigError(f"config is for '{config.environment}', the manifest for '{environment}'")
+    try:
+        data = file.read_bytes() if data is None else data
+    except OSError as exc:
+        raise ConfigError(f"cannot read {file}: {exc.strerror}") from None
+    dotenv = None
+    if config is not None:
+        try:
+            dotenv = read_dotenv(config.paths.dotenv)
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"cannot read {config.paths.dotenv}: {exc}") from None
+    return desired_from_bytes(
+        data,
+        environment=environment,
+        repository=config.image.repository if config else DEFAULT_REPOSITORY,
+        paths=config.paths if config else HostPaths(Path("/opt/dreichor"), environment),
+        dotenv=dotenv,
+        what=str(file),
+    )
+
+
+def git_credentials(dotenv: dict[str, str]) -> dict[str, str]:
+    """Environment for git: an https token as an extra header, or an ssh key; never on the command line."""
+    env: dict[str, str] = {}
+    token = dotenv.get("GIT_TOKEN")
+    if token:
+        basic = base64.b64encode(f"x-access-token:{token}".encode()).decode()
+        env.update(
+            {
+                "GIT_CONFIG_COUNT": "1",
+                "GIT_CONFIG_KEY_0": "http.extraHeader",
+                "GIT_CONFIG_VALUE_0": f"Authorization: Basic {basic}",
+            }
+        )
+    key = dotenv.get("GIT_SSH_KEY")
+    if key:
+        env["GIT_SSH_COMMAND"] = f"ssh -i {key} -o IdentitiesOnly=yes -o BatchMode=yes"
+    return env
+
+
+def registry_auth(dotenv: dict[str, str]) -> dict[str, str] | None:
+    """Registry credentials from ``.env`` (REGISTRY_USERNAME / REGISTRY_PASSWORD), if set."""
+    user, password = dotenv.get("REGISTRY_USERNAME"), dotenv.get("REGISTRY_PASSWORD")
+    return {"username": user, "password": password} if user and password else None

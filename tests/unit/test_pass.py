@@ -26,6 +26,7 @@ import pytest
 from controller.config import Config, ImageSignaturesConfig, parse_config
 from controller.contract import DesiredContainer
 from controller.errors import Reason, Refused, Retryable
+from controller.reconcile import ImageCheck
 from controller.records.audit import read_events
 from controller.records.host_init import init_layout
 from controller.records.locks import pass_lock
@@ -70,8 +71,8 @@ class Env:
     engine: FakeEngine
     time: FakeTime = field(default_factory=FakeTime)
 
-    def service(self, *, crash_at: str | None = None) -> EnvironmentService:
-        """A fresh service, as a new process would make one."""
+    def service(self, *, crash_at: str | None = None, image_check: ImageCheck | None = None) -> EnvironmentService:
+        """A fresh service, as a new process would make one (``image_check`` stands in for the registry)."""
 
         def at_step(step: str) -> None:
             if step == crash_at:
@@ -81,6 +82,7 @@ class Env:
         return EnvironmentService(
             self.config,
             engine=lambda: self.engine,
+            image_check=image_check,
             at_step=at_step,
             sleep=self.time.sleep,
             monotonic=self.time.monotonic,
@@ -311,8 +313,7 @@ def test_an_image_check_refuses_before_anything_is_pulled(deployed: Env) -> None
     def check(desired: object) -> str:
         raise Refused("the image carries no trusted signature", code=Reason.UNSIGNED)
 
-    service = deployed.service()
-    service.image_check = check
+    service = deployed.service(image_check=check)
     deployed.publish(GOOD_B)
     deployed.engine.calls.clear()
     assert service.sync().result == "refused"
@@ -339,8 +340,8 @@ class RegistryCheck:
 
 @pytest.mark.parametrize("drift", ["remove", "stop"])
 def test_repairing_the_verified_image_needs_no_registry(deployed: Env, drift: str) -> None:
-    check, service = RegistryCheck(), deployed.service()
-    service.image_check = check
+    check = RegistryCheck()
+    service = deployed.service(image_check=check)
     deployed.publish(GOOD_B)
     assert service.sync().result == "applied" and check.checked == [GOOD_B]
     check.down = True
@@ -353,8 +354,8 @@ def test_repairing_the_verified_image_needs_no_registry(deployed: Env, drift: st
 
 
 def test_a_new_image_is_checked_even_after_a_verified_one(deployed: Env) -> None:
-    check, service = RegistryCheck(), deployed.service()
-    service.image_check = check
+    check = RegistryCheck()
+    service = deployed.service(image_check=check)
     deployed.publish(GOOD_B)
     assert service.sync().result == "applied"
     check.down = True
@@ -365,8 +366,8 @@ def test_a_new_image_is_checked_even_after_a_verified_one(deployed: Env) -> None
 
 
 def test_an_image_applied_without_a_verified_signature_is_checked_when_repaired(deployed: Env) -> None:
-    check, service = RegistryCheck(), deployed.service()
-    service.image_check = check
+    check = RegistryCheck()
+    service = deployed.service(image_check=check)
     check.down = True
     deployed.engine.remove("dreichor-runtime-prod")
     assert service.sync().result == "failed" and check.checked == [GOOD_A]
@@ -380,23 +381,22 @@ def _trust_image_keys(env: Env, key: Path) -> None:
 def test_a_repair_checks_the_image_again_after_its_signing_key_was_rotated_out(deployed: Env, tmp_path: Path) -> None:
     old, new = (make_signing_key(tmp_path, name=name) for name in ("old", "new"))
     _trust_image_keys(deployed, old.public_path)
-    check, service = RegistryCheck(), deployed.service()
-    service.image_check = check
+    check = RegistryCheck()
+    service = deployed.service(image_check=check)
     check.signer = load_cosign_key(old.public_path).fingerprint
     deployed.publish(GOOD_B)
     assert service.sync().result == "applied"
     deployed.engine.remove("dreichor-runtime-prod")
     assert service.sync().result == "applied" and check.checked == [GOOD_B]  # the same key: no new check
     _trust_image_keys(deployed, new.public_path)
-    check.down, service = True, deployed.service()
-    service.image_check = check
+    check.down, service = True, deployed.service(image_check=check)
     deployed.engine.remove("dreichor-runtime-prod")
     assert service.sync().result == "failed" and check.checked == [GOOD_B, GOOD_B]
 
 
 def test_an_image_signed_after_the_merge_is_deployed_by_the_next_pass(deployed: Env) -> None:
-    check, service = RegistryCheck(), deployed.service()
-    service.image_check = check
+    check = RegistryCheck()
+    service = deployed.service(image_check=check)
     unsigned = Refused("the image carries no signature", code=Reason.IMAGE_UNSIGNED)
     check.refusal = unsigned
     deployed.publish(GOOD_B)
@@ -412,8 +412,8 @@ def test_adding_the_cosign_key_lifts_the_quarantine_of_an_untrusted_image_signat
 ) -> None:
     key = make_signing_key(tmp_path, name="cosign")
     _trust_image_keys(deployed, key.public_path)
-    check, service = RegistryCheck(), deployed.service()
-    service.image_check = check
+    check = RegistryCheck()
+    service = deployed.service(image_check=check)
     check.refusal = Refused("signed by an unknown key", code=Reason.UNTRUSTED_IMAGE_SIGNATURE)
     deployed.publish(GOOD_B)
     assert service.sync().result == "refused"

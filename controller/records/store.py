@@ -1,0 +1,151 @@
+"""The environment's status file and audit log as the service writes them: one writer, anchored.
+
+Every audit append moves the status file's anchor (``audit: {events, head}``)
+with it, so ``history --verify`` can tell a cut or edited log; a damaged
+status file is kept aside instead of overwritten; the watermark follows each
+newly applied revision.  A full disk is logged here and never fails the caller:
+the pass has already acted, and the next pass writes again.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from controller.config import Config
+from controller.contract import container_name
+from controller.records import audit
+from controller.records.files import create_new
+from controller.records.snapshots import Snapshot, list_snapshots
+from controller.records.status import (
+    AuditAnchor,
+    ContainerStatus,
+    SourceStatus,
+    Status,
+    applied_revision,
+    damaged_copies,
+    keep_damaged,
+    read_status,
+    read_watermark,
+    status_problem,
+    write_status,
+    write_watermark,
+)
+from controller.untrusted import bounded
+
+log = logging.getLogger("dreichor.records")
+
+
+@dataclass(frozen=True)
+class History:
+    """``history``'s answer: snapshots (newest first), audit events (oldest first), the chain's state."""
+
+    snapshots: list[Snapshot]
+    events: list[dict[str, Any]]
+    broken: str | None = None
+
+
+class Store:
+    """Writes one environment's status file, audit log and watermark."""
+
+    def __init__(self, config: Config, *, clock: Callable[[], datetime]) -> None:
+        self.config = config
+        self.paths = config.paths
+        self.clock = clock
+        self._anchor: audit.Anchor | None = None  # the audit log's tail after this operation's appends
+
+    def append(self, event: str, fields: dict[str, Any], *, at: datetime) -> dict[str, Any] | None:
+        """Append an audit event and remember the new tail; the written event, or None on a full disk."""
+        try:
+            written = audit.append_event(self.paths.audit, event, at=at, **fields)
+            self._anchor = audit.anchor(self.paths.audit)
+        except OSError as exc:
+            log.error("cannot append to the audit log", extra={"error": str(exc)})
+            return None
+        return written
+
+    def write(self, status: Status) -> None:
+        """Write the status with the audit anchor: after this operation's appends, else as recorded."""
+        try:
+            anchor = self._anchor or (None if status.audit else audit.anchor(self.paths.audit))
+            if anchor is not None:
+                status.audit = AuditAnchor(events=anchor.events, head=anchor.head)
+            write_status(self.paths.status, status)
+        except OSError as exc:
+            log.error("cannot write the status file", extra={"error": str(exc)})
+        finally:
+            self._anchor = None
+
+    def read(self) -> Status | None:
+        """The status file, or None when there is none (yet) or it cannot be read."""
+        return read_status(self.paths.status)
+
+    def load(self) -> Status:
+        """The status file with the configured source, or a fresh one for this environment."""
+        config = self.config
+        status = self.read()
+        if status is not None and status.environment == config.environment:
+            status.source.url, status.source.branch = config.source.url, config.source.branch
+            return status
+        return Status(
+            environment=config.environment,
+            updated_at=self.clock(),
+            source=SourceStatus(url=config.source.url, branch=config.source.branch),
+            container=ContainerStatus(name=container_name(config.environment)),
+        )
+
+    def remember(self, previous: Status, status: Status, *, guard: str | None) -> None:
+        """Move the watermark to a newly applied revision (or set it on a host that has none yet)."""
+        applied = applied_revision(status)
+        missing = read_watermark(self.paths.watermark) is None
+        revision = applied if applied and (applied != applied_revision(previous) or missing) else None
+        revision = revision or (guard if missing else None)
+        if revision is None:
+            return
+        try:
+            write_watermark(self.paths.watermark, revision)
+        except OSError as exc:
+            log.error("cannot write the watermark", extra={"error": str(exc)})
+
+    def damage(self, *, keep_aside: bool = False) -> str | None:
+        """Why passes are stopped by a damaged status file (None: they are not); ``keep_aside`` moves it."""
+        path = self.paths.status
+        problem = status_problem(path)
+        if problem is not None and keep_aside:
+            keep_damaged(path, now=self.clock())
+            problem = None
+        copies = damaged_copies(path)
+        if copies:
+            why = status_problem(copies[-1]) or f"{copies[-1].name} was kept aside"
+            return (
+                f"{why}; nothing is deployed until a person moves it back repaired or deletes it (docs/operations.md)"
+            )
+        if problem is not None:
+            return f"{problem}; the next sync keeps it aside and deploys nothing until a person repairs it"
+        return None
+
+    def history(self, *, verify: bool = False) -> History:
+        """Snapshots and audit events (text bounded); with ``verify``, whether the chain reaches its anchor."""
+        status = self.read()
+        recorded = audit.Anchor(status.audit.events, status.audit.head) if status and status.audit else None
+        broken = audit.verify_chain(self.paths.audit, recorded) if verify else None
+        events = [
+            {k: bounded(v) if isinstance(v, str) else v for k, v in e.items()}
+            for e in audit.read_events(self.paths.audit)
+        ]
+        return History(list_snapshots(self.paths.snapshots), events, broken)
+
+    def place_marker(self, reason: str) -> bool:
+        """Put the suspension marker down with its reason; False when it already was."""
+        return create_new(self.paths.suspended_marker, f"{reason}\n".encode(), mode=0o600)
+
+    def lift_marker(self) -> bool:
+        """Take the suspension marker away; False when there was none."""
+        try:
+            self.paths.suspended_marker.unlink()
+        except FileNotFoundError:
+            return False
+        return True
