@@ -225,6 +225,7 @@ class HostPaths:
         self.pass_lock = self.state / "pass.lock"
         self.suspended_marker = self.state / "suspended"
         self.notifications = self.state / "notifications.json"
+        self.deliveries = self.state / "webhook-deliveries.json"
         self.audit_events = self.env_dir / "volumes" / "audit-events"
         self.runtime_snapshots = self.env_dir / "volumes" / "snapshots"
 

@@ -26,6 +26,7 @@ from controller.api.routes import AccessVerifier, ApiContext, ApiServer, Guards,
 from controller.api.server import Limits
 from controller.config import AccessConfig
 from controller.metrics import Metrics
+from controller.records.deliveries import DeliveryMemory
 from testbed import ControllerHost, JwksServer, free_port, wait_for
 
 TEAM = "https://dreichor.cloudflareaccess.com"
@@ -47,6 +48,7 @@ class Api:
         secret: str | None = SECRET,
         emails: list[str] | None = None,
         limits: Limits | None = None,
+        deliveries: DeliveryMemory | None = None,
     ):
         self.triggers: list[str] = []
         self.keys = keys
@@ -59,7 +61,8 @@ class Api:
             trigger=self.triggers.append,
             metrics=self.metrics,
             guards=Guards(
-                access=AccessVerifier(config) if access else None, webhook=WebhookVerifier(secret, branch="main")
+                access=AccessVerifier(config) if access else None,
+                webhook=WebhookVerifier(secret, branch="main", deliveries=deliveries),
             ),
         )
         self.port = free_port()
@@ -444,6 +447,25 @@ def test_a_captured_delivery_replayed_under_a_new_delivery_id_is_refused(api: Ap
     assert api.hook(body, delivery="first") == 202
     assert api.hook(body, delivery="second") == 200  # same signed body, new id: a replay
     assert api.triggers == ["webhook"]
+
+
+def test_a_delivery_replayed_after_a_restart_triggers_no_pass(keys: Keys, tmp_path: Path) -> None:
+    path = tmp_path / "webhook-deliveries.json"
+    body = b'{"ref": "refs/heads/main", "after": "5678"}'
+    before = Api(keys, deliveries=DeliveryMemory(path))
+    try:
+        assert before.hook(body, delivery="captured") == 202
+    finally:
+        before.server.shutdown()
+        before.server.server_close()
+    after = Api(keys, deliveries=DeliveryMemory(path))  # the daemon restarted: the memory is read from state/
+    try:
+        assert after.hook(body, delivery="captured") == 200
+        assert after.hook(body, delivery="captured-again") == 200
+        assert after.triggers == []  # no pass, so no backoff cut short either
+    finally:
+        after.server.shutdown()
+        after.server.server_close()
 
 
 def test_a_ping_is_answered_without_a_pass(api: Api) -> None:
