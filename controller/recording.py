@@ -119,9 +119,11 @@ def _record_decision(status: Status, did: PassReport, result: PassResult, *, now
         )
         status.last_snapshot = did.snapshot or status.last_snapshot
         drift = result.plan is not None and result.plan.action == "repair"
-        fields = {"revision": target, "image": did.image, "signer": did.signer, "reason": result.reason}
+        fields: dict[str, Any] = {"revision": target, "image": did.image, "signer": did.signer, "reason": result.reason}
         if did.image_signer:
             fields["image_signer"] = did.image_signer
+        if drift and result.plan is not None:
+            fields["drift"] = list(result.plan.drift)  # what differed: "pid mode host", "capabilities SYS_ADMIN"
         events.append(AuditEvent("drift_repaired" if drift else "applied", {**fields, **_placement(did)}))
     elif result.result in ("refused", "rolled_back"):
         status.quarantined = quarantine_key(did)
