@@ -1,7 +1,10 @@
 """The manifest repository: the controller's git cache, fetched and read through GitPython.
 
 The only module that imports ``git``.  The cache is a bare repository under
-``state/repo``; nothing is ever checked out.  Files are read from a commit's
+``state/repo``; nothing is ever checked out.  Every fetch into it (and its
+creation) holds ``state/fetch.lock``, whichever process fetches — the daemon's
+pass, ``sync``, ``plan``, ``verify`` — so two git processes never update its refs
+at once and none of them fails for the other.  Files are read from a commit's
 tree by mode and size first, so a symlink, a submodule or a huge blob in the
 manifest repository is refused before a byte of it is read.
 """
@@ -15,6 +18,7 @@ import git
 from gitdb.exc import BadName, BadObject
 
 from controller.errors import Reason, Refused, Retryable
+from controller.records.locks import pass_lock
 
 REGULAR_FILE = 0o100644
 
@@ -30,9 +34,17 @@ class GitSource:
     """A bare cache of one branch of the manifest repository."""
 
     def __init__(
-        self, path: Path, *, url: str, branch: str, timeout: int = 60, env: dict[str, str] | None = None
+        self,
+        path: Path,
+        *,
+        url: str,
+        branch: str,
+        timeout: int = 60,
+        env: dict[str, str] | None = None,
+        lock: Path | None = None,
     ) -> None:
         self.path = path
+        self.lock = lock or path.with_name("fetch.lock")
         self.url = url
         self.branch = branch
         self.timeout = timeout
@@ -57,6 +69,14 @@ class GitSource:
     def fetch(self) -> str:
         """Fetch the branch into the cache (force: a rewrite is judged later); return its head."""
         env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "/bin/false", **self.env}
+        with pass_lock(self.lock):  # waits for another process's fetch, at most its timeout
+            self._fetch(env)
+        try:  # in-process: the no-change pass spawns no second git
+            return str(self.repo().rev_parse(f"{self.tracking_ref}^{{commit}}").hexsha)
+        except (BadName, BadObject, ValueError):
+            return self.resolve(self.tracking_ref)
+
+    def _fetch(self, env: dict[str, str]) -> None:
         try:
             self.repo().git.fetch(
                 "--quiet",
@@ -69,10 +89,6 @@ class GitSource:
             )
         except git.GitCommandError as exc:
             raise SourceError(f"fetching {self.branch} failed: {_stderr(exc)}") from None
-        try:  # in-process: the no-change pass spawns no second git
-            return str(self.repo().rev_parse(f"{self.tracking_ref}^{{commit}}").hexsha)
-        except (BadName, BadObject, ValueError):
-            return self.resolve(self.tracking_ref)
 
     def resolve(self, rev: str) -> str:
         """The full commit id of ``rev`` in the cache, as ``git rev-parse`` reads it.
