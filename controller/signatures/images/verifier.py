@@ -128,7 +128,7 @@ def _classic(image: ImageReference, registry: RegistryClient, *, keys: Sequence[
         return
     layers = _list(_manifest(answer.body, what=f"signature manifest {tag}"), "layers", what=f"signature manifest {tag}")
     if len(layers) > MAX_SIGNATURE_LAYERS:
-        raise _fault(f"signature manifest {tag} has {len(layers)} layers, more than {MAX_SIGNATURE_LAYERS}")
+        raise _refused(f"signature manifest {tag} has {len(layers)} layers, more than {MAX_SIGNATURE_LAYERS}")
     for layer in layers:
         yield partial(_check_classic_layer, layer, image, registry, keys=keys)
 
@@ -156,7 +156,7 @@ def _bundles(image: ImageReference, registry: RegistryClient, *, keys: Sequence[
         return
     referrers = _list(_manifest(index.body, what="referrers index"), "manifests", what="referrers index")
     if len(referrers) > MAX_REFERRERS:
-        raise _fault(f"referrers index lists {len(referrers)} manifests, more than {MAX_REFERRERS}")
+        raise _refused(f"referrers index lists {len(referrers)} manifests, more than {MAX_REFERRERS}")
     for entry in referrers:
         if isinstance(entry, dict) and entry.get("artifactType") in BUNDLE_MEDIA_TYPES:
             yield partial(_check_bundle_referrer, entry, image, registry, keys=keys)
@@ -219,6 +219,11 @@ def _reraise(exc: Refused | Retryable) -> ImageVerdict:
 
 def _unique(reasons: list[str]) -> list[str]:
     return list(dict.fromkeys(reasons))[:8]
+
+
+def _refused(reason: str) -> Refused:
+    """Over a count cap: refused like an answer over its size cap (``RegistryAnswerTooLarge``)."""
+    return Refused(reason, code=Reason.UNTRUSTED_IMAGE_SIGNATURE)
 
 
 def _fault(reason: str) -> Retryable:
