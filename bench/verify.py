@@ -1,7 +1,7 @@
 """Verifying one signed commit in process, against ``git verify-commit`` of the same commit.
 
 Two rows: an ed25519 SSH signature made here, and a real GitHub web-flow merge
-(RSA 4096, from ``<repo>/../shared/data/real-commits``) against git through gpg.
+(RSA 4096, from ``tests/data/real-commits``) against git through gpg.
 Run: ``.venv/bin/python -m bench.verify``.  Goal: at most 0.1x git's time
 (git spawns ssh-keygen or gpg per verification; the controller does not).
 """
@@ -18,7 +18,7 @@ from bench.common import Result, median_seconds, report
 from controller.signatures.commits.policy import TrustPolicy
 from testbed import ManifestRepo, make_ssh_key
 
-REAL_COMMITS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real-commits"
+REAL_COMMITS = Path(__file__).resolve().parents[1] / "tests" / "data" / "real-commits"
 
 
 def measure(runs: int = 30) -> Result:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
+from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
@@ -54,7 +56,7 @@ class TrustConfig(_Section):
 
 
 class ImageSignaturesConfig(_Section):
-    """Cosign keys one of which must have signed a digest before it is pulled (DESIGN §14)."""
+    """Cosign keys one of which must have signed a digest before it is pulled (docs/design.md §14)."""
 
     keys: list[StrictStr] = Field(min_length=1, max_length=16, description="PEM public keys, relative paths.")
 
@@ -130,6 +132,7 @@ NotifyEvent = Literal[
     "stale",
     "suspended",
     "resumed",
+    "waiting_approval",
 ]
 DEFAULT_NOTIFY_EVENTS: tuple[NotifyEvent, ...] = (
     "refused",
@@ -141,11 +144,12 @@ DEFAULT_NOTIFY_EVENTS: tuple[NotifyEvent, ...] = (
     "suspended",
     "resumed",
     "applied",
+    "waiting_approval",
 )
 
 
 class NotifyConfig(_Section):
-    """Where decisions are told (Apprise URLs) and which ones; DESIGN §12."""
+    """Where decisions are told (Apprise URLs) and which ones; docs/design.md §12."""
 
     urls: list[StrictStr] = Field(
         default_factory=list, description='Apprise URLs; "${NAME}" is replaced from the .env file.'
@@ -156,6 +160,61 @@ class NotifyConfig(_Section):
     repeat: Annotated[StrictInt, Field(ge=60, le=7 * 86_400)] = Field(
         default=3600, description="Seconds before the same unresolved problem is told again."
     )
+
+
+_DURATION = re.compile(r"^([1-9][0-9]{0,4})([smhdw])$")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 7 * 86_400}
+
+
+def parse_duration(text: str) -> timedelta:
+    """``14d``, ``12h``, ``2w``: a whole number and one unit (s, m, h, d, w)."""
+    found = _DURATION.match(text)
+    if not found:
+        raise ValueError(f"{text!r} is not a duration such as 7d, 12h or 2w")
+    return timedelta(seconds=int(found.group(1)) * _UNITS[found.group(2)])
+
+
+class ApprovalsConfig(_Section):
+    """k named people must approve an environment's content before it is applied (docs/design.md §15)."""
+
+    threshold: Annotated[StrictInt, Field(ge=1, le=32)] = Field(description="Distinct people who must approve.")
+    approvers: StrictStr = Field(min_length=1, description="allowed_signers format; the principal is the person.")
+    openpgp_keys: StrictStr | None = Field(
+        default=None, description="Armored OpenPGP keys of approvers; the person is the first user ID's address."
+    )
+    repository: StrictStr | None = Field(
+        default=None, min_length=1, description="The name statements carry; default derived from source.url."
+    )
+    max_age: StrictStr = Field(default="14d", description="Longest validity an approval may claim.")
+
+    @model_validator(mode="after")
+    def _check_max_age(self) -> ApprovalsConfig:
+        if parse_duration(self.max_age) > timedelta(days=366):
+            raise ValueError(f"approvals.max_age {self.max_age!r} is longer than a year")
+        return self
+
+    @property
+    def max_validity(self) -> timedelta:
+        """``max_age`` as a duration."""
+        return parse_duration(self.max_age)
+
+
+def repository_name(url: str) -> str:
+    """``github.com/owner/name`` from a clone URL (https, ssh or scp-like ``git@host:owner/name.git``).
+
+    The approver's ``approve`` and the host derive the name the same way, so the two agree on it
+    without configuration; a ``file://`` URL gives its path.
+    """
+    text = url.strip()
+    scp = re.match(r"^[^/@:]+@([^/:]+):(?!//)(.+)$", text)
+    if scp:
+        host, path = scp.group(1), scp.group(2)
+    else:
+        parts = urlsplit(text)
+        host, path = (parts.hostname or "").lower(), parts.path
+    path = path.strip("/")
+    path = path[: -len(".git")] if path.endswith(".git") else path
+    return f"{host}/{path}" if host else f"/{path}"
 
 
 class GithubConfig(_Section):
@@ -183,6 +242,7 @@ class Config(_Section):
     api: ApiConfig = ApiConfig()
     health: HealthConfig = HealthConfig()
     notify: NotifyConfig | None = None
+    approvals: ApprovalsConfig | None = None
     github: GithubConfig | None = None
 
     @model_validator(mode="after")
@@ -198,13 +258,19 @@ class Config(_Section):
         return self.api.listen or f"127.0.0.1:{API_PORTS[self.environment]}"
 
     @property
+    def approval_repository(self) -> str:
+        """The repository every approval statement must name: ``approvals.repository``, else from ``source.url``."""
+        configured = self.approvals.repository if self.approvals else None
+        return configured or repository_name(self.source.url)
+
+    @property
     def paths(self) -> HostPaths:
         """Host paths of this environment."""
         return HostPaths(Path(self.root), self.environment)
 
 
 class HostPaths:
-    """The files of one environment on the host (DESIGN §4)."""
+    """The files of one environment on the host (docs/design.md §4)."""
 
     def __init__(self, root: Path, environment: str) -> None:
         self.root = root
@@ -214,6 +280,7 @@ class HostPaths:
         self.dotenv = self.agent_dir / ".env"
         self.config = self.agent_dir / "controller.yaml"
         self.trust_dir = self.agent_dir / "trust"
+        self.known_hosts = self.trust_dir / "known_hosts"  # ssh sources: the git server's host key
         self.state = self.agent_dir / "state"
         self.status = self.state / "status.json"
         self.snapshots = self.state / "snapshots"
@@ -284,7 +351,18 @@ def parse_config(raw: dict[str, object], *, base: Path, name: str = "config") ->
     if image.signatures is not None:
         keys = [str(base / key) for key in image.signatures.keys]
         image = image.model_copy(update={"signatures": image.signatures.model_copy(update={"keys": keys})})
-    return config.model_copy(update={"trust": trust, "image": image, "root": str(Path(config.root))})
+    approvals = config.approvals
+    if approvals is not None:
+        files = {k: str(base / v) for k in ("approvers", "openpgp_keys") if (v := getattr(approvals, k)) is not None}
+        approvals = approvals.model_copy(update=files)
+    update = {"trust": trust, "image": image, "approvals": approvals, "root": str(Path(config.root))}
+    return config.model_copy(update=update)
+
+
+REQUIRED = {
+    "source.url": "source.url is not set: the controller polls no repository until it names the signed "
+    "manifest repository's clone URL (https://, ssh:// or file://)",
+}
 
 
 def describe_errors(exc: ValidationError) -> str:
@@ -292,14 +370,27 @@ def describe_errors(exc: ValidationError) -> str:
     parts = []
     for error in exc.errors():
         where = ".".join(str(part) for part in error["loc"]) or "config"
+        if error["type"] == "missing":
+            parts.append(REQUIRED.get(where, f"{where} is not set, and it has no default"))
+            continue
         message = "unknown key" if error["type"] == "extra_forbidden" else error["msg"]
         parts.append(f"{where}: {message}")
     return "; ".join(parts)
 
 
-def config_path(explicit: str | None) -> Path:
-    """The config file: ``--config``, else ``$DREICHOR_CONFIG``."""
-    value = explicit or os.environ.get("DREICHOR_CONFIG")
+def default_root() -> Path:
+    """The layout's base: ``$DREICHOR_ROOT``, else ``/opt/dreichor``."""
+    return Path(os.environ.get("DREICHOR_ROOT") or DEFAULT_ROOT)
+
+
+def config_path(explicit: str | None, *, environment: str | None = None) -> Path:
+    """The config file: ``--config``, else ``<root>/<env>/deploy-agent/controller.yaml`` for ``-e ENV``
+    (root: ``$DREICHOR_ROOT`` or ``/opt/dreichor``), else ``$DREICHOR_CONFIG``."""
+    if explicit:
+        return Path(explicit)
+    if environment:
+        return HostPaths(default_root(), environment).config
+    value = os.environ.get("DREICHOR_CONFIG")
     if not value:
-        raise ConfigError("no config given: pass --config PATH or set DREICHOR_CONFIG")
+        raise ConfigError("no config given: pass -e ENV, --config PATH, or set DREICHOR_CONFIG")
     return Path(value)

@@ -1,7 +1,7 @@
 """The layout contract: manifest + config + ``.env`` → the desired container, or a refusal.
 
 This is the one place that knows what a Dreichor runtime container must look
-like (DESIGN §3, the runtime layout).  It is pure: it reads no files and talks
+like (docs/design.md §3, the runtime layout).  It is pure: it reads no files and talks
 to no engine, so every rule is a table-driven unit test.
 """
 

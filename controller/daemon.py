@@ -31,6 +31,7 @@ from controller.errors import ConfigError, ControllerError, Reason
 from controller.metrics import Metrics
 from controller.notifications.sender import Notifier
 from controller.plan import Plan
+from controller.recording import held
 from controller.records.deliveries import DeliveryMemory
 from controller.records.locks import hold_lock
 from controller.service import EnvironmentService, PassOptions, PassResult
@@ -130,6 +131,7 @@ class Daemon:
         self.ready = False
         self.api: ApiServer | None = None
         self.last_plan: Plan | None = None  # the newest plan a pass made, for the status page
+        self.last_wait: str | None = None  # the reason of a held change already logged at warning
 
     def _attach_notifier(self, service: EnvironmentService) -> Notifier | None:
         return attach_notifier(
@@ -211,8 +213,12 @@ class Daemon:
             result = PassResult("failed", "internal error", retryable=True, code=Reason.INTERNAL_ERROR)
         self.last_pass_at = datetime.now(UTC)
         self.last_plan = result.plan or self.last_plan  # a pass refused before its plan leaves the last one
-        level = logging.WARNING if result.result in PROBLEM_RESULTS else logging.INFO
-        log.log(level, "pass", extra={"result": result.result, "code": str(result.code), "reason": result.reason})
+        level = logging.WARNING if result.result in PROBLEM_RESULTS and not held(result) else logging.INFO
+        if result.result == "waiting":  # a held change is one decision: a warning once, then info per poll
+            level = logging.WARNING if result.reason != self.last_wait else logging.INFO
+        self.last_wait = result.reason if result.result == "waiting" else None
+        verdict = "held" if held(result) else result.result  # the refusal was logged once, when it was made
+        log.log(level, "pass", extra={"result": verdict, "code": str(result.code), "reason": result.reason})
         self._after_pass(result, seconds=(self.last_pass_at - started).total_seconds())
         self._schedule_after(result)
         if self.trigger_pending.is_set() and not self.stopping.is_set():
@@ -230,8 +236,10 @@ class Daemon:
             seconds=seconds,
             revision=applied.revision if applied else None,
             image=applied.image if applied else None,
+            version=applied.version() if applied else None,
         )
-        notify.status(f"{status.phase if status else 'Unknown'}: {result.result}: {result.reason}"[:200])
+        glance = f"{status.sync.state}, {status.health}" if status and status.sync else "no status"
+        notify.status(f"{glance}: {'held' if held(result) else result.result}: {result.reason}"[:200])
         if not self.ready:
             self.ready = True
             notify.ready()

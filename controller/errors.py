@@ -51,6 +51,7 @@ class Reason(StrEnum):
     REGISTRY_ANSWER_TOO_LARGE = "RegistryAnswerTooLarge"
     SWARM_PLACEMENT = "SwarmPlacement"  # the swarm cannot place the runtime: the host's fault, not the revision's
     MODE_CONFLICT = "ModeConflict"  # the other docker.mode's runtime or journal is there: the host's to settle
+    BAD_APPROVALS = "BadApprovals"  # the approvals folder breaks its limits (count, size, symlinks, encoding)
     # rolled back: the new container failed its health gate
     HEALTH_GATE_FAILED = "HealthGateFailed"
     # retryable: something we depend on was unreachable
@@ -61,6 +62,8 @@ class Reason(StrEnum):
     STATE_IO = "StateIO"
     REGISTRY_UNAVAILABLE = "RegistryUnavailable"
     REGISTRY_AUTH = "RegistryAuth"
+    # held: the change waits for approvals (docs/design.md §15), no refusal
+    AWAITING_APPROVALS = "AwaitingApprovals"
     # no decision
     IN_SYNC = "InSync"
     APPLIED = "Applied"

@@ -2,7 +2,7 @@
 
 A manifest says one thing: which image digest an environment runs, with a few
 non-secret settings.  Everything else about the container belongs to the
-controller (DESIGN §3), so keys that try to set it are refused by name with
+controller (docs/design.md §3), so keys that try to set it are refused by name with
 the layout rule they would break — not lumped in with typos.
 """
 

@@ -3,9 +3,10 @@
 Counters are named for what an operator alerts on: passes by result,
 rollbacks, drift repairs, fetch failures, refusals by reason and refused
 API calls; plus the applied revision as an info metric and the time of the
-last successful pass.  Gauges say the state to alert on: the phase (one
-series per phase, 1 for the current one), suspended, source stale,
-quarantined, and the build's version.  In Swarm mode an info metric names
+last successful pass.  Gauges say the state to alert on: sync and health
+apart (docs/design.md §16), the phase (one series per state, 1 for the current one), suspended,
+source stale, quarantined, approvals a held change still needs, and the build's version.  In Swarm
+mode an info metric names
 the node the runtime's task runs on (one series at a time: the task id, new
 at every deploy, stays in the status file, out of the labels).
 """
@@ -14,13 +15,23 @@ from __future__ import annotations
 
 import time
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    disable_created_metrics,
+    generate_latest,
+)
 
 from controller import __version__
 from controller.errors import Reason
-from controller.records.status import Status
+from controller.records.status import HEALTHS, SYNC_STATES, Status
 
 PHASES = ("InSync", "Progressing", "Degraded", "Suspended")
+# A ``_created`` series per counter doubles the exposition and means nothing to an alert.
+disable_created_metrics()  # type: ignore[no-untyped-call]  # prometheus_client leaves it unannotated
 
 
 class Metrics:
@@ -52,9 +63,19 @@ class Metrics:
             "dreichor_api_auth_failures_total", "Refused API calls.", ["endpoint", "reason"], registry=r
         )
         self.phase = Gauge("dreichor_phase", "1 for the environment's current phase, else 0.", ["phase"], registry=r)
+        self.sync = Gauge(
+            "dreichor_sync",
+            "1 for whether the head's content runs (docs/design.md §16), else 0.",
+            ["state"],
+            registry=r,
+        )
+        self.health = Gauge("dreichor_health", "1 for the runtime container's health, else 0.", ["state"], registry=r)
         self.suspended = Gauge("dreichor_suspended", "1 while the environment is suspended.", registry=r)
         self.source_stale = Gauge("dreichor_source_stale", "1 while the manifest repo cannot be fetched.", registry=r)
         self.quarantined = Gauge("dreichor_quarantined", "1 while the branch head is quarantined.", registry=r)
+        self.approvals_missing = Gauge(
+            "dreichor_approvals_missing", "Approvals the held change still needs (0: none is held).", registry=r
+        )
         self.build_info = Gauge("dreichor_build_info", "The controller's version (always 1).", ["version"], registry=r)
         self.build_info.labels(__version__).set(1)
         self.runtime_node = Info("dreichor_runtime", "Swarm mode: the node the runtime's task runs on.", registry=r)
@@ -76,8 +97,15 @@ class Metrics:
         seconds: float,
         revision: str | None,
         image: str | None,
+        version: str | None = None,
     ) -> None:
-        """Count one pass: its result (applied, refused, ...), its reason code, and what runs now."""
+        """Count one pass: its result (applied, refused, ...), its reason code, and what runs now.
+
+        A pass that meets a head already refused (``Quarantined``) is counted as ``held``: the refusal
+        was counted once, when it was made, not once per poll.
+        """
+        if result == "refused" and reason == Reason.QUARANTINED:
+            result = "held"
         self.passes.labels(result).inc()
         self.duration.observe(seconds)
         if result in ("applied", "unchanged"):
@@ -91,7 +119,7 @@ class Metrics:
         if drift_repaired and result == "applied":
             self.drift_repairs.inc()
         if revision and image:
-            self.applied.info({"revision": revision, "image": image})
+            self.applied.info({"revision": revision, "image": image, "version": version or ""})
 
     def record_status(self, status: Status | None) -> None:
         """Set the gauges from the status file (None: before the first pass, every phase 0)."""
@@ -100,6 +128,13 @@ class Metrics:
         self.suspended.set(1 if status is not None and status.suspended else 0)
         self.source_stale.set(1 if status is not None and status.source.stale else 0)
         self.quarantined.set(1 if status is not None and status.quarantined else 0)
+        held = status.approvals if status is not None else None
+        self.approvals_missing.set(max(held.need - len(held.have), 0) if held is not None else 0)
+        sync = status.sync.state if status is not None and status.sync else None
+        for state in SYNC_STATES:
+            self.sync.labels(state).set(1 if state == sync else 0)
+        for health in HEALTHS:
+            self.health.labels(health).set(1 if status is not None and status.health == health else 0)
         if status is not None and status.container.node:
             self.runtime_node.info({"node": status.container.node})
 

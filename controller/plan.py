@@ -52,7 +52,7 @@ IPC_DEFAULTS = frozenset({"", "private", "shareable", "none"})  # the engine's d
 def widening(actual: ContainerState) -> tuple[str, ...]:
     """Each setting of ``actual`` that lets the runtime do more than the controller gives it, as people read it.
 
-    The controller creates the runtime with none of these (DESIGN §3), so any one is drift, named
+    The controller creates the runtime with none of these (docs/design.md §3), so any one is drift, named
     with its value: "pid mode host", "capabilities SYS_ADMIN", "devices /dev/mem".
     """
     p = actual.privileges

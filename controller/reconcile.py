@@ -1,14 +1,16 @@
-"""One reconcile pass (DESIGN §9) as a list of named steps over a context.
+"""One reconcile pass (docs/design.md §9) as a list of named steps over a context.
 
 fetch → guard history → verify → load → validate → check quarantine → plan →
-(verify image) → apply (→ health gate, inside apply).  Each step reads the
+check approvals → (verify image) → apply (→ health gate, inside apply).  Each step reads the
 pass context and adds to it.  Errors decide what happens next: ``Refused``
 quarantines what would have run — the desired container's content, so the
 same change under another commit id stays quarantined; or the head itself
 when the refusal came before its content was known — until a different
 change, a change of the host's trust/cosign key/.env files, or ``--force``;
 ``Retryable`` leaves everything running and asks for a backoff,
-anything else is a bug and is re-raised.  The pass writes nothing itself: it
+anything else is a bug and is re-raised.  A change that lacks approvals
+(docs/design.md §15) is neither: it is held, ``waiting``, and the next pass looks again.
+The pass writes nothing itself: it
 ends with a ``PassReport`` that ``recording`` turns into status and audit
 events, which the service writes whatever happened.
 """
@@ -22,18 +24,26 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
+from controller import approvals
 from controller.config import Config
 from controller.containers import ContainerState
-from controller.contract import CONTRACT_VERSION, LABEL_REVISION, DesiredContainer, container_name, desired_from_bytes
+from controller.contract import (
+    CONTRACT_VERSION,
+    LABEL_MANIFEST,
+    LABEL_REVISION,
+    DesiredContainer,
+    container_name,
+    desired_from_bytes,
+)
 from controller.engine.port import RuntimeView
-from controller.errors import ControllerError, Reason, Refused, Retryable
+from controller.errors import ConfigError, ControllerError, Reason, Refused, Retryable
 from controller.manifest import MAX_MANIFEST_BYTES
 from controller.plan import Plan, plan
 from controller.recording import PassReport, PassResult
 from controller.records import audit
 from controller.records.dotenv import read_dotenv
 from controller.records.snapshots import list_snapshot_files
-from controller.records.status import ContainerStatus, Status, applied_revision, read_watermark
+from controller.records.status import ApprovalsStatus, ContainerStatus, Status, applied_revision, read_watermark
 from controller.rollout.base import Applier, HealthGateFailed, Outcome, checkpoint
 from controller.signatures.commits.policy import Verdict, VerifiedCache
 from controller.signatures.commits.verification import load_policy, verify_revision
@@ -63,7 +73,7 @@ class PassWorld:
     rollout: Callable[[], Applier]
     cache: VerifiedCache
     progress: Callable[[PassContext], None]  # the status says Progressing before anything is changed
-    image_check: ImageCheck | None = None  # image signatures (DESIGN §14), before the pull
+    image_check: ImageCheck | None = None  # image signatures (docs/design.md §14), before the pull
     image_signer_trusted: Callable[[str], bool] = lambda signer: True  # a recorded signer is still a key
     at_step: Callable[[str], None] = checkpoint
     desired_cache: dict[tuple[str, str], DesiredContainer] = field(default_factory=dict)
@@ -92,6 +102,20 @@ class PassContext:
     actual: ContainerState | None = None
     outcome: Outcome | None = None
     logs: str | None = None
+    tally: approvals.Tally | None = None  # the approvals of the declared content, when it needed some
+
+
+@dataclass(frozen=True)
+class PlanAnswer:
+    """``plan``'s answer: the pass's verdict, and what fetch, verify and validate learned before it ended."""
+
+    result: PassResult
+    environment: str
+    branch: str
+    head: str | None = None
+    signer: str | None = None
+    image: str | None = None
+    tag: str | None = None
 
 
 class Pass:
@@ -133,6 +157,11 @@ class Pass:
         assert self.ctx.plan is not None  # noqa: S101 set by plan_change
         if self.ctx.plan.action == "nothing":
             return PassResult("unchanged", self.ctx.plan.reason, plan=self.ctx.plan)
+        self.check_approvals()
+        tally = self.ctx.tally
+        if tally is not None and not tally.enough:
+            reason, code = waiting_reason(tally), Reason.AWAITING_APPROVALS
+            return PassResult("waiting", reason, plan=self.ctx.plan, code=code, approvals=tally.describe())
         self.verify_image()
         if self.ctx.options.dry_run:  # plan: the image's signature is checked, nothing is pulled
             return PassResult("unchanged", self.ctx.plan.reason, plan=self.ctx.plan, image_signer=self.ctx.image_signer)
@@ -252,8 +281,39 @@ class Pass:
         deployed = self.ctx.status.applied is not None
         self.ctx.plan = plan(desired, self.ctx.actual, deployed=deployed, adopt=self.ctx.options.adopt)
 
+    def check_approvals(self) -> None:
+        """docs/design.md §15: a change to what runs needs ``approvals.threshold`` people's approvals of its content.
+
+        The content is the manifest file's SHA-256.  Content equal to the running content needs none
+        (drift repair, a re-push, the fallback to the applied revision while the head is quarantined).
+        """
+        config = self.config.approvals
+        content = self._desired().labels[LABEL_MANIFEST]
+        if config is None or content == self._running_content():
+            return
+        self.world.at_step("approvals")
+        self.ctx.tally = count_for(
+            self.config, self.world.source, revision=self._target(), content=content, now=self.ctx.now
+        )
+
+    def _running_content(self) -> str | None:
+        """The manifest SHA-256 of what runs: the managed container's label, else the applied revision's file."""
+        actual = self.ctx.actual
+        if actual is not None and actual.managed and actual.labels.get(LABEL_MANIFEST):
+            return actual.labels[LABEL_MANIFEST]
+        applied = applied_revision(self.ctx.status)
+        if applied is None:
+            return None
+        try:
+            data = self.world.source.read_file(
+                applied, f"envs/{self.config.environment}.yaml", max_bytes=MAX_MANIFEST_BYTES
+            )
+        except Refused:  # gone from the fetched history, or never a manifest: nothing runs by it
+            return None
+        return hashlib.sha256(data).hexdigest()
+
     def verify_image(self) -> None:
-        """The image's own signature (DESIGN §14), when a check is configured: before anything is pulled.
+        """The image's own signature (docs/design.md §14), when a check is configured: before anything is pulled.
 
         The check guards new content: the applied image, verified when it was applied, is not
         checked again (repairing a removed or stopped container must not wait for the registry).
@@ -288,6 +348,21 @@ class Pass:
 
     # -- what the pass did -----------------------------------------------------------------
 
+    def learned(self, result: PassResult) -> PlanAnswer:
+        """``plan``'s answer: the verdict, and what fetch, verify and validate learned before it ended."""
+        ctx, config = self.ctx, self.config
+        at_head = ctx.target == ctx.head  # a held head plans the applied revision: its facts are not the head's
+        desired = ctx.desired if at_head else None
+        return PlanAnswer(
+            result=result,
+            environment=config.environment,
+            branch=config.source.branch,
+            head=ctx.head,
+            signer=ctx.verdict.signer if ctx.verdict and at_head else None,
+            image=desired.image if desired else None,
+            tag=desired.tag if desired else None,
+        )
+
     def report(self, result: PassResult, *, recovered: str | None = None) -> PassReport:
         """The facts ``recording.record`` needs; reads the container once more only when something changed."""
         ctx = self.ctx
@@ -306,16 +381,86 @@ class Pass:
             signer=ctx.verdict.signer if ctx.verdict else None,
             image_signer=ctx.image_signer,
             image=ctx.desired.image if ctx.desired else None,
+            tag=ctx.desired.tag if ctx.desired else None,
             snapshot=snapshot,
             logs=ctx.logs,
             rewrite_allowed_over=ctx.rewrite_allowed_over,
             recovered=recovered,
+            approvals=approvals_view(ctx.tally) if ctx.tally else None,
         )
 
     def _container_view(self, result: PassResult) -> ContainerStatus:
         if result.result == "unchanged" and self.ctx.actual is not None:
             return container_view(self.ctx.actual)
         return current_container(self.world.engine, self.config.environment)
+
+
+def count_for(config: Config, source: GitSource, *, revision: str, content: str, now: datetime) -> approvals.Tally:
+    """The approvals of ``content`` in ``revision``'s tree, counted against the host's approvers at ``now``."""
+    assert config.approvals is not None  # noqa: S101 asked only when approvals are configured
+    environment = config.environment
+    files = source.read_folder(
+        revision,
+        approvals.folder(environment, content),
+        max_entries=approvals.MAX_FILES,
+        max_bytes=approvals.MAX_FILE_BYTES,
+        code=Reason.BAD_APPROVALS,
+    )
+    return approvals.count_approvals(
+        files,
+        subject=approvals.Subject(config.approval_repository, environment, content),
+        approvers=load_approvers(config),
+        threshold=config.approvals.threshold,
+        max_age=config.approvals.max_validity,
+        now=now,
+    )
+
+
+@dataclass(frozen=True)
+class HeadApprovals:
+    """``approvals``' answer: the verified head and its content's tally."""
+
+    revision: str
+    tally: approvals.Tally
+
+
+def head_approvals(config: Config, source: GitSource, *, applied: str | None, now: datetime) -> HeadApprovals:
+    """Fetch, verify the head as a pass would, and count the approvals of its content (docs/design.md §15)."""
+    if config.approvals is None:
+        raise ConfigError("approvals are not configured: there is no approvals section in the config")
+    head = source.fetch()
+    verify_revision(source, load_policy(config), mode=config.trust.mode, applied=applied, head=head, now=now)
+    data = source.read_file(head, f"envs/{config.environment}.yaml", max_bytes=MAX_MANIFEST_BYTES)
+    content = hashlib.sha256(data).hexdigest()
+    return HeadApprovals(head, count_for(config, source, revision=head, content=content, now=now))
+
+
+def load_approvers(config: Config) -> approvals.Approvers:
+    """The host's approvers (``approvals.approvers``, ``approvals.openpgp_keys``) and the trust's revoked keys."""
+    assert config.approvals is not None  # noqa: S101 asked only when approvals are configured
+    return approvals.load_approvers(
+        Path(config.approvals.approvers),
+        openpgp_keys=Path(config.approvals.openpgp_keys) if config.approvals.openpgp_keys else None,
+        revoked_keys=Path(config.trust.revoked_keys) if config.trust.revoked_keys else None,
+    )
+
+
+def waiting_reason(tally: approvals.Tally) -> str:
+    """``waiting for approvals (1 of 2: alice)``: the held change, in the status, page and logs."""
+    names = f": {', '.join(tally.have)}" if tally.counted else ""
+    return f"waiting for approvals ({len(tally.counted)} of {tally.need}{names})"
+
+
+def approvals_view(tally: approvals.Tally) -> ApprovalsStatus:
+    """A tally as the status file records it."""
+    return ApprovalsStatus(
+        content=tally.content,
+        have=tally.have,
+        need=tally.need,
+        missing=tally.missing,
+        expires={a.person: a.expires for a in tally.counted},
+        not_counted=[r.reason for r in tally.rejected][:8],
+    )
 
 
 def current_container(engine: Callable[[], RuntimeView], environment: str) -> ContainerStatus:
@@ -392,11 +537,13 @@ def content_key(desired: DesiredContainer, *, host: str) -> str:
 
 
 def host_digest(config: Config) -> str:
-    """SHA-256 of the host files a refusal may depend on: trust files, cosign keys and ``.env``."""
+    """SHA-256 of the host files a refusal may depend on: trust files, cosign keys, approvers and ``.env``."""
     digest = hashlib.sha256()
     trust = config.trust
     cosign = config.image.signatures.keys if config.image.signatures else []
-    for name in (trust.allowed_signers, trust.openpgp_keys, trust.revoked_keys, *cosign, str(config.paths.dotenv)):
+    approvers = (config.approvals.approvers, config.approvals.openpgp_keys) if config.approvals else ()
+    files = (trust.allowed_signers, trust.openpgp_keys, trust.revoked_keys, *cosign, *approvers)
+    for name in (*files, str(config.paths.dotenv)):
         try:
             digest.update(Path(name).read_bytes() if name else b"")
         except OSError:

@@ -15,13 +15,27 @@ from typing import Any, Literal
 
 from controller.errors import Reason
 from controller.plan import Plan
-from controller.records.status import AppliedStatus, AttemptStatus, ContainerStatus, Phase, Result, Status
+from controller.records.status import (
+    AppliedStatus,
+    ApprovalsStatus,
+    AttemptStatus,
+    ContainerStatus,
+    Phase,
+    Result,
+    Status,
+    Suspension,
+    health_of,
+    sync_of,
+)
 from controller.untrusted import bounded
 
-PassVerdict = Literal["applied", "unchanged", "refused", "failed", "rolled_back", "suspended"]
+PassVerdict = Literal["applied", "unchanged", "refused", "failed", "rolled_back", "suspended", "waiting"]
 # Refusals a pass retries rather than quarantines: the swarm cannot place the runtime (a node label
 # fixes it), the image carries no signature yet (one may be pushed after the merge).
-RETRIED_REFUSALS = frozenset({Reason.SWARM_PLACEMENT, Reason.IMAGE_UNSIGNED, Reason.MODE_CONFLICT})
+# An approvals folder over its limits is fixed by a later commit that does not touch the manifest.
+RETRIED_REFUSALS = frozenset(
+    {Reason.SWARM_PLACEMENT, Reason.IMAGE_UNSIGNED, Reason.MODE_CONFLICT, Reason.BAD_APPROVALS}
+)
 APPLIED_AFTER_RESTART = "the container already runs this revision (recorded after a restart)"
 
 
@@ -35,6 +49,7 @@ class PassResult:
     retryable: bool = False
     code: Reason = Reason.IN_SYNC
     image_signer: str | None = None  # the image's cosign signer, when a plan checked it
+    approvals: str | None = None  # a held change: "1 of 2 approvals (alice)"
 
 
 @dataclass(frozen=True)
@@ -60,10 +75,12 @@ class PassReport:
     signer: str | None = None  # the verified signer of the target
     image_signer: str | None = None  # the cosign key that signed the image, when image signatures are on
     image: str | None = None  # the desired image
+    tag: str | None = None  # the tag the manifest declared beside the digest
     snapshot: str | None = None  # the snapshot the apply wrote, or the newest one after a rollback
     logs: str | None = None  # the failed container's output
     rewrite_allowed_over: str | None = None  # the applied revision a --allow-rewrite pass went past
     recovered: str | None = None  # what crash recovery did before the pass
+    approvals: ApprovalsStatus | None = None  # the declared content's approvals, when it needed some
 
 
 def record(
@@ -78,14 +95,24 @@ def record(
     if did.rewrite_allowed_over:
         events.append(AuditEvent("rewrite_allowed", {"revision": did.target, "applied": did.rewrite_allowed_over}))
     result = _as_recorded(previous, did)
-    events += _record_decision(status, did, result, now=now)
+    if result.result == "waiting":
+        events += _record_wait(status, did, result)
+    else:
+        events += _record_decision(status, did, result, now=now)
     status.suspended = did.suspended
+    status.suspension = status.suspension if did.suspended else None
     status.container = did.container
     status.phase = phase(result.result, status)
     fetched = status.source.fetched_at
     status.source.stale = fetched is None or now - fetched > stale_after
     status.updated_at = now
+    status.sync, status.health = sync_of(status), health_of(status.container)
     return status, events
+
+
+def held(result: PassResult) -> bool:
+    """A pass that met a head already refused: the same decision again, recorded, logged and counted once."""
+    return result.result == "refused" and result.code == Reason.QUARANTINED
 
 
 def _record_source(status: Status, did: PassReport, *, now: datetime) -> None:
@@ -104,11 +131,24 @@ def _as_recorded(previous: Status, did: PassReport) -> PassResult:
     return did.result
 
 
+def _applied_event(did: PassReport, result: PassResult, *, revision: str | None) -> AuditEvent:
+    """``applied``, or ``drift_repaired`` with what differed ("pid mode host", "capabilities SYS_ADMIN")."""
+    fields: dict[str, Any] = {"revision": revision, "image": did.image, "signer": did.signer, "reason": result.reason}
+    if did.image_signer:
+        fields["image_signer"] = did.image_signer
+    if result.plan is not None and result.plan.action == "repair":
+        return AuditEvent("drift_repaired", {**fields, "drift": list(result.plan.drift), **_placement(did)})
+    return AuditEvent("applied", {**fields, **_placement(did)})
+
+
 def _record_decision(status: Status, did: PassReport, result: PassResult, *, now: datetime) -> list[AuditEvent]:
     target = did.target or did.head
     events: list[AuditEvent] = []
     if result.result in ("applied", "unchanged") and did.target is not None and did.target == did.head:
         status.quarantined = None  # the head itself went through: whatever was quarantined is behind us
+        status.approvals = None
+    if result.result in ("refused", "rolled_back"):
+        status.approvals = None
     if result.result == "applied" and did.image is not None and did.signer is not None:
         status.applied = AppliedStatus(
             revision=did.target or "",
@@ -116,15 +156,12 @@ def _record_decision(status: Status, did: PassReport, result: PassResult, *, now
             signer=did.signer,
             image_signer=did.image_signer,
             applied_at=now,
+            tag=did.tag,
         )
         status.last_snapshot = did.snapshot or status.last_snapshot
-        drift = result.plan is not None and result.plan.action == "repair"
-        fields: dict[str, Any] = {"revision": target, "image": did.image, "signer": did.signer, "reason": result.reason}
-        if did.image_signer:
-            fields["image_signer"] = did.image_signer
-        if drift and result.plan is not None:
-            fields["drift"] = list(result.plan.drift)  # what differed: "pid mode host", "capabilities SYS_ADMIN"
-        events.append(AuditEvent("drift_repaired" if drift else "applied", {**fields, **_placement(did)}))
+        events.append(_applied_event(did, result, revision=target))
+    elif held(result):
+        return events  # the refusal that quarantined it stays the last attempt, with its own reason and code
     elif result.result in ("refused", "rolled_back"):
         status.quarantined = quarantine_key(did)
         if result.code in RETRIED_REFUSALS:
@@ -151,6 +188,23 @@ def _record_decision(status: Status, did: PassReport, result: PassResult, *, now
     return events
 
 
+def _record_wait(status: Status, did: PassReport, result: PassResult) -> list[AuditEvent]:
+    """A change held for approvals: no refusal, no quarantine; one audit event per content, not per poll."""
+    previous, status.approvals = status.approvals, did.approvals
+    if did.approvals is None or (previous is not None and previous.content == did.approvals.content):
+        return []
+    fields = {
+        "revision": did.target or did.head,
+        "content": did.approvals.content,
+        "have": list(did.approvals.have),
+        "need": did.approvals.need,
+        "missing": list(did.approvals.missing),
+        "reason": result.reason,
+        "code": str(result.code),
+    }
+    return [AuditEvent("waiting_approval", fields)]
+
+
 def _placement(did: PassReport) -> dict[str, str]:
     """Swarm mode: the node and task the runtime runs as after the pass (nothing in container mode)."""
     container = did.container
@@ -171,17 +225,32 @@ def _told(status: Status, result: PassResult) -> bool:
 
 
 def phase(result: PassVerdict, status: Status) -> Phase:
-    """Suspended wins; in sync only when the pass succeeded, the container runs and nothing is quarantined."""
+    """Suspended wins; in sync only when the pass succeeded, the container runs and nothing is quarantined.
+
+    A change waiting for approvals is on its way, not broken: Progressing.
+    """
     if status.suspended:
         return "Suspended"
+    if result == "waiting":
+        return "Progressing"
     if result in ("applied", "unchanged") and status.container.state == "running":
         return "InSync" if not status.quarantined else "Degraded"
     return "Degraded"
 
 
+def settled_phase(status: Status) -> Phase:
+    """The phase from what is recorded, with no pass running (after ``resume``): never Progressing."""
+    if status.suspended:
+        return "Suspended"
+    healthy = health_of(status.container) == "Healthy"
+    return "InSync" if sync_of(status).state == "InSync" and healthy else "Degraded"
+
+
 def attempt_result(result: PassVerdict) -> Result:
-    """The status file's word for a pass verdict (a suspended pass records no attempt)."""
-    return "unchanged" if result == "suspended" else result
+    """The status file's word for a pass verdict (suspended and waiting passes record no attempt)."""
+    if result == "suspended" or result == "waiting":  # noqa: PLR1714 narrows the Literal for mypy
+        return "unchanged"
+    return result
 
 
 def rolled_back_to(
@@ -204,12 +273,16 @@ def rolled_back_to(
         revision=revision, result="applied", reason=f"restored snapshot {snapshot}", code=str(Reason.APPLIED), at=now
     )
     new.suspended, new.phase, new.updated_at = True, "Suspended", now
+    new.suspension = Suspension(by="rollback", reason=f"break-glass rollback to snapshot {snapshot}", at=now)
+    new.sync, new.health = sync_of(new), health_of(container)
     return new
 
 
-def suspension(status: Status, *, suspended: bool, now: datetime) -> Status:
-    """The status after ``suspend`` or ``resume`` (the next pass settles the phase after a resume)."""
+def suspension(status: Status, *, suspended: bool, now: datetime, by: str = "", reason: str = "") -> Status:
+    """The status after ``suspend`` (who and why) or ``resume`` (what was true before the suspension)."""
     new = status.model_copy(deep=True)
     new.suspended, new.updated_at = suspended, now
-    new.phase = "Suspended" if suspended else "Progressing"
+    new.suspension = Suspension(by=by or "unknown", reason=reason or "no reason given", at=now) if suspended else None
+    new.phase = settled_phase(new)
+    new.sync, new.health = sync_of(new), health_of(new.container)
     return new

@@ -15,7 +15,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -25,12 +24,15 @@ from controller.config import Config, load_config
 from controller.engine.port import RuntimeView
 from controller.errors import ConfigError, Reason, Refused, Retryable
 from controller.reconcile import (
+    HeadApprovals,
     ImageCheck,
     Pass,
     PassContext,
     PassOptions,
     PassWorld,
+    PlanAnswer,
     current_container,
+    head_approvals,
     remembered_revision,
 )
 from controller.recording import AuditEvent, PassResult, record, rolled_back_to, suspension
@@ -41,8 +43,8 @@ from controller.records.snapshots import Snapshot, find_snapshot, restorable
 from controller.records.status import Status
 from controller.records.store import History, Store
 from controller.rollout.base import Applier, Outcome, checkpoint
-from controller.signatures.commits.policy import Verdict, VerifiedCache
-from controller.signatures.commits.verification import load_policy, verify_revision
+from controller.signatures.commits.policy import VerifiedCache
+from controller.signatures.commits.verification import Verification, load_policy, verify_revision
 from controller.signatures.images.verifier import ImageVerdict
 from controller.source import GitSource
 from controller.wiring import validate_file
@@ -52,22 +54,12 @@ Clock = Callable[[], datetime]
 AuditHook = Callable[[dict[str, Any]], None]
 STALE_AFTER_INTERVALS = 5
 
-__all__ = ["EnvironmentService", "History", "PassOptions", "PassResult", "Verification"]
+__all__ = ["EnvironmentService", "History", "PassOptions", "PassResult", "PlanAnswer", "Verification"]
 __all__ += ["init_layout", "next_steps", "validate_file"]  # for the command line, which imports no record
 
 
 def _utcnow() -> datetime:
     return datetime.now(UTC)
-
-
-@dataclass(frozen=True)
-class Verification:
-    """``verify``'s answer: the revision, and its verdict or the refusal."""
-
-    revision: str
-    verdict: Verdict | None
-    refusal: Refused | None = None
-    image: ImageVerdict | None = None  # the declared image's signature, when ``image.signatures`` is set
 
 
 class EnvironmentService:
@@ -141,11 +133,6 @@ class EnvironmentService:
             self._engine.close()
             self._engine = None
 
-    @property
-    def image_check(self) -> ImageCheck | None:
-        """The image signature step of the pass (None: not configured)."""
-        return self.world.image_check
-
     # -- passes ------------------------------------------------------------------------------
 
     def sync(self, options: PassOptions | None = None) -> PassResult:
@@ -159,14 +146,24 @@ class EnvironmentService:
 
     def plan(self) -> PassResult:
         """What the next sync would do: every step up to the plan, nothing changed or recorded."""
-        return self._pass(PassOptions(dry_run=True))
+        return self.plan_report().result
+
+    def plan_report(self) -> PlanAnswer:
+        """``plan`` with what its steps learned before the end (the head, its signer, the desired image)."""
+        run = Pass(self.world, self.store.load(), PassOptions(dry_run=True), now=self.clock())
+        return run.learned(self._pass(PassOptions(dry_run=True), run=run))
 
     def _pass(
-        self, options: PassOptions, *, recovered: str | None = None, unrecovered: Retryable | None = None
+        self,
+        options: PassOptions,
+        *,
+        recovered: str | None = None,
+        unrecovered: Retryable | None = None,
+        run: Pass | None = None,
     ) -> PassResult:
         damaged = self.store.damage(keep_aside=not options.dry_run)
         previous = self.store.load()
-        run = Pass(self.world, previous, options, now=self.clock())
+        run = run or Pass(self.world, previous, options, now=self.clock())
         result = PassResult("failed", "the pass did not finish", code=Reason.INTERNAL_ERROR)
         try:
             if damaged:
@@ -184,24 +181,18 @@ class EnvironmentService:
         return result
 
     def _record(self, previous: Status, run: Pass, result: PassResult, *, recovered: str | None) -> PassResult:
-        """Write what the pass did; the result, failed when the watermark could not follow an apply."""
-        self.at_step("record")
+        self.at_step("record")  # returns the result: failed when the watermark could not follow an apply
         stale_after = timedelta(seconds=STALE_AFTER_INTERVALS * self.config.source.interval)
         report = run.report(result, recovered=recovered)
         status, events = record(previous, report, now=run.ctx.now, stale_after=stale_after)
         try:
             self.store.remember(previous, status, guard=run.ctx.guard)
-        except OSError as exc:
-            reason = f"cannot write the watermark {self.paths.watermark}: {exc.strerror or exc}"
-            result = PassResult("failed", reason, retryable=True, code=Reason.STATE_IO, plan=result.plan)
+        except OSError as exc:  # the guard must not lag: the pass is not done
+            why = f"cannot write the watermark {self.paths.watermark}: {exc.strerror or exc}"
+            result = PassResult("failed", why, retryable=True, code=Reason.STATE_IO, plan=result.plan)
             report = run.report(result, recovered=recovered)
             status, events = record(previous, report, now=run.ctx.now, stale_after=stale_after)
-        facts = {
-            "image": report.image,
-            "signer": report.signer,
-            "image_signer": report.image_signer,
-            "log": report.logs,
-        }
+        facts = {key: getattr(report, key) for key in ("image", "signer", "image_signer")} | {"log": report.logs}
         for event in events:
             self.emit(event, at=run.ctx.now, facts=facts)
         self.store.write(status)
@@ -264,6 +255,11 @@ class EnvironmentService:
         """The cosign signature of ``reference`` (``repo@sha256:…``) against ``image.signatures.keys``."""
         return wiring.ImageTrust(self.config).verify(reference)
 
+    def approvals(self) -> HeadApprovals:
+        """For the verified head's content: who approved, who is missing, when each approval expires."""
+        applied = remembered_revision(self.config, self.store.load(), self.engine, self.source)
+        return head_approvals(self.config, self.source, applied=applied, now=self.clock())
+
     # -- operator actions --------------------------------------------------------------------
 
     def rollback(self, snapshot_id: str | None = None) -> Snapshot:
@@ -291,15 +287,15 @@ class EnvironmentService:
             self.store.write(status)
         return snapshot
 
-    def suspend(self, reason: str = "suspended by an operator") -> None:
-        """Stop acting on new revisions (waits for a pass in progress, like a pass does)."""
+    def suspend(self, reason: str = "no reason given", *, by: str = "unknown") -> None:
+        """Stop acting on new revisions, recording who and why (waits for a pass in progress, like a pass does)."""
         with pass_lock(self.paths.pass_lock):
-            self._set_suspended(True, reason=reason)
+            self._set_suspended(True, reason=reason, by=by)
 
-    def resume(self, reason: str = "resumed by an operator") -> None:
+    def resume(self, reason: str = "resumed by an operator", *, by: str = "unknown") -> None:
         """Act on new revisions again, from the next pass (waits for a pass in progress)."""
         with pass_lock(self.paths.pass_lock):
-            self._set_suspended(False, reason=reason)
+            self._set_suspended(False, reason=reason, by=by)
 
     def _restore_suspended(self, snapshot: Snapshot, *, reason: str) -> Outcome:
         """Restore with the marker down, so a crash mid-restore leaves the environment suspended;
@@ -312,20 +308,20 @@ class EnvironmentService:
                 self.store.lift_marker()
             raise
         if placed:
-            self._record_suspension(True, reason=reason)
+            self._record_suspension(True, reason=reason, by="rollback")
         return outcome
 
-    def _set_suspended(self, suspended: bool, *, reason: str) -> None:
-        changed = self.store.place_marker(reason) if suspended else self.store.lift_marker()
+    def _set_suspended(self, suspended: bool, *, reason: str, by: str) -> None:
+        changed = self.store.place_marker(f"{by}: {reason}") if suspended else self.store.lift_marker()
         if changed:
-            self._record_suspension(suspended, reason=reason)
+            self._record_suspension(suspended, reason=reason, by=by)
 
-    def _record_suspension(self, suspended: bool, *, reason: str) -> None:
+    def _record_suspension(self, suspended: bool, *, reason: str, by: str) -> None:
         now = self.clock()
-        self.emit(AuditEvent("suspended" if suspended else "resumed", {"reason": reason}), at=now)
+        self.emit(AuditEvent("suspended" if suspended else "resumed", {"reason": reason, "by": by}), at=now)
         status = self.store.read()
         if status is not None:
-            self.store.write(suspension(status, suspended=suspended, now=now))
+            self.store.write(suspension(status, suspended=suspended, now=now, by=by, reason=reason))
 
     # -- reading -----------------------------------------------------------------------------
 

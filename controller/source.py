@@ -21,6 +21,10 @@ from controller.errors import Reason, Refused, Retryable
 from controller.records.locks import pass_lock
 
 REGULAR_FILE = 0o100644
+EXECUTABLE_FILE = 0o100755
+FOLDER = 0o040000
+MAX_TREE_BYTES = 4 * 1024 * 1024  # a folder on the way to the one read: thousands of entries, never millions
+_KINDS = {0o120000: "a symlink", 0o160000: "a submodule", FOLDER: "a folder"}
 
 
 class SourceError(Retryable):
@@ -148,7 +152,7 @@ class GitSource:
 
     def read_file(self, sha: str, path: str, *, max_bytes: int) -> bytes:
         """A regular file from the commit's tree, checked by mode and size before it is read."""
-        tree = self.repo().commit(sha).tree
+        tree = self._commit(sha).tree
         try:
             blob = tree[path]
         except KeyError:
@@ -166,7 +170,80 @@ class GitSource:
         data: bytes = blob.data_stream.read()
         return data
 
+    def read_folder(
+        self, sha: str, path: str, *, max_entries: int, max_bytes: int, code: Reason
+    ) -> list[tuple[str, bytes]]:
+        """The regular files directly in folder ``path`` of the commit's tree (none when it is absent).
+
+        Written for folders anyone who may push can fill: every tree on the way is checked by size
+        before it is parsed, the folder's entries by count, mode, name and size before a byte of
+        them is read.  A symlink, a submodule, a sub-folder or a name that is not UTF-8 refuses the
+        folder (``code``), naming the entry.
+        """
+        tree = self._tree_at(sha, path, limit=max_entries * 512, code=code)
+        if tree is None:
+            return []
+        entries = list(tree)
+        if len(entries) > max_entries:
+            why = f"{path} holds {len(entries)} entries, more than the limit of {max_entries}"
+            raise Refused(why, code=code)
+        for entry in entries:
+            _check_entry(entry, path, max_bytes=max_bytes, code=code)
+        return [(entry.name, entry.data_stream.read()) for entry in entries]
+
+    def _commit(self, sha: str) -> git.Commit:
+        try:
+            return self.repo().commit(sha)
+        except (BadName, BadObject, ValueError):
+            raise Refused(
+                f"{sha[:12]} is not a commit in the fetched repository", code=Reason.UNKNOWN_REVISION
+            ) from None
+
+    def _tree_at(self, sha: str, path: str, *, limit: int, code: Reason) -> git.Tree | None:
+        """The tree at ``path`` (None when absent), each tree on the way checked by size before it is read."""
+        tree = self._commit(sha).tree
+        parts = path.split("/")
+        for depth, part in enumerate(parts):
+            entry = next((e for e in tree if e.name == part), None)
+            if entry is None:
+                return None
+            where = "/".join(parts[: depth + 1])
+            if entry.mode != FOLDER:
+                raise Refused(f"{where} at {sha[:12]} is {_KINDS.get(entry.mode, 'a file')}, not a folder", code=code)
+            size = self.repo().odb.info(entry.binsha).size
+            if size > (limit if depth == len(parts) - 1 else MAX_TREE_BYTES):
+                raise Refused(f"{where} at {sha[:12]} is a folder of {size} bytes of entries, too many", code=code)
+            tree = entry
+        return tree
+
+
+def _check_entry(entry: git.objects.base.IndexObject, path: str, *, max_bytes: int, code: Reason) -> None:
+    """One entry of a folder read by ``read_folder``: a regular file, a UTF-8 name, at most ``max_bytes``."""
+    try:
+        entry.name.encode("utf-8")
+    except UnicodeEncodeError:
+        raise Refused(f"{path} holds a file whose name is not UTF-8", code=code) from None
+    where = f"{path}/{entry.name}"
+    if entry.mode not in (REGULAR_FILE, EXECUTABLE_FILE):
+        raise Refused(f"{where} is {_KINDS.get(entry.mode, 'not a regular file')}, not a regular file", code=code)
+    if entry.size > max_bytes:
+        raise Refused(f"{where} is {entry.size} bytes, more than the limit of {max_bytes} bytes", code=code)
+
 
 def _stderr(exc: git.GitCommandError) -> str:
     text = str(exc.stderr or exc).strip().strip("'").replace("stderr: ", "")
     return " ".join(text.split())[-300:] or f"git exited with {exc.status}"
+
+
+def clone_facts(file: Path) -> tuple[Path, str | None, str | None]:
+    """For ``approve``: (the work tree holding ``file``, ``remote.origin.url``, ``user.signingkey``)."""
+    try:
+        clone = git.Repo(file.resolve().parent, search_parent_directories=True)
+    except (git.InvalidGitRepositoryError, git.NoSuchPathError):
+        raise Refused(f"{file} is not in a clone of the manifest repository", code=Reason.NOT_FOUND) from None
+    if clone.working_tree_dir is None:
+        raise Refused(f"{file} is in a bare repository, not a clone", code=Reason.NOT_FOUND)
+    reader = clone.config_reader()
+    origin = reader.get_value('remote "origin"', "url", "") or None
+    key = reader.get_value("user", "signingkey", "") or None
+    return Path(clone.working_tree_dir), str(origin) if origin else None, str(key) if key else None

@@ -11,6 +11,7 @@ never the runtime container).
 from __future__ import annotations
 
 import base64
+import shlex
 import time
 from collections.abc import Callable
 from datetime import datetime
@@ -55,7 +56,7 @@ def git_source(config: Config) -> GitSource:
         url=config.source.url,
         branch=config.source.branch,
         timeout=config.source.timeout,
-        env=git_credentials(host_dotenv(config.paths)),
+        env=git_credentials(host_dotenv(config.paths), known_hosts=config.paths.known_hosts),
     )
 
 
@@ -83,7 +84,7 @@ def make_rollout(
 
 
 class ImageTrust:
-    """The image signature check (DESIGN §14) built from ``image.signatures`` and the registry credentials.
+    """The image signature check (docs/design.md §14) built from ``image.signatures`` and the registry credentials.
 
     Keys are read at each use, so a rotated key file counts from the next pass.
     """
@@ -161,8 +162,12 @@ def validate_file(
     )
 
 
-def git_credentials(dotenv: dict[str, str]) -> dict[str, str]:
-    """Environment for git: an https token as an extra header, or an ssh key; never on the command line."""
+def git_credentials(dotenv: dict[str, str], *, known_hosts: Path) -> dict[str, str]:
+    """Environment for git: an https token as an extra header, or an ssh key; never on the command line.
+
+    ssh checks the server against ``known_hosts`` (``trust/known_hosts``) alone: under the unit
+    ``ProtectHome`` hides ``~/.ssh``, and an unknown host key is refused, never learned.
+    """
     env: dict[str, str] = {}
     token = dotenv.get("GIT_TOKEN")
     if token:
@@ -176,7 +181,11 @@ def git_credentials(dotenv: dict[str, str]) -> dict[str, str]:
         )
     key = dotenv.get("GIT_SSH_KEY")
     if key:
-        env["GIT_SSH_COMMAND"] = f"ssh -i {key} -o IdentitiesOnly=yes -o BatchMode=yes"
+        # ssh splits UserKnownHostsFile at white space unless the value is in double quotes; the shell the
+        # command runs in needs its own quoting around that.
+        hosts = shlex.quote(f'UserKnownHostsFile="{known_hosts}"')
+        options = f"-o IdentitiesOnly=yes -o BatchMode=yes -o StrictHostKeyChecking=yes -o {hosts}"
+        env["GIT_SSH_COMMAND"] = f"ssh -i {shlex.quote(key)} {options}"
     return env
 
 

@@ -5,9 +5,13 @@ Builds everything under a temporary folder — a private dockerd, a registry on
 dev and prod host layouts — runs the prod controller as a daemon, walks
 through the three user flows, and removes it all again.
 
-``--swarm``: the same flows in Swarm mode (DESIGN §13) — the private dockerd
+``--swarm``: the same flows in Swarm mode (docs/design.md §13) — the private dockerd
 is the manager of a single-node swarm labelled ``dreichor.env=prod``, and the
 runtime is the one-replica service ``dreichor-runtime-prod``.
+
+It touches nothing that already runs: its dockerd has its own data root, socket
+and bridge, and the registry and the controller's API listen on free ports of
+127.0.0.1 (never 3005 or 3006, which a real controller on the machine may hold).
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from testbed import (
     PrivateDocker,
     SshKey,
     build_images,
+    free_port,
     make_ssh_key,
     manifest_text,
 )
@@ -138,6 +143,7 @@ def main(argv: list[str]) -> int:
             "trust: {allowed_signers: trust/allowed_signers}\n"
             f"image: {{repository: {registry.repository}}}\n"
             f"docker: {{url: '{engine.url}'{mode}}}\n"
+            f"api: {{listen: '127.0.0.1:{free_port()}'}}\n"  # never 3005/3006: a real controller may hold them
             "health: {timeout: 30, stable: 3}\n"
         )
         print(config.read_text())

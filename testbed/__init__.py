@@ -375,7 +375,7 @@ def make_gpg_key(
 
     ``at`` (``20200101T000000``) makes the key as if the clock said so, for keys that expired long ago.
     """
-    home.mkdir(parents=True, exist_ok=True, mode=0o700)
+    gnupg_home(home)
     uid = f"{name} <{name}@dreichor.test>"
     clock = ["--faked-system-time", at] if at else []
     _run([*_gpg(home), *clock, "--quick-gen-key", uid, algo, "cert" if subkey else "sign", expire])
@@ -384,6 +384,32 @@ def make_gpg_key(
     if subkey:
         _run([*_gpg(home), *clock, "--quick-add-key", fingerprint, algo, "sign", subkey_expire or expire])
     return GpgKey(home=home, fingerprint=fingerprint, uid=uid)
+
+
+_GNUPG_HOMES: list[Path] = []  # every GNUPGHOME made here, oldest first: each may hold a running gpg-agent
+
+
+def gnupg_home(home: Path) -> Path:
+    """Make ``home`` a private GNUPGHOME and remember it, so ``stop_gpg_agents`` can stop its agent."""
+    home.mkdir(parents=True, exist_ok=True, mode=0o700)
+    _GNUPG_HOMES.append(home)
+    return home
+
+
+def gnupg_homes() -> int:
+    """How many GNUPGHOMEs ``gnupg_home`` made so far: a mark to pass to ``stop_gpg_agents``."""
+    return len(_GNUPG_HOMES)
+
+
+def stop_gpg_agents(*, since: int = 0) -> None:
+    """``gpgconf --kill all`` in every GNUPGHOME made since the mark ``since``.
+
+    gpg starts a gpg-agent per home on the first secret-key operation and leaves it running;
+    a fixture finaliser calls this so that no test run leaves agents behind.
+    """
+    for home in _GNUPG_HOMES[since:]:
+        kill = ["gpgconf", "--homedir", str(home), "--kill", "all"]
+        subprocess.run(kill, capture_output=True, check=False, timeout=30)
 
 
 def revoke_gpg_key(key: GpgKey) -> None:
@@ -676,6 +702,71 @@ class JwksServer:
         self.server.server_close()
 
 
+@dataclass
+class ReceivedRequest:
+    """One request a ``NotificationReceiver`` recorded."""
+
+    method: str
+    path: str
+    headers: dict[str, str]  # names in lower case: HTTP header names are case-insensitive
+    body: bytes
+
+
+class NotificationReceiver:
+    """An HTTP server on 127.0.0.1 that records every request: Apprise's ``json://`` and ``form://``
+    posts, GitHub's statuses API.
+
+    ``status`` is what it answers; ``hold`` (an Event) keeps each request waiting until it is set;
+    ``stop`` closes the port, so a stopped receiver is a dead one.
+    """
+
+    def __init__(self) -> None:
+        self.requests: list[ReceivedRequest] = []
+        self.status = 200
+        self.hold: threading.Event | None = None
+        self.arrived = threading.Event()
+        self.answered = 0
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self.server.daemon_threads = True
+        self.port = int(self.server.server_address[1])
+        self._stopped = False
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _any(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                headers = {k.lower(): v for k, v in self.headers.items()}
+                outer.requests.append(ReceivedRequest(self.command, self.path, headers, body))
+                outer.arrived.set()
+                if outer.hold is not None:
+                    outer.hold.wait(30)
+                outer.answered += 1
+                self.send_response(outer.status)
+                self.send_header("Content-Type", "application/json")
+                self.end_headers()
+                self.wfile.write(b"{}")
+
+            do_GET = do_POST = _any
+
+            def log_message(self, format: str, *args: Any) -> None:
+                return
+
+        return Handler
+
+    def stop(self) -> None:
+        """Release held requests and close the port (again: no effect)."""
+        if self.hold is not None:
+            self.hold.set()
+        if not self._stopped:
+            self._stopped = True
+            self.server.shutdown()
+            self.server.server_close()
+
+
 class ControllerHost:
     """A host with dev and prod controllers configured against one signed manifest repo.
 
@@ -818,13 +909,13 @@ def page_sample(*, now: datetime, reason: str = "", environment: str = "prod", e
         },
         "last_attempt": {"revision": refused, "result": "refused", "reason": reason, "at": minutes[2].isoformat()},
         "container": {
-            "name": f"dreichor-{environment}",
+            "name": f"dreichor-runtime-{environment}",
             "id": "c0ffee",
             "image": image,
             "state": "running",
             "health": "healthy",
         },
-        "quarantined": refused,
+        "quarantined": "content:" + "5555" * 16,
     }
     lines = [
         {

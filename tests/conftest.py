@@ -3,7 +3,10 @@
 The Docker fixtures are session-scoped: one engine, one registry and one set
 of images serve the whole run.  Without ``dockerd`` the tests that need it
 skip with the reason — unless ``DREICHOR_REQUIRE_DOCKER=1`` (CI), where a
-missing engine is a failure.
+missing engine is a failure.  Every test that reaches ``docker_engine``, by
+itself or through a fixture built on it, is marked ``docker`` here at
+collection: ``-m "not docker"`` (``./scripts/test --fast``) is then every test
+that needs no engine, and starts none.
 """
 
 from __future__ import annotations
@@ -21,14 +24,25 @@ from testbed import (
     GpgKey,
     LocalRegistry,
     ManifestRepo,
+    NotificationReceiver,
     PrivateDocker,
     SshKey,
     build_images,
+    gnupg_homes,
     make_gpg_key,
     make_ssh_key,
+    stop_gpg_agents,
 )
 
 REQUIRE_DOCKER = os.environ.get("DREICHOR_REQUIRE_DOCKER") == "1"
+ENGINE_FIXTURE = "docker_engine"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark ``docker`` every test whose fixture closure holds the engine: none is marked by hand."""
+    for item in items:
+        if ENGINE_FIXTURE in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.docker)
 
 
 def _unavailable(reason: str) -> None:
@@ -36,6 +50,21 @@ def _unavailable(reason: str) -> None:
     if REQUIRE_DOCKER:
         pytest.fail(f"DREICHOR_REQUIRE_DOCKER=1 but {reason}", pytrace=False)
     pytest.skip(reason)  # not REQUIRE_DOCKER: a developer machine without dockerd
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _gpg_agents_stopped_after_the_run() -> Iterator[None]:
+    """Stop the agents of every GNUPGHOME of the run, also those of session and module keys."""
+    yield
+    stop_gpg_agents()
+
+
+@pytest.fixture(autouse=True)
+def _gpg_agents_stopped_after_each_test() -> Iterator[None]:
+    """Stop the agents of the GNUPGHOMEs made during this test (gpg leaves one running per home)."""
+    mark = gnupg_homes()
+    yield
+    stop_gpg_agents(since=mark)
 
 
 @pytest.fixture(scope="session")
@@ -85,6 +114,14 @@ def ssh_key(tmp_path_factory: pytest.TempPathFactory) -> SshKey:
 def gpg_key(tmp_path_factory: pytest.TempPathFactory) -> GpgKey:
     """An OpenPGP ed25519 signing key in its own GNUPGHOME."""
     return make_gpg_key(tmp_path_factory.mktemp("gnupg"), name="release")
+
+
+@pytest.fixture
+def receiver() -> Iterator[NotificationReceiver]:
+    """A notification receiver on 127.0.0.1 (Apprise json:// and form://, GitHub statuses), stopped after the test."""
+    bed = NotificationReceiver()
+    yield bed
+    bed.stop()
 
 
 @pytest.fixture

@@ -1,7 +1,8 @@
 """Signs test images the way cosign does, through the registry's HTTP API (a test helper).
 
-The classic format is shaped byte for byte like ``shared/data/cosign/manifest-examples/`` (what
-``cosign sign --key`` v1.13 writes): a simple-signing payload blob, a config blob, and an OCI
+The classic format is shaped byte for byte like the ``.sig`` manifest and config that
+``cosign sign --key`` v1.13.1 writes (as traced in jeffhuang4704/just-notes@172954a4,
+``cosign/cosign-traffic.md``): a simple-signing payload blob, a config blob, and an OCI
 manifest at the tag ``sha256-<hex>.sig`` whose one layer carries the signature annotation.  The
 bundle format is a Sigstore bundle v0.3 (DSSE envelope around an in-toto statement) stored as an
 OCI 1.1 artifact whose subject is the image, listed in an index at the fallback tag ``sha256-<hex>``

@@ -1,4 +1,4 @@
-"""The status page for people (``GET /``) and the ``/history`` body (DESIGN §11).
+"""The status page for people (``GET /``) and the ``/history`` body (docs/design.md §11).
 
 Everything shown is untrusted text (reasons, commit data, environment names,
 container logs, signer names), so the page is rendered by Jinja2 with
@@ -45,6 +45,19 @@ PHASES = {
     "Progressing": ("busy", "A change is being applied or checked."),
     "Degraded": ("bad", "The last change did not go through, or the container is not healthy."),
     "Suspended": ("hold", "The controller applies nothing until someone resumes it."),
+}
+# docs/design.md §16: sync and health apart, each with a tone and words for people who cannot see the colour.
+SYNC = {
+    "InSync": ("ok", "the head's content runs"),
+    "OutOfSync": ("bad", "the head's content does not run"),
+    "Waiting": ("hold", "the head's content waits for approvals"),
+    "Suspended": ("hold", "nothing is applied until someone resumes"),
+}
+HEALTH = {
+    "Healthy": ("ok", "the container runs and is healthy"),
+    "Unhealthy": ("bad", "the container is not healthy"),
+    "Missing": ("bad", "there is no runtime container"),
+    "Unknown": ("busy", "the engine cannot say how the container is"),
 }
 ATTEMPT_TONES = {"applied": "ok", "unchanged": "ok", "refused": "bad", "failed": "bad", "rolled_back": "bad"}
 
@@ -185,13 +198,15 @@ def render_page(
     model = _status(status)
     tone, words = PHASES[model.phase] if model else ("busy", "")
     environment = model.environment if model else "unknown environment"
+    glance = _glance(model) if model else None
     html = (
         _environment()
         .get_template(TEMPLATE)
         .render(
-            title=f"Dreichor · {environment}" + (f" · {model.phase}" if model else ""),
+            title=f"Dreichor · {environment}" + (f" · {glance['sync']} · {glance['health']}" if glance else ""),
             status=model,
             phase={"tone": tone, "words": words},
+            glance=glance,
             attempt_tone=ATTEMPT_TONES.get(model.last_attempt.result, "busy") if model and model.last_attempt else "",
             snapshots=[dict(s) for s in snapshots[:PAGE_SNAPSHOTS]],
             events=[_event_row(e) for e in reversed(events[-PAGE_EVENTS:])],
@@ -202,6 +217,21 @@ def render_page(
         )
     )
     return html.encode(), page_headers()
+
+
+def _glance(status: Status) -> dict[str, str]:
+    """The headline: sync and health apart, their tones and words, and the running version."""
+    sync = status.sync.state if status.sync else "OutOfSync"
+    health = status.health or "Unknown"
+    return {
+        "sync": sync,
+        "sync_tone": SYNC[sync][0],
+        "sync_words": status.sync.reason if status.sync and status.sync.reason else SYNC[sync][1],
+        "health": health,
+        "health_tone": HEALTH[health][0],
+        "health_words": HEALTH[health][1],
+        "version": status.applied.version() if status.applied else "",
+    }
 
 
 def snapshot_summary(snapshot: Snapshot) -> dict[str, Any]:

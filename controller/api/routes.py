@@ -4,7 +4,7 @@ Behind a Cloudflare Tunnel every request comes from 127.0.0.1, so the address
 proves nothing: with ``api.access`` set, ``/``, ``/status`` and ``/history``
 need a Cloudflare Access JWT (RS256 against the team's JWKS, via PyJWT), and
 ``POST /sync`` always does; ``POST /hooks/github`` needs a GitHub HMAC
-signature (DESIGN §11).  Served by the bounded server (``controller.api.server``):
+signature (docs/design.md §11).  Served by the bounded server (``controller.api.server``):
 no body is read before authentication, except the webhook's, which is read
 (at most 1 MiB) only once its headers check out.  Refusals answer a fixed body;
 the reason goes to the log and the metrics.  The page and ``/history`` read
@@ -186,7 +186,7 @@ class ApiContext:
 
 
 class Routes:
-    """DESIGN §11's routes: what each answers and what it needs first."""
+    """docs/design.md §11's routes: what each answers and what it needs first."""
 
     def __init__(self, ctx: ApiContext) -> None:
         self.ctx = ctx

@@ -132,7 +132,7 @@ class TaskState:
 
 
 class ServiceRuntime(RuntimeView, Protocol):
-    """Swarm mode (DESIGN §13): one environment's one-replica service, through a swarm manager.
+    """Swarm mode (docs/design.md §13): one environment's one-replica service, through a swarm manager.
 
     Swarm starts and stops the task itself (stop-first), so the port is a service's
     life: create, update to a spec, read its update state and its tasks.  ``current``

@@ -1,4 +1,4 @@
-"""Swarm mode's engine (DESIGN §13): the runtime as a one-replica Swarm service, through the docker SDK.
+"""Swarm mode's engine (docs/design.md §13): the runtime as a one-replica Swarm service, through the docker SDK.
 
 With ``docker_engine`` the only module that imports ``docker``.  The service
 is ``dreichor-runtime-<env>``: the image by digest (the SDK does not resolve

@@ -49,6 +49,7 @@ SEVERITY: dict[str, Severity] = {
     "stale": "warning",
     "suspended": "info",
     "resumed": "info",
+    "waiting_approval": "info",
 }
 # What the title says happened; {sha} is the short revision.
 VERBS: dict[str, str] = {
@@ -63,6 +64,7 @@ VERBS: dict[str, str] = {
     "stale": "cannot reach its source",
     "suspended": "suspended",
     "resumed": "resumed",
+    "waiting_approval": "{sha} waits for approvals",
 }
 # Problems repeat on every pass until resolved: these are deduplicated.
 PROBLEMS: dict[str, Topic] = {"refused": "deploy", "rolled_back": "deploy", "failed": "deploy", "stale": "source"}
@@ -74,6 +76,7 @@ RESOLVES: dict[str, tuple[Topic, ...]] = {
     "refused": ("source",),
     "rolled_back": ("source",),
     "drift_repaired": ("source",),
+    "waiting_approval": ("source",),
 }
 STATUS_STATES: dict[str, StatusState] = {
     "progressing": "pending",
@@ -82,6 +85,7 @@ STATUS_STATES: dict[str, StatusState] = {
     "refused": "failure",
     "rolled_back": "failure",
     "failed": "error",
+    "waiting_approval": "pending",
 }
 LOG_KINDS = frozenset({"rolled_back", "failed"})
 
@@ -105,6 +109,8 @@ class Decision:
     log: str | None = None
     node: str | None = None  # Swarm mode: the node the runtime's task runs on after the decision
     task: str | None = None  # Swarm mode: that task's id
+    approvals: str | None = None  # a held change: "1 of 2 approvals (alice)"
+    missing: str | None = None  # a held change: the approvers who have not approved, comma-separated
 
 
 @dataclass(frozen=True)
@@ -246,7 +252,17 @@ def decision_from_event(environment: str, event: Mapping[str, Any]) -> Decision 
         log=text("log"),
         node=text("node"),
         task=text("task"),
+        approvals=_tally(event),
+        missing=", ".join(str(p) for p in event.get("missing") or []) or None,
     )
+
+
+def _tally(event: Mapping[str, Any]) -> str | None:
+    """``1 of 2 approvals (alice)`` from a ``waiting_approval`` event's ``have`` and ``need``."""
+    if event.get("event") != "waiting_approval":
+        return None
+    have = [str(p) for p in event.get("have") or []]
+    return f"{len(have)} of {event.get('need')} approvals" + (f" ({', '.join(have)})" if have else "")
 
 
 def problem_key(decision: Decision) -> str:
@@ -280,7 +296,9 @@ def commit_status(decision: Decision, state: StatusState) -> CommitStatus:
     """The commit status for a decision: context ``dreichor/<env>``, description of at most 140 characters."""
     verb = VERBS[decision.kind].format(sha="").strip()
     text = f"{decision.environment} {verb}"
-    if decision.reason:
+    if decision.approvals:  # GitHub shows it beside the pull request's checks: who signed, how many are needed
+        text = decision.approvals
+    elif decision.reason:
         text += f": {one_sentence(decision.reason)}"
     return CommitStatus(
         sha=decision.revision or "",
@@ -302,6 +320,8 @@ def _details(decision: Decision) -> list[str]:
         lines.append(f"Image signer: {decision.image_signer}")
     if decision.node:
         lines.append(f"Node: {decision.node}" + (f" (task {decision.task[:12]})" if decision.task else ""))
+    if decision.approvals:
+        lines.append(f"Approvals: {decision.approvals}" + (f"; missing {decision.missing}" if decision.missing else ""))
     if decision.reason:
         lines.append(f"Reason: {inert(one_sentence(decision.reason))}")
     return lines

@@ -35,6 +35,7 @@ EVENTS = frozenset(
         "rollback",
         "rewrite_allowed",
         "recovered",
+        "waiting_approval",
     }
 )
 

@@ -1,6 +1,6 @@
 """Creating an environment's host layout (``dreichor-controller init``).
 
-Idempotent and conservative: folders are created with the modes DESIGN §4
+Idempotent and conservative: folders are created with the modes docs/design.md §4
 asks for, files are written only when absent, so running ``init`` again on a
 live host changes nothing an operator edited.
 """
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from controller.config import API_PORTS, DEFAULT_REPOSITORY, HostPaths
+from controller.config import API_PORTS, DEFAULT_REPOSITORY, DEFAULT_ROOT, HostPaths
 from controller.records.files import create_new
 
 STARTER_CONFIG = """\
@@ -20,7 +20,7 @@ STARTER_CONFIG = """\
 environment: {environment}              # dev | prod: which manifest (envs/{environment}.yaml) and container
 root: {root}                            # base of the host layout: <root>/<env>/deploy-agent, volumes, state
 source:                                 # where the desired state comes from
-  url: https://github.com/ceerkle/dreichor-deployments.git   # the signed manifest repository (https, ssh, file)
+  # url: ssh://git@github.com/<owner>/<repo>.git   # REQUIRED: the signed manifest repository (https, ssh, file)
   branch: main                          # the branch whose head is deployed
   interval: 60                          # seconds between polls; a webhook (POST /hooks/github) syncs at once
   timeout: 60                           # seconds a fetch may take before the pass fails and backs off
@@ -47,8 +47,14 @@ health:                                 # the gate a new container must pass, el
   stable: 10                            # seconds running without a restart, for images without HEALTHCHECK
 # notify:                               # tell people about decisions through Apprise (optional)
 #   urls: ["ntfys://${{NTFY_TOKEN}}@ntfy.example.com/dreichor-{environment}"]   # ${{NAME}} is read from .env
-#   events: [refused, rolled_back, failed, recovered, drift_repaired, stale, suspended, resumed, applied]
+#   events: [refused, rolled_back, failed, recovered, drift_repaired, stale, suspended, resumed, applied,
+#            waiting_approval]
 #   repeat: 3600                        # seconds before an unresolved problem is told again
+# approvals:                            # k named people must sign a change's content (optional; docs/trust.md)
+#   threshold: 2                        # distinct people who must approve envs/{environment}.yaml's new content
+#   approvers: trust/approvers          # their SSH keys, allowed_signers format: one person per line
+#   max_age: 14d                        # the longest validity an approval may claim
+#   # repository: github.com/ceerkle/dreichor-deployments   # default: from source.url
 # github:                               # commit statuses dreichor/{environment} on the manifest repo (optional)
 #   repository: ceerkle/dreichor-deployments   # owner/name; the token is GITHUB_TOKEN in .env
 #   api_url: https://api.github.com     # GitHub Enterprise: https://<host>/api/v3
@@ -62,8 +68,9 @@ STARTER_DOTENV = """\
 # DATABASE_URL=postgresql://dreichor@127.0.0.1:5432/dreichor_{environment}
 # Fetching a private manifest repository over https (a read-only token) ...
 # GIT_TOKEN=
-# ... or over ssh (a read-only deploy key; path to the private key file).
-# GIT_SSH_KEY=/opt/dreichor/{environment}/deploy-agent/trust/deploy_key
+# ... or over ssh (a read-only deploy key; path to the private key file). The server's host key
+# must be in {known_hosts} (docs/operations.md, "An ssh source").
+# GIT_SSH_KEY={agent}/trust/deploy_key
 # Pulling from a private registry.
 # REGISTRY_USERNAME=
 # REGISTRY_PASSWORD=
@@ -81,10 +88,27 @@ STARTER_ALLOWED_SIGNERS = """\
 
 NEXT_STEPS = """\
 Next steps:
-  1. Set source.url (and branch) in {config}
+  1. Set source.url (and branch) in {config}: the controller does not start without it
   2. Add the signers' public keys to {signers} and DATABASE_URL to {dotenv}
-  3. Check it: dreichor-controller plan --config {config}
-     then start it: systemctl enable --now dreichor-controller@{environment}
+  3. Check it: {check}
+     then start it: {start}
+"""
+DROP_IN_NOTE = """\
+     (first copy {drop_in}, which tells the unit this root, to
+      /etc/systemd/system/dreichor-controller@{environment}.service.d/root.conf, then 'systemctl daemon-reload')
+"""
+SYSTEMD_DROP_IN = """\
+# The controller's root for {environment} is {root}, not /opt/dreichor: systemd reads it from here.
+# (The empty lines reset the unit's /opt/dreichor values: a missing ReadWritePaths= folder stops the unit.)
+# Install: copy this file to /etc/systemd/system/dreichor-controller@{environment}.service.d/root.conf
+[Unit]
+AssertPathExists=
+AssertPathExists={root}/{environment}/deploy-agent/controller.yaml
+
+[Service]
+Environment=DREICHOR_ROOT={root}
+ReadWritePaths=
+ReadWritePaths={root}/{environment}/deploy-agent/state
 """
 
 
@@ -105,22 +129,34 @@ def init_layout(root: Path, environment: str) -> list[Path]:
             folder.mkdir(parents=True, mode=mode)
             folder.chmod(mode)  # mkdir's mode is masked by the umask
             created.append(folder)
+    dotenv = STARTER_DOTENV.format(environment=environment, agent=paths.agent_dir, known_hosts=paths.known_hosts)
     files = [
         (paths.config, _config_text(root, environment), 0o644),
-        (paths.dotenv, STARTER_DOTENV.format(environment=environment), 0o600),
+        (paths.dotenv, dotenv, 0o600),
         (paths.trust_dir / "allowed_signers", STARTER_ALLOWED_SIGNERS.format(environment=environment), 0o644),
     ]
+    if root != Path(DEFAULT_ROOT):
+        files.append((drop_in(paths), SYSTEMD_DROP_IN.format(environment=environment, root=root), 0o644))
     for path, text, mode in files:
         if create_new(path, text.encode(), mode=mode):
             created.append(path)
     return created
 
 
+def drop_in(paths: HostPaths) -> Path:
+    """The systemd drop-in ``init`` writes for a root other than /opt/dreichor (to be copied into /etc)."""
+    return paths.agent_dir / "systemd-root.conf"
+
+
 def next_steps(root: Path, environment: str) -> str:
     """What to do after ``init``: the three steps from a fresh layout to a running controller."""
     paths = HostPaths(root, environment)
     signers = paths.trust_dir / "allowed_signers"
-    return NEXT_STEPS.format(config=paths.config, signers=signers, dotenv=paths.dotenv, environment=environment)
+    default = root == Path(DEFAULT_ROOT)
+    check = f"dreichor-controller plan -e {environment}" + ("" if default else f"   (with DREICHOR_ROOT={root})")
+    start = f"systemctl enable --now dreichor-controller@{environment}"
+    steps = NEXT_STEPS.format(config=paths.config, signers=signers, dotenv=paths.dotenv, check=check, start=start)
+    return steps if default else steps + DROP_IN_NOTE.format(drop_in=drop_in(paths), environment=environment)
 
 
 def _config_text(root: Path, environment: str) -> str:

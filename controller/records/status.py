@@ -1,4 +1,4 @@
-"""The status file ``state/status.json``: what runs, what was tried, and why (DESIGN §8).
+"""The status file ``state/status.json``: what runs, what was tried, and why (docs/design.md §8).
 
 Always valid JSON for its readers: written atomically (temp file, fsync,
 rename).  A status file that exists but cannot be read is never taken as
@@ -9,7 +9,7 @@ an old or hand-edited file cannot carry more either.
 
 The watermark ``state/watermark`` is the newest applied revision, kept apart
 from the status file so that losing or resetting ``status.json`` never
-forgets how far the history has come (DESIGN §9 step 2).
+forgets how far the history has come (docs/design.md §9 step 2).
 """
 
 from __future__ import annotations
@@ -21,13 +21,18 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError, model_validator
 
 from controller.records.files import atomic_write, fsync_dir
 from controller.untrusted import bounded, bounded_lines
 
 Phase = Literal["InSync", "Progressing", "Degraded", "Suspended"]
 Result = Literal["applied", "unchanged", "refused", "failed", "rolled_back"]
+# docs/design.md §16: whether the head's content runs, and how the container is, kept apart.
+SyncState = Literal["InSync", "OutOfSync", "Waiting", "Suspended"]
+Health = Literal["Healthy", "Unhealthy", "Missing", "Unknown"]
+SYNC_STATES: tuple[SyncState, ...] = ("InSync", "OutOfSync", "Waiting", "Suspended")
+HEALTHS: tuple[Health, ...] = ("Healthy", "Unhealthy", "Missing", "Unknown")
 Text = Annotated[str, AfterValidator(bounded)]
 LogExcerpt = Annotated[str, AfterValidator(bounded_lines)]
 DAMAGED_SUFFIX = ".damaged-"
@@ -56,7 +61,15 @@ class AppliedStatus(_Record):
     image: Text
     signer: Text
     applied_at: datetime
-    image_signer: Text | None = None  # the cosign key that signed the image (DESIGN §14)
+    image_signer: Text | None = None  # the cosign key that signed the image (docs/design.md §14)
+    tag: Text | None = None  # the tag the manifest declared beside the digest (docs/design.md §8), if any
+
+    def version(self) -> str:
+        """The running version for people: the declared tag, else the digest's first 12 hex digits."""
+        if self.tag:
+            return self.tag
+        digest = self.image.rpartition("@sha256:")[2]
+        return f"sha256:{digest[:12]}" if digest else "-"
 
 
 class AttemptStatus(_Record):
@@ -82,6 +95,32 @@ class ContainerStatus(_Record):
     task: Text | None = None  # Swarm mode: the running task's id (``id`` is its container's)
 
 
+class SyncStatus(_Record):
+    """Whether the head's content runs (docs/design.md §16), and in one sentence why not."""
+
+    state: SyncState
+    reason: Text = ""
+
+
+class ApprovalsStatus(_Record):
+    """The declared content a change waits on, and who approved it (docs/design.md §15)."""
+
+    content: str  # SHA-256 of envs/<env>.yaml
+    have: list[Text]
+    need: int
+    missing: list[Text] = []
+    expires: dict[str, datetime] = {}  # person → when their approval expires
+    not_counted: list[Text] = []  # why files in the folder did not count (the first few)
+
+
+class Suspension(_Record):
+    """Who suspended the environment, why, and when (``suspend --reason``)."""
+
+    by: Text
+    reason: Text
+    at: datetime
+
+
 class AuditAnchor(_Record):
     """The audit log's tail as last written: ``history --verify`` refuses a log that ends elsewhere."""
 
@@ -104,6 +143,67 @@ class Status(_Record):
     suspended: bool = False
     quarantined: str | None = None  # "content:<sha256>" or, for a refusal before the content is known, "<head>:<host>"
     audit: AuditAnchor | None = None
+    approvals: ApprovalsStatus | None = None  # while a change waits for approvals
+    sync: SyncStatus | None = None  # filled on load for a file an earlier release wrote
+    health: Health | None = None
+    suspension: Suspension | None = None
+
+    def quarantine_text(self) -> str | None:
+        """The quarantine for people: what is held, named readably, and what lets it through (None: nothing)."""
+        key = self.quarantined
+        if not key:
+            return None
+        head = self.source.head  # the quarantine holds the head's content (a drift repair may be the last attempt)
+        revision = f" of {head[:12]}" if head else ""
+        until = "not retried until a different change, a change of the host's trust files or .env, or 'sync --force'"
+        if key.startswith("content:"):
+            return f"the content{revision} (desired container sha256:{key.removeprefix('content:')[:16]}…): {until}"
+        return f"commit {key.partition(':')[0][:12]} (refused before its content was read): {until}"
+
+    @model_validator(mode="after")
+    def _derive_glance(self) -> Status:
+        """A status file from before docs/design.md §16 loads with ``sync`` and ``health`` derived from what it has."""
+        if self.sync is None:
+            self.sync = sync_of(self)
+        if self.health is None:
+            self.health = health_of(self.container)
+        return self
+
+
+def waiting_reason(approvals: ApprovalsStatus) -> str:
+    """``waiting for approvals (1 of 2: alice)``: the held change, in the status, page and logs."""
+    names = f": {', '.join(approvals.have)}" if approvals.have else ""
+    return f"waiting for approvals ({len(approvals.have)} of {approvals.need}{names})"
+
+
+def health_of(container: ContainerStatus) -> Health:
+    """The container's health in one word: Unknown when the engine could not say, Missing when absent."""
+    if container.state == "unknown":
+        return "Unknown"
+    if container.state == "missing":
+        return "Missing"
+    if container.state != "running" or container.health == "unhealthy":
+        return "Unhealthy"
+    return "Unknown" if container.health == "starting" else "Healthy"
+
+
+def sync_of(status: Status) -> SyncStatus:
+    """Whether the head's content runs, from what the status records (docs/design.md §16)."""
+    if status.suspended:
+        who = status.suspension
+        why = f"suspended by {who.by}: {who.reason}" if who else "suspended until 'dreichor-controller resume'"
+        return SyncStatus(state="Suspended", reason=why)
+    if status.approvals is not None:  # held, not refused: the last attempt stays the previous decision
+        return SyncStatus(state="Waiting", reason=waiting_reason(status.approvals))
+    attempt = status.last_attempt
+    if attempt is not None and attempt.result in ("refused", "failed", "rolled_back"):
+        held = "; held until a different change or 'sync --force'" if status.quarantined else ""
+        return SyncStatus(state="OutOfSync", reason=f"{attempt.result.replace('_', ' ')}: {attempt.reason}{held}")
+    if status.applied is None:
+        return SyncStatus(state="OutOfSync", reason="nothing applied yet")
+    if status.quarantined:
+        return SyncStatus(state="OutOfSync", reason=f"held: {status.quarantine_text()}")
+    return SyncStatus(state="InSync", reason="the head's content runs")
 
 
 def read_status(path: Path) -> Status | None:

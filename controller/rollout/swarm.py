@@ -1,4 +1,4 @@
-"""Applying a plan in Swarm mode (DESIGN §13): snapshot the service spec, update, gate, restore.
+"""Applying a plan in Swarm mode (docs/design.md §13): snapshot the service spec, update, gate, restore.
 
 Swarm performs the swap itself, stop-first, so there is never a moment with
 two tasks of one environment; what stays ours is the safety around it.  The

@@ -270,7 +270,7 @@ def test_access_tokens_and_webhooks_drive_the_daemon_and_systemd_hears_it(
         messages: list[str] = []
         while "READY=1" not in messages:
             messages.append(listener.recv(4096).decode())
-        assert any(m.startswith("STATUS=InSync") for m in messages)
+        assert any(m.startswith("STATUS=InSync, Healthy: ") for m in messages)
         assert host.image() == images["healthy-a"]
         while "WATCHDOG=1" not in messages:
             messages.append(listener.recv(4096).decode())

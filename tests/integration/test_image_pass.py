@@ -1,4 +1,4 @@
-"""Image signatures in the pass (DESIGN §14), end to end: the real engine, registry, git and cosign-format
+"""Image signatures in the pass (docs/design.md §14), end to end: the real engine, registry, git and cosign-format
 signatures written through the registry's API; the controller's own command line."""
 
 from __future__ import annotations

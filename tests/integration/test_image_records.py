@@ -1,4 +1,4 @@
-"""Who signed the image, where people look (DESIGN §14): the page, the notifications and ``verify``.
+"""Who signed the image, where people look (docs/design.md §14): the page, the notifications and ``verify``.
 
 End to end with the real engine, registry and git: images signed in both cosign formats through the
 registry's API, a running daemon serving the page, a notification receiver on 127.0.0.1, the
@@ -11,11 +11,8 @@ from __future__ import annotations
 import json
 import re
 import signal
-import threading
 import urllib.request
-from collections.abc import Iterator
 from datetime import UTC, datetime
-from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -24,25 +21,12 @@ import pytest
 from controller.api.page import render_page
 from controller.cli import main
 from controller.signatures.images.cosign import fingerprint
-from testbed import ControllerHost, CuttingProxy, wait_for
+from testbed import ControllerHost, CuttingProxy, NotificationReceiver, wait_for
 from tests.cosign_signing import sign_bundle, sign_classic
 from tests.integration.test_image_pass import SignedHost
-from tests.integration.test_notifications import Receiver, _handler
 
 
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    ref: list[Receiver] = []
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(ref))
-    server.daemon_threads = True
-    ref.append(Receiver(server))
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield ref[0]
-    server.shutdown()
-    server.server_close()
-
-
-def _told(receiver: Receiver, title: str) -> list[str]:
+def _told(receiver: NotificationReceiver, title: str) -> list[str]:
     """The bodies of the messages with ``title`` the receiver got, in order."""
     bodies = [json.loads(r.body) for r in list(receiver.requests) if r.path == "/hook"]
     return [body["message"] for body in bodies if body["title"] == title]
@@ -70,7 +54,7 @@ def test_the_image_signer_is_on_the_page_in_the_notification_and_in_verify(
     controller_host: ControllerHost,
     images: dict[str, str],
     tmp_path: Path,
-    receiver: Receiver,
+    receiver: NotificationReceiver,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     bed, host = SignedHost(controller_host, images, tmp_path), controller_host

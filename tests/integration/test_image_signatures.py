@@ -22,7 +22,6 @@ from tests.cosign_signing import (
     simple_signing_payload,
 )
 
-pytestmark = pytest.mark.docker
 _serial = itertools.count()
 
 

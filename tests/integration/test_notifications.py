@@ -16,10 +16,8 @@ import socketserver
 import threading
 import urllib.parse
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -29,77 +27,12 @@ from controller.config import DEFAULT_NOTIFY_EVENTS, parse_config
 from controller.errors import ConfigError
 from controller.notifications.policy import Decision, Policy
 from controller.notifications.sender import AppriseTarget, GithubTarget, Notifier
-from testbed import wait_for
+from testbed import NotificationReceiver, wait_for
 
 SHA = "1a2b3c4" + "d" * 33
 IMAGE = "ghcr.io/ceerkle/dreichor-trading/runtime@sha256:" + "e" * 64
 TOKEN = "ghp_testtoken"
 POLICY = Policy(events=frozenset(DEFAULT_NOTIFY_EVENTS), repeat=3600, statuses=True)
-
-
-@dataclass
-class Request:
-    method: str
-    path: str
-    headers: dict[str, str]  # names in lower case: HTTP header names are case-insensitive
-    body: bytes
-
-
-@dataclass
-class Receiver:
-    """An HTTP server that records requests; ``status`` is what it answers; ``hold`` makes it slow."""
-
-    server: ThreadingHTTPServer
-    requests: list[Request] = field(default_factory=list)
-    status: int = 200
-    hold: threading.Event | None = None
-    arrived: threading.Event = field(default_factory=threading.Event)
-    answered: int = 0
-
-    @property
-    def port(self) -> int:
-        return int(self.server.server_address[1])
-
-
-def _handler(receiver_ref: list[Receiver]) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        def _any(self) -> None:
-            receiver = receiver_ref[0]
-            length = int(self.headers.get("Content-Length") or 0)
-            body = self.rfile.read(length) if length else b""
-            receiver.requests.append(
-                Request(self.command, self.path, {k.lower(): v for k, v in self.headers.items()}, body)
-            )
-            receiver.arrived.set()
-            if receiver.hold is not None:
-                receiver.hold.wait(30)
-            receiver.answered += 1
-            self.send_response(receiver.status)
-            self.send_header("Content-Type", "application/json")
-            self.end_headers()
-            self.wfile.write(b"{}")
-
-        do_GET = do_POST = _any
-
-        def log_message(self, format: str, *args: object) -> None:
-            pass
-
-    return Handler
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    ref: list[Receiver] = []
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(ref))
-    server.daemon_threads = True
-    ref.append(Receiver(server))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield ref[0]
-    if ref[0].hold is not None:
-        ref[0].hold.set()
-    server.shutdown()
-    server.server_close()
 
 
 @pytest.fixture
@@ -131,7 +64,7 @@ def rolled_back() -> Decision:
     )
 
 
-def test_a_json_receiver_gets_title_body_and_type(receiver: Receiver) -> None:
+def test_a_json_receiver_gets_title_body_and_type(receiver: NotificationReceiver) -> None:
     n = notifier(AppriseTarget(f"json://127.0.0.1:{receiver.port}/hook", label="notify.urls[0]"))
     n.notify(rolled_back())
     assert n.drain(10)
@@ -146,7 +79,7 @@ def test_a_json_receiver_gets_title_body_and_type(receiver: Receiver) -> None:
     assert n.failed == 0
 
 
-def test_a_form_receiver_gets_the_same_fields(receiver: Receiver) -> None:
+def test_a_form_receiver_gets_the_same_fields(receiver: NotificationReceiver) -> None:
     n = notifier(AppriseTarget(f"form://127.0.0.1:{receiver.port}/form", label="notify.urls[0]"))
     n.notify(Decision("applied", "prod", revision=SHA, image=IMAGE, signer="deploy@example"))
     assert n.drain(10)
@@ -157,7 +90,7 @@ def test_a_form_receiver_gets_the_same_fields(receiver: Receiver) -> None:
     assert f"sha256:{'e' * 64}" in fields["message"]
 
 
-def test_a_commit_status_is_posted_as_githubs_api_documents_it(receiver: Receiver) -> None:
+def test_a_commit_status_is_posted_as_githubs_api_documents_it(receiver: NotificationReceiver) -> None:
     receiver.status = 201
     github = GithubTarget(github_config(receiver.port), token=TOKEN)  # type: ignore[arg-type]
     n = notifier(github=github)
@@ -174,7 +107,7 @@ def test_a_commit_status_is_posted_as_githubs_api_documents_it(receiver: Receive
     assert len(body["description"]) <= 140
 
 
-def test_github_refusing_a_status_is_not_retried_and_is_counted(receiver: Receiver) -> None:
+def test_github_refusing_a_status_is_not_retried_and_is_counted(receiver: NotificationReceiver) -> None:
     receiver.status = 422
     n = notifier(github=GithubTarget(github_config(receiver.port), token=TOKEN))  # type: ignore[arg-type]
     n.notify(Decision("applied", "prod", revision=SHA))
@@ -182,7 +115,7 @@ def test_github_refusing_a_status_is_not_retried_and_is_counted(receiver: Receiv
     assert (len(receiver.requests), n.failed) == (1, 1)
 
 
-def test_a_server_error_is_retried_then_counted(receiver: Receiver) -> None:
+def test_a_server_error_is_retried_then_counted(receiver: NotificationReceiver) -> None:
     receiver.status = 500
     counted: list[int] = []
     n = notifier(
@@ -203,7 +136,7 @@ def test_a_dead_receiver_is_counted_and_logged_at_warning(dead_port: int, caplog
     assert any("notify.urls[0]" in r.getMessage() and r.levelno == logging.WARNING for r in caplog.records)
 
 
-def test_a_slow_receiver_never_holds_up_notify(receiver: Receiver) -> None:
+def test_a_slow_receiver_never_holds_up_notify(receiver: NotificationReceiver) -> None:
     receiver.hold = threading.Event()
     n = notifier(AppriseTarget(f"json://127.0.0.1:{receiver.port}/", label="notify.urls[0]"), queue_size=2)
     for i in range(20):
@@ -225,7 +158,7 @@ def test_a_dead_receiver_never_holds_up_notify_either(dead_port: int) -> None:
     assert n.failed == 20
 
 
-def test_send_test_says_which_targets_answered(receiver: Receiver, dead_port: int) -> None:
+def test_send_test_says_which_targets_answered(receiver: NotificationReceiver, dead_port: int) -> None:
     n = notifier(
         AppriseTarget(f"json://127.0.0.1:{receiver.port}/", label="notify.urls[0]"),
         AppriseTarget(f"json://127.0.0.1:{dead_port}/", label="notify.urls[1]"),
@@ -240,7 +173,7 @@ def test_send_test_says_which_targets_answered(receiver: Receiver, dead_port: in
     assert [(r.method, r.path) for r in receiver.requests][1] == ("GET", "/repos/ceerkle/dreichor-deployments")
 
 
-def test_what_was_told_survives_a_restart(receiver: Receiver, tmp_path: Path) -> None:
+def test_what_was_told_survives_a_restart(receiver: NotificationReceiver, tmp_path: Path) -> None:
     state = tmp_path / "notifications.json"
     url = f"json://127.0.0.1:{receiver.port}/"
     refusal = Decision("refused", "prod", revision="b" * 40, reason="unsigned", code="Unsigned")
@@ -257,7 +190,7 @@ def test_what_was_told_survives_a_restart(receiver: Receiver, tmp_path: Path) ->
     ]
 
 
-def test_a_corrupt_state_file_starts_afresh(receiver: Receiver, tmp_path: Path) -> None:
+def test_a_corrupt_state_file_starts_afresh(receiver: NotificationReceiver, tmp_path: Path) -> None:
     state = tmp_path / "notifications.json"
     state.write_text("{not json")
     n = notifier(AppriseTarget(f"json://127.0.0.1:{receiver.port}/", label="notify.urls[0]"), state_file=state)
@@ -267,7 +200,9 @@ def test_a_corrupt_state_file_starts_afresh(receiver: Receiver, tmp_path: Path) 
     assert json.loads(state.read_text())["problems"][0]["kind"] == "refused"
 
 
-def test_from_config_fills_urls_from_dotenv_and_reaches_both_targets(receiver: Receiver, tmp_path: Path) -> None:
+def test_from_config_fills_urls_from_dotenv_and_reaches_both_targets(
+    receiver: NotificationReceiver, tmp_path: Path
+) -> None:
     receiver.status = 201
     raw = {
         "environment": "dev",
@@ -370,7 +305,7 @@ def test_an_email_shows_untrusted_markup_as_text_never_as_a_live_link(
 
 
 def test_slack_gets_untrusted_text_escaped_with_no_mention_and_no_link(
-    receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+    receiver: NotificationReceiver, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(apprise_slack.NotifySlack, "webhook_url", f"http://127.0.0.1:{receiver.port}/services")
     n = notifier(AppriseTarget("slack://T1JJ3T3L2/A1BRTD4JD/TIiajkdnlazkcOXrIdevi7FQ", label="notify.urls[0]"))
@@ -381,7 +316,7 @@ def test_slack_gets_untrusted_text_escaped_with_no_mention_and_no_link(
     assert "&lt;!channel&gt;" in sent
 
 
-def test_a_markdown_target_gets_untrusted_links_escaped(receiver: Receiver) -> None:
+def test_a_markdown_target_gets_untrusted_links_escaped(receiver: NotificationReceiver) -> None:
     n = notifier(AppriseTarget(f"mmost://127.0.0.1:{receiver.port}/abcdefghijklmnopqrstuvwxyz", label="notify.urls[0]"))
     n.notify(hostile_refusal())
     assert n.drain(20)
@@ -394,23 +329,14 @@ def test_a_markdown_target_gets_untrusted_links_escaped(receiver: Receiver) -> N
 # -- receivers do not wait on each other; drops are counted and logged once (issue 21, 8) -------
 
 
-def _heard(receiver: Receiver, count: int) -> bool:
+def _heard(receiver: NotificationReceiver, count: int) -> bool:
     return len(receiver.requests) == count
 
 
-def _second_receiver() -> tuple[Receiver, ThreadingHTTPServer]:
-    ref: list[Receiver] = []
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(ref))
-    server.daemon_threads = True
-    ref.append(Receiver(server))
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return ref[0], server
-
-
 def test_a_slow_receiver_never_delays_another_and_its_drops_are_counted_and_logged_once(
-    receiver: Receiver, caplog: pytest.LogCaptureFixture
+    receiver: NotificationReceiver, caplog: pytest.LogCaptureFixture
 ) -> None:
-    fast, server = _second_receiver()
+    fast = NotificationReceiver()
     receiver.hold = threading.Event()
     dropped: list[int] = []
     try:
@@ -430,5 +356,4 @@ def test_a_slow_receiver_never_delays_another_and_its_drops_are_counted_and_logg
         assert len(drops) == 1 and "notify.urls[0]" in drops[0].getMessage()
     finally:
         receiver.hold.set()
-        server.shutdown()
-        server.server_close()
+        fast.stop()

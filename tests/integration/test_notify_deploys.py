@@ -12,8 +12,6 @@ import json
 import signal
 import threading
 import urllib.request
-from collections.abc import Iterator
-from http.server import ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -22,29 +20,14 @@ from controller.cli import main
 from controller.config import load_config
 from controller.daemon import attach_notifier
 from controller.service import EnvironmentService
-from testbed import ControllerHost, manifest_text, wait_for
-from tests.integration.test_notifications import Receiver, _handler
+from testbed import ControllerHost, NotificationReceiver, manifest_text, wait_for
 
 TOKEN = "ghp_e2etoken"
 STATUSES = "/repos/ceerkle/dreichor-deployments/statuses/"
 
 
 @pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    ref: list[Receiver] = []
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(ref))
-    server.daemon_threads = True
-    ref.append(Receiver(server))
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield ref[0]
-    if ref[0].hold is not None:
-        ref[0].hold.set()
-    server.shutdown()
-    server.server_close()
-
-
-@pytest.fixture
-def host(controller_host: ControllerHost, receiver: Receiver) -> ControllerHost:
+def host(controller_host: ControllerHost, receiver: NotificationReceiver) -> ControllerHost:
     """prod told through json:// and commit statuses, both to the receiver."""
     agent = controller_host.root / "prod" / "deploy-agent"
     with (agent / "controller.yaml").open("a") as config:
@@ -57,12 +40,12 @@ def host(controller_host: ControllerHost, receiver: Receiver) -> ControllerHost:
     return controller_host
 
 
-def messages(receiver: Receiver) -> list[dict[str, Any]]:
+def messages(receiver: NotificationReceiver) -> list[dict[str, Any]]:
     """What people were told, in order."""
     return [json.loads(r.body) for r in list(receiver.requests) if r.path == "/hook"]
 
 
-def statuses(receiver: Receiver) -> list[tuple[str, str]]:
+def statuses(receiver: NotificationReceiver) -> list[tuple[str, str]]:
     """The commit statuses posted: (sha, state), in order."""
     posted = [r for r in list(receiver.requests) if r.path.startswith(STATUSES)]
     for request in posted:
@@ -70,7 +53,7 @@ def statuses(receiver: Receiver) -> list[tuple[str, str]]:
     return [(r.path.removeprefix(STATUSES), json.loads(r.body)["state"]) for r in posted]
 
 
-def test_a_deploy_is_told_once_with_a_success_status(host: ControllerHost, receiver: Receiver) -> None:
+def test_a_deploy_is_told_once_with_a_success_status(host: ControllerHost, receiver: NotificationReceiver) -> None:
     head = host.repo.head()
     assert host.sync() == 0
     assert host.sync() == 0  # nothing changed: nothing more to tell
@@ -81,7 +64,7 @@ def test_a_deploy_is_told_once_with_a_success_status(host: ControllerHost, recei
 
 
 def test_a_sick_image_is_rolled_back_and_told_with_its_log_and_a_failure_status(
-    host: ControllerHost, receiver: Receiver, images: dict[str, str]
+    host: ControllerHost, receiver: NotificationReceiver, images: dict[str, str]
 ) -> None:
     assert host.sync() == 0
     sick = host.publish("sick", prod=images["exits"])
@@ -94,7 +77,7 @@ def test_a_sick_image_is_rolled_back_and_told_with_its_log_and_a_failure_status(
 
 
 def test_the_same_refusal_is_told_once_and_its_fix_is_told_as_resolved(
-    host: ControllerHost, receiver: Receiver, images: dict[str, str]
+    host: ControllerHost, receiver: NotificationReceiver, images: dict[str, str]
 ) -> None:
     assert host.sync() == 0
     host.repo.write("envs/prod.yaml", manifest_text("prod", images["healthy-b"]) + "ports: ['80:80']\n")
@@ -115,7 +98,7 @@ def test_the_same_refusal_is_told_once_and_its_fix_is_told_as_resolved(
 
 
 def test_a_receiver_that_hangs_or_is_gone_never_holds_up_a_deploy(
-    host: ControllerHost, receiver: Receiver, images: dict[str, str], capsys: pytest.CaptureFixture[str]
+    host: ControllerHost, receiver: NotificationReceiver, images: dict[str, str], capsys: pytest.CaptureFixture[str]
 ) -> None:
     receiver.hold = threading.Event()
     service = EnvironmentService.from_file(host.configs["prod"])
@@ -129,8 +112,7 @@ def test_a_receiver_that_hangs_or_is_gone_never_holds_up_a_deploy(
         service.close()
         receiver.hold.set()
         notifier.close(10)
-    receiver.server.shutdown()
-    receiver.server.server_close()  # the receiver is gone: its port refuses
+    receiver.stop()  # the receiver is gone: its port refuses
     capsys.readouterr()
     host.publish("b", prod=images["healthy-b"])
     assert host.sync() == 0
@@ -139,7 +121,7 @@ def test_a_receiver_that_hangs_or_is_gone_never_holds_up_a_deploy(
 
 
 def test_the_daemon_tells_its_deploys_counts_what_failed_and_drains_on_sigterm(
-    host: ControllerHost, receiver: Receiver
+    host: ControllerHost, receiver: NotificationReceiver
 ) -> None:
     daemon = host.start_daemon()
     try:
@@ -166,15 +148,14 @@ def test_the_daemon_refuses_to_start_with_a_notify_url_the_env_cannot_fill(host:
 
 
 def test_notify_test_says_which_targets_answered(
-    host: ControllerHost, receiver: Receiver, capsys: pytest.CaptureFixture[str]
+    host: ControllerHost, receiver: NotificationReceiver, capsys: pytest.CaptureFixture[str]
 ) -> None:
     args = ["notify", "--test", "--config", str(host.configs["prod"])]
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "answered  notify.urls[0] (JSON)" in out and "answered  github ceerkle/dreichor-deployments" in out
     assert messages(receiver)[0]["title"] == "Dreichor test message"
-    receiver.server.shutdown()
-    receiver.server.server_close()
+    receiver.stop()
     assert main([*args, "--json"]) == 1
     answers = json.loads(capsys.readouterr().out)["targets"]
     assert [a["answered"] for a in answers] == [False, False]

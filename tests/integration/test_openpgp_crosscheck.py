@@ -22,6 +22,7 @@ from controller.signatures.commits.openpgp import OpenPgpKeyring
 from testbed import (
     GpgKey,
     drop_signing_usage,
+    gnupg_home,
     gpg_detach_sign,
     make_gpg_key,
     revoke_gpg_primary,
@@ -172,8 +173,7 @@ def ours(made: Made) -> str:
 
 def gpgs(made: Made, base: Path) -> tuple[int, str]:
     """``gpg --verify`` with only the case's keyring: (exit code, decisive status keyword)."""
-    home = base / "verifier"
-    home.mkdir(mode=0o700)
+    home = gnupg_home(base / "verifier")
     (base / "sig.asc").write_bytes(made.signature)
     (base / "payload").write_bytes(made.payload)
     gpg = ["gpg", "--homedir", str(home), "--batch", "--status-fd", "1"]

@@ -158,8 +158,8 @@ class _Dom(HTMLParser):
 def test_the_page_shows_phase_revision_signer_and_the_last_refusal(server: PageServer, tmp_path: Path) -> None:
     sample = page_sample(now=datetime.now(UTC), reason=ATTACK)["status"]
     dom = _Dom(_chromium(server.url + "/", tmp_path, "--dump-dom"))
-    assert "Degraded" in dom.text
-    assert "The last change did not go through" in dom.text
+    assert "OutOfSync" in dom.text and "Healthy" in dom.text
+    assert "Health: the container runs and is healthy." in dom.text
     assert sample["applied"]["revision"][:12] in dom.text
     assert sample["applied"]["signer"] in dom.text
     assert f"refused Revision {sample['last_attempt']['revision'][:12]} Reason {ATTACK}" in dom.text
@@ -290,7 +290,7 @@ def test_a_deployed_daemon_serves_its_page_and_loading_it_runs_nothing(
     finally:
         TRIPS.armed = False
         api_log.removeHandler(requests)
-    assert "Degraded" in dom.text
+    assert "OutOfSync" in dom.text and "Healthy" in dom.text
     assert status.applied.revision[:12] in dom.text
     assert status.applied.signer in dom.text
     assert f"refused Revision {status.last_attempt.revision[:12]} Reason {status.last_attempt.reason}" in dom.text

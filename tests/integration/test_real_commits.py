@@ -1,7 +1,7 @@
 """Real signed commits from a public repository, verified through the CLI as a user would.
 
-The raw commit objects and keys live in ``<repo>/../shared/data/real-commits``
-(where CI puts them), with the verdict each must get in its README: GitHub's
+The raw commit objects and keys live in ``tests/data/real-commits``, with the
+verdict each must get in ``tests/data/SOURCES.md``: GitHub's
 web-flow merges (RSA 4096, non-minimal MPIs), merges by web-flow's expired
 key, a maintainer's SSH signatures, and a stranger's OpenPGP key.
 """
@@ -17,12 +17,16 @@ import pytest
 from controller.config import load_config
 from testbed import ManifestRepo
 
-DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "real-commits"
+DATA = Path(__file__).resolve().parents[1] / "data" / "real-commits"
 CURRENT = "968479A1AFF927E37D1A566BB5690EEEBB952194 GitHub <noreply@github.com> (RSA 4096)"
 
 
 def _files(prefix: str) -> list[Path]:
-    return sorted(DATA.glob(f"{prefix}-*.commit"))
+    """The commits of one verdict; none is a collection error, never a silently shorter run."""
+    found = sorted(DATA.glob(f"{prefix}-*.commit"))
+    if not found:
+        raise FileNotFoundError(f"no {prefix}-*.commit in {DATA}")
+    return found
 
 
 class RealHost:

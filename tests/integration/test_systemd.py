@@ -30,7 +30,10 @@ def test_the_unit_writes_only_its_environments_state() -> None:
         line.split("=", 1) for line in UNIT.read_text().splitlines() if "=" in line and not line.startswith("#")
     )
     assert settings["ReadWritePaths"] == "/opt/dreichor/%i/deploy-agent/state"
-    assert settings["ExecStart"].endswith("run --config /opt/dreichor/%i/deploy-agent/controller.yaml")
+    assert settings["ExecStart"].endswith("run -e %i")
+    assert settings["Environment"] == "DREICHOR_ROOT=/opt/dreichor"
+    assert settings["AssertPathExists"] == "/opt/dreichor/%i/deploy-agent/controller.yaml"  # fails loudly
+    assert "ConditionPathExists" not in settings  # a silent skip
     for key, value in {
         "NoNewPrivileges": "yes",
         "ProtectSystem": "strict",

@@ -66,7 +66,8 @@ def test_validate_with_a_config_checks_its_repository_and_dotenv(
 ) -> None:
     assert main(["init", "--environment", "prod", "--root", str(tmp_path)]) == 0
     config = tmp_path / "prod" / "deploy-agent" / "controller.yaml"
-    config.write_text(config.read_text().replace("ghcr.io/ceerkle/dreichor-trading/runtime", "127.0.0.1:5000/rt"))
+    text = config.read_text().replace("  # url: ssh://", "  url: ssh://")
+    config.write_text(text.replace("ghcr.io/ceerkle/dreichor-trading/runtime", "127.0.0.1:5000/rt"))
     (tmp_path / "prod/deploy-agent/.env").write_text("DATABASE_URL=postgresql://h/dreichor_dev\n")
     manifest = write(tmp_path / "prod.yaml", f"environment: prod\nimage: 127.0.0.1:5000/rt@{DIGEST}\n")
     assert main(["validate", str(manifest), "--config", str(config)]) == 3
@@ -86,7 +87,9 @@ def test_init_creates_the_layout_with_private_modes(tmp_path: Path) -> None:
     assert all(line.startswith("#") for line in (agent / "trust" / "allowed_signers").read_text().splitlines())
     assert (tmp_path / "dev/volumes/audit-events").is_dir()
     assert (tmp_path / "dev/volumes/snapshots").is_dir()
-    config = load_config(agent / "controller.yaml")
+    config_file = agent / "controller.yaml"
+    config_file.write_text(config_file.read_text().replace("  # url: ssh://", "  url: ssh://"))
+    config = load_config(config_file)
     assert (config.environment, config.root, config.listen) == ("dev", str(tmp_path), "127.0.0.1:3005")
 
 

@@ -26,7 +26,7 @@ from controller.cli import main
 from controller.config import Config, load_config
 from controller.daemon import Daemon
 from controller.engine.docker import Engine
-from controller.errors import ControllerError
+from controller.errors import ConfigError, ControllerError
 from controller.metrics import Metrics
 from controller.records.status import ContainerStatus, SourceStatus, Status
 from controller.service import EnvironmentService
@@ -63,7 +63,7 @@ class Host:
         (agent / ".env").write_text("DATABASE_URL=postgresql://h/dreichor_prod\n")
         self.config = agent / "controller.yaml"
         text = self.config.read_text()
-        text = text.replace("https://github.com/ceerkle/dreichor-deployments.git", self.repo.url)
+        text = text.replace("  # url: ssh://git@github.com/<owner>/<repo>.git", f"  url: {self.repo.url}")
         text = text.replace("unix:///var/run/docker.sock", f"unix://{self.socket}")
         self.config.write_text(text)
         self.status_file = agent / "state" / "status.json"
@@ -100,6 +100,21 @@ def test_plan_exits_1_when_it_cannot_plan_and_names_the_socket_and_errno(
     assert host.run("plan", "--json") == 1
     answer = out_json(capsys)
     assert str(host.socket) in answer["error"] and answer["code"] == "EngineUnavailable"
+
+
+def test_plan_without_docker_still_says_what_fetch_verify_and_validate_found(
+    host: Host, key: SshKey, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert host.run("plan") == 1
+    said = capsys.readouterr()
+    lines = said.out.splitlines()
+    assert lines[0] == f"fetched:   main at {host.commits[-1][:12]}"
+    assert lines[1].startswith(f"verified:  signed by {key.principal} (ssh-ed25519 SHA256:")
+    assert lines[2].startswith("valid:     envs/prod.yaml runs ")
+    assert str(host.socket) in said.err  # then the engine's error
+    assert host.run("plan", "--json") == 1
+    answer = out_json(capsys)
+    assert answer["head"] == host.commits[-1] and answer["signer"].startswith(key.principal)
 
 
 def test_sync_json_carries_an_error_when_the_pass_fails(host: Host, capsys: pytest.CaptureFixture[str]) -> None:
@@ -223,13 +238,21 @@ def test_an_engine_that_is_not_there_is_named_with_its_errno(tmp_path: Path) -> 
 # -- completion ---------------------------------------------------------------------------------
 
 
-def _bash_complete(capsys: pytest.CaptureFixture[str], words: list[str]) -> list[str]:
-    assert main(["completion", "bash"]) == 0
-    script = capsys.readouterr().out
+def _script(capsys: pytest.CaptureFixture[str], shell: str, tmp_path: Path) -> Path:
+    assert main(["completion", shell]) == 0
+    script = tmp_path / f"completion.{shell}"
+    script.write_text(capsys.readouterr().out)
+    return script
+
+
+def _bash_complete(script: Path, words: list[str]) -> list[str]:
     line = " ".join(f"'{w}'" for w in words)
-    call = f'COMP_WORDS=({line}); COMP_CWORD={len(words) - 1}; _dreichor_controller; printf "%s\\n" "${{COMPREPLY[@]}}"'
-    probe = f"{script}\n{call}"
-    done = subprocess.run(["bash", "-c", probe], capture_output=True, text=True, check=True)
+    call = (
+        f"source {script}; COMP_WORDS=({line}); COMP_CWORD={len(words) - 1}; "
+        f"_shtab_dreichor_controller {words[0]} '{words[-1]}' '{words[-2]}'; "
+        'printf "%s\\n" "${COMPREPLY[@]}"'
+    )
+    done = subprocess.run(["bash", "-c", call], capture_output=True, text=True, check=True)
     return done.stdout.split()
 
 
@@ -240,34 +263,58 @@ def _bash_complete(capsys: pytest.CaptureFixture[str], words: list[str]) -> list
         (["dreichor-controller", "sync", "--f"], ["--force"]),
         (["dreichor-controller", "init", "--environment", ""], ["dev", "prod"]),
         (["dreichor-controller", "plan", "--log-level", "w"], ["warning"]),
+        (["dreichor-controller", "plan", "--exit"], ["--exit-code"]),
+        (["dreichor-controller", "completion", ""], ["bash", "fish", "zsh"]),
     ],
 )
 def test_bash_completes_commands_flags_and_choices(
-    capsys: pytest.CaptureFixture[str], words: list[str], expected: list[str]
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, words: list[str], expected: list[str]
 ) -> None:
-    assert sorted(_bash_complete(capsys, words)) == sorted(expected)
+    assert sorted(_bash_complete(_script(capsys, "bash", tmp_path), words)) == sorted(expected)
 
 
-def test_the_zsh_script_parses_and_registers_itself(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+def test_bash_offers_help_once(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    offered = _bash_complete(_script(capsys, "bash", tmp_path), ["dreichor-controller", "sync", "--"])
+    assert offered.count("--help") == 1
+
+
+def test_the_zsh_script_parses_registers_itself_and_keeps_apostrophes(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
     zsh = shutil.which("zsh")
     assert zsh is not None, "zsh is installed by scripts/setup"
-    assert main(["completion", "zsh"]) == 0
-    script = tmp_path / "_dreichor-controller"
-    script.write_text(capsys.readouterr().out)
+    script = _script(capsys, "zsh", tmp_path)
     subprocess.run([zsh, "-n", str(script)], check=True)
-    probe = f"autoload -U compinit; compinit -u -d {tmp_path}/zcd; source {script}; print $_comps[dreichor-controller]"
+    folder = tmp_path / "fpath"
+    folder.mkdir()
+    (folder / "_dreichor-controller").write_text(script.read_text())
+    compinit = f"autoload -U compinit; compinit -u -d {tmp_path}/zcd"
+    probe = f"fpath=({folder} $fpath); {compinit}; print $_comps[dreichor-controller]"
     done = subprocess.run([zsh, "-f", "-c", probe], capture_output=True, text=True, check=True)
-    assert done.stdout.strip() == "_dreichor_controller"
-    # Dispatch, with zsh's own helpers stubbed to print what they are given (nomatch on: no stray globs).
-    stubs = "setopt nomatch; _arguments() { print -l -- $@ }; _describe() { print -l -- ${(P)2} }"
+    assert done.stdout.strip() == "_dreichor-controller"
+    # The commands zsh offers, read back by zsh itself: a help text's apostrophe survives.
+    call = (
+        f"source {script} >/dev/null 2>&1; _describe() {{ print -l -- ${{(P)2}} }}; _shtab_dreichor_controller_commands"
+    )
+    words = subprocess.run([zsh, "-f", "-c", call], capture_output=True, text=True, check=True).stdout.splitlines()
+    assert "verify-image:Check a pinned image's cosign signature" in next(
+        w for w in words if w.startswith("verify-image")
+    )
 
-    def offered(words: str, current: int) -> list[str]:
-        call = f"{stubs}; source {script}; words=(dreichor-controller {words}); CURRENT={current}; _dreichor_controller"
-        return subprocess.run([zsh, "-f", "-c", call], capture_output=True, text=True, check=True).stdout.splitlines()
 
-    assert "sync:one reconcile pass now" in offered("s", 2)
-    assert "--force[retry a quarantined revision; act while suspended]" in offered("sync --f", 3)
-    assert "(-h --help)--help[show this help message and exit]" in offered("sync --f", 3)
+def test_fish_completes_commands_and_flags_with_their_help(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    fish = shutil.which("fish")
+    assert fish is not None, "fish is installed by scripts/setup"
+    script = _script(capsys, "fish", tmp_path)
+
+    def offered(line: str) -> list[str]:
+        call = f"source {script}; complete -C '{line}'"
+        done = subprocess.run([fish, "--no-config", "-c", call], capture_output=True, text=True, check=True)
+        return [row.split("\t")[0] for row in done.stdout.splitlines()]
+
+    assert {"sync", "status", "suspend"} <= set(offered("dreichor-controller s"))
+    assert "--force" in offered("dreichor-controller sync --f")
+    assert "--check" in offered("dreichor-controller status --c")
 
 
 # -- init's starter kit -------------------------------------------------------------------------
@@ -295,6 +342,9 @@ def test_init_writes_a_config_naming_every_key_with_its_default(
         named = [line for line in lines if line.lstrip("# ").startswith(f"{leaf}:")]
         assert named, f"{key} is not in the starter config"
         assert all(" # " in line or line.lstrip().startswith("#") for line in named), f"{key} has no why"
+    with pytest.raises(ConfigError, match=r"source.url is not set: the controller polls no repository"):
+        load_config(path)  # a skipped step polls nothing, rather than someone else's repository
+    path.write_text(path.read_text().replace("  # url: ssh://", "  url: ssh://"))
     config = load_config(path)
     assert config.source.model_dump(exclude={"url"}) == type(config.source)(url="x").model_dump(exclude={"url"})
     assert (config.health, config.docker, config.image) == (
@@ -304,6 +354,12 @@ def test_init_writes_a_config_naming_every_key_with_its_default(
     )
     steps = capsys.readouterr().out.split("Next steps:")[1]
     assert re.findall(r"^\s*(\d)\. ", steps, re.MULTILINE) == ["1", "2", "3"]
+    assert f"{tmp_path}/dev/deploy-agent/systemd-root.conf" in steps  # the unit learns this root from it
+    assert f"DREICHOR_ROOT={tmp_path}" in steps
+    drop_in = (tmp_path / "dev/deploy-agent/systemd-root.conf").read_text()
+    assert f"Environment=DREICHOR_ROOT={tmp_path}" in drop_in
+    assert f"AssertPathExists={tmp_path}/dev/deploy-agent/controller.yaml" in drop_in
+    assert f"ReadWritePaths=\nReadWritePaths={tmp_path}/dev/deploy-agent/state\n" in drop_in  # not /opt/dreichor
 
 
 def test_init_writes_a_private_dotenv_template_listing_every_key(tmp_path: Path) -> None:

@@ -219,9 +219,33 @@ def test_container_names_never_collide() -> None:
 
 def test_dotenv_reads_comments_export_and_quotes(tmp_path: Path) -> None:
     path = tmp_path / ".env"
-    path.write_text("# c\nexport DATABASE_URL=\"postgresql://h/dreichor_dev\"\nTOKEN='a=b'\n\nBROKEN\n")
+    path.write_text("# c\nexport DATABASE_URL=\"postgresql://h/dreichor_dev\"  # dev db\nTOKEN='a=b'\n\nPASS=x$y${Z}\n")
     path.chmod(0o600)
-    assert read_dotenv(path) == {"DATABASE_URL": "postgresql://h/dreichor_dev", "TOKEN": "a=b"}
+    assert read_dotenv(path) == {"DATABASE_URL": "postgresql://h/dreichor_dev", "TOKEN": "a=b", "PASS": "x$y${Z}"}
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("A=1\nBROKEN\n", r"line 2 \(BROKEN\) has no '='"),
+        ('A=1\n\nB="unclosed secret\n', r"line 3 is not KEY=value"),
+    ],
+)
+def test_a_dotenv_line_that_cannot_be_read_is_an_error_naming_the_line(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / ".env"
+    path.write_text(text)
+    path.chmod(0o600)
+    with pytest.raises(OSError, match=message) as raised:
+        read_dotenv(path)
+    assert "secret" not in str(raised.value)
+
+
+def test_a_dotenv_others_can_read_is_still_refused(tmp_path: Path) -> None:
+    path = tmp_path / ".env"
+    path.write_text("A=1\n")
+    path.chmod(0o644)
+    with pytest.raises(PermissionError, match="chmod 600"):
+        read_dotenv(path)
 
 
 # -- hard edges: whole-string matching, control characters, values YAML cannot build ----------------

@@ -5,6 +5,7 @@ Real config files and the real layout; no pass runs, so no engine is needed.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -14,7 +15,8 @@ import pytest
 
 from controller.contract import DesiredContainer
 from controller.daemon import JOB_ID, Daemon
-from controller.errors import Retryable
+from controller.errors import Reason, Retryable
+from controller.recording import PassResult
 from controller.records.host_init import init_layout
 from controller.service import EnvironmentService
 from testbed import ManifestRepo
@@ -57,15 +59,15 @@ def reconfigure(daemon: Daemon, keys: list[str] | None) -> None:
 
 def image_check_names(service: EnvironmentService) -> str:
     """What the service's image check says about a key file that is not there (no registry is asked)."""
-    assert service.image_check is not None
+    assert service.world.image_check is not None
     desired = DesiredContainer(name="dreichor-runtime-prod", image=IMAGE, env={}, mounts=(), labels={})
     with pytest.raises(Retryable) as refused:
-        service.image_check(desired)
+        service.world.image_check(desired)
     return refused.value.reason
 
 
 def test_a_reload_that_adds_image_signatures_turns_the_check_on(daemon: Daemon) -> None:
-    assert daemon.service.image_check is None
+    assert daemon.service.world.image_check is None
     reconfigure(daemon, ["trust/cosign.pub"])
     assert "trust/cosign.pub" in image_check_names(daemon.service)
 
@@ -80,7 +82,7 @@ def test_a_reload_that_rotates_the_cosign_key_checks_against_the_new_key(daemon:
 def test_a_reload_that_removes_image_signatures_turns_the_check_off(daemon: Daemon) -> None:
     reconfigure(daemon, ["trust/cosign.pub"])
     reconfigure(daemon, None)
-    assert daemon.service.image_check is None
+    assert daemon.service.world.image_check is None
 
 
 def test_a_reload_keeps_the_hooks(daemon: Daemon) -> None:
@@ -198,3 +200,18 @@ def test_the_daemon_keeps_webhook_deliveries_under_state_and_reads_them_at_start
     assert not restarted._api_guards().webhook.deliveries.first(delivery="d1", body=b"{}")
     daemon.reload()
     assert daemon._api_guards().webhook.deliveries is hook.deliveries  # a reload keeps the memory
+
+
+def test_a_held_change_is_one_warning_and_no_refusal_in_the_metrics(
+    daemon: Daemon, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    held = PassResult("waiting", "waiting for approvals (1 of 2: alice)", code=Reason.AWAITING_APPROVALS)
+    monkeypatch.setattr(daemon.service, "sync", lambda options=None: held)
+    with caplog.at_level(logging.INFO, logger="dreichor"):
+        for _ in range(3):
+            daemon.tick()
+    passes = [r for r in caplog.records if r.getMessage() == "pass"]
+    assert [r.levelno for r in passes] == [logging.WARNING, logging.INFO, logging.INFO]
+    text = daemon.metrics.exposition().decode()
+    assert 'dreichor_passes_total{result="waiting"} 3.0' in text
+    assert "dreichor_refusals_total{" not in text

@@ -6,16 +6,23 @@ Bounded so CI stays quick; ``DREICHOR_FUZZ_EXAMPLES=20000`` runs longer.
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import hmac
+import json
 import os
+import uuid
+from http import HTTPStatus
 from pathlib import Path
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from controller.api.routes import AccessVerifier, AuthError, WebhookVerifier
+from controller.api.routes import AccessVerifier, ApiContext, AuthError, Guards, Routes, WebhookVerifier
+from controller.api.server import Request
 from controller.config import AccessConfig, HostPaths, load_config
 from controller.contract import desired_from_bytes
 from controller.errors import ConfigError, Refused
+from controller.metrics import Metrics
 from controller.records.status import read_status
 
 EXAMPLES = int(os.environ.get("DREICHOR_FUZZ_EXAMPLES", "300"))
@@ -84,18 +91,73 @@ def test_the_status_reader_never_raises(data: bytes) -> None:
         path.unlink(missing_ok=True)
 
 
-HOOK = WebhookVerifier("secret", branch="main")
+HOOK_SECRET = "secret"
+METRICS = Metrics()
 ACCESS = AccessVerifier(
     AccessConfig(team_domain="https://t.cloudflareaccess.com", audience="a", jwks_url="http://127.0.0.1:9/certs"),
     fetch_timeout=1,
 )
 
 
+def _sign(secret: str | bytes, body: bytes) -> str:
+    key = secret.encode() if isinstance(secret, str) else secret
+    return "sha256=" + hmac.new(key, body, hashlib.sha256).hexdigest()
+
+
+def _webhook(body: bytes, signature: str | None) -> tuple[HTTPStatus, list[str]]:
+    """``POST /hooks/github`` through the API's routes: the answer and the passes it triggered."""
+    triggered: list[str] = []
+    ctx = ApiContext(
+        status_json=lambda: None,
+        healthy=lambda: True,
+        trigger=triggered.append,
+        metrics=METRICS,
+        guards=Guards(access=None, webhook=WebhookVerifier(HOOK_SECRET, branch="main")),
+    )
+    headers = {"content-type": "application/json", "x-github-event": "push", "x-github-delivery": str(uuid.uuid4())}
+    if signature is not None:
+        headers["x-hub-signature-256"] = signature
+    return Routes(ctx).handle(Request("POST", "/hooks/github", headers, body)).status, triggered
+
+
+# Bodies that would trigger a pass if they were believed: pushes to the configured branch.
+pushes = st.builds(
+    lambda after, extra: json.dumps({"ref": "refs/heads/main", "after": after, "extra": extra}).encode(),
+    st.from_regex(r"[0-9a-f]{40}", fullmatch=True),
+    st.text(max_size=40),
+)
+
+
+@st.composite
+def forged_deliveries(draw: st.DrawFn) -> tuple[bytes, str | None]:
+    """A body and a signature that is not the HMAC of that body under the secret."""
+    body = draw(st.one_of(pushes, st.binary(max_size=300)))
+    signature = draw(
+        st.one_of(
+            st.none(),
+            st.text(max_size=80),
+            st.from_regex(r"sha256=[0-9a-f]{64}", fullmatch=True),
+            st.binary(min_size=1, max_size=20)  # HMAC pads a short key with zeros: b"secret\0" is the secret
+            .filter(lambda key: key.rstrip(b"\0") != HOOK_SECRET.encode())
+            .map(lambda key: _sign(key, body)),
+            st.binary(max_size=60).filter(lambda other: other != body).map(lambda other: _sign(HOOK_SECRET, other)),
+            st.just(_sign(HOOK_SECRET, body)[:-1]),
+            st.just(_sign(HOOK_SECRET, body).removeprefix("sha256=")),
+        )
+    )
+    return body, signature
+
+
 @FUZZ
-@given(st.binary(max_size=300), st.one_of(st.none(), st.text(max_size=80)))
-def test_the_webhook_front_door_only_refuses(body: bytes, signature: str | None) -> None:
-    with contextlib.suppress(AuthError):
-        HOOK.verify(body, signature)
+@given(forged_deliveries())
+def test_no_forged_webhook_triggers_a_pass(delivery: tuple[bytes, str | None]) -> None:
+    assert _webhook(*delivery) == (HTTPStatus.UNAUTHORIZED, [])
+
+
+@FUZZ
+@given(pushes)
+def test_a_push_signed_with_the_secret_triggers_one_pass(body: bytes) -> None:
+    assert _webhook(body, _sign(HOOK_SECRET, body)) == (HTTPStatus.ACCEPTED, ["webhook"])
 
 
 @FUZZ

@@ -1,4 +1,4 @@
-"""Cosign verification against bytes nobody here made (``shared/data/cosign``), and hostile registries."""
+"""Cosign verification against bytes nobody here made (``tests/data/cosign``), and hostile registries."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ from controller.signatures.images.verifier import verify_image
 from controller.signatures.registry import RegistryClient
 from tests.cosign_signing import BUNDLE, OCI_INDEX, bundle_artifact, make_bundle, make_signing_key, referrers_index
 
-DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "cosign"
+DATA = Path(__file__).resolve().parents[1] / "data" / "cosign"  # origins and verdicts: tests/data/SOURCES.md
 IMAGES = DATA / "containers-image"
 DIGEST = "sha256:" + "ab" * 32
 

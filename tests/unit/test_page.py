@@ -113,7 +113,7 @@ def test_markup_in_an_untrusted_field_is_shown_as_text_and_builds_no_element(fie
 def test_the_sample_page_shows_what_runs_who_signed_it_and_what_was_refused() -> None:
     sample = page_sample(now=NOW)
     text = " ".join(_parse(_render()[0]).text)
-    assert "Degraded" in text
+    assert "OutOfSync Healthy running sha256:4b1d4b1d4b1d" in _words(text)  # the headline: sync and health apart
     assert sample["status"]["applied"]["revision"][:12] in text
     assert sample["status"]["applied"]["signer"] in text
     assert sample["status"]["applied"]["image_signer"] in text
@@ -139,12 +139,46 @@ def test_the_image_signer_is_shown_next_to_the_commit_signer_only_when_images_ar
     assert "Image signed by" not in unsigned.decode()
 
 
-@pytest.mark.parametrize(
-    ("phase", "tone"), [("InSync", "ok"), ("Progressing", "busy"), ("Degraded", "bad"), ("Suspended", "hold")]
-)
-def test_each_phase_has_a_colour_and_words(phase: str, tone: str) -> None:
-    html, _ = page.render_page(**_with("status.phase", phase))
-    assert f'<span class="badge {tone}">{phase}</span> {page.PHASES[phase][1]}' in html.decode()
+def _words(text: str) -> str:
+    """Text as a reader sees it: runs of white space as one space, none before punctuation."""
+    return re.sub(r" ([.:,;)])", r"\1", re.sub(r"\s+", " ", text))
+
+
+@pytest.mark.parametrize(("state", "tone"), [(state, tone) for state, (tone, _) in page.SYNC.items()])
+def test_each_sync_state_has_a_colour_in_the_headline(state: str, tone: str) -> None:
+    sample = _with("status.sync", {"state": state, "reason": "why it is so"})
+    html = page.render_page(**sample)[0].decode()
+    assert f'<p id="glance"><span class="badge {tone}">{state}</span>' in html
+    assert "why it is so" in html
+
+
+@pytest.mark.parametrize(("health", "tone"), [(health, tone) for health, (tone, _) in page.HEALTH.items()])
+def test_each_health_has_a_colour_and_words_in_the_headline(health: str, tone: str) -> None:
+    html = page.render_page(**_with("status.health", health))[0].decode()
+    assert f'<span class="badge {tone}">{health}</span>' in html
+    assert page.HEALTH[health][1] in html
+
+
+def test_a_rolled_back_change_reads_out_of_sync_and_healthy_not_down() -> None:
+    sample = _with("status.last_attempt.result", "rolled_back")
+    sample["status"]["applied"]["tag"] = "1.4.2"
+    text = _words(" ".join(_parse(page.render_page(**sample)[0]).text))
+    assert "OutOfSync Healthy running 1.4.2" in text
+    assert "the container runs and is healthy" in text
+
+
+def test_the_quarantine_row_names_the_content_readably() -> None:
+    text = _words(" ".join(_parse(_render()[0]).text))
+    assert "content:5555" not in text.replace("sha256:5555", "")
+    assert "the content of a71be04c9d2f (desired container sha256:5555555555555555…)" in text
+    assert "'sync --force'" in text
+
+
+def test_a_suspension_names_who_and_why() -> None:
+    sample = _with("status.suspended", True)
+    sample["status"]["suspension"] = {"by": "alice", "reason": "db migration until 15:00", "at": NOW.isoformat()}
+    text = _words(" ".join(_parse(page.render_page(**sample)[0]).text))
+    assert "Suspended by alice (0 s ago): db migration until 15:00." in text
 
 
 def test_the_csp_allows_nothing_but_the_pages_own_style_and_script_by_hash() -> None:

@@ -77,6 +77,10 @@ class OpenPgpKeyring:
     def __len__(self) -> int:
         return len(self._certs)
 
+    def user_ids(self) -> dict[str, str]:
+        """Each certificate's first user ID by primary fingerprint (uppercase hex); "" when it has none."""
+        return {c.fingerprint.upper(): str(c.user_ids[0]) if c.user_ids else "" for c in self._certs}
+
     def verify(self, armored_signature: bytes, payload: bytes, *, now: datetime) -> OpenPgpSigner:
         """``check`` then ``judge``: refuse unless a trusted key that is live now made the signature."""
         return self.judge(self.check(armored_signature, payload, now=now), now=now)

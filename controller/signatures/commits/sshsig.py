@@ -121,10 +121,17 @@ def parse_armored(armored: bytes) -> SshSignature:
     return parsed
 
 
-def verify(sig: SshSignature, payload: bytes, *, reserved: bytes = b"") -> None:
-    """Check ``sig`` over ``payload`` with its embedded key; raise ``Refused`` when it does not hold."""
-    if sig.namespace != NAMESPACE:
-        raise _bad(f"was made for namespace '{sig.namespace.decode('utf-8', 'replace')}', not 'git'")
+def verify(
+    sig: SshSignature, payload: bytes, *, namespace: bytes = NAMESPACE, reserved: bytes = b"", what: str = "the commit"
+) -> None:
+    """Check ``sig`` over ``payload`` for ``namespace`` with its embedded key; raise ``Refused`` when it does not hold.
+
+    The namespace keeps one signature from serving two purposes: a commit signature (``git``)
+    is no approval (``dreichor-approval``), however it was copied.
+    """
+    if sig.namespace != namespace:
+        made, wanted = sig.namespace.decode("utf-8", "replace"), namespace.decode()
+        raise _bad(f"was made for namespace '{made}', not '{wanted}'")
     digest = _HASHES.get(sig.hash_algorithm)
     if digest is None:
         raise _bad(f"uses unsupported hash '{sig.hash_algorithm.decode('ascii', 'replace')}'")
@@ -136,7 +143,7 @@ def verify(sig: SshSignature, payload: bytes, *, reserved: bytes = b"") -> None:
     try:
         _verify_raw(sig.public_key, sig_format, raw, signed)
     except InvalidSignature:
-        raise _bad("does not match the commit (changed after signing?)") from None
+        raise _bad(f"does not match {what} (changed after signing?)") from None
     except (ValueError, TypeError, OverflowError):
         raise _bad("carries a malformed key or signature") from None
 

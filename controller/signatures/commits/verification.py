@@ -7,14 +7,27 @@ repository's CI and the controller reach the same verdict by the same code.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
 from controller.config import Config
+from controller.errors import Refused
 from controller.signatures.commits.policy import TrustPolicy, Verdict, VerifiedCache, verify_commits
+from controller.signatures.images.verifier import ImageVerdict
 from controller.source import GitSource
 
 log = logging.getLogger("dreichor.verification")
+
+
+@dataclass(frozen=True)
+class Verification:
+    """``verify``'s answer: the revision, and its verdict or the refusal."""
+
+    revision: str
+    verdict: Verdict | None
+    refusal: Refused | None = None
+    image: ImageVerdict | None = None  # the declared image's signature, when ``image.signatures`` is set
 
 
 def load_policy(config: Config) -> TrustPolicy:

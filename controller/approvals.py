@@ -1,0 +1,404 @@
+"""Approvals for an environment (docs/design.md §15): k named people signed this exact content.
+
+A commit signature says who made the merge; for a merge in GitHub's web UI that
+is GitHub, so it proves no more than "someone who may merge".  An approval says
+which *person* agreed to the bytes of ``envs/<env>.yaml``: a file under
+``approvals/<env>/<sha256>/`` holding a seven-line statement and a signature
+over exactly those bytes, made with a key the host lists in ``approvals.approvers``.
+
+The counting here is pure: the files (read, bounded, from the verified commit's
+tree by the source), the host's approvers and the clock come in; a ``Tally``
+comes out.  Signatures are checked by the same code as commit signatures
+(``sshsig`` with the namespace ``dreichor-approval``, ``openpgp`` for an armoured
+detached signature), judged by the controller's clock against the host's revoked
+keys.  A file that is not counted says why, so a person can fix it.
+
+The last part is the approver's side (``approve``): it writes the statement for a
+clone's file and has ``ssh-keygen`` sign it, so both sides share one format.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from controller.config import ENVIRONMENTS, repository_name
+from controller.errors import ConfigError, Reason, Refused
+from controller.signatures import signing
+from controller.signatures.commits import sshsig
+from controller.signatures.commits.allowed_signers import AllowedSigner, parse_allowed_signers
+from controller.signatures.commits.openpgp import OpenPgpKeyring
+from controller.signatures.commits.revocations import Revocations, parse_revoked_keys
+from controller.source import clone_facts
+from controller.untrusted import bounded
+
+NAMESPACE = "dreichor-approval"
+VERSION_LINE = "dreichor-approval/v1"
+FOLDER = "approvals"
+SUFFIX = ".approval"
+MAX_FILES = 32
+MAX_FILE_BYTES = 16 * 1024
+CLOCK_SKEW = timedelta(minutes=5)  # an approver's clock may run this far ahead of the host's
+_FIELDS = ("repository", "environment", "path", "sha256", "created", "expires")
+_TIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$")
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_EMAIL = re.compile(r"<([^<>\s]+@[^<>\s]+)>")
+
+
+def folder(environment: str, sha256: str) -> str:
+    """Where the approvals of one content live in the manifest repository."""
+    return f"{FOLDER}/{environment}/{sha256}"
+
+
+@dataclass(frozen=True)
+class Subject:
+    """What the host computes and every statement must repeat: repository, environment, content."""
+
+    repository: str
+    environment: str
+    sha256: str
+
+    @property
+    def path(self) -> str:
+        """The manifest file the content is the bytes of."""
+        return f"envs/{self.environment}.yaml"
+
+
+@dataclass(frozen=True)
+class Statement:
+    """The signed part of an approval: seven lines, each ending in a newline (docs/design.md §15)."""
+
+    repository: str
+    environment: str
+    path: str
+    sha256: str
+    created: datetime
+    expires: datetime
+
+    def to_bytes(self) -> bytes:
+        """The exact bytes that are signed."""
+        lines = [
+            VERSION_LINE,
+            f"repository: {self.repository}",
+            f"environment: {self.environment}",
+            f"path: {self.path}",
+            f"sha256: {self.sha256}",
+            f"created: {format_time(self.created)}",
+            f"expires: {format_time(self.expires)}",
+        ]
+        return "".join(line + "\n" for line in lines).encode()
+
+
+def format_time(moment: datetime) -> str:
+    """``2026-12-02T10:00:00Z``: UTC, whole seconds, as every statement writes it."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class NotCounted(Exception):
+    """One approval file does not count; the message says why, in one sentence."""
+
+
+def parse_approval(data: bytes) -> tuple[Statement, bytes, bytes]:
+    """(statement, the signed bytes, the armoured signature) of one file; ``NotCounted`` when malformed."""
+    parts = data.split(b"\n", 7)
+    if len(parts) < 8:
+        raise NotCounted("is not a seven-line statement followed by a signature")
+    signed = b"\n".join(parts[:7]) + b"\n"
+    try:
+        lines = signed.decode("ascii").splitlines()
+    except UnicodeDecodeError:
+        raise NotCounted("has a statement that is not ASCII text") from None
+    if lines[0] != VERSION_LINE:
+        raise NotCounted(f"does not start with '{VERSION_LINE}'")
+    values: dict[str, str] = {}
+    for name, line in zip(_FIELDS, lines[1:], strict=True):
+        key, sep, value = line.partition(": ")
+        if key != name or not sep:
+            raise NotCounted(f"has '{line[:40]}' where the field '{name}' belongs")
+        values[name] = value
+    statement = Statement(
+        repository=values["repository"],
+        environment=values["environment"],
+        path=values["path"],
+        sha256=values["sha256"],
+        created=_parse_time(values["created"], "created"),
+        expires=_parse_time(values["expires"], "expires"),
+    )
+    if not _SHA256.match(statement.sha256):
+        raise NotCounted("has a sha256 that is not 64 lowercase hex digits")
+    if statement.to_bytes() != signed:
+        raise NotCounted("is not written exactly as the statement format says")
+    return statement, signed, parts[7]
+
+
+def _parse_time(text: str, name: str) -> datetime:
+    if not _TIME.match(text):
+        raise NotCounted(f"has {name} '{text[:40]}', not YYYY-MM-DDTHH:MM:SSZ")
+    try:
+        return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    except ValueError:
+        raise NotCounted(f"has {name} '{text}', which is not a real time") from None
+
+
+# -- the host's approvers ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Approvers:
+    """The people whose keys the host lists in ``approvals.approvers`` (and OpenPGP keys), and revocations."""
+
+    ssh: tuple[AllowedSigner, ...]
+    openpgp: OpenPgpKeyring
+    revoked: Revocations
+    openpgp_people: dict[str, str] = field(default_factory=dict)  # primary fingerprint → person
+
+    @property
+    def people(self) -> tuple[str, ...]:
+        """Every person who may approve, sorted: each counts once, whatever the number of keys."""
+        names = {entry.principals[0] for entry in self.ssh} | set(self.openpgp_people.values())
+        return tuple(sorted(names))
+
+
+def load_approvers(approvers: Path, *, openpgp_keys: Path | None, revoked_keys: Path | None) -> Approvers:
+    """Read the host's approver files; a missing or ambiguous file refuses the change, naming the file."""
+    text = _read(approvers, required=True).decode("utf-8", "replace")
+    signers = tuple(parse_allowed_signers(text))
+    _check_one_person_per_key(signers, approvers)
+    keyring = OpenPgpKeyring(_read(openpgp_keys, required=False) if openpgp_keys else b"")
+    revoked = parse_revoked_keys(_read(revoked_keys, required=False), path=revoked_keys) if revoked_keys else None
+    people = {fpr: email_of(uid) or fpr for fpr, uid in keyring.user_ids().items()}
+    return Approvers(signers, keyring, revoked or Revocations(), openpgp_people=people)
+
+
+def _check_one_person_per_key(signers: Sequence[AllowedSigner], path: Path) -> None:
+    """A line names one person, and a key belongs to one person: else one signature could count twice."""
+    owner: dict[str, str] = {}
+    for entry in signers:
+        if len(entry.principals) != 1:
+            why = f"{path} line {entry.line}: an approver line names exactly one person, not {len(entry.principals)}"
+            raise Refused(why, code=Reason.BAD_TRUST_POLICY)
+        person = owner.setdefault(entry.key, entry.principals[0])
+        if person != entry.principals[0]:
+            why = f"{path} line {entry.line}: this key is listed for both {person} and {entry.principals[0]}"
+            raise Refused(why, code=Reason.BAD_TRUST_POLICY)
+
+
+def _read(path: Path | None, *, required: bool) -> bytes:
+    if path is None:
+        return b""
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        if required:
+            raise Refused(
+                f"approvers file {path} is missing: no one can approve", code=Reason.BAD_TRUST_POLICY
+            ) from None
+        return b""
+    except OSError as exc:
+        raise Refused(f"approvers file {path} is unreadable: {exc.strerror}", code=Reason.BAD_TRUST_POLICY) from None
+
+
+# -- counting ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Approval:
+    """One person's counted approval (their latest-expiring one, when they signed several)."""
+
+    person: str
+    expires: datetime
+    file: str
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """A file that did not count, and why."""
+
+    file: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Tally:
+    """Who approved one content, who is missing, and whether that is enough."""
+
+    content: str
+    need: int
+    counted: tuple[Approval, ...]
+    rejected: tuple[Rejection, ...]
+    people: tuple[str, ...]
+
+    @property
+    def have(self) -> list[str]:
+        """The people whose approvals count, sorted."""
+        return sorted(a.person for a in self.counted)
+
+    @property
+    def missing(self) -> list[str]:
+        """Approvers who have not (validly) approved this content."""
+        return [p for p in self.people if p not in self.have]
+
+    @property
+    def enough(self) -> bool:
+        """Whether the threshold is met."""
+        return len(self.counted) >= self.need
+
+    def describe(self) -> str:
+        """``1 of 2 approvals (alice)``: what the status, the page and the commit status say."""
+        names = f" ({', '.join(self.have)})" if self.counted else ""
+        return f"{len(self.counted)} of {self.need} approvals{names}"
+
+
+def check_limits(entries: Sequence[tuple[str, int]], *, where: str) -> None:
+    """Refuse a folder with more files, or a file bigger, than the limits (before any is read)."""
+    if len(entries) > MAX_FILES:
+        why = f"{where} holds {len(entries)} files, more than the limit of {MAX_FILES} approval files per content"
+        raise Refused(why, code=Reason.BAD_APPROVALS)
+    for name, size in entries:
+        if size > MAX_FILE_BYTES:
+            why = f"{where}/{name} is {size} bytes, more than the limit of {MAX_FILE_BYTES} bytes for an approval"
+            raise Refused(why, code=Reason.BAD_APPROVALS)
+
+
+def count_approvals(
+    files: Sequence[tuple[str, bytes]],
+    *,
+    subject: Subject,
+    approvers: Approvers,
+    threshold: int,
+    max_age: timedelta,
+    now: datetime,
+) -> Tally:
+    """Count distinct people among ``files`` (name, bytes) whose approval of ``subject`` holds at ``now``."""
+    check_limits([(name, len(data)) for name, data in files], where=folder(subject.environment, subject.sha256))
+    best: dict[str, Approval] = {}
+    rejected: list[Rejection] = []
+    for name, data in sorted(files):
+        try:
+            approval = _judge_file(name, data, subject=subject, approvers=approvers, max_age=max_age, now=now)
+        except NotCounted as exc:
+            rejected.append(Rejection(bounded(name), bounded(f"{name} {exc}")))  # names and fields are anyone's text
+            continue
+        kept = best.get(approval.person)
+        if kept is None or approval.expires > kept.expires:
+            best[approval.person] = approval
+    counted = tuple(sorted(best.values(), key=lambda a: a.person))
+    return Tally(subject.sha256, threshold, counted, tuple(rejected), approvers.people)
+
+
+def _judge_file(
+    name: str, data: bytes, *, subject: Subject, approvers: Approvers, max_age: timedelta, now: datetime
+) -> Approval:
+    if not name.endswith(SUFFIX):
+        raise NotCounted(f"is not named *{SUFFIX}")
+    statement, signed, signature = parse_approval(data)
+    _check_subject(statement, subject)
+    _check_times(statement, max_age=max_age, now=now)
+    person = _signer(signature, signed, approvers=approvers, now=now)
+    return Approval(person, statement.expires, bounded(name))
+
+
+def _check_subject(statement: Statement, subject: Subject) -> None:
+    """Every field equals what the host computes: a copy from another repository, environment or content is void."""
+    for what, claimed, expected in (
+        ("repository", statement.repository, subject.repository),
+        ("environment", statement.environment, subject.environment),
+        ("path", statement.path, subject.path),
+        ("sha256", statement.sha256, subject.sha256),
+    ):
+        if claimed != expected:
+            raise NotCounted(f"is for {what} '{claimed[:80]}', not '{expected}'")
+
+
+def _check_times(statement: Statement, *, max_age: timedelta, now: datetime) -> None:
+    if statement.created > now + CLOCK_SKEW:
+        raise NotCounted(f"is created {format_time(statement.created)}, in the future by the controller's clock")
+    if now >= statement.expires:
+        raise NotCounted(f"expired at {format_time(statement.expires)} (by the controller's clock)")
+    if statement.expires - statement.created > max_age:
+        raise NotCounted(f"claims {statement.expires - statement.created} of validity, more than max_age {max_age}")
+
+
+def _signer(signature: bytes, signed: bytes, *, approvers: Approvers, now: datetime) -> str:
+    """The person whose listed, unrevoked, currently valid key made ``signature`` over ``signed``."""
+    armored = signature.strip()
+    try:
+        if armored.startswith(sshsig.BEGIN):
+            return _ssh_signer(sshsig.parse_armored(armored), signed, approvers=approvers, now=now)
+        if armored.startswith(b"-----BEGIN PGP SIGNATURE-----"):
+            return _openpgp_signer(armored, signed, approvers=approvers, now=now)
+    except Refused as exc:
+        raise NotCounted(f"is not counted: {exc}") from None
+    raise NotCounted("carries neither an SSH nor an OpenPGP signature after its statement")
+
+
+def _ssh_signer(sig: sshsig.SshSignature, signed: bytes, *, approvers: Approvers, now: datetime) -> str:
+    sshsig.verify(sig, signed, namespace=NAMESPACE.encode(), what="the statement")
+    short = f"{sig.key_type} {sig.fingerprint}"
+    if approvers.revoked.revokes_ssh(sig.public_key):
+        raise Refused(f"SSH key {short} is listed in revoked_keys", code=Reason.REVOKED_KEY)
+    entries = [e for e in approvers.ssh if e.key == sig.public_key_line]
+    if not entries:
+        raise Refused(f"SSH key {short} is not in approvals.approvers", code=Reason.UNTRUSTED_SIGNER)
+    usable = [e for e in entries if e.allows_namespace(NAMESPACE)]
+    if not usable:
+        raise Refused(f"SSH key {short} is not allowed for namespace '{NAMESPACE}'", code=Reason.UNTRUSTED_SIGNER)
+    for entry in usable:
+        if entry.validity_reason(now) is None:
+            return entry.principals[0]
+    why = f"SSH key {short} {usable[0].validity_reason(now)} (by the controller's clock)"
+    raise Refused(why, code=Reason.EXPIRED_KEY)
+
+
+def _openpgp_signer(armored: bytes, signed: bytes, *, approvers: Approvers, now: datetime) -> str:
+    signer = approvers.openpgp.verify(armored, signed, now=now)
+    if approvers.revoked.revokes_openpgp(signer.fingerprint, signer.signing_key):
+        raise Refused(f"OpenPGP key {signer.fingerprint} is listed in revoked_keys", code=Reason.REVOKED_KEY)
+    return approvers.openpgp_people.get(signer.fingerprint, signer.fingerprint)
+
+
+def email_of(user_id: str) -> str | None:
+    """The address in ``Name <address>``, the person an OpenPGP approver key names."""
+    found = _EMAIL.search(user_id)
+    return found.group(1) if found else None
+
+
+# -- the approver's side: ``approve`` ---------------------------------------------------------------
+
+DEFAULT_VALIDITY = timedelta(days=7)
+LONGEST_VALIDITY = timedelta(days=366)
+
+
+def write_approval(file: Path, *, key: str | None, valid_for: timedelta, repository: str | None, now: datetime) -> Path:
+    """Sign an approval of ``file``'s bytes in its clone (``ssh-keygen -Y sign``) and write it; return its path.
+
+    The statement names what the host will compute: the repository (``--repository``, else from
+    ``remote.origin.url``), the environment and path from the file's place in the clone, its SHA-256.
+    """
+    root, origin, signing_key = clone_facts(file)
+    relative = file.resolve().relative_to(root.resolve()).as_posix()
+    environment = relative.removeprefix("envs/").removesuffix(".yaml")
+    if relative != f"envs/{environment}.yaml" or environment not in ENVIRONMENTS:
+        raise ConfigError(f"{relative} is not an environment's manifest (envs/dev.yaml or envs/prod.yaml)")
+    if not timedelta(0) < valid_for <= LONGEST_VALIDITY:
+        raise ConfigError(f"--expires must be more than nothing and at most {LONGEST_VALIDITY.days} days")
+    name = repository or (repository_name(origin) if origin else None)
+    if name is None:
+        raise ConfigError("the clone has no remote 'origin': pass --repository (e.g. github.com/owner/name)")
+    key = key or signing_key
+    if key is None:
+        raise ConfigError("no signing key: pass --key PATH or set git's user.signingkey")
+    created = now.astimezone(UTC).replace(microsecond=0)
+    sha = hashlib.sha256(file.read_bytes()).hexdigest()
+    statement = Statement(name, environment, relative, sha, created, created + valid_for).to_bytes()
+    armored = signing.ssh_sign(statement, key=key, namespace=NAMESPACE)
+    signature = sshsig.parse_armored(armored)
+    sshsig.verify(signature, statement, namespace=NAMESPACE.encode(), what="the statement")
+    target = root / folder(environment, sha) / f"{hashlib.sha256(signature.public_key).hexdigest()[:16]}{SUFFIX}"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(statement + armored)
+    return target

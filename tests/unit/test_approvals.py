@@ -1,0 +1,335 @@
+"""The parts of approvals (docs/design.md §15) that need no pass.
+
+The statement, the config, ``approve``, what people see.
+
+Signatures are real (``ssh-keygen -Y sign``, ``gpg --detach-sign``); the
+verdicts of whole passes are in ``test_approvals_pass.py``.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import subprocess
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from controller import approvals
+from controller.api import page
+from controller.approvals import NAMESPACE, Statement, Subject, count_approvals, load_approvers, parse_approval
+from controller.cli import main
+from controller.config import parse_config, parse_duration, repository_name
+from controller.errors import ConfigError, Refused
+from controller.metrics import Metrics
+from controller.notifications.policy import Memory, Policy, decide, decision_from_event
+from controller.records.status import Status
+from testbed import GpgKey, ManifestRepo, SshKey, gpg_detach_sign, make_gpg_key, make_ssh_key, page_sample, ssh_sign
+
+NOW = datetime(2026, 12, 2, 10, 0, tzinfo=UTC)
+SUBJECT = Subject("github.com/ceerkle/dreichor-deployments", "prod", "ab" * 32)
+
+
+def _statement(**changes: Any) -> Statement:
+    fields: dict[str, Any] = {
+        "repository": SUBJECT.repository,
+        "environment": "prod",
+        "path": "envs/prod.yaml",
+        "sha256": SUBJECT.sha256,
+        "created": NOW,
+        "expires": NOW + timedelta(days=7),
+    }
+    return Statement(**{**fields, **changes})
+
+
+def test_the_statement_is_seven_lines_each_ending_in_a_newline() -> None:
+    assert _statement().to_bytes() == (
+        b"dreichor-approval/v1\n"
+        b"repository: github.com/ceerkle/dreichor-deployments\n"
+        b"environment: prod\n"
+        b"path: envs/prod.yaml\n"
+        b"sha256: " + b"ab" * 32 + b"\n"
+        b"created: 2026-12-02T10:00:00Z\n"
+        b"expires: 2026-12-09T10:00:00Z\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("data", "words"),
+    [
+        (b"dreichor-approval/v1\nrepository: x\n", "seven-line statement"),
+        (b"dreichor-approval/v2\n" + b"\n".join(_statement().to_bytes().split(b"\n")[1:]) + b"sig", "does not start"),
+        (_statement().to_bytes().replace(b"path:", b"file:") + b"sig", "where the field 'path' belongs"),
+        (_statement().to_bytes().replace(b"10:00:00Z\nexp", b"10:00:00+00:00\nexp") + b"sig", "not YYYY-MM-DD"),
+        (_statement().to_bytes().replace(b"2026-12-09", b"2026-13-09") + b"sig", "not a real time"),
+        (_statement().to_bytes().replace(b"ab" * 32, b"AB" * 32) + b"sig", "64 lowercase hex"),
+        (_statement().to_bytes().replace(b"prod\n", b"pr\xc3\xb6d\n", 1) + b"sig", "not ASCII"),
+    ],
+)
+def test_a_malformed_statement_is_not_counted_and_says_why(data: bytes, words: str) -> None:
+    with pytest.raises(approvals.NotCounted, match=words):
+        parse_approval(data)
+
+
+@pytest.fixture(scope="module")
+def ssh_keys(tmp_path_factory: pytest.TempPathFactory) -> tuple[SshKey, SshKey]:
+    folder = tmp_path_factory.mktemp("keys")
+    return make_ssh_key(folder, name="alice"), make_ssh_key(folder, name="bob")
+
+
+def _approvers(tmp_path: Path, text: str, *, openpgp: str = "") -> approvals.Approvers:
+    (tmp_path / "approvers").write_text(text)
+    (tmp_path / "openpgp.asc").write_text(openpgp)
+    return load_approvers(tmp_path / "approvers", openpgp_keys=tmp_path / "openpgp.asc", revoked_keys=None)
+
+
+def _count(files: list[tuple[str, bytes]], approvers: approvals.Approvers) -> approvals.Tally:
+    return count_approvals(
+        files, subject=SUBJECT, approvers=approvers, threshold=2, max_age=timedelta(days=14), now=NOW
+    )
+
+
+def test_an_approvers_line_limited_to_the_git_namespace_does_not_approve(
+    tmp_path: Path, ssh_keys: tuple[SshKey, SshKey]
+) -> None:
+    alice, _ = ssh_keys
+    signed = _statement().to_bytes()
+    files = [("alice.approval", signed + ssh_sign(alice, signed, namespace=NAMESPACE))]
+    allowed = _count(files, _approvers(tmp_path, f'alice namespaces="dreichor-*" {alice.public}\n'))
+    assert allowed.have == ["alice"]
+    git_only = _count(files, _approvers(tmp_path, f'alice namespaces="git" {alice.public}\n'))
+    assert git_only.have == [] and "not allowed for namespace 'dreichor-approval'" in git_only.rejected[0].reason
+
+
+def test_an_approvers_key_past_its_valid_before_does_not_approve(
+    tmp_path: Path, ssh_keys: tuple[SshKey, SshKey]
+) -> None:
+    alice, _ = ssh_keys
+    signed = _statement().to_bytes()
+    files = [("alice.approval", signed + ssh_sign(alice, signed, namespace=NAMESPACE))]
+    tally = _count(files, _approvers(tmp_path, f'alice valid-before="20261201" {alice.public}\n'))
+    assert tally.have == [] and "expired at 2026-12-01" in tally.rejected[0].reason
+
+
+@pytest.mark.parametrize(
+    ("lines", "words"),
+    [
+        ("alice,bob {a}\n", "names exactly one person, not 2"),
+        ("alice {a}\nbob {a}\n", "listed for both alice and bob"),
+    ],
+)
+def test_an_ambiguous_approvers_file_is_refused(
+    tmp_path: Path, ssh_keys: tuple[SshKey, SshKey], lines: str, words: str
+) -> None:
+    with pytest.raises(Refused, match=words):
+        _approvers(tmp_path, lines.format(a=ssh_keys[0].public))
+
+
+def test_a_missing_approvers_file_is_refused_naming_it(tmp_path: Path) -> None:
+    with pytest.raises(Refused, match=r"approvers file .* is missing: no one can approve"):
+        load_approvers(tmp_path / "nope", openpgp_keys=None, revoked_keys=None)
+
+
+def test_an_openpgp_approval_counts_for_the_address_of_its_key(tmp_path: Path, ssh_keys: tuple[SshKey, SshKey]) -> None:
+    carol: GpgKey = make_gpg_key(tmp_path / "gnupg", name="carol")
+    alice, _ = ssh_keys
+    signed = _statement().to_bytes()
+    files = [
+        ("carol.approval", signed + gpg_detach_sign(carol, signed)),
+        ("alice.approval", signed + ssh_sign(alice, signed, namespace=NAMESPACE)),
+    ]
+    approvers = _approvers(tmp_path, f"alice {alice.public}\n", openpgp=carol.export())
+    tally = _count(files, approvers)
+    assert tally.have == ["alice", "carol@dreichor.test"] and tally.enough
+    tampered = [("carol.approval", signed.replace(b"prod", b"dev", 1) + gpg_detach_sign(carol, signed))]
+    assert _count(tampered, approvers).have == []
+
+
+def test_more_than_32_files_or_a_file_over_16_kib_is_refused() -> None:
+    with pytest.raises(Refused, match="holds 33 files, more than the limit of 32"):
+        approvals.check_limits([(f"{n}.approval", 10) for n in range(33)], where="approvals/prod/x")
+    with pytest.raises(Refused, match="16385 bytes, more than the limit of 16384"):
+        approvals.check_limits([("a.approval", 16385)], where="approvals/prod/x")
+
+
+@pytest.mark.parametrize(
+    ("url", "name"),
+    [
+        ("https://github.com/ceerkle/dreichor-deployments.git", "github.com/ceerkle/dreichor-deployments"),
+        ("https://github.com/ceerkle/dreichor-deployments", "github.com/ceerkle/dreichor-deployments"),
+        ("ssh://git@github.com/ceerkle/dreichor-deployments.git", "github.com/ceerkle/dreichor-deployments"),
+        ("git@github.com:ceerkle/dreichor-deployments.git", "github.com/ceerkle/dreichor-deployments"),
+        ("https://GitHub.com:443/ceerkle/dreichor-deployments/", "github.com/ceerkle/dreichor-deployments"),
+        ("file:///srv/git/deployments.git", "/srv/git/deployments"),
+    ],
+)
+def test_the_repository_name_comes_from_the_clone_url(url: str, name: str) -> None:
+    assert repository_name(url) == name
+
+
+def _config(approvals_section: dict[str, Any]) -> Any:
+    raw: dict[str, object] = {
+        "environment": "prod",
+        "source": {"url": "git@github.com:ceerkle/dreichor-deployments.git"},
+        "trust": {"allowed_signers": "trust/allowed_signers"},
+        "approvals": approvals_section,
+    }
+    return parse_config(raw, base=Path("/opt/dreichor/prod/deploy-agent"))
+
+
+def test_the_approvals_config_resolves_its_files_and_derives_the_repository() -> None:
+    config = _config({"threshold": 2, "approvers": "trust/approvers"})
+    assert config.approvals.approvers == "/opt/dreichor/prod/deploy-agent/trust/approvers"
+    assert config.approvals.max_validity == timedelta(days=14)
+    assert config.approval_repository == "github.com/ceerkle/dreichor-deployments"
+    named = _config({"threshold": 1, "approvers": "a", "repository": "github.com/x/y"})
+    assert named.approval_repository == "github.com/x/y"
+
+
+@pytest.mark.parametrize(
+    ("section", "words"),
+    [
+        ({"threshold": 0, "approvers": "a"}, "approvals.threshold"),
+        ({"threshold": 2}, "approvals.approvers"),
+        ({"threshold": 2, "approvers": "a", "max_age": "14 days"}, "not a duration"),
+        ({"threshold": 2, "approvers": "a", "max_age": "400d"}, "longer than a year"),
+        ({"threshold": 2, "approvers": "a", "quorum": 3}, "unknown key"),
+    ],
+)
+def test_a_bad_approvals_config_is_an_error(section: dict[str, Any], words: str) -> None:
+    with pytest.raises(ConfigError, match=words):
+        _config(section)
+
+
+def test_durations_read_as_people_write_them() -> None:
+    assert parse_duration("7d") == timedelta(days=7)
+    assert parse_duration("48h") == timedelta(hours=48)
+    assert parse_duration("2w") == timedelta(weeks=2)
+    with pytest.raises(ValueError, match="not a duration"):
+        parse_duration("0d")
+
+
+def test_approve_writes_a_signed_approval_the_host_counts(
+    tmp_path: Path, ssh_keys: tuple[SshKey, SshKey], capsys: pytest.CaptureFixture[str]
+) -> None:
+    alice, _ = ssh_keys
+    repo = ManifestRepo(tmp_path / "manifests")
+    repo.git("remote", "set-url", "origin", "git@github.com:ceerkle/dreichor-deployments.git")
+    repo.write("envs/prod.yaml", "environment: prod\nimage: x\n")
+    repo.git("config", "user.signingkey", str(alice.path))
+    assert main(["approve", str(repo.work / "envs/prod.yaml"), "--expires", "2d"]) == 0
+    out = capsys.readouterr().out
+    written = Path(out.split()[1])
+    sha = hashlib.sha256(b"environment: prod\nimage: x\n").hexdigest()
+    assert written.parent == repo.work / "approvals" / "prod" / sha and "git add" in out
+    statement, _, _ = parse_approval(written.read_bytes())
+    assert statement.expires - statement.created == timedelta(days=2)
+    subject = Subject("github.com/ceerkle/dreichor-deployments", "prod", sha)
+    tally = count_approvals(
+        [(written.name, written.read_bytes())],
+        subject=subject,
+        approvers=_approvers(tmp_path, f"alice {alice.public}\n"),
+        threshold=1,
+        max_age=timedelta(days=14),
+        now=datetime.now(UTC),
+    )
+    assert tally.have == ["alice"] and tally.enough
+    signed, _, armored = written.read_bytes().partition(b"-----BEGIN")
+    (tmp_path / "sig").write_bytes(b"-----BEGIN" + armored)
+    (tmp_path / "allowed").write_text(f"alice {alice.public}\n")
+    check = ["-f", str(tmp_path / "allowed"), "-I", "alice", "-n", NAMESPACE, "-s", str(tmp_path / "sig")]
+    verified = subprocess.run(  # ssh-keygen agrees: the signed bytes are the statement, for the namespace
+        ["ssh-keygen", "-Y", "verify", *check],
+        input=signed,
+        capture_output=True,
+        check=False,
+    )
+    assert verified.returncode == 0, verified.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["--expires", "400d"], "at most 366 days"),
+        (["--expires", "soon"], "not a duration"),
+        (["--key", "/nonexistent/key"], "ssh-keygen could not sign"),
+    ],
+)
+def test_approve_refuses_in_a_sentence(
+    tmp_path: Path, ssh_keys: tuple[SshKey, SshKey], capsys: pytest.CaptureFixture[str], args: list[str], words: str
+) -> None:
+    repo = ManifestRepo(tmp_path / "manifests")
+    repo.write("envs/prod.yaml", "environment: prod\n")
+    repo.git("config", "user.signingkey", str(ssh_keys[0].path))
+    assert main(["approve", str(repo.work / "envs/prod.yaml"), *args]) == 1
+    assert words in capsys.readouterr().err
+
+
+def _waiting_sample() -> dict[str, Any]:
+    sample = copy.deepcopy(page_sample(now=NOW))
+    sample["status"]["phase"] = "Progressing"
+    sample["status"]["sync"] = {"state": "Waiting", "reason": "waiting for approvals (1 of 2: alice)"}
+    sample["status"]["approvals"] = {
+        "content": "ab" * 32,
+        "have": ["alice"],
+        "need": 2,
+        "missing": ["bob", "carol"],
+        "expires": {"alice": "2026-12-09T10:00:00+00:00"},
+        "not_counted": ["mallory.approval is not counted: SSH key … is not in approvals.approvers"],
+    }
+    return sample
+
+
+def test_the_page_shows_who_approved_and_who_is_missing() -> None:
+    html = page.render_page(**_waiting_sample())[0].decode()
+    assert "waiting for approvals (1 of 2: alice)" in html
+    assert "Approved by: alice (until 2026-12-09 10:00:00 UTC)" in html
+    assert "Missing: bob, carol." in html and "not in approvals.approvers" in html
+
+
+def test_the_previous_releases_status_file_loads_without_the_new_fields() -> None:
+    sample = copy.deepcopy(page_sample(now=NOW))["status"]
+    sample.pop("sync", None)
+    sample.pop("approvals", None)
+    status = Status.model_validate(json.loads(json.dumps(sample, default=str)))
+    assert status.approvals is None
+    assert status.sync is not None and status.sync.state == "OutOfSync"  # worked out from the recorded refusal
+
+
+def test_metrics_count_the_approvals_a_held_change_still_needs() -> None:
+    metrics = Metrics()
+    status = Status.model_validate(json.loads(json.dumps(_waiting_sample()["status"], default=str)))
+    metrics.record_status(status)
+    assert b"dreichor_approvals_missing 1.0" in metrics.exposition()
+    metrics.record_status(None)
+    assert b"dreichor_approvals_missing 0.0" in metrics.exposition()
+
+
+def test_a_held_change_is_told_once_and_posted_as_pending_with_the_tally() -> None:
+    event = {
+        "event": "waiting_approval",
+        "revision": "1" * 40,
+        "have": ["alice"],
+        "need": 2,
+        "missing": ["bob", "carol"],
+        "reason": "waiting for approvals (1 of 2: alice)",
+        "code": "AwaitingApprovals",
+    }
+    decision = decision_from_event("prod", event)
+    assert decision is not None
+    outcome = decide(Memory(), decision, now=NOW, policy=Policy(frozenset({"waiting_approval"}), 3600, True))
+    assert [(s.state, s.description) for s in outcome.statuses] == [("pending", "1 of 2 approvals (alice)")]
+    assert outcome.messages[0].title == "prod: 1111111 waits for approvals"
+    assert "Approvals: 1 of 2 approvals (alice); missing bob, carol" in outcome.messages[0].body
+    again = decide(outcome.memory, decision, now=NOW, policy=Policy(frozenset({"waiting_approval"}), 3600, True))
+    assert again.statuses == ()
+
+
+def test_a_file_name_with_control_characters_is_reported_escaped(
+    tmp_path: Path, ssh_keys: tuple[SshKey, SshKey]
+) -> None:
+    tally = _count([("\x1b[2J.approval", b"\x1b]0;owned\x07")], _approvers(tmp_path, f"alice {ssh_keys[0].public}\n"))
+    assert "\x1b" not in tally.rejected[0].reason and "\\x1b[2J.approval" in tally.rejected[0].reason
