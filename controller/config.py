@@ -68,6 +68,18 @@ class ImageConfig(_Section):
     repository: StrictStr = Field(default=DEFAULT_REPOSITORY, min_length=1)
     signatures: ImageSignaturesConfig | None = None
 
+    @model_validator(mode="after")
+    def _check_registry_host(self) -> ImageConfig:
+        # Docker reads a first part without '.' or ':' (and not localhost) as a Docker Hub path, so
+        # registry credentials would go to a host of that name: the registry must be named.
+        first, slash, _ = self.repository.partition("/")
+        if not slash or not ("." in first or ":" in first or first == "localhost"):
+            raise ValueError(
+                f"image.repository {self.repository!r} names no registry host: write it as "
+                "host/path, e.g. ghcr.io/owner/name (Docker Hub is docker.io/owner/name)"
+            )
+        return self
+
 
 class DockerConfig(_Section):
     """How to reach the Docker Engine."""
@@ -86,6 +98,13 @@ class AccessConfig(_Section):
     audience: StrictStr = Field(min_length=1)
     jwks_url: StrictStr | None = None
     allowed_emails: list[StrictStr] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _check_https(self) -> AccessConfig:
+        for key, value in (("team_domain", self.team_domain), ("jwks_url", self.jwks_url)):
+            if value is not None and not is_https_or_loopback(value):
+                raise ValueError(f"api.access.{key} {value!r} must be https:// (http:// only on loopback)")
+        return self
 
 
 class ApiConfig(_Section):
@@ -207,8 +226,7 @@ class GithubConfig(_Section):
 
     @model_validator(mode="after")
     def _check_api_url(self) -> GithubConfig:
-        url = urlsplit(self.api_url)
-        if not url.hostname or not (url.scheme == "https" or (url.scheme == "http" and is_loopback(url.hostname))):
+        if not is_https_or_loopback(self.api_url):
             raise ValueError(f"github.api_url {self.api_url!r} must be https:// (http:// only on loopback)")
         return self
 
@@ -275,6 +293,7 @@ class HostPaths:
         self.pass_lock = self.state / "pass.lock"
         self.suspended_marker = self.state / "suspended"
         self.notifications = self.state / "notifications.json"
+        self.deliveries = self.state / "webhook-deliveries.json"
         self.audit_events = self.env_dir / "volumes" / "audit-events"
         self.runtime_snapshots = self.env_dir / "volumes" / "snapshots"
 
@@ -301,6 +320,12 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def is_https_or_loopback(address: str) -> bool:
+    """Whether ``address`` is an https:// URL, or plain http:// to a loopback host (tests, a local proxy)."""
+    url = urlsplit(address)
+    return bool(url.hostname) and (url.scheme == "https" or (url.scheme == "http" and is_loopback(url.hostname or "")))
 
 
 def load_config(path: Path) -> Config:

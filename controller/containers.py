@@ -13,6 +13,25 @@ from controller.contract import LABEL_MANAGED_BY, MANAGED_BY, Mount
 
 
 @dataclass(frozen=True)
+class Privileges:
+    """What a container may do that the controller never gives it: each field is empty as the controller creates it.
+
+    The adapters fill it from what the engine shows; ``controller.plan`` calls any non-empty
+    field drift, because each one widens what the runtime can reach on the host.
+    """
+
+    pid_mode: str = ""  # "host" or "container:<id>": another process namespace
+    ipc_mode: str = ""  # beyond the engine's private/shareable default
+    uts_mode: str = ""
+    userns_mode: str = ""
+    cap_add: tuple[str, ...] = ()
+    devices: tuple[str, ...] = ()  # host paths
+    security_opt: tuple[str, ...] = ()  # seccomp/apparmor/label options ("no-new-privileges" narrows, so is left out)
+    user: str = ""  # a user set on the container, other than the image's own USER
+    extra_mounts: tuple[str, ...] = ()  # tmpfs and volumes-from, which the engine lists apart from Mounts
+
+
+@dataclass(frozen=True)
 class ContainerState:
     """One container as the engine shows it."""
 
@@ -35,6 +54,7 @@ class ContainerState:
     node: str | None = None  # Swarm mode: the node the running task is on
     task: str | None = None  # Swarm mode: the running task's id
     placed: bool = True  # Swarm mode: pinned to the node that carries the environment's label
+    privileges: Privileges = field(default_factory=Privileges)
     raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property

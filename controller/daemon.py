@@ -32,6 +32,7 @@ from controller.metrics import Metrics
 from controller.notifications.sender import Notifier
 from controller.plan import Plan
 from controller.recording import held
+from controller.records.deliveries import DeliveryMemory
 from controller.records.locks import hold_lock
 from controller.service import EnvironmentService, PassOptions, PassResult
 
@@ -42,9 +43,15 @@ MAX_BACKOFF_INTERVALS = 10
 HEALTHY_PASS_AGE_INTERVALS = 3
 PROBLEM_RESULTS = frozenset({"refused", "failed", "rolled_back"})  # logged at warning; bugs at error
 DRAIN_SECONDS = 5.0  # how long an exit waits for queued notifications
+RELOAD_DRAIN_SECONDS = 1.0  # how long a reload waits for the old receivers before it lets them go
 
 
-def attach_notifier(service: EnvironmentService, *, on_failure: Callable[[], None] | None = None) -> Notifier | None:
+def attach_notifier(
+    service: EnvironmentService,
+    *,
+    on_failure: Callable[[], None] | None = None,
+    on_drop: Callable[[], None] | None = None,
+) -> Notifier | None:
     """The process's notifier, hearing the service's decisions; None when nothing is configured.
 
     Raises ``ConfigError`` for an unusable Apprise URL or a ``${NAME}`` the .env lacks.
@@ -52,7 +59,8 @@ def attach_notifier(service: EnvironmentService, *, on_failure: Callable[[], Non
     config = service.config
     if config.notify is None and config.github is None:
         return None
-    notifier = Notifier.from_config(config, dotenv=wiring.host_dotenv(config.paths), on_failure=on_failure)
+    dotenv = wiring.host_dotenv(config.paths)
+    notifier = Notifier.from_config(config, dotenv=dotenv, on_failure=on_failure, on_drop=on_drop)
     service.audit_hooks.append(notifier.hear)
     service.notice_hooks.append(notifier.hear)
     return notifier
@@ -117,12 +125,22 @@ class Daemon:
         self.started_at = datetime.now(UTC)
         self.last_pass_at: datetime | None = None
         self.metrics = Metrics()
-        self.notifier = attach_notifier(self.service, on_failure=self.metrics.notifications_failed.inc)
+        self.deliveries = DeliveryMemory(self.config.paths.deliveries)  # read now: a replay after a restart stays one
+        self.notifier = self._attach_notifier(self.service)
         self.trigger_pending = threading.Event()
         self.ready = False
         self.api: ApiServer | None = None
         self.last_plan: Plan | None = None  # the newest plan a pass made, for the status page
         self.last_wait: str | None = None  # the reason of a held change already logged at warning
+
+    def _attach_notifier(self, service: EnvironmentService) -> Notifier | None:
+        return attach_notifier(
+            service, on_failure=self.metrics.notifications_failed.inc, on_drop=self.metrics.notifications_dropped.inc
+        )
+
+    def _is_notifier(self, hook: object) -> bool:
+        """Whether ``hook`` is the current notifier's: a reload replaces it, other hooks carry over."""
+        return self.notifier is not None and getattr(hook, "__self__", None) is self.notifier
 
     def run(self) -> int:
         """Run until SIGTERM; return the exit code."""
@@ -264,7 +282,9 @@ class Daemon:
         return Guards(
             access=AccessVerifier(access) if access else None,
             webhook=WebhookVerifier(
-                wiring.host_dotenv(self.config.paths).get("GITHUB_WEBHOOK_SECRET"), branch=self.config.source.branch
+                wiring.host_dotenv(self.config.paths).get("GITHUB_WEBHOOK_SECRET"),
+                branch=self.config.source.branch,
+                deliveries=self.deliveries,
             ),
         )
 
@@ -315,12 +335,22 @@ class Daemon:
         if config.listen != self.config.listen:
             log.error("config reload refused: api.listen changed; restart the controller to move the API")
             return
-        self.config = config
-        # Only the process's hooks carry over; the image check is built from the new config (its keys).
-        hooks, notices = self.service.audit_hooks, self.service.notice_hooks
-        self.service.close()
-        self.service = EnvironmentService(config)
-        self.service.audit_hooks, self.service.notice_hooks = hooks, notices
+        # Everything the config and .env define is built anew: the image check (its keys), the notifier
+        # (receivers, events, GitHub statuses, ${NAME} values), then access and the webhook secret.
+        service = EnvironmentService(config)
+        service.audit_hooks = [h for h in self.service.audit_hooks if not self._is_notifier(h)]
+        service.notice_hooks = [h for h in self.service.notice_hooks if not self._is_notifier(h)]
+        try:
+            notifier = self._attach_notifier(service)
+        except ControllerError as exc:
+            service.close()
+            log.error("config reload refused; keeping the running config", extra={"reason": str(exc)})
+            return
+        old_service, old_notifier = self.service, self.notifier
+        self.config, self.service, self.notifier = config, service, notifier
+        old_service.close()
+        if old_notifier is not None and not old_notifier.close(RELOAD_DRAIN_SECONDS):
+            log.warning("reload: the old receivers' notifications not sent", extra={"seconds": RELOAD_DRAIN_SECONDS})
         if self.api is not None:
             self.api.ctx.apply(self._api_guards())  # api.access, allowed_emails, the webhook secret: now
         self.scheduler.reschedule_job(JOB_ID, trigger=self._trigger())

@@ -69,7 +69,10 @@ class Manifest(BaseModel):
         default_factory=dict,
         description="Non-secret runtime settings; DATABASE_URL comes from the host's .env.",
         json_schema_extra={
-            "propertyNames": {"pattern": f"^{ENV_NAME.pattern}$", "not": {"const": "DATABASE_URL"}},
+            "propertyNames": {
+                "pattern": f"^{ENV_NAME.pattern}$",
+                "not": {"pattern": "^([Dd][Aa][Tt][Aa][Bb][Aa][Ss][Ee]_[Uu][Rr][Ll]$|[Pp][Gg]|[Ll][Dd]_)"},
+            },
         },
     )
 
@@ -122,13 +125,30 @@ def _field_reasons(raw: dict[str, Any], *, environment: str) -> list[str]:
     return reasons
 
 
+def reserved_env_reason(name: str) -> str | None:
+    """Why the controller owns an env name, or ``None``: ``DATABASE_URL`` in any case, ``PG*``, ``LD_*``.
+
+    libpq reads ``PGHOST``, ``PGDATABASE``, ``PGSERVICEFILE`` and the rest beside the connection
+    string, and the dynamic loader reads ``LD_PRELOAD``: any of them would redirect or replace the
+    database access the layout gives through ``DATABASE_URL`` alone.
+    """
+    upper = name.upper()
+    if upper == "DATABASE_URL":
+        return "DATABASE_URL comes from the environment's own .env"
+    if upper.startswith("PG"):
+        return "access is via DATABASE_URL, and libpq reads PG* variables beside it"
+    if upper.startswith("LD_"):
+        return "the controller owns execution-plane enforcement, and the dynamic loader reads LD_* variables"
+    return None
+
+
 def _env_reasons(env: Any) -> list[str]:
     if not isinstance(env, dict):
         return ["'env' must be a mapping of NAME: \"value\""]
     reasons = []
     for name, value in env.items():
-        if name == "DATABASE_URL":
-            reasons.append(f"'env.DATABASE_URL' is owned by the controller (layout: {OWNED_KEYS[name]})")
+        if isinstance(name, str) and (owner := reserved_env_reason(name)):
+            reasons.append(f"'env.{printable(name)}' is owned by the controller (layout: {owner})")
         elif not ENV_NAME.fullmatch(name):
             reasons.append(f"env name '{printable(name)}' is not a valid variable name ([A-Za-z_][A-Za-z0-9_]*)")
         elif not isinstance(value, str):

@@ -79,6 +79,11 @@ class Metrics:
         self.build_info = Gauge("dreichor_build_info", "The controller's version (always 1).", ["version"], registry=r)
         self.build_info.labels(__version__).set(1)
         self.runtime_node = Info("dreichor_runtime", "Swarm mode: the node the runtime's task runs on.", registry=r)
+        self.notifications_dropped = Counter(
+            "dreichor_notifications_dropped_total",
+            "Notifications dropped because their receiver's queue was full.",
+            registry=r,
+        )
         self.notifications_failed = Counter(
             "dreichor_notifications_failed_total", "Notifications that could not be sent.", registry=r
         )

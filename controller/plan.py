@@ -14,6 +14,7 @@ from typing import Literal
 from controller.containers import ContainerState
 from controller.contract import LABEL_ENVIRONMENT, LABEL_MANAGED_BY, LABEL_MANIFEST, DesiredContainer, keep_reference
 from controller.errors import Reason, Refused
+from controller.untrusted import bounded
 
 Action = Literal["nothing", "create", "replace", "repair"]
 
@@ -40,10 +41,40 @@ def differences(desired: DesiredContainer, actual: ContainerState) -> tuple[str,
         ("restart policy", actual.restart_policy == desired.restart_policy),
         ("init", actual.init == desired.init),
         ("network", actual.network_mode == desired.network_mode),
-        ("privileges", not actual.privileged and not actual.published_ports),
         ("placement", actual.placed),
     ]
-    return tuple(name for name, same in checks if not same)
+    return tuple(name for name, same in checks if not same) + widening(actual)
+
+
+IPC_DEFAULTS = frozenset({"", "private", "shareable", "none"})  # the engine's defaults, and "none" narrows
+
+
+def widening(actual: ContainerState) -> tuple[str, ...]:
+    """Each setting of ``actual`` that lets the runtime do more than the controller gives it, as people read it.
+
+    The controller creates the runtime with none of these (docs/design.md §3), so any one is drift, named
+    with its value: "pid mode host", "capabilities SYS_ADMIN", "devices /dev/mem".
+    """
+    p = actual.privileges
+    modes = [("pid", p.pid_mode), ("uts", p.uts_mode), ("userns", p.userns_mode)]
+    found = [f"{name} mode {mode}" for name, mode in modes if mode]
+    if p.ipc_mode not in IPC_DEFAULTS:
+        found.append(f"ipc mode {p.ipc_mode}")
+    for name, values in (
+        ("capabilities", p.cap_add),
+        ("devices", p.devices),
+        ("security options", p.security_opt),
+        ("mounts", p.extra_mounts),
+    ):
+        if values:
+            found.append(f"{name} {', '.join(values)}")
+    if p.user:
+        found.append(f"user {p.user}")
+    if actual.privileged:
+        found.append("privileged")
+    if actual.published_ports:
+        found.append("published ports")
+    return tuple(bounded(item, limit=120) for item in found)
 
 
 def plan(desired: DesiredContainer, actual: ContainerState | None, *, deployed: bool, adopt: bool = False) -> Plan:

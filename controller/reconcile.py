@@ -90,6 +90,7 @@ class PassContext:
     fetch_error: str | None = None
     target: str | None = None
     guard: str | None = None  # the newest applied revision the history must descend from
+    records: tuple[str, ...] = ()  # every record of the applied revision; the target descends from each
     host_digest: str = ""
     content: str | None = None  # the head's desired container, as the quarantine knows it
     verdict: Verdict | None = None
@@ -124,6 +125,7 @@ class Pass:
         self.world = world
         self.config = world.config
         self.ctx = PassContext(options=options, status=status, now=now)
+        self._running: ContainerState | None = None  # read for the history guard, used again by the plan
 
     def run(self) -> PassResult:
         """The steps; expected failures become a result, bugs propagate."""
@@ -178,7 +180,9 @@ class Pass:
         """The head, unless it was refused before its content was known (then the applied revision)."""
         ctx = self.ctx
         ctx.host_digest = host_digest(self.config)
-        ctx.guard = remembered_revision(self.config, ctx.status, self.world.engine)
+        self._running = running_container(self.world.engine)  # the plan reuses it: one engine call per pass
+        ctx.records = remembered_revisions(self.config, ctx.status, self._running)
+        ctx.guard = newest_revision(ctx.records, self.world.source)
         quarantined = ctx.status.quarantined == f"{ctx.head}:{ctx.host_digest}"
         if quarantined and not ctx.options.force:
             self._fall_back_to_applied()
@@ -194,11 +198,15 @@ class Pass:
         self.ctx.target = applied
 
     def guard_history(self) -> None:
-        """Step 2: the target must descend from the newest applied revision (the watermark)."""
-        applied = self.ctx.guard
+        """Step 2: the target must descend from the applied revision, as every record of it says."""
         target = self._target()
-        if applied is None or applied == target or self.world.source.is_ancestor(applied, target):
+        source = self.world.source
+        behind = [
+            r for r in dict.fromkeys((self.ctx.guard, *self.ctx.records)) if r and not source.is_ancestor(r, target)
+        ]
+        if not behind:
             return
+        applied = behind[0]
         if not self.ctx.options.allow_rewrite:
             why = f"{target[:12]} does not descend from applied {applied[:12]}"
             if not self.world.source.has_commit(applied):
@@ -268,7 +276,8 @@ class Pass:
     def plan_change(self) -> None:
         """Step 6: compare with the actual container (one engine call)."""
         desired = self._desired()
-        self.ctx.actual = self.world.engine().current()
+        running, self._running = self._running, None
+        self.ctx.actual = running if running is not None else self.world.engine().current()
         deployed = self.ctx.status.applied is not None
         self.ctx.plan = plan(desired, self.ctx.actual, deployed=deployed, adopt=self.ctx.options.adopt)
 
@@ -477,21 +486,40 @@ def container_view(state: ContainerState) -> ContainerStatus:
     )
 
 
-def remembered_revision(config: Config, status: Status, engine: Callable[[], RuntimeView]) -> str | None:
-    """The newest applied revision: the watermark, else the status file, the running container's
-    revision label, the audit log's newest applied event.  None only on a host that never deployed."""
+def running_container(engine: Callable[[], RuntimeView]) -> ContainerState | None:
+    """The runtime container, or None when there is none or the engine cannot be asked (the guard's view)."""
+    try:
+        return engine().current()
+    except ControllerError:
+        return None
+
+
+def remembered_revisions(config: Config, status: Status, running: ContainerState | None) -> tuple[str, ...]:
+    """Every record of the applied revision, each once: the watermark, the status file, the running
+    container's revision label, the audit log's newest applied event.  Empty only on a host that never deployed."""
     paths = config.paths
-    found = read_watermark(paths.watermark) or applied_revision(status)
-    if found is None:
-        try:
-            state = engine().current()
-        except ControllerError:
-            state = None
-        found = (state.labels.get(LABEL_REVISION) or None) if state is not None else None
-    if found is None:
-        applied = [e for e in audit.read_events(paths.audit) if e.get("event") in ("applied", "drift_repaired")]
-        found = str(applied[-1].get("revision") or "") or None if applied else None
-    return found
+    label = running.labels.get(LABEL_REVISION) if running is not None else None
+    applied = [e for e in audit.read_events(paths.audit) if e.get("event") in ("applied", "drift_repaired")]
+    logged = str(applied[-1].get("revision") or "") if applied else None
+    found = (read_watermark(paths.watermark), applied_revision(status), label, logged)
+    return tuple(dict.fromkeys(revision for revision in found if revision))
+
+
+def newest_revision(records: tuple[str, ...], source: GitSource) -> str | None:
+    """The record every other record is an ancestor of: one record that lags (a failed write, a restored
+    backup) never makes an older revision the guard.  Without such a record (the records diverge, or one
+    is not in the fetched history) the first is returned, and the guard holds the target to all of them."""
+    for candidate in records:
+        if all(source.is_ancestor(other, candidate) for other in records):
+            return candidate
+    return records[0] if records else None
+
+
+def remembered_revision(
+    config: Config, status: Status, engine: Callable[[], RuntimeView], source: GitSource
+) -> str | None:
+    """The newest applied revision the records agree on by ancestry; None only on a host that never deployed."""
+    return newest_revision(remembered_revisions(config, status, running_container(engine)), source)
 
 
 def content_key(desired: DesiredContainer, *, host: str) -> str:

@@ -131,6 +131,16 @@ def _as_recorded(previous: Status, did: PassReport) -> PassResult:
     return did.result
 
 
+def _applied_event(did: PassReport, result: PassResult, *, revision: str | None) -> AuditEvent:
+    """``applied``, or ``drift_repaired`` with what differed ("pid mode host", "capabilities SYS_ADMIN")."""
+    fields: dict[str, Any] = {"revision": revision, "image": did.image, "signer": did.signer, "reason": result.reason}
+    if did.image_signer:
+        fields["image_signer"] = did.image_signer
+    if result.plan is not None and result.plan.action == "repair":
+        return AuditEvent("drift_repaired", {**fields, "drift": list(result.plan.drift), **_placement(did)})
+    return AuditEvent("applied", {**fields, **_placement(did)})
+
+
 def _record_decision(status: Status, did: PassReport, result: PassResult, *, now: datetime) -> list[AuditEvent]:
     target = did.target or did.head
     events: list[AuditEvent] = []
@@ -149,11 +159,7 @@ def _record_decision(status: Status, did: PassReport, result: PassResult, *, now
             tag=did.tag,
         )
         status.last_snapshot = did.snapshot or status.last_snapshot
-        drift = result.plan is not None and result.plan.action == "repair"
-        fields = {"revision": target, "image": did.image, "signer": did.signer, "reason": result.reason}
-        if did.image_signer:
-            fields["image_signer"] = did.image_signer
-        events.append(AuditEvent("drift_repaired" if drift else "applied", {**fields, **_placement(did)}))
+        events.append(_applied_event(did, result, revision=target))
     elif held(result):
         return events  # the refusal that quarantined it stays the last attempt, with its own reason and code
     elif result.result in ("refused", "rolled_back"):

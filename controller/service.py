@@ -175,30 +175,32 @@ class EnvironmentService:
                 result = run.run()
         finally:
             if not options.dry_run:
-                self._record(previous, run, result, recovered=recovered)
+                result = self._record(previous, run, result, recovered=recovered)
             if result.code == Reason.ENGINE_UNAVAILABLE:
                 self.close()
         return result
 
-    def _record(self, previous: Status, run: Pass, result: PassResult, *, recovered: str | None) -> None:
-        self.at_step("record")
+    def _record(self, previous: Status, run: Pass, result: PassResult, *, recovered: str | None) -> PassResult:
+        self.at_step("record")  # returns the result: failed when the watermark could not follow an apply
         stale_after = timedelta(seconds=STALE_AFTER_INTERVALS * self.config.source.interval)
         report = run.report(result, recovered=recovered)
         status, events = record(previous, report, now=run.ctx.now, stale_after=stale_after)
-        facts = {
-            "image": report.image,
-            "signer": report.signer,
-            "image_signer": report.image_signer,
-            "log": report.logs,
-        }
+        try:
+            self.store.remember(previous, status, guard=run.ctx.guard)
+        except OSError as exc:  # the guard must not lag: the pass is not done
+            why = f"cannot write the watermark {self.paths.watermark}: {exc.strerror or exc}"
+            result = PassResult("failed", why, retryable=True, code=Reason.STATE_IO, plan=result.plan)
+            report = run.report(result, recovered=recovered)
+            status, events = record(previous, report, now=run.ctx.now, stale_after=stale_after)
+        facts = {key: getattr(report, key) for key in ("image", "signer", "image_signer")} | {"log": report.logs}
         for event in events:
             self.emit(event, at=run.ctx.now, facts=facts)
-        self.store.remember(previous, status, guard=run.ctx.guard)
         self.store.write(status)
         if status.source.stale and not previous.source.stale:
             self._notice("stale", reason=status.source.last_error or "", code=str(Reason.FETCH_FAILED))
         if result.result == "unchanged" and report.target and report.target == report.head:
             self._notice("unchanged", revision=report.target, **facts)
+        return result
 
     def _progress(self, ctx: PassContext) -> None:
         status = self.store.load()
@@ -231,7 +233,7 @@ class EnvironmentService:
         """Fetch (with the same credentials as a pass), then verify ``rev`` or the head."""
         head = self.source.fetch()
         revision = self.source.resolve(rev) if rev else head
-        applied = remembered_revision(self.config, self.store.load(), self.engine)
+        applied = remembered_revision(self.config, self.store.load(), self.engine, self.source)
         try:
             verdict = verify_revision(
                 self.source,
@@ -255,7 +257,7 @@ class EnvironmentService:
 
     def approvals(self) -> HeadApprovals:
         """For the verified head's content: who approved, who is missing, when each approval expires."""
-        applied = remembered_revision(self.config, self.store.load(), self.engine)
+        applied = remembered_revision(self.config, self.store.load(), self.engine, self.source)
         return head_approvals(self.config, self.source, applied=applied, now=self.clock())
 
     # -- operator actions --------------------------------------------------------------------

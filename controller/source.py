@@ -1,7 +1,10 @@
 """The manifest repository: the controller's git cache, fetched and read through GitPython.
 
 The only module that imports ``git``.  The cache is a bare repository under
-``state/repo``; nothing is ever checked out.  Files are read from a commit's
+``state/repo``; nothing is ever checked out.  Every fetch into it (and its
+creation) holds ``state/fetch.lock``, whichever process fetches — the daemon's
+pass, ``sync``, ``plan``, ``verify`` — so two git processes never update its refs
+at once and none of them fails for the other.  Files are read from a commit's
 tree by mode and size first, so a symlink, a submodule or a huge blob in the
 manifest repository is refused before a byte of it is read.
 """
@@ -17,6 +20,7 @@ import git
 from gitdb.exc import BadName, BadObject
 
 from controller.errors import Reason, Refused, Retryable
+from controller.records.locks import pass_lock
 
 REGULAR_FILE = 0o100644
 GIT = os.environ.get("GIT_PYTHON_GIT_EXECUTABLE") or "git"  # the git GitPython runs, for the fetch too
@@ -38,9 +42,17 @@ class GitSource:
     """A bare cache of one branch of the manifest repository."""
 
     def __init__(
-        self, path: Path, *, url: str, branch: str, timeout: int = 60, env: dict[str, str] | None = None
+        self,
+        path: Path,
+        *,
+        url: str,
+        branch: str,
+        timeout: int = 60,
+        env: dict[str, str] | None = None,
+        lock: Path | None = None,
     ) -> None:
         self.path = path
+        self.lock = lock or path.with_name("fetch.lock")
         self.url = url
         self.branch = branch
         self.timeout = timeout
@@ -70,8 +82,13 @@ class GitSource:
         of what a no-change pass costs besides the fetch.  The environment is
         GitPython's (``LC_ALL=C``), so git's messages read the same.
         """
-        self.repo()  # the cache exists before git is run in it
         env = {**os.environ, "LANGUAGE": "C", "LC_ALL": "C", **_QUIET_GIT, **self.env}
+        with pass_lock(self.lock):  # waits for another process's fetch, at most its timeout
+            self.repo()  # the cache exists before git is run in it; created by one process only
+            self._fetch(env)
+            return self._fetched_head() or self._peeled_head()  # read before another fetch moves it
+
+    def _fetch(self, env: dict[str, str]) -> None:
         refspec = f"+refs/heads/{self.branch}:{self.tracking_ref}"
         command = [GIT, "fetch", "--quiet", "--no-tags", "--prune", self.url, refspec]
         try:
@@ -93,7 +110,6 @@ class GitSource:
         if done.returncode != 0:
             text = " ".join(done.stderr.decode("utf-8", "replace").split())[-300:]
             raise SourceError(f"fetching {self.branch} failed: {text or f'git exited with {done.returncode}'}")
-        return self._fetched_head() or self._peeled_head()
 
     def _fetched_head(self) -> str | None:
         """The commit the fetch left in the tracking ref's own file, or None (packed, or not a commit).

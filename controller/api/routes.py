@@ -11,12 +11,13 @@ the reason goes to the log and the metrics.  The page and ``/history`` read
 only what the daemon already holds (the status file, snapshots, the audit log,
 the last plan): loading them never runs a pass, a git command or a Docker call.
 ``SIGHUP`` swaps the Access verifier and the webhook secret at once
-(``ApiContext.guards``).
+(``ApiContext.guards``).  Deliveries already acted on are remembered on disk
+(``records.deliveries``): a replayed delivery, even after a restart, is
+answered 200 and triggers nothing, so it cannot cut a backoff short either.
 """
 
 from __future__ import annotations
 
-import collections
 import hashlib
 import hmac
 import json
@@ -37,13 +38,14 @@ from controller.api.server import BoundedServer, Limits, Request, Response
 from controller.config import AccessConfig, split_listen
 from controller.metrics import Metrics
 from controller.plan import Plan
+from controller.records.deliveries import DeliveryMemory
 from controller.records.status import Status
 from controller.service import History
 
 log = logging.getLogger("dreichor.api")
 MAX_BODY = 1024 * 1024
 JWT_LEEWAY = 10
-DELIVERIES_KEPT = 1000
+JWKS_COOLDOWN = 30  # seconds between refetches an unknown kid may cause: junk kids cost one fetch, not one each
 SIGNATURE = re.compile(r"sha256=[0-9a-f]{64}")
 JSON = {"Content-Type": "application/json"}
 METRICS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -64,7 +66,9 @@ class AccessVerifier:
     def __init__(self, access: AccessConfig, *, fetch_timeout: int = 5) -> None:
         self.access = access
         url = access.jwks_url or f"{access.team_domain.rstrip('/')}/cdn-cgi/access/certs"
-        self.jwks = jwt.PyJWKClient(url, cache_keys=True, lifespan=3600, timeout=fetch_timeout)
+        self.jwks = jwt.PyJWKClient(
+            url, cache_keys=True, lifespan=3600, timeout=fetch_timeout, cooldown_duration=JWKS_COOLDOWN
+        )
 
     def verify(self, token: str | None) -> dict[str, Any]:
         """The token's claims, or ``AuthError``."""
@@ -91,34 +95,13 @@ class AccessVerifier:
         return claims
 
 
-class Deliveries:
-    """The webhook deliveries already acted on, by id and by the signed body's digest (kept across reloads)."""
-
-    def __init__(self, kept: int = DELIVERIES_KEPT) -> None:
-        self.kept = kept
-        self._seen: collections.OrderedDict[str, None] = collections.OrderedDict()
-        self._lock = threading.Lock()
-
-    def first(self, *, delivery: str | None, body: bytes) -> bool:
-        """Whether neither this delivery id nor this body was seen: a replay under a new id is caught by its body."""
-        keys = [f"body:{hashlib.sha256(body).hexdigest()}"] + ([f"id:{delivery}"] if delivery else [])
-        with self._lock:
-            if any(key in self._seen for key in keys):
-                return False
-            for key in keys:
-                self._seen[key] = None
-            while len(self._seen) > 2 * self.kept:
-                self._seen.popitem(last=False)
-        return True
-
-
 class WebhookVerifier:
     """GitHub webhooks: headers checked before the body is read, then HMAC-SHA256 of the raw body."""
 
-    def __init__(self, secret: str | None, *, branch: str, deliveries: Deliveries | None = None) -> None:
+    def __init__(self, secret: str | None, *, branch: str, deliveries: DeliveryMemory | None = None) -> None:
         self.secret = secret.encode() if secret else None
         self.branch = branch
-        self.deliveries = deliveries or Deliveries()
+        self.deliveries = deliveries or DeliveryMemory()
 
     def screen(self, headers: Mapping[str, str]) -> Response | int:
         """Before the body: a refusal, or how many bytes to read."""
@@ -139,6 +122,14 @@ class WebhookVerifier:
         expected = b"sha256=" + hmac.new(self.secret, body, hashlib.sha256).hexdigest().encode()
         if not signature or not hmac.compare_digest(expected, signature.encode("utf-8", "replace")):
             raise AuthError(HTTPStatus.UNAUTHORIZED, "bad X-Hub-Signature-256")
+
+
+def request_path(target: str) -> str | None:
+    """The path of a request target (origin or absolute form), or ``None`` when it cannot be parsed."""
+    try:
+        return urlsplit(target).path
+    except ValueError:  # e.g. "http://[::1/status": an unclosed IPv6 literal
+        return None
 
 
 def _is_json(headers: Mapping[str, str]) -> bool:
@@ -203,7 +194,9 @@ class Routes:
     def screen(self, request: Request) -> Response | int:
         """On the server's loop, before any body: unknown routes, health, and the webhook's headers."""
         log.debug('"%s %s"', request.method, request.target[:200])  # the access log, at debug
-        path = urlsplit(request.target).path
+        path = request_path(request.target)
+        if path is None:
+            return _error(HTTPStatus.BAD_REQUEST, "malformed request target")
         allowed = ROUTES.get(path)
         if allowed is None:
             return _error(HTTPStatus.NOT_FOUND, "not found")
@@ -223,7 +216,7 @@ class Routes:
 
     def handle(self, request: Request) -> Response:
         """In a worker thread: authenticate, then answer."""
-        path = urlsplit(request.target).path
+        path = request_path(request.target) or ""
         guards = self.ctx.guards
         try:
             if path == "/hooks/github":
@@ -270,7 +263,7 @@ class Routes:
 
     def _history(self, request: Request) -> Response:
         try:
-            limit = history_limit(urlsplit(request.target).query)
+            limit = history_limit(urlsplit(request.target).query)  # the path parsed, so the target does
         except ValueError:
             return _error(HTTPStatus.BAD_REQUEST, BAD_LIMIT)
         history = self.ctx.history()

@@ -4,11 +4,19 @@ The stdlib's threaded server gives every connection a thread and times out
 each receive, so hundreds of clients that never finish their headers (or send
 a byte every few seconds) hold hundreds of threads.  Here one asyncio loop
 reads every connection; ``h11`` (the only importer) parses HTTP, so nothing is
-hand-parsed.  Each request gets one deadline for its head and body together,
-not per receive; at most ``connections`` are open (a newcomer pushes out the
-oldest one still reading its head); at most ``in_flight`` requests run in the
-app's worker threads.  The app sees the head first and says whether to read a
-body at all (``App.screen``), so no body is read before its headers check out.
+hand-parsed.  A connection that sends nothing is closed after ``idle`` seconds;
+from its first byte a request has one deadline for its head and body together,
+whatever the route, not per receive.  Every answer closes the connection.
+
+No client can fill the server: at most ``connections`` are open, and a newcomer
+makes room.  Near the cap, connections that hold nothing (idle, or closing after
+their answer) are closed at once; at the cap, the oldest connection not yet in
+the app goes (still reading, waiting for a worker, or being answered), never
+one whose request runs.  At most ``bodies`` bodies are read at once and a new
+one pushes out the oldest reader: a sender that stalls mid-body holds a slot
+only until someone needs it.  At most ``in_flight`` requests run in the app's
+worker threads.  The app sees the head first and says whether to read a body at
+all (``App.screen``), so no body is read before its headers check out.
 """
 
 from __future__ import annotations
@@ -36,10 +44,12 @@ LINGER_SECONDS = 1.0
 class Limits:
     """How much any client may take."""
 
-    deadline: float = 10.0  # seconds for the whole request head and body
+    deadline: float = 10.0  # seconds from a request's first byte to its body's last
+    idle: float = 3.0  # seconds a connection may stay open without sending its first byte
     in_flight: int = 16  # requests the app runs at once (its worker threads)
-    connections: int = 256  # open connections; past it the oldest one still reading its head goes
-    bodies: int = 4  # bodies read at once (each at most what the app allowed)
+    connections: int = 256  # open connections; past it the oldest one not in the app goes
+    headroom: int = 32  # within this many of the cap, connections holding nothing are closed at once
+    bodies: int = 4  # bodies read at once (each at most what the app allowed); a new one pushes out the oldest
     max_head: int = 16 * 1024  # bytes of request line and headers
 
 
@@ -76,6 +86,11 @@ class Closed(Exception):
     """The client went away, or broke HTTP."""
 
 
+# Where a connection is: "idle" (nothing sent yet), "read" (head or body), "wait" (for a worker),
+# "app" (its request runs: never pushed out), "send" (the answer), "linger" (closing after it).
+GRACE = 0.5  # seconds a new connection has to send its first bytes before it counts as holding nothing
+
+
 class BoundedServer:
     """One loop thread reading every connection, a fixed pool running the app."""
 
@@ -86,8 +101,9 @@ class BoundedServer:
         self.server_address = self.sock.getsockname()
         self.pool = ThreadPoolExecutor(max_workers=self.limits.in_flight, thread_name_prefix="api")
         self.loop = asyncio.new_event_loop()
-        self.heads: collections.OrderedDict[asyncio.StreamWriter, None] = collections.OrderedDict()
-        self.open = 0
+        self.phases: collections.OrderedDict[asyncio.StreamWriter, str] = collections.OrderedDict()  # oldest first
+        self.admitted: dict[asyncio.StreamWriter, float] = {}
+        self.readers: collections.OrderedDict[asyncio.StreamWriter, None] = collections.OrderedDict()  # bodies
         self._thread: threading.Thread | None = None
         self._stopped = threading.Event()
 
@@ -100,7 +116,6 @@ class BoundedServer:
     def _run(self) -> None:
         asyncio.set_event_loop(self.loop)
         self.slots = asyncio.Semaphore(self.limits.in_flight)
-        self.body_slots = asyncio.Semaphore(self.limits.bodies)
         server = self.loop.run_until_complete(asyncio.start_server(self._connection, sock=self.sock, limit=READ_CHUNK))
         try:
             self.loop.run_forever()
@@ -131,24 +146,56 @@ class BoundedServer:
         self._admit(writer)
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=self.limits.max_head)
         try:
+            await self._first_bytes(conn, reader)
+            self._enter(writer, "read")
             response = await self._respond(conn, reader, writer)
+            self._enter(writer, "send")
             await asyncio.wait_for(self._send(conn, writer, response), self.limits.deadline)
+            self._enter(writer, "linger")
             await self._linger(reader, writer)
         except (Closed, TimeoutError, OSError, h11.LocalProtocolError):
             pass
         finally:
-            self.heads.pop(writer, None)
-            self.open -= 1
+            self._forget(writer)
             writer.transport.abort()
 
+    def _enter(self, writer: asyncio.StreamWriter, phase: str) -> None:
+        if writer in self.phases:  # a connection pushed out stays out
+            self.phases[writer] = phase
+
     def _admit(self, writer: asyncio.StreamWriter) -> None:
-        """Count the newcomer; past the cap, the oldest connection still reading its head is dropped."""
-        self.open += 1
-        self.heads[writer] = None
-        if self.open > self.limits.connections:
-            oldest = next(iter(self.heads))
-            log.debug("too many connections: dropping the oldest one still reading its head")
-            oldest.transport.abort()
+        """Make room for the newcomer: near the cap close what holds nothing, at the cap the oldest not in the app."""
+        now = self.loop.time()
+        self.phases[writer], self.admitted[writer] = "idle", now
+        near = self.limits.connections - self.limits.headroom
+        for other, phase in list(self.phases.items()):
+            if len(self.phases) <= near:
+                break
+            if phase == "linger" or (phase == "idle" and now - self.admitted[other] > GRACE):
+                self._push_out(other)
+        if len(self.phases) > self.limits.connections:
+            oldest = next((w for w, phase in self.phases.items() if phase != "app" and w is not writer), writer)
+            log.debug("connection cap reached: closing the oldest connection not in the app")
+            self._push_out(oldest)
+
+    def _push_out(self, writer: asyncio.StreamWriter) -> None:
+        self._forget(writer)
+        writer.transport.abort()
+
+    def _forget(self, writer: asyncio.StreamWriter) -> None:
+        self.phases.pop(writer, None)
+        self.admitted.pop(writer, None)
+        self.readers.pop(writer, None)
+
+    async def _first_bytes(self, conn: h11.Connection, reader: asyncio.StreamReader) -> None:
+        """Wait at most ``idle`` seconds for the first bytes; the request's deadline starts with them."""
+        try:
+            data = await asyncio.wait_for(reader.read(READ_CHUNK), self.limits.idle)
+        except TimeoutError:
+            raise Closed from None  # nothing was asked: nothing to answer
+        if not data:
+            raise Closed
+        conn.receive_data(data)
 
     async def _respond(
         self, conn: h11.Connection, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
@@ -156,14 +203,19 @@ class BoundedServer:
         try:
             async with asyncio.timeout(self.limits.deadline):
                 request = await self._head(conn, reader)
-                self.heads.pop(writer, None)
                 verdict = self.app.screen(request)
                 if isinstance(verdict, Response):
                     return verdict
                 if verdict:
-                    async with self.body_slots:
-                        request = await self._body(conn, reader, request, verdict)
+                    self._take_body_slot(writer)
+                    request = await self._body(conn, reader, request, verdict)
+                    self.readers.pop(writer, None)
+                self._enter(writer, "wait")
                 await self.slots.acquire()
+                if writer not in self.phases:  # pushed out while it waited: nobody to answer
+                    self.slots.release()
+                    raise Closed
+                self._enter(writer, "app")
         except h11.RemoteProtocolError as exc:
             return Response(HTTPStatus(exc.error_status_hint), b'{"error": "bad request"}', JSON)
         except TimeoutError:
@@ -179,6 +231,14 @@ class BoundedServer:
             return Response(HTTPStatus.INTERNAL_SERVER_ERROR, b'{"error": "internal error"}', JSON)
         finally:
             self.slots.release()
+
+    def _take_body_slot(self, writer: asyncio.StreamWriter) -> None:
+        """Read bodies ``bodies`` at a time; a newcomer pushes out the oldest reader (a stalled one)."""
+        while len(self.readers) >= self.limits.bodies:
+            oldest = next(iter(self.readers))
+            log.debug("body slots taken: closing the oldest body still being read")
+            self._push_out(oldest)
+        self.readers[writer] = None
 
     async def _head(self, conn: h11.Connection, reader: asyncio.StreamReader) -> Request:
         event = await self._next(conn, reader)

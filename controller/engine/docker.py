@@ -18,7 +18,7 @@ import docker
 import docker.errors
 import requests.exceptions
 
-from controller.containers import ContainerState
+from controller.containers import ContainerState, Privileges
 from controller.contract import DesiredContainer, Mount, container_name, keep_reference
 from controller.engine import errors
 from controller.engine.inspector import UnixInspector
@@ -35,7 +35,7 @@ class Engine:
     def __init__(self, url: str, *, environment: str, timeout: int = 120) -> None:
         self.environment = environment
         self.canonical = container_name(environment)
-        self._image_envs: dict[str, dict[str, str]] = {}  # by image id: an image's config never changes
+        self._image_configs: dict[str, tuple[dict[str, str], str]] = {}  # by id: an image's config never changes
         self._names = {self.canonical, self.canonical + NEXT_SUFFIX, self.canonical + PREVIOUS_SUFFIX}
         self.url = url
         with self._translated("connecting to Docker"):
@@ -112,7 +112,8 @@ class Engine:
         name = data["Name"].lstrip("/")
         if name not in self._names:
             raise Refused(f"container {ref} is not one of {self.environment}'s", code=Reason.ISOLATION)
-        return _state(data, self._image_env(data["Image"]))
+        image_env, image_user = self._image_config(data["Image"])
+        return _state(data, image_env, image_user=image_user)
 
     def _inspect_container(self, ref: str) -> dict[str, Any] | None:
         """The engine's inspect of ``ref`` (None: no such container); on a unix socket without the SDK."""
@@ -126,19 +127,21 @@ class Engine:
         except Refused:
             return None
 
-    def _image_env(self, image_id: str) -> dict[str, str]:
-        cached = self._image_envs.get(image_id)
+    def _image_config(self, image_id: str) -> tuple[dict[str, str], str]:
+        """The image's own env and USER: what the container has from its image, not from whoever created it."""
+        cached = self._image_configs.get(image_id)
         if cached is not None:
             return cached
         try:
             with self._translated("inspecting an image"):
                 image = self._client.api.inspect_image(image_id)
         except Refused:
-            return {}
-        if len(self._image_envs) > 64:
-            self._image_envs.clear()
-        env = self._image_envs[image_id] = _env_dict(image.get("Config", {}).get("Env"))
-        return env
+            return {}, ""
+        if len(self._image_configs) > 64:
+            self._image_configs.clear()
+        config = image.get("Config") or {}
+        found = self._image_configs[image_id] = (_env_dict(config.get("Env")), str(config.get("User") or ""))
+        return found
 
     def image_has_healthcheck(self, image: str) -> bool:
         """Whether the image declares a HEALTHCHECK."""
@@ -277,7 +280,28 @@ def _env_dict(entries: list[str] | None) -> dict[str, str]:
     return dict(entry.split("=", 1) for entry in entries or [] if "=" in entry)
 
 
-def _state(data: dict[str, Any], image_env: dict[str, str]) -> ContainerState:
+def _privileges(config: dict[str, Any], host: dict[str, Any], *, image_user: str) -> Privileges:
+    """What ``docker inspect`` shows beyond the controller's own settings (all empty as it creates them)."""
+    user = str(config.get("User") or "")
+    return Privileges(
+        pid_mode=str(host.get("PidMode") or ""),
+        ipc_mode=str(host.get("IpcMode") or ""),
+        uts_mode=str(host.get("UTSMode") or ""),
+        userns_mode=str(host.get("UsernsMode") or ""),
+        cap_add=tuple(str(c) for c in host.get("CapAdd") or []),
+        devices=tuple(str(d.get("PathOnHost", "")) for d in host.get("Devices") or [] if isinstance(d, dict)),
+        security_opt=tuple(str(o) for o in host.get("SecurityOpt") or [] if not _narrows(str(o))),
+        user="" if user == image_user else user,
+        extra_mounts=tuple(f"tmpfs {path}" for path in host.get("Tmpfs") or {})
+        + tuple(f"volumes from {source}" for source in host.get("VolumesFrom") or []),
+    )
+
+
+def _narrows(option: str) -> bool:
+    return option.replace("=", ":") in ("no-new-privileges", "no-new-privileges:true")
+
+
+def _state(data: dict[str, Any], image_env: dict[str, str], *, image_user: str = "") -> ContainerState:
     config = data.get("Config") or {}
     host = data.get("HostConfig") or {}
     state = data.get("State") or {}
@@ -305,5 +329,6 @@ def _state(data: dict[str, Any], image_env: dict[str, str]) -> ContainerState:
         started_at=state.get("StartedAt", ""),
         privileged=bool(host.get("Privileged")),
         published_ports=any(ports.values()),
+        privileges=_privileges(config, host, image_user=image_user),
         raw=data,
     )

@@ -17,7 +17,7 @@ from typing import Any
 
 import docker
 
-from controller.containers import ContainerState
+from controller.containers import ContainerState, Privileges
 from controller.contract import LABEL_ENVIRONMENT, LABEL_MANAGED_BY, DesiredContainer, Mount, container_name
 from controller.engine import errors
 from controller.engine.errors import NOT_A_MANAGER, EngineError
@@ -337,6 +337,21 @@ def _task(data: dict[str, Any], hostnames: dict[str, str], *, spec: dict[str, An
     )
 
 
+def _privileges(container: dict[str, Any]) -> Privileges:
+    """What a service's container spec grants beyond the controller's own spec (which sets none of it)."""
+    granted = container.get("Privileges") or {}
+    options = [
+        "seccomp=unconfined" if (granted.get("Seccomp") or {}).get("Mode") == "unconfined" else "",
+        "apparmor=disabled" if (granted.get("AppArmor") or {}).get("Mode") == "disabled" else "",
+        "label=disable" if (granted.get("SELinuxContext") or {}).get("Disable") else "",
+    ]
+    return Privileges(
+        cap_add=tuple(str(c) for c in container.get("CapabilityAdd") or []),
+        security_opt=tuple(option for option in options if option),
+        user=str(container.get("User") or ""),
+    )
+
+
 def _state(service: ServiceState, task: TaskState | None, *, health: str | None) -> ContainerState:
     """The service (its spec) and its task (its life) in the planner's terms."""
     container = _container_spec(service.spec)
@@ -361,6 +376,7 @@ def _state(service: ServiceState, task: TaskState | None, *, health: str | None)
         started_at="",
         privileged=False,
         published_ports=bool(ports),
+        privileges=_privileges(container),
         node=task.node if task else None,
         task=task.id if task else None,
         raw={"Service": {"ID": service.id, "Version": service.version, "Spec": service.spec}},

@@ -12,6 +12,7 @@ restart does not tell everything again.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -33,6 +34,8 @@ MAX_REASON = 300
 LOG_LINES = 20
 LOG_LINE_CHARS = 240
 LOG_CHARS = 2000
+_LINK = re.compile(r"\]\s*\(")  # "[text](url)": a Markdown link (or image) that hides where it goes
+_MENTION = re.compile(r"@(?=(?:everyone|here|channel|all)\b)", re.IGNORECASE)
 
 SEVERITY: dict[str, Severity] = {
     "applied": "success",
@@ -285,7 +288,7 @@ def resolution(decision: Decision, cleared: tuple[Problem, ...]) -> Message:
         title = f"{decision.environment} runs {short(decision.revision)} again"
     else:
         title = f"{decision.environment} reaches its source again"
-    resolved = [f"Resolved: {p.kind.replace('_', ' ')} {short(p.revision)}: {p.reason}" for p in cleared[-5:]]
+    resolved = [f"Resolved: {p.kind.replace('_', ' ')} {short(p.revision)}: {inert(p.reason)}" for p in cleared[-5:]]
     return Message(title=title, body="\n".join([*_details(decision), *resolved]), severity="success")
 
 
@@ -320,7 +323,7 @@ def _details(decision: Decision) -> list[str]:
     if decision.approvals:
         lines.append(f"Approvals: {decision.approvals}" + (f"; missing {decision.missing}" if decision.missing else ""))
     if decision.reason:
-        lines.append(f"Reason: {one_sentence(decision.reason)}")
+        lines.append(f"Reason: {inert(one_sentence(decision.reason))}")
     return lines
 
 
@@ -347,5 +350,15 @@ def one_sentence(reason: str) -> str:
 
 def excerpt(log: str) -> str:
     """The last lines of a container log, each line bounded and escaped, and the whole bounded."""
-    text = bounded_lines(log.rstrip(), lines=LOG_LINES, width=LOG_LINE_CHARS)
+    text = inert(bounded_lines(log.rstrip(), lines=LOG_LINES, width=LOG_LINE_CHARS))
     return text if len(text) <= LOG_CHARS else "…" + text[-(LOG_CHARS - 1) :]
+
+
+def inert(text: str) -> str:
+    """Untrusted text that stays text where a target renders Markdown though Apprise sends it as plain text.
+
+    Apprise escapes text for targets that declare markup (e-mail HTML, Slack, Markdown targets), but
+    some chats declare plain text and still render Markdown links and mentions (Mattermost, Rocket.Chat):
+    "[text](url)" loses its link, "@channel" its ping, and both still read the same to a person.
+    """
+    return _MENTION.sub("@\u200b", _LINK.sub("] (", text))

@@ -2,11 +2,19 @@
 
 The only importer of ``apprise``.  A notification must never be in the way of a
 deploy: ``Notifier.notify`` decides what to tell (``announcements``), puts the
-deliveries on a bounded queue and returns; one worker thread sends them with
-timeouts and a few retries with backoff.  What cannot be sent (a dead receiver,
-a full queue) is counted and logged at warning, never raised.  ``drain`` lets a
-one-shot command, or the daemon on SIGTERM, wait a few seconds at most for the
-queue to empty before it exits.
+deliveries on bounded queues and returns.  Each target has its own queue and
+worker thread, so a receiver that answers slowly delays only its own messages;
+each delivery has timeouts, a few retries with backoff and a deadline of its own.
+What cannot be sent (a dead receiver) is counted and logged at warning; what a
+full queue drops is counted too (``dreichor_notifications_dropped_total``) and
+logged once until that queue empties again; nothing is raised.  ``drain`` lets
+a one-shot command, or the daemon on SIGTERM, wait a few seconds at most for the
+queues to empty before it exits.
+
+Everything a message says may quote untrusted text (refusal reasons, container
+logs), so it is sent as Apprise's *text* format: Apprise escapes it for targets
+that render markup (e-mail HTML, Slack's ``<…>`` links and mentions, Markdown
+links), and nothing in a message can become a live link or a mention.
 """
 
 from __future__ import annotations
@@ -41,6 +49,7 @@ QUEUE_SIZE = 64
 ATTEMPTS = 3
 BACKOFF = 0.5  # seconds before the first retry, doubled for each next one
 TIMEOUT = 5.0  # seconds to connect, and again to read an answer
+DELIVERY_DEADLINE = 30.0  # seconds after which a delivery is not tried again
 GITHUB_API_VERSION = "2022-11-28"
 TEST_TITLE = "Dreichor test message"
 _PLACEHOLDER = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -72,6 +81,15 @@ class _Delivery:
     send: Callable[[], None]
 
 
+class _Lane:
+    """One target's own queue: its worker sends from it alone, so no receiver waits on another."""
+
+    def __init__(self, name: str, *, size: int) -> None:
+        self.name = name
+        self.queue: queue.Queue[_Delivery | None] = queue.Queue(maxsize=size)
+        self.dropping = False  # a drop was logged and the queue has not emptied since
+
+
 class AppriseTarget:
     """One Apprise URL: sends messages with bounded connect and read timeouts."""
 
@@ -90,7 +108,10 @@ class AppriseTarget:
 
     def send(self, message: Message) -> None:
         """Send one message; raise ``DeliveryError`` when the receiver did not take it."""
-        if not self._apprise.notify(body=message.body, title=message.title, notify_type=message.severity):
+        sent = self._apprise.notify(
+            body=message.body, title=message.title, notify_type=message.severity, body_format=apprise.NotifyFormat.TEXT
+        )
+        if not sent:
             raise DeliveryError("the receiver did not accept the message")
 
 
@@ -155,9 +176,11 @@ class Notifier:
         state_file: Path | None = None,
         clock: Clock = lambda: datetime.now(UTC),
         on_failure: Callable[[], None] | None = None,
+        on_drop: Callable[[], None] | None = None,
         queue_size: int = QUEUE_SIZE,
         attempts: int = ATTEMPTS,
         backoff: float = BACKOFF,
+        deadline: float = DELIVERY_DEADLINE,
     ) -> None:
         self.environment = environment
         self.targets = tuple(targets)
@@ -166,17 +189,23 @@ class Notifier:
         self._state_file = state_file
         self._clock = clock
         self._on_failure = on_failure
+        self._on_drop = on_drop
         self._attempts = attempts
         self._backoff = backoff
+        self._deadline = deadline
         self._memory = load_memory(state_file)
         self._lock = threading.Lock()
-        self._queue: queue.Queue[_Delivery | None] = queue.Queue(maxsize=queue_size)
         self._idle = threading.Condition()
         self._pending = 0
         self._failed = 0
+        self._dropped = 0
         self._stopping = threading.Event()
-        self._worker = threading.Thread(target=self._work, name=f"dreichor-notify-{environment}", daemon=True)
-        self._worker.start()
+        names = [target.name for target in self.targets] + ([github.name] if github is not None else [])
+        self._lanes = {name: _Lane(name, size=queue_size) for name in names}
+        for lane in self._lanes.values():
+            worker = threading.Thread(target=self._work, args=(lane,), name=f"dreichor-notify-{environment}")
+            worker.daemon = True
+            worker.start()
 
     @classmethod
     def from_config(
@@ -186,6 +215,7 @@ class Notifier:
         dotenv: Mapping[str, str],
         clock: Clock = lambda: datetime.now(UTC),
         on_failure: Callable[[], None] | None = None,
+        on_drop: Callable[[], None] | None = None,
     ) -> Notifier:
         """The notifier a config asks for; ``ConfigError`` for an unusable URL or a ``${NAME}`` .env lacks."""
         notify, targets = config.notify, []
@@ -213,12 +243,18 @@ class Notifier:
             state_file=config.paths.notifications,
             clock=clock,
             on_failure=on_failure,
+            on_drop=on_drop,
         )
 
     @property
     def failed(self) -> int:
-        """Deliveries that could not be made since start."""
+        """Deliveries that could not be made since start (dropped ones included)."""
         return self._failed
+
+    @property
+    def dropped(self) -> int:
+        """Deliveries dropped since start because their target's queue was full."""
+        return self._dropped
 
     @property
     def memory(self) -> Memory:
@@ -258,11 +294,12 @@ class Notifier:
             return self._pending == 0
 
     def close(self, timeout: float = 3.0) -> bool:
-        """Drain for at most ``timeout`` seconds, then stop the worker; return whether all went out."""
+        """Drain for at most ``timeout`` seconds, then stop the workers; return whether all went out."""
         done = self.drain(timeout)
         self._stopping.set()
-        with contextlib.suppress(queue.Full):  # a full queue: the worker sees _stopping on its next delivery
-            self._queue.put_nowait(None)
+        for lane in self._lanes.values():
+            with contextlib.suppress(queue.Full):  # a full queue: the worker sees _stopping on its next delivery
+                lane.queue.put_nowait(None)
         return done
 
     def send_test(self) -> list[Answer]:
@@ -280,18 +317,29 @@ class Notifier:
     # -- the worker --------------------------------------------------------------------------
 
     def _enqueue(self, delivery: _Delivery) -> None:
+        lane = self._lanes[delivery.target]
         with self._idle:
             self._pending += 1
         try:
-            self._queue.put_nowait(delivery)
+            lane.queue.put_nowait(delivery)
         except queue.Full:
             self._done()
-            log.warning("notification to %s dropped: the queue is full (a receiver is slow)", delivery.target)
-            self._count_failure()
+            self._count_drop(lane)
 
-    def _work(self) -> None:
+    def _count_drop(self, lane: _Lane) -> None:
+        """Count a dropped delivery; log the first of a run only, so a stuck receiver is one line, not hundreds."""
+        with self._idle:
+            self._dropped += 1
+            first, lane.dropping = not lane.dropping, True
+        if first:
+            log.warning("notifications to %s are dropped: its queue is full (the receiver is slow)", lane.name)
+        if self._on_drop is not None:
+            self._on_drop()
+        self._count_failure()
+
+    def _work(self, lane: _Lane) -> None:
         while True:
-            delivery = self._queue.get()
+            delivery = lane.queue.get()
             if delivery is None:
                 return
             try:
@@ -302,17 +350,21 @@ class Notifier:
                 log.warning("notification to %s failed: %s", delivery.target, exc)
                 self._count_failure()
             finally:
+                if lane.queue.empty():
+                    lane.dropping = False  # the next drop is news again
                 self._done()
 
     def _deliver(self, delivery: _Delivery) -> None:
+        ends = time.monotonic() + self._deadline
         for attempt in range(1, self._attempts + 1):
             try:
                 delivery.send()
                 return
             except DeliveryError as exc:
-                if not exc.retryable or attempt == self._attempts:
+                wait = self._backoff * 2 ** (attempt - 1)
+                if not exc.retryable or attempt == self._attempts or time.monotonic() + wait > ends:
                     raise DeliveryError(f"{exc.reason} (after {attempt} attempts)") from None
-            if self._stopping.wait(self._backoff * 2 ** (attempt - 1)):
+            if self._stopping.wait(wait):
                 raise DeliveryError("the controller is stopping")
 
     def _done(self) -> None:

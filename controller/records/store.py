@@ -98,17 +98,18 @@ class Store:
         )
 
     def remember(self, previous: Status, status: Status, *, guard: str | None) -> None:
-        """Move the watermark to a newly applied revision (or set it on a host that has none yet)."""
+        """Move the watermark to a newly applied revision (or set it on a host that has none yet).
+
+        Raises ``OSError`` when it cannot be written: a guard that lags is the one record that
+        would let an older signed commit back, so the pass that applied must not call itself done.
+        """
         applied = applied_revision(status)
         missing = read_watermark(self.paths.watermark) is None
         revision = applied if applied and (applied != applied_revision(previous) or missing) else None
         revision = revision or (guard if missing else None)
         if revision is None:
             return
-        try:
-            write_watermark(self.paths.watermark, revision)
-        except OSError as exc:
-            log.error("cannot write the watermark", extra={"error": str(exc)})
+        write_watermark(self.paths.watermark, revision)  # an OSError fails the pass (the service records why)
 
     def damage(self, *, keep_aside: bool = False) -> str | None:
         """Why passes are stopped by a damaged status file (None: they are not); ``keep_aside`` moves it."""

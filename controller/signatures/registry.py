@@ -6,7 +6,11 @@ registry is outside our trust, so every read has a timeout, a deadline and a siz
 that exceeds its cap is refused without being read to the end.  An answer that breaks the protocol
 (garbage, a reset, a stall, a 5xx) is ``Retryable`` with a reason; nothing here crashes the pass.
 Authentication follows what registries ask for in ``WWW-Authenticate``: a bearer token fetched from
-the named realm, or basic auth, with the credentials of ``.env`` (the same as the pull's).
+the named realm, or basic auth, with the credentials of ``.env`` (the same as the pull's).  Those
+credentials, and the token they buy, go to the configured registry host only: a redirect to another
+host is followed without them, a token realm on another host is asked anonymously, and nothing is
+sent over plain http except to a loopback host.  Each request's deadline covers connecting, the
+answer's headers and its body: a registry that trickles its headers is cut off like a slow body.
 """
 
 from __future__ import annotations
@@ -16,7 +20,8 @@ import hashlib
 import http.client
 import json
 import re
-import time
+import socket
+import threading
 import urllib.parse
 from dataclasses import dataclass, field
 
@@ -95,7 +100,7 @@ class RegistryClient:
         for _ in range(MAX_REDIRECTS + 1):
             status, headers, body = self._request(url, repository=repository, accept=accept, max_bytes=max_bytes)
             if status in (301, 302, 303, 307, 308) and headers.get("location"):
-                url = urllib.parse.urljoin(url, headers["location"])
+                url = _usable(urllib.parse.urljoin(url, headers["location"]), what=f"registry {self.host}'s redirect")
                 continue
             if status in absent:
                 return None
@@ -105,11 +110,12 @@ class RegistryClient:
         raise Retryable(f"registry {self.host} redirected too often for {path}", code=REGISTRY_UNAVAILABLE)
 
     def _request(self, url: str, *, repository: str, accept: str, max_bytes: int) -> tuple[int, dict[str, str], bytes]:
-        headers = {"Accept": accept, **self._authorization(repository)}
+        own = self._is_own(url)  # credentials go to the configured host only, never to a redirect's
+        headers = {"Accept": accept, **(self._authorization(repository) if own else {})}
         status, answer_headers, body = _fetch(
             url, headers=headers, timeout=self.timeout, deadline=self.deadline, max_bytes=max_bytes
         )
-        if status == 401 and self._answer_challenge(answer_headers.get("www-authenticate", ""), repository):
+        if status == 401 and own and self._answer_challenge(answer_headers.get("www-authenticate", ""), repository):
             headers = {"Accept": accept, **self._authorization(repository)}
             status, answer_headers, body = _fetch(
                 url, headers=headers, timeout=self.timeout, deadline=self.deadline, max_bytes=max_bytes
@@ -117,6 +123,11 @@ class RegistryClient:
         if status == 401:
             raise Retryable(f"registry {self.host} refused our credentials for {repository}", code=Reason.REGISTRY_AUTH)
         return status, answer_headers, body
+
+    def _is_own(self, url: str) -> bool:
+        """Whether ``url`` is the configured registry host, by the scheme this client uses for it."""
+        parts = urllib.parse.urlsplit(url)
+        return parts.scheme == self.scheme and parts.netloc.lower() == self.host.lower()
 
     def _authorization(self, repository: str) -> dict[str, str]:
         if repository in self._tokens:
@@ -135,14 +146,19 @@ class RegistryClient:
             return False
         values = dict(_CHALLENGE_PARAM.findall(params))
         realm = values.get("realm", "")
-        if urllib.parse.urlsplit(realm).scheme not in ("http", "https"):
-            raise Retryable(f"registry {self.host} named no usable token realm", code=Reason.REGISTRY_AUTH)
+        try:
+            _usable(realm, what=f"registry {self.host}'s token realm")
+        except Retryable as exc:
+            raise Retryable(exc.reason, code=Reason.REGISTRY_AUTH) from None
         query = {"service": values.get("service", ""), "scope": values.get("scope") or f"repository:{repository}:pull"}
         self._tokens[repository] = self._token(f"{realm}?{urllib.parse.urlencode(query)}")
         return True
 
     def _token(self, url: str) -> str:
-        headers = {"Authorization": _basic(self.username, self.password)} if self.username and self.password else {}
+        # A realm on another host is asked without our credentials: it gets an anonymous (public) token.
+        own = urllib.parse.urlsplit(url).hostname == urllib.parse.urlsplit(f"//{self.host}").hostname
+        send = own and self.username and self.password and urllib.parse.urlsplit(url).scheme == self.scheme
+        headers = {"Authorization": _basic(self.username, self.password)} if send else {}
         status, _, body = _fetch(
             url, headers=headers, timeout=self.timeout, deadline=self.deadline, max_bytes=MAX_TOKEN_BYTES
         )
@@ -158,44 +174,72 @@ class RegistryClient:
         return token
 
 
+def _usable(url: str, *, what: str) -> str:
+    """``url`` when it is https, or http to a loopback host; else ``Retryable``."""
+    parts = urllib.parse.urlsplit(url)
+    plain_ok = parts.scheme == "http" and is_loopback(parts.hostname or "")
+    if not parts.netloc or not (parts.scheme == "https" or plain_ok):
+        raise Retryable(f"{what} {url[:200]!r} is neither https nor loopback: not followed", code=REGISTRY_UNAVAILABLE)
+    return url
+
+
 def _fetch(
     url: str, *, headers: dict[str, str], timeout: float, deadline: float, max_bytes: int
 ) -> tuple[int, dict[str, str], bytes]:
-    """One GET: status, lower-cased headers and at most ``max_bytes`` of body (more is refused)."""
-    parts = urllib.parse.urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise Retryable(f"registry sent us to an unusable address {url!r}", code=REGISTRY_UNAVAILABLE)
+    """One GET: status, lower-cased headers and at most ``max_bytes`` of body (more is refused).
+
+    ``deadline`` holds from before the connect to the body's last byte: a watchdog shuts the
+    socket when it passes, so a registry sending a byte a second cannot outlast it.
+    """
+    parts = urllib.parse.urlsplit(_usable(url, what="registry address"))
     kind = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
-    connection = kind(parts.netloc, timeout=timeout)
+    connection = kind(parts.netloc, timeout=min(timeout, deadline))
     target = parts.path + (f"?{parts.query}" if parts.query else "")
+    expired = threading.Event()
+    watchdog = threading.Timer(deadline, _cut, (connection, expired))
+    watchdog.daemon = True
+    watchdog.start()
     try:
         connection.request("GET", target, headers={**headers, "User-Agent": "dreichor-controller"})
         response = connection.getresponse()
         answer_headers = {key.lower(): value for key, value in response.getheaders()}
-        if response.status != 200:
-            return response.status, answer_headers, b""
-        return response.status, answer_headers, _read_capped(response, url=url, deadline=deadline, max_bytes=max_bytes)
+        body = _read_capped(response, url=url, max_bytes=max_bytes) if response.status == 200 else b""
+        if expired.is_set():  # a shut socket reads as a clean end: what came is cut short, not an answer
+            raise OSError("deadline")
+        return response.status, answer_headers, body
     except (OSError, http.client.HTTPException, ValueError) as exc:
+        if expired.is_set():
+            late = f"registry {parts.netloc} took longer than {deadline:g}s"
+            raise Retryable(late, code=REGISTRY_UNAVAILABLE) from None
         raise Retryable(
             f"registry {parts.netloc} did not answer usably: {_describe(exc)}", code=REGISTRY_UNAVAILABLE
         ) from None
     finally:
+        watchdog.cancel()
         connection.close()
 
 
-def _read_capped(response: http.client.HTTPResponse, *, url: str, deadline: float, max_bytes: int) -> bytes:
-    """The body, refusing it as soon as it is known to exceed ``max_bytes`` or outlasts ``deadline``."""
+def _cut(connection: http.client.HTTPConnection, expired: threading.Event) -> None:
+    """The deadline passed: shut the socket, so the read blocked on it returns at once."""
+    expired.set()
+    sock = connection.sock
+    if sock is not None:
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            return
+
+
+def _read_capped(response: http.client.HTTPResponse, *, url: str, max_bytes: int) -> bytes:
+    """The body, refusing it as soon as it is known to exceed ``max_bytes``."""
     declared = response.getheader("Content-Length")
     if declared is not None and declared.strip().isdigit() and int(declared) > max_bytes:
         raise Refused(_too_large(url, max_bytes), code=ANSWER_TOO_LARGE)
-    ends = time.monotonic() + deadline
     body = bytearray()
     while chunk := response.read1(CHUNK):
         body += chunk
         if len(body) > max_bytes:
             raise Refused(_too_large(url, max_bytes), code=ANSWER_TOO_LARGE)
-        if time.monotonic() > ends:
-            raise Retryable(f"registry answer for {url} took longer than {deadline:g}s", code=REGISTRY_UNAVAILABLE)
     return bytes(body)
 
 

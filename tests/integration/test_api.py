@@ -13,7 +13,9 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+import tomllib
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import jwt
 import pytest
@@ -24,6 +26,7 @@ from controller.api.routes import AccessVerifier, ApiContext, ApiServer, Guards,
 from controller.api.server import Limits
 from controller.config import AccessConfig
 from controller.metrics import Metrics
+from controller.records.deliveries import DeliveryMemory
 from testbed import ControllerHost, JwksServer, free_port, wait_for
 
 TEAM = "https://dreichor.cloudflareaccess.com"
@@ -38,7 +41,14 @@ class Api:
     """The API server with a recording fake of the daemon's side."""
 
     def __init__(
-        self, keys: Keys, *, access: bool = True, secret: str | None = SECRET, emails: list[str] | None = None
+        self,
+        keys: Keys,
+        *,
+        access: bool = True,
+        secret: str | None = SECRET,
+        emails: list[str] | None = None,
+        limits: Limits | None = None,
+        deliveries: DeliveryMemory | None = None,
     ):
         self.triggers: list[str] = []
         self.keys = keys
@@ -51,11 +61,12 @@ class Api:
             trigger=self.triggers.append,
             metrics=self.metrics,
             guards=Guards(
-                access=AccessVerifier(config) if access else None, webhook=WebhookVerifier(secret, branch="main")
+                access=AccessVerifier(config) if access else None,
+                webhook=WebhookVerifier(secret, branch="main", deliveries=deliveries),
             ),
         )
         self.port = free_port()
-        self.server = ApiServer(f"127.0.0.1:{self.port}", self.ctx, limits=Limits(deadline=2))
+        self.server = ApiServer(f"127.0.0.1:{self.port}", self.ctx, limits=limits or Limits(deadline=2))
         self.server.start()
 
     def request(
@@ -149,6 +160,28 @@ def test_an_unknown_kid_refetches_the_jwks(api: Api, keys: Keys) -> None:
     before = keys.fetches
     api.sync(keys.token(kid="kid-unknown"))
     assert keys.fetches > before
+
+
+def test_thirty_junk_kids_cost_at_most_two_jwks_fetches_and_a_valid_token_still_passes(keys: Keys) -> None:
+    api = Api(keys)
+    try:
+        before = keys.fetches
+        for n in range(30):
+            assert api.sync(keys.token(kid=f"junk-{n}")) == 401
+        assert keys.fetches - before <= 2
+        started = time.monotonic()
+        assert api.sync(keys.token()) == 202
+        assert time.monotonic() - started < 2
+    finally:
+        api.server.shutdown()
+        api.server.server_close()
+
+
+def test_the_pyjwt_floor_has_the_jwks_refetch_cooldown() -> None:
+    project = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())["project"]
+    floor = next(d for d in project["dependencies"] if d.startswith("PyJWT>="))
+    version = tuple(int(part) for part in floor.split(">=")[1].split(",")[0].split("."))
+    assert version >= (2, 14)  # PyJWKClient's cooldown_duration arrived in 2.14.0
 
 
 def test_an_email_outside_the_allowed_list_is_forbidden(keys: Keys) -> None:
@@ -416,6 +449,25 @@ def test_a_captured_delivery_replayed_under_a_new_delivery_id_is_refused(api: Ap
     assert api.triggers == ["webhook"]
 
 
+def test_a_delivery_replayed_after_a_restart_triggers_no_pass(keys: Keys, tmp_path: Path) -> None:
+    path = tmp_path / "webhook-deliveries.json"
+    body = b'{"ref": "refs/heads/main", "after": "5678"}'
+    before = Api(keys, deliveries=DeliveryMemory(path))
+    try:
+        assert before.hook(body, delivery="captured") == 202
+    finally:
+        before.server.shutdown()
+        before.server.server_close()
+    after = Api(keys, deliveries=DeliveryMemory(path))  # the daemon restarted: the memory is read from state/
+    try:
+        assert after.hook(body, delivery="captured") == 200
+        assert after.hook(body, delivery="captured-again") == 200
+        assert after.triggers == []  # no pass, so no backoff cut short either
+    finally:
+        after.server.shutdown()
+        after.server.server_close()
+
+
 def test_a_ping_is_answered_without_a_pass(api: Api) -> None:
     body = b'{"zen": "Keep it logically awesome."}'
     signature = "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
@@ -545,12 +597,92 @@ def test_at_most_sixteen_requests_run_at_once_and_healthz_still_answers(api: Api
         (b"GET / HTTP/1.1\r\n\r\n", b"400"),  # HTTP/1.1 without Host
         (b"GET /nowhere HTTP/1.1\r\nHost: x\r\n\r\n", b"404"),
         (b"DELETE /sync HTTP/1.1\r\nHost: x\r\n\r\n", b"405"),
+        (b"GET http://[::1/status HTTP/1.1\r\nHost: x\r\n\r\n", b"400"),  # an unclosed IPv6 literal
+        (b"GET http://[::1]:1/healthz HTTP/1.1\r\nHost: x\r\n\r\n", b"200"),  # absolute form is fine
         (b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 40_000 + b"\r\n\r\n", b"431"),
     ],
 )
-def test_broken_requests_get_a_plain_answer(api: Api, raw: bytes, status: bytes) -> None:
+def test_broken_requests_get_a_plain_answer(
+    api: Api, raw: bytes, status: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
     with socket.create_connection(("127.0.0.1", api.port), timeout=10) as sock:
         with contextlib.suppress(OSError):  # the server may answer and close before taking it all
             sock.sendall(raw)
         answer = _answer_within(sock, 5)
     assert answer.split(b"\r\n")[0].split(b" ")[1] == status
+    assert not [r for r in caplog.records if r.exc_info], "a broken request logged a traceback"
+
+
+# -- issue 21, 1: the connection cap cannot be filled by anyone ----------------------------------
+
+STALLED_HOOK = (
+    b"POST /hooks/github HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nX-GitHub-Event: push\r\n"
+    b"X-Hub-Signature-256: sha256=" + b"0" * 64 + b"\r\nContent-Length: 1000\r\n\r\n{"  # and the rest never comes
+)
+KEEP_ALIVE = b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: keep-alive\r\n\r\n"
+
+
+def _open(port: int, count: int, head: bytes) -> list[socket.socket]:
+    socks = []
+    for n in range(count):
+        sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        if head is STALLED_HOOK or n % 2 == 0:  # half the idle ones never say a word
+            sock.sendall(head)
+        socks.append(sock)
+    return socks
+
+
+def _timed(call: Callable[[], int]) -> tuple[int, float]:
+    started = time.monotonic()
+    return call(), time.monotonic() - started
+
+
+@pytest.mark.parametrize("order", ["stalled first", "idle first"])
+def test_stalled_webhooks_and_idle_connections_leave_healthz_and_a_signed_delivery_answered(
+    keys: Keys, order: str
+) -> None:
+    api = Api(keys, limits=Limits())  # the daemon's limits: 10 s deadline, 256 connections
+    socks: list[socket.socket] = []
+    try:
+        kinds = [STALLED_HOOK, KEEP_ALIVE] if order == "stalled first" else [KEEP_ALIVE, STALLED_HOOK]
+        for head in kinds:
+            socks += _open(api.port, 256, head)
+        time.sleep(0.5)  # let the server take them all in
+        health, health_seconds = _timed(lambda: api.request("GET", "/healthz")[0])
+        body = b'{"ref": "refs/heads/main", "after": "cap"}'
+        hook, hook_seconds = _timed(lambda: api.hook(body, delivery="under-load"))
+        assert (health, hook) == (200, 202)
+        assert health_seconds < 2 and hook_seconds < 2, f"healthz {health_seconds:.2f} s, hook {hook_seconds:.2f} s"
+        assert api.triggers == ["webhook"]
+    finally:
+        for sock in socks:
+            sock.close()
+        api.server.shutdown()
+        api.server.server_close()
+
+
+def test_a_connection_that_says_nothing_is_closed_after_the_idle_time(keys: Keys) -> None:
+    api = Api(keys, limits=Limits(idle=1.0, deadline=10))
+    try:
+        with socket.create_connection(("127.0.0.1", api.port), timeout=10) as sock:
+            started = time.monotonic()
+            assert _answer_within(sock, 5) == b""
+            assert time.monotonic() - started < 2.5  # closed at the idle time, not the 10 s deadline
+    finally:
+        api.server.shutdown()
+        api.server.server_close()
+
+
+def test_the_deadline_runs_from_the_first_byte_to_the_last_byte_of_the_body(keys: Keys) -> None:
+    api = Api(keys, limits=Limits(idle=5.0, deadline=1.0))
+    try:
+        with socket.create_connection(("127.0.0.1", api.port), timeout=10) as sock:
+            time.sleep(1.5)  # idle before the first byte: the idle time, not the request's deadline
+            sock.sendall(STALLED_HOOK)
+            started = time.monotonic()
+            answer = _answer_within(sock, 5)
+        assert answer.startswith(b"HTTP/1.1 408")
+        assert 0.8 < time.monotonic() - started < 2.5
+    finally:
+        api.server.shutdown()
+        api.server.server_close()

@@ -289,3 +289,52 @@ def test_the_registry_cut_in_the_middle_of_a_pull_leaves_the_container_untouched
         assert host.image() == f"{via_proxy}@{digest}"
     finally:
         proxy.stop()
+
+
+def _recreate_by_hand(host: ControllerHost, *extra: str) -> None:
+    """What a person with the engine's socket does: the same container again, with one setting more."""
+    was = host.running()
+    config, hostconfig = was["Config"], was["HostConfig"]  # type: ignore[index]
+    host.engine.cli("rm", "--force", "dreichor-runtime-prod")
+    verb = ["create"] if "--privileged" in extra else ["run", "-d"]  # the test bed's engine cannot start one privileged
+    args = [*verb, "--name", "dreichor-runtime-prod", "--init", "--restart", "unless-stopped"]
+    for key, value in config["Labels"].items():  # type: ignore[index]
+        args += ["--label", f"{key}={value}"]
+    for entry in config["Env"]:  # type: ignore[index]
+        args += ["--env", entry]
+    for bind in hostconfig["Binds"] or []:  # type: ignore[index]
+        args += ["--volume", bind]
+    host.engine.cli(*args, *extra, config["Image"])  # type: ignore[index]
+
+
+@pytest.mark.parametrize(
+    ("extra", "named"),
+    [
+        (["--pid", "host"], "pid mode host"),
+        (["--ipc", "host"], "ipc mode host"),
+        (["--uts", "host"], "uts mode host"),
+        (["--userns", "host"], "userns mode host"),
+        (["--cap-add", "SYS_ADMIN"], "capabilities SYS_ADMIN"),
+        (["--device", "/dev/null:/dev/extra"], "devices /dev/null"),
+        (["--security-opt", "seccomp=unconfined"], "security options seccomp=unconfined"),
+        (["--user", "0:0"], "user 0:0"),
+        (["--tmpfs", "/scratch"], "mounts tmpfs /scratch"),
+        (["--volume", "/tmp:/extra"], "mounts"),
+        (["--privileged"], "privileged"),
+        (["--publish", "127.0.0.1::8080"], "published ports"),
+    ],
+)
+def test_a_runtime_recreated_by_hand_with_more_power_is_recreated_as_desired(
+    host: ControllerHost, extra: list[str], named: str
+) -> None:
+    _recreate_by_hand(host, *extra)
+    assert host.sync() == 0
+    event = host.audit()[-1]
+    assert event["event"] == "drift_repaired" and named in event["drift"], event
+    now: dict[str, object] = host.running()["HostConfig"]  # type: ignore[assignment]
+    for key in ("PidMode", "UTSMode", "UsernsMode", "CapAdd", "Devices", "SecurityOpt", "Privileged", "Tmpfs"):
+        assert not now.get(key), (key, now.get(key))
+    assert now.get("IpcMode") in ("private", "shareable") and len(now["Binds"]) == 2  # type: ignore[arg-type]
+    assert not any((now.get("PortBindings") or {}).values())  # type: ignore[attr-defined]
+    assert host.running()["Config"]["User"] == ""  # type: ignore[index]
+    assert host.sync() == 0 and host.audit()[-1] == event  # repaired once, no repair loop

@@ -12,7 +12,7 @@ import pytest
 from controller.cli import main
 from controller.signatures.images.cosign import fingerprint
 from testbed import ControllerHost as Host
-from tests.cosign_signing import RegistryWriter, make_signing_key, sign_bundle, sign_classic
+from tests.cosign_signing import OCI_MANIFEST, RegistryWriter, make_signing_key, sign_bundle, sign_classic
 
 _serial = itertools.count()
 
@@ -126,3 +126,27 @@ def test_verify_image_without_configured_keys_is_an_error(
 ) -> None:
     code = main(["verify-image", images["healthy-a"], "--config", str(controller_host.configs["prod"])])
     assert code == 1 and "image.signatures.keys" in capsys.readouterr().err
+
+
+def test_a_registry_serving_no_signature_document_is_retried_and_the_release_deploys_once_it_recovers(
+    signed: SignedHost,
+) -> None:
+    host = signed.host
+    assert host.sync() == 0
+    repository, digest = signed.b.split("/", 1)[1].split("@")
+    config = signed.writer.put_blob(repository, b"{}")
+    blob = signed.writer.put_blob(repository, b"{}")
+    broken = {  # a manifest the registry stores, but no cosign signature: its layer has no signature
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "size": 2, "digest": config},
+        "layers": [{"mediaType": "application/vnd.dev.cosign.simplesigning.v1+json", "size": 2, "digest": blob}],
+    }
+    signed.writer.put_manifest(repository, digest.replace(":", "-") + ".sig", json.dumps(broken).encode())
+    host.publish("image b, its signature tag broken", prod=signed.b)
+    assert host.sync() == 1  # retryable: the registry's fault, not a verdict on the release
+    status = host.status()
+    assert status.last_attempt is not None and status.last_attempt.code == "RegistryUnavailable"
+    assert host.image() == signed.a
+    sign_classic(signed.writer, signed.b, signed.key)  # the registry answers properly again
+    assert host.sync() == 0 and host.image() == signed.b  # not quarantined

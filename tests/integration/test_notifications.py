@@ -7,21 +7,27 @@ request until the test releases it.
 
 from __future__ import annotations
 
+import email
+import email.policy
 import json
 import logging
 import socket
+import socketserver
 import threading
 import urllib.parse
+from collections.abc import Iterator
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 
 import pytest
+from apprise.plugins import slack as apprise_slack
 
 from controller.config import DEFAULT_NOTIFY_EVENTS, parse_config
 from controller.errors import ConfigError
 from controller.notifications.policy import Decision, Policy
 from controller.notifications.sender import AppriseTarget, GithubTarget, Notifier
-from testbed import NotificationReceiver
+from testbed import NotificationReceiver, wait_for
 
 SHA = "1a2b3c4" + "d" * 33
 IMAGE = "ghcr.io/ceerkle/dreichor-trading/runtime@sha256:" + "e" * 64
@@ -230,3 +236,124 @@ def test_a_url_naming_a_missing_dotenv_value_is_a_one_sentence_config_error(tmp_
     }
     with pytest.raises(ConfigError, match=r"notify.urls\[0\] names \$\{NTFY_TOPIC\}, which the .env file"):
         Notifier.from_config(parse_config(raw, base=tmp_path), dotenv={})
+
+
+# -- untrusted text reaches every target as text (issue 21, 2) -----------------------------------
+
+HOSTILE = (
+    '<a href="http://evil.example/">click</a> <!channel> <http://evil.example|click> [click](http://evil.example/)'
+    " @channel"
+)
+
+
+def hostile_refusal() -> Decision:
+    """A refusal whose reason carries markup, as a pusher without a trusted key can write it."""
+    return Decision("refused", "prod", revision=SHA, reason=f"signature namespace {HOSTILE} is not git")
+
+
+class _Smtp(socketserver.StreamRequestHandler):
+    """Just enough SMTP for Apprise's e-mail target: records each message's DATA."""
+
+    def handle(self) -> None:
+        self.wfile.write(b"220 localhost ESMTP\r\n")
+        while line := self.rfile.readline():
+            verb = line[:4].upper()
+            if verb == b"EHLO":
+                self.wfile.write(b"250-localhost\r\n250 8BITMIME\r\n")
+            elif verb == b"DATA":
+                self.wfile.write(b"354 go on\r\n")
+                data = b"".join(iter(self.rfile.readline, b".\r\n"))
+                self.server.messages.append(data)  # type: ignore[attr-defined]
+                self.wfile.write(b"250 queued\r\n")
+            elif verb == b"QUIT":
+                self.wfile.write(b"221 bye\r\n")
+                return
+            else:
+                self.wfile.write(b"250 ok\r\n")
+
+
+@pytest.fixture
+def smtp() -> Iterator[socketserver.ThreadingTCPServer]:
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), _Smtp)
+    server.daemon_threads = True
+    server.messages = []  # type: ignore[attr-defined]
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.parametrize("form", ["", "&format=html"])
+def test_an_email_shows_untrusted_markup_as_text_never_as_a_live_link(
+    smtp: socketserver.ThreadingTCPServer, form: str
+) -> None:
+    port = smtp.server_address[1]
+    url = f"mailto://127.0.0.1:{port}?mode=insecure&from=bot@dreichor.test&to=ops@dreichor.test{form}"
+    n = notifier(AppriseTarget(url, label="notify.urls[0]"))
+    n.notify(hostile_refusal())
+    assert n.drain(20) and n.failed == 0
+    (raw,) = smtp.messages  # type: ignore[attr-defined]
+    mail = email.message_from_bytes(raw, policy=email.policy.default)
+    for part in mail.walk():
+        if part.get_content_maintype() != "text":
+            continue
+        text = part.get_content()
+        if part.get_content_subtype() == "html":
+            assert "<a href" not in text and "&lt;a" in text
+        else:
+            assert '<a href="http://evil.example/">click</a>' in text  # shown as it was written
+
+
+def test_slack_gets_untrusted_text_escaped_with_no_mention_and_no_link(
+    receiver: NotificationReceiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(apprise_slack.NotifySlack, "webhook_url", f"http://127.0.0.1:{receiver.port}/services")
+    n = notifier(AppriseTarget("slack://T1JJ3T3L2/A1BRTD4JD/TIiajkdnlazkcOXrIdevi7FQ", label="notify.urls[0]"))
+    n.notify(hostile_refusal())
+    n.drain(20)  # the receiver answers "{}", not Slack's "ok": Apprise retries, what it sent is the same
+    sent = json.dumps(json.loads(receiver.requests[0].body))
+    assert "<!channel>" not in sent and "<http://evil.example|click>" not in sent
+    assert "&lt;!channel&gt;" in sent
+
+
+def test_a_markdown_target_gets_untrusted_links_escaped(receiver: NotificationReceiver) -> None:
+    n = notifier(AppriseTarget(f"mmost://127.0.0.1:{receiver.port}/abcdefghijklmnopqrstuvwxyz", label="notify.urls[0]"))
+    n.notify(hostile_refusal())
+    assert n.drain(20)
+    (request,) = receiver.requests
+    text = json.loads(request.body)["text"]
+    assert "[click](http://evil.example/)" not in text and "@channel" not in text
+    assert "[click] (http://evil.example/)" in text  # still readable, no longer a link
+
+
+# -- receivers do not wait on each other; drops are counted and logged once (issue 21, 8) -------
+
+
+def _heard(receiver: NotificationReceiver, count: int) -> bool:
+    return len(receiver.requests) == count
+
+
+def test_a_slow_receiver_never_delays_another_and_its_drops_are_counted_and_logged_once(
+    receiver: NotificationReceiver, caplog: pytest.LogCaptureFixture
+) -> None:
+    fast = NotificationReceiver()
+    receiver.hold = threading.Event()
+    dropped: list[int] = []
+    try:
+        n = notifier(
+            AppriseTarget(f"json://127.0.0.1:{receiver.port}/slow", label="notify.urls[0]"),
+            AppriseTarget(f"json://127.0.0.1:{fast.port}/fast", label="notify.urls[1]"),
+            queue_size=4,
+            on_drop=lambda: dropped.append(1),
+        )
+        with caplog.at_level(logging.WARNING, logger="controller.notifications.sender"):
+            for i in range(1, 21):
+                n.notify(Decision("suspended" if i % 2 else "resumed", "prod"))
+                wait_for(partial(_heard, fast, i), timeout=2, what=f"the fast receiver hearing {i}")
+        assert receiver.answered == 0  # the slow one still holds its first message
+        assert n.dropped == len(dropped) == 20 - 1 - 4  # one in flight, four queued: the rest dropped
+        drops = [r for r in caplog.records if "dropped" in r.getMessage()]
+        assert len(drops) == 1 and "notify.urls[0]" in drops[0].getMessage()
+    finally:
+        receiver.hold.set()
+        fast.stop()

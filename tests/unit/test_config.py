@@ -105,8 +105,39 @@ def test_notify_and_github_are_optional_and_default_sensibly() -> None:
         ({"notify": {"repeat": 5}}, "notify.repeat"),
         ({"github": {"repository": "not a repo"}}, "github.repository"),
         ({"github": {"repository": "o/r", "api_url": "http://github.example"}}, "must be https://"),
+        (
+            {"api": {"access": {"team_domain": "http://team.cloudflareaccess.com", "audience": "a"}}},
+            "api.access.team_domain .* must be https://",
+        ),
+        (
+            {
+                "api": {
+                    "access": {
+                        "team_domain": "https://team.cloudflareaccess.com",
+                        "audience": "a",
+                        "jwks_url": "http://evil.example/certs",
+                    }
+                }
+            },
+            "api.access.jwks_url .* must be https://",
+        ),
+        ({"image": {"repository": "ceerkle/runtime"}}, "names no registry host: write it as host/path"),
+        ({"image": {"repository": "runtime"}}, "names no registry host"),
     ],
 )
 def test_bad_notify_or_github_settings_are_refused(section: dict[str, object], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         parse_config({**MINIMAL, **section}, base=Path("/"))
+
+
+@pytest.mark.parametrize(
+    ("repository", "access"),
+    [
+        ("docker.io/ceerkle/runtime", {"team_domain": "https://t.cloudflareaccess.com", "audience": "a"}),
+        ("localhost:5000/runtime", {"team_domain": "http://127.0.0.1:8080", "audience": "a"}),
+        ("127.0.0.1:5000/runtime", {"team_domain": "https://t.example", "audience": "a", "jwks_url": "http://[::1]/c"}),
+    ],
+)
+def test_a_registry_host_and_https_or_loopback_access_are_accepted(repository: str, access: dict[str, str]) -> None:
+    raw = {**MINIMAL, "image": {"repository": repository}, "api": {"access": access}}
+    assert parse_config(raw, base=Path("/")).image.repository == repository

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
+import jsonschema
 import pytest
 
 from controller.config import DEFAULT_REPOSITORY, HostPaths
@@ -324,3 +326,35 @@ def test_a_dotenv_that_is_not_a_regular_file_is_refused(tmp_path: Path) -> None:
     os.mkfifo(path, 0o600)  # a reader must not hang on it either
     with pytest.raises(OSError, match="not a regular file"):
         read_dotenv(path)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "database_url",
+        "Database_Url",
+        "PGHOST",
+        "PGHOSTADDR",
+        "PGDATABASE",
+        "PGSERVICE",
+        "PGSERVICEFILE",
+        "PGPASSFILE",
+        "PGOPTIONS",
+        "PGSSLMODE",
+        "pgpassword",
+        "LD_PRELOAD",
+        "LD_LIBRARY_PATH",
+    ],
+)
+def test_env_names_libpq_or_the_loader_read_are_refused_with_the_layout_rule(name: str) -> None:
+    reasons = refusal(manifest("env:", f"  {name}: /tmp/x"))
+    assert f"'env.{name}' is owned by the controller (layout:" in reasons
+
+
+def test_the_schema_refuses_what_the_controller_refuses() -> None:
+    schema = json.loads((Path(__file__).parents[2] / "envs" / "manifest.schema.json").read_text())
+    document = {"environment": "prod", "image": f"{REPO}@{DIGEST}"}
+    for name in ("PGHOST", "LD_PRELOAD", "database_url"):
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate({**document, "env": {name: "x"}}, schema)
+    jsonschema.validate({**document, "env": {"LOG_LEVEL": "info"}}, schema)

@@ -6,6 +6,9 @@ Real config files and the real layout; no pass runs, so no engine is needed.
 from __future__ import annotations
 
 import logging
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -88,6 +91,115 @@ def test_a_reload_keeps_the_hooks(daemon: Daemon) -> None:
     daemon.service.notice_hooks.append(heard.append)
     reconfigure(daemon, ["trust/cosign.pub"])
     assert daemon.service.audit_hooks == [heard.append] and daemon.service.notice_hooks == [heard.append]
+
+
+# -- SIGHUP rebuilds the notifier too (issue 21, 6) -----------------------------------------------
+
+
+class _Heard(BaseHTTPRequestHandler):
+    """Records each request's path and Authorization header."""
+
+    def do_POST(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        self.rfile.read(length)
+        self.server.heard.append((self.path, self.headers.get("Authorization")))  # type: ignore[attr-defined]
+        self.send_response(201)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"{}")
+
+    def log_message(self, *args: object) -> None:
+        """Quiet."""
+
+
+@pytest.fixture
+def receivers() -> Iterator[list[ThreadingHTTPServer]]:
+    servers = []
+    for _ in range(2):
+        server = ThreadingHTTPServer(("127.0.0.1", 0), _Heard)
+        server.heard = []  # type: ignore[attr-defined]
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+    yield servers
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+
+
+def _tell_refusal(daemon: Daemon, revision: str) -> None:
+    """What the service tells its hooks when a pass refuses ``revision``."""
+    for hook in daemon.service.audit_hooks:
+        hook({"event": "refused", "revision": revision, "reason": "not signed", "code": "Unsigned"})
+    assert daemon.notifier is None or daemon.notifier.drain(10)
+
+
+def _notify_config(daemon: Daemon, receiver: ThreadingHTTPServer | None) -> None:
+    config = daemon.config
+    write_config(daemon.config_path, root=config.root, url=config.source.url, keys=None)
+    if receiver is not None:
+        port = receiver.server_address[1]
+        with daemon.config_path.open("a") as handle:
+            handle.write(
+                "notify: {urls: ['json://127.0.0.1:${NOTIFY_PORT}/hook'], events: [refused]}\n"
+                f"github: {{repository: o/r, api_url: 'http://127.0.0.1:{port}'}}\n"
+            )
+
+
+def _dotenv(daemon: Daemon, receiver: ThreadingHTTPServer, token: str) -> None:
+    dotenv = daemon.config.paths.dotenv
+    kept = [line for line in dotenv.read_text().splitlines() if not line.startswith(("NOTIFY_PORT", "GITHUB_TOKEN"))]
+    dotenv.write_text("\n".join([*kept, f"NOTIFY_PORT={receiver.server_address[1]}", f"GITHUB_TOKEN={token}", ""]))
+
+
+def test_a_reload_rebuilds_the_notifier_its_receivers_dotenv_values_and_github_statuses(
+    daemon: Daemon, receivers: list[ThreadingHTTPServer]
+) -> None:
+    old, new = receivers
+    _notify_config(daemon, old)
+    _dotenv(daemon, old, "old-token")
+    daemon.reload()
+    _tell_refusal(daemon, "a" * 40)
+    assert sorted(old.heard) == [("/hook", None), ("/repos/o/r/statuses/" + "a" * 40, "Bearer old-token")]  # type: ignore[attr-defined]
+
+    _notify_config(daemon, new)  # another receiver, another GitHub, a rotated token and ${NOTIFY_PORT}
+    _dotenv(daemon, new, "new-token")
+    daemon.reload()
+    _tell_refusal(daemon, "b" * 40)
+    assert sorted(new.heard) == [("/hook", None), ("/repos/o/r/statuses/" + "b" * 40, "Bearer new-token")]  # type: ignore[attr-defined]
+    assert len(old.heard) == 2  # type: ignore[attr-defined]
+
+    _notify_config(daemon, None)  # notify and github removed: nobody is told any more
+    daemon.reload()
+    assert daemon.notifier is None
+    _tell_refusal(daemon, "c" * 40)
+    assert (len(old.heard), len(new.heard)) == (2, 2)  # type: ignore[attr-defined]
+
+
+def test_a_reload_whose_notify_url_the_env_cannot_fill_keeps_the_running_config(
+    daemon: Daemon, receivers: list[ThreadingHTTPServer]
+) -> None:
+    _notify_config(daemon, receivers[0])
+    _dotenv(daemon, receivers[0], "token")
+    daemon.reload()
+    running = daemon.notifier
+    daemon.config_path.write_text(daemon.config_path.read_text().replace("${NOTIFY_PORT}", "${MISSING}"))
+    daemon.reload()
+    assert daemon.notifier is running and "${NOTIFY_PORT}" in str(daemon.config.notify)
+    _tell_refusal(daemon, "d" * 40)
+    assert len(receivers[0].heard) == 2  # type: ignore[attr-defined]
+
+
+# -- the webhook replay memory is the daemon's, on disk (issue 21, 7) --------------------------
+
+
+def test_the_daemon_keeps_webhook_deliveries_under_state_and_reads_them_at_start(daemon: Daemon) -> None:
+    hook = daemon._api_guards().webhook
+    assert hook.deliveries.path == daemon.config.paths.deliveries
+    assert hook.deliveries.first(delivery="d1", body=b"{}")
+    restarted = Daemon(daemon.config_path)
+    assert not restarted._api_guards().webhook.deliveries.first(delivery="d1", body=b"{}")
+    daemon.reload()
+    assert daemon._api_guards().webhook.deliveries is hook.deliveries  # a reload keeps the memory
 
 
 def test_a_held_change_is_one_warning_and_no_refusal_in_the_metrics(

@@ -6,6 +6,7 @@ import base64
 import hashlib
 import json
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -379,11 +380,139 @@ def test_basic_auth_is_answered_with_the_env_credentials(hostile: ThreadingHTTPS
         b'"mediaType": "application/vnd.dev.cosign.simplesigning.v1+json", "annotations": []}]}',
     ],
 )
-def test_a_malformed_signature_manifest_is_refused_not_a_crash(hostile: ThreadingHTTPServer, manifest: bytes) -> None:
+def test_a_malformed_signature_manifest_is_a_registry_fault_retried_never_a_verdict(
+    hostile: ThreadingHTTPServer, manifest: bytes
+) -> None:
     client, reference = _client(hostile)
     tag = DIGEST.replace(":", "-") + ".sig"
     documents = {f"/v2/team/app/manifests/{tag}": ("application/vnd.oci.image.manifest.v1+json", manifest)}
     hostile.reply = lambda handler: _serve(handler, documents)  # type: ignore[attr-defined]
-    with pytest.raises(Refused) as caught:
+    with pytest.raises(Retryable, match="not a valid signature document") as caught:
+        verify_image(reference, keys=[load_cosign_key(IMAGES / "cosign.pub")], registry=client)
+    assert caught.value.code == "RegistryUnavailable"
+
+
+def test_a_garbage_payload_blob_is_retried_but_a_signature_by_another_key_is_a_verdict(
+    hostile: ThreadingHTTPServer, tmp_path: Path
+) -> None:
+    client, reference = _client(hostile)
+    tag = DIGEST.replace(":", "-") + ".sig"
+    payload = b"\x00 not a payload"
+    layer = {
+        "mediaType": "application/vnd.dev.cosign.simplesigning.v1+json",
+        "size": len(payload),
+        "digest": "sha256:" + hashlib.sha256(payload).hexdigest(),
+        "annotations": {"dev.cosignproject.cosign/signature": "bm90IGEgc2lnbmF0dXJl"},
+    }
+    manifest = json.dumps({"schemaVersion": 2, "layers": [layer]}).encode()
+    documents = {
+        f"/v2/team/app/manifests/{tag}": ("application/vnd.oci.image.manifest.v1+json", manifest),
+        f"/v2/team/app/blobs/{layer['digest']}": ("application/octet-stream", payload),
+    }
+    hostile.reply = lambda handler: _serve(handler, documents)  # type: ignore[attr-defined]
+    with pytest.raises(Refused) as caught:  # a signature no configured key made: that is a verdict
         verify_image(reference, keys=[load_cosign_key(IMAGES / "cosign.pub")], registry=client)
     assert caught.value.code == "UntrustedImageSignature"
+
+
+class _Recorder(BaseHTTPRequestHandler):
+    """Records each request's path and Authorization header, answers 404."""
+
+    def do_GET(self) -> None:
+        self.server.seen.append((self.path, self.headers.get("Authorization")))  # type: ignore[attr-defined]
+        self.send_error(404)
+
+    def log_message(self, *args: object) -> None:
+        """Quiet."""
+
+
+@pytest.fixture
+def elsewhere() -> Iterator[ThreadingHTTPServer]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Recorder)
+    server.seen = []  # type: ignore[attr-defined]
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+def test_registry_credentials_never_follow_a_redirect_to_another_host(
+    hostile: ThreadingHTTPServer, elsewhere: ThreadingHTTPServer
+) -> None:
+    expected = "Basic " + base64.b64encode(b"ci:s3cret").decode()
+    other = f"http://localhost:{elsewhere.server_address[1]}"  # another host name, still on loopback
+
+    def registry(handler: BaseHTTPRequestHandler) -> None:
+        handler.send_response(401 if handler.headers.get("Authorization") != expected else 307)
+        if handler.headers.get("Authorization") != expected:
+            handler.send_header("WWW-Authenticate", 'Basic realm="registry"')
+        else:
+            handler.send_header("Location", other + handler.path)
+        handler.send_header("Content-Length", "0")
+        handler.end_headers()
+
+    hostile.reply = registry  # type: ignore[attr-defined]
+    client, reference = _client(hostile, username="ci", password="s3cret")
+    with pytest.raises(Refused, match="carries no cosign signature"):
+        verify_image(reference, keys=[load_cosign_key(IMAGES / "cosign.pub")], registry=client)
+    seen = elsewhere.seen  # type: ignore[attr-defined]
+    assert seen, "the redirect was followed"
+    assert [auth for _, auth in seen] == [None] * len(seen)
+
+
+@pytest.mark.parametrize("location", ["http://registry.example/v2/x", "ftp://127.0.0.1/x", "file:///etc/passwd"])
+def test_a_redirect_to_plain_http_off_loopback_is_not_followed(hostile: ThreadingHTTPServer, location: str) -> None:
+    def registry(handler: BaseHTTPRequestHandler) -> None:
+        handler.send_response(302)
+        handler.send_header("Location", location)
+        handler.send_header("Content-Length", "0")
+        handler.end_headers()
+
+    hostile.reply = registry  # type: ignore[attr-defined]
+    client, reference = _client(hostile, username="ci", password="s3cret")
+    with pytest.raises(Retryable, match="neither https nor loopback: not followed"):
+        verify_image(reference, keys=[load_cosign_key(IMAGES / "cosign.pub")], registry=client)
+
+
+def test_a_token_realm_on_another_host_is_asked_without_our_credentials(
+    hostile: ThreadingHTTPServer, elsewhere: ThreadingHTTPServer
+) -> None:
+    realm = f"http://localhost:{elsewhere.server_address[1]}/token"
+
+    def registry(handler: BaseHTTPRequestHandler) -> None:
+        handler.send_response(401)
+        handler.send_header("WWW-Authenticate", f'Bearer realm="{realm}",service="reg"')
+        handler.send_header("Content-Length", "0")
+        handler.end_headers()
+
+    hostile.reply = registry  # type: ignore[attr-defined]
+    client, reference = _client(hostile, username="ci", password="s3cret")
+    with pytest.raises(Retryable):
+        verify_image(reference, keys=[load_cosign_key(IMAGES / "cosign.pub")], registry=client)
+    seen = elsewhere.seen  # type: ignore[attr-defined]
+    assert seen and [auth for _, auth in seen] == [None] * len(seen)
+
+
+def test_a_registry_trickling_its_headers_is_cut_off_at_the_deadline(hostile: ThreadingHTTPServer) -> None:
+    stop = threading.Event()
+
+    def trickle(handler: BaseHTTPRequestHandler) -> None:
+        _raw(handler, b"HTTP/1.1 200 OK\r\n")
+        for n in range(100):  # a header line every 0.1 s: each read is far under the 1 s timeout
+            if stop.wait(0.1):
+                return
+            try:
+                _raw(handler, b"X-Pad-%d: y\r\n" % n)
+            except OSError:
+                return
+
+    hostile.reply = trickle  # type: ignore[attr-defined]
+    client, reference = _client(hostile, timeout=1.0)
+    client.deadline = 1.5
+    started = time.monotonic()
+    try:
+        with pytest.raises(Retryable, match=r"took longer than 1\.5s"):
+            verify_image(reference, keys=[load_cosign_key(IMAGES / "cosign.pub")], registry=client)
+    finally:
+        stop.set()
+    assert time.monotonic() - started < 4  # one deadline per request: classic, then referrers and the tag

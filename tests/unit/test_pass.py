@@ -565,6 +565,47 @@ def test_the_watermark_follows_every_applied_revision(deployed: Env) -> None:
     assert watermark.read_text().strip() == head
 
 
+@pytest.mark.parametrize("lagging", ["watermark", "status", "watermark and status"])
+def test_a_force_push_back_to_what_a_lagging_record_names_is_refused(deployed: Env, lagging: str) -> None:
+    older = deployed.repo.head()
+    newer = deployed.publish(GOOD_B)
+    assert deployed.sync() == "applied"
+    paths = deployed.config.paths
+    if "watermark" in lagging:  # a failed write, or a backup restored over it
+        paths.watermark.write_text(older + "\n")
+    if "status" in lagging:
+        paths.status.write_text(paths.status.read_text().replace(newer, older))
+    deployed.repo.git("reset", "-q", "--hard", older)
+    deployed.repo.push(force=True)  # back to the older signed commit
+    assert deployed.sync() == "refused"
+    status = deployed.status()
+    assert status.last_attempt is not None and status.last_attempt.code == "HistoryRewritten"
+    assert newer[:12] in status.last_attempt.reason
+    assert deployed.image() == GOOD_B
+
+
+def test_a_watermark_that_cannot_be_written_fails_the_pass_and_the_next_pass_writes_it(deployed: Env) -> None:
+    watermark = deployed.config.paths.watermark
+    older = watermark.read_text().strip()
+    watermark.unlink()
+    watermark.mkdir()  # a write can only fail
+    (watermark / "x").write_text("")
+    head = deployed.publish(GOOD_B)
+    service = deployed.service()
+    try:
+        result = service.sync()
+    finally:
+        service.close()
+    assert (result.result, result.code) == ("failed", Reason.STATE_IO) and "watermark" in result.reason
+    assert deployed.status().last_attempt is not None and deployed.status().last_attempt.result == "failed"
+    shutil.rmtree(watermark)
+    watermark.write_text(older + "\n")
+    deployed.sync()  # the running container is recorded as applied; the watermark follows
+    applied = deployed.status().applied
+    assert applied is not None and applied.revision == head
+    assert watermark.read_text().strip() == head
+
+
 def test_the_audit_anchor_follows_every_append(deployed: Env) -> None:
     service = deployed.service()
     service.suspend()

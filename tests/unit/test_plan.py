@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from controller.config import HostPaths
-from controller.containers import ContainerState
+from controller.containers import ContainerState, Privileges
 from controller.contract import DesiredContainer, desired_from_bytes, keep_reference
 from controller.errors import Refused
 from controller.plan import Plan, plan
@@ -78,13 +78,27 @@ def test_a_changed_env_in_the_manifest_is_a_replace() -> None:
         ({"restart_policy": "no"}, ("restart policy",)),
         ({"init": False}, ("init",)),
         ({"network_mode": "host"}, ("network",)),
-        ({"privileged": True}, ("privileges",)),
-        ({"published_ports": True}, ("privileges",)),
+        ({"privileged": True}, ("privileged",)),
+        ({"published_ports": True}, ("published ports",)),
+        ({"privileges": Privileges(pid_mode="host")}, ("pid mode host",)),
+        ({"privileges": Privileges(ipc_mode="host")}, ("ipc mode host",)),
+        ({"privileges": Privileges(uts_mode="host")}, ("uts mode host",)),
+        ({"privileges": Privileges(userns_mode="host")}, ("userns mode host",)),
+        ({"privileges": Privileges(cap_add=("SYS_ADMIN",))}, ("capabilities SYS_ADMIN",)),
+        ({"privileges": Privileges(devices=("/dev/mem",))}, ("devices /dev/mem",)),
+        ({"privileges": Privileges(security_opt=("seccomp=unconfined",))}, ("security options seccomp=unconfined",)),
+        ({"privileges": Privileges(user="root")}, ("user root",)),
+        ({"privileges": Privileges(extra_mounts=("tmpfs /run/x",))}, ("mounts tmpfs /run/x",)),
     ],
 )
 def test_drift_under_an_unchanged_manifest_is_a_repair(changes: dict[str, object], drift: tuple[str, ...]) -> None:
     decided = plan(desired(), actual(desired(), **changes), deployed=True)
     assert (decided.action, decided.drift) == ("repair", drift)
+
+
+@pytest.mark.parametrize("ipc", ["", "private", "shareable", "none"])
+def test_the_engines_own_ipc_modes_are_no_drift(ipc: str) -> None:
+    assert plan(desired(), actual(desired(), privileges=Privileges(ipc_mode=ipc)), deployed=True).action == "nothing"
 
 
 def test_a_stopped_or_removed_container_is_repaired() -> None:
@@ -105,3 +119,14 @@ def test_a_container_running_the_kept_copy_of_the_digest_is_not_drift() -> None:
     assert kept == f"dreichor/keep-prod:{'a' * 64}"
     assert plan(desired(), actual(desired(), image=kept), deployed=True).action == "nothing"
     assert plan(desired(), actual(desired(), image=keep_reference(B, "prod")), deployed=True).drift == ("image",)
+
+
+def test_a_swarm_spec_granting_capabilities_a_user_or_unconfined_seccomp_is_drift() -> None:
+    from controller.engine.swarm import _privileges  # noqa: PLC0415 the adapter's mapping, no engine needed
+
+    granted = _privileges(
+        {"CapabilityAdd": ["NET_ADMIN"], "User": "root", "Privileges": {"Seccomp": {"Mode": "unconfined"}}}
+    )
+    decided = plan(desired(), actual(desired(), privileges=granted), deployed=True)
+    assert decided.drift == ("capabilities NET_ADMIN", "security options seccomp=unconfined", "user root")
+    assert _privileges({"Image": "x"}) == Privileges()

@@ -100,14 +100,16 @@ def check_simple_signing(payload: bytes, signature_b64: str, *, digest: str, key
     signer = _signer(_b64(signature_b64, what="classic signature"), payload, keys)
     if signer is None:
         raise _refused("classic signature does not verify under any configured key")
-    document = _json_object(payload, what="classic payload")
-    critical = _field(document, "critical", dict, what="classic payload")
+    try:
+        document = _json_object(payload, what="classic payload")
+        critical = _field(document, "critical", dict, what="classic payload")
+        image = _field(critical, "image", dict, what="classic payload")
+        named = _field(image, "docker-manifest-digest", str, what="classic payload")
+    except Unreadable as exc:
+        raise verdict(exc) from None
     kind = critical.get("type")
     if kind != SIMPLE_SIGNING_TYPE:
         raise _refused(f"classic payload has type {_show(kind)}, not {SIMPLE_SIGNING_TYPE!r}")
-    named = _field(
-        _field(critical, "image", dict, what="classic payload"), "docker-manifest-digest", str, what="classic payload"
-    )
     if named != digest:
         raise _refused(f"classic payload names {_show(named)}, not the declared {digest}")
     return signer
@@ -118,14 +120,17 @@ def check_image_bundle(bundle: bytes, *, digest: str, keys: Sequence[CosignKey])
     payload_type, payload, signer = open_dsse_bundle(bundle, keys=keys)
     if payload_type != IN_TOTO_PAYLOAD_TYPE:
         raise _refused(f"bundle envelope carries {_show(payload_type)}, not an in-toto statement")
-    statement = _json_object(payload, what="bundle statement")
+    try:
+        statement = _json_object(payload, what="bundle statement")
+        subjects = _field(statement, "subject", list, what="bundle statement")
+    except Unreadable as exc:
+        raise verdict(exc) from None
     if statement.get("_type") not in STATEMENT_TYPES:
         raise _refused(f"bundle statement has type {_show(statement.get('_type'))}")
     if statement.get("predicateType") != SIGN_PREDICATE_TYPE:
         raise _refused(
             f"bundle statement has predicate type {_show(statement.get('predicateType'))}, not {SIGN_PREDICATE_TYPE!r}"
         )
-    subjects = _field(statement, "subject", list, what="bundle statement")
     named = [
         s.get("digest", {}).get("sha256")
         for s in subjects[:16]
@@ -167,10 +172,10 @@ def check_message_bundle(bundle: bytes, *, artifact: bytes, keys: Sequence[Cosig
 
 def _bundle(bundle: bytes) -> dict[str, Any]:
     if len(bundle) > MAX_BUNDLE_BYTES:
-        raise _refused(f"bundle is larger than {MAX_BUNDLE_BYTES} bytes")
+        raise _unreadable(f"bundle is larger than {MAX_BUNDLE_BYTES} bytes")
     document = _json_object(bundle, what="bundle")
     if document.get("mediaType") not in BUNDLE_MEDIA_TYPES:
-        raise _refused(f"bundle has media type {_show(document.get('mediaType'))}, not a bundle v0.3")
+        raise _unreadable(f"bundle has media type {_show(document.get('mediaType'))}, not a bundle v0.3")
     return document
 
 
@@ -185,20 +190,20 @@ def _signer(signature: bytes, data: bytes, keys: Sequence[CosignKey]) -> CosignK
 
 def _json_object(data: bytes, *, what: str) -> dict[str, Any]:
     if len(data) > MAX_PAYLOAD_BYTES * 4:
-        raise _refused(f"{what} is too large")
+        raise _unreadable(f"{what} is too large")
     try:
         document = json.loads(data)
     except (ValueError, RecursionError):
-        raise _refused(f"{what} is not JSON") from None
+        raise _unreadable(f"{what} is not JSON") from None
     if not isinstance(document, dict):
-        raise _refused(f"{what} is not a JSON object")
+        raise _unreadable(f"{what} is not a JSON object")
     return document
 
 
 def _field(document: dict[str, Any], name: str, kind: type, *, what: str) -> Any:
     value = document.get(name)
     if not isinstance(value, kind):
-        raise _refused(f"{what} has no valid {name!r}")
+        raise _unreadable(f"{what} has no valid {name!r}")
     return value
 
 
@@ -206,7 +211,7 @@ def _b64(text: str, *, what: str) -> bytes:
     try:
         return base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError):
-        raise _refused(f"{what} is not base64") from None
+        raise _unreadable(f"{what} is not base64") from None
 
 
 def _show(value: object) -> str:
@@ -215,3 +220,20 @@ def _show(value: object) -> str:
 
 def _refused(reason: str) -> Refused:
     return Refused(reason, code=BAD_IMAGE_SIGNATURE)
+
+
+class Unreadable(Refused):
+    """A signature document that cannot be read at all: before any key judged it, the registry's fault.
+
+    ``controller.signatures.images.verifier`` retries it like an outage; once a key has verified
+    the document, unreadable signed content is a verdict (``verdict``) and quarantines.
+    """
+
+
+def _unreadable(reason: str) -> Unreadable:
+    return Unreadable(reason, code=BAD_IMAGE_SIGNATURE)
+
+
+def verdict(exc: Unreadable) -> Refused:
+    """The same reasons as a plain refusal: the content was signed by a trusted key, so it is judged."""
+    return Refused(exc.reasons, code=BAD_IMAGE_SIGNATURE)
