@@ -100,6 +100,12 @@ def check_simple_signing(payload: bytes, signature_b64: str, *, digest: str, key
     signer = _signer(_b64(signature_b64, what="classic signature"), payload, keys)
     if signer is None:
         raise _refused("classic signature does not verify under any configured key")
+    check_simple_signing_payload(payload, digest=digest)
+    return signer
+
+
+def check_simple_signing_payload(payload: bytes, *, digest: str) -> None:
+    """A verified classic payload must be cosign's simple signing of exactly ``digest``."""
     document = _json_object(payload, what="classic payload")
     critical = _field(document, "critical", dict, what="classic payload")
     kind = critical.get("type")
@@ -110,20 +116,27 @@ def check_simple_signing(payload: bytes, signature_b64: str, *, digest: str, key
     )
     if named != digest:
         raise _refused(f"classic payload names {_show(named)}, not the declared {digest}")
-    return signer
 
 
 def check_image_bundle(bundle: bytes, *, digest: str, keys: Sequence[CosignKey]) -> CosignKey:
     """The key that signed a bundle whose in-toto statement is cosign's signature of ``digest``."""
     payload_type, payload, signer = open_dsse_bundle(bundle, keys=keys)
+    check_statement(payload_type, payload, digest=digest, predicate_types=(SIGN_PREDICATE_TYPE,))
+    return signer
+
+
+def check_statement(
+    payload_type: str, payload: bytes, *, digest: str, predicate_types: Sequence[str]
+) -> dict[str, Any]:
+    """A verified DSSE payload must be an in-toto statement of one of ``predicate_types`` about ``digest``."""
     if payload_type != IN_TOTO_PAYLOAD_TYPE:
         raise _refused(f"bundle envelope carries {_show(payload_type)}, not an in-toto statement")
     statement = _json_object(payload, what="bundle statement")
     if statement.get("_type") not in STATEMENT_TYPES:
         raise _refused(f"bundle statement has type {_show(statement.get('_type'))}")
-    if statement.get("predicateType") != SIGN_PREDICATE_TYPE:
+    if statement.get("predicateType") not in predicate_types:
         raise _refused(
-            f"bundle statement has predicate type {_show(statement.get('predicateType'))}, not {SIGN_PREDICATE_TYPE!r}"
+            f"bundle statement has predicate type {_show(statement.get('predicateType'))}, not {predicate_types[0]!r}"
         )
     subjects = _field(statement, "subject", list, what="bundle statement")
     named = [
@@ -133,7 +146,7 @@ def check_image_bundle(bundle: bytes, *, digest: str, keys: Sequence[CosignKey])
     ]
     if f"{digest.removeprefix('sha256:')}" not in named or not digest.startswith("sha256:"):
         raise _refused(f"bundle statement names {_show(named)}, not the declared {digest}")
-    return signer
+    return statement
 
 
 def open_dsse_bundle(bundle: bytes, *, keys: Sequence[CosignKey]) -> tuple[str, bytes, CosignKey]:
