@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from controller.errors import Reason
 from controller.plan import Plan
-from controller.records.status import AppliedStatus, AttemptStatus, ContainerStatus, Phase, Result, Status
+from controller.records.status import AppliedStatus, AttemptStatus, ContainerStatus, ImageSource, Phase, Result, Status
 from controller.untrusted import bounded
 
 PassVerdict = Literal["applied", "unchanged", "refused", "failed", "rolled_back", "suspended"]
@@ -59,6 +59,7 @@ class PassReport:
     content: str | None = None  # the head's desired container (content_key), when the pass got that far
     signer: str | None = None  # the verified signer of the target
     image_signer: str | None = None  # the cosign key that signed the image, when image signatures are on
+    image_source: dict[str, str | None] | None = None  # repository, ref, commit its provenance names
     image: str | None = None  # the desired image
     snapshot: str | None = None  # the snapshot the apply wrote, or the newest one after a rollback
     logs: str | None = None  # the failed container's output
@@ -115,13 +116,16 @@ def _record_decision(status: Status, did: PassReport, result: PassResult, *, now
             image=did.image,
             signer=did.signer,
             image_signer=did.image_signer,
+            image_source=ImageSource.model_validate(did.image_source) if did.image_source else None,
             applied_at=now,
         )
         status.last_snapshot = did.snapshot or status.last_snapshot
         drift = result.plan is not None and result.plan.action == "repair"
-        fields = {"revision": target, "image": did.image, "signer": did.signer, "reason": result.reason}
+        fields: dict[str, Any] = {"revision": target, "image": did.image, "signer": did.signer, "reason": result.reason}
         if did.image_signer:
             fields["image_signer"] = did.image_signer
+        if did.image_source:
+            fields["image_source"] = did.image_source
         events.append(AuditEvent("drift_repaired" if drift else "applied", {**fields, **_placement(did)}))
     elif result.result in ("refused", "rolled_back"):
         status.quarantined = quarantine_key(did)

@@ -49,6 +49,14 @@ class SourceStatus(_Record):
     stale: bool = False
 
 
+class ImageSource(_Record):
+    """Where the applied image was built from, as its verified provenance attestation says (DESIGN §14)."""
+
+    repository: Text
+    ref: Text | None = None
+    commit: Text | None = None
+
+
 class AppliedStatus(_Record):
     """The revision that runs ("" when a break-glass rollback restored a container without one)."""
 
@@ -56,7 +64,8 @@ class AppliedStatus(_Record):
     image: Text
     signer: Text
     applied_at: datetime
-    image_signer: Text | None = None  # the cosign key that signed the image (DESIGN §14)
+    image_signer: Text | None = None  # the cosign key, or the keyless identity and issuer, that signed the image
+    image_source: ImageSource | None = None  # absent in the previous release's status files
 
 
 class AttemptStatus(_Record):

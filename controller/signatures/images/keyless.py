@@ -104,6 +104,11 @@ class KeylessIdentity:
             return subject == self.subject
         return self.subject_regexp is not None and re.fullmatch(self.subject_regexp, subject) is not None
 
+    def names(self, recorded: str) -> bool:
+        """Whether a recorded ``identity (issuer host)`` signer is this identity (a changed policy is not)."""
+        subject, _, host = recorded.rpartition(" (")
+        return bool(subject) and host == f"{_host(self.issuer)})" and self.matches(subject, self.issuer)
+
 
 @dataclass(frozen=True)
 class KeylessSigner:
@@ -113,8 +118,11 @@ class KeylessSigner:
     issuer: str
 
     def __str__(self) -> str:
-        host = re.sub(r"^https?://", "", self.issuer).split("/")[0]
-        return f"{self.subject} ({host})"
+        return f"{self.subject} ({_host(self.issuer)})"
+
+
+def _host(issuer: str) -> str:
+    return re.sub(r"^https?://", "", issuer).split("/")[0]
 
 
 def load_trusted_root(path: Path, *, now: datetime) -> TrustedRoot:
