@@ -400,8 +400,9 @@ def push_bundle(writer: RegistryWriter, pinned: str, bundle: bytes) -> None:
     artifact_digest = writer.put_manifest(repository, "sha256:" + hashlib.sha256(artifact).hexdigest(), artifact)
     tag = digest.replace(":", "-")
     try:
-        listed = json.loads(writer.manifest(repository, tag)[0]).get("manifests", [])
-    except OSError:
+        with writer._call("GET", f"/v2/{repository}/manifests/{tag}", headers={"Accept": OCI_INDEX}) as reply:
+            listed = json.loads(reply.read()).get("manifests", [])
+    except OSError:  # urllib's HTTPError: no index yet
         listed = []
     entry = {
         "mediaType": "application/vnd.oci.image.manifest.v1+json",
@@ -442,3 +443,28 @@ def attach_provenance(
     name, digest = pinned.split("@")
     statement = provenance_statement(name, digest, repository=repository, ref=ref, commit=commit)
     push_bundle(writer, pinned, keyless_bundle(instance, statement, subject=subject))
+
+
+def push_unpullable_image(writer: RegistryWriter, repository: str, *, seed: str) -> str:
+    """A one-layer image of its own digest, for checks that must refuse before any pull; its pinned reference."""
+    docker_manifest = "application/vnd.docker.distribution.manifest.v2+json"
+    layer = f"attack {seed}".encode()
+    layer_digest = writer.put_blob(repository, layer)
+    config = json.dumps({"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers"}}).encode()
+    config_digest = writer.put_blob(repository, config)
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": docker_manifest,
+        "config": {
+            "mediaType": "application/vnd.docker.container.image.v1+json",
+            "size": len(config),
+            "digest": config_digest,
+        },
+        "layers": [
+            {"mediaType": "application/vnd.docker.image.rootfs.diff.tar", "size": len(layer), "digest": layer_digest}
+        ],
+    }
+    digest = writer.put_manifest(
+        repository, f"attack-{seed}", json.dumps(manifest).encode(), media_type=docker_manifest
+    )
+    return f"{writer.host}/{repository}@{digest}"
