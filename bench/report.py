@@ -8,7 +8,7 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import api_load, image_verify, page, poll, swap, trigger, verify
+from bench import api_load, image_verify, keyless_verify, page, poll, swap, trigger, verify
 from bench.common import Result
 from controller.records.files import atomic_write
 
@@ -23,6 +23,7 @@ def main() -> int:
     trigger_result, hook = trigger.measure()
     results.append(trigger_result)
     results += [page.measure(), page.measure_during_pass(), api_load.measure(), image_verify.measure()]
+    results += keyless_verify.measure()
     page_load = page.page_load_ms()
     rows = [
         (
