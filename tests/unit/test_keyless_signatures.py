@@ -17,6 +17,7 @@ from controller.errors import Refused
 from controller.signatures.images.bundles import BundleTrust, check_keyless_bundle
 from controller.signatures.images.keyless import KeylessIdentity, check_classic_keyless, load_trusted_root
 from controller.signatures.images.provenance import PREDICATE_TYPES, check_source
+from controller.signatures.images.verifier import ImageVerifier
 from tests.cosign_signing import simple_signing_payload
 from tests.sigstore_instance import (
     GHA,
@@ -187,3 +188,14 @@ def test_a_cosign_signature_bundle_is_no_provenance(instance: SigstoreInstance, 
             identities=[EXACT],
             predicate_types=PREDICATE_TYPES,
         )
+
+
+def test_a_recorded_keyless_signer_stays_trusted_only_while_an_identity_still_names_it() -> None:
+    verifier = ImageVerifier(identities=(EXACT, PATTERN))
+    assert verifier.trusts(f"{WORKFLOW} (token.actions.githubusercontent.com)")
+    assert verifier.trusts(f"{WORKFLOW.replace('heads/main', 'tags/v1')} (token.actions.githubusercontent.com)")
+    assert not verifier.trusts(f"{WORKFLOW} (token.example)")  # another issuer host
+    assert not verifier.trusts(f"{WORKFLOW.replace('release', 'ci')} (token.actions.githubusercontent.com)")
+    assert not ImageVerifier(identities=(KeylessIdentity(GHA, subject="x"),)).trusts(
+        f"{WORKFLOW} (token.actions.githubusercontent.com)"
+    )
