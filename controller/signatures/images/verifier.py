@@ -202,7 +202,7 @@ def verify_image(
     if not reasons:
         raise Refused(f"image {image.digest} carries no cosign signature", code=Reason.IMAGE_UNSIGNED)
     raise Refused(
-        [f"image {image.digest} carries no valid cosign signature by a configured signer", *_unique(reasons)],
+        [f"image {image.digest} carries no valid cosign signature by a configured {_whom(signers)}", *_unique(reasons)],
         code=Reason.UNTRUSTED_IMAGE_SIGNATURE,
     )
 
@@ -368,6 +368,12 @@ def _descriptor(value: object, *, max_size: int, what: str) -> dict[str, Any]:
     if not isinstance(size, int) or isinstance(size, bool) or not 0 <= size <= max_size:
         raise _refused(f"{what} declares size {str(size)[:20]}, outside 0..{max_size} bytes")
     return value
+
+
+def _whom(signers: Signers) -> str:
+    if signers.keyless is None:
+        return "key"
+    return "key or keyless identity" if signers.keys else "keyless identity"
 
 
 def _reraise(exc: Refused) -> NoReturn:
