@@ -24,7 +24,7 @@ import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +47,7 @@ OTHERNAME_SAN = ObjectIdentifier("1.3.6.1.4.1.57264.1.7")
 MAX_ROOT_BYTES = 1024 * 1024
 MAX_ANNOTATION_BYTES = 32 * 1024
 PublicKey = ec.EllipticCurvePublicKey | rsa.RSAPublicKey | ed25519.Ed25519PublicKey
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -261,7 +262,7 @@ def _verify_sct(certificate: x509.Certificate, *, issuer: x509.Certificate, root
     for sct in scts:
         signed = (
             b"\x00\x00"
-            + int(sct.timestamp.replace(tzinfo=UTC).timestamp() * 1000).to_bytes(8, "big")
+            + ((sct.timestamp.replace(tzinfo=UTC) - _EPOCH) // timedelta(milliseconds=1)).to_bytes(8, "big")
             + b"\x00\x01"
             + issuer_key_hash
             + len(tbs).to_bytes(3, "big")
