@@ -20,7 +20,8 @@ from testbed import ControllerHost as Host
 from testbed import manifest_text, ssh_sign, with_signature
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-PREVIOUS_RELEASE = "e3b072e"  # wrote status.json without a watermark or an audit anchor
+PREVIOUS_RELEASE = "e3b072e"  # 0.1.0: wrote status.json without a watermark or an audit anchor
+LAST_FLAT_RELEASE = "590ce1b"  # the last release with every module flat in controller/
 
 
 @pytest.fixture
@@ -205,13 +206,13 @@ def test_rollback_to_a_snapshot_without_a_revision_then_passes_continue(
     assert host.sync() == 0 and host.image() == images["healthy-b"]
 
 
-def run_previous_release(host: Host, tmp: Path, *args: str) -> int:
-    """``dreichor-controller`` as the previous release shipped it (the package at PREVIOUS_RELEASE)."""
-    old = tmp / "previous"
+def run_previous_release(host: Host, tmp: Path, *args: str, release: str = PREVIOUS_RELEASE) -> int:
+    """``dreichor-controller`` as an earlier release shipped it (the package at ``release``)."""
+    old = tmp / release
     if not old.exists():
         old.mkdir()
         archive = subprocess.run(
-            ["git", "-C", str(REPO_ROOT), "archive", PREVIOUS_RELEASE, "controller"], capture_output=True, check=True
+            ["git", "-C", str(REPO_ROOT), "archive", release, "controller"], capture_output=True, check=True
         ).stdout
         subprocess.run(["tar", "-x", "-C", str(old)], input=archive, check=True)
     env = {**os.environ, "PYTHONPATH": str(old)}
@@ -238,3 +239,21 @@ def test_a_host_written_by_the_previous_release_keeps_working(
     host.repo.git("reset", "-q", "--hard", first)
     host.repo.push(force=True)
     assert host.sync() == 3 and host.image() == images["healthy-b"]
+
+
+def test_a_host_run_by_the_last_flat_release_upgrades_in_place(
+    host: Host, images: dict[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run_previous_release(host, tmp_path, "sync", release=LAST_FLAT_RELEASE) == 0
+    host.publish("b", prod=images["healthy-b"])
+    assert run_previous_release(host, tmp_path, "sync", release=LAST_FLAT_RELEASE) == 0
+    running = host.running()["Id"]
+    written = host.status()
+    assert written.audit is not None and (state(host) / "watermark").read_text().strip() == host.repo.head()
+    assert cli("history", "--verify", host=host, capsys=capsys)[0] == 0
+    assert host.sync() == 0 and host.running()["Id"] == running  # taken over: nothing redeployed
+    assert host.status().audit == written.audit  # a no-change pass appends nothing
+    snapshot = list_snapshots(state(host) / "snapshots")[0]  # written by the last release before b
+    assert cli("rollback", snapshot.id, host=host, capsys=capsys)[0] == 0
+    assert host.image() == images["healthy-a"] and host.status().suspended
+    assert cli("history", "--verify", host=host, capsys=capsys)[0] == 0
