@@ -19,7 +19,8 @@ import pytest
 
 from controller.errors import ConfigError, Refused
 from controller.signatures.images.bundles import BundleTrust, check_keyless_bundle
-from controller.signatures.images.keyless import KeylessIdentity, check_classic_keyless, load_trusted_root
+from controller.signatures.images.keyless import KeylessIdentity, check_classic_keyless
+from controller.signatures.images.trusted_root import load_trusted_root
 
 DATA = Path(__file__).parent.parent / "data" / "sigstore"
 PG = "trusted_root/public-good.from-sigstore-python-4.5.1-wheel.json"

@@ -15,8 +15,9 @@ import pytest
 
 from controller.errors import Refused
 from controller.signatures.images.bundles import BundleTrust, check_keyless_bundle
-from controller.signatures.images.keyless import KeylessIdentity, check_classic_keyless, load_trusted_root
+from controller.signatures.images.keyless import KeylessIdentity, check_classic_keyless
 from controller.signatures.images.provenance import PREDICATE_TYPES, check_source
+from controller.signatures.images.trusted_root import load_trusted_root
 from controller.signatures.images.verifier import ImageVerifier
 from tests.cosign_signing import simple_signing_payload
 from tests.sigstore_instance import (

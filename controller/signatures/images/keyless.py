@@ -3,10 +3,11 @@
 A keyless signature carries no long-lived key: the signer's key sits in a short-lived certificate
 that Fulcio issued for an OIDC identity (a GitHub Actions workflow, a person's e-mail), and the
 Rekor transparency log's timestamp proves the signature was made while the certificate was valid.
-Everything is judged against the host's pinned ``trusted_root.json`` (Sigstore's format): the
-Fulcio CAs, the CT log keys and the Rekor keys, each with the time it was valid.  Nothing is fetched.
+Everything is judged against the host's pinned ``trusted_root.json`` (Sigstore's format, read by
+``controller.signatures.images.trusted_root``): the Fulcio CAs, the CT log keys and the Rekor keys,
+each with the time it was valid.  Nothing is fetched.
 
-This module reads that root, says who a certificate names (``identity_of``) and whether that is one
+This module says who a certificate names (``identity_of``) and whether that is one
 of the configured ``identities``, and verifies cosign's *classic* ``.sig`` format, which
 sigstore-python does not read: the simple-signing payload, its signature, the certificate in
 ``dev.sigstore.cosign/certificate`` and the Rekor signed entry timestamp (SET) in
@@ -25,7 +26,6 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 from cryptography import x509
@@ -35,8 +35,9 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, ObjectIdentifier
 from cryptography.x509.verification import Criticality, ExtensionPolicy, PolicyBuilder, Store, VerificationError
 
-from controller.errors import ConfigError, Reason, Refused
+from controller.errors import Reason, Refused
 from controller.signatures.images.cosign import check_simple_signing_payload
+from controller.signatures.images.trusted_root import CertificateAuthority, TrustedRoot
 
 CERTIFICATE_ANNOTATION = "dev.sigstore.cosign/certificate"
 CHAIN_ANNOTATION = "dev.sigstore.cosign/chain"
@@ -44,49 +45,8 @@ BUNDLE_ANNOTATION = "dev.sigstore.cosign/bundle"
 ISSUER_V1 = ObjectIdentifier("1.3.6.1.4.1.57264.1.1")  # raw bytes
 ISSUER_V2 = ObjectIdentifier("1.3.6.1.4.1.57264.1.8")  # a DER UTF8String
 OTHERNAME_SAN = ObjectIdentifier("1.3.6.1.4.1.57264.1.7")
-MAX_ROOT_BYTES = 1024 * 1024
 MAX_ANNOTATION_BYTES = 32 * 1024
-PublicKey = ec.EllipticCurvePublicKey | rsa.RSAPublicKey | ed25519.Ed25519PublicKey
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-@dataclass(frozen=True)
-class Window:
-    """When a key or CA of the trusted root may vouch for something: ``start <= t < end`` (no end: open)."""
-
-    start: datetime
-    end: datetime | None
-
-    def holds(self, moment: datetime) -> bool:
-        """Whether ``moment`` falls in the window."""
-        return self.start <= moment and (self.end is None or moment < self.end)
-
-
-@dataclass(frozen=True)
-class CertificateAuthority:
-    """A Fulcio CA: its chain (issuing certificate first, root last) and when it issued."""
-
-    chain: tuple[x509.Certificate, ...]
-    valid: Window
-
-
-@dataclass(frozen=True)
-class LogKey:
-    """A Rekor or CT log's public key, named by its log id (SHA-256 of the DER key)."""
-
-    log_id: bytes
-    key: PublicKey
-    valid: Window
-
-
-@dataclass(frozen=True)
-class TrustedRoot:
-    """The parts of a Sigstore trusted root this module uses, and the file it came from."""
-
-    path: str
-    authorities: tuple[CertificateAuthority, ...]
-    rekor_keys: tuple[LogKey, ...]
-    ct_keys: tuple[LogKey, ...]
 
 
 @dataclass(frozen=True)
@@ -124,33 +84,6 @@ class KeylessSigner:
 
 def _host(issuer: str) -> str:
     return re.sub(r"^https?://", "", issuer).split("/")[0]
-
-
-def load_trusted_root(path: Path, *, now: datetime) -> TrustedRoot:
-    """Read a pinned trusted root; missing, unreadable or expired: ``ConfigError`` naming the file."""
-    try:
-        data = path.read_bytes()[: MAX_ROOT_BYTES + 1]
-    except OSError as exc:
-        raise ConfigError(f"cannot read the Sigstore trusted root {path}: {exc.strerror}") from None
-    try:
-        document = json.loads(data)
-        root = TrustedRoot(
-            str(path),
-            tuple(_authority(entry) for entry in document.get("certificateAuthorities") or []),
-            tuple(_log_key(entry) for entry in document.get("tlogs") or []),
-            tuple(_log_key(entry) for entry in document.get("ctlogs") or []),
-        )
-    except (ValueError, TypeError, KeyError, AttributeError, binascii.Error, RecursionError):
-        raise ConfigError(f"the Sigstore trusted root {path} is not a readable trusted_root.json") from None
-    if not root.authorities or not root.rekor_keys or not root.ct_keys:
-        raise ConfigError(f"the Sigstore trusted root {path} lacks Fulcio CAs, Rekor keys or CT log keys")
-    if not any(ca.valid.end is None or ca.valid.end > now for ca in root.authorities) or not any(
-        key.valid.end is None or key.valid.end > now for key in root.rekor_keys
-    ):
-        raise ConfigError(
-            f"the Sigstore trusted root {path} has expired: no Fulcio CA or Rekor key in it is valid now; refresh it"
-        )
-    return root
 
 
 def identity_of(certificate: x509.Certificate) -> KeylessSigner:
@@ -385,31 +318,6 @@ def _verifies(key: object, signature: bytes, data: bytes) -> bool:
     except (InvalidSignature, ValueError):
         return False
     return True
-
-
-def _authority(entry: dict[str, Any]) -> CertificateAuthority:
-    chain = tuple(
-        x509.load_der_x509_certificate(base64.b64decode(c["rawBytes"])) for c in entry["certChain"]["certificates"]
-    )
-    if not chain:
-        raise ValueError("empty chain")
-    return CertificateAuthority(chain, _window(entry["validFor"]))
-
-
-def _log_key(entry: dict[str, Any]) -> LogKey:
-    key = serialization.load_der_public_key(base64.b64decode(entry["publicKey"]["rawBytes"]))
-    if not isinstance(key, ec.EllipticCurvePublicKey | rsa.RSAPublicKey | ed25519.Ed25519PublicKey):
-        raise ValueError("unsupported key")
-    return LogKey(base64.b64decode(entry["logId"]["keyId"]), key, _window(entry["publicKey"].get("validFor") or {}))
-
-
-def _window(valid_for: dict[str, Any]) -> Window:
-    start = _time(valid_for["start"]) if valid_for.get("start") else datetime.min.replace(tzinfo=UTC)
-    return Window(start, _time(valid_for["end"]) if valid_for.get("end") else None)
-
-
-def _time(text: str) -> datetime:
-    return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(UTC)
 
 
 def _text(annotations: Mapping[str, object], name: str) -> str:

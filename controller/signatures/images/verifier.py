@@ -37,14 +37,9 @@ from controller.signatures.images.cosign import (
     check_simple_signing,
     load_cosign_keys,
 )
-from controller.signatures.images.keyless import (
-    CERTIFICATE_ANNOTATION,
-    KeylessIdentity,
-    TrustedRoot,
-    check_classic_keyless,
-    load_trusted_root,
-)
+from controller.signatures.images.keyless import CERTIFICATE_ANNOTATION, KeylessIdentity, check_classic_keyless
 from controller.signatures.images.provenance import PREDICATE_TYPES, ImageSource, check_source
+from controller.signatures.images.trusted_root import TrustedRoot, load_trusted_root
 from controller.signatures.registry import RegistryClient
 
 SIMPLE_SIGNING_MEDIA_TYPE = "application/vnd.dev.cosign.simplesigning.v1+json"
