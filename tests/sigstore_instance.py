@@ -468,3 +468,83 @@ def push_unpullable_image(writer: RegistryWriter, repository: str, *, seed: str)
         repository, f"attack-{seed}", json.dumps(manifest).encode(), media_type=docker_manifest
     )
     return f"{writer.host}/{repository}@{digest}"
+
+
+def classic_attestation_layer(
+    instance: SigstoreInstance, statement: dict[str, Any], *, subject: str, issuer: str = GHA
+) -> tuple[bytes, dict[str, str]]:
+    """A classic ``.att`` layer as ``cosign attest`` writes it: the envelope blob and its annotations.
+
+    The Rekor entry is ``intoto`` 0.0.2, logging the envelope's hash and the certificate.
+    """
+    at = _signed_at()
+    key, certificate = instance.issue(subject, issuer=issuer, at=at)
+    payload = json.dumps(statement, separators=(",", ":")).encode()
+    pae = b"DSSEv1 %d %b %d %b" % (len(IN_TOTO), IN_TOTO.encode(), len(payload), payload)
+    signature = key.sign(pae, ec.ECDSA(hashes.SHA256()))
+    envelope = json.dumps(
+        {"payloadType": IN_TOTO, "payload": _b64(payload), "signatures": [{"keyid": "", "sig": _b64(signature)}]}
+    ).encode()
+    body = {
+        "apiVersion": "0.0.2",
+        "kind": "intoto",
+        "spec": {
+            "content": {
+                "envelope": {
+                    "payloadType": IN_TOTO,
+                    "signatures": [{"sig": _b64(_b64(signature).encode()), "publicKey": _b64(_pem(certificate))}],
+                },
+                "hash": {"algorithm": "sha256", "value": hashlib.sha256(envelope).hexdigest()},
+                "payloadHash": {"algorithm": "sha256", "value": hashlib.sha256(payload).hexdigest()},
+            }
+        },
+    }
+    logged = instance.log(body, at=at, tamper=Tamper())
+    annotations = {
+        "dev.cosignproject.cosign/signature": "",
+        "dev.sigstore.cosign/certificate": _pem(certificate).decode(),
+        "dev.sigstore.cosign/chain": _pem(instance.ca).decode(),
+        "dev.sigstore.cosign/bundle": json.dumps(
+            {"SignedEntryTimestamp": _b64(logged["set"]), "Payload": logged["entry"]}
+        ),
+    }
+    return envelope, annotations
+
+
+def attest_classic(
+    writer: RegistryWriter,
+    pinned: str,
+    instance: SigstoreInstance,
+    *,
+    subject: str,
+    repository: str,
+    ref: str,
+    commit: str = "a" * 40,
+) -> str:
+    """Attach SLSA provenance as classic ``cosign attest`` does, at the tag ``sha256-<hex>.att``; that tag."""
+    name, digest = pinned.split("@")
+    statement = provenance_statement(name, digest, repository=repository, ref=ref, commit=commit)
+    envelope, annotations = classic_attestation_layer(instance, statement, subject=subject)
+    image_repository = name.removeprefix(f"{writer.host}/")
+    envelope_digest = writer.put_blob(image_repository, envelope)
+    config = classic_config(envelope_digest)
+    config_digest = writer.put_blob(image_repository, config)
+    layer = {
+        "mediaType": "application/vnd.dsse.envelope.v1+json",
+        "size": len(envelope),
+        "digest": envelope_digest,
+        "annotations": annotations,
+    }
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {
+            "mediaType": "application/vnd.oci.image.config.v1+json",
+            "size": len(config),
+            "digest": config_digest,
+        },
+        "layers": [layer],
+    }
+    tag = digest.replace(":", "-") + ".att"
+    writer.put_manifest(image_repository, tag, json.dumps(manifest, separators=(",", ":")).encode())
+    return tag

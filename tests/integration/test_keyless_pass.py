@@ -20,6 +20,7 @@ from tests.sigstore_instance import (
     SigstoreInstance,
     Tamper,
     attach_provenance,
+    attest_classic,
     push_unpullable_image,
     sign_bundle_keyless,
     sign_classic_keyless,
@@ -74,7 +75,15 @@ def test_keyless_signed_images_are_deployed_with_identity_and_source_recorded(
 ) -> None:
     host = keyless.host
     sign_classic_keyless(keyless.writer, keyless.a, keyless.instance, subject=RELEASE)
-    keyless.provenance(keyless.a)
+    attest_classic(  # classic cosign attest here; image b below has GitHub's bundle attestation
+        keyless.writer,
+        keyless.a,
+        keyless.instance,
+        subject=RELEASE,
+        repository=SOURCE,
+        ref="refs/heads/main",
+        commit=COMMIT,
+    )
     host.publish("keyless image a", prod=keyless.a)
     code, out = keyless.cli(capsys, "plan", "--json")
     assert code == 0 and json.loads(out)["image_signer"] == SHOWN
@@ -136,6 +145,10 @@ ATTACKS = {
         sign_classic_keyless(bed.writer, bed.b, bed.instance, subject=RELEASE),
         bed.provenance(bed.b, ref="refs/heads/experiment"),
     ),
+    "classic provenance for another ref": lambda bed: (
+        sign_classic_keyless(bed.writer, bed.b, bed.instance, subject=RELEASE),
+        attest_classic(bed.writer, bed.b, bed.instance, subject=RELEASE, repository=SOURCE, ref="refs/tags/v0"),
+    ),
 }
 
 
@@ -152,6 +165,7 @@ REASONS = {  # the reason each refusal must give, so none passes for another rea
     "chain only in the annotation": r"does not chain to a Fulcio CA",
     "provenance for another repository": r"names source repository .*-fork",
     "provenance for another ref": r"names source ref 'refs/heads/experiment'",
+    "classic provenance for another ref": r"names source ref 'refs/tags/v0'",
 }
 
 

@@ -8,6 +8,7 @@ pass with the real registry and engine is ``tests/integration/test_keyless_pass.
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -15,7 +16,7 @@ import pytest
 
 from controller.errors import Refused
 from controller.signatures.images.bundles import BundleTrust, check_keyless_bundle
-from controller.signatures.images.keyless import KeylessIdentity, check_classic_keyless
+from controller.signatures.images.keyless import KeylessIdentity, check_classic_attestation, check_classic_keyless
 from controller.signatures.images.provenance import PREDICATE_TYPES, check_source
 from controller.signatures.images.trusted_root import load_trusted_root
 from controller.signatures.images.verifier import ImageVerifier
@@ -24,13 +25,15 @@ from tests.sigstore_instance import (
     GHA,
     SigstoreInstance,
     Tamper,
+    classic_attestation_layer,
     classic_keyless_layer,
     cosign_statement,
     keyless_bundle,
     provenance_statement,
 )
 
-WORKFLOW = "https://github.com/ceerkle/dreichor-trading/.github/workflows/release.yml@refs/heads/main"
+SOURCE = "https://github.com/ceerkle/dreichor-trading"
+WORKFLOW = f"{SOURCE}/.github/workflows/release.yml@refs/heads/main"
 PINNED = "127.0.0.1:5000/team/runtime@sha256:" + "ab" * 32
 DIGEST = PINNED.split("@")[1]
 OTHER = "sha256:" + "cd" * 32
@@ -200,3 +203,40 @@ def test_a_recorded_keyless_signer_stays_trusted_only_while_an_identity_still_na
     assert not ImageVerifier(identities=(KeylessIdentity(GHA, subject="x"),)).trusts(
         f"{WORKFLOW} (token.actions.githubusercontent.com)"
     )
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        (None, None),
+        ("another ref", "names source ref 'refs/heads/feature'"),
+        ("envelope", "logs another attestation"),
+        ("identity", "is not a configured identity"),
+    ],
+)
+def test_a_classic_cosign_attestation_gives_the_source_only_when_intact_and_by_an_identity(
+    instance: SigstoreInstance, root_file: Path, change: str | None, reason: str | None
+) -> None:
+    ref = "refs/heads/feature" if change == "another ref" else "refs/heads/main"
+    statement = provenance_statement("team/runtime", DIGEST, repository=SOURCE, ref=ref, commit="c" * 40)
+    subject = WORKFLOW.replace("release", "ci") if change == "identity" else WORKFLOW
+    envelope, annotations = classic_attestation_layer(instance, statement, subject=subject)
+    if change == "envelope":
+        envelope = envelope.replace(b'"keyid": ""', b'"keyid": "x"')
+
+    def source() -> dict[str, str | None]:
+        _, verified = check_classic_attestation(
+            envelope,
+            annotations,
+            digest=DIGEST,
+            root=load_trusted_root(root_file, now=datetime.now(UTC)),
+            identities=[EXACT],
+            predicate_types=PREDICATE_TYPES,
+        )
+        return check_source(verified, repository=SOURCE, ref="refs/heads/main").as_record()
+
+    if reason is None:
+        assert source() == {"repository": SOURCE, "ref": "refs/heads/main", "commit": "c" * 40}
+    else:
+        with pytest.raises(Refused, match=re.escape(reason)):
+            source()

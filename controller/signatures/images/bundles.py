@@ -21,13 +21,15 @@ from typing import Any
 from sigstore.errors import Error as SigstoreError
 from sigstore.errors import VerificationError
 from sigstore.hashes import Hashed
-from sigstore.models import Bundle, TrustedRoot
+from sigstore.models import Bundle
+from sigstore.models import TrustedRoot as SigstoreTrustedRoot
 from sigstore.verify import Verifier
 from sigstore_models.common.v1 import HashAlgorithm
 
 from controller.errors import ConfigError, Reason, Refused
 from controller.signatures.images.cosign import MAX_BUNDLE_BYTES, check_statement
 from controller.signatures.images.keyless import KeylessIdentity, KeylessSigner, match_identity
+from controller.signatures.images.trusted_root import TrustedRoot
 
 
 @dataclass(frozen=True)
@@ -41,9 +43,18 @@ class BundleTrust:
     def load(cls, path: str) -> BundleTrust:
         """The verifier for ``path``; a root sigstore-python cannot read is a ``ConfigError`` naming it."""
         try:
-            return cls(path, Verifier(trusted_root=TrustedRoot.from_file(path)))
+            return cls(path, Verifier(trusted_root=SigstoreTrustedRoot.from_file(path)))
         except (OSError, ValueError, SigstoreError) as exc:
             raise ConfigError(f"the Sigstore trusted root {path} is not usable: {str(exc)[:200]}") from None
+
+
+@dataclass(frozen=True)
+class Keyless:
+    """Keyless signers the host trusts: the pinned root (read for both formats) and the identities."""
+
+    root: TrustedRoot
+    bundles: BundleTrust
+    identities: tuple[KeylessIdentity, ...]
 
 
 @dataclass(frozen=True)

@@ -154,7 +154,7 @@ def open_dsse_bundle(bundle: bytes, *, keys: Sequence[CosignKey]) -> tuple[str, 
     envelope = _field(_bundle(bundle), "dsseEnvelope", dict, what="bundle")
     payload = _b64(_field(envelope, "payload", str, what="bundle envelope"), what="bundle envelope payload")
     payload_type = _field(envelope, "payloadType", str, what="bundle envelope")
-    signed = _pae(payload_type.encode(), payload)
+    signed = pae(payload_type.encode(), payload)
     for entry in _field(envelope, "signatures", list, what="bundle envelope")[:MAX_ENVELOPE_SIGNATURES]:
         if isinstance(entry, dict) and isinstance(entry.get("sig"), str):
             signer = _signer(_b64(entry["sig"], what="bundle envelope signature"), signed, keys)
@@ -187,7 +187,7 @@ def _bundle(bundle: bytes) -> dict[str, Any]:
     return document
 
 
-def _pae(payload_type: bytes, payload: bytes) -> bytes:
+def pae(payload_type: bytes, payload: bytes) -> bytes:
     """DSSE's pre-authentication encoding: what the envelope's signature actually covers."""
     return b"DSSEv1 %d %b %d %b" % (len(payload_type), payload_type, len(payload), payload)
 

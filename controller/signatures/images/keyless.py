@@ -36,7 +36,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, ObjectIdentifier
 from cryptography.x509.verification import Criticality, ExtensionPolicy, PolicyBuilder, Store, VerificationError
 
 from controller.errors import Reason, Refused
-from controller.signatures.images.cosign import check_simple_signing_payload
+from controller.signatures.images.cosign import check_simple_signing_payload, check_statement, pae
 from controller.signatures.images.trusted_root import CertificateAuthority, TrustedRoot
 
 CERTIFICATE_ANNOTATION = "dev.sigstore.cosign/certificate"
@@ -134,6 +134,67 @@ def check_classic_keyless(
         raise _refused("classic keyless signature does not verify under its certificate's key")
     check_simple_signing_payload(payload, digest=digest)
     return signer
+
+
+def check_classic_attestation(
+    envelope: bytes,
+    annotations: Mapping[str, object],
+    *,
+    digest: str,
+    root: TrustedRoot,
+    identities: Sequence[KeylessIdentity],
+    predicate_types: Sequence[str],
+) -> tuple[KeylessSigner, dict[str, Any]]:
+    """Signer and statement of a classic ``.att`` layer (``cosign attest``): a DSSE envelope, certificate and SET.
+
+    The Rekor ``intoto`` entry must log this envelope's hash and this certificate, as cosign checks it.
+    """
+    certificate = _certificate(_text(annotations, CERTIFICATE_ANNOTATION))
+    entry = _rekor_bundle(_text(annotations, BUNDLE_ANNOTATION))
+    integrated = _verify_set(entry, root)
+    _bind_intoto(entry, envelope=envelope, certificate=certificate)
+    verify_certificate(certificate, root=root, at=integrated)
+    signer = match_identity(certificate, identities)
+    payload_type, payload = _open_envelope(envelope, certificate)
+    return signer, check_statement(payload_type, payload, digest=digest, predicate_types=predicate_types)
+
+
+def _open_envelope(envelope: bytes, certificate: x509.Certificate) -> tuple[str, bytes]:
+    """A DSSE envelope's payload type and payload, once one of its signatures verifies under the certificate."""
+    try:
+        document = json.loads(envelope)
+        payload_type = document["payloadType"]
+        payload = _b64(document["payload"], what="attestation payload")
+        signatures = [s["sig"] for s in document["signatures"][:8] if isinstance(s.get("sig"), str)]
+    except (ValueError, TypeError, KeyError, AttributeError, RecursionError):
+        raise _refused("attestation layer is not a DSSE envelope") from None
+    if not isinstance(payload_type, str):
+        raise _refused("attestation envelope has no payload type")
+    signed = pae(payload_type.encode(), payload)
+    if not any(
+        _verifies(certificate.public_key(), _b64(sig, what="attestation signature"), signed) for sig in signatures
+    ):
+        raise _refused("attestation envelope signature does not verify under its certificate's key")
+    return payload_type, payload
+
+
+def _bind_intoto(entry: dict[str, Any], *, envelope: bytes, certificate: x509.Certificate) -> None:
+    """The logged ``intoto`` entry (0.0.1 or 0.0.2) must be this envelope's hash and this certificate."""
+    try:
+        body = json.loads(_b64(entry["Payload"]["body"], what="Rekor entry body"))
+        spec, version = body["spec"], body.get("apiVersion")
+        content = spec["content"]
+        signatures = content["envelope"]["signatures"] if version == "0.0.2" else [spec]
+        logged_key = signatures[0]["publicKey"]
+        logged_hash = content["hash"]
+    except (ValueError, TypeError, KeyError, IndexError):
+        raise _refused("Rekor entry body is not an intoto entry") from None
+    if body.get("kind") != "intoto" or version not in ("0.0.1", "0.0.2"):
+        raise _refused("Rekor entry is not an intoto 0.0.1 or 0.0.2 entry")
+    if logged_hash != {"algorithm": "sha256", "value": hashlib.sha256(envelope).hexdigest()}:
+        raise _refused("Rekor entry logs another attestation than the one offered")
+    if _certificate(_b64(str(logged_key), what="Rekor entry key").decode(errors="replace")) != certificate:
+        raise _refused("Rekor entry logs another certificate than the one offered")
 
 
 def verify_certificate(certificate: x509.Certificate, *, root: TrustedRoot, at: datetime) -> None:

@@ -2,34 +2,30 @@
 
 The commit signature proves who approved a digest; this proves the bytes behind the digest came out
 of a build holding a trusted key, or run by a trusted keyless identity (a GitHub Actions workflow).
-Signatures are found where cosign puts them in the image's own repository: the classic
-``sha256-<hex>.sig`` tag, and Sigstore bundles through the OCI 1.1 referrers API or, on registries
-without it, the ``sha256-<hex>`` tag.  Every candidate is bounded (manifest and payload sizes, layer
-and referrer counts) and checked by ``controller.signatures.images.cosign`` (keys),
+Signatures are found where cosign puts them in the image's own repository (``layout``): the
+classic ``sha256-<hex>.sig`` tag, and Sigstore bundles through the OCI 1.1 referrers API or, on
+registries without it, the ``sha256-<hex>`` tag.  Every candidate is bounded (manifest and payload
+sizes, layer and referrer counts) and checked by ``controller.signatures.images.cosign`` (keys),
 ``controller.signatures.images.keyless`` (classic keyless) or ``controller.signatures.images.bundles``
 (keyless bundles); any one valid signature is enough.  With ``provenance`` set, a SLSA provenance
-attestation among the referrers must also name the digest and the configured source
-(``controller.signatures.images.provenance``).  No valid signature is ``Refused``; a registry that
-cannot answer usably is ``Retryable``.
+attestation of the digest must also name the configured source (``provenance``).  No valid
+signature is ``Refused``; a registry that cannot answer usably is ``Retryable``.
 """
 
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from functools import partial
 from pathlib import Path
-from typing import Any, Literal, NoReturn
+from typing import Literal
 
 from controller.config import ImageConfig, KeylessIdentityConfig
 from controller.errors import ConfigError, Reason, Refused
-from controller.signatures.images.bundles import BundleTrust, check_keyless_bundle
+from controller.signatures.images.bundles import BundleTrust, Keyless, check_keyless_bundle
 from controller.signatures.images.cosign import (
-    BUNDLE_MEDIA_TYPES,
-    MAX_BUNDLE_BYTES,
     MAX_PAYLOAD_BYTES,
     SIGN_PREDICATE_TYPE,
     CosignKey,
@@ -38,16 +34,22 @@ from controller.signatures.images.cosign import (
     load_cosign_keys,
 )
 from controller.signatures.images.keyless import CERTIFICATE_ANNOTATION, KeylessIdentity, check_classic_keyless
-from controller.signatures.images.provenance import PREDICATE_TYPES, ImageSource, check_source
-from controller.signatures.images.trusted_root import TrustedRoot, load_trusted_root
+from controller.signatures.images.layout import (
+    ImageReference,
+    bounded_descriptor,
+    bundle_documents,
+    refused,
+    reraise,
+    tagged_layers,
+    unique,
+)
+from controller.signatures.images.provenance import ImageSource, Provenance, verify_provenance
+from controller.signatures.images.trusted_root import load_trusted_root
 from controller.signatures.registry import RegistryClient
 
 SIMPLE_SIGNING_MEDIA_TYPE = "application/vnd.dev.cosign.simplesigning.v1+json"
 SIGNATURE_ANNOTATION = "dev.cosignproject.cosign/signature"
-MAX_MANIFEST_BYTES = 256 * 1024
-MAX_SIGNATURE_LAYERS = 32
-MAX_REFERRERS = 16
-_REFERENCE = re.compile(r"^(?P<host>[^/@]+)/(?P<repository>[a-z0-9._/-]+)@(?P<digest>sha256:[0-9a-f]{64})$")
+__all__ = ["ImageReference", "ImageVerdict", "ImageVerifier", "Keyless", "Provenance", "registry_for", "verify_image"]
 
 
 @dataclass(frozen=True)
@@ -62,48 +64,11 @@ class ImageVerdict:
 
 
 @dataclass(frozen=True)
-class Keyless:
-    """Keyless signers the host trusts: the pinned root (read for both formats) and the identities."""
-
-    root: TrustedRoot
-    bundles: BundleTrust
-    identities: tuple[KeylessIdentity, ...]
-
-
-@dataclass(frozen=True)
-class Provenance:
-    """Who may sign the provenance attestation, and the source it must name."""
-
-    repository: str
-    ref: str | None
-    identities: tuple[KeylessIdentity, ...]
-
-
-@dataclass(frozen=True)
 class Signers:
     """Everything one check accepts: any configured key, any keyless identity."""
 
     keys: Sequence[CosignKey] = ()
     keyless: Keyless | None = None
-
-
-@dataclass(frozen=True)
-class ImageReference:
-    """``host/repository@sha256:…`` split into what the registry API needs."""
-
-    host: str
-    repository: str
-    digest: str
-
-    @classmethod
-    def parse(cls, reference: str) -> ImageReference:
-        """Split a pinned reference; anything but ``host/path@sha256:<64 hex>`` is refused."""
-        match = _REFERENCE.match(reference)
-        if match is None:
-            raise Refused(
-                f"{reference!r} is not a pinned reference host/repository@sha256:<hex>", code=Reason.BAD_REFERENCE
-            )
-        return cls(match["host"], match["repository"], match["digest"])
 
 
 @dataclass(frozen=True)
@@ -193,37 +158,11 @@ def verify_image(
             continue
         if provenance is None or keyless is None:
             return verdict
-        return replace(verdict, source=verify_provenance(image, registry, trust=keyless.bundles, policy=provenance))
+        return replace(verdict, source=verify_provenance(image, registry, keyless=keyless, policy=provenance))
     if not reasons:
         raise Refused(f"image {image.digest} carries no cosign signature", code=Reason.IMAGE_UNSIGNED)
     raise Refused(
-        [f"image {image.digest} carries no valid cosign signature by a configured {_whom(signers)}", *_unique(reasons)],
-        code=Reason.UNTRUSTED_IMAGE_SIGNATURE,
-    )
-
-
-def verify_provenance(
-    image: ImageReference, registry: RegistryClient, *, trust: BundleTrust, policy: Provenance
-) -> ImageSource:
-    """The source named by the first SLSA provenance among the digest's bundles that verifies and fits ``policy``."""
-    reasons: list[str] = []
-    for bundle in _bundle_documents(image, registry):
-        try:
-            _signer, statement = check_keyless_bundle(
-                bundle(),
-                digest=image.digest,
-                trust=trust,
-                identities=policy.identities,
-                predicate_types=PREDICATE_TYPES,
-            )
-            assert statement is not None  # noqa: S101 - provenance predicates are DSSE statements
-            return check_source(statement, repository=policy.repository, ref=policy.ref)
-        except Refused as exc:
-            reasons.extend(exc.reasons)
-    if not reasons:
-        raise Refused(f"image {image.digest} carries no provenance attestation", code=Reason.IMAGE_UNSIGNED)
-    raise Refused(
-        [f"image {image.digest} carries no valid provenance attestation for {policy.repository}", *_unique(reasons)],
+        [f"image {image.digest} carries no valid cosign signature by a configured {_whom(signers)}", *unique(reasons)],
         code=Reason.UNTRUSTED_IMAGE_SIGNATURE,
     )
 
@@ -236,33 +175,26 @@ def _candidates(image: ImageReference, registry: RegistryClient, *, signers: Sig
     try:
         yield from _classic(image, registry, signers=signers)
     except Refused as exc:
-        yield partial(_reraise, exc)
-    for bundle in _bundle_documents(image, registry):
+        yield partial(reraise, exc)
+    for bundle in bundle_documents(image, registry):
         yield partial(_check_bundle, bundle, image, signers=signers)
 
 
 def _classic(image: ImageReference, registry: RegistryClient, *, signers: Signers) -> Iterator[Candidate]:
-    tag = image.digest.replace(":", "-") + ".sig"
-    answer = registry.manifest(image.repository, tag, max_bytes=MAX_MANIFEST_BYTES)
-    if answer is None:
-        return
-    layers = _list(_manifest(answer.body, what=f"signature manifest {tag}"), "layers", what=f"signature manifest {tag}")
-    if len(layers) > MAX_SIGNATURE_LAYERS:
-        raise _refused(f"signature manifest {tag} has {len(layers)} layers, more than {MAX_SIGNATURE_LAYERS}")
-    for layer in layers:
+    for layer in tagged_layers(image, registry, suffix="sig", what="signature manifest"):
         yield partial(_check_classic_layer, layer, image, registry, signers=signers)
 
 
 def _check_classic_layer(
     layer: object, image: ImageReference, registry: RegistryClient, *, signers: Signers
 ) -> ImageVerdict:
-    descriptor = _descriptor(layer, max_size=MAX_PAYLOAD_BYTES, what="signature layer")
+    descriptor = bounded_descriptor(layer, max_size=MAX_PAYLOAD_BYTES, what="signature layer")
     if descriptor.get("mediaType") != SIMPLE_SIGNING_MEDIA_TYPE:
-        raise _refused(f"signature layer has media type {str(descriptor.get('mediaType'))[:80]!r}")
+        raise refused(f"signature layer has media type {str(descriptor.get('mediaType'))[:80]!r}")
     annotations = descriptor.get("annotations")
     signature = annotations.get(SIGNATURE_ANNOTATION) if isinstance(annotations, dict) else None
     if not isinstance(signature, str):
-        raise _refused(f"signature layer has no {SIGNATURE_ANNOTATION} annotation")
+        raise refused(f"signature layer has no {SIGNATURE_ANNOTATION} annotation")
     payload = registry.blob(image.repository, descriptor["digest"], max_bytes=MAX_PAYLOAD_BYTES)
     keyless = signers.keyless
     if keyless is not None and isinstance(annotations, dict) and CERTIFICATE_ANNOTATION in annotations:
@@ -272,45 +204,6 @@ def _check_classic_layer(
         return ImageVerdict(image.digest, str(signer), keyless.root.path, "classic")
     key = check_simple_signing(payload, signature, digest=image.digest, keys=signers.keys)
     return ImageVerdict(image.digest, key.fingerprint, key.path, "classic")
-
-
-def _bundle_documents(image: ImageReference, registry: RegistryClient) -> Iterator[Callable[[], bytes]]:
-    """Each bundle listed for the digest, read only when asked; a broken listing yields one refusal."""
-    try:
-        index = registry.referrers(
-            image.repository, image.digest, artifact_type=BUNDLE_MEDIA_TYPES[0], max_bytes=MAX_MANIFEST_BYTES
-        ) or registry.manifest(image.repository, image.digest.replace(":", "-"), max_bytes=MAX_MANIFEST_BYTES)
-        if index is None:
-            return
-        referrers = _list(_manifest(index.body, what="referrers index"), "manifests", what="referrers index")
-        if len(referrers) > MAX_REFERRERS:
-            raise _refused(f"referrers index lists {len(referrers)} manifests, more than {MAX_REFERRERS}")
-    except Refused as exc:
-        yield partial(_reraise, exc)
-        return
-    for entry in referrers:
-        if isinstance(entry, dict) and entry.get("artifactType") in BUNDLE_MEDIA_TYPES:
-            yield partial(_read_bundle, entry, image, registry)
-
-
-def _read_bundle(entry: object, image: ImageReference, registry: RegistryClient) -> bytes:
-    descriptor = _descriptor(entry, max_size=MAX_MANIFEST_BYTES, what="bundle referrer")
-    answer = registry.manifest(image.repository, descriptor["digest"], max_bytes=MAX_MANIFEST_BYTES)
-    if answer is None:
-        raise _refused(f"bundle manifest {descriptor['digest']} is listed but missing")
-    manifest = _manifest(answer.body, what="bundle manifest")
-    subject = manifest.get("subject")
-    if not isinstance(subject, dict) or subject.get("digest") != image.digest:
-        raise _refused("bundle manifest's subject is not the declared image")
-    layers = [
-        layer
-        for layer in _list(manifest, "layers", what="bundle manifest")[:4]
-        if isinstance(layer, dict) and layer.get("mediaType") in BUNDLE_MEDIA_TYPES
-    ]
-    if len(layers) != 1:
-        raise _refused("bundle manifest holds no single bundle layer")
-    layer = _descriptor(layers[0], max_size=MAX_BUNDLE_BYTES, what="bundle layer")
-    return registry.blob(image.repository, layer["digest"], max_bytes=MAX_BUNDLE_BYTES)
 
 
 def _check_bundle(read: Callable[[], bytes], image: ImageReference, *, signers: Signers) -> ImageVerdict:
@@ -338,46 +231,7 @@ def _names_public_key(bundle: bytes) -> bool:
     return isinstance(material, dict) and "publicKey" in material
 
 
-def _manifest(body: bytes, *, what: str) -> dict[str, Any]:
-    try:
-        document = json.loads(body)
-    except (ValueError, RecursionError):
-        raise _refused(f"{what} is not JSON") from None
-    if not isinstance(document, dict) or document.get("schemaVersion") != 2:
-        raise _refused(f"{what} is not an OCI manifest")
-    return document
-
-
-def _list(document: dict[str, Any], name: str, *, what: str) -> list[Any]:
-    value = document.get(name)
-    if not isinstance(value, list):
-        raise _refused(f"{what} has no {name!r} list")
-    return value
-
-
-def _descriptor(value: object, *, max_size: int, what: str) -> dict[str, Any]:
-    """A descriptor whose digest is a sha256 and whose declared size is within ``max_size``."""
-    if not isinstance(value, dict) or not re.fullmatch(r"sha256:[0-9a-f]{64}", str(value.get("digest"))):
-        raise _refused(f"{what} has no valid sha256 digest")
-    size = value.get("size")
-    if not isinstance(size, int) or isinstance(size, bool) or not 0 <= size <= max_size:
-        raise _refused(f"{what} declares size {str(size)[:20]}, outside 0..{max_size} bytes")
-    return value
-
-
 def _whom(signers: Signers) -> str:
     if signers.keyless is None:
         return "key"
     return "key or keyless identity" if signers.keys else "keyless identity"
-
-
-def _reraise(exc: Refused) -> NoReturn:
-    raise exc
-
-
-def _unique(reasons: list[str]) -> list[str]:
-    return list(dict.fromkeys(reasons))[:8]
-
-
-def _refused(reason: str) -> Refused:
-    return Refused(reason, code=Reason.UNTRUSTED_IMAGE_SIGNATURE)
