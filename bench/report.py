@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypeVar, cast
 
-from bench import api_load, image_verify, page, poll, sandbox, swap, trigger, verify
+from bench import api_load, image_verify, keyless_verify, page, poll, sandbox, swap, trigger, verify
 from bench.common import Result
 from controller.records.files import atomic_write
 
@@ -82,6 +82,8 @@ def main() -> int:
         ("image signature verify", image_verify.measure),
     ):
         table.add(table.attempt(name, measure))
+    for result in table.attempt("keyless image verify", keyless_verify.measure) or []:
+        table.add(result)
     page_load = table.attempt("status page load", page.page_load_ms)
     rss = polled[1] if polled else None
     if rss:

@@ -460,10 +460,15 @@ def cmd_verify(args: argparse.Namespace) -> int:
 def cmd_verify_image(args: argparse.Namespace) -> int:
     """``verify-image IMAGE@DIGEST``: exit 0 with the image's signer, 3 refused, 1 other."""
     verdict = _service(args).verify_image(args.image)
+    source = verdict.source.as_record() if verdict.source else None
     if args.json:
-        _print_json({"image": args.image, "trusted": True, "image_signer": verdict.image_signer})
+        _print_json(
+            {"image": args.image, "trusted": True, "image_signer": verdict.image_signer, "image_source": source}
+        )
     else:
         print(f"trusted: {args.image} signed by {verdict.image_signer} ({verdict.format})")
+        if source:
+            print(f"built from {source['repository']} {source['ref'] or ''} {source['commit'] or ''}".rstrip())
     return EXIT_OK
 
 

@@ -56,10 +56,53 @@ class TrustConfig(_Section):
     )
 
 
-class ImageSignaturesConfig(_Section):
-    """Cosign keys one of which must have signed a digest before it is pulled (docs/design.md §14)."""
+class KeylessIdentityConfig(_Section):
+    """One signer a keyless certificate may name: the OIDC issuer exactly, the subject exactly or by pattern."""
 
-    keys: list[StrictStr] = Field(min_length=1, max_length=16, description="PEM public keys, relative paths.")
+    issuer: StrictStr = Field(min_length=1, description="The Fulcio issuer extension, compared exactly.")
+    subject: StrictStr | None = Field(default=None, min_length=1, description="The SAN, compared exactly.")
+    subject_regexp: StrictStr | None = Field(
+        default=None, min_length=1, description="A pattern the whole SAN must match (Python re, full match)."
+    )
+
+    @model_validator(mode="after")
+    def _one_subject(self) -> KeylessIdentityConfig:
+        if (self.subject is None) == (self.subject_regexp is None):
+            raise ValueError("give exactly one of subject and subject_regexp")
+        if self.subject_regexp is not None:
+            try:
+                re.compile(self.subject_regexp)
+            except re.error as exc:
+                raise ValueError(f"subject_regexp is not a valid pattern: {exc}") from None
+        return self
+
+
+class KeylessConfig(_Section):
+    """Keyless signatures (Fulcio certificate + Rekor entry) checked offline against a pinned trusted root."""
+
+    trusted_root: StrictStr = Field(min_length=1, description="Sigstore trusted_root.json, relative path.")
+    identities: list[KeylessIdentityConfig] = Field(min_length=1, max_length=16)
+
+
+class ImageSignaturesConfig(_Section):
+    """Cosign keys or keyless identities, one of which must have signed a digest before its pull (§14)."""
+
+    keys: list[StrictStr] = Field(default=[], max_length=16, description="PEM public keys, relative paths.")
+    keyless: KeylessConfig | None = None
+
+    @model_validator(mode="after")
+    def _some_signer(self) -> ImageSignaturesConfig:
+        if not self.keys and self.keyless is None:
+            raise ValueError("name a key in image.signatures.keys, or image.signatures.keyless")
+        return self
+
+
+class ProvenanceConfig(_Section):
+    """A SLSA provenance attestation must name the digest and the source it was built from (docs/design.md §14)."""
+
+    source_repository: StrictStr = Field(min_length=1, description="e.g. https://github.com/OWNER/REPO")
+    source_ref: StrictStr | None = Field(default=None, min_length=1, description="e.g. refs/heads/main, exact.")
+    identities: list[KeylessIdentityConfig] = Field(min_length=1, max_length=16)
 
 
 class ImageConfig(_Section):
@@ -67,6 +110,13 @@ class ImageConfig(_Section):
 
     repository: StrictStr = Field(default=DEFAULT_REPOSITORY, min_length=1)
     signatures: ImageSignaturesConfig | None = None
+    provenance: ProvenanceConfig | None = None
+
+    @model_validator(mode="after")
+    def _provenance_needs_a_root(self) -> ImageConfig:
+        if self.provenance is not None and (self.signatures is None or self.signatures.keyless is None):
+            raise ValueError("provenance needs image.signatures.keyless.trusted_root to verify against")
+        return self
 
     @model_validator(mode="after")
     def _check_registry_host(self) -> ImageConfig:
@@ -356,8 +406,11 @@ def parse_config(raw: dict[str, object], *, base: Path, name: str = "config") ->
     )
     image = config.image
     if image.signatures is not None:
-        keys = [str(base / key) for key in image.signatures.keys]
-        image = image.model_copy(update={"signatures": image.signatures.model_copy(update={"keys": keys})})
+        update: dict[str, object] = {"keys": [str(base / key) for key in image.signatures.keys]}
+        if image.signatures.keyless is not None:
+            root = str(base / image.signatures.keyless.trusted_root)
+            update["keyless"] = image.signatures.keyless.model_copy(update={"trusted_root": root})
+        image = image.model_copy(update={"signatures": image.signatures.model_copy(update=update)})
     approvals = config.approvals
     if approvals is not None:
         files = {k: str(base / v) for k in ("approvers", "openpgp_keys") if (v := getattr(approvals, k)) is not None}

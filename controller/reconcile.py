@@ -47,10 +47,11 @@ from controller.records.status import ApprovalsStatus, ContainerStatus, Status, 
 from controller.rollout.base import Applier, HealthGateFailed, Outcome, checkpoint
 from controller.signatures.commits.policy import Verdict, VerifiedCache
 from controller.signatures.commits.verification import load_policy, verify_revision
+from controller.signatures.images.verifier import ImageVerdict
 from controller.source import GitSource
 
 Clock = Callable[[], datetime]
-ImageCheck = Callable[[DesiredContainer], str | None]  # the image's signer, or Refused
+ImageCheck = Callable[[DesiredContainer], ImageVerdict | str | None]  # the image's verdict (or signer), or Refused
 
 
 @dataclass
@@ -98,6 +99,7 @@ class PassContext:
     manifest: bytes | None = None
     desired: DesiredContainer | None = None
     image_signer: str | None = None
+    image_source: dict[str, str | None] | None = None  # what the image's provenance names (docs/design.md §14)
     plan: Plan | None = None
     actual: ContainerState | None = None
     outcome: Outcome | None = None
@@ -320,8 +322,17 @@ class Pass:
         """
         if self.world.image_check is None:
             return
-        verified = self._verified_image_signer()
-        self.ctx.image_signer = verified or self.world.image_check(self._desired())
+        applied = self.ctx.status.applied
+        if self._verified_image_signer() and applied is not None:
+            self.ctx.image_signer = applied.image_signer
+            self.ctx.image_source = applied.image_source.model_dump() if applied.image_source else None
+            return
+        verdict = self.world.image_check(self._desired())
+        if isinstance(verdict, ImageVerdict):
+            self.ctx.image_signer = verdict.image_signer
+            self.ctx.image_source = verdict.source.as_record() if verdict.source else None
+        else:
+            self.ctx.image_signer = verdict
 
     def _verified_image_signer(self) -> str | None:
         """The recorded signer of the applied image when the desired image is that image, by digest."""
@@ -380,6 +391,7 @@ class Pass:
             content=ctx.content,
             signer=ctx.verdict.signer if ctx.verdict else None,
             image_signer=ctx.image_signer,
+            image_source=ctx.image_source,
             image=ctx.desired.image if ctx.desired else None,
             tag=ctx.desired.tag if ctx.desired else None,
             snapshot=snapshot,

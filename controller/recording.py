@@ -20,6 +20,7 @@ from controller.records.status import (
     ApprovalsStatus,
     AttemptStatus,
     ContainerStatus,
+    ImageSource,
     Phase,
     Result,
     Status,
@@ -74,6 +75,7 @@ class PassReport:
     content: str | None = None  # the head's desired container (content_key), when the pass got that far
     signer: str | None = None  # the verified signer of the target
     image_signer: str | None = None  # the cosign key that signed the image, when image signatures are on
+    image_source: dict[str, str | None] | None = None  # repository, ref, commit its provenance names
     image: str | None = None  # the desired image
     tag: str | None = None  # the tag the manifest declared beside the digest
     snapshot: str | None = None  # the snapshot the apply wrote, or the newest one after a rollback
@@ -136,6 +138,8 @@ def _applied_event(did: PassReport, result: PassResult, *, revision: str | None)
     fields: dict[str, Any] = {"revision": revision, "image": did.image, "signer": did.signer, "reason": result.reason}
     if did.image_signer:
         fields["image_signer"] = did.image_signer
+    if did.image_source:
+        fields["image_source"] = did.image_source
     if result.plan is not None and result.plan.action == "repair":
         return AuditEvent("drift_repaired", {**fields, "drift": list(result.plan.drift), **_placement(did)})
     return AuditEvent("applied", {**fields, **_placement(did)})
@@ -155,6 +159,7 @@ def _record_decision(status: Status, did: PassReport, result: PassResult, *, now
             image=did.image,
             signer=did.signer,
             image_signer=did.image_signer,
+            image_source=ImageSource.model_validate(did.image_source) if did.image_source else None,
             applied_at=now,
             tag=did.tag,
         )

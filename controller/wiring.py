@@ -14,7 +14,7 @@ import base64
 import shlex
 import time
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
 
@@ -29,8 +29,7 @@ from controller.records.dotenv import read_dotenv
 from controller.rollout.base import Applier, checkpoint
 from controller.rollout.container import ContainerRollout
 from controller.rollout.swarm import SwarmRollout
-from controller.signatures.images.cosign import load_cosign_keys
-from controller.signatures.images.verifier import ImageVerdict, registry_for, verify_image
+from controller.signatures.images.verifier import ImageVerdict, ImageVerifier, registry_for
 from controller.source import GitSource
 
 
@@ -87,22 +86,22 @@ def make_rollout(
 
 
 class ImageTrust:
-    """The image signature check (docs/design.md §14) built from ``image.signatures`` and the registry credentials.
+    """The image signature check (docs/design.md §14) from ``image.signatures``, ``image.provenance``, ``.env``.
 
-    Keys are read at each use, so a rotated key file counts from the next pass.
+    Keys and the trusted root are read at each use, so a rotated key file counts from the next pass.
     """
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, *, clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self.config = config
+        self.verifier = ImageVerifier.from_config(config.image)
+        self.clock = clock
 
     def verify(self, reference: str) -> ImageVerdict:
-        """The cosign signature of ``reference`` (``repo@sha256:…``) against ``image.signatures.keys``."""
-        signatures = self.config.image.signatures
-        if signatures is None:
+        """The cosign signature of ``reference`` (``repo@sha256:…``) by a configured key or keyless identity."""
+        if self.config.image.signatures is None:
             raise ConfigError("image.signatures.keys is not set in the config: there is no key to verify against")
-        keys = load_cosign_keys(signatures.keys)
         registry = registry_for(reference, credentials=registry_auth(host_dotenv(self.config.paths)))
-        return verify_image(reference, keys=keys, registry=registry)
+        return self.verifier.verify(reference, registry=registry, now=self.clock())
 
     def declared(self, source: GitSource, revision: str) -> ImageVerdict:
         """The signature of the image ``revision``'s manifest declares, judged offline as ``validate`` does."""
@@ -118,21 +117,16 @@ class ImageTrust:
         )
         return self.verify(desired.image)
 
-    def check(self, desired: DesiredContainer) -> str:
-        """The pass's image step: the image's signer, or ``Refused`` before anything is pulled."""
+    def check(self, desired: DesiredContainer) -> ImageVerdict:
+        """The pass's image step: the image's verdict, or ``Refused`` before anything is pulled."""
         try:
-            return self.verify(desired.image).image_signer
+            return self.verify(desired.image)
         except ConfigError as exc:
             raise Retryable(str(exc), code=Reason.HOST_CONFIG) from None
 
     def trusted_signer(self, signer: str) -> bool:
-        """Whether a recorded image signer is still one of ``image.signatures.keys`` (a rotated key is not)."""
-        signatures = self.config.image.signatures
-        try:
-            keys = load_cosign_keys(signatures.keys) if signatures else ()
-        except ConfigError:
-            return False  # the check itself says what is wrong with the keys
-        return any(key.fingerprint == signer for key in keys)
+        """Whether a recorded image signer is still a configured key or identity (a rotated key is not)."""
+        return self.verifier.trusts(signer)
 
 
 def validate_file(

@@ -103,7 +103,8 @@ class Decision:
     revision: str | None = None
     image: str | None = None
     signer: str | None = None
-    image_signer: str | None = None  # the cosign key's fingerprint, when image signatures are on
+    image_signer: str | None = None  # the cosign key's fingerprint or keyless identity, when image signatures are on
+    image_source: str | None = None  # "repository@ref (commit)" from the image's provenance, when required
     reason: str = ""
     code: str = ""
     log: str | None = None
@@ -247,6 +248,7 @@ def decision_from_event(environment: str, event: Mapping[str, Any]) -> Decision 
         image=text("image"),
         signer=text("signer"),
         image_signer=text("image_signer"),
+        image_source=_source(event.get("image_source")),
         reason=text("reason") or "",
         code=text("code") or "",
         log=text("log"),
@@ -308,6 +310,14 @@ def commit_status(decision: Decision, state: StatusState) -> CommitStatus:
     )
 
 
+def _source(value: object) -> str | None:
+    """``applied.image_source`` as one line: ``repository@ref (commit)``."""
+    if not isinstance(value, Mapping) or not value.get("repository"):
+        return None
+    ref, commit = value.get("ref"), value.get("commit")
+    return f"{value['repository']}" + (f"@{ref}" if ref else "") + (f" ({commit})" if commit else "")
+
+
 def _details(decision: Decision) -> list[str]:
     lines = [f"Environment: {decision.environment}"]
     if decision.revision:
@@ -318,6 +328,8 @@ def _details(decision: Decision) -> list[str]:
         lines.append(f"Signer: {decision.signer}")
     if decision.image_signer:
         lines.append(f"Image signer: {decision.image_signer}")
+    if decision.image_source:
+        lines.append(f"Built from: {decision.image_source}")
     if decision.node:
         lines.append(f"Node: {decision.node}" + (f" (task {decision.task[:12]})" if decision.task else ""))
     if decision.approvals:

@@ -33,6 +33,24 @@ image:                                  # what a manifest may run
   repository: {repository}   # the only repository images may come from
   # signatures:                         # cosign signatures checked before the pull (optional)
   #   keys: [trust/cosign.pub]          # PEM public keys of the image signers
+  #   keyless:                          # or keyless (GitHub Actions `cosign sign`): Fulcio certificate + Rekor entry
+  #     trusted_root: trust/sigstore/trusted_root.json   # pinned Sigstore root, read offline (see below)
+  #     identities:                     # any one may sign; issuer always exact
+  #       -
+  #         issuer: https://token.actions.githubusercontent.com   # the OIDC issuer named in the certificate
+  #         subject: https://github.com/OWNER/REPO/.github/workflows/release.yml@refs/heads/main   # the SAN, exact
+  #         # subject_regexp: 'https://github[.]com/OWNER/REPO/[.]github/workflows/release[.]yml@refs/tags/v.+'  # all
+  # The trusted root is Sigstore's trusted_root.json from its TUF repository, fetched outside any pass
+  # by a person: `sigstore plumbing update-trust-root` (in the controller's venv) refreshes it into
+  # ~/.cache/sigstore-python/tuf/https%3A%2F%2Ftuf-repo-cdn.sigstore.dev/trusted_root.json; copy it here
+  # and again when Sigstore rotates a key. A pass never fetches it, and refuses a missing or expired one.
+  # provenance:                         # a SLSA build provenance must name the digest (optional; needs keyless)
+  #   source_repository: https://github.com/OWNER/REPO   # the repository the image was built from
+  #   source_ref: refs/heads/main       # the ref it was built from (optional, exact)
+  #   identities:                       # who may sign it; same form as keyless.identities
+  #     -
+  #       issuer: https://token.actions.githubusercontent.com   # exact
+  #       subject_regexp: 'https://github[.]com/OWNER/REPO/.+'   # the whole SAN
 docker:                                 # where it runs
   url: unix:///var/run/docker.sock      # the Docker Engine (access to it equals root on this host)
 api:                                    # the local API: status, metrics, webhook, POST /sync

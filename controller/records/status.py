@@ -54,6 +54,14 @@ class SourceStatus(_Record):
     stale: bool = False
 
 
+class ImageSource(_Record):
+    """Where the applied image was built from, as its verified provenance attestation says (docs/design.md §14)."""
+
+    repository: Text
+    ref: Text | None = None
+    commit: Text | None = None
+
+
 class AppliedStatus(_Record):
     """The revision that runs ("" when a break-glass rollback restored a container without one)."""
 
@@ -61,7 +69,8 @@ class AppliedStatus(_Record):
     image: Text
     signer: Text
     applied_at: datetime
-    image_signer: Text | None = None  # the cosign key that signed the image (docs/design.md §14)
+    image_signer: Text | None = None  # the cosign key, or the keyless identity and issuer, that signed the image
+    image_source: ImageSource | None = None  # absent in the previous release's status files
     tag: Text | None = None  # the tag the manifest declared beside the digest (docs/design.md §8), if any
 
     def version(self) -> str:

@@ -77,6 +77,17 @@ def test_an_applied_image_names_its_cosign_signer_next_to_the_commit_signer() ->
     assert "Image signer" not in plain.body
 
 
+def test_an_applied_image_names_the_source_its_provenance_gives() -> None:
+    source = {"repository": "https://github.com/o/r", "ref": "refs/heads/main", "commit": "c" * 40}
+    event = {"event": "applied", "revision": SHA_A, "signer": "s", "image_signer": "wf (gh)", "image_source": source}
+    decision = decision_from_event("prod", event)
+    assert decision is not None and decision.image_source == f"https://github.com/o/r@refs/heads/main ({'c' * 40})"
+    (message,) = decide(Memory(), decision, now=T0, policy=POLICY).messages
+    lines = message.body.splitlines()
+    assert lines[lines.index("Image signer: wf (gh)") + 1] == f"Built from: {decision.image_source}"
+    assert "Built from" not in run([(applied(), T0)])[0].messages[0].body
+
+
 def test_the_same_refusal_over_several_passes_is_told_once() -> None:
     passes = [(refused(), T0 + timedelta(minutes=i)) for i in range(5)]
     assert titles(run(passes)) == [["prod: refused bbbbbbb"], [], [], [], []]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -141,3 +142,76 @@ def test_bad_notify_or_github_settings_are_refused(section: dict[str, object], m
 def test_a_registry_host_and_https_or_loopback_access_are_accepted(repository: str, access: dict[str, str]) -> None:
     raw = {**MINIMAL, "image": {"repository": repository}, "api": {"access": access}}
     assert parse_config(raw, base=Path("/")).image.repository == repository
+
+
+GHA = "https://token.actions.githubusercontent.com"
+KEYLESS_BASE: dict[str, object] = {
+    "environment": "prod",
+    "source": {"url": "file:///x"},
+    "trust": {"allowed_signers": "trust/allowed_signers"},
+}
+
+
+def _image(image: dict[str, object], base: Path = Path("/host")) -> object:
+    return parse_config({**KEYLESS_BASE, "image": image}, base=base).image
+
+
+def test_keyless_identities_and_provenance_are_read_with_the_root_resolved_against_the_config_folder() -> None:
+    identity = {"issuer": GHA, "subject_regexp": "https://github[.]com/o/r/.+"}
+    image = _image(
+        {
+            "signatures": {"keyless": {"trusted_root": "trust/sigstore/trusted_root.json", "identities": [identity]}},
+            "provenance": {"source_repository": "https://github.com/o/r", "identities": [identity]},
+        }
+    )
+    assert image.signatures.keyless.trusted_root == "/host/trust/sigstore/trusted_root.json"  # type: ignore[attr-defined]
+    assert image.signatures.keys == [] and image.provenance.source_ref is None  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("image", "complaint"),
+    [
+        ({"signatures": {}}, "name a key in image.signatures.keys, or image.signatures.keyless"),
+        ({"signatures": {"keyless": {"trusted_root": "r.json", "identities": [{"issuer": GHA}]}}}, "exactly one of"),
+        (
+            {
+                "signatures": {
+                    "keyless": {
+                        "trusted_root": "r.json",
+                        "identities": [{"issuer": GHA, "subject": "a", "subject_regexp": "a"}],
+                    }
+                }
+            },
+            "exactly one of",
+        ),
+        (
+            {
+                "signatures": {
+                    "keyless": {"trusted_root": "r.json", "identities": [{"issuer": GHA, "subject_regexp": "("}]}
+                }
+            },
+            "not a valid pattern",
+        ),
+        ({"signatures": {"keyless": {"trusted_root": "r.json", "identities": []}}}, "identities"),
+        (
+            {
+                "provenance": {
+                    "source_repository": "https://github.com/o/r",
+                    "identities": [{"issuer": GHA, "subject": "s"}],
+                }
+            },
+            "provenance needs image.signatures.keyless",
+        ),
+        (
+            {
+                "signatures": {
+                    "keyless": {"trusted_root": "r.json", "identities": [{"issuer": GHA, "subject": "s", "sub": 1}]}
+                }
+            },
+            "unknown key",
+        ),
+    ],
+)
+def test_a_keyless_config_that_cannot_mean_one_thing_is_refused(image: dict[str, object], complaint: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(complaint)):
+        _image(image)

@@ -286,3 +286,20 @@ def test_every_text_colour_meets_wcag_aa_contrast_in_both_schemes(scheme: int) -
     pairs += [(f"{tone}-fg", f"{tone}-bg") for tone in ("ok", "busy", "bad", "hold")]
     for fore, back in pairs:
         assert _contrast(colours[fore], colours[back]) >= 4.5, (fore, back)
+
+
+def test_the_image_source_is_a_link_to_the_commit_it_was_built_from() -> None:
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    source = {"repository": "https://github.com/o/r", "ref": "refs/heads/main", "commit": commit}
+    html = page.render_page(**_with("status.applied.image_source", source))[0].decode()
+    link = f'<a href="https://github.com/o/r/commit/{commit}"><code>https://github.com/o/r</code></a>'
+    assert f"Image built from</th><td>{link} <code>refs/heads/main</code> at" in html
+    hostile = {"repository": "javascript:alert(1)", "ref": None, "commit": commit}
+    assert (
+        "<a href"
+        not in page.render_page(**_with("status.applied.image_source", hostile))[0]
+        .decode()
+        .split("Image built from")[1]
+        .split("</tr>")[0]
+    )
+    assert "Image built from" not in _render()[0].decode()

@@ -269,6 +269,18 @@ def test_the_image_signer_is_recorded_next_to_the_commit_signer() -> None:
     assert events[0].fields["image_signer"] == "SHA256:abc"
 
 
+def test_the_image_source_is_recorded_in_the_status_and_the_audit_when_provenance_gave_one() -> None:
+    source = {"repository": "https://github.com/o/r", "ref": "refs/heads/main", "commit": "c" * 40}
+    report = did("applied", plan=Plan("replace", "deploying"), image_signer="wf (gh)", image_source=source, **VERIFIED)
+    status, events = record(previous(), report, now=NOW, stale_after=STALE_AFTER)
+    assert status.applied is not None and status.applied.image_source is not None
+    assert status.applied.image_source.model_dump() == source and events[0].fields["image_source"] == source
+    plain, events = record(
+        previous(), did("applied", plan=Plan("replace", "d"), **VERIFIED), now=NOW, stale_after=STALE_AFTER
+    )
+    assert plain.applied is not None and plain.applied.image_source is None and "image_source" not in events[0].fields
+
+
 def test_in_swarm_mode_the_decision_names_the_node_and_task_the_runtime_runs_as() -> None:
     swarm = ContainerStatus(name="dreichor-runtime-prod", id="c1", image=IMAGE, state="running", node="p1", task="t1")
     report = did("applied", plan=Plan("repair", "drift in placement"), container=swarm, **VERIFIED)

@@ -120,3 +120,4 @@ def test_a_status_file_of_the_previous_release_still_reads(tmp_path: Path) -> No
     path.write_text(json.dumps(previous))
     loaded = read_status(path)
     assert loaded is not None and loaded.audit is None and applied_revision(loaded) is None
+    assert loaded.applied is not None and loaded.applied.image_source is None  # added for keyless provenance

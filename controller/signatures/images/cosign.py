@@ -100,6 +100,12 @@ def check_simple_signing(payload: bytes, signature_b64: str, *, digest: str, key
     signer = _signer(_b64(signature_b64, what="classic signature"), payload, keys)
     if signer is None:
         raise _refused("classic signature does not verify under any configured key")
+    check_simple_signing_payload(payload, digest=digest)
+    return signer
+
+
+def check_simple_signing_payload(payload: bytes, *, digest: str) -> None:
+    """A verified classic payload must be cosign's simple signing of exactly ``digest``."""
     try:
         document = _json_object(payload, what="classic payload")
         critical = _field(document, "critical", dict, what="classic payload")
@@ -112,12 +118,19 @@ def check_simple_signing(payload: bytes, signature_b64: str, *, digest: str, key
         raise _refused(f"classic payload has type {_show(kind)}, not {SIMPLE_SIGNING_TYPE!r}")
     if named != digest:
         raise _refused(f"classic payload names {_show(named)}, not the declared {digest}")
-    return signer
 
 
 def check_image_bundle(bundle: bytes, *, digest: str, keys: Sequence[CosignKey]) -> CosignKey:
     """The key that signed a bundle whose in-toto statement is cosign's signature of ``digest``."""
     payload_type, payload, signer = open_dsse_bundle(bundle, keys=keys)
+    check_statement(payload_type, payload, digest=digest, predicate_types=(SIGN_PREDICATE_TYPE,))
+    return signer
+
+
+def check_statement(
+    payload_type: str, payload: bytes, *, digest: str, predicate_types: Sequence[str]
+) -> dict[str, Any]:
+    """A verified DSSE payload must be an in-toto statement of one of ``predicate_types`` about ``digest``."""
     if payload_type != IN_TOTO_PAYLOAD_TYPE:
         raise _refused(f"bundle envelope carries {_show(payload_type)}, not an in-toto statement")
     try:
@@ -127,9 +140,9 @@ def check_image_bundle(bundle: bytes, *, digest: str, keys: Sequence[CosignKey])
         raise verdict(exc) from None
     if statement.get("_type") not in STATEMENT_TYPES:
         raise _refused(f"bundle statement has type {_show(statement.get('_type'))}")
-    if statement.get("predicateType") != SIGN_PREDICATE_TYPE:
+    if statement.get("predicateType") not in predicate_types:
         raise _refused(
-            f"bundle statement has predicate type {_show(statement.get('predicateType'))}, not {SIGN_PREDICATE_TYPE!r}"
+            f"bundle statement has predicate type {_show(statement.get('predicateType'))}, not {predicate_types[0]!r}"
         )
     named = [
         s.get("digest", {}).get("sha256")
@@ -138,7 +151,7 @@ def check_image_bundle(bundle: bytes, *, digest: str, keys: Sequence[CosignKey])
     ]
     if f"{digest.removeprefix('sha256:')}" not in named or not digest.startswith("sha256:"):
         raise _refused(f"bundle statement names {_show(named)}, not the declared {digest}")
-    return signer
+    return statement
 
 
 def open_dsse_bundle(bundle: bytes, *, keys: Sequence[CosignKey]) -> tuple[str, bytes, CosignKey]:
@@ -146,7 +159,7 @@ def open_dsse_bundle(bundle: bytes, *, keys: Sequence[CosignKey]) -> tuple[str, 
     envelope = _field(_bundle(bundle), "dsseEnvelope", dict, what="bundle")
     payload = _b64(_field(envelope, "payload", str, what="bundle envelope"), what="bundle envelope payload")
     payload_type = _field(envelope, "payloadType", str, what="bundle envelope")
-    signed = _pae(payload_type.encode(), payload)
+    signed = pae(payload_type.encode(), payload)
     for entry in _field(envelope, "signatures", list, what="bundle envelope")[:MAX_ENVELOPE_SIGNATURES]:
         if isinstance(entry, dict) and isinstance(entry.get("sig"), str):
             signer = _signer(_b64(entry["sig"], what="bundle envelope signature"), signed, keys)
@@ -179,7 +192,7 @@ def _bundle(bundle: bytes) -> dict[str, Any]:
     return document
 
 
-def _pae(payload_type: bytes, payload: bytes) -> bytes:
+def pae(payload_type: bytes, payload: bytes) -> bytes:
     """DSSE's pre-authentication encoding: what the envelope's signature actually covers."""
     return b"DSSEv1 %d %b %d %b" % (len(payload_type), payload_type, len(payload), payload)
 
