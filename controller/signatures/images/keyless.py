@@ -36,7 +36,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, ObjectIdentifier
 from cryptography.x509.verification import Criticality, ExtensionPolicy, PolicyBuilder, Store, VerificationError
 
 from controller.errors import Reason, Refused
-from controller.signatures.images.cosign import check_simple_signing_payload, check_statement, pae
+from controller.signatures.images.cosign import Unreadable, check_simple_signing_payload, check_statement, pae
 from controller.signatures.images.trusted_root import CertificateAuthority, TrustedRoot
 
 CERTIFICATE_ANNOTATION = "dev.sigstore.cosign/certificate"
@@ -123,9 +123,8 @@ def check_classic_keyless(
     identities: Sequence[KeylessIdentity],
 ) -> KeylessSigner:
     """The identity behind a classic ``.sig`` layer whose certificate, SET and payload all hold."""
-    signature = _b64(_text(annotations, "dev.cosignproject.cosign/signature"), what="classic signature")
-    certificate = _certificate(_text(annotations, CERTIFICATE_ANNOTATION))
-    entry = _rekor_bundle(_text(annotations, BUNDLE_ANNOTATION))
+    text = _text(annotations, "dev.cosignproject.cosign/signature")
+    signature, certificate, entry = _offered(annotations, signature=text)
     integrated = _verify_set(entry, root)
     _bind_entry(entry, payload=payload, signature=signature, certificate=certificate)
     verify_certificate(certificate, root=root, at=integrated)
@@ -149,14 +148,31 @@ def check_classic_attestation(
 
     The Rekor ``intoto`` entry must log this envelope's hash and this certificate, as cosign checks it.
     """
-    certificate = _certificate(_text(annotations, CERTIFICATE_ANNOTATION))
-    entry = _rekor_bundle(_text(annotations, BUNDLE_ANNOTATION))
+    _, certificate, entry = _offered(annotations, signature=None)
     integrated = _verify_set(entry, root)
     _bind_intoto(entry, envelope=envelope, certificate=certificate)
     verify_certificate(certificate, root=root, at=integrated)
     signer = match_identity(certificate, identities)
     payload_type, payload = _open_envelope(envelope, certificate)
     return signer, check_statement(payload_type, payload, digest=digest, predicate_types=predicate_types)
+
+
+def _offered(
+    annotations: Mapping[str, object], *, signature: str | None
+) -> tuple[bytes, x509.Certificate, dict[str, Any]]:
+    """The signature, certificate and Rekor bundle a classic layer offers, read before anything is judged.
+
+    An annotation that is missing or over its size is a verdict (``Refused``); one that cannot be
+    read at all (not base64, not PEM, not a Rekor bundle) is no signature document: ``Unreadable``,
+    the registry's fault, retried like an outage.
+    """
+    certificate_text = _text(annotations, CERTIFICATE_ANNOTATION)
+    bundle_text = _text(annotations, BUNDLE_ANNOTATION)
+    try:
+        decoded = b"" if signature is None else _b64(signature, what="classic signature")
+        return decoded, _certificate(certificate_text), _rekor_bundle(bundle_text)
+    except Refused as exc:
+        raise Unreadable(exc.reasons, code=Reason.BAD_IMAGE_SIGNATURE) from None
 
 
 def _open_envelope(envelope: bytes, certificate: x509.Certificate) -> tuple[str, bytes]:
@@ -325,7 +341,9 @@ def _rekor_bundle(text: str) -> dict[str, Any]:
             and isinstance(payload["logID"], str)
         ):
             raise TypeError
-    except (ValueError, TypeError, KeyError, RecursionError):
+        datetime.fromtimestamp(payload["integratedTime"], tz=UTC)  # a time no clock can hold is no entry
+        base64.b64decode(entry["SignedEntryTimestamp"], validate=True)
+    except (ValueError, TypeError, KeyError, RecursionError, OverflowError, OSError):
         raise _refused(f"{BUNDLE_ANNOTATION} annotation is not a Rekor bundle") from None
     return dict(entry)
 

@@ -9,7 +9,9 @@ keyless signature, signer and subject digest verified (``keyless``, ``bundles``)
 ``provenance.identities``, and takes the first whose statement names the configured
 ``source_repository`` (and ``source_ref`` when set).  The result, ``ImageSource``, is what the
 status records as ``applied.image_source``: the chain from the manifest commit to the image to the
-application commit it was built from.
+application commit it was built from.  As for signatures, an attestation the registry serves broken
+(a layer of another media type, annotations or a bundle that cannot be read, a listed manifest that is
+missing) is the registry's fault and ``Retryable``; only a verdict on a readable attestation refuses.
 """
 
 from __future__ import annotations
@@ -20,14 +22,15 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-from controller.errors import Reason, Refused
+from controller.errors import Reason, Refused, Retryable
 from controller.signatures.images.bundles import Keyless, check_keyless_bundle
-from controller.signatures.images.cosign import MAX_BUNDLE_BYTES
+from controller.signatures.images.cosign import MAX_BUNDLE_BYTES, Unreadable
 from controller.signatures.images.keyless import KeylessIdentity, check_classic_attestation
 from controller.signatures.images.layout import (
     ImageReference,
     bounded_descriptor,
     bundle_documents,
+    fault,
     refused,
     reraise,
     tagged_layers,
@@ -118,13 +121,21 @@ def verify_provenance(
 
     Classic ``cosign attest`` layers (``sha256-<hex>.att``) first, then bundles (GitHub's artifact
     attestations, ``cosign attest`` with bundles), each signed keylessly by one of ``policy.identities``.
+    A registry fault in one attestation hides no other: it is raised (``Retryable``) only when none fits.
     """
     reasons: list[str] = []
+    outage: Retryable | None = None
     for statement in _attestations(image, registry, keyless=keyless, policy=policy):
         try:
             return check_source(statement(), repository=policy.repository, ref=policy.ref)
+        except Unreadable as exc:  # before any identity judged it: the registry served no attestation
+            outage = outage or Retryable(f"registry {image.host}: {exc}", code=Reason.REGISTRY_UNAVAILABLE)
         except Refused as exc:
             reasons.extend(exc.reasons)
+        except Retryable as exc:
+            outage = outage or exc
+    if outage is not None:  # a provenance may hide behind the fault: no verdict until the registry answers
+        raise outage
     if not reasons:
         raise Refused(f"image {image.digest} carries no provenance attestation", code=Reason.IMAGE_UNSIGNED)
     raise Refused(
@@ -141,7 +152,7 @@ def _attestations(
 ) -> Iterator[Statement]:
     try:
         yield from _classic_attestations(image, registry, keyless=keyless, policy=policy)
-    except Refused as exc:
+    except (Refused, Retryable) as exc:
         yield partial(reraise, exc)
     for bundle in bundle_documents(image, registry):
         yield partial(_bundle_statement, bundle, image, keyless=keyless, policy=policy)
@@ -159,10 +170,10 @@ def _check_attestation_layer(
 ) -> dict[str, Any]:
     descriptor = bounded_descriptor(layer, max_size=MAX_BUNDLE_BYTES, what="attestation layer")
     if descriptor.get("mediaType") != DSSE_MEDIA_TYPE:
-        raise refused(f"attestation layer has media type {str(descriptor.get('mediaType'))[:80]!r}")
+        raise fault(f"attestation layer has media type {str(descriptor.get('mediaType'))[:80]!r}")
     annotations = descriptor.get("annotations")
     if not isinstance(annotations, dict):
-        raise refused("attestation layer has no annotations")
+        raise fault("attestation layer has no annotations")
     envelope = registry.blob(image.repository, descriptor["digest"], max_bytes=MAX_BUNDLE_BYTES)
     _signer, statement = check_classic_attestation(
         envelope,

@@ -1,0 +1,349 @@
+"""Registry faults on the keyless and provenance paths: retried like an outage, never a quarantine.
+
+A registry answer that is no signature document — garbage under status 200, a manifest without
+layers, an unreadable bundle or annotation, a listed manifest that is missing — is the registry's
+fault (``Retryable``, ``RegistryUnavailable``), so the release is deployed once the registry answers
+properly again.  Only a cryptographic verdict (or a count or size cap) refuses.  Each case starts
+from a registry holding a valid keyless signature and provenance, breaks one document, and runs
+the whole check (``ImageVerifier.verify``) against a registry on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from controller.errors import Reason, Refused, Retryable
+from controller.signatures.images.keyless import KeylessIdentity
+from controller.signatures.images.provenance import Provenance
+from controller.signatures.images.verifier import ImageVerifier
+from controller.signatures.registry import RegistryClient
+from tests.cosign_signing import (
+    BUNDLE,
+    OCI_INDEX,
+    OCI_MANIFEST,
+    SIMPLE_SIGNING,
+    bundle_artifact,
+    simple_signing_payload,
+)
+from tests.sigstore_instance import (
+    GHA,
+    SigstoreInstance,
+    classic_attestation_layer,
+    classic_keyless_layer,
+    cosign_statement,
+    keyless_bundle,
+    provenance_statement,
+)
+
+SOURCE = "https://github.com/ceerkle/dreichor-trading"
+WORKFLOW = f"{SOURCE}/.github/workflows/release.yml@refs/heads/main"
+DIGEST = "sha256:" + "ab" * 32
+DSSE = "application/vnd.dsse.envelope.v1+json"
+IDENTITY = KeylessIdentity(GHA, subject=WORKFLOW)
+
+
+class _Registry(BaseHTTPRequestHandler):
+    """Serves ``server.documents`` (path → media type, body); 404 for anything else."""
+
+    def do_GET(self) -> None:
+        found = self.server.documents.get(self.path)  # type: ignore[attr-defined]
+        if found is None:
+            self.send_error(404)
+            return
+        self.send_response(200)
+        self.send_header("Content-Type", found[0])
+        self.send_header("Content-Length", str(len(found[1])))
+        self.end_headers()
+        self.wfile.write(found[1])
+
+    def log_message(self, *args: object) -> None:
+        """Quiet."""
+
+
+@pytest.fixture
+def registry() -> Iterator[ThreadingHTTPServer]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Registry)
+    server.daemon_threads = True
+    server.documents = {}  # type: ignore[attr-defined]
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture(scope="module")
+def instance() -> SigstoreInstance:
+    return SigstoreInstance()
+
+
+@pytest.fixture(scope="module")
+def root_file(instance: SigstoreInstance, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return instance.trusted_root(tmp_path_factory.mktemp("sigstore") / "trusted_root.json")
+
+
+class _Documents:
+    """The documents of ``team/app`` a registry serves, written as cosign and GitHub write them."""
+
+    def __init__(self, server: ThreadingHTTPServer) -> None:
+        self.host = f"127.0.0.1:{server.server_address[1]}"
+        self.pinned = f"{self.host}/team/app@{DIGEST}"
+        self.served: dict[str, tuple[str, bytes]] = server.documents  # type: ignore[attr-defined]
+        self.listed: list[dict[str, Any]] = []
+
+    def blob(self, data: bytes) -> str:
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        self.served[f"/v2/team/app/blobs/{digest}"] = ("application/octet-stream", data)
+        return digest
+
+    def manifest(self, reference: str, data: bytes, *, media_type: str = OCI_MANIFEST) -> None:
+        self.served[f"/v2/team/app/manifests/{reference}"] = (media_type, data)
+
+    def tagged(self, suffix: str, layer: dict[str, Any]) -> None:
+        """A classic ``.sig`` or ``.att`` manifest with one layer."""
+        document = {"schemaVersion": 2, "mediaType": OCI_MANIFEST, "layers": [layer]}
+        self.manifest(DIGEST.replace(":", "-") + f".{suffix}", json.dumps(document).encode())
+
+    def bundle(self, bundle: bytes) -> None:
+        """A bundle artifact listed in the index at the fallback tag (this registry has no referrers API)."""
+        self.blob(bundle)
+        artifact = bundle_artifact(bundle, subject={"mediaType": OCI_MANIFEST, "size": 1, "digest": DIGEST})
+        artifact_digest = "sha256:" + hashlib.sha256(artifact).hexdigest()
+        self.manifest(artifact_digest, artifact)
+        self.listed.append(
+            {"mediaType": OCI_MANIFEST, "size": len(artifact), "digest": artifact_digest, "artifactType": BUNDLE}
+        )
+        index = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": self.listed}
+        self.manifest(DIGEST.replace(":", "-"), json.dumps(index).encode(), media_type=OCI_INDEX)
+
+
+def _classic_signature(documents: _Documents, instance: SigstoreInstance, **changes: str) -> None:
+    payload = simple_signing_payload(documents.pinned)
+    annotations = {**classic_keyless_layer(instance, payload, subject=WORKFLOW), **changes}
+    layer = {"mediaType": SIMPLE_SIGNING, "size": len(payload), "digest": documents.blob(payload)}
+    documents.tagged("sig", {**layer, "annotations": annotations})
+
+
+def _classic_provenance(documents: _Documents, instance: SigstoreInstance, **changes: Any) -> None:
+    statement = provenance_statement(documents.pinned.split("@")[0], DIGEST, repository=SOURCE, ref="refs/heads/main")
+    envelope, annotations = classic_attestation_layer(instance, statement, subject=WORKFLOW)
+    layer = {"mediaType": DSSE, "size": len(envelope), "digest": documents.blob(envelope), "annotations": annotations}
+    documents.tagged("att", {**layer, **changes})
+
+
+def _bundle_provenance(documents: _Documents, instance: SigstoreInstance) -> None:
+    statement = provenance_statement(documents.pinned.split("@")[0], DIGEST, repository=SOURCE, ref="refs/heads/main")
+    documents.bundle(keyless_bundle(instance, statement, subject=WORKFLOW))
+
+
+def _check(documents: _Documents, root_file: Path, *, provenance: bool = True) -> object:
+    verifier = ImageVerifier(
+        trusted_root=str(root_file),
+        identities=(IDENTITY,),
+        provenance=Provenance(SOURCE, "refs/heads/main", (IDENTITY,)) if provenance else None,
+    )
+    return verifier.verify(documents.pinned, registry=RegistryClient(documents.host), now=datetime.now(UTC))
+
+
+def _assert_retried(documents: _Documents, root_file: Path, *, provenance: bool = True) -> None:
+    with pytest.raises(Retryable) as caught:
+        _check(documents, root_file, provenance=provenance)
+    assert caught.value.code == Reason.REGISTRY_UNAVAILABLE
+
+
+NOT_BASE64 = "%%% not base64 %%%"
+
+# --- the classic keyless signature (``.sig``) -------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "annotation",
+    [
+        {"dev.sigstore.cosign/certificate": "not a PEM certificate"},
+        {"dev.sigstore.cosign/bundle": "not JSON"},
+        {"dev.sigstore.cosign/bundle": '{"SignedEntryTimestamp": 1}'},
+        {"dev.cosignproject.cosign/signature": NOT_BASE64},
+    ],
+    ids=["certificate", "rekor bundle", "rekor bundle shape", "signature"],
+)
+def test_an_unreadable_classic_keyless_annotation_is_retried(
+    registry: ThreadingHTTPServer, instance: SigstoreInstance, root_file: Path, annotation: dict[str, str]
+) -> None:
+    documents = _Documents(registry)
+    _classic_signature(documents, instance, **annotation)
+    _assert_retried(documents, root_file, provenance=False)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"Payload": {"integratedTime": 10**20}},  # no clock holds it: once a traceback, not a reason
+        {"Payload": {"integratedTime": -(10**20)}},
+        {"SignedEntryTimestamp": NOT_BASE64},
+    ],
+    ids=["time too late", "time too early", "SET not base64"],
+)
+def test_an_unreadable_rekor_entry_is_retried_not_a_crash(
+    registry: ThreadingHTTPServer, instance: SigstoreInstance, root_file: Path, change: dict[str, Any]
+) -> None:
+    documents = _Documents(registry)
+    payload = simple_signing_payload(documents.pinned)
+    annotations = classic_keyless_layer(instance, payload, subject=WORKFLOW)
+    entry = json.loads(annotations["dev.sigstore.cosign/bundle"])
+    entry["Payload"].update(change.get("Payload", {}))
+    entry.update({k: v for k, v in change.items() if k != "Payload"})
+    _classic_signature(documents, instance, **{"dev.sigstore.cosign/bundle": json.dumps(entry)})
+    _assert_retried(documents, root_file, provenance=False)
+
+
+def test_a_classic_keyless_signature_by_another_identity_is_still_a_verdict(
+    registry: ThreadingHTTPServer, root_file: Path
+) -> None:
+    documents = _Documents(registry)
+    _classic_signature(documents, SigstoreInstance())  # another instance: its certificate chains to no CA of ours
+    with pytest.raises(Refused) as caught:
+        _check(documents, root_file, provenance=False)
+    assert caught.value.code == Reason.UNTRUSTED_IMAGE_SIGNATURE
+
+
+# --- the keyless bundle -------------------------------------------------------------------------
+
+
+def _listed_but_missing(documents: _Documents) -> None:
+    documents.bundle(b'{"mediaType": "application/vnd.dev.sigstore.bundle.v0.3+json"}')
+    artifact = documents.listed[-1]["digest"]
+    del documents.served[f"/v2/team/app/manifests/{artifact}"]
+
+
+def _without_layers(documents: _Documents) -> None:
+    documents.bundle(b"{}")
+    path = f"/v2/team/app/manifests/{documents.listed[-1]['digest']}"
+    media_type, artifact = documents.served[path]
+    document = json.loads(artifact)
+    document["layers"] = []
+    changed = json.dumps(document).encode()
+    del documents.served[path]
+    documents.listed[-1]["digest"] = "sha256:" + hashlib.sha256(changed).hexdigest()
+    documents.listed[-1]["size"] = len(changed)
+    documents.manifest(documents.listed[-1]["digest"], changed, media_type=media_type)
+    index = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": documents.listed}
+    documents.manifest(DIGEST.replace(":", "-"), json.dumps(index).encode(), media_type=OCI_INDEX)
+
+
+BUNDLE_FAULTS: list[tuple[str, Callable[[_Documents], None]]] = [
+    ("not JSON", lambda d: d.bundle(b"\x00 garbage")),
+    ("not a sigstore bundle", lambda d: d.bundle(json.dumps({"mediaType": BUNDLE, "x": 1}).encode())),
+    ("listed manifest missing", _listed_but_missing),
+    ("manifest without layers", _without_layers),
+    ("garbage index", lambda d: d.manifest(DIGEST.replace(":", "-"), b"garbage", media_type=OCI_INDEX)),
+]
+
+
+@pytest.mark.parametrize("fault", [fault for _, fault in BUNDLE_FAULTS], ids=[name for name, _ in BUNDLE_FAULTS])
+def test_a_broken_keyless_bundle_is_retried(
+    registry: ThreadingHTTPServer, root_file: Path, fault: Callable[[_Documents], None]
+) -> None:
+    documents = _Documents(registry)
+    fault(documents)
+    _assert_retried(documents, root_file, provenance=False)
+
+
+@pytest.mark.parametrize("fault", [fault for _, fault in BUNDLE_FAULTS], ids=[name for name, _ in BUNDLE_FAULTS])
+def test_a_broken_provenance_bundle_is_retried(
+    registry: ThreadingHTTPServer, instance: SigstoreInstance, root_file: Path, fault: Callable[[_Documents], None]
+) -> None:
+    documents = _Documents(registry)
+    _classic_signature(documents, instance)
+    fault(documents)
+    _assert_retried(documents, root_file)
+
+
+# --- provenance -------------------------------------------------------------------------------
+
+
+def test_a_keyless_signature_with_classic_and_bundle_provenance_passes(
+    registry: ThreadingHTTPServer, instance: SigstoreInstance, root_file: Path
+) -> None:
+    documents = _Documents(registry)
+    _classic_signature(documents, instance)
+    _classic_provenance(documents, instance)
+    verdict = _check(documents, root_file)
+    assert verdict.source.as_record()["repository"] == SOURCE  # type: ignore[attr-defined]
+    documents.served.clear()
+    documents.listed.clear()
+    _classic_signature(documents, instance)
+    _bundle_provenance(documents, instance)
+    assert _check(documents, root_file).source.as_record()["repository"] == SOURCE  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"mediaType": "text/html"},
+        {"annotations": None},
+        {"annotations": {"dev.sigstore.cosign/certificate": "not a PEM certificate"}},
+        {"annotations": {"dev.sigstore.cosign/bundle": "not JSON"}},
+    ],
+    ids=["media type", "no annotations", "certificate", "rekor bundle"],
+)
+def test_an_unreadable_classic_attestation_layer_is_retried(
+    registry: ThreadingHTTPServer, instance: SigstoreInstance, root_file: Path, change: dict[str, Any]
+) -> None:
+    documents = _Documents(registry)
+    _classic_signature(documents, instance)
+    statement = provenance_statement(documents.pinned.split("@")[0], DIGEST, repository=SOURCE, ref="refs/heads/main")
+    _envelope, annotations = classic_attestation_layer(instance, statement, subject=WORKFLOW)
+    if isinstance(change.get("annotations"), dict):
+        change = {"annotations": {**annotations, **change["annotations"]}}
+    _classic_provenance(documents, instance, **change)
+    _assert_retried(documents, root_file)
+
+
+def test_a_garbage_attestation_manifest_is_retried(
+    registry: ThreadingHTTPServer, instance: SigstoreInstance, root_file: Path
+) -> None:
+    documents = _Documents(registry)
+    _classic_signature(documents, instance)
+    documents.manifest(DIGEST.replace(":", "-") + ".att", b"<html>garbage</html>")
+    _assert_retried(documents, root_file)
+
+
+def test_a_fault_in_one_attestation_hides_no_valid_one(
+    registry: ThreadingHTTPServer, instance: SigstoreInstance, root_file: Path
+) -> None:
+    documents = _Documents(registry)
+    _classic_signature(documents, instance)
+    documents.manifest(DIGEST.replace(":", "-") + ".att", b"<html>garbage</html>")
+    _bundle_provenance(documents, instance)
+    assert _check(documents, root_file).source.as_record()["repository"] == SOURCE  # type: ignore[attr-defined]
+
+
+def test_provenance_for_another_repository_is_still_a_verdict(
+    registry: ThreadingHTTPServer, instance: SigstoreInstance, root_file: Path
+) -> None:
+    documents = _Documents(registry)
+    _classic_signature(documents, instance)
+    statement = provenance_statement(
+        documents.pinned.split("@")[0], DIGEST, repository="https://github.com/x/y", ref="refs/heads/main"
+    )
+    documents.bundle(keyless_bundle(instance, statement, subject=WORKFLOW))
+    with pytest.raises(Refused, match="provenance names source repository"):
+        _check(documents, root_file)
+
+
+def test_a_cosign_bundle_beside_a_classic_signature_is_no_provenance(
+    registry: ThreadingHTTPServer, instance: SigstoreInstance, root_file: Path
+) -> None:
+    documents = _Documents(registry)
+    _classic_signature(documents, instance)
+    documents.bundle(keyless_bundle(instance, cosign_statement("team/app", DIGEST), subject=WORKFLOW))
+    with pytest.raises(Refused, match="predicate type"):
+        _check(documents, root_file)
