@@ -326,10 +326,10 @@ def _details(decision: Decision) -> list[str]:
         lines.append(f"Digest: {digest(decision.image)}")
     if decision.signer:
         lines.append(f"Signer: {decision.signer}")
-    if decision.image_signer:
-        lines.append(f"Image signer: {decision.image_signer}")
+    if decision.image_signer:  # a keyless identity quotes the workflow's ref, which a pusher names
+        lines.append(f"Image signer: {inert(decision.image_signer)}")
     if decision.image_source:
-        lines.append(f"Built from: {decision.image_source}")
+        lines.append(f"Built from: {inert(decision.image_source)}")
     if decision.node:
         lines.append(f"Node: {decision.node}" + (f" (task {decision.task[:12]})" if decision.task else ""))
     if decision.approvals:

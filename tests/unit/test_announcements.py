@@ -88,6 +88,18 @@ def test_an_applied_image_names_the_source_its_provenance_gives() -> None:
     assert "Built from" not in run([(applied(), T0)])[0].messages[0].body
 
 
+def test_a_mention_in_the_workflow_ref_of_a_keyless_signer_and_its_source_pings_nobody() -> None:
+    ref = "refs/heads/x@channel"  # a branch name git allows, quoted by the certificate and the provenance
+    source = {"repository": "https://github.com/o/r", "ref": ref, "commit": "c" * 40}
+    signer = f"https://github.com/o/r/.github/workflows/release.yml@{ref} (token.actions.githubusercontent.com)"
+    event = {"event": "applied", "revision": SHA_A, "signer": "s", "image_signer": signer, "image_source": source}
+    decision = decision_from_event("prod", event)
+    assert decision is not None
+    (message,) = decide(Memory(), decision, now=T0, policy=POLICY).messages
+    assert "@channel" not in message.body
+    assert "refs/heads/x@\u200bchannel (token" in message.body and "refs/heads/x@\u200bchannel (cccc" in message.body
+
+
 def test_the_same_refusal_over_several_passes_is_told_once() -> None:
     passes = [(refused(), T0 + timedelta(minutes=i)) for i in range(5)]
     assert titles(run(passes)) == [["prod: refused bbbbbbb"], [], [], [], []]
