@@ -340,10 +340,13 @@ def _task(data: dict[str, Any], hostnames: dict[str, str], *, spec: dict[str, An
 def _privileges(container: dict[str, Any]) -> Privileges:
     """What a service's container spec grants beyond the controller's own spec (which sets none of it)."""
     granted = container.get("Privileges") or {}
+    seccomp = str((granted.get("Seccomp") or {}).get("Mode") or "")
+    selinux = granted.get("SELinuxContext") or {}
     options = [
-        "seccomp=unconfined" if (granted.get("Seccomp") or {}).get("Mode") == "unconfined" else "",
+        f"seccomp={seccomp}" if seccomp in ("unconfined", "custom") else "",  # a custom profile may allow more
         "apparmor=disabled" if (granted.get("AppArmor") or {}).get("Mode") == "disabled" else "",
-        "label=disable" if (granted.get("SELinuxContext") or {}).get("Disable") else "",
+        "label=disable" if selinux.get("Disable") else "",
+        *(f"label={key.lower()}:{selinux[key]}" for key in ("User", "Role", "Type", "Level") if selinux.get(key)),
     ]
     return Privileges(
         cap_add=tuple(str(c) for c in container.get("CapabilityAdd") or []),

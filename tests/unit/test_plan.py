@@ -130,3 +130,15 @@ def test_a_swarm_spec_granting_capabilities_a_user_or_unconfined_seccomp_is_drif
     decided = plan(desired(), actual(desired(), privileges=granted), deployed=True)
     assert decided.drift == ("capabilities NET_ADMIN", "security options seccomp=unconfined", "user root")
     assert _privileges({"Image": "x"}) == Privileges()
+
+
+def test_a_swarm_spec_with_a_custom_seccomp_profile_or_selinux_label_is_drift_as_in_container_mode() -> None:
+    from controller.engine.swarm import _privileges  # noqa: PLC0415 the adapter's mapping, no engine needed
+
+    granted = _privileges(
+        {"Privileges": {"Seccomp": {"Mode": "custom", "Profile": "e30="}, "SELinuxContext": {"Type": "spc_t"}}}
+    )
+    decided = plan(desired(), actual(desired(), privileges=granted), deployed=True)
+    assert decided.drift == ("security options seccomp=custom, label=type:spc_t",)
+    narrowing = {"Seccomp": {"Mode": "default"}, "AppArmor": {"Mode": "default"}, "NoNewPrivileges": True}
+    assert _privileges({"Privileges": narrowing}) == Privileges()
