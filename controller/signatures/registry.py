@@ -11,6 +11,9 @@ credentials, and the token they buy, go to the configured registry host only: a 
 host is followed without them, a token realm on another host is asked anonymously, and nothing is
 sent over plain http except to a loopback host.  Each request's deadline covers connecting, the
 answer's headers and its body: a registry that trickles its headers is cut off like a slow body.
+One check may make a hundred requests (signature layers, referrers, attestations), so all of them
+together also share a budget: a registry slow on every answer holds the pass, and the pass lock,
+for ``budget`` seconds, not a deadline per request times the number of requests.
 """
 
 from __future__ import annotations
@@ -22,7 +25,9 @@ import json
 import re
 import socket
 import threading
+import time
 import urllib.parse
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from controller.config import is_loopback
@@ -59,9 +64,12 @@ class RegistryClient:
     username: str | None = None
     password: str | None = None
     timeout: float = 10.0
-    deadline: float = 30.0
+    deadline: float = 30.0  # one request: connect, headers and body
+    budget: float = 120.0  # every request of this client together, from its first
+    clock: Callable[[], float] = field(default=time.monotonic, repr=False)
     _tokens: dict[str, str] = field(default_factory=dict, repr=False)
     _use_basic: bool = field(default=False, repr=False)
+    _began: float | None = field(default=None, repr=False)
 
     @property
     def scheme(self) -> str:
@@ -113,16 +121,25 @@ class RegistryClient:
         own = self._is_own(url)  # credentials go to the configured host only, never to a redirect's
         headers = {"Accept": accept, **(self._authorization(repository) if own else {})}
         status, answer_headers, body = _fetch(
-            url, headers=headers, timeout=self.timeout, deadline=self.deadline, max_bytes=max_bytes
+            url, headers=headers, timeout=self.timeout, deadline=self._left(), max_bytes=max_bytes
         )
         if status == 401 and own and self._answer_challenge(answer_headers.get("www-authenticate", ""), repository):
             headers = {"Accept": accept, **self._authorization(repository)}
             status, answer_headers, body = _fetch(
-                url, headers=headers, timeout=self.timeout, deadline=self.deadline, max_bytes=max_bytes
+                url, headers=headers, timeout=self.timeout, deadline=self._left(), max_bytes=max_bytes
             )
         if status == 401:
             raise Retryable(f"registry {self.host} refused our credentials for {repository}", code=Reason.REGISTRY_AUTH)
         return status, answer_headers, body
+
+    def _left(self) -> float:
+        """The next request's deadline: its own, or what is left of the client's budget when that is less."""
+        now = self.clock()
+        self._began = now if self._began is None else self._began
+        left = self.budget - (now - self._began)
+        if left <= 0:
+            raise Retryable(f"registry {self.host} took longer than {self.budget:g}s in all", code=REGISTRY_UNAVAILABLE)
+        return min(self.deadline, left)
 
     def _is_own(self, url: str) -> bool:
         """Whether ``url`` is the configured registry host, by the scheme this client uses for it."""
@@ -160,7 +177,7 @@ class RegistryClient:
         send = own and self.username and self.password and urllib.parse.urlsplit(url).scheme == self.scheme
         headers = {"Authorization": _basic(self.username, self.password)} if send else {}
         status, _, body = _fetch(
-            url, headers=headers, timeout=self.timeout, deadline=self.deadline, max_bytes=MAX_TOKEN_BYTES
+            url, headers=headers, timeout=self.timeout, deadline=self._left(), max_bytes=MAX_TOKEN_BYTES
         )
         if status != 200:
             raise Retryable(f"registry token service answered {status}", code=Reason.REGISTRY_AUTH)

@@ -516,3 +516,31 @@ def test_a_registry_trickling_its_headers_is_cut_off_at_the_deadline(hostile: Th
     finally:
         stop.set()
     assert time.monotonic() - started < 4  # one deadline per request: classic, then referrers and the tag
+
+
+def test_all_requests_of_one_check_share_a_budget_so_a_slow_registry_cannot_hold_the_pass(
+    hostile: ThreadingHTTPServer,
+) -> None:
+    seen: list[str] = []
+    layer = {
+        "mediaType": "application/vnd.dev.cosign.simplesigning.v1+json",
+        "size": 9,
+        "digest": "sha256:" + "0" * 64,
+        "annotations": {"dev.cosignproject.cosign/signature": "c2ln"},
+    }
+    manifest = json.dumps({"schemaVersion": 2, "layers": [layer] * 32}).encode()
+    tag = DIGEST.replace(":", "-") + ".sig"
+    documents = {f"/v2/team/app/manifests/{tag}": ("application/vnd.oci.image.manifest.v1+json", manifest)}
+
+    def registry(handler: BaseHTTPRequestHandler) -> None:
+        seen.append(handler.path)
+        _serve(handler, documents)  # every blob is missing: 32 more requests, each a retryable fault
+
+    ticks = iter(range(0, 10_000, 10))  # every request takes 10 s by this clock
+    hostile.reply = registry  # type: ignore[attr-defined]
+    client, reference = _client(hostile, budget=45.0, clock=lambda: float(next(ticks)))
+    with pytest.raises(Retryable):
+        verify_image(reference, keys=[load_cosign_key(IMAGES / "cosign.pub")], registry=client)
+    with pytest.raises(Retryable, match=r"took longer than 45s in all"):
+        client.manifest("team/app", tag, max_bytes=1024)
+    assert len(seen) == 5  # the manifest and four blobs; nothing after the budget, not 32 times the deadline
