@@ -307,12 +307,17 @@ def test_an_unreadable_classic_attestation_layer_is_retried(
     _assert_retried(documents, root_file)
 
 
-def test_a_garbage_attestation_manifest_is_retried(
-    registry: ThreadingHTTPServer, instance: SigstoreInstance, root_file: Path
+@pytest.mark.parametrize(
+    "manifest",
+    [b"<html>garbage</html>", b'{"schemaVersion": 2}', b'{"schemaVersion": 2, "layers": {}}', b"[]"],
+    ids=["garbage", "no layers", "layers not a list", "not an object"],
+)
+def test_an_attestation_manifest_that_is_no_manifest_is_retried(
+    registry: ThreadingHTTPServer, instance: SigstoreInstance, root_file: Path, manifest: bytes
 ) -> None:
     documents = _Documents(registry)
     _classic_signature(documents, instance)
-    documents.manifest(DIGEST.replace(":", "-") + ".att", b"<html>garbage</html>")
+    documents.manifest(DIGEST.replace(":", "-") + ".att", manifest)
     _assert_retried(documents, root_file)
 
 
