@@ -289,7 +289,8 @@ def _privileges(config: dict[str, Any], host: dict[str, Any], *, image_user: str
         uts_mode=str(host.get("UTSMode") or ""),
         userns_mode=str(host.get("UsernsMode") or ""),
         cap_add=tuple(str(c) for c in host.get("CapAdd") or []),
-        devices=tuple(str(d.get("PathOnHost", "")) for d in host.get("Devices") or [] if isinstance(d, dict)),
+        devices=tuple(str(d.get("PathOnHost", "")) for d in host.get("Devices") or [] if isinstance(d, dict))
+        + tuple(f"cgroup rule {rule}" for rule in host.get("DeviceCgroupRules") or []),  # devices it may create
         security_opt=tuple(str(o) for o in host.get("SecurityOpt") or [] if not _narrows(str(o))),
         user="" if user == image_user else user,
         extra_mounts=tuple(f"tmpfs {path}" for path in host.get("Tmpfs") or {})

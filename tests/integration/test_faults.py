@@ -316,6 +316,7 @@ def _recreate_by_hand(host: ControllerHost, *extra: str) -> None:
         (["--userns", "host"], "userns mode host"),
         (["--cap-add", "SYS_ADMIN"], "capabilities SYS_ADMIN"),
         (["--device", "/dev/null:/dev/extra"], "devices /dev/null"),
+        (["--device-cgroup-rule", "a *:* rwm"], "devices cgroup rule a *:* rwm"),
         (["--security-opt", "seccomp=unconfined"], "security options seccomp=unconfined"),
         (["--user", "0:0"], "user 0:0"),
         (["--tmpfs", "/scratch"], "mounts tmpfs /scratch"),
@@ -332,7 +333,17 @@ def test_a_runtime_recreated_by_hand_with_more_power_is_recreated_as_desired(
     event = host.audit()[-1]
     assert event["event"] == "drift_repaired" and named in event["drift"], event
     now: dict[str, object] = host.running()["HostConfig"]  # type: ignore[assignment]
-    for key in ("PidMode", "UTSMode", "UsernsMode", "CapAdd", "Devices", "SecurityOpt", "Privileged", "Tmpfs"):
+    for key in (
+        "PidMode",
+        "UTSMode",
+        "UsernsMode",
+        "CapAdd",
+        "Devices",
+        "DeviceCgroupRules",
+        "SecurityOpt",
+        "Privileged",
+        "Tmpfs",
+    ):
         assert not now.get(key), (key, now.get(key))
     assert now.get("IpcMode") in ("private", "shareable") and len(now["Binds"]) == 2  # type: ignore[arg-type]
     assert not any((now.get("PortBindings") or {}).values())  # type: ignore[attr-defined]

@@ -142,3 +142,12 @@ def test_a_swarm_spec_with_a_custom_seccomp_profile_or_selinux_label_is_drift_as
     assert decided.drift == ("security options seccomp=custom, label=type:spc_t",)
     narrowing = {"Seccomp": {"Mode": "default"}, "AppArmor": {"Mode": "default"}, "NoNewPrivileges": True}
     assert _privileges({"Privileges": narrowing}) == Privileges()
+
+
+def test_a_device_cgroup_rule_is_drift_like_a_device() -> None:
+    from controller.engine.docker import _privileges  # noqa: PLC0415 the adapter's mapping, no engine needed
+
+    granted = _privileges({}, {"DeviceCgroupRules": ["a *:* rwm"]}, image_user="")
+    decided = plan(desired(), actual(desired(), privileges=granted), deployed=True)
+    assert decided.drift == ("devices cgroup rule a *:* rwm",)
+    assert _privileges({}, {"DeviceCgroupRules": None, "Devices": []}, image_user="") == Privileges()
