@@ -130,6 +130,23 @@ def test_a_hand_made_service_update_is_repaired(
     assert any(e["event"] == "drift_repaired" for e in host.audit())
 
 
+def test_a_service_widened_by_hand_is_repaired_to_the_controllers_spec(
+    host: ControllerHost, swarm: PrivateSwarm, images: dict[str, str]
+) -> None:
+    assert host.sync() == 0
+    widen = ["--cap-add", "SYS_ADMIN", "--user", "0:0", "--mount-add", "type=tmpfs,target=/scratch"]
+    swarm.engine.cli("service", "update", "--quiet", *widen, SERVICE)
+    assert host.sync() == 0
+    event = [e for e in host.audit() if e["event"] == "drift_repaired"][-1]
+    assert {"capabilities CAP_SYS_ADMIN", "user 0:0", "mounts"} <= set(event["drift"]), event  # the CLI adds CAP_
+    spec = swarm.service(SERVICE)["Spec"]["TaskTemplate"]["ContainerSpec"]  # type: ignore[index]
+    assert not spec.get("CapabilityAdd") and not spec.get("User"), spec
+    assert {m["Type"] for m in spec["Mounts"]} == {"bind"}, spec["Mounts"]
+    assert running_images(swarm) == [images["healthy-a"]]
+    repairs = len([e for e in host.audit() if e["event"] == "drift_repaired"])
+    assert host.sync() == 0 and len([e for e in host.audit() if e["event"] == "drift_repaired"]) == repairs
+
+
 def test_an_unlabelled_swarm_is_refused_with_the_command_that_fixes_it(
     host: ControllerHost, swarm: PrivateSwarm, images: dict[str, str]
 ) -> None:
