@@ -549,12 +549,16 @@ def content_key(desired: DesiredContainer, *, host: str) -> str:
 
 
 def host_digest(config: Config) -> str:
-    """SHA-256 of the host files a refusal may depend on: trust files, cosign keys, approvers and ``.env``."""
+    """SHA-256 of what on the host a refusal may depend on: trust files, cosign keys, the keyless trusted
+    root, approvers, ``.env``, and the image and approvals settings (identities, provenance, threshold)."""
     digest = hashlib.sha256()
-    trust = config.trust
-    cosign = config.image.signatures.keys if config.image.signatures else []
+    trust, signatures = config.trust, config.image.signatures
+    cosign = signatures.keys if signatures else []
+    root = (signatures.keyless.trusted_root,) if signatures and signatures.keyless else ()
     approvers = (config.approvals.approvers, config.approvals.openpgp_keys) if config.approvals else ()
-    files = (trust.allowed_signers, trust.openpgp_keys, trust.revoked_keys, *cosign, *approvers)
+    files = (trust.allowed_signers, trust.openpgp_keys, trust.revoked_keys, *cosign, *root, *approvers)
+    digest.update(config.image.model_dump_json().encode())
+    digest.update(config.approvals.model_dump_json().encode() if config.approvals else b"")
     for name in (*files, str(config.paths.dotenv)):
         try:
             digest.update(Path(name).read_bytes() if name else b"")

@@ -423,6 +423,34 @@ def test_adding_the_cosign_key_lifts_the_quarantine_of_an_untrusted_image_signat
     assert service.sync().result == "applied" and deployed.image() == GOOD_B
 
 
+@pytest.mark.parametrize("fix", ["identity", "trusted_root"])
+def test_fixing_the_keyless_identity_or_root_lifts_the_quarantine_of_an_untrusted_image_signature(
+    deployed: Env, tmp_path: Path, fix: str
+) -> None:
+    root = tmp_path / "trusted_root.json"
+    root.write_text('{"pinned": 1}')
+    issuer = "https://token.actions.githubusercontent.com"
+    keyless = {"trusted_root": str(root), "identities": [{"issuer": issuer, "subject": "https://github.com/o/r/a"}]}
+    signatures = ImageSignaturesConfig.model_validate({"keyless": keyless})
+    deployed.config = deployed.config.model_copy(
+        update={"image": deployed.config.image.model_copy(update={"signatures": signatures})}
+    )
+    check = RegistryCheck()
+    check.refusal = Refused("not a configured keyless identity", code=Reason.UNTRUSTED_IMAGE_SIGNATURE)
+    deployed.publish(GOOD_B)
+    assert deployed.service(image_check=check).sync().result == "refused"
+    assert deployed.service(image_check=check).sync().result == "unchanged" and check.checked == [GOOD_B]
+    if fix == "identity":  # the operator names the workflow that really signs
+        keyless["identities"] = [{"issuer": issuer, "subject": "https://github.com/o/r/b"}]
+        signatures = ImageSignaturesConfig.model_validate({"keyless": keyless})
+        image = deployed.config.image.model_copy(update={"signatures": signatures})
+        deployed.config = deployed.config.model_copy(update={"image": image})
+    else:  # a refreshed trusted root
+        root.write_text('{"pinned": 2}')
+    check.refusal = None
+    assert deployed.service(image_check=check).sync().result == "applied" and deployed.image() == GOOD_B
+
+
 def test_audit_hooks_hear_every_event(deployed: Env) -> None:
     heard: list[str] = []
     service = deployed.service()
