@@ -54,6 +54,7 @@ class ContainerState:
     node: str | None = None  # Swarm mode: the node the running task is on
     task: str | None = None  # Swarm mode: the running task's id
     placed: bool = True  # Swarm mode: pinned to the node that carries the environment's label
+    replicas: int | None = 1  # Swarm mode: the tasks the service asks for; None: a global service, one per node
     privileges: Privileges = field(default_factory=Privileges)
     raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 

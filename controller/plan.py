@@ -74,6 +74,8 @@ def widening(actual: ContainerState) -> tuple[str, ...]:
         found.append("privileged")
     if actual.published_ports:
         found.append("published ports")
+    if actual.replicas != 1:  # two runtimes on one database and one set of folders
+        found.append("global mode" if actual.replicas is None else f"replicas {actual.replicas}")
     return tuple(bounded(item, limit=120) for item in found)
 
 

@@ -212,6 +212,10 @@ class SwarmEngine:
         self._login(desired.image, auth)
         spec = self.spec(desired)
         current = self.service()
+        if current is not None and current.spec.get("Mode") != spec["Mode"]:
+            # Scaled by hand: a new task makes the update a rolling one, which the health gate can follow.
+            forced = (current.spec.get("TaskTemplate") or {}).get("ForceUpdate") or 0
+            spec["TaskTemplate"]["ForceUpdate"] = int(forced) + 1
         with self._translated(f"deploying {self.canonical}"):
             if current is None:
                 self._client.api.create_service(**_arguments(spec))
@@ -383,4 +387,14 @@ def _state(service: ServiceState, task: TaskState | None, *, health: str | None)
         node=task.node if task else None,
         task=task.id if task else None,
         raw={"Service": {"ID": service.id, "Version": service.version, "Spec": service.spec}},
+        replicas=_replicas(service.spec),
     )
+
+
+def _replicas(spec: dict[str, Any]) -> int | None:
+    """How many tasks the service asks for (None: global, one per node); the controller asks for one."""
+    mode = spec.get("Mode") or {}
+    if "Replicated" not in mode:
+        return None
+    replicas = (mode.get("Replicated") or {}).get("Replicas", 1)
+    return replicas if isinstance(replicas, int) else None

@@ -36,6 +36,7 @@ def swarm(docker_engine: PrivateDocker, tmp_path_factory: pytest.TempPathFactory
 
 @pytest.fixture
 def host(
+    request: pytest.FixtureRequest,
     tmp_path: Path,
     swarm: PrivateSwarm,
     registry: LocalRegistry,
@@ -50,7 +51,8 @@ def host(
     bed = swarm_mode(ControllerHost(tmp_path, swarm.engine, registry, manifest_repo, ssh_key), swarm)
     bed.publish("initial", dev=images["healthy-a"], prod=images["healthy-a"])
     yield bed
-    assert swarm.max_running_at_once(since=since, env="prod") <= 1
+    if request.node.get_closest_marker("runs_two_by_hand") is None:
+        assert swarm.max_running_at_once(since=since, env="prod") <= 1
 
 
 def image_of(swarm: PrivateSwarm) -> str:
@@ -142,6 +144,25 @@ def test_a_service_widened_by_hand_is_repaired_to_the_controllers_spec(
     spec = swarm.service(SERVICE)["Spec"]["TaskTemplate"]["ContainerSpec"]  # type: ignore[index]
     assert not spec.get("CapabilityAdd") and not spec.get("User"), spec
     assert {m["Type"] for m in spec["Mounts"]} == {"bind"}, spec["Mounts"]
+    assert running_images(swarm) == [images["healthy-a"]]
+    repairs = len([e for e in host.audit() if e["event"] == "drift_repaired"])
+    assert host.sync() == 0 and len([e for e in host.audit() if e["event"] == "drift_repaired"]) == repairs
+
+
+@pytest.mark.runs_two_by_hand
+def test_a_service_scaled_by_hand_is_repaired_to_one_runtime(
+    host: ControllerHost, swarm: PrivateSwarm, images: dict[str, str]
+) -> None:
+    assert host.sync() == 0
+    swarm.engine.cli("service", "scale", "--detach", f"{SERVICE}=2")
+    deadline = time.monotonic() + 60
+    while len(running_images(swarm)) < 2 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert len(running_images(swarm)) == 2  # two runtimes on one database: what the repair must end
+    assert host.sync() == 0
+    event = [e for e in host.audit() if e["event"] == "drift_repaired"][-1]
+    assert "replicas 2" in event["drift"], event
+    assert swarm.service(SERVICE)["Spec"]["Mode"] == {"Replicated": {"Replicas": 1}}  # type: ignore[index]
     assert running_images(swarm) == [images["healthy-a"]]
     repairs = len([e for e in host.audit() if e["event"] == "drift_repaired"])
     assert host.sync() == 0 and len([e for e in host.audit() if e["event"] == "drift_repaired"]) == repairs

@@ -89,6 +89,9 @@ def test_a_changed_env_in_the_manifest_is_a_replace() -> None:
         ({"privileges": Privileges(security_opt=("seccomp=unconfined",))}, ("security options seccomp=unconfined",)),
         ({"privileges": Privileges(user="root")}, ("user root",)),
         ({"privileges": Privileges(extra_mounts=("tmpfs /run/x",))}, ("mounts tmpfs /run/x",)),
+        ({"replicas": 2}, ("replicas 2",)),
+        ({"replicas": 0}, ("replicas 0",)),
+        ({"replicas": None}, ("global mode",)),
     ],
 )
 def test_drift_under_an_unchanged_manifest_is_a_repair(changes: dict[str, object], drift: tuple[str, ...]) -> None:
@@ -151,3 +154,11 @@ def test_a_device_cgroup_rule_is_drift_like_a_device() -> None:
     decided = plan(desired(), actual(desired(), privileges=granted), deployed=True)
     assert decided.drift == ("devices cgroup rule a *:* rwm",)
     assert _privileges({}, {"DeviceCgroupRules": None, "Devices": []}, image_user="") == Privileges()
+
+
+def test_a_swarm_service_scaled_or_global_is_read_as_such() -> None:
+    from controller.engine.swarm import _replicas  # noqa: PLC0415 the adapter's mapping, no engine needed
+
+    assert _replicas({"Mode": {"Replicated": {"Replicas": 1}}}) == 1
+    assert _replicas({"Mode": {"Replicated": {"Replicas": 2}}}) == 2
+    assert _replicas({"Mode": {"Global": {}}}) is None
