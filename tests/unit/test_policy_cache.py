@@ -21,9 +21,7 @@ def keys(tmp_path_factory: pytest.TempPathFactory) -> tuple[SshKey, SshKey]:
 
 
 def _load(cache: PolicyCache, trust: Path) -> TrustPolicy:
-    return cache.load(
-        allowed_signers=trust / "allowed_signers", openpgp_keys=None, revoked_keys=trust / "revoked_keys"
-    )
+    return cache.load(allowed_signers=trust / "allowed_signers", openpgp_keys=None, revoked_keys=trust / "revoked_keys")
 
 
 def _principals(policy: TrustPolicy) -> list[str]:
