@@ -89,7 +89,7 @@ def record(
     previous: Status, did: PassReport, *, now: datetime, stale_after: timedelta
 ) -> tuple[Status, list[AuditEvent]]:
     """The new status and the audit events for one pass; ``previous`` is not changed."""
-    status = previous.model_copy(deep=True)
+    status = own_copy(previous)
     events: list[AuditEvent] = []
     if did.recovered:
         events.append(AuditEvent("recovered", {"reason": did.recovered}))
@@ -110,6 +110,15 @@ def record(
     status.updated_at = now
     status.sync, status.health = sync_of(status), health_of(status.container)
     return status, events
+
+
+def own_copy(status: Status) -> Status:
+    """A copy ``record`` may change without touching ``status``: its own top level and ``source``.
+
+    The only part changed in place is ``source``; every other part is replaced
+    whole, so sharing it with ``status`` is safe and spares a deep copy per pass.
+    """
+    return status.model_copy(update={"source": status.source.model_copy()})
 
 
 def held(result: PassResult) -> bool:

@@ -12,6 +12,7 @@ manifest repository is refused before a byte of it is read.
 from __future__ import annotations
 
 import os
+import shutil
 import string
 import subprocess
 from pathlib import Path
@@ -58,6 +59,8 @@ class GitSource:
         self.timeout = timeout
         self.env = env or {}
         self._repo: git.Repo | None = None
+        self._env: dict[bytes, bytes] | None = None
+        self._git_path: str | None = None
 
     @property
     def tracking_ref(self) -> str:
@@ -82,15 +85,34 @@ class GitSource:
         of what a no-change pass costs besides the fetch.  The environment is
         GitPython's (``LC_ALL=C``), so git's messages read the same.
         """
-        env = {**os.environ, "LANGUAGE": "C", "LC_ALL": "C", **_QUIET_GIT, **self.env}
+        env = self._git_env()
         with pass_lock(self.lock):  # waits for another process's fetch, at most its timeout
             self.repo()  # the cache exists before git is run in it; created by one process only
             self._fetch(env)
             return self._fetched_head() or self._peeled_head()  # read before another fetch moves it
 
-    def _fetch(self, env: dict[str, str]) -> None:
+    def _git_env(self) -> dict[bytes, bytes]:
+        """git's environment, encoded once: the process's (read at the first fetch), C messages, never a prompt.
+
+        Encoded ahead, as are the git executable's full path, because the
+        subprocess module would otherwise encode every variable and search
+        PATH again in each pass.
+        """
+        if self._env is None:
+            text = {**os.environ, "LANGUAGE": "C", "LC_ALL": "C", **_QUIET_GIT, **self.env}
+            self._env = {os.fsencode(k): os.fsencode(v) for k, v in text.items()}
+        return self._env
+
+    def _git(self, env: dict[bytes, bytes]) -> str:
+        """The git executable's path as the environment's PATH finds it (looked up again after a failed start)."""
+        if self._git_path is None:
+            path = env.get(b"PATH")
+            self._git_path = shutil.which(GIT, path=os.fsdecode(path) if path is not None else None) or GIT
+        return self._git_path
+
+    def _fetch(self, env: dict[bytes, bytes]) -> None:
         refspec = f"+refs/heads/{self.branch}:{self.tracking_ref}"
-        command = [GIT, "fetch", "--quiet", "--no-tags", "--prune", self.url, refspec]
+        command = [self._git(env), "fetch", "--quiet", "--no-tags", "--prune", self.url, refspec]
         try:
             done = subprocess.run(
                 command,
@@ -98,7 +120,8 @@ class GitSource:
                 cwd=self.path,
                 env=env,
                 stdin=subprocess.DEVNULL,
-                capture_output=True,
+                stdout=subprocess.DEVNULL,  # --quiet: nothing; only stderr carries the reason of a failure
+                stderr=subprocess.PIPE,
                 timeout=self.timeout,
             )
         except subprocess.TimeoutExpired:
@@ -106,6 +129,7 @@ class GitSource:
                 f"fetching {self.branch} failed: git fetch did not finish within {self.timeout}s"
             ) from None
         except OSError as exc:
+            self._git_path = None  # moved or removed: the next pass looks for it again
             raise SourceError(f"fetching {self.branch} failed: cannot run git: {exc.strerror}") from None
         if done.returncode != 0:
             text = " ".join(done.stderr.decode("utf-8", "replace").split())[-300:]

@@ -301,3 +301,23 @@ def test_untrusted_text_is_bounded_and_escaped_in_the_status() -> None:
     assert len(attempt.reason) <= 300 and "\x1b" not in attempt.reason and attempt.reason.startswith("namespace")
     assert len(attempt.logs.splitlines()) == 50 and all(len(line) <= 300 for line in attempt.logs.splitlines())
     assert "\x1b" not in attempt.logs and attempt.logs.splitlines()[-1].startswith("\\x1b[31mline 499")
+
+
+def test_a_no_change_pass_after_a_fetch_error_clears_it_in_the_new_status_only() -> None:
+    before = previous()
+    before.source.last_error, before.source.fetched_at = "fetching main failed: timeout", NOW - timedelta(hours=1)
+    before.source.stale = True
+    status, _ = record(
+        before, did("unchanged", head=OLD, target=OLD, signer="alice", image=IMAGE), now=NOW, stale_after=STALE_AFTER
+    )
+    assert (status.source.last_error, status.source.fetched_at, status.source.stale) == (None, NOW, False)
+    assert before.source.last_error == "fetching main failed: timeout" and before.source.stale  # its own source
+    assert status.source is not before.source
+
+
+def test_a_no_change_pass_records_a_new_head_it_did_not_act_on() -> None:
+    before = previous(quarantined=f"{NEW}:h")  # the new head is held: the pass repairs with the applied revision
+    report = did("unchanged", head=NEW, target=OLD, signer="alice", image=IMAGE)
+    status, _ = record(before, report, now=NOW, stale_after=STALE_AFTER)
+    assert (status.source.head, before.source.head) == (NEW, OLD)
+    assert status.updated_at == NOW and before.updated_at == NOW - timedelta(minutes=1)

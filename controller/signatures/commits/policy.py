@@ -149,6 +149,41 @@ def _read(path: Path | None, *, required: bool) -> bytes:
         raise Refused(f"trust file {path} is unreadable: {exc.strerror}", code=Reason.UNTRUSTED_SIGNER) from None
 
 
+FileKey = tuple[str, int, int, int, int] | tuple[str, None]
+
+
+def file_key(path: Path | None) -> FileKey | None:
+    """What tells one version of a trust file from another without reading it: inode, size, mtime, ctime."""
+    if path is None:
+        return None
+    try:
+        info = path.stat()
+    except OSError:
+        return (str(path), None)  # missing or unreadable: ``TrustPolicy.load`` says which, every time
+    return (str(path), info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
+
+
+class PolicyCache:
+    """The last loaded trust policy, kept while its files stay as they were when it was read.
+
+    The files are stat'ed before they are read, so a change during the read
+    leaves a key that no longer matches and the next load reads them again.
+    A load that refuses (a missing or bad file) is not kept: it is tried again.
+    """
+
+    def __init__(self) -> None:
+        self._kept: tuple[tuple[FileKey | None, ...], TrustPolicy] | None = None
+
+    def load(self, *, allowed_signers: Path, openpgp_keys: Path | None, revoked_keys: Path | None) -> TrustPolicy:
+        """``TrustPolicy.load``, or the policy loaded before when no file changed since."""
+        key = tuple(file_key(path) for path in (allowed_signers, openpgp_keys, revoked_keys))
+        if self._kept is not None and self._kept[0] == key:
+            return self._kept[1]
+        policy = TrustPolicy.load(allowed_signers=allowed_signers, openpgp_keys=openpgp_keys, revoked_keys=revoked_keys)
+        self._kept = (key, policy)
+        return policy
+
+
 class VerifiedCache:
     """Cryptographic results by commit id: an unchanged head costs no cryptography.
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from controller.config import Config
 from controller.errors import Refused
-from controller.signatures.commits.policy import TrustPolicy, Verdict, VerifiedCache, verify_commits
+from controller.signatures.commits.policy import PolicyCache, TrustPolicy, Verdict, VerifiedCache, verify_commits
 from controller.signatures.images.verifier import ImageVerdict
 from controller.source import GitSource
 
@@ -31,13 +31,21 @@ class Verification:
 
 
 def load_policy(config: Config) -> TrustPolicy:
-    """The trust policy from the host files the config names."""
+    """The trust policy from the host files the config names, parsed again only when one of them changed.
+
+    Each pass stats the files; a file replaced, edited, created or removed
+    since the last load (another inode, size, mtime or ctime) is read again, so
+    a change counts from the next pass, as a re-read at every pass would.
+    """
     trust = config.trust
-    return TrustPolicy.load(
+    return _POLICIES.load(
         allowed_signers=Path(trust.allowed_signers),
         openpgp_keys=Path(trust.openpgp_keys) if trust.openpgp_keys else None,
         revoked_keys=Path(trust.revoked_keys) if trust.revoked_keys else None,
     )
+
+
+_POLICIES = PolicyCache()
 
 
 def commits_to_verify(source: GitSource, *, mode: str, applied: str | None, head: str) -> list[str]:
