@@ -83,3 +83,10 @@ def test_at_most_22_modules_sit_directly_in_the_package() -> None:
 def test_the_service_holds_the_operations_only() -> None:
     lines = (ROOT / "controller" / "service.py").read_text().count("\n")
     assert lines <= 350, f"controller/service.py has {lines} lines: composition goes to wiring, writing to records"
+
+
+def test_a_host_without_keyless_signatures_never_loads_sigstore() -> None:
+    """sigstore-python costs every process ~10 MB and 0.15 s: only a keyless check may load it."""
+    probe = "import sys, controller.cli, controller.service, controller.daemon; print('sigstore' in sys.modules)"
+    loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=ROOT)
+    assert loaded.stdout.strip() == "False", loaded.stderr

@@ -10,26 +10,25 @@ the policy here is the controller's own (``controller.signatures.images.keyless.
 What the bundle signed must name exactly the declared digest: a DSSE envelope's in-toto statement
 (checked by ``controller.signatures.images.cosign.check_statement``), or a message signature whose
 message digest *is* the image manifest's digest.
+
+sigstore-python is imported at first use: a host without keyless signatures never loads it (it
+costs a process about 10 MB and 0.15 s at start).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
-
-from sigstore.errors import Error as SigstoreError
-from sigstore.errors import VerificationError
-from sigstore.hashes import Hashed
-from sigstore.models import Bundle
-from sigstore.models import TrustedRoot as SigstoreTrustedRoot
-from sigstore.verify import Verifier
-from sigstore_models.common.v1 import HashAlgorithm
+from typing import TYPE_CHECKING, Any
 
 from controller.errors import ConfigError, Reason, Refused
 from controller.signatures.images.cosign import MAX_BUNDLE_BYTES, Unreadable, check_statement
 from controller.signatures.images.keyless import KeylessIdentity, KeylessSigner, match_identity
 from controller.signatures.images.trusted_root import TrustedRoot
+
+if TYPE_CHECKING:
+    from sigstore.models import Bundle
+    from sigstore.verify import Verifier
 
 
 @dataclass(frozen=True)
@@ -42,6 +41,10 @@ class BundleTrust:
     @classmethod
     def load(cls, path: str) -> BundleTrust:
         """The verifier for ``path``; a root sigstore-python cannot read is a ``ConfigError`` naming it."""
+        from sigstore.errors import Error as SigstoreError  # noqa: PLC0415 loaded only where keyless is on
+        from sigstore.models import TrustedRoot as SigstoreTrustedRoot  # noqa: PLC0415
+        from sigstore.verify import Verifier  # noqa: PLC0415
+
         try:
             return cls(path, Verifier(trusted_root=SigstoreTrustedRoot.from_file(path)))
         except (OSError, ValueError, SigstoreError) as exc:
@@ -66,6 +69,8 @@ class _IdentityPolicy:
 
     def verify(self, cert: Any) -> None:
         """Raise sigstore's ``VerificationError`` unless the certificate is a configured identity."""
+        from sigstore.errors import VerificationError  # noqa: PLC0415 loaded only where keyless is on
+
         try:
             self.matched.append(match_identity(cert, self.identities))
         except Refused as exc:
@@ -85,6 +90,10 @@ def check_keyless_bundle(
     A message-signature bundle counts only when ``predicate_types`` allow a plain signature (the
     cosign signing type): it says nothing of provenance.
     """
+    from sigstore.errors import Error as SigstoreError  # noqa: PLC0415 loaded only where keyless is on
+    from sigstore.hashes import Hashed  # noqa: PLC0415
+    from sigstore_models.common.v1 import HashAlgorithm  # noqa: PLC0415
+
     parsed = _parse(bundle)
     policy = _IdentityPolicy(identities)
     try:
@@ -106,6 +115,9 @@ def check_keyless_bundle(
 
 
 def _parse(bundle: bytes) -> Bundle:
+    from sigstore.errors import Error as SigstoreError  # noqa: PLC0415 loaded only where keyless is on
+    from sigstore.models import Bundle  # noqa: PLC0415
+
     if len(bundle) > MAX_BUNDLE_BYTES:
         raise Unreadable(f"bundle is larger than {MAX_BUNDLE_BYTES} bytes", code=Reason.BAD_IMAGE_SIGNATURE)
     try:
