@@ -468,7 +468,7 @@ def cmd_verify_image(args: argparse.Namespace) -> int:
     else:
         print(f"trusted: {args.image} signed by {verdict.image_signer} ({verdict.format})")
         if source:
-            print(f"built from {source['repository']} {source['ref'] or ''} {source['commit'] or ''}".rstrip())
+            print("built from " + " ".join(str(source[k]) for k in ("repository", "ref", "commit") if source[k]))
     return EXIT_OK
 
 
