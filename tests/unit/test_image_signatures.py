@@ -140,6 +140,17 @@ def test_message_signature_bundles_verify_and_the_fingerprint_is_sigstores_key_h
         check_message_bundle(raw, artifact=b"other bytes", keys=[trusted])
 
 
+def test_a_message_signature_bundle_offered_for_an_image_is_a_verdict_not_a_registry_fault() -> None:
+    from controller.signatures.images.cosign import Unreadable  # noqa: PLC0415 the retry marker itself
+
+    raw = (DATA / "sigstore-conformance/managed-key-happy-path/bundle.sigstore.json").read_bytes()
+    trusted = load_cosign_key(DATA / "sigstore-conformance/managed-key-happy-path/key.pub")
+    for keys in ([trusted], []):  # with the key, and on a host that trusts keyless identities only
+        with pytest.raises(Refused, match="message signature") as refused:
+            check_image_bundle(raw, digest=DIGEST, keys=keys)
+        assert not isinstance(refused.value, Unreadable)  # quarantined with its reason, not retried for ever
+
+
 def test_the_conformance_wrong_key_case_ships_a_key_that_cannot_be_loaded() -> None:
     with pytest.raises(ConfigError, match="not a readable PEM public key"):
         load_cosign_key(DATA / "sigstore-conformance/managed-key-wrong-key_fail/key.pub")

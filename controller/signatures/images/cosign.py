@@ -156,7 +156,11 @@ def check_statement(
 
 def open_dsse_bundle(bundle: bytes, *, keys: Sequence[CosignKey]) -> tuple[str, bytes, CosignKey]:
     """Payload type, payload and signer of a bundle's DSSE envelope, once its signature verifies."""
-    envelope = _field(_bundle(bundle), "dsseEnvelope", dict, what="bundle")
+    document = _bundle(bundle)
+    if "dsseEnvelope" not in document and isinstance(document.get("messageSignature"), dict):
+        # A well-formed bundle of a kind no image check takes: a verdict, not the registry's fault.
+        raise _refused("bundle is a message signature; a key-based image signature is a DSSE in-toto statement")
+    envelope = _field(document, "dsseEnvelope", dict, what="bundle")
     payload = _b64(_field(envelope, "payload", str, what="bundle envelope"), what="bundle envelope payload")
     payload_type = _field(envelope, "payloadType", str, what="bundle envelope")
     signed = pae(payload_type.encode(), payload)
