@@ -32,6 +32,7 @@ from controller.signatures import signing
 from controller.signatures.commits import sshsig
 from controller.signatures.commits.allowed_signers import AllowedSigner, parse_allowed_signers
 from controller.signatures.commits.openpgp import OpenPgpKeyring
+from controller.signatures.commits.policy import read_trust_file
 from controller.signatures.commits.revocations import Revocations, parse_revoked_keys
 from controller.source import clone_facts
 from controller.untrusted import bounded
@@ -188,18 +189,9 @@ def _check_one_person_per_key(signers: Sequence[AllowedSigner], path: Path) -> N
 
 
 def _read(path: Path | None, *, required: bool) -> bytes:
-    if path is None:
-        return b""
-    try:
-        return path.read_bytes()
-    except FileNotFoundError:
-        if required:
-            raise Refused(
-                f"approvers file {path} is missing: no one can approve", code=Reason.BAD_TRUST_POLICY
-            ) from None
-        return b""
-    except OSError as exc:
-        raise Refused(f"approvers file {path} is unreadable: {exc.strerror}", code=Reason.BAD_TRUST_POLICY) from None
+    return read_trust_file(
+        path, required=required, name="approvers file", consequence="no one can approve", code=Reason.BAD_TRUST_POLICY
+    )
 
 
 # -- counting ---------------------------------------------------------------------------------------

@@ -73,9 +73,9 @@ class TrustPolicy:
     @classmethod
     def load(cls, *, allowed_signers: Path, openpgp_keys: Path | None, revoked_keys: Path | None) -> TrustPolicy:
         """Read the trust files; a missing allowed_signers file refuses every commit, a bad line the policy."""
-        signers_text = _read(allowed_signers, required=True)
-        openpgp_data = _read(openpgp_keys, required=False)
-        revoked_data = _read(revoked_keys, required=False)
+        signers_text = read_trust_file(allowed_signers, required=True)
+        openpgp_data = read_trust_file(openpgp_keys, required=False)
+        revoked_data = read_trust_file(revoked_keys, required=False)
         digest = hashlib.sha256()
         for part in (signers_text, openpgp_data, revoked_data):
             digest.update(hashlib.sha256(part).digest())
@@ -136,17 +136,25 @@ class TrustPolicy:
         raise Refused(f"SSH key {short} {reason} (by the controller's clock)", code=Reason.EXPIRED_KEY)
 
 
-def _read(path: Path | None, *, required: bool) -> bytes:
+def read_trust_file(
+    path: Path | None,
+    *,
+    required: bool,
+    name: str = "trust file",
+    consequence: str = "no signer is trusted",
+    code: Reason = Reason.UNTRUSTED_SIGNER,
+) -> bytes:
+    """A trust file's bytes (empty when ``path`` is None, or missing and not ``required``); else ``Refused``."""
     if path is None:
         return b""
     try:
         return path.read_bytes()
     except FileNotFoundError:
         if required:
-            raise Refused(f"trust file {path} is missing: no signer is trusted", code=Reason.UNTRUSTED_SIGNER) from None
+            raise Refused(f"{name} {path} is missing: {consequence}", code=code) from None
         return b""
     except OSError as exc:
-        raise Refused(f"trust file {path} is unreadable: {exc.strerror}", code=Reason.UNTRUSTED_SIGNER) from None
+        raise Refused(f"{name} {path} is unreadable: {exc.strerror}", code=code) from None
 
 
 FileKey = tuple[str, int, int, int, int] | tuple[str, None]
