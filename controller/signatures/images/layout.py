@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 from controller.errors import Reason, Refused, Retryable
-from controller.signatures.images.cosign import BUNDLE_MEDIA_TYPES, MAX_BUNDLE_BYTES
+from controller.signatures.images.cosign import BUNDLE_MEDIA_TYPES, MAX_BUNDLE_BYTES, Unreadable
 from controller.signatures.registry import RegistryClient
 
 MAX_MANIFEST_BYTES = 256 * 1024
@@ -150,3 +150,32 @@ def refused(reason: str) -> Refused:
 def fault(reason: str) -> Retryable:
     """The registry's answer is no signature document: retried like an outage, never a verdict."""
     return Retryable(f"registry answer is not a valid signature document: {reason}", code=Reason.REGISTRY_UNAVAILABLE)
+
+
+T = TypeVar("T")
+
+
+def first_valid(candidates: Iterable[Callable[[], T]], *, host: str, nothing: str, invalid: str) -> T:
+    """The first candidate that verifies; a refusal or a registry fault in one hides no other.
+
+    With none valid: the registry's first fault (``Retryable``: a valid one may hide behind it),
+    else ``Refused`` — ``ImageUnsigned`` saying ``nothing`` when there was no candidate at all,
+    ``UntrustedImageSignature`` saying ``invalid`` with every candidate's reason otherwise.  A
+    document no signer could judge (``Unreadable``) is the registry's fault, not a verdict.
+    """
+    reasons: list[str] = []
+    outage: Retryable | None = None
+    for candidate in candidates:
+        try:
+            return candidate()
+        except Unreadable as exc:
+            outage = outage or Retryable(f"registry {host}: {exc}", code=Reason.REGISTRY_UNAVAILABLE)
+        except Refused as exc:
+            reasons.extend(exc.reasons)
+        except Retryable as exc:
+            outage = outage or exc
+    if outage is not None:
+        raise outage
+    if not reasons:
+        raise Refused(nothing, code=Reason.IMAGE_UNSIGNED)
+    raise Refused([invalid, *unique(reasons)], code=Reason.UNTRUSTED_IMAGE_SIGNATURE)

@@ -24,17 +24,17 @@ from typing import Any
 
 from controller.errors import Reason, Refused, Retryable
 from controller.signatures.images.bundles import Keyless, check_keyless_bundle
-from controller.signatures.images.cosign import MAX_BUNDLE_BYTES, Unreadable
+from controller.signatures.images.cosign import MAX_BUNDLE_BYTES
 from controller.signatures.images.keyless import KeylessIdentity, check_classic_attestation
 from controller.signatures.images.layout import (
     ImageReference,
     bounded_descriptor,
     bundle_documents,
     fault,
+    first_valid,
     refused,
     reraise,
     tagged_layers,
-    unique,
 )
 from controller.signatures.registry import RegistryClient
 
@@ -123,25 +123,19 @@ def verify_provenance(
     attestations, ``cosign attest`` with bundles), each signed keylessly by one of ``policy.identities``.
     A registry fault in one attestation hides no other: it is raised (``Retryable``) only when none fits.
     """
-    reasons: list[str] = []
-    outage: Retryable | None = None
-    for statement in _attestations(image, registry, keyless=keyless, policy=policy):
-        try:
-            return check_source(statement(), repository=policy.repository, ref=policy.ref)
-        except Unreadable as exc:  # before any identity judged it: the registry served no attestation
-            outage = outage or Retryable(f"registry {image.host}: {exc}", code=Reason.REGISTRY_UNAVAILABLE)
-        except Refused as exc:
-            reasons.extend(exc.reasons)
-        except Retryable as exc:
-            outage = outage or exc
-    if outage is not None:  # a provenance may hide behind the fault: no verdict until the registry answers
-        raise outage
-    if not reasons:
-        raise Refused(f"image {image.digest} carries no provenance attestation", code=Reason.IMAGE_UNSIGNED)
-    raise Refused(
-        [f"image {image.digest} carries no valid provenance attestation for {policy.repository}", *unique(reasons)],
-        code=Reason.UNTRUSTED_IMAGE_SIGNATURE,
+    return first_valid(
+        (
+            partial(_fitting, statement, policy)
+            for statement in _attestations(image, registry, keyless=keyless, policy=policy)
+        ),
+        host=image.host,
+        nothing=f"image {image.digest} carries no provenance attestation",
+        invalid=f"image {image.digest} carries no valid provenance attestation for {policy.repository}",
     )
+
+
+def _fitting(statement: Statement, policy: Provenance) -> ImageSource:
+    return check_source(statement(), repository=policy.repository, ref=policy.ref)
 
 
 Statement = Callable[[], dict[str, Any]]  # one verified attestation's in-toto statement, or Refused

@@ -27,13 +27,12 @@ from pathlib import Path
 from typing import Literal
 
 from controller.config import ImageConfig, KeylessIdentityConfig
-from controller.errors import ConfigError, Reason, Refused, Retryable
+from controller.errors import ConfigError, Refused, Retryable
 from controller.signatures.images.bundles import BundleTrust, Keyless, check_keyless_bundle
 from controller.signatures.images.cosign import (
     MAX_PAYLOAD_BYTES,
     SIGN_PREDICATE_TYPE,
     CosignKey,
-    Unreadable,
     check_image_bundle,
     check_simple_signing,
     load_cosign_keys,
@@ -44,9 +43,9 @@ from controller.signatures.images.layout import (
     bounded_descriptor,
     bundle_documents,
     fault,
+    first_valid,
     reraise,
     tagged_layers,
-    unique,
 )
 from controller.signatures.images.provenance import ImageSource, Provenance, verify_provenance
 from controller.signatures.images.trusted_root import load_trusted_root
@@ -155,31 +154,15 @@ def verify_image(
     if image.host != registry.host:
         raise ValueError(f"registry client for {registry.host} cannot check {image.host}")
     signers = Signers(keys, keyless)
-    reasons: list[str] = []
-    outage: Retryable | None = None
-    for candidate in _candidates(image, registry, signers=signers):
-        try:
-            verdict = candidate()
-        except Unreadable as exc:  # before any signer judged it: the registry served no signature document
-            outage = outage or Retryable(f"registry {image.host}: {exc}", code=Reason.REGISTRY_UNAVAILABLE)
-            continue
-        except Refused as exc:
-            reasons.extend(exc.reasons)
-            continue
-        except Retryable as exc:
-            outage = outage or exc
-            continue
-        if provenance is None or keyless is None:
-            return verdict
-        return replace(verdict, source=verify_provenance(image, registry, keyless=keyless, policy=provenance))
-    if outage is not None:  # a signature may hide behind the fault: no verdict until the registry answers
-        raise outage
-    if not reasons:
-        raise Refused(f"image {image.digest} carries no cosign signature", code=Reason.IMAGE_UNSIGNED)
-    raise Refused(
-        [f"image {image.digest} carries no valid cosign signature by a configured {_whom(signers)}", *unique(reasons)],
-        code=Reason.UNTRUSTED_IMAGE_SIGNATURE,
+    verdict = first_valid(
+        _candidates(image, registry, signers=signers),
+        host=image.host,
+        nothing=f"image {image.digest} carries no cosign signature",
+        invalid=f"image {image.digest} carries no valid cosign signature by a configured {_whom(signers)}",
     )
+    if provenance is None or keyless is None:
+        return verdict
+    return replace(verdict, source=verify_provenance(image, registry, keyless=keyless, policy=provenance))
 
 
 Candidate = Callable[[], ImageVerdict]  # one signature, checked later so one refusal hides no other
