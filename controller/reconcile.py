@@ -93,6 +93,7 @@ class PassContext:
     guard: str | None = None  # the newest applied revision the history must descend from
     records: tuple[str, ...] = ()  # every record of the applied revision; the target descends from each
     host_digest: str = ""
+    earlier_digests: tuple[str, ...] = ()  # what earlier releases computed, so their quarantines hold
     content: str | None = None  # the head's desired container, as the quarantine knows it
     verdict: Verdict | None = None
     rewrite_allowed_over: str | None = None
@@ -182,10 +183,11 @@ class Pass:
         """The head, unless it was refused before its content was known (then the applied revision)."""
         ctx = self.ctx
         ctx.host_digest = host_digest(self.config)
+        ctx.earlier_digests = earlier_host_digests(self.config)
         self._running = running_container(self.world.engine)  # the plan reuses it: one engine call per pass
         ctx.records = remembered_revisions(self.config, ctx.status, self._running)
         ctx.guard = newest_revision(ctx.records, self.world.source)
-        quarantined = ctx.status.quarantined == f"{ctx.head}:{ctx.host_digest}"
+        quarantined = ctx.status.quarantined in {f"{ctx.head}:{d}" for d in (ctx.host_digest, *ctx.earlier_digests)}
         if quarantined and not ctx.options.force:
             self._fall_back_to_applied()
         else:
@@ -269,7 +271,8 @@ class Pass:
         if ctx.target != ctx.head:
             return
         ctx.content = content_key(self._desired(), host=ctx.host_digest)
-        if ctx.options.force or ctx.status.quarantined != f"content:{ctx.content}":
+        earlier = {content_key(self._desired(), host=d) for d in ctx.earlier_digests}
+        if ctx.options.force or ctx.status.quarantined not in {f"content:{c}" for c in (ctx.content, *earlier)}:
             return
         self._fall_back_to_applied()
         self.load_manifest()
@@ -549,22 +552,57 @@ def content_key(desired: DesiredContainer, *, host: str) -> str:
 
 
 def host_digest(config: Config) -> str:
-    """SHA-256 of what on the host a refusal may depend on: trust files, cosign keys, the keyless trusted
-    root, approvers, ``.env``, and the image and approvals settings (identities, provenance, threshold)."""
+    """SHA-256 of what on the host a refusal may depend on: trust files, cosign keys, approvers, ``.env``
+    and, when set, the keyless settings (trusted root, identities) and the provenance policy.
+
+    What an earlier release covered is hashed as it hashed it, so a quarantine it wrote still holds.
+    """
+    digest = hashlib.sha256()
+    trust, signatures = config.trust, config.image.signatures
+    cosign = signatures.keys if signatures else []
+    approvers = (config.approvals.approvers, config.approvals.openpgp_keys) if config.approvals else ()
+    files = [
+        trust.allowed_signers,
+        trust.openpgp_keys,
+        trust.revoked_keys,
+        *cosign,
+        *approvers,
+        str(config.paths.dotenv),
+    ]
+    keyless = signatures.keyless if signatures else None
+    if keyless is not None:
+        files.append(keyless.trusted_root)
+        digest.update(keyless.model_dump_json().encode())
+    if config.image.provenance is not None:
+        digest.update(config.image.provenance.model_dump_json().encode())
+    for name in files:
+        digest.update(_file_bytes(name))
+    return digest.hexdigest()[:16]
+
+
+def earlier_host_digests(config: Config) -> tuple[str, ...]:
+    """The host digest as the release of 2026-12-05 (73b9bd7) computed it: its quarantines hold too.
+
+    It hashed the ``image`` and ``approvals`` settings always, and the keyless trusted root among the files.
+    """
     digest = hashlib.sha256()
     trust, signatures = config.trust, config.image.signatures
     cosign = signatures.keys if signatures else []
     root = (signatures.keyless.trusted_root,) if signatures and signatures.keyless else ()
     approvers = (config.approvals.approvers, config.approvals.openpgp_keys) if config.approvals else ()
-    files = (trust.allowed_signers, trust.openpgp_keys, trust.revoked_keys, *cosign, *root, *approvers)
     digest.update(config.image.model_dump_json().encode())
     digest.update(config.approvals.model_dump_json().encode() if config.approvals else b"")
-    for name in (*files, str(config.paths.dotenv)):
-        try:
-            digest.update(Path(name).read_bytes() if name else b"")
-        except OSError:
-            digest.update(b"\0missing")
-    return digest.hexdigest()[:16]
+    for name in (trust.allowed_signers, trust.openpgp_keys, trust.revoked_keys, *cosign, *root, *approvers):
+        digest.update(_file_bytes(name))
+    digest.update(_file_bytes(str(config.paths.dotenv)))
+    return (digest.hexdigest()[:16],)
+
+
+def _file_bytes(name: str | None) -> bytes:
+    try:
+        return Path(name).read_bytes() if name else b""
+    except OSError:
+        return b"\0missing"
 
 
 def _newest_snapshot(folder: Path) -> str | None:

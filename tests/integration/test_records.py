@@ -22,6 +22,8 @@ from testbed import manifest_text, ssh_sign, with_signature
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PREVIOUS_RELEASE = "e3b072e"  # 0.1.0: wrote status.json without a watermark or an audit anchor
 LAST_FLAT_RELEASE = "590ce1b"  # the last release with every module flat in controller/
+RELEASE_BEFORE_KEYLESS = "cd76640"  # the last release before keyless image signatures
+FIRST_KEYLESS_RELEASE = "73b9bd7"  # hashed the image settings into the quarantine key
 
 
 @pytest.fixture
@@ -257,3 +259,17 @@ def test_a_host_run_by_the_last_flat_release_upgrades_in_place(
     assert cli("rollback", snapshot.id, host=host, capsys=capsys)[0] == 0
     assert host.image() == images["healthy-a"] and host.status().suspended
     assert cli("history", "--verify", host=host, capsys=capsys)[0] == 0
+
+
+@pytest.mark.parametrize("release", [RELEASE_BEFORE_KEYLESS, FIRST_KEYLESS_RELEASE])
+def test_a_release_an_earlier_release_rolled_back_stays_quarantined_after_the_upgrade(
+    host: Host, images: dict[str, str], tmp_path: Path, release: str
+) -> None:
+    assert run_previous_release(host, tmp_path, "sync", release=release) == 0
+    host.publish("broken", prod=images["exits"])
+    assert run_previous_release(host, tmp_path, "sync", release=release) == 4  # rolled back
+    running, events = host.running(), len(host.audit())
+    assert host.status().quarantined is not None
+    assert host.sync() == 0  # the new release keeps the quarantine: the broken release is not tried again
+    assert host.running()["Id"] == running["Id"] and host.image() == images["healthy-a"]
+    assert len(host.audit()) == events
