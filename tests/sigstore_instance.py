@@ -72,6 +72,7 @@ class Tamper:
     digest: str | None = None  # sign a payload naming another digest
     expired: bool = False  # the certificate ended before the log's integrated time
     chain_outside_root: bool = False  # issued by a CA that only the chain annotation offers
+    sct: bool = False  # the embedded SCT signs another certificate than the one issued
 
 
 @dataclass
@@ -156,6 +157,7 @@ class SigstoreInstance:
         at: datetime,
         expired: bool = False,
         outside_root: tuple[ec.EllipticCurvePrivateKey, x509.Certificate] | None = None,
+        bad_sct: bool = False,
     ) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
         """A Fulcio-shaped certificate for ``subject``, valid ten minutes from ``at`` (or ended before it)."""
         ca_key, ca = outside_root or (self.ca_key, self.ca)
@@ -169,7 +171,6 @@ class SigstoreInstance:
             .public_key(key.public_key())
             .serial_number(x509.random_serial_number())
             .not_valid_before(start)
-            .not_valid_after(start + timedelta(minutes=10))
             .add_extension(x509.KeyUsage(True, False, False, False, False, False, False, False, False), critical=True)
             .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CODE_SIGNING]), critical=False)
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
@@ -178,10 +179,14 @@ class SigstoreInstance:
             .add_extension(x509.UnrecognizedExtension(ISSUER_V1, issuer.encode()), critical=False)
             .add_extension(x509.UnrecognizedExtension(ISSUER_V2, _utf8string(issuer)), critical=False)
         )
-        precertificate = builder.sign(ca_key, hashes.SHA256())
+        until = start + timedelta(minutes=10)
+        logged = until + timedelta(minutes=1) if bad_sct else until  # the log saw another certificate
+        precertificate = builder.not_valid_after(logged).sign(ca_key, hashes.SHA256())
         sct = self._sct(precertificate, issuer_key=ca.public_key(), at=start)  # type: ignore[arg-type]
-        certificate = builder.add_extension(x509.UnrecognizedExtension(SCT_OID, sct), critical=False).sign(
-            ca_key, hashes.SHA256()
+        certificate = (
+            builder.not_valid_after(until)
+            .add_extension(x509.UnrecognizedExtension(SCT_OID, sct), critical=False)
+            .sign(ca_key, hashes.SHA256())
         )
         return key, certificate
 
@@ -250,7 +255,9 @@ def classic_keyless_layer(
     if tamper.chain_outside_root:
         rogue_key = ec.generate_private_key(ec.SECP256R1())
         outside = (rogue_key, SigstoreInstance._ca(rogue_key, "test fulcio"))
-    key, certificate = instance.issue(subject, issuer=issuer, at=at, expired=tamper.expired, outside_root=outside)
+    key, certificate = instance.issue(
+        subject, issuer=issuer, at=at, expired=tamper.expired, outside_root=outside, bad_sct=tamper.sct
+    )
     signature = key.sign(payload, ec.ECDSA(hashes.SHA256()))
     body = {
         "apiVersion": "0.0.1",
@@ -284,7 +291,7 @@ def keyless_bundle(
 ) -> bytes:
     """A bundle v0.3: a DSSE envelope around ``statement``, a keyless certificate and a Rekor dsse entry."""
     at = _signed_at()
-    key, certificate = instance.issue(subject, issuer=issuer, at=at, expired=tamper.expired)
+    key, certificate = instance.issue(subject, issuer=issuer, at=at, expired=tamper.expired, bad_sct=tamper.sct)
     payload = json.dumps(statement, separators=(",", ":")).encode()
     pae = b"DSSEv1 %d %b %d %b" % (len(IN_TOTO), IN_TOTO.encode(), len(payload), payload)
     signature = key.sign(pae, ec.ECDSA(hashes.SHA256()))

@@ -10,6 +10,7 @@ the whole check (``ImageVerifier.verify``) against a registry on 127.0.0.1.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import threading
@@ -22,6 +23,7 @@ from typing import Any
 import pytest
 
 from controller.errors import Reason, Refused, Retryable
+from controller.signatures.images.cosign import fingerprint
 from controller.signatures.images.keyless import KeylessIdentity
 from controller.signatures.images.provenance import Provenance
 from controller.signatures.images.verifier import ImageVerifier
@@ -32,6 +34,7 @@ from tests.cosign_signing import (
     OCI_MANIFEST,
     SIMPLE_SIGNING,
     bundle_artifact,
+    make_signing_key,
     simple_signing_payload,
 )
 from tests.sigstore_instance import (
@@ -352,3 +355,28 @@ def test_a_cosign_bundle_beside_a_classic_signature_is_no_provenance(
     documents.bundle(keyless_bundle(instance, cosign_statement("team/app", DIGEST), subject=WORKFLOW))
     with pytest.raises(Refused, match="predicate type"):
         _check(documents, root_file)
+
+
+@pytest.mark.parametrize("signed_by", ["configured key", "keyless identity", "another key"])
+def test_with_keys_and_keyless_identities_configured_either_signer_lets_the_image_through(
+    registry: ThreadingHTTPServer, instance: SigstoreInstance, root_file: Path, tmp_path: Path, signed_by: str
+) -> None:
+    documents = _Documents(registry)
+    key, other = make_signing_key(tmp_path, name="release"), make_signing_key(tmp_path, name="other")
+    if signed_by == "keyless identity":
+        _classic_signature(documents, instance)
+    else:
+        payload = simple_signing_payload(documents.pinned)
+        signature = base64.b64encode((key if signed_by == "configured key" else other).sign(payload)).decode()
+        layer = {"mediaType": SIMPLE_SIGNING, "size": len(payload), "digest": documents.blob(payload)}
+        documents.tagged("sig", {**layer, "annotations": {"dev.cosignproject.cosign/signature": signature}})
+    verifier = ImageVerifier(keys=(str(key.public_path),), trusted_root=str(root_file), identities=(IDENTITY,))
+    registry_client = RegistryClient(documents.host)
+    if signed_by == "another key":
+        with pytest.raises(Refused) as caught:
+            verifier.verify(documents.pinned, registry=registry_client, now=datetime.now(UTC))
+        assert caught.value.code == Reason.UNTRUSTED_IMAGE_SIGNATURE
+        return
+    expected = fingerprint(key.private.public_key()) if signed_by == "configured key" else WORKFLOW
+    verdict = verifier.verify(documents.pinned, registry=registry_client, now=datetime.now(UTC))
+    assert verdict.image_signer.startswith(expected)

@@ -115,6 +115,7 @@ CASES: list[tuple[str, dict[str, object], str]] = [  # "!reason": refused for th
         {"tamper": Tamper(expired=True)},
         "!does not chain|not valid at validation time",
     ),
+    ("SCT for another certificate", {"tamper": Tamper(sct=True)}, "!SCT|certificate transparency|timestamp"),
     ("tampered SET", {"tamper": Tamper(set=True)}, "!signed entry timestamp does not verify|SET: invalid"),
     ("tampered signature", {"tamper": Tamper(signature=True)}, "!another signature|DSSE: invalid signature"),
     ("tampered payload", {"tamper": Tamper(payload=True)}, "!another payload|DSSE: invalid signature"),
