@@ -1,5 +1,8 @@
 """CPU of a no-change pass in a running controller, on a 10,000-commit manifest repo, against ``git fetch``.
 
+The host has a history: 2,000 audit events (years of decisions) before the
+passes are measured, so a pass that read the whole log would show it.
+
 The controller's figure counts its own process and all its children (the
 ``git fetch`` it runs and GitPython's long-lived ``cat-file`` helpers,
 read from /proc), over ``RUNS`` passes, but not the private Docker Engine the
@@ -23,6 +26,7 @@ import resource
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 from bench.common import Result, report
@@ -34,6 +38,7 @@ from controller.service import EnvironmentService
 from testbed import ManifestRepo, make_ssh_key, manifest_text
 
 COMMITS = 10_000
+DECISIONS = 2_000
 PASSES = 1_000
 RUNS = 100
 ENGINE_PROCESSES = frozenset(
@@ -109,6 +114,9 @@ def _setup(box: Sandbox) -> EnvironmentService:
     first = service.sync()
     if first.result != "applied":
         raise SystemExit(f"bench: the first pass did not apply: {first.reason}")
+    at = datetime.now(UTC)
+    for n in range(DECISIONS):
+        service.store.append("refused", {"revision": f"{n:040x}", "reason": "not signed by a trusted key"}, at=at)
     return service
 
 

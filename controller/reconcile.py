@@ -45,7 +45,7 @@ from controller.records.dotenv import read_dotenv
 from controller.records.snapshots import list_snapshot_files
 from controller.records.status import ApprovalsStatus, ContainerStatus, Status, applied_revision, read_watermark
 from controller.rollout.base import Applier, HealthGateFailed, Outcome, checkpoint
-from controller.signatures.commits.policy import Verdict, VerifiedCache
+from controller.signatures.commits.policy import Verdict, VerifiedCache, file_key
 from controller.signatures.commits.verification import load_policy, verify_revision
 from controller.signatures.images.verifier import ImageVerdict
 from controller.source import GitSource
@@ -64,6 +64,24 @@ class PassOptions:
     dry_run: bool = False
 
 
+DEPLOYED_EVENTS = frozenset({"applied", "drift_repaired"})  # the events that name what runs
+
+
+class HostDigests:
+    """``host_digest``, kept while its files stay as they were (stat'ed before they are read) and the
+    settings are the same: a no-change pass reads none of them."""
+
+    def __init__(self) -> None:
+        self._kept: tuple[object, str] | None = None
+
+    def get(self, config: Config) -> str:
+        """The host digest of ``config``'s files and settings as they are now."""
+        key = (_host_settings(config), tuple(file_key(Path(name)) if name else None for name in _host_files(config)))
+        if self._kept is None or self._kept[0] != key:
+            self._kept = (key, host_digest(config))
+        return self._kept[1]
+
+
 @dataclass
 class PassWorld:
     """What a pass acts through; the service builds it, tests choose real or fake parts."""
@@ -78,6 +96,8 @@ class PassWorld:
     image_signer_trusted: Callable[[str], bool] = lambda signer: True  # a recorded signer is still a key
     at_step: Callable[[str], None] = checkpoint
     desired_cache: dict[tuple[str, str], DesiredContainer] = field(default_factory=dict)
+    digests: HostDigests = field(default_factory=HostDigests)
+    deployed: audit.NewestEvent = field(default_factory=lambda: audit.NewestEvent(DEPLOYED_EVENTS))
 
 
 @dataclass
@@ -182,10 +202,11 @@ class Pass:
     def choose_target(self) -> None:
         """The head, unless it was refused before its content was known (then the applied revision)."""
         ctx = self.ctx
-        ctx.host_digest = host_digest(self.config)
-        ctx.earlier_digests = earlier_host_digests(self.config)
+        ctx.host_digest = self.world.digests.get(self.config)
+        if ctx.status.quarantined is not None:  # only a quarantine an earlier release wrote needs them
+            ctx.earlier_digests = earlier_host_digests(self.config)
         self._running = running_container(self.world.engine)  # the plan reuses it: one engine call per pass
-        ctx.records = remembered_revisions(self.config, ctx.status, self._running)
+        ctx.records = remembered_revisions(self.config, ctx.status, self._running, deployed=self.world.deployed)
         ctx.guard = newest_revision(ctx.records, self.world.source)
         quarantined = ctx.status.quarantined in {f"{ctx.head}:{d}" for d in (ctx.host_digest, *ctx.earlier_digests)}
         if quarantined and not ctx.options.force:
@@ -509,13 +530,15 @@ def running_container(engine: Callable[[], RuntimeView]) -> ContainerState | Non
         return None
 
 
-def remembered_revisions(config: Config, status: Status, running: ContainerState | None) -> tuple[str, ...]:
+def remembered_revisions(
+    config: Config, status: Status, running: ContainerState | None, *, deployed: audit.NewestEvent | None = None
+) -> tuple[str, ...]:
     """Every record of the applied revision, each once: the watermark, the status file, the running
     container's revision label, the audit log's newest applied event.  Empty only on a host that never deployed."""
     paths = config.paths
     label = running.labels.get(LABEL_REVISION) if running is not None else None
-    applied = [e for e in audit.read_events(paths.audit) if e.get("event") in ("applied", "drift_repaired")]
-    logged = str(applied[-1].get("revision") or "") if applied else None
+    applied = (deployed or audit.NewestEvent(DEPLOYED_EVENTS)).get(paths.audit)
+    logged = str(applied.get("revision") or "") if applied else None
     found = (read_watermark(paths.watermark), applied_revision(status), label, logged)
     return tuple(dict.fromkeys(revision for revision in found if revision))
 
@@ -551,31 +574,33 @@ def content_key(desired: DesiredContainer, *, host: str) -> str:
     return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
 
 
+def _host_files(config: Config) -> list[str | None]:
+    """The files ``host_digest`` reads, in the order earlier releases hashed them (the trusted root last)."""
+    trust, signatures = config.trust, config.image.signatures
+    cosign = signatures.keys if signatures else []
+    approvers = (config.approvals.approvers, config.approvals.openpgp_keys) if config.approvals else ()
+    files = [trust.allowed_signers, trust.openpgp_keys, trust.revoked_keys, *cosign, *approvers]
+    files.append(str(config.paths.dotenv))
+    if signatures and signatures.keyless:
+        files.append(signatures.keyless.trusted_root)
+    return files
+
+
+def _host_settings(config: Config) -> bytes:
+    """The settings a refusal may depend on beyond the files: keyless identities and provenance, when set."""
+    signatures, provenance = config.image.signatures, config.image.provenance
+    keyless = signatures.keyless.model_dump_json().encode() if signatures and signatures.keyless else b""
+    return keyless + (provenance.model_dump_json().encode() if provenance else b"")
+
+
 def host_digest(config: Config) -> str:
     """SHA-256 of what on the host a refusal may depend on: trust files, cosign keys, approvers, ``.env``
     and, when set, the keyless settings (trusted root, identities) and the provenance policy.
 
     What an earlier release covered is hashed as it hashed it, so a quarantine it wrote still holds.
     """
-    digest = hashlib.sha256()
-    trust, signatures = config.trust, config.image.signatures
-    cosign = signatures.keys if signatures else []
-    approvers = (config.approvals.approvers, config.approvals.openpgp_keys) if config.approvals else ()
-    files = [
-        trust.allowed_signers,
-        trust.openpgp_keys,
-        trust.revoked_keys,
-        *cosign,
-        *approvers,
-        str(config.paths.dotenv),
-    ]
-    keyless = signatures.keyless if signatures else None
-    if keyless is not None:
-        files.append(keyless.trusted_root)
-        digest.update(keyless.model_dump_json().encode())
-    if config.image.provenance is not None:
-        digest.update(config.image.provenance.model_dump_json().encode())
-    for name in files:
+    digest = hashlib.sha256(_host_settings(config))
+    for name in _host_files(config):
         digest.update(_file_bytes(name))
     return digest.hexdigest()[:16]
 

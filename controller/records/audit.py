@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -119,6 +120,65 @@ def read_events(path: Path) -> list[dict[str, Any]]:
         except ValueError:
             continue
     return events
+
+
+def newest_event(path: Path, kinds: frozenset[str], *, since: int = 0) -> dict[str, Any] | None:
+    """The newest parseable event of one of ``kinds`` at or after byte ``since``, read from the end."""
+    wanted = tuple(json.dumps(kind).encode() for kind in kinds)  # "applied", quotes and all
+    for line in _lines_backwards(path, since=since):
+        if not any(marker in line for marker in wanted):
+            continue  # a quote inside a JSON string is escaped: a line without the marker is no such event
+        try:
+            event = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(event, dict) and event.get("event") in kinds:
+            return event
+    return None
+
+
+class NewestEvent:
+    """``newest_event`` kept across passes: the log only grows, so a pass reads only what was appended.
+
+    A log that shrank or was replaced (another inode) is read again from the start.
+    """
+
+    def __init__(self, kinds: frozenset[str]) -> None:
+        self.kinds = kinds
+        self._kept: tuple[str, int, int, dict[str, Any] | None] | None = None  # path, inode, size, event
+
+    def get(self, path: Path) -> dict[str, Any] | None:
+        """The newest event of ``kinds`` in the log at ``path`` (None: none, or no log)."""
+        try:
+            info = path.stat()
+        except OSError:
+            self._kept = None
+            return None
+        kept = self._kept
+        if kept is not None and kept[:2] == (str(path), info.st_ino) and kept[2] <= info.st_size:
+            event = newest_event(path, self.kinds, since=kept[2]) or kept[3]
+        else:
+            event = newest_event(path, self.kinds)
+        self._kept = (str(path), info.st_ino, info.st_size, event)
+        return event
+
+
+def _lines_backwards(path: Path, *, since: int = 0) -> Iterator[bytes]:
+    """The log's lines from byte ``since`` on (a line's start), newest first, a chunk at a time."""
+    try:
+        handle = path.open("rb")
+    except FileNotFoundError:
+        return
+    with handle:
+        end = handle.seek(0, os.SEEK_END)
+        rest = b""  # the start of a line whose beginning is in an earlier chunk
+        while end > since:
+            start = max(since, end - CHUNK)
+            handle.seek(start)
+            lines = (handle.read(end - start) + rest).split(b"\n")
+            end = start
+            rest = lines.pop(0) if end > since else b""
+            yield from (line for line in reversed(lines) if line)
 
 
 def verify_chain(path: Path, anchor: Anchor | None = None) -> str | None:

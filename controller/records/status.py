@@ -215,6 +215,15 @@ def sync_of(status: Status) -> SyncStatus:
     return SyncStatus(state="InSync", reason="the head's content runs")
 
 
+def status_file_key(path: Path) -> tuple[int, int, int, int] | None:
+    """What tells one version of the status file from another without reading it (None: absent)."""
+    try:
+        info = path.stat()
+    except OSError:
+        return None
+    return (info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
+
+
 def read_status(path: Path) -> Status | None:
     """The status file, or None when it is absent or unreadable."""
     try:
@@ -235,21 +244,25 @@ def applied_revision(status: Status | None) -> str | None:
 
 def status_problem(path: Path) -> str | None:
     """Why a status file that exists cannot be used (None: it is fine, or there is none)."""
+    return checked_status(path)[1]
+
+
+def checked_status(path: Path) -> tuple[Status | None, str | None]:
+    """The status file read once: what it holds (None when absent or unusable), and why it is unusable."""
     try:
         data = path.read_bytes()
     except FileNotFoundError:
-        return None
+        return None, None
     except OSError as exc:
-        return f"{path} cannot be read: {exc.strerror or exc}"
+        return None, f"{path} cannot be read: {exc.strerror or exc}"
     try:
-        Status.model_validate(json.loads(data.decode("utf-8")))
+        return Status.model_validate(json.loads(data.decode("utf-8"))), None
     except UnicodeDecodeError:
-        return f"{path} is not UTF-8 text"
+        return None, f"{path} is not UTF-8 text"
     except ValueError as exc:
         if isinstance(exc, ValidationError):
-            return f"{path} does not match the status schema ({exc.error_count()} errors)"
-        return f"{path} is not valid JSON ({bounded(str(exc), limit=80)})"
-    return None
+            return None, f"{path} does not match the status schema ({exc.error_count()} errors)"
+        return None, f"{path} is not valid JSON ({bounded(str(exc), limit=80)})"
 
 
 def keep_damaged(path: Path, *, now: datetime) -> Path:

@@ -26,10 +26,12 @@ from controller.records.status import (
     SourceStatus,
     Status,
     applied_revision,
+    checked_status,
     damaged_copies,
     keep_damaged,
     read_status,
     read_watermark,
+    status_file_key,
     status_problem,
     write_status,
     write_watermark,
@@ -56,6 +58,7 @@ class Store:
         self.paths = config.paths
         self.clock = clock
         self._anchor: audit.Anchor | None = None  # the audit log's tail after this operation's appends
+        self._checked: tuple[object, Status] | None = None  # what ``damage`` parsed, for the ``load`` after it
 
     def append(self, event: str, fields: dict[str, Any], *, at: datetime) -> dict[str, Any] | None:
         """Append an audit event and remember the new tail; the written event, or None on a full disk."""
@@ -80,7 +83,13 @@ class Store:
             self._anchor = None
 
     def read(self) -> Status | None:
-        """The status file, or None when there is none (yet) or it cannot be read."""
+        """The status file, or None when there is none (yet) or it cannot be read.
+
+        Right after ``damage`` read it, and while it is unchanged on disk, that reading is used.
+        """
+        checked, self._checked = self._checked, None
+        if checked is not None and checked[0] == status_file_key(self.paths.status):
+            return checked[1]
         return read_status(self.paths.status)
 
     def load(self) -> Status:
@@ -114,7 +123,9 @@ class Store:
     def damage(self, *, keep_aside: bool = False) -> str | None:
         """Why passes are stopped by a damaged status file (None: they are not); ``keep_aside`` moves it."""
         path = self.paths.status
-        problem = status_problem(path)
+        key = status_file_key(path)
+        status, problem = checked_status(path)
+        self._checked = (key, status) if status is not None else None
         if problem is not None and keep_aside:
             keep_damaged(path, now=self.clock())
             problem = None

@@ -8,7 +8,16 @@ from pathlib import Path
 
 import pytest
 
-from controller.records.audit import GENESIS, anchor, append_event, read_events, verify_chain
+from controller.records import audit
+from controller.records.audit import (
+    GENESIS,
+    NewestEvent,
+    anchor,
+    append_event,
+    newest_event,
+    read_events,
+    verify_chain,
+)
 
 AT = datetime(2026, 11, 27, tzinfo=UTC)
 
@@ -104,3 +113,39 @@ def test_field_values_are_bounded_before_they_are_written(tmp_path: Path) -> Non
     append_event(path, "refused", at=AT, reason="\x1b[2J" + "r" * 100_000)
     line = path.read_bytes()
     assert len(line) < 1000 and b"\\u001b" not in line
+
+
+@pytest.mark.parametrize("chunk", [7, 64, 65536])
+def test_the_newest_event_of_a_kind_read_from_the_end_is_the_forward_scans_last(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, chunk: int
+) -> None:
+    path = tmp_path / "audit.jsonl"
+    kinds = ["applied", "refused", "rolled_back", "drift_repaired", "suspended"]
+    for n in range(300):
+        append_event(path, kinds[n * 7 % 5] if n < 290 else "refused", at=AT, revision=f"r{n}", reason="x" * (n % 97))
+    with path.open("ab") as handle:
+        handle.write(b"not json\n\n")  # a damaged tail line is skipped, as read_events skips it
+    monkeypatch.setattr(audit, "CHUNK", chunk)
+    for wanted in ({"applied"}, {"applied", "drift_repaired"}, {"suspended"}, {"recovered"}):
+        forward = [e for e in read_events(path) if e["event"] in wanted]
+        assert newest_event(path, frozenset(wanted)) == (forward[-1] if forward else None)
+    assert newest_event(tmp_path / "none.jsonl", frozenset({"applied"})) is None
+
+
+def test_the_kept_newest_event_follows_appends_and_a_replaced_or_cut_log(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    newest = NewestEvent(frozenset({"applied"}))
+    assert newest.get(path) is None  # no log yet
+    append_event(path, "applied", at=AT, revision="r1")
+    assert newest.get(path)["revision"] == "r1"  # type: ignore[index]
+    append_event(path, "refused", at=AT, revision="r2", reason='"event":"applied" and "applied", quoted')
+    assert newest.get(path)["revision"] == "r1"  # type: ignore[index]  # a value that quotes the event is no event
+    append_event(path, "applied", at=AT, revision="r3")
+    assert newest.get(path)["revision"] == "r3"  # type: ignore[index]
+    lines = path.read_bytes().splitlines(keepends=True)
+    path.write_bytes(b"".join(lines[:2]))  # cut back: read again from the start
+    assert newest.get(path)["revision"] == "r1"  # type: ignore[index]
+    replaced = tmp_path / "new.jsonl"
+    append_event(replaced, "refused", at=AT, revision="r9", reason="x" * 300)
+    replaced.replace(path)  # another file, longer than the one kept: read again from the start
+    assert newest.get(path) is None
