@@ -11,6 +11,7 @@ manifest repository is refused before a byte of it is read.
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import string
@@ -22,6 +23,8 @@ from gitdb.exc import BadName, BadObject
 
 from controller.errors import Reason, Refused, Retryable
 from controller.records.locks import pass_lock
+
+log = logging.getLogger("dreichor.source")
 
 REGULAR_FILE = 0o100644
 GIT = os.environ.get("GIT_PYTHON_GIT_EXECUTABLE") or "git"  # the git GitPython runs, for the fetch too
@@ -61,6 +64,7 @@ class GitSource:
         self._repo: git.Repo | None = None
         self._env: dict[bytes, bytes] | None = None
         self._git_path: str | None = None
+        self._maintained_at: str | None = None  # the head after which the cache's maintenance last ran
 
     @property
     def tracking_ref(self) -> str:
@@ -84,12 +88,20 @@ class GitSource:
         wrapper: it runs in every pass, and the wrapper's own work is a good part
         of what a no-change pass costs besides the fetch.  The environment is
         GitPython's (``LC_ALL=C``), so git's messages read the same.
+
+        git's own upkeep of the cache (``git maintenance run --auto``, which a plain
+        fetch starts every time) runs only after a fetch that brought a new head, and
+        once per process: a fetch that brings nothing spawns no second git.
         """
         env = self._git_env()
         with pass_lock(self.lock):  # waits for another process's fetch, at most its timeout
             self.repo()  # the cache exists before git is run in it; created by one process only
             self._fetch(env)
-            return self._fetched_head() or self._peeled_head()  # read before another fetch moves it
+            head = self._fetched_head() or self._peeled_head()  # read before another fetch moves it
+            if head != self._maintained_at:
+                self._maintain(env)
+                self._maintained_at = head
+            return head
 
     def _git_env(self) -> dict[bytes, bytes]:
         """git's environment, encoded once: the process's (read at the first fetch), C messages, never a prompt.
@@ -112,7 +124,9 @@ class GitSource:
 
     def _fetch(self, env: dict[bytes, bytes]) -> None:
         refspec = f"+refs/heads/{self.branch}:{self.tracking_ref}"
-        command = [self._git(env), "fetch", "--quiet", "--no-tags", "--prune", self.url, refspec]
+        # FETCH_HEAD is never read here; the upkeep is ``_maintain``'s, when something arrived.
+        upkeep = ["--no-write-fetch-head", "--no-auto-maintenance"]
+        command = [self._git(env), "fetch", "--quiet", "--no-tags", "--prune", *upkeep, self.url, refspec]
         try:
             done = subprocess.run(
                 command,
@@ -134,6 +148,30 @@ class GitSource:
         if done.returncode != 0:
             text = " ".join(done.stderr.decode("utf-8", "replace").split())[-300:]
             raise SourceError(f"fetching {self.branch} failed: {text or f'git exited with {done.returncode}'}")
+
+    def _maintain(self, env: dict[bytes, bytes]) -> None:
+        """``git maintenance run --auto`` in the cache: packs loose objects once git's thresholds say so.
+
+        A failure is logged and the pass goes on: the fetched head is already there.
+        """
+        command = [self._git(env), "maintenance", "run", "--auto", "--quiet"]
+        try:
+            done = subprocess.run(
+                command,
+                check=False,
+                cwd=self.path,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                timeout=self.timeout,
+            )
+        except (subprocess.TimeoutExpired, OSError) as exc:
+            log.warning("git maintenance of the cache did not run", extra={"error": str(exc)})
+            return
+        if done.returncode != 0:
+            text = " ".join(done.stderr.decode("utf-8", "replace").split())[-300:]
+            log.warning("git maintenance of the cache failed", extra={"error": text or str(done.returncode)})
 
     def _fetched_head(self) -> str | None:
         """The commit the fetch left in the tracking ref's own file, or None (packed, or not a commit).
