@@ -10,8 +10,9 @@ Run: ``.venv/bin/python -m bench.swap``.  Goal: controller <= 0.5x the CLI
 (median of 9, printed with min and max, and its ratio to the floor).
 
 The Swarm row (``measure_swarm``): our stop-first service update vs
-``docker service update --image`` by CLI on the same single-node swarm, the
-window from the old task container's ``die`` to the new one's ``start``.
+``docker service update --image`` by CLI on the same single-node swarm, of a
+service whose task is ours (mounts, environment, labels, node, stop and restart
+settings), the window from the old task container's ``die`` to the new one's ``start``.
 Goal: ours <= 0.9x (Swarm swaps in both; we pull before it stops anything).
 """
 
@@ -135,7 +136,21 @@ def _task_window(box: Sandbox, since: str, prefix: str) -> float:
     return (started - died) / 1e9
 
 
-def measure_swarm(runs: int = 5) -> Result:
+def _same_task(engine: SwarmEngine, desired: DesiredContainer) -> list[str]:
+    """``docker service create`` options for the task our service runs: mounts, environment, labels, node."""
+    task = engine.spec(desired)["TaskTemplate"]
+    options = ["--init", "--stop-grace-period", "30s", "--restart-condition", "any", "--restart-delay", "5s"]
+    options += ["--update-failure-action", "rollback", "--constraint", task["Placement"]["Constraints"][0]]
+    for mount in task["ContainerSpec"]["Mounts"]:
+        options += ["--mount", f"type=bind,source={mount['Source']},target={mount['Target']}"]
+    for entry in task["ContainerSpec"]["Env"]:
+        options += ["--env", entry]
+    for name, value in task["ContainerSpec"]["Labels"].items():
+        options += ["--container-label", f"{name}={value}"]
+    return options
+
+
+def measure_swarm(runs: int = 9) -> Result:
     """Median windows of our Swarm update and the CLI's ``docker service update`` over ``runs`` each."""
     with sandbox() as plain:
         swarm = PrivateSwarm(plain.base / "swarm").start()
@@ -151,7 +166,7 @@ def measure_swarm(runs: int = 5) -> Result:
             first = _desired(box, paths, a, "r0")
             rollout.apply(plan(first, None, deployed=False), first)
             cli = ["--update-order", "stop-first", "--update-monitor", "1s", "--detach=false", "--quiet"]
-            swarm.engine.cli("service", "create", "--name", "bench-cli", "--init", *cli, a)
+            swarm.engine.cli("service", "create", "--name", "bench-cli", *_same_task(engine, first), *cli, a)
             ours: list[float] = []
             theirs: list[float] = []
             for run in range(runs):
