@@ -23,9 +23,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from controller import approvals
-from controller.config import Config
+from controller.config import Config, KeylessIdentityConfig
 from controller.containers import ContainerState
 from controller.contract import (
     CONTRACT_VERSION,
@@ -575,7 +576,7 @@ def content_key(desired: DesiredContainer, *, host: str) -> str:
 
 
 def _host_files(config: Config) -> list[str | None]:
-    """The files ``host_digest`` reads, in the order earlier releases hashed them (the trusted root last)."""
+    """The files a refusal may depend on: trust files, cosign keys, approvers, ``.env``, the trusted root."""
     trust, signatures = config.trust, config.image.signatures
     cosign = signatures.keys if signatures else []
     approvers = (config.approvals.approvers, config.approvals.openpgp_keys) if config.approvals else ()
@@ -587,40 +588,62 @@ def _host_files(config: Config) -> list[str | None]:
 
 
 def _host_settings(config: Config) -> bytes:
-    """The settings a refusal may depend on beyond the files: keyless identities and provenance, when set."""
+    """The settings a verdict depends on: the image repository, the trust mode, keyless identities, provenance.
+
+    Named field by field, so a setting added to the config later changes no digest (and lifts no quarantine).
+    """
     signatures, provenance = config.image.signatures, config.image.provenance
-    keyless = signatures.keyless.model_dump_json().encode() if signatures and signatures.keyless else b""
-    return keyless + (provenance.model_dump_json().encode() if provenance else b"")
+    settings: dict[str, object] = {"repository": config.image.repository, "trust_mode": config.trust.mode}
+    if signatures and signatures.keyless:
+        settings["keyless"] = _identities(signatures.keyless.identities)
+    if provenance:
+        source = [provenance.source_repository, provenance.source_ref]
+        settings["provenance"] = [*source, _identities(provenance.identities)]
+    return json.dumps(settings, sort_keys=True).encode()
+
+
+def _identities(identities: list[KeylessIdentityConfig]) -> list[list[str | None]]:
+    return [[i.issuer, i.subject, i.subject_regexp] for i in identities]
 
 
 def host_digest(config: Config) -> str:
-    """SHA-256 of what on the host a refusal may depend on: trust files, cosign keys, approvers, ``.env``
-    and, when set, the keyless settings (trusted root, identities) and the provenance policy.
-
-    What an earlier release covered is hashed as it hashed it, so a quarantine it wrote still holds.
-    """
+    """SHA-256 of what on the host a refusal may depend on: its files (``_host_files``) and settings
+    (``_host_settings``).  A change to either lifts a quarantine: the release is judged again."""
     digest = hashlib.sha256(_host_settings(config))
     for name in _host_files(config):
         digest.update(_file_bytes(name))
     return digest.hexdigest()[:16]
 
 
-def earlier_host_digests(config: Config) -> tuple[str, ...]:
-    """The host digest as the release of 2026-12-05 (73b9bd7) computed it: its quarantines hold too.
+_IDENTITY = {"issuer": True, "subject": True, "subject_regexp": True}
+_IMAGE_73B9BD7: dict[str, Any] = {  # the image settings as that release had them, and no field added since
+    "repository": True,
+    "signatures": {"keys": True, "keyless": {"trusted_root": True, "identities": {"__all__": _IDENTITY}}},
+    "provenance": {"source_repository": True, "source_ref": True, "identities": {"__all__": _IDENTITY}},
+}
+_APPROVALS_73B9BD7 = {"threshold", "approvers", "openpgp_keys", "repository", "max_age"}
 
-    It hashed the ``image`` and ``approvals`` settings always, and the keyless trusted root among the files.
-    """
-    digest = hashlib.sha256()
+
+def earlier_host_digests(config: Config) -> tuple[str, ...]:
+    """The host digest as earlier releases computed it, so a quarantine one of them wrote still holds:
+    cd76640 and before hashed the files only (no trusted root); 73b9bd7 hashed the whole ``image`` and
+    ``approvals`` settings first, and the trusted root before the approvers."""
     trust, signatures = config.trust, config.image.signatures
     cosign = signatures.keys if signatures else []
     root = (signatures.keyless.trusted_root,) if signatures and signatures.keyless else ()
     approvers = (config.approvals.approvers, config.approvals.openpgp_keys) if config.approvals else ()
-    digest.update(config.image.model_dump_json().encode())
-    digest.update(config.approvals.model_dump_json().encode() if config.approvals else b"")
+    files_only = hashlib.sha256()
+    for name in (trust.allowed_signers, trust.openpgp_keys, trust.revoked_keys, *cosign, *approvers):
+        files_only.update(_file_bytes(name))
+    files_only.update(_file_bytes(str(config.paths.dotenv)))
+    settings_first = hashlib.sha256(config.image.model_dump_json(include=_IMAGE_73B9BD7).encode())
+    settings_first.update(
+        config.approvals.model_dump_json(include=_APPROVALS_73B9BD7).encode() if config.approvals else b""
+    )
     for name in (trust.allowed_signers, trust.openpgp_keys, trust.revoked_keys, *cosign, *root, *approvers):
-        digest.update(_file_bytes(name))
-    digest.update(_file_bytes(str(config.paths.dotenv)))
-    return (digest.hexdigest()[:16],)
+        settings_first.update(_file_bytes(name))
+    settings_first.update(_file_bytes(str(config.paths.dotenv)))
+    return (files_only.hexdigest()[:16], settings_first.hexdigest()[:16])
 
 
 def _file_bytes(name: str | None) -> bytes:

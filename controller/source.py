@@ -11,9 +11,11 @@ manifest repository is refused before a byte of it is read.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
+import signal
 import string
 import subprocess
 from pathlib import Path
@@ -25,6 +27,7 @@ from controller.errors import Reason, Refused, Retryable
 from controller.records.locks import pass_lock
 
 log = logging.getLogger("dreichor.source")
+STOP_GRACE = 5  # seconds a git past its timeout has to stop on SIGTERM (and remove its locks) before SIGKILL
 
 REGULAR_FILE = 0o100644
 GIT = os.environ.get("GIT_PYTHON_GIT_EXECUTABLE") or "git"  # the git GitPython runs, for the fetch too
@@ -91,15 +94,15 @@ class GitSource:
 
         git's own upkeep of the cache (``git maintenance run --auto``, which a plain
         fetch starts every time) runs only after a fetch that brought a new head, and
-        once per process: a fetch that brings nothing spawns no second git.
+        once per process, until it has once run to the end: a fetch that brings
+        nothing spawns no second git.
         """
         env = self._git_env()
         with pass_lock(self.lock):  # waits for another process's fetch, at most its timeout
             self.repo()  # the cache exists before git is run in it; created by one process only
             self._fetch(env)
             head = self._fetched_head() or self._peeled_head()  # read before another fetch moves it
-            if head != self._maintained_at:
-                self._maintain(env)
+            if head != self._maintained_at and self._maintain(env):
                 self._maintained_at = head
             return head
 
@@ -128,16 +131,7 @@ class GitSource:
         upkeep = ["--no-write-fetch-head", "--no-auto-maintenance"]
         command = [self._git(env), "fetch", "--quiet", "--no-tags", "--prune", *upkeep, self.url, refspec]
         try:
-            done = subprocess.run(
-                command,
-                check=False,  # the exit code is judged below, with git's own message
-                cwd=self.path,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,  # --quiet: nothing; only stderr carries the reason of a failure
-                stderr=subprocess.PIPE,
-                timeout=self.timeout,
-            )
+            code, stderr = self._run(command, env)
         except subprocess.TimeoutExpired:
             raise SourceError(
                 f"fetching {self.branch} failed: git fetch did not finish within {self.timeout}s"
@@ -145,33 +139,54 @@ class GitSource:
         except OSError as exc:
             self._git_path = None  # moved or removed: the next pass looks for it again
             raise SourceError(f"fetching {self.branch} failed: cannot run git: {exc.strerror}") from None
-        if done.returncode != 0:
-            text = " ".join(done.stderr.decode("utf-8", "replace").split())[-300:]
-            raise SourceError(f"fetching {self.branch} failed: {text or f'git exited with {done.returncode}'}")
+        if code != 0:
+            raise SourceError(f"fetching {self.branch} failed: {_why(stderr) or f'git exited with {code}'}")
 
-    def _maintain(self, env: dict[bytes, bytes]) -> None:
+    def _maintain(self, env: dict[bytes, bytes]) -> bool:
         """``git maintenance run --auto`` in the cache: packs loose objects once git's thresholds say so.
 
-        A failure is logged and the pass goes on: the fetched head is already there.
+        Whether it ran to the end.  A failure is logged and the pass goes on: the fetched head is
+        already there, and the next pass tries again.
         """
         command = [self._git(env), "maintenance", "run", "--auto", "--quiet"]
         try:
-            done = subprocess.run(
-                command,
-                check=False,
-                cwd=self.path,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.PIPE,
-                timeout=self.timeout,
-            )
+            code, stderr = self._run(command, env)
         except (subprocess.TimeoutExpired, OSError) as exc:
-            log.warning("git maintenance of the cache did not run", extra={"error": str(exc)})
-            return
-        if done.returncode != 0:
-            text = " ".join(done.stderr.decode("utf-8", "replace").split())[-300:]
-            log.warning("git maintenance of the cache failed", extra={"error": text or str(done.returncode)})
+            log.warning("git maintenance of the cache did not finish", extra={"error": str(exc)})
+            return False
+        if code != 0:
+            log.warning("git maintenance of the cache failed", extra={"error": _why(stderr) or str(code)})
+        return code == 0
+
+    def _run(self, command: list[str], env: dict[bytes, bytes]) -> tuple[int, bytes]:
+        """Run git in the cache; its exit code and stderr.
+
+        Past the timeout git and what it started (its own process group) are asked to stop with
+        SIGTERM, on which git removes its lock files, and killed only if they have not stopped
+        within ``STOP_GRACE`` seconds; then ``TimeoutExpired`` is raised.
+        """
+        with subprocess.Popen(
+            command,
+            cwd=self.path,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,  # --quiet: nothing; only stderr carries the reason of a failure
+            stderr=subprocess.PIPE,
+            start_new_session=True,  # a group of its own, to be stopped as one
+        ) as process:
+            try:
+                _, stderr = process.communicate(timeout=self.timeout)
+            except subprocess.TimeoutExpired:
+                for signal_number in (signal.SIGTERM, signal.SIGKILL):
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(process.pid, signal_number)
+                    try:
+                        process.communicate(timeout=STOP_GRACE)
+                        break
+                    except subprocess.TimeoutExpired:
+                        continue
+                raise
+            return process.returncode, stderr
 
     def _fetched_head(self) -> str | None:
         """The commit the fetch left in the tracking ref's own file, or None (packed, or not a commit).
@@ -351,3 +366,10 @@ def clone_facts(file: Path) -> tuple[Path, str | None, str | None]:
     origin = reader.get_value('remote "origin"', "url", "") or None
     key = reader.get_value("user", "signingkey", "") or None
     return Path(clone.working_tree_dir), str(origin) if origin else None, str(key) if key else None
+
+
+def _why(stderr: bytes) -> str:
+    """git's reason in one line: the end of what it said, without a usage text it printed after it."""
+    lines = stderr.decode("utf-8", "replace").splitlines()
+    usage = next((n for n, line in enumerate(lines) if line.startswith("usage: ")), len(lines))
+    return " ".join(" ".join(lines[:usage]).split())[-300:]

@@ -122,30 +122,28 @@ def read_events(path: Path) -> list[dict[str, Any]]:
     return events
 
 
-def newest_event(path: Path, kinds: frozenset[str], *, since: int = 0) -> dict[str, Any] | None:
-    """The newest parseable event of one of ``kinds`` at or after byte ``since``, read from the end."""
+def newest_event(path: Path, kinds: frozenset[str]) -> dict[str, Any] | None:
+    """The newest parseable event of one of ``kinds``, read from the end: what lies before it is not read."""
     wanted = tuple(json.dumps(kind).encode() for kind in kinds)  # "applied", quotes and all
-    for line in _lines_backwards(path, since=since):
+    for line in _lines_backwards(path):
         if not any(marker in line for marker in wanted):
             continue  # a quote inside a JSON string is escaped: a line without the marker is no such event
         try:
             event = json.loads(line)
         except ValueError:
             continue
-        if isinstance(event, dict) and event.get("event") in kinds:
+        if isinstance(event, dict) and isinstance(event.get("event"), str) and event["event"] in kinds:
             return event
     return None
 
 
 class NewestEvent:
-    """``newest_event`` kept across passes: the log only grows, so a pass reads only what was appended.
-
-    A log that shrank or was replaced (another inode) is read again from the start.
-    """
+    """``newest_event``, kept while the log is as it was (inode, size, times): a pass that decided
+    nothing reads none of it, and any change, an append or a restore in place, is read again."""
 
     def __init__(self, kinds: frozenset[str]) -> None:
         self.kinds = kinds
-        self._kept: tuple[str, int, int, dict[str, Any] | None] | None = None  # path, inode, size, event
+        self._kept: tuple[tuple[object, ...], dict[str, Any] | None] | None = None
 
     def get(self, path: Path) -> dict[str, Any] | None:
         """The newest event of ``kinds`` in the log at ``path`` (None: none, or no log)."""
@@ -154,17 +152,14 @@ class NewestEvent:
         except OSError:
             self._kept = None
             return None
-        kept = self._kept
-        if kept is not None and kept[:2] == (str(path), info.st_ino) and kept[2] <= info.st_size:
-            event = newest_event(path, self.kinds, since=kept[2]) or kept[3]
-        else:
-            event = newest_event(path, self.kinds)
-        self._kept = (str(path), info.st_ino, info.st_size, event)
-        return event
+        key = (str(path), info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)  # stat'ed before read
+        if self._kept is None or self._kept[0] != key:
+            self._kept = (key, newest_event(path, self.kinds))
+        return self._kept[1]
 
 
-def _lines_backwards(path: Path, *, since: int = 0) -> Iterator[bytes]:
-    """The log's lines from byte ``since`` on (a line's start), newest first, a chunk at a time."""
+def _lines_backwards(path: Path) -> Iterator[bytes]:
+    """The log's lines, newest first, a chunk at a time."""
     try:
         handle = path.open("rb")
     except FileNotFoundError:
@@ -172,12 +167,12 @@ def _lines_backwards(path: Path, *, since: int = 0) -> Iterator[bytes]:
     with handle:
         end = handle.seek(0, os.SEEK_END)
         rest = b""  # the start of a line whose beginning is in an earlier chunk
-        while end > since:
-            start = max(since, end - CHUNK)
+        while end > 0:
+            start = max(0, end - CHUNK)
             handle.seek(start)
             lines = (handle.read(end - start) + rest).split(b"\n")
             end = start
-            rest = lines.pop(0) if end > since else b""
+            rest = lines.pop(0) if end > 0 else b""
             yield from (line for line in reversed(lines) if line)
 
 

@@ -132,7 +132,7 @@ def test_the_newest_event_of_a_kind_read_from_the_end_is_the_forward_scans_last(
     assert newest_event(tmp_path / "none.jsonl", frozenset({"applied"})) is None
 
 
-def test_the_kept_newest_event_follows_appends_and_a_replaced_or_cut_log(tmp_path: Path) -> None:
+def test_the_kept_newest_event_follows_appends_restores_and_damage(tmp_path: Path) -> None:
     path = tmp_path / "audit.jsonl"
     newest = NewestEvent(frozenset({"applied"}))
     assert newest.get(path) is None  # no log yet
@@ -143,9 +143,19 @@ def test_the_kept_newest_event_follows_appends_and_a_replaced_or_cut_log(tmp_pat
     append_event(path, "applied", at=AT, revision="r3")
     assert newest.get(path)["revision"] == "r3"  # type: ignore[index]
     lines = path.read_bytes().splitlines(keepends=True)
-    path.write_bytes(b"".join(lines[:2]))  # cut back: read again from the start
+    path.write_bytes(b"".join(lines[:2]))  # cut back
     assert newest.get(path)["revision"] == "r1"  # type: ignore[index]
-    replaced = tmp_path / "new.jsonl"
-    append_event(replaced, "refused", at=AT, revision="r9", reason="x" * 300)
-    replaced.replace(path)  # another file, longer than the one kept: read again from the start
-    assert newest.get(path) is None
+    backup = tmp_path / "backup.jsonl"
+    append_event(backup, "refused", at=AT, revision="r8", reason="x" * 300)
+    append_event(backup, "applied", at=AT, revision="r9")
+    with path.open("r+b") as handle:  # a longer log restored in place: the same inode
+        handle.write(backup.read_bytes())
+    assert newest.get(path)["revision"] == "r9"  # type: ignore[index]
+    with path.open("ab") as handle:  # a torn append, then an event glued to it: one unreadable line
+        handle.write(b'{"at":"x","event":"refu')
+    append_event(path, "applied", at=AT, revision="r10")
+    assert newest.get(path) == NewestEvent(frozenset({"applied"})).get(path)  # what a restarted daemon reads
+    assert newest.get(path)["revision"] == "r9"  # type: ignore[index]
+    with path.open("ab") as handle:  # an edited line whose event is no string
+        handle.write(b'{"event":["applied"],"revision":"r11"}\n')
+    assert newest.get(path)["revision"] == "r9"  # type: ignore[index]
