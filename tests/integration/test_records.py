@@ -195,7 +195,7 @@ def test_a_long_audit_line_does_not_break_the_chain(host: Host, images: dict[str
 def test_rollback_to_a_snapshot_without_a_revision_then_passes_continue(
     host: Host, images: dict[str, str], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    host.engine.cli("run", "-d", "--name", "dreichor-runtime-prod", images["healthy-a"])
+    host.engine.cli("run", "-d", "--init", "--name", "dreichor-runtime-prod", images["healthy-a"])
     assert host.sync("prod", "--adopt") == 0
     adopted = next(s for s in list_snapshots(state(host) / "snapshots") if s.container is not None)
     assert adopted.revision is None

@@ -161,7 +161,7 @@ def test_drift_is_repaired(bed: dict[str, Env], images: dict[str, str], docker_e
     assert dev.deploy(desired).drift == ("removed",)
     assert dev.current().running
     docker_engine.cli("rm", "-f", "dreichor-runtime-dev")
-    docker_engine.cli("run", "-d", "--name", "dreichor-runtime-dev", images["healthy-b"])
+    docker_engine.cli("run", "-d", "--init", "--name", "dreichor-runtime-dev", images["healthy-b"])
     assert dev.deploy(desired).drift == ("unmanaged",)
     assert dev.current().image == images["plain"]
 
