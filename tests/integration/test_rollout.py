@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -13,7 +14,7 @@ import pytest
 
 from controller.config import HealthConfig, HostPaths
 from controller.contract import DesiredContainer, desired_from_bytes, keep_reference
-from controller.engine.docker import Engine
+from controller.engine.docker import RELEASE_WAIT, Engine
 from controller.errors import Refused, Retryable
 from controller.plan import Plan, plan
 from controller.records.snapshots import list_snapshots
@@ -265,3 +266,37 @@ def test_a_crash_at_any_step_converges_with_the_environment_running(
     assert now.id == old.id if step != "health" else now.image == images["healthy-b"]
     assert not dev.paths.journal.exists()
     assert list(dev.engine.runtime_containers()) == ["dreichor-runtime-dev"]
+
+
+@pytest.mark.parametrize("network", ["bridge", "none", "another container's"])
+def test_a_stop_returns_once_the_old_containers_network_is_released(
+    bed: dict[str, Env], images: dict[str, str], docker_engine: PrivateDocker, network: str
+) -> None:
+    """The next container starts after the old one's network is gone, never into its teardown; and a
+    container whose network the engine never releases (it shares another's) is not waited for long."""
+    dev = bed["dev"]
+    name = dev.engine.canonical
+    mode = network
+    if network == "another container's":
+        docker_engine.cli("run", "-d", "--init", "--name", "network-holder", images["healthy-b"])
+        mode = "container:network-holder"
+    docker_engine.cli("run", "-d", "--init", "--network", mode, "--name", name, images["healthy-a"])
+    container_id = docker_engine.cli("inspect", "--format", "{{.Id}}", name).strip()
+    since = f"{time.time():.6f}"
+    started = time.monotonic()
+    dev.engine.stop(name)
+    returned, took = time.time(), time.monotonic() - started
+    until = f"{time.time():.6f}"
+    out = docker_engine.cli(
+        "events", "--since", since, "--until", until, "--filter", "type=network", "--format", "{{json .}}"
+    )
+    events = [json.loads(line) for line in out.splitlines() if line.strip()]
+    released = [
+        e for e in events if e["Action"] == "disconnect" and e["Actor"]["Attributes"]["container"] == container_id
+    ]
+    if network == "another container's":
+        assert not released and took < RELEASE_WAIT + 3
+    else:
+        assert released and released[0]["timeNano"] / 1e9 <= returned and took < 5
+    assert dev.current().status == "exited"
+    docker_engine.cli("rm", "-f", "network-holder")
