@@ -17,9 +17,10 @@ events, which the service writes whatever happened.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -43,10 +44,11 @@ from controller.plan import Plan, plan
 from controller.recording import PassReport, PassResult
 from controller.records import audit
 from controller.records.dotenv import read_dotenv
+from controller.records.files import file_key
 from controller.records.snapshots import list_snapshot_files
 from controller.records.status import ApprovalsStatus, ContainerStatus, Status, applied_revision, read_watermark
 from controller.rollout.base import Applier, HealthGateFailed, Outcome, checkpoint
-from controller.signatures.commits.policy import Verdict, VerifiedCache, file_key
+from controller.signatures.commits.policy import Verdict, VerifiedCache
 from controller.signatures.commits.verification import load_policy, verify_revision
 from controller.signatures.images.verifier import ImageVerdict
 from controller.source import GitSource
@@ -77,9 +79,10 @@ class HostDigests:
 
     def get(self, config: Config) -> str:
         """The host digest of ``config``'s files and settings as they are now."""
-        key = (_host_settings(config), tuple(file_key(Path(name)) if name else None for name in _host_files(config)))
+        settings, files = _host_settings(config), _HostFiles.of(config).all()
+        key = (settings, tuple(file_key(Path(name)) if name else None for name in files))
         if self._kept is None or self._kept[0] != key:
-            self._kept = (key, host_digest(config))
+            self._kept = (key, _digest(settings, files))
         return self._kept[1]
 
 
@@ -575,16 +578,33 @@ def content_key(desired: DesiredContainer, *, host: str) -> str:
     return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
 
 
-def _host_files(config: Config) -> list[str | None]:
-    """The files a refusal may depend on: trust files, cosign keys, approvers, ``.env``, the trusted root."""
-    trust, signatures = config.trust, config.image.signatures
-    cosign = signatures.keys if signatures else []
-    approvers = (config.approvals.approvers, config.approvals.openpgp_keys) if config.approvals else ()
-    files = [trust.allowed_signers, trust.openpgp_keys, trust.revoked_keys, *cosign, *approvers]
-    files.append(str(config.paths.dotenv))
-    if signatures and signatures.keyless:
-        files.append(signatures.keyless.trusted_root)
-    return files
+@dataclass(frozen=True)
+class _HostFiles:
+    """The files a refusal may depend on, in the groups earlier releases hashed in different orders."""
+
+    keys: tuple[str | None, ...]  # allowed_signers, OpenPGP keys, revoked keys, cosign keys
+    approvers: tuple[str | None, ...]
+    root: tuple[str, ...]  # the keyless trusted root
+    dotenv: str
+
+    @classmethod
+    def of(cls, config: Config) -> _HostFiles:
+        trust, signatures, approvals = config.trust, config.image.signatures, config.approvals
+        return cls(
+            keys=(
+                trust.allowed_signers,
+                trust.openpgp_keys,
+                trust.revoked_keys,
+                *(signatures.keys if signatures else ()),
+            ),
+            approvers=(approvals.approvers, approvals.openpgp_keys) if approvals else (),
+            root=(signatures.keyless.trusted_root,) if signatures and signatures.keyless else (),
+            dotenv=str(config.paths.dotenv),
+        )
+
+    def all(self) -> tuple[str | None, ...]:
+        """Every file, in the order this release hashes them."""
+        return (*self.keys, *self.approvers, self.dotenv, *self.root)
 
 
 def _host_settings(config: Config) -> bytes:
@@ -607,11 +627,22 @@ def _identities(identities: list[KeylessIdentityConfig]) -> list[list[str | None
 
 
 def host_digest(config: Config) -> str:
-    """SHA-256 of what on the host a refusal may depend on: its files (``_host_files``) and settings
+    """SHA-256 of what on the host a refusal may depend on: its files (``_HostFiles``) and settings
     (``_host_settings``).  A change to either lifts a quarantine: the release is judged again."""
-    digest = hashlib.sha256(_host_settings(config))
-    for name in _host_files(config):
-        digest.update(_file_bytes(name))
+    return _digest(_host_settings(config), _HostFiles.of(config).all())
+
+
+def _file_bytes(name: str | None) -> bytes:
+    try:
+        return Path(name).read_bytes() if name else b""
+    except OSError:
+        return b"\0missing"
+
+
+def _digest(settings: bytes, files: Iterable[str | None], read: Callable[[str | None], bytes] = _file_bytes) -> str:
+    digest = hashlib.sha256(settings)
+    for name in files:
+        digest.update(read(name))
     return digest.hexdigest()[:16]
 
 
@@ -627,30 +658,15 @@ _APPROVALS_73B9BD7 = {"threshold", "approvers", "openpgp_keys", "repository", "m
 def earlier_host_digests(config: Config) -> tuple[str, ...]:
     """The host digest as earlier releases computed it, so a quarantine one of them wrote still holds:
     cd76640 and before hashed the files only (no trusted root); 73b9bd7 hashed the whole ``image`` and
-    ``approvals`` settings first, and the trusted root before the approvers."""
-    trust, signatures = config.trust, config.image.signatures
-    cosign = signatures.keys if signatures else []
-    root = (signatures.keyless.trusted_root,) if signatures and signatures.keyless else ()
-    approvers = (config.approvals.approvers, config.approvals.openpgp_keys) if config.approvals else ()
-    files_only = hashlib.sha256()
-    for name in (trust.allowed_signers, trust.openpgp_keys, trust.revoked_keys, *cosign, *approvers):
-        files_only.update(_file_bytes(name))
-    files_only.update(_file_bytes(str(config.paths.dotenv)))
-    settings_first = hashlib.sha256(config.image.model_dump_json(include=_IMAGE_73B9BD7).encode())
-    settings_first.update(
-        config.approvals.model_dump_json(include=_APPROVALS_73B9BD7).encode() if config.approvals else b""
-    )
-    for name in (trust.allowed_signers, trust.openpgp_keys, trust.revoked_keys, *cosign, *root, *approvers):
-        settings_first.update(_file_bytes(name))
-    settings_first.update(_file_bytes(str(config.paths.dotenv)))
-    return (files_only.hexdigest()[:16], settings_first.hexdigest()[:16])
-
-
-def _file_bytes(name: str | None) -> bytes:
-    try:
-        return Path(name).read_bytes() if name else b""
-    except OSError:
-        return b"\0missing"
+    ``approvals`` settings first, and the trusted root before the approvers.  Each file is read once."""
+    files = _HostFiles.of(config)
+    read = functools.cache(_file_bytes)
+    files_only = _digest(b"", (*files.keys, *files.approvers, files.dotenv), read)
+    settings = config.image.model_dump_json(include=_IMAGE_73B9BD7).encode()
+    if config.approvals:
+        settings += config.approvals.model_dump_json(include=_APPROVALS_73B9BD7).encode()
+    settings_first = _digest(settings, (*files.keys, *files.root, *files.approvers, files.dotenv), read)
+    return (files_only, settings_first)
 
 
 def _newest_snapshot(folder: Path) -> str | None:

@@ -21,6 +21,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from controller.records.files import FileKey, file_key
 from controller.untrusted import bounded
 
 GENESIS = "0" * 64
@@ -58,22 +59,7 @@ def _digest(line: bytes) -> str:
 
 def _last_line(path: Path) -> bytes | None:
     """The last line, read whole however long it is (backwards, a chunk at a time)."""
-    try:
-        handle = path.open("rb")
-    except FileNotFoundError:
-        return None
-    with handle:
-        end = handle.seek(0, os.SEEK_END)
-        tail = b""
-        while end > 0:
-            start = max(0, end - CHUNK)
-            handle.seek(start)
-            tail = handle.read(end - start) + tail
-            end = start
-            if b"\n" in tail.rstrip(b"\n"):
-                break
-    line = tail.rstrip(b"\n").rpartition(b"\n")[2]
-    return line or None
+    return next(_lines_backwards(path), None)
 
 
 def anchor(path: Path) -> Anchor | None:
@@ -143,16 +129,14 @@ class NewestEvent:
 
     def __init__(self, kinds: frozenset[str]) -> None:
         self.kinds = kinds
-        self._kept: tuple[tuple[object, ...], dict[str, Any] | None] | None = None
+        self._kept: tuple[FileKey, dict[str, Any] | None] | None = None
 
     def get(self, path: Path) -> dict[str, Any] | None:
         """The newest event of ``kinds`` in the log at ``path`` (None: none, or no log)."""
-        try:
-            info = path.stat()
-        except OSError:
+        key = file_key(path)  # stat'ed before it is read
+        if key is None or key[1] is None:
             self._kept = None
-            return None
-        key = (str(path), info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)  # stat'ed before read
+            return None  # no log (yet)
         if self._kept is None or self._kept[0] != key:
             self._kept = (key, newest_event(path, self.kinds))
         return self._kept[1]

@@ -4,6 +4,9 @@ Every file the controller writes (status, snapshots, journal, config from
 ``init``) must survive a crash or a full disk without leaving a half-written
 file behind: write a temporary file in the same folder, fsync it, rename it
 over the target, then fsync the folder so the rename itself is durable.
+``file_key`` tells one version of a file from another without reading it, for
+what is kept in memory while its files stay unchanged (trust policy, host
+digest, status file, the audit log's newest applied event).
 """
 
 from __future__ import annotations
@@ -12,6 +15,23 @@ import contextlib
 import os
 import stat
 from pathlib import Path
+
+FileKey = tuple[str, int, int, int, int] | tuple[str, None]
+
+
+def file_key(path: Path | None) -> FileKey | None:
+    """What tells one version of a file from another without reading it: inode, size, mtime, ctime.
+
+    Taken before the file is read, so a change during the read leaves a key that no longer matches.
+    ``(path, None)`` when it is missing or cannot be stat'ed; None for no path.
+    """
+    if path is None:
+        return None
+    try:
+        info = path.stat()
+    except OSError:
+        return (str(path), None)
+    return (str(path), info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
 
 
 def atomic_write(path: Path, data: bytes, *, mode: int = 0o644) -> None:

@@ -215,15 +215,6 @@ def sync_of(status: Status) -> SyncStatus:
     return SyncStatus(state="InSync", reason="the head's content runs")
 
 
-def status_file_key(path: Path) -> tuple[int, int, int, int] | None:
-    """What tells one version of the status file from another without reading it (None: absent)."""
-    try:
-        info = path.stat()
-    except OSError:
-        return None
-    return (info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
-
-
 def read_status(path: Path) -> Status | None:
     """The status file, or None when it is absent or unreadable."""
     try:

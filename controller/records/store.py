@@ -18,7 +18,7 @@ from typing import Any
 from controller.config import Config
 from controller.contract import container_name
 from controller.records import audit
-from controller.records.files import create_new
+from controller.records.files import create_new, file_key
 from controller.records.snapshots import Snapshot, list_snapshots
 from controller.records.status import (
     AuditAnchor,
@@ -31,7 +31,6 @@ from controller.records.status import (
     keep_damaged,
     read_status,
     read_watermark,
-    status_file_key,
     status_problem,
     write_status,
     write_watermark,
@@ -88,7 +87,7 @@ class Store:
         Right after ``damage`` read it, and while it is unchanged on disk, that reading is used.
         """
         checked, self._checked = self._checked, None
-        if checked is not None and checked[0] == status_file_key(self.paths.status):
+        if checked is not None and checked[0] == file_key(self.paths.status):
             return checked[1]
         return read_status(self.paths.status)
 
@@ -123,7 +122,7 @@ class Store:
     def damage(self, *, keep_aside: bool = False) -> str | None:
         """Why passes are stopped by a damaged status file (None: they are not); ``keep_aside`` moves it."""
         path = self.paths.status
-        key = status_file_key(path)
+        key = file_key(path)
         status, problem = checked_status(path)
         self._checked = (key, status) if status is not None else None
         if problem is not None and keep_aside:

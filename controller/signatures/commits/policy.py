@@ -15,6 +15,7 @@ from datetime import datetime
 from pathlib import Path
 
 from controller.errors import Reason, Refused
+from controller.records.files import FileKey, file_key
 from controller.signatures.commits import sshsig
 from controller.signatures.commits.allowed_signers import AllowedSigner, parse_allowed_signers
 from controller.signatures.commits.openpgp import OpenPgpCheck, OpenPgpKeyring
@@ -155,20 +156,6 @@ def read_trust_file(
         return b""
     except OSError as exc:
         raise Refused(f"{name} {path} is unreadable: {exc.strerror}", code=code) from None
-
-
-FileKey = tuple[str, int, int, int, int] | tuple[str, None]
-
-
-def file_key(path: Path | None) -> FileKey | None:
-    """What tells one version of a trust file from another without reading it: inode, size, mtime, ctime."""
-    if path is None:
-        return None
-    try:
-        info = path.stat()
-    except OSError:
-        return (str(path), None)  # missing or unreadable: ``TrustPolicy.load`` says which, every time
-    return (str(path), info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
 
 
 class PolicyCache:
