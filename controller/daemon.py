@@ -31,7 +31,7 @@ from controller.errors import ConfigError, ControllerError, Reason
 from controller.metrics import Metrics
 from controller.notifications.sender import Notifier
 from controller.plan import Plan
-from controller.recording import held
+from controller.reconcile.record import held
 from controller.records.deliveries import DeliveryMemory
 from controller.records.locks import hold_lock
 from controller.service import EnvironmentService, PassOptions, PassResult

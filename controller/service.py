@@ -23,19 +23,10 @@ from controller import wiring
 from controller.config import Config, load_config
 from controller.engine.port import RuntimeView
 from controller.errors import ConfigError, Reason, Refused, Retryable
-from controller.reconcile import (
-    HeadApprovals,
-    ImageCheck,
-    Pass,
-    PassContext,
-    PassOptions,
-    PassWorld,
-    PlanAnswer,
-    current_container,
-    head_approvals,
-    remembered_revision,
-)
-from controller.recording import AuditEvent, PassResult, record, rolled_back_to, suspension
+from controller.reconcile.context import ImageCheck, PassContext, PassOptions, PassWorld
+from controller.reconcile.record import AuditEvent, PassResult, record, rolled_back_to, suspension
+from controller.reconcile.revisions import remembered_revision
+from controller.reconcile.steps import HeadApprovals, Pass, PlanAnswer, current_container, head_approvals
 from controller.records.dotenv import read_dotenv
 from controller.records.host_init import init_layout, next_steps
 from controller.records.locks import pass_lock

@@ -2,9 +2,10 @@
 
 A quarantine is stored as a key that includes the host digest; a digest that changes on an upgrade
 silently lifts every quarantine, and the release it held is tried again.  The expected values were
-computed by the releases themselves (their ``controller.reconcile.host_digest``, run on these configs):
-cd76640 (files only, before keyless signatures) and 73b9bd7 (which also hashed the whole ``image`` and
-``approvals`` settings).  The files named do not exist; the digest covers that too.
+computed by the releases themselves (their ``controller.reconcile.host_digest``, today's
+``controller.reconcile.quarantine.host_digest``, run on these configs): cd76640 (files only, before
+keyless signatures) and 73b9bd7 (which also hashed the whole ``image`` and ``approvals`` settings).
+The files named do not exist; the digest covers that too.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from controller.config import parse_config
-from controller.reconcile import earlier_host_digests, host_digest
+from controller.reconcile.quarantine import earlier_host_digests, host_digest
 
 GHA = "https://token.actions.githubusercontent.com"
 BASE = Path("/nonexistent/prod/deploy-agent")

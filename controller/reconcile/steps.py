@@ -11,125 +11,37 @@ change, a change of the host's trust/cosign key/.env files, or ``--force``;
 anything else is a bug and is re-raised.  A change that lacks approvals
 (docs/design.md §15) is neither: it is held, ``waiting``, and the next pass looks again.
 The pass writes nothing itself: it
-ends with a ``PassReport`` that ``recording`` turns into status and audit
+ends with a ``PassReport`` that ``reconcile.record`` turns into status and audit
 events, which the service writes whatever happened.
 """
 
 from __future__ import annotations
 
-import functools
 import hashlib
-import json
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 from controller import approvals
-from controller.config import Config, KeylessIdentityConfig
+from controller.config import Config
 from controller.containers import ContainerState
-from controller.contract import (
-    CONTRACT_VERSION,
-    LABEL_MANIFEST,
-    LABEL_REVISION,
-    DesiredContainer,
-    container_name,
-    desired_from_bytes,
-)
+from controller.contract import LABEL_MANIFEST, DesiredContainer, container_name, desired_from_bytes
 from controller.engine.port import RuntimeView
 from controller.errors import ConfigError, ControllerError, Reason, Refused, Retryable
 from controller.manifest import MAX_MANIFEST_BYTES
-from controller.plan import Plan, plan
-from controller.recording import PassReport, PassResult
-from controller.records import audit
+from controller.plan import plan
+from controller.reconcile.context import PassContext, PassOptions, PassWorld
+from controller.reconcile.quarantine import content_key, earlier_host_digests, host_digest
+from controller.reconcile.record import PassReport, PassResult
+from controller.reconcile.revisions import newest_revision, remembered_revisions, running_container
 from controller.records.dotenv import read_dotenv
-from controller.records.files import file_key
 from controller.records.snapshots import list_snapshot_files
-from controller.records.status import ApprovalsStatus, ContainerStatus, Status, applied_revision, read_watermark
-from controller.rollout.base import Applier, HealthGateFailed, Outcome, checkpoint
-from controller.signatures.commits.policy import Verdict, VerifiedCache
+from controller.records.status import ApprovalsStatus, ContainerStatus, Status, applied_revision
+from controller.rollout.base import HealthGateFailed
 from controller.signatures.commits.verification import load_policy, verify_revision
 from controller.signatures.images.verifier import ImageVerdict
 from controller.source import GitSource
-
-Clock = Callable[[], datetime]
-ImageCheck = Callable[[DesiredContainer], ImageVerdict | str | None]  # the image's verdict (or signer), or Refused
-
-
-@dataclass
-class PassOptions:
-    """How the person or scheduler asked for this pass."""
-
-    force: bool = False
-    allow_rewrite: bool = False
-    adopt: bool = False
-    dry_run: bool = False
-
-
-DEPLOYED_EVENTS = frozenset({"applied", "drift_repaired"})  # the events that name what runs
-
-
-class HostDigests:
-    """``host_digest``, kept while its files stay as they were (stat'ed before they are read) and the
-    settings are the same: a no-change pass reads none of them."""
-
-    def __init__(self) -> None:
-        self._kept: tuple[object, str] | None = None
-
-    def get(self, config: Config) -> str:
-        """The host digest of ``config``'s files and settings as they are now."""
-        settings, files = _host_settings(config), _HostFiles.of(config).all()
-        key = (settings, tuple(file_key(Path(name)) if name else None for name in files))
-        if self._kept is None or self._kept[0] != key:
-            self._kept = (key, _digest(settings, files))
-        return self._kept[1]
-
-
-@dataclass
-class PassWorld:
-    """What a pass acts through; the service builds it, tests choose real or fake parts."""
-
-    config: Config
-    source: GitSource
-    engine: Callable[[], RuntimeView]  # connected on first use
-    rollout: Callable[[], Applier]
-    cache: VerifiedCache
-    progress: Callable[[PassContext], None]  # the status says Progressing before anything is changed
-    image_check: ImageCheck | None = None  # image signatures (docs/design.md §14), before the pull
-    image_signer_trusted: Callable[[str], bool] = lambda signer: True  # a recorded signer is still a key
-    at_step: Callable[[str], None] = checkpoint
-    desired_cache: dict[tuple[str, str], DesiredContainer] = field(default_factory=dict)
-    digests: HostDigests = field(default_factory=HostDigests)
-    deployed: audit.NewestEvent = field(default_factory=lambda: audit.NewestEvent(DEPLOYED_EVENTS))
-
-
-@dataclass
-class PassContext:
-    """What the steps learn, in order."""
-
-    options: PassOptions
-    status: Status
-    now: datetime
-    head: str | None = None
-    fetch_error: str | None = None
-    target: str | None = None
-    guard: str | None = None  # the newest applied revision the history must descend from
-    records: tuple[str, ...] = ()  # every record of the applied revision; the target descends from each
-    host_digest: str = ""
-    earlier_digests: tuple[str, ...] = ()  # what earlier releases computed, so their quarantines hold
-    content: str | None = None  # the head's desired container, as the quarantine knows it
-    verdict: Verdict | None = None
-    rewrite_allowed_over: str | None = None
-    manifest: bytes | None = None
-    desired: DesiredContainer | None = None
-    image_signer: str | None = None
-    image_source: dict[str, str | None] | None = None  # what the image's provenance names (docs/design.md §14)
-    plan: Plan | None = None
-    actual: ContainerState | None = None
-    outcome: Outcome | None = None
-    logs: str | None = None
-    tally: approvals.Tally | None = None  # the approvals of the declared content, when it needed some
 
 
 @dataclass(frozen=True)
@@ -524,149 +436,6 @@ def container_view(state: ContainerState) -> ContainerStatus:
         node=state.node,
         task=state.task,
     )
-
-
-def running_container(engine: Callable[[], RuntimeView]) -> ContainerState | None:
-    """The runtime container, or None when there is none or the engine cannot be asked (the guard's view)."""
-    try:
-        return engine().current()
-    except ControllerError:
-        return None
-
-
-def remembered_revisions(
-    config: Config, status: Status, running: ContainerState | None, *, deployed: audit.NewestEvent | None = None
-) -> tuple[str, ...]:
-    """Every record of the applied revision, each once: the watermark, the status file, the running
-    container's revision label, the audit log's newest applied event.  Empty only on a host that never deployed."""
-    paths = config.paths
-    label = running.labels.get(LABEL_REVISION) if running is not None else None
-    applied = (deployed or audit.NewestEvent(DEPLOYED_EVENTS)).get(paths.audit)
-    logged = str(applied.get("revision") or "") if applied else None
-    found = (read_watermark(paths.watermark), applied_revision(status), label, logged)
-    return tuple(dict.fromkeys(revision for revision in found if revision))
-
-
-def newest_revision(records: tuple[str, ...], source: GitSource) -> str | None:
-    """The record every other record is an ancestor of: one record that lags (a failed write, a restored
-    backup) never makes an older revision the guard.  Without such a record (the records diverge, or one
-    is not in the fetched history) the first is returned, and the guard holds the target to all of them."""
-    for candidate in records:
-        if all(source.is_ancestor(other, candidate) for other in records):
-            return candidate
-    return records[0] if records else None
-
-
-def remembered_revision(
-    config: Config, status: Status, engine: Callable[[], RuntimeView], source: GitSource
-) -> str | None:
-    """The newest applied revision the records agree on by ancestry; None only on a host that never deployed."""
-    return newest_revision(remembered_revisions(config, status, running_container(engine)), source)
-
-
-def content_key(desired: DesiredContainer, *, host: str) -> str:
-    """What would run, as the quarantine remembers it: image digest, settings, contract version, host files.
-
-    Secret values (from ``.env``) stay out: the host digest already covers that file.
-    """
-    content = {
-        "contract": CONTRACT_VERSION,
-        "image": desired.image.rpartition("@")[2],
-        "env": {k: v for k, v in desired.env.items() if k not in desired.secret_env},
-        "host": host,
-    }
-    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
-
-
-@dataclass(frozen=True)
-class _HostFiles:
-    """The files a refusal may depend on, in the groups earlier releases hashed in different orders."""
-
-    keys: tuple[str | None, ...]  # allowed_signers, OpenPGP keys, revoked keys, cosign keys
-    approvers: tuple[str | None, ...]
-    root: tuple[str, ...]  # the keyless trusted root
-    dotenv: str
-
-    @classmethod
-    def of(cls, config: Config) -> _HostFiles:
-        trust, signatures, approvals = config.trust, config.image.signatures, config.approvals
-        return cls(
-            keys=(
-                trust.allowed_signers,
-                trust.openpgp_keys,
-                trust.revoked_keys,
-                *(signatures.keys if signatures else ()),
-            ),
-            approvers=(approvals.approvers, approvals.openpgp_keys) if approvals else (),
-            root=(signatures.keyless.trusted_root,) if signatures and signatures.keyless else (),
-            dotenv=str(config.paths.dotenv),
-        )
-
-    def all(self) -> tuple[str | None, ...]:
-        """Every file, in the order this release hashes them."""
-        return (*self.keys, *self.approvers, self.dotenv, *self.root)
-
-
-def _host_settings(config: Config) -> bytes:
-    """The settings a verdict depends on: the image repository, the trust mode, keyless identities, provenance.
-
-    Named field by field, so a setting added to the config later changes no digest (and lifts no quarantine).
-    """
-    signatures, provenance = config.image.signatures, config.image.provenance
-    settings: dict[str, object] = {"repository": config.image.repository, "trust_mode": config.trust.mode}
-    if signatures and signatures.keyless:
-        settings["keyless"] = _identities(signatures.keyless.identities)
-    if provenance:
-        source = [provenance.source_repository, provenance.source_ref]
-        settings["provenance"] = [*source, _identities(provenance.identities)]
-    return json.dumps(settings, sort_keys=True).encode()
-
-
-def _identities(identities: list[KeylessIdentityConfig]) -> list[list[str | None]]:
-    return [[i.issuer, i.subject, i.subject_regexp] for i in identities]
-
-
-def host_digest(config: Config) -> str:
-    """SHA-256 of what on the host a refusal may depend on: its files (``_HostFiles``) and settings
-    (``_host_settings``).  A change to either lifts a quarantine: the release is judged again."""
-    return _digest(_host_settings(config), _HostFiles.of(config).all())
-
-
-def _file_bytes(name: str | None) -> bytes:
-    try:
-        return Path(name).read_bytes() if name else b""
-    except OSError:
-        return b"\0missing"
-
-
-def _digest(settings: bytes, files: Iterable[str | None], read: Callable[[str | None], bytes] = _file_bytes) -> str:
-    digest = hashlib.sha256(settings)
-    for name in files:
-        digest.update(read(name))
-    return digest.hexdigest()[:16]
-
-
-_IDENTITY = {"issuer": True, "subject": True, "subject_regexp": True}
-_IMAGE_73B9BD7: dict[str, Any] = {  # the image settings as that release had them, and no field added since
-    "repository": True,
-    "signatures": {"keys": True, "keyless": {"trusted_root": True, "identities": {"__all__": _IDENTITY}}},
-    "provenance": {"source_repository": True, "source_ref": True, "identities": {"__all__": _IDENTITY}},
-}
-_APPROVALS_73B9BD7 = {"threshold", "approvers", "openpgp_keys", "repository", "max_age"}
-
-
-def earlier_host_digests(config: Config) -> tuple[str, ...]:
-    """The host digest as earlier releases computed it, so a quarantine one of them wrote still holds:
-    cd76640 and before hashed the files only (no trusted root); 73b9bd7 hashed the whole ``image`` and
-    ``approvals`` settings first, and the trusted root before the approvers.  Each file is read once."""
-    files = _HostFiles.of(config)
-    read = functools.cache(_file_bytes)
-    files_only = _digest(b"", (*files.keys, *files.approvers, files.dotenv), read)
-    settings = config.image.model_dump_json(include=_IMAGE_73B9BD7).encode()
-    if config.approvals:
-        settings += config.approvals.model_dump_json(include=_APPROVALS_73B9BD7).encode()
-    settings_first = _digest(settings, (*files.keys, *files.root, *files.approvers, files.dotenv), read)
-    return (files_only, settings_first)
 
 
 def _newest_snapshot(folder: Path) -> str | None:
