@@ -30,7 +30,7 @@ from controller.errors import ConfigError, ControllerError, Reason, Refused, Ret
 from controller.manifest import MAX_MANIFEST_BYTES
 from controller.plan import plan
 from controller.reconcile.context import PassContext, PassOptions, PassWorld
-from controller.reconcile.quarantine import content_key, earlier_host_digests, host_digest
+from controller.reconcile.quarantine import content_key, earlier_host_digests, held_content, held_head, host_digest
 from controller.reconcile.record import PassReport, PassResult, record
 from controller.reconcile.revisions import newest_revision, remembered_revisions, running_container
 from controller.records.dotenv import read_dotenv
@@ -153,8 +153,10 @@ class Pass:
         self._running = running_container(self.world.engine)  # the plan reuses it: one engine call per pass
         ctx.remembered = remembered_revisions(self.config, ctx.status, self._running, deployed=self.world.deployed)
         ctx.guard = newest_revision(ctx.remembered, self.world.source)
-        quarantined = ctx.status.quarantined in {f"{ctx.head}:{d}" for d in (ctx.host_digest, *ctx.earlier_digests)}
-        if quarantined and not ctx.options.force:
+        if (
+            held_head(ctx.status.quarantined, ctx.head, (ctx.host_digest, *ctx.earlier_digests))
+            and not ctx.options.force
+        ):
             self._fall_back_to_applied()
         else:
             ctx.target = ctx.head
@@ -239,8 +241,8 @@ class Pass:
         if ctx.target != ctx.head:
             return None
         ctx.content = content_key(self._desired(), host=ctx.host_digest)
-        earlier = {content_key(self._desired(), host=d) for d in ctx.earlier_digests}
-        if ctx.options.force or ctx.status.quarantined not in {f"content:{c}" for c in (ctx.content, *earlier)}:
+        digests = (ctx.host_digest, *ctx.earlier_digests)
+        if ctx.options.force or not held_content(ctx.status.quarantined, self._desired(), digests):
             return None
         self._fall_back_to_applied()
         ctx.desired = self._desired_at(self._target())
