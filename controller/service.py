@@ -3,7 +3,7 @@
 sync, plan, verify, rollback, suspend, resume, recover, history and status
 live here once, so the entry points cannot drift apart.  The service owns the
 pass lock and hands a pass (``reconcile.steps``, from crash recovery to the record) the world it
-acts through, built in ``wiring`` or passed in (tests hand it a fake engine); what it writes goes
+acts through, built in ``compose`` or passed in (tests hand it a fake engine); what it writes goes
 through ``records.store``.  ``audit_hooks`` hear every audit event written, with the
 pass's facts it does not record (``image``, ``signer``, ``image_signer``,
 ``log``); ``notice_hooks`` hear the moments that are no audit event
@@ -19,7 +19,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from controller import wiring
+from controller import compose
+from controller.compose import validate_file
 from controller.config import Config, load_config
 from controller.engine.port import RuntimeView
 from controller.errors import ConfigError, Reason, Refused
@@ -38,7 +39,6 @@ from controller.signatures.commits.policy import VerifiedCache
 from controller.signatures.commits.verification import Verification, load_policy, verify_revision
 from controller.signatures.images.verifier import ImageVerdict
 from controller.source import GitSource
-from controller.wiring import validate_file
 
 log = logging.getLogger("dreichor.service")
 Clock = Callable[[], datetime]
@@ -73,11 +73,11 @@ class EnvironmentService:
         self.at_step = at_step
         self.sleep = sleep
         self.monotonic = monotonic
-        self._connect = engine or (lambda: wiring.connect_engine(config))
+        self._connect = engine or (lambda: compose.connect_engine(config))
         self._engine: RuntimeView | None = None
-        self.source = source or wiring.git_source(config)
+        self.source = source or compose.git_source(config)
         self.store = Store(config, clock=clock)
-        self.images = wiring.ImageTrust(config) if config.image.signatures is not None else None
+        self.images = compose.ImageTrust(config) if config.image.signatures is not None else None
         self.world = PassWorld(
             config=config,
             source=self.source,
@@ -110,7 +110,7 @@ class EnvironmentService:
 
     def rollout(self) -> Applier:
         """The rollout for this environment and its ``docker.mode``."""
-        return wiring.make_rollout(
+        return compose.make_rollout(
             self.config,
             self.engine(),
             clock=self.clock,
@@ -191,7 +191,7 @@ class EnvironmentService:
 
     def verify_image(self, reference: str) -> ImageVerdict:
         """The cosign signature of ``reference`` (``repo@sha256:…``) against ``image.signatures.keys``."""
-        return wiring.ImageTrust(self.config).verify(reference)
+        return compose.ImageTrust(self.config).verify(reference)
 
     def approvals(self) -> HeadApprovals:
         """For the verified head's content: who approved, who is missing, when each approval expires."""
