@@ -31,6 +31,7 @@ from pathlib import Path
 
 from bench.common import Result, report
 from bench.sandbox import Sandbox, sandbox
+from controller import compose
 from controller.config import parse_config
 from controller.engine.docker import Engine
 from controller.records.host_init import init_layout
@@ -110,7 +111,7 @@ def _setup(box: Sandbox) -> EnvironmentService:
         },
         base=agent,
     )
-    service = EnvironmentService(config)
+    service = compose.environment_service(config)
     first = service.sync()
     if first.result != "applied":
         raise SystemExit(f"bench: the first pass did not apply: {first.reason}")

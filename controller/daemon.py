@@ -14,7 +14,6 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import FrameType
@@ -25,7 +24,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 from controller import compose
 from controller import systemd as notify
-from controller.api.routes import AccessVerifier, ApiContext, ApiServer, Guards, WebhookVerifier
+from controller.api.routes import ApiContext, ApiServer, Guards
 from controller.config import Config, load_config
 from controller.errors import ConfigError, ControllerError, Reason
 from controller.metrics import Metrics
@@ -44,26 +43,6 @@ HEALTHY_PASS_AGE_INTERVALS = 3
 PROBLEM_RESULTS = frozenset({"refused", "failed", "rolled_back"})  # logged at warning; bugs at error
 DRAIN_SECONDS = 5.0  # how long an exit waits for queued notifications
 RELOAD_DRAIN_SECONDS = 1.0  # how long a reload waits for the old receivers before it lets them go
-
-
-def attach_notifier(
-    service: EnvironmentService,
-    *,
-    on_failure: Callable[[], None] | None = None,
-    on_drop: Callable[[], None] | None = None,
-) -> Notifier | None:
-    """The process's notifier, hearing the service's decisions; None when nothing is configured.
-
-    Raises ``ConfigError`` for an unusable Apprise URL or a ``${NAME}`` the .env lacks.
-    """
-    config = service.config
-    if config.notify is None and config.github is None:
-        return None
-    dotenv = compose.host_dotenv(config.paths)
-    notifier = Notifier.from_config(config, dotenv=dotenv, on_failure=on_failure, on_drop=on_drop)
-    service.audit_hooks.append(notifier.hear)
-    service.notice_hooks.append(notifier.hear)
-    return notifier
 
 
 class JsonFormatter(logging.Formatter):
@@ -117,7 +96,7 @@ class Daemon:
     def __init__(self, config_path: Path) -> None:
         self.config_path = config_path
         self.config: Config = load_config(config_path)
-        self.service = EnvironmentService(self.config)
+        self.service = compose.environment_service(self.config)
         self.scheduler = BackgroundScheduler(timezone=UTC)
         self.stopping = threading.Event()
         self.reload_requested = threading.Event()
@@ -134,7 +113,7 @@ class Daemon:
         self.last_wait: str | None = None  # the reason of a held change already logged at warning
 
     def _attach_notifier(self, service: EnvironmentService) -> Notifier | None:
-        return attach_notifier(
+        return compose.notifier(
             service, on_failure=self.metrics.notifications_failed.inc, on_drop=self.metrics.notifications_dropped.inc
         )
 
@@ -278,15 +257,7 @@ class Daemon:
 
     def _api_guards(self) -> Guards:
         """The API's Access verifier and webhook secret, as the config and the ``.env`` say now."""
-        access = self.config.api.access
-        return Guards(
-            access=AccessVerifier(access) if access else None,
-            webhook=WebhookVerifier(
-                compose.host_dotenv(self.config.paths).get("GITHUB_WEBHOOK_SECRET"),
-                branch=self.config.source.branch,
-                deliveries=self.deliveries,
-            ),
-        )
+        return compose.api_guards(self.config, self.deliveries)
 
     def _status_json(self) -> bytes | None:
         try:
@@ -337,7 +308,7 @@ class Daemon:
             return
         # Everything the config and .env define is built anew: the image check (its keys), the notifier
         # (receivers, events, GitHub statuses, ${NAME} values), then access and the webhook secret.
-        service = EnvironmentService(config)
+        service = compose.environment_service(config)
         service.audit_hooks = [h for h in self.service.audit_hooks if not self._is_notifier(h)]
         service.notice_hooks = [h for h in self.service.notice_hooks if not self._is_notifier(h)]
         try:

@@ -28,7 +28,7 @@ from controller.source import GitSource
 
 Clock = Callable[[], datetime]
 INTERRUPTED = PassResult("failed", "the pass did not finish", code=Reason.INTERNAL_ERROR)  # what a bug leaves
-ImageCheck = Callable[[DesiredContainer], ImageVerdict | str | None]  # the image's verdict (or signer), or Refused
+ImageStep = Callable[[DesiredContainer], ImageVerdict | str | None]  # the image's verdict (or signer), or Refused
 
 
 @dataclass
@@ -65,7 +65,7 @@ class PassWorld:
     store: Store  # the status file and the watermark
     teller: Teller
     clock: Clock
-    image_check: ImageCheck | None = None  # image signatures (docs/design.md §14), before the pull
+    image_check: ImageStep | None = None  # image signatures (docs/design.md §14), before the pull
     image_signer_trusted: Callable[[str], bool] = lambda signer: True  # a recorded signer is still a key
     at_step: Callable[[str], None] = checkpoint
     desired_cache: dict[tuple[str, str], DesiredContainer] = field(default_factory=dict)

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from controller import compose
 from controller.approvals import NAMESPACE, Statement, folder
 from controller.config import Config, parse_config
 from controller.records.audit import read_events
@@ -77,7 +78,7 @@ class Host:
         self.ticks += seconds
 
     def service(self) -> EnvironmentService:
-        service = EnvironmentService(
+        service = compose.environment_service(
             self.config,
             engine=lambda: self.engine,
             clock=lambda: self.now,
