@@ -32,8 +32,8 @@ from pathlib import Path
 from bench.common import Result, report
 from bench.sandbox import Sandbox, sandbox
 from controller import compose
-from controller.config import parse_config
 from controller.engine.docker import Engine
+from controller.model.config import parse_config
 from controller.records.host_init import init_layout
 from controller.service import EnvironmentService
 from testbed import ManifestRepo, make_ssh_key, manifest_text

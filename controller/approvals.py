@@ -26,8 +26,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from controller.config import ENVIRONMENTS, repository_name
 from controller.errors import ConfigError, Reason, Refused
+from controller.model.config import ENVIRONMENTS, repository_name
 from controller.signatures import signing
 from controller.signatures.commits import sshsig
 from controller.signatures.commits.allowed_signers import AllowedSigner, parse_allowed_signers

@@ -19,10 +19,10 @@ from pathlib import Path
 from typing import Any, cast
 
 from controller.api.routes import AccessVerifier, Guards, WebhookVerifier
-from controller.config import Config, HostPaths, load_config
 from controller.engine.docker import Engine
 from controller.engine.port import RuntimeView
 from controller.engine.swarm import SwarmEngine
+from controller.model.config import Config, HostPaths, load_config
 from controller.notifications.sender import Notifier
 from controller.reconcile.context import Clock, ImageStep
 from controller.records.deliveries import DeliveryMemory

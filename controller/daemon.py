@@ -25,11 +25,11 @@ from apscheduler.triggers.interval import IntervalTrigger
 from controller import compose
 from controller import systemd as notify
 from controller.api.routes import ApiContext, ApiServer, Guards
-from controller.config import Config, load_config
 from controller.errors import ConfigError, ControllerError, Reason
 from controller.metrics import Metrics
+from controller.model.config import Config, load_config
+from controller.model.plan import Plan
 from controller.notifications.sender import Notifier
-from controller.plan import Plan
 from controller.reconcile.record import held
 from controller.records.deliveries import DeliveryMemory
 from controller.records.locks import hold_lock

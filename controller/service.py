@@ -18,10 +18,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from controller.config import DEFAULT_REPOSITORY, Config, HostPaths, load_config
-from controller.contract import DesiredContainer, desired_from_bytes
 from controller.engine.port import RuntimeView
 from controller.errors import ConfigError, Reason, Refused
+from controller.model.config import DEFAULT_REPOSITORY, Config, HostPaths, load_config
+from controller.model.desired import DesiredContainer, desired_from_bytes
 from controller.reconcile.context import Clock, ImageStep, PassOptions, PassWorld
 from controller.reconcile.record import AuditEvent, PassResult, rolled_back_to, suspension
 from controller.reconcile.revisions import remembered_revision

@@ -35,9 +35,9 @@ import jwt
 
 from controller.api.page import BAD_LIMIT, history_body, history_limit, render_page, snapshot_summary
 from controller.api.server import BoundedServer, Limits, Request, Response
-from controller.config import AccessConfig, split_listen
 from controller.metrics import Metrics
-from controller.plan import Plan
+from controller.model.config import AccessConfig, split_listen
+from controller.model.plan import Plan
 from controller.records.deliveries import DeliveryMemory
 from controller.records.status import Status
 from controller.service import History

@@ -9,12 +9,12 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from controller import approvals
-from controller.config import Config
-from controller.containers import ContainerState
-from controller.contract import DesiredContainer
 from controller.engine.port import RuntimeView
 from controller.errors import Reason, Retryable
-from controller.plan import Plan
+from controller.model.config import Config
+from controller.model.containers import ContainerState
+from controller.model.desired import DesiredContainer
+from controller.model.plan import Plan
 from controller.reconcile.quarantine import HostDigests
 from controller.reconcile.record import AuditEvent, PassResult
 from controller.reconcile.revisions import DEPLOYED_EVENTS

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from controller.config import Config
-from controller.containers import ContainerState
-from controller.contract import LABEL_REVISION
 from controller.engine.port import RuntimeView
 from controller.errors import ControllerError
+from controller.model.config import Config
+from controller.model.containers import ContainerState
+from controller.model.desired import LABEL_REVISION
 from controller.records import audit
 from controller.records.status import Status, applied_revision, read_watermark
 from controller.source import GitSource

@@ -18,7 +18,7 @@ import pytest
 
 from controller import compose
 from controller.cli import main
-from controller.config import load_config
+from controller.model.config import load_config
 from controller.service import PassOptions
 from testbed import ControllerHost, SshKey, make_ssh_key
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from controller import compose
-from controller.config import load_config
+from controller.model.config import load_config
 from controller.records.audit import verify_chain
 from controller.records.status import read_status
 from controller.rollout.base import CRASH_HOOK

@@ -17,7 +17,7 @@ import pytest
 
 from controller import compose
 from controller.cli import main
-from controller.config import load_config
+from controller.model.config import load_config
 from controller.records.audit import verify_chain
 from testbed import (
     ControllerHost as Host,

@@ -18,7 +18,7 @@ import pytest
 
 from controller import compose
 from controller.cli import main
-from controller.config import load_config
+from controller.model.config import load_config
 from controller.service import EnvironmentService
 from testbed import ControllerHost, NotificationReceiver, manifest_text, wait_for
 

@@ -21,7 +21,7 @@ import pytest
 
 from controller import compose
 from controller.approvals import NAMESPACE, Statement, folder
-from controller.config import Config, parse_config
+from controller.model.config import Config, parse_config
 from controller.records.audit import read_events
 from controller.records.host_init import init_layout
 from controller.records.status import Status

@@ -24,9 +24,9 @@ from typing import Any
 import pytest
 
 from controller import compose
-from controller.config import Config, ImageSignaturesConfig, parse_config
-from controller.contract import DesiredContainer
 from controller.errors import Reason, Refused, Retryable
+from controller.model.config import Config, ImageSignaturesConfig, parse_config
+from controller.model.desired import DesiredContainer
 from controller.reconcile.context import ImageStep
 from controller.records.audit import read_events
 from controller.records.host_init import init_layout

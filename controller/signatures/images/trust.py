@@ -11,10 +11,10 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Protocol
 
-from controller.config import Config
-from controller.contract import DesiredContainer, desired_from_bytes
 from controller.errors import ConfigError, Reason, Retryable
-from controller.manifest import MAX_MANIFEST_BYTES
+from controller.model.config import Config
+from controller.model.desired import DesiredContainer, desired_from_bytes
+from controller.model.manifest import MAX_MANIFEST_BYTES
 from controller.signatures.images.verifier import ImageVerdict, ImageVerifier, registry_for
 from controller.source import GitSource
 
