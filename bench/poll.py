@@ -142,7 +142,7 @@ def profile(service: EnvironmentService, *, passes: int = RUNS, top: int = 30) -
     out = io.StringIO()
     stats = pstats.Stats(profiler, stream=out)
     total = stats.total_tt  # type: ignore[attr-defined]
-    fetch = _cumulative(stats, "controller/source.py", "fetch")
+    fetch = _cumulative(stats, "controller/source/git.py", "fetch")
     engine = _cumulative(stats, "controller/engine/docker.py", "current")
     rest = total - fetch - engine
     out.write(

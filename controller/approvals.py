@@ -34,7 +34,7 @@ from controller.signatures.commits.allowed_signers import AllowedSigner, parse_a
 from controller.signatures.commits.openpgp import OpenPgpKeyring
 from controller.signatures.commits.policy import read_trust_file
 from controller.signatures.commits.revocations import Revocations, parse_revoked_keys
-from controller.source import clone_facts
+from controller.source.git import clone_facts
 from controller.untrusted import bounded
 
 NAMESPACE = "dreichor-approval"

@@ -32,7 +32,7 @@ from controller.rollout.container import ContainerRollout
 from controller.rollout.swarm import SwarmRollout
 from controller.service import EnvironmentService
 from controller.signatures.images.trust import ImageTrust
-from controller.source import GitSource
+from controller.source.git import GitSource
 
 
 def host_dotenv(paths: HostPaths) -> dict[str, str]:

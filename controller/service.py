@@ -37,7 +37,7 @@ from controller.signatures.commits.policy import VerifiedCache
 from controller.signatures.commits.verification import Verification, load_policy, verify_revision
 from controller.signatures.images.trust import ImageCheck
 from controller.signatures.images.verifier import ImageVerdict
-from controller.source import GitSource
+from controller.source.git import GitSource
 
 log = logging.getLogger("dreichor.service")
 AuditHook = Callable[[dict[str, Any]], None]

@@ -24,7 +24,7 @@ from controller.records.store import Store
 from controller.rollout.base import Applier, Outcome, checkpoint
 from controller.signatures.commits.policy import Verdict, VerifiedCache
 from controller.signatures.images.verifier import ImageVerdict
-from controller.source import GitSource
+from controller.source.git import GitSource
 
 Clock = Callable[[], datetime]
 INTERRUPTED = PassResult("failed", "the pass did not finish", code=Reason.INTERNAL_ERROR)  # what a bug leaves

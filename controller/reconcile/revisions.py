@@ -12,7 +12,7 @@ from controller.model.containers import ContainerState
 from controller.model.desired import LABEL_REVISION
 from controller.records import audit
 from controller.records.status import Status, applied_revision, read_watermark
-from controller.source import GitSource
+from controller.source.git import GitSource
 
 DEPLOYED_EVENTS = frozenset({"applied", "drift_repaired"})  # the events that name what runs
 

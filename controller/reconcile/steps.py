@@ -39,7 +39,7 @@ from controller.records.status import ApprovalsStatus, ContainerStatus, applied_
 from controller.rollout.base import HealthGateFailed
 from controller.signatures.commits.verification import load_policy, verify_revision
 from controller.signatures.images.verifier import ImageVerdict
-from controller.source import GitSource
+from controller.source.git import GitSource
 
 STALE_AFTER_INTERVALS = 5  # the source is stale after this many intervals without a fetch
 

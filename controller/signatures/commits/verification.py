@@ -15,7 +15,7 @@ from controller.errors import Refused
 from controller.model.config import Config
 from controller.signatures.commits.policy import PolicyCache, TrustPolicy, Verdict, VerifiedCache, verify_commits
 from controller.signatures.images.verifier import ImageVerdict
-from controller.source import GitSource
+from controller.source.git import GitSource
 
 log = logging.getLogger("dreichor.verification")
 

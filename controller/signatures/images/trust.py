@@ -16,7 +16,7 @@ from controller.model.config import Config
 from controller.model.desired import DesiredContainer, desired_from_bytes
 from controller.model.manifest import MAX_MANIFEST_BYTES
 from controller.signatures.images.verifier import ImageVerdict, ImageVerifier, registry_for
-from controller.source import GitSource
+from controller.source.git import GitSource
 
 Credentials = Callable[[], dict[str, str] | None]  # the registry's, read from .env at each use
 
