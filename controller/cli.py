@@ -23,7 +23,8 @@ from typing import Any
 
 from controller import __version__, completion, compose
 from controller.approvals import DEFAULT_VALIDITY, write_approval
-from controller.daemon import DRAIN_SECONDS, LOG_LEVELS, Daemon, setup_cli_logging, setup_logging
+from controller.daemon.logs import LOG_LEVELS, setup_cli_logging, setup_logging
+from controller.daemon.scheduler import DRAIN_SECONDS, Daemon
 from controller.errors import ConfigError, ControllerError, Refused
 from controller.model.config import ENVIRONMENTS, config_path, default_root, parse_duration
 from controller.service import EnvironmentService, PassOptions, PlanAnswer, init_layout, next_steps, validate_file

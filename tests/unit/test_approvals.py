@@ -22,8 +22,8 @@ from controller import approvals
 from controller.api import page
 from controller.approvals import NAMESPACE, Statement, Subject, count_approvals, load_approvers, parse_approval
 from controller.cli import main
+from controller.daemon.metrics import Metrics
 from controller.errors import ConfigError, Refused
-from controller.metrics import Metrics
 from controller.model.config import parse_config, parse_duration, repository_name
 from controller.notifications.policy import Memory, Policy, decide, decision_from_event
 from controller.records.status import Status

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from controller.daemon import JOB_ID, Daemon
+from controller.daemon.scheduler import JOB_ID, Daemon
 from controller.errors import Reason, Retryable
 from controller.model.desired import DesiredContainer
 from controller.reconcile.record import PassResult

@@ -19,8 +19,8 @@ from hypothesis import strategies as st
 
 from controller.api.routes import AccessVerifier, ApiContext, AuthError, Guards, Routes, WebhookVerifier
 from controller.api.server import Request
+from controller.daemon.metrics import Metrics
 from controller.errors import ConfigError, Refused
-from controller.metrics import Metrics
 from controller.model.config import AccessConfig, HostPaths, load_config
 from controller.model.desired import desired_from_bytes
 from controller.records.status import read_status

@@ -8,25 +8,22 @@ pass in flight finish, SIGHUP reloads the config.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import signal
-import sys
 import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import FrameType
-from typing import Any
 
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
 from controller import compose
-from controller import systemd as notify
 from controller.api.routes import ApiContext, ApiServer, Guards
+from controller.daemon import systemd as notify
+from controller.daemon.metrics import Metrics
 from controller.errors import ConfigError, ControllerError, Reason
-from controller.metrics import Metrics
 from controller.model.config import Config, load_config
 from controller.model.plan import Plan
 from controller.notifications.sender import Notifier
@@ -43,51 +40,6 @@ HEALTHY_PASS_AGE_INTERVALS = 3
 PROBLEM_RESULTS = frozenset({"refused", "failed", "rolled_back"})  # logged at warning; bugs at error
 DRAIN_SECONDS = 5.0  # how long an exit waits for queued notifications
 RELOAD_DRAIN_SECONDS = 1.0  # how long a reload waits for the old receivers before it lets them go
-
-
-class JsonFormatter(logging.Formatter):
-    """One JSON object per line, for journald."""
-
-    _SKIP = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
-
-    def format(self, record: logging.LogRecord) -> str:
-        """The record and its ``extra`` fields as JSON."""
-        data: dict[str, Any] = {
-            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "msg": record.getMessage(),
-        }
-        data.update({k: v for k, v in record.__dict__.items() if k not in self._SKIP})
-        if record.exc_info:
-            data["traceback"] = self.formatException(record.exc_info)
-        return json.dumps(data, default=str)
-
-
-LOG_LEVELS = ("debug", "info", "warning", "error")
-
-
-def setup_logging(level: str | None = None) -> None:
-    """The daemon's logs: JSON lines on stdout (journald), from ``level`` on (default info)."""
-    _log_to(sys.stdout, JsonFormatter(), level or "info")
-
-
-def setup_cli_logging(level: str | None = None) -> None:
-    """A one-shot command's logs: plain lines on stderr, from ``level`` on (default warning)."""
-    _log_to(sys.stderr, logging.Formatter("%(levelname)s %(name)s: %(message)s"), level or "warning")
-
-
-class _OwnHandler(logging.StreamHandler):  # type: ignore[type-arg]
-    """The controller's own log handler: set up again replaces it, and leaves others' handlers alone."""
-
-
-def _log_to(stream: Any, formatter: logging.Formatter, level: str) -> None:
-    handler = _OwnHandler(stream)
-    handler.setFormatter(formatter)
-    root = logging.getLogger()
-    root.handlers[:] = [h for h in root.handlers if not isinstance(h, _OwnHandler)] + [handler]
-    root.setLevel(level.upper())
-    logging.getLogger("apscheduler").setLevel(max(logging.WARNING, root.level))
 
 
 class Daemon:
