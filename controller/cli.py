@@ -22,12 +22,20 @@ from pathlib import Path
 from typing import Any
 
 from controller import __version__, completion, compose
-from controller.approvals import DEFAULT_VALIDITY, write_approval
 from controller.daemon.logs import LOG_LEVELS, setup_cli_logging, setup_logging
 from controller.daemon.scheduler import DRAIN_SECONDS, Daemon
 from controller.errors import ConfigError, ControllerError, Refused
 from controller.model.config import ENVIRONMENTS, config_path, default_root, parse_duration
-from controller.service import EnvironmentService, PassOptions, PlanAnswer, init_layout, next_steps, validate_file
+from controller.service import (
+    APPROVAL_VALIDITY,
+    EnvironmentService,
+    PassOptions,
+    PlanAnswer,
+    init_layout,
+    next_steps,
+    validate_file,
+    write_approval,
+)
 
 log = logging.getLogger("dreichor.cli")
 EXIT_OK = 0
@@ -490,7 +498,7 @@ def cmd_notify(args: argparse.Namespace) -> int:
 
 def cmd_approve(args: argparse.Namespace) -> int:
     """``approve FILE``: sign an approval of the file's content in its clone; print the path to commit."""
-    valid_for = DEFAULT_VALIDITY
+    valid_for = APPROVAL_VALIDITY
     if args.expires:
         try:
             valid_for = parse_duration(args.expires)

@@ -33,6 +33,8 @@ from controller.records.snapshots import Snapshot, find_snapshot, restorable
 from controller.records.status import Status
 from controller.records.store import History, Store
 from controller.rollout.base import Applier, Outcome, checkpoint
+from controller.signatures.approvals import DEFAULT_VALIDITY as APPROVAL_VALIDITY
+from controller.signatures.approvals import write_approval
 from controller.signatures.commits.policy import VerifiedCache
 from controller.signatures.commits.verification import Verification, load_policy, verify_revision
 from controller.signatures.images.trust import ImageCheck
@@ -43,7 +45,13 @@ log = logging.getLogger("dreichor.service")
 AuditHook = Callable[[dict[str, Any]], None]
 
 __all__ = ["EnvironmentService", "History", "PassOptions", "PassResult", "PlanAnswer", "Verification"]
-__all__ += ["init_layout", "next_steps", "validate_file"]  # for the command line, which imports no record
+__all__ += [
+    "APPROVAL_VALIDITY",
+    "init_layout",
+    "next_steps",
+    "validate_file",
+    "write_approval",
+]  # for the command line, which imports no record
 
 
 def validate_file(

@@ -8,7 +8,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
-from controller import approvals
 from controller.engine.port import RuntimeView
 from controller.errors import Reason, Retryable
 from controller.model.config import Config
@@ -22,6 +21,7 @@ from controller.records import audit
 from controller.records.status import Status
 from controller.records.store import Store
 from controller.rollout.base import Applier, Outcome, checkpoint
+from controller.signatures import approvals
 from controller.signatures.commits.policy import Verdict, VerifiedCache
 from controller.signatures.images.verifier import ImageVerdict
 from controller.source.git import GitSource

@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from controller import approvals
 from controller.engine.port import RuntimeView
 from controller.errors import ConfigError, ControllerError, Reason, Refused, Retryable
 from controller.model.config import Config
@@ -37,6 +36,7 @@ from controller.records.dotenv import read_dotenv
 from controller.records.snapshots import list_snapshot_files
 from controller.records.status import ApprovalsStatus, ContainerStatus, applied_revision
 from controller.rollout.base import HealthGateFailed
+from controller.signatures import approvals
 from controller.signatures.commits.verification import load_policy, verify_revision
 from controller.signatures.images.verifier import ImageVerdict
 from controller.source.git import GitSource

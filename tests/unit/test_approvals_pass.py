@@ -20,12 +20,12 @@ from pathlib import Path
 import pytest
 
 from controller import compose
-from controller.approvals import NAMESPACE, Statement, folder
 from controller.model.config import Config, parse_config
 from controller.records.audit import read_events
 from controller.records.host_init import init_layout
 from controller.records.status import Status
 from controller.service import EnvironmentService, PassOptions
+from controller.signatures.approvals import NAMESPACE, Statement, folder
 from testbed import ManifestRepo, SshKey, make_ssh_key, manifest_text, ssh_sign
 from tests.unit.fake_engine import FakeEngine
 
