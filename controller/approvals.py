@@ -166,11 +166,12 @@ class Approvers:
 
 def load_approvers(approvers: Path, *, openpgp_keys: Path | None, revoked_keys: Path | None) -> Approvers:
     """Read the host's approver files; a missing or ambiguous file refuses the change, naming the file."""
-    text = _read(approvers, required=True).decode("utf-8", "replace")
+    text = _read(approvers, name="approvers file").decode("utf-8", "replace")
     signers = tuple(parse_allowed_signers(text))
     _check_one_person_per_key(signers, approvers)
-    keyring = OpenPgpKeyring(_read(openpgp_keys, required=False) if openpgp_keys else b"")
-    revoked = parse_revoked_keys(_read(revoked_keys, required=False), path=revoked_keys) if revoked_keys else None
+    keyring = OpenPgpKeyring(_read(openpgp_keys, name="approvers' openpgp_keys file"))
+    revoked_data = _read(revoked_keys, name="revoked_keys file", consequence="the keys it revokes would count again")
+    revoked = parse_revoked_keys(revoked_data, path=revoked_keys) if revoked_keys else None
     people = {fpr: email_of(uid) or fpr for fpr, uid in keyring.user_ids().items()}
     return Approvers(signers, keyring, revoked or Revocations(), openpgp_people=people)
 
@@ -188,10 +189,8 @@ def _check_one_person_per_key(signers: Sequence[AllowedSigner], path: Path) -> N
             raise Refused(why, code=Reason.BAD_TRUST_POLICY)
 
 
-def _read(path: Path | None, *, required: bool) -> bytes:
-    return read_trust_file(
-        path, required=required, name="approvers file", consequence="no one can approve", code=Reason.BAD_TRUST_POLICY
-    )
+def _read(path: Path | None, *, name: str, consequence: str = "no one can approve") -> bytes:
+    return read_trust_file(path, name=name, consequence=consequence, code=Reason.BAD_TRUST_POLICY)
 
 
 # -- counting ---------------------------------------------------------------------------------------
