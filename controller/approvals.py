@@ -109,10 +109,12 @@ def parse_approval(data: bytes) -> tuple[Statement, bytes, bytes]:
     if len(parts) < 8:
         raise NotCounted("is not a seven-line statement followed by a signature")
     signed = b"\n".join(parts[:7]) + b"\n"
-    try:
-        lines = signed.decode("ascii").splitlines()
+    try:  # split on "\n" alone, as the statement is written: \r, \v or \x1c are a field's text, not line ends
+        lines = signed.decode("ascii").removesuffix("\n").split("\n")
     except UnicodeDecodeError:
         raise NotCounted("has a statement that is not ASCII text") from None
+    if not all(line.isprintable() for line in lines):
+        raise NotCounted("has a control character in its statement")
     if lines[0] != VERSION_LINE:
         raise NotCounted(f"does not start with '{VERSION_LINE}'")
     values: dict[str, str] = {}
