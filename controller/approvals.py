@@ -19,8 +19,11 @@ clone's file and has ``ssh-keygen`` sign it, so both sides share one format.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import os
 import re
+import stat
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -373,7 +376,7 @@ def write_approval(file: Path, *, key: str | None, valid_for: timedelta, reposit
     ``remote.origin.url``), the environment and path from the file's place in the clone, its SHA-256.
     """
     root, origin, signing_key = clone_facts(file)
-    relative = file.resolve().relative_to(root.resolve()).as_posix()
+    relative = _inside(file, root)
     environment = relative.removeprefix("envs/").removesuffix(".yaml")
     if relative != f"envs/{environment}.yaml" or environment not in ENVIRONMENTS:
         raise ConfigError(f"{relative} is not an environment's manifest (envs/dev.yaml or envs/prod.yaml)")
@@ -391,7 +394,63 @@ def write_approval(file: Path, *, key: str | None, valid_for: timedelta, reposit
     armored = signing.ssh_sign(statement, key=key, namespace=NAMESPACE)
     signature = sshsig.parse_armored(armored)
     sshsig.verify(signature, statement, namespace=NAMESPACE.encode(), what="the statement")
-    target = root / folder(environment, sha) / f"{hashlib.sha256(signature.public_key).hexdigest()[:16]}{SUFFIX}"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_bytes(statement + armored)
-    return target
+    name = f"{hashlib.sha256(signature.public_key).hexdigest()[:16]}{SUFFIX}"
+    return write_inside(root, (*folder(environment, sha).split("/"), name), statement + armored)
+
+
+def _inside(file: Path, root: Path) -> str:
+    """``file``'s path in the clone, refused when a component under the clone's root is a symlink.
+
+    The branch under review chooses the clone's contents: a manifest that is a symlink would have
+    another file's bytes approved under this file's name.
+    """
+    absolute = file.absolute()
+    top = root.resolve()
+    for candidate in (absolute, *absolute.parents):
+        if candidate.resolve() == top:
+            return absolute.relative_to(candidate).as_posix()
+        if candidate.is_symlink():
+            raise ConfigError(f"{candidate} is a symlink: approve reads no file through a link the clone holds")
+    raise ConfigError(f"{file} is not inside the clone {root}")
+
+
+def write_inside(root: Path, parts: Sequence[str], data: bytes) -> Path:
+    """Create ``root/parts…`` as a new regular file, following no symlink under ``root``.
+
+    The approval's path is predictable (content hash and key), so a branch could commit it, or any
+    folder above it, as a symlink to ``~/.bashrc`` or a key file.  Each folder is opened relative
+    to the one above it without following links (created when missing); the file is created with
+    ``O_EXCL | O_NOFOLLOW``.  An approval already there (a regular file) is replaced by a new one.
+    """
+    here = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    path = root
+    try:
+        for part in parts[:-1]:
+            path = path / part
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(part, 0o755, dir_fd=here)
+            try:
+                below = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=here)
+            except OSError:
+                raise ConfigError(f"{path} is a symlink or not a folder: approve writes nothing through it") from None
+            os.close(here)
+            here = below
+        path = path / parts[-1]
+        if stat.S_ISREG(_lstat(parts[-1], here)):
+            os.unlink(parts[-1], dir_fd=here)  # an earlier approval of the same content by the same key
+        try:
+            fd = os.open(parts[-1], os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644, dir_fd=here)
+        except OSError:
+            raise ConfigError(f"{path} already exists and is no regular file: approve writes nothing there") from None
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+    finally:
+        os.close(here)
+    return path
+
+
+def _lstat(name: str, folder_fd: int) -> int:
+    try:
+        return os.stat(name, dir_fd=folder_fd, follow_symlinks=False).st_mode
+    except FileNotFoundError:
+        return 0

@@ -8,10 +8,12 @@ verdicts of whole passes are in ``test_approvals_pass.py``.
 
 from __future__ import annotations
 
+import base64
 import copy
 import hashlib
 import json
 import subprocess
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -402,3 +404,70 @@ def test_the_parser_only_ever_counts_or_explains(
     assert set(tally.have) <= {"alice"}
     for rejection in tally.rejected:
         assert rejection.reason.startswith(rejection.file) and len(rejection.reason) > len(rejection.file)
+
+
+def _clone_for_approve(tmp_path: Path, key: SshKey) -> ManifestRepo:
+    repo = ManifestRepo(tmp_path / "manifests")
+    repo.git("remote", "set-url", "origin", "git@github.com:ceerkle/dreichor-deployments.git")
+    repo.write("envs/prod.yaml", "environment: prod\nimage: x\n")
+    repo.git("config", "user.signingkey", str(key.path))
+    return repo
+
+
+def _plant_file(repo: ManifestRepo, victim: Path, key: SshKey) -> None:
+    sha = hashlib.sha256(b"environment: prod\nimage: x\n").hexdigest()
+    name = hashlib.sha256(base64.b64decode(key.public.split()[1])).hexdigest()[:16]
+    target = repo.work / "approvals" / "prod" / sha / f"{name}.approval"
+    target.parent.mkdir(parents=True)
+    target.symlink_to(victim)
+
+
+def _plant_folder(repo: ManifestRepo, victim: Path, key: SshKey) -> None:
+    (repo.work / "approvals").symlink_to(victim.parent)
+
+
+def _plant_manifest(repo: ManifestRepo, victim: Path, key: SshKey) -> None:
+    (repo.work / "envs" / "prod.yaml").unlink()
+    (repo.work / "envs" / "prod.yaml").symlink_to(victim)
+
+
+@pytest.mark.parametrize(
+    ("plant", "words"),
+    [
+        (_plant_file, "approval already exists and is no regular file"),
+        (_plant_folder, "approvals is a symlink or not a folder"),
+        (_plant_manifest, "prod.yaml is a symlink"),
+    ],
+    ids=["approval-file", "approvals-folder", "manifest"],
+)
+def test_approve_follows_no_symlink_the_branch_under_review_planted(
+    tmp_path: Path,
+    ssh_keys: tuple[SshKey, SshKey],
+    capsys: pytest.CaptureFixture[str],
+    plant: Callable[[ManifestRepo, Path, SshKey], None],
+    words: str,
+) -> None:
+    """N2: the approval's path is predictable; a symlink there must not aim approve at ~/.bashrc."""
+    alice, _ = ssh_keys
+    victim = tmp_path / "home" / ".bashrc"
+    victim.parent.mkdir()
+    victim.write_text("# the approver's shell\n")
+    repo = _clone_for_approve(tmp_path, alice)
+    plant(repo, victim, alice)
+    assert main(["approve", str(repo.work / "envs/prod.yaml")]) == 1
+    said = capsys.readouterr().err
+    assert words in said, said
+    assert victim.read_text() == "# the approver's shell\n"
+    assert [p.name for p in victim.parent.iterdir()] == [".bashrc"]
+
+
+def test_approve_again_replaces_its_own_earlier_approval(
+    tmp_path: Path, ssh_keys: tuple[SshKey, SshKey], capsys: pytest.CaptureFixture[str]
+) -> None:
+    repo = _clone_for_approve(tmp_path, ssh_keys[0])
+    assert main(["approve", str(repo.work / "envs/prod.yaml"), "--expires", "1d"]) == 0
+    assert main(["approve", str(repo.work / "envs/prod.yaml"), "--expires", "2d"]) == 0
+    files = list((repo.work / "approvals" / "prod").rglob("*.approval"))
+    assert len(files) == 1
+    statement, _, _ = parse_approval(files[0].read_bytes())
+    assert statement.expires - statement.created == timedelta(days=2)
