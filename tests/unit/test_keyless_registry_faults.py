@@ -15,6 +15,7 @@ import hashlib
 import json
 import threading
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -22,6 +23,7 @@ from typing import Any
 
 import pytest
 
+from controller import cli
 from controller.errors import Reason, Refused, Retryable
 from controller.signatures.images.cosign import fingerprint
 from controller.signatures.images.keyless import KeylessIdentity
@@ -380,3 +382,51 @@ def test_with_keys_and_keyless_identities_configured_either_signer_lets_the_imag
     expected = fingerprint(key.private.public_key()) if signed_by == "configured key" else WORKFLOW
     verdict = verifier.verify(documents.pinned, registry=registry_client, now=datetime.now(UTC))
     assert verdict.image_signer.startswith(expected)
+
+
+# --- N10: certificate and attestation text reaches no terminal raw ----------------------------------
+
+CLIPBOARD = "refs/heads/x\x1b]52;c;cm0gLXJmIH4K\x07"  # OSC 52: writes the terminal's clipboard
+
+
+def test_verify_image_prints_the_certificates_source_through_the_sanitiser(
+    registry: ThreadingHTTPServer,
+    instance: SigstoreInstance,
+    root_file: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    documents = _Documents(registry)
+    _classic_signature(documents, instance)
+    statement = provenance_statement(documents.pinned.split("@")[0], DIGEST, repository=SOURCE, ref=CLIPBOARD)
+    documents.bundle(keyless_bundle(instance, statement, subject=WORKFLOW))
+    verifier = ImageVerifier(
+        trusted_root=str(root_file), identities=(IDENTITY,), provenance=Provenance(SOURCE, None, (IDENTITY,))
+    )
+    verdict = verifier.verify(documents.pinned, registry=RegistryClient(documents.host), now=datetime.now(UTC))
+    assert verdict.source is not None and verdict.source.ref == "refs/heads/x\\x1b]52;c;cm0gLXJmIH4K\\x07"
+
+    class _Service:
+        def verify_image(self, image: str) -> object:
+            return replace(verdict)
+
+    monkeypatch.setattr(cli, "_service", lambda args: _Service())
+    for json_output in ([], ["--json"]):
+        assert cli.main(["verify-image", documents.pinned, *json_output]) == 0
+        out = capsys.readouterr().out
+        assert "\x1b" not in out and "\x07" not in out and "x1b]52" in out
+
+
+def test_a_refusal_naming_the_statements_source_is_sanitised(
+    registry: ThreadingHTTPServer, instance: SigstoreInstance, root_file: Path
+) -> None:
+    documents = _Documents(registry)
+    _classic_signature(documents, instance)
+    statement = provenance_statement(documents.pinned.split("@")[0], DIGEST, repository=SOURCE, ref=CLIPBOARD)
+    source = {"repository": SOURCE, "ref": "refs/heads/main", "commit": "a" * 40, "build_signer": WORKFLOW}
+    documents.bundle(keyless_bundle(instance, statement, subject=WORKFLOW, source=source))
+    with pytest.raises(Refused) as refused:
+        _check(documents, root_file)
+    assert "\x1b" not in str(refused.value) and "but its signing certificate says 'refs/heads/main'" in str(
+        refused.value
+    )
