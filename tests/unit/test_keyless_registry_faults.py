@@ -430,3 +430,64 @@ def test_a_refusal_naming_the_statements_source_is_sanitised(
     assert "\x1b" not in str(refused.value) and "but its signing certificate says 'refs/heads/main'" in str(
         refused.value
     )
+
+
+# --- F5: a broken count cap is the registry's fault, and a valid signature within it still counts ----
+
+
+def _signature_layer(documents: _Documents, instance: SigstoreInstance, *, subject: str) -> dict[str, Any]:
+    payload = simple_signing_payload(documents.pinned)
+    annotations = classic_keyless_layer(instance, payload, subject=subject)
+    return {
+        "mediaType": SIMPLE_SIGNING,
+        "size": len(payload),
+        "digest": documents.blob(payload),
+        "annotations": annotations,
+    }
+
+
+def _many_layers(documents: _Documents, layers: list[dict[str, Any]]) -> None:
+    document = {"schemaVersion": 2, "mediaType": OCI_MANIFEST, "layers": layers}
+    documents.manifest(DIGEST.replace(":", "-") + ".sig", json.dumps(document).encode())
+
+
+@pytest.mark.parametrize("valid_at", [0, 31, 32, None], ids=["first", "last-checked", "past-the-cap", "none"])
+def test_more_signature_layers_than_the_cap_is_a_registry_fault_unless_one_within_it_verifies(
+    registry: ThreadingHTTPServer, instance: SigstoreInstance, root_file: Path, valid_at: int | None
+) -> None:
+    """Whoever can push to the image repository can add 40 foreign signatures: that holds, never quarantines."""
+    documents = _Documents(registry)
+    foreign = _signature_layer(documents, instance, subject=WORKFLOW.replace("release", "other"))
+    layers = [foreign] * 40
+    if valid_at is not None:
+        layers[valid_at] = _signature_layer(documents, instance, subject=WORKFLOW)
+    _many_layers(documents, layers)
+    if valid_at is not None and valid_at < 32:
+        assert _check(documents, root_file, provenance=False).image_signer.startswith(WORKFLOW)  # type: ignore[attr-defined]
+        return
+    with pytest.raises(Retryable) as caught:
+        _check(documents, root_file, provenance=False)
+    assert caught.value.code == Reason.REGISTRY_ANSWER_TOO_LARGE
+    assert "has 40 layers, more than the 32 checked" in caught.value.reason
+    assert "a valid signature may be among the rest" in caught.value.reason
+
+
+def test_more_bundles_than_the_cap_is_a_registry_fault_unless_one_within_it_verifies(
+    registry: ThreadingHTTPServer, instance: SigstoreInstance, root_file: Path
+) -> None:
+    documents = _Documents(registry)
+    statement = cosign_statement("team/app", DIGEST)
+    foreign = [keyless_bundle(instance, statement, subject=WORKFLOW.replace("release", "x")) for _ in range(17)]
+    for bundle in foreign:
+        documents.bundle(bundle)
+    with pytest.raises(Retryable) as caught:
+        _check(documents, root_file, provenance=False)
+    assert caught.value.code == Reason.REGISTRY_ANSWER_TOO_LARGE and "lists 17 bundles, more than the 16" in str(
+        caught.value
+    )
+    documents.served.clear()  # the same 17, with a valid bundle listed first: it counts
+    documents.listed.clear()
+    documents.bundle(keyless_bundle(instance, cosign_statement("team/app", DIGEST), subject=WORKFLOW))
+    for bundle in foreign:
+        documents.bundle(bundle)
+    assert _check(documents, root_file, provenance=False).format == "bundle"  # type: ignore[attr-defined]

@@ -204,8 +204,11 @@ def _attestations(
 def _classic_attestations(
     image: ImageReference, registry: RegistryClient, *, keyless: Keyless, policy: Provenance
 ) -> Iterator[Attestation]:
-    for layer in tagged_layers(image, registry, suffix="att", what="attestation manifest"):
+    layers, over = tagged_layers(image, registry, suffix="att", what="attestation manifest")
+    for layer in layers:
         yield partial(_check_attestation_layer, layer, image, registry, keyless=keyless, policy=policy)
+    if over is not None:
+        yield partial(reraise, over)
 
 
 def _check_attestation_layer(
