@@ -34,6 +34,8 @@ from controller.service import EnvironmentService
 from controller.signatures.images.trust import ImageTrust
 from controller.source.git import GitSource
 
+__all__ = ["Notifier", "api_guards", "environment_service", "image_trust", "notifier", "service_from_file"]
+
 
 def host_dotenv(paths: HostPaths) -> dict[str, str]:
     """The environment's ``.env``, or nothing when it cannot be read (a pass reports that itself)."""

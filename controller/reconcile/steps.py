@@ -37,7 +37,7 @@ from controller.records.snapshots import list_snapshot_files
 from controller.records.status import ApprovalsStatus, ContainerStatus, applied_revision
 from controller.rollout.base import HealthGateFailed
 from controller.signatures import approvals
-from controller.signatures.commits.verification import load_policy, verify_revision
+from controller.signatures.commits.verification import verify_on_host
 from controller.signatures.images.verifier import ImageVerdict
 from controller.source.git import GitSource
 
@@ -192,10 +192,9 @@ class Pass:
         """Signatures, against the host's trust policy."""
         self.world.at_step("verify")
         applied = self.ctx.guard
-        self.ctx.verdict = verify_revision(
+        self.ctx.verdict = verify_on_host(
+            self.config,
             self.world.source,
-            load_policy(self.config),
-            mode=self.config.trust.mode,
             applied=applied,
             head=self._target(),
             now=self.ctx.now,
@@ -492,7 +491,7 @@ def head_approvals(config: Config, source: GitSource, *, applied: str | None, no
     if config.approvals is None:
         raise ConfigError("approvals are not configured: there is no approvals section in the config")
     head = source.fetch()
-    verify_revision(source, load_policy(config), mode=config.trust.mode, applied=applied, head=head, now=now)
+    verify_on_host(config, source, applied=applied, head=head, now=now)
     data = source.read_file(head, f"envs/{config.environment}.yaml", max_bytes=MAX_MANIFEST_BYTES)
     content = hashlib.sha256(data).hexdigest()
     return HeadApprovals(head, count_for(config, source, revision=head, content=content, now=now))

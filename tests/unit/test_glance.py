@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from controller import cli
-from controller.cli import COMMANDS, main
+from controller.cli import main
+from controller.cli.parser import COMMANDS
 from controller.daemon.metrics import Metrics
 from controller.errors import Reason
 from controller.model.config import config_path
