@@ -28,7 +28,7 @@ from controller.reconcile.record import AuditEvent, PassResult, held, rolled_bac
 from controller.reconcile.revisions import remembered_revision
 from controller.reconcile.steps import HeadApprovals, Pass, PlanAnswer, current_container, head_approvals
 from controller.records.deliveries import DeliveryMemory
-from controller.records.dotenv import read_dotenv
+from controller.records.dotenv import load_dotenv
 from controller.records.host_init import init_layout, next_steps
 from controller.records.locks import hold_lock, pass_lock
 from controller.records.snapshots import Snapshot, find_snapshot, restorable
@@ -78,10 +78,7 @@ def validate_file(
         raise ConfigError(f"cannot read {file}: {exc.strerror}") from None
     dotenv = None
     if config is not None:
-        try:
-            dotenv = read_dotenv(config.paths.dotenv)
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"cannot read {config.paths.dotenv}: {exc}") from None
+        dotenv = load_dotenv(config.paths.dotenv)
     return desired_from_bytes(
         data,
         environment=environment,
@@ -229,10 +226,7 @@ class EnvironmentService:
     def rollback(self, snapshot_id: str | None = None) -> Snapshot:
         """Break-glass: restore a snapshot, then suspend so the next poll does not undo it."""
         snapshot = find_snapshot(self.paths.snapshots, snapshot_id, environment=self.config.environment)
-        try:
-            dotenv = read_dotenv(self.paths.dotenv)
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"cannot read {self.paths.dotenv}: {exc}") from None
+        dotenv = load_dotenv(self.paths.dotenv)
         checked = restorable(snapshot, repository=self.config.image.repository, dotenv=dotenv)
         with pass_lock(self.paths.pass_lock):
             outcome = self._restore_suspended(checked, reason=f"rollback to snapshot {snapshot.id}")

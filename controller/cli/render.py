@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from controller.cli.exits import EXIT_OK, EXIT_OUT_OF_SYNC, EXIT_UNHEALTHY
+from controller.model.manifest import manifest_path
 from controller.service import PlanAnswer, Status
 
 LOG_LINES = 5  # the rollback log's first lines in ``status``
@@ -21,7 +22,7 @@ def print_learned(answer: PlanAnswer) -> None:
         print(f"verified:  signed by {answer.signer}")
     if answer.image:
         print(
-            f"valid:     envs/{answer.environment}.yaml runs {answer.image}"
+            f"valid:     {manifest_path(answer.environment)} runs {answer.image}"
             + (f" (tag {answer.tag})" if answer.tag else "")
         )
 
