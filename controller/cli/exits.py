@@ -32,3 +32,28 @@ PLAN_EXIT = {
     "waiting": EXIT_OK,
     "refused": EXIT_REFUSED,
 }
+
+# Each command's exit codes, read by its --help (cli.parser) and checked against docs/design.md §7
+# (tests/unit/test_docs.py).
+ONE_SHOT = "0 done; 1 error (the config, the state folder or the Docker Engine)"
+EXITS: dict[str, str] = {
+    "validate": "0 valid; 3 refused; 1 the file or the config cannot be read",
+    "verify": "0 trusted; 3 refused (the commit or its image); "
+    "1 the repository cannot be fetched or the revision is unknown",
+    "verify-image": "0 trusted; 3 refused; 1 other error (registry unreachable, no keys configured)",
+    "run": "0 after SIGTERM; 1 the config is unusable or another controller holds the environment",
+    "sync": "0 in sync or applied; 3 refused (or held); 4 failed the health gate and rolled back; 1 other error",
+    "plan": "0 nothing to do (or a change, without --exit-code); 2 a change would be applied (--exit-code); "
+    "3 refused; 1 could not plan (git or Docker unreachable)",
+    "status": "0 (with --check: in sync and healthy); 3 out of sync: refused, held, waiting, suspended (--check); "
+    "4 the container is unhealthy, missing or unknown (--check); 1 the status cannot be read",
+    "history": "0; 3 the audit chain is broken (--verify); 1 the state cannot be read",
+    "rollback": "0 restored; 3 the snapshot is refused (another environment, repository or database); 1 other error",
+    "notify": "0 every target answered; 1 otherwise",
+    "approve": "0 written; 1 error (not a clone, no key, ssh-keygen failed)",
+    "approvals": "0 done; 1 error (the config, git or the trust files)",
+    "suspend": ONE_SHOT,
+    "resume": ONE_SHOT,
+    "init": "0 created (or already complete); 1 a folder cannot be created",
+    "completion": "0",
+}
