@@ -502,3 +502,13 @@ def test_a_person_withdrawn_before_a_time_counts_only_with_approvals_made_after_
     host.repo.commit("bob approves again", key=host.keys.committer)
     host.repo.push()
     assert host.sync() == "applied" and host.image() == GOOD_B
+
+
+def test_a_previous_release_approvals_section_upgrades_in_place(tmp_path: Path, keys: Keys) -> None:
+    """The previous release's section (no max_age, withdrawn or openpgp_approvers) loads unchanged, and
+    approvals as its ``approve`` wrote them (valid 7 days) still count under the new 7d default."""
+    host = make_host(tmp_path, keys, approvals={"threshold": 2, "approvers": "trust/approvers"})
+    created = host.now - timedelta(hours=1)
+    host.approve(GOOD_A, keys.alice, keys.bob, created=created, expires=created + timedelta(days=7))
+    host.publish(GOOD_A)
+    assert host.sync() == "applied" and host.image() == GOOD_A
