@@ -476,6 +476,7 @@ def count_for(config: Config, source: GitSource, *, revision: str, content: str,
         threshold=config.approvals.threshold,
         max_age=config.approvals.max_validity,
         now=now,
+        withdrawn=config.approvals.withdrawn,
     )
 
 
@@ -505,6 +506,7 @@ def load_approvers(config: Config) -> approvals.Approvers:
         Path(config.approvals.approvers),
         openpgp_keys=Path(config.approvals.openpgp_keys) if config.approvals.openpgp_keys else None,
         revoked_keys=Path(config.trust.revoked_keys) if config.trust.revoked_keys else None,
+        openpgp_people=config.approvals.openpgp_people,
     )
 
 
