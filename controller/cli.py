@@ -25,8 +25,16 @@ from controller import __version__, completion
 from controller.approvals import DEFAULT_VALIDITY, write_approval
 from controller.config import ENVIRONMENTS, config_path, default_root, parse_duration
 from controller.daemon import DRAIN_SECONDS, LOG_LEVELS, Daemon, attach_notifier, setup_cli_logging, setup_logging
-from controller.errors import ConfigError, ControllerError, Refused
-from controller.service import EnvironmentService, PassOptions, PlanAnswer, init_layout, next_steps, validate_file
+from controller.errors import ConfigError, ControllerError, Reason, Refused
+from controller.service import (
+    EnvironmentService,
+    PassOptions,
+    PassResult,
+    PlanAnswer,
+    init_layout,
+    next_steps,
+    validate_file,
+)
 
 log = logging.getLogger("dreichor.cli")
 EXIT_OK = 0
@@ -38,10 +46,11 @@ EXIT_WAITING = 5  # held for approvals (docs/design.md §15): no refusal
 EXIT_CHANGE = 2  # plan --exit-code: a change would be applied (as ``terraform plan -detailed-exitcode``)
 EXIT_OUT_OF_SYNC = 3  # status --check
 EXIT_UNHEALTHY = 4  # status --check
+STATUS_SILENT_INTERVALS = 3  # status --check: older than this many poll intervals, no controller writes it
 SYNC_EXIT = {
     "applied": EXIT_OK,
     "unchanged": EXIT_OK,
-    "suspended": EXIT_OK,
+    "suspended": EXIT_REFUSED,  # held by a person: the head's content does not run (docs/design.md §16)
     "refused": EXIT_REFUSED,
     "rolled_back": EXIT_ROLLED_BACK,
     "waiting": EXIT_WAITING,
@@ -115,7 +124,12 @@ def _failed(args: argparse.Namespace, reasons: Sequence[str], *, refused: bool =
 
 
 def os_error(exc: OSError) -> str:
-    """An OS error as one sentence: the file, the cause and its errno name."""
+    """An OS error as one sentence: the file, the cause and its errno name.
+
+    A permission the caller lacks is the caller's limit, not the host's damage: it says who may.
+    """
+    if isinstance(exc, PermissionError):
+        return f"permission denied: run as root or the controller's user ({exc.filename or exc})"
     cause = exc.strerror or str(exc)
     name = errno.errorcode.get(exc.errno or 0)
     where = f"{exc.filename}: " if exc.filename else ""
@@ -182,8 +196,13 @@ def cmd_sync(args: argparse.Namespace) -> int:
         answer = {"result": result.result, "reason": result.reason, "code": str(result.code)}
         _print_json(answer if code in (EXIT_OK, EXIT_WAITING) else {**answer, "error": result.reason})
     else:
-        print(f"{result.result}: {result.reason}")
+        print(f"{verdict_word(result)}: {result.reason}")
     return code
+
+
+def verdict_word(result: PassResult) -> str:
+    """``held`` for a pass that met a head already refused or rolled back (docs/design.md §16), else the result."""
+    return "held" if result.result == "refused" and result.code == Reason.QUARANTINED else result.result
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
@@ -263,11 +282,17 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(status.model_dump_json(indent=2))
     else:
         print("\n".join(_status_lines(status, now=datetime.now(UTC))))
-    return _check_code(status) if args.check else EXIT_OK
+    return (
+        _check_code(status, now=datetime.now(UTC), interval=service.config.source.interval) if args.check else EXIT_OK
+    )
 
 
-def _check_code(status: Any) -> int:
-    """``status --check``: a down container (4) outranks a held change (3)."""
+def _check_code(status: Any, *, now: datetime, interval: int) -> int:
+    """``status --check``: a status no controller is writing (4, unknown), a down container (4), a held change (3)."""
+    silent = now - status.updated_at
+    if silent.total_seconds() > STATUS_SILENT_INTERVALS * interval:
+        _fail(f"unknown: no controller has written the status for {int(silent.total_seconds() // 60)} min")
+        return EXIT_UNHEALTHY
     if status.health != "Healthy":
         return EXIT_UNHEALTHY
     return EXIT_OK if status.sync.state == "InSync" else EXIT_OUT_OF_SYNC
@@ -380,8 +405,14 @@ def cmd_suspend(args: argparse.Namespace) -> int:
     service = _service(args)
     by = operator()
     with _notifying(service):
-        service.suspend(args.reason, by=by)
-    print(f"suspended by {by}: {args.reason}")
+        changed = service.suspend(args.reason, by=by)
+    if changed:
+        print(f"suspended by {by}: {args.reason}")
+        return EXIT_OK
+    status = service.status()
+    held = status.suspension if status else None
+    since = f" by {held.by}: {held.reason}" if held else ""
+    print(f"already suspended{since}; nothing recorded")
     return EXIT_OK
 
 
@@ -389,10 +420,10 @@ def cmd_resume(args: argparse.Namespace) -> int:
     """``resume``: act on new revisions again (from the next pass); say what is true now."""
     service = _service(args)
     with _notifying(service):
-        service.resume(by=operator())
+        changed = service.resume(by=operator())
     status = service.status()
     sync = f"; sync {status.sync.state}, health {status.health}" if status and status.sync else ""
-    print(f"resumed{sync}; the next pass acts on the head")
+    print(f"resumed{sync}; the next pass acts on the head" if changed else f"not suspended{sync}; nothing recorded")
     return EXIT_OK
 
 

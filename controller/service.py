@@ -278,15 +278,18 @@ class EnvironmentService:
             self.store.write(status)
         return snapshot
 
-    def suspend(self, reason: str = "no reason given", *, by: str = "unknown") -> None:
-        """Stop acting on new revisions, recording who and why (waits for a pass in progress, like a pass does)."""
-        with pass_lock(self.paths.pass_lock):
-            self._set_suspended(True, reason=reason, by=by)
+    def suspend(self, reason: str = "no reason given", *, by: str = "unknown") -> bool:
+        """Stop acting on new revisions, recording who and why (waits for a pass in progress, like a pass does).
 
-    def resume(self, reason: str = "resumed by an operator", *, by: str = "unknown") -> None:
-        """Act on new revisions again, from the next pass (waits for a pass in progress)."""
+        False when it was suspended already: nothing is recorded, the first suspension's who and why stand.
+        """
         with pass_lock(self.paths.pass_lock):
-            self._set_suspended(False, reason=reason, by=by)
+            return self._set_suspended(True, reason=reason, by=by)
+
+    def resume(self, reason: str = "resumed by an operator", *, by: str = "unknown") -> bool:
+        """Act on new revisions again, from the next pass (waits for a pass in progress); False: not suspended."""
+        with pass_lock(self.paths.pass_lock):
+            return self._set_suspended(False, reason=reason, by=by)
 
     def _restore_suspended(self, snapshot: Snapshot, *, reason: str) -> Outcome:
         """Restore with the marker down, so a crash mid-restore leaves the environment suspended;
@@ -302,10 +305,11 @@ class EnvironmentService:
             self._record_suspension(True, reason=reason, by="rollback")
         return outcome
 
-    def _set_suspended(self, suspended: bool, *, reason: str, by: str) -> None:
+    def _set_suspended(self, suspended: bool, *, reason: str, by: str) -> bool:
         changed = self.store.place_marker(f"{by}: {reason}") if suspended else self.store.lift_marker()
         if changed:
             self._record_suspension(suspended, reason=reason, by=by)
+        return changed
 
     def _record_suspension(self, suspended: bool, *, reason: str, by: str) -> None:
         now = self.clock()

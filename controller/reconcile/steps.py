@@ -17,20 +17,22 @@ events, which the service writes whatever happened.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 
 from controller import approvals
 from controller.config import Config
 from controller.containers import ContainerState
-from controller.contract import LABEL_MANIFEST, DesiredContainer, container_name, desired_from_bytes
+from controller.contract import LABEL_MANIFEST, LABEL_REVISION, DesiredContainer, container_name, desired_from_bytes
 from controller.engine.port import RuntimeView
 from controller.errors import ConfigError, ControllerError, Reason, Refused, Retryable
 from controller.manifest import MAX_MANIFEST_BYTES
-from controller.plan import plan
+from controller.plan import Plan, plan
 from controller.reconcile.context import PassContext, PassOptions, PassWorld
 from controller.reconcile.quarantine import content_key, earlier_host_digests, host_digest
 from controller.reconcile.record import PassReport, PassResult
@@ -42,6 +44,8 @@ from controller.rollout.base import HealthGateFailed
 from controller.signatures.commits.verification import load_policy, verify_revision
 from controller.signatures.images.verifier import ImageVerdict
 from controller.source import GitSource
+
+log = logging.getLogger("dreichor.pass")
 
 
 @dataclass(frozen=True)
@@ -69,12 +73,12 @@ class Pass:
     def run(self) -> PassResult:
         """The steps; expected failures become a result, bugs propagate."""
         try:
-            return self._steps()
+            return self._repair_while_held(self._steps())
         except Refused as exc:
-            return PassResult("refused", str(exc), code=exc.code)
+            return self._repair_while_held(PassResult("refused", str(exc), code=exc.code))
         except HealthGateFailed as exc:
             self.ctx.logs = exc.logs or None
-            return PassResult("rolled_back", exc.reason, code=Reason.HEALTH_GATE_FAILED)
+            return self._repair_while_held(PassResult("rolled_back", exc.reason, code=Reason.HEALTH_GATE_FAILED))
         except Retryable as exc:
             return PassResult("failed", exc.reason, retryable=True, code=exc.code)
         except OSError as exc:  # the state folder: read-only, full, or gone
@@ -82,7 +86,10 @@ class Pass:
             return PassResult("failed", reason, retryable=True, code=Reason.STATE_IO)
 
     def _steps(self) -> PassResult:
-        if self.config.paths.suspended_marker.exists() and not self.ctx.options.force:
+        options = self.ctx.options
+        if self.config.paths.suspended_marker.exists() and not options.force and not options.dry_run:
+            with contextlib.suppress(Retryable):  # the source stays fresh: plan shows what resume would do
+                self.fetch_source()
             reason = "the environment is suspended: run 'dreichor-controller resume'"
             return PassResult("suspended", reason, code=Reason.SUSPENDED)
         self.fetch_source()
@@ -93,6 +100,10 @@ class Pass:
         self.validate_manifest()
         self.check_quarantine()
         self.plan_change()
+        result = self._decide()
+        return result if self.ctx.target == self.ctx.head else self._held(result)
+
+    def _decide(self) -> PassResult:
         assert self.ctx.plan is not None  # noqa: S101 set by plan_change
         if self.ctx.plan.action == "nothing":
             return PassResult("unchanged", self.ctx.plan.reason, plan=self.ctx.plan)
@@ -137,6 +148,46 @@ class Pass:
             last = self.ctx.status.last_attempt.reason if self.ctx.status.last_attempt else None
             raise Refused(last or "the head is quarantined", code=Reason.QUARANTINED)
         self.ctx.target = applied
+
+    def _held(self, result: PassResult) -> PassResult:
+        """The head stays held (docs/design.md §16): every pass answers with the decision that holds it,
+        after planning — and repairing, if the runtime needs it — the applied revision in its stead."""
+        last = self.ctx.status.last_attempt
+        reason = last.reason if last and last.result in ("refused", "rolled_back") else "the head is quarantined"
+        repaired = result.plan if result.result == "applied" else None
+        return PassResult("refused", reason, plan=result.plan, code=Reason.QUARANTINED, repaired=repaired)
+
+    def _repair_while_held(self, result: PassResult) -> PassResult:
+        """A head refused, rolled back or waiting leaves the applied content the desired one: a stopped,
+        removed or drifted runtime is repaired to it, so no push switches self-repair off (docs/design.md §16)."""
+        ctx = self.ctx
+        if result.result not in ("refused", "rolled_back", "waiting") or ctx.options.dry_run or ctx.target != ctx.head:
+            return result
+        applied = applied_revision(ctx.status)
+        if applied is None or ctx.target is None or applied == ctx.target:
+            return result
+        kept = (ctx.target, ctx.desired, ctx.manifest, ctx.plan, ctx.actual, ctx.image_signer, ctx.image_source)
+        try:
+            repaired = self._repair_to(applied)
+        except (ControllerError, HealthGateFailed) as exc:  # the next pass tries again; the refusal is the answer
+            log.warning("cannot repair the runtime while the head is held", extra={"error": str(exc)})
+            repaired = None
+        finally:
+            ctx.target, ctx.desired, ctx.manifest, ctx.plan, ctx.actual, ctx.image_signer, ctx.image_source = kept
+        return replace(result, repaired=repaired) if repaired else result
+
+    def _repair_to(self, applied: str) -> Plan | None:
+        """Plan the applied revision against the runtime; apply it when the runtime is not what it declares."""
+        self.ctx.target, self.ctx.desired = applied, None
+        self.load_manifest()
+        self.validate_manifest()
+        self.plan_change()
+        assert self.ctx.plan is not None  # noqa: S101 set by plan_change
+        if self.ctx.plan.action == "nothing":
+            return None
+        self.verify_image()
+        self.apply_plan()
+        return self.ctx.plan
 
     def guard_history(self) -> None:
         """Step 2: the target must descend from the applied revision, as every record of it says."""
@@ -339,6 +390,7 @@ class Pass:
             rewrite_allowed_over=ctx.rewrite_allowed_over,
             recovered=recovered,
             approvals=approvals_view(ctx.tally) if ctx.tally else None,
+            container_revision=ctx.actual.labels.get(LABEL_REVISION) if ctx.actual else None,
         )
 
     def _container_view(self, result: PassResult) -> ContainerStatus:
