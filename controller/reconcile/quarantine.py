@@ -1,5 +1,7 @@
 """Quarantine by content: what would have run (``content_key``) and what on the host a refusal may
-depend on (``host_digest``), with the digests earlier releases computed so their quarantines hold."""
+depend on (``host_digest``), with the digests earlier releases computed so their quarantines hold
+(``earlier_host_digests``, pinned by ``tests/unit/test_quarantine_key.py``); whether a stored
+``records.status.QuarantineKey`` holds a head or a content (``held_head``, ``held_content``)."""
 
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from typing import Any
 from controller.config import Config, KeylessIdentityConfig
 from controller.contract import CONTRACT_VERSION, DesiredContainer
 from controller.records.files import file_key
+from controller.records.status import QuarantineKey
 
 
 class HostDigests:
@@ -30,6 +33,19 @@ class HostDigests:
         if self._kept is None or self._kept[0] != key:
             self._kept = (key, _digest(settings, files))
         return self._kept[1]
+
+
+def held_head(stored: str | None, head: str | None, digests: Iterable[str]) -> bool:
+    """Whether ``stored`` (the status file's ``quarantined``) holds ``head``, refused before its content was known,
+    under this release's host digest or an earlier release's (``digests``)."""
+    return head is not None and any(QuarantineKey.of_head(head, d).holds(stored) for d in digests)
+
+
+def held_content(stored: str | None, desired: DesiredContainer, digests: Iterable[str]) -> bool:
+    """Whether ``stored`` holds ``desired``'s content, keyed with this release's host digest or an earlier one's."""
+    return stored is not None and any(
+        QuarantineKey.of_content(content_key(desired, host=d)).holds(stored) for d in digests
+    )
 
 
 def content_key(desired: DesiredContainer, *, host: str) -> str:

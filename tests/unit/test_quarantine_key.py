@@ -17,6 +17,7 @@ import pytest
 
 from controller.config import parse_config
 from controller.reconcile.quarantine import earlier_host_digests, host_digest
+from controller.records.status import QuarantineKey
 
 GHA = "https://token.actions.githubusercontent.com"
 BASE = Path("/nonexistent/prod/deploy-agent")
@@ -99,3 +100,27 @@ def test_a_setting_no_verdict_depends_on_changes_nothing() -> None:
     raw["health"] = {"timeout": 300}  # a rolled-back release is tried again with `sync --force`, not by this
     raw["source"] = {"url": "https://example.com/m.git", "interval": 30}
     assert host_digest(parse_config(raw, base=BASE)) == before
+
+
+@pytest.mark.parametrize(
+    "stored",
+    [
+        "content:" + "5" * 64,  # a refusal or rollback of a desired container, as every release wrote it
+        "a" * 40 + ":0123456789abcdef",  # a head refused before its content was read, with the host digest
+    ],
+)
+def test_a_stored_quarantine_key_reads_back_as_it_was_written(stored: str) -> None:
+    key = QuarantineKey.parse(stored)
+    assert key is not None
+    assert str(key) == stored
+    assert key.holds(stored)
+    assert not key.holds(stored[:-1] + "0")
+
+
+def test_a_quarantine_key_is_described_for_people_without_its_prefix() -> None:
+    content = QuarantineKey.of_content("5" * 64).describe(head="a" * 40)
+    head = QuarantineKey.of_head("b" * 40, "0123456789abcdef").describe(head=None)
+    assert content.startswith(f"the content of {'a' * 12} (desired container sha256:{'5' * 16}…)")
+    assert head.startswith(f"commit {'b' * 12} (refused before its content was read)")
+    assert "content:" not in content
+    assert QuarantineKey.parse(None) is None
