@@ -64,7 +64,7 @@ PLAN_EXIT = {
     "applied": EXIT_OK,
     "unchanged": EXIT_OK,
     "suspended": EXIT_OK,
-    "waiting": EXIT_OK,
+    "waiting": EXIT_OK,  # --exit-code: 5, the same code as sync's for what the next pass would do
     "refused": EXIT_REFUSED,
 }
 
@@ -216,7 +216,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     result = answer.result
     decided, code = result.plan, PLAN_EXIT.get(result.result, EXIT_ERROR)
     if args.exit_code and code == EXIT_OK and decided is not None and decided.action != "nothing":
-        code = EXIT_CHANGE
+        code = EXIT_WAITING if result.result == "waiting" else EXIT_CHANGE
     if args.json:
         action, drift = (decided.action, list(decided.drift)) if decided else (None, [])
         data = {
@@ -231,7 +231,9 @@ def cmd_plan(args: argparse.Namespace) -> int:
             "would_wait": result.approvals,
         }
         _print_json(
-            data if code in (EXIT_OK, EXIT_CHANGE) else {**data, "error": result.reason, "code": str(result.code)}
+            data
+            if code in (EXIT_OK, EXIT_CHANGE, EXIT_WAITING)
+            else {**data, "error": result.reason, "code": str(result.code)}
         )
         return code
     _print_learned(answer)

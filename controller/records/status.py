@@ -255,7 +255,9 @@ def sync_of(status: Status) -> SyncStatus:
         return SyncStatus(state="Waiting", reason=waiting_reason(status.approvals), revision=mark)
     attempt = status.last_attempt
     if attempt is not None and attempt.result in ("refused", "failed", "rolled_back"):
-        held = "; held until a different change or 'sync --force'" if status.quarantined else ""
+        held = ""
+        if status.quarantined:  # 'sync --force' is offered only where trying the same change again can help
+            held = "; held until a different change" + (" or 'sync --force'" if attempt.result == "rolled_back" else "")
         why = f"{attempt.result.replace('_', ' ')}: {attempt.reason}{held}"
         return SyncStatus(state="OutOfSync", reason=why, revision=mark)
     if status.applied is None:
