@@ -390,7 +390,7 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     service = _service(args)
     try:
         with _notifying(service):
-            snapshot = service.rollback(args.snapshot)
+            snapshot = service.rollback(args.snapshot, reason=args.reason, by=operator())
     finally:
         service.close()
     print(f"restored snapshot {snapshot.id} ({snapshot.image}); suspended until 'dreichor-controller resume'")
@@ -728,10 +728,13 @@ COMMANDS = (
         "break-glass: restore a snapshot, then suspend",
         "Break-glass without git: restore a snapshot (default: the newest), then suspend the environment "
         "so the next poll does not undo it, until 'resume'.",
-        "dreichor-controller rollback -e prod 20261205T130417Z-abc123",
+        "dreichor-controller rollback -e prod 20261205T130417Z-abc123 --reason 'fills lost after 1.4.3'",
         "0 restored; 3 the snapshot is refused (another environment, repository or database); 1 other error",
         cmd_rollback,
-        (Arg(("snapshot",), {"nargs": "?", "help": "snapshot id (default: the newest)"}),),
+        (
+            Arg(("snapshot",), {"nargs": "?", "help": "snapshot id (default: the newest)"}),
+            Arg(("--reason",), {"default": "no reason given", "help": "why, for the audit log, status and page"}),
+        ),
     ),
     Command(
         "notify",

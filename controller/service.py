@@ -22,8 +22,10 @@ from typing import Any
 from controller import compose
 from controller.compose import validate_file
 from controller.config import Config, load_config
+from controller.contract import parse_image
 from controller.engine.port import RuntimeView
-from controller.errors import ConfigError, Reason, Refused
+from controller.errors import ConfigError, ControllerError, Reason, Refused
+from controller.manifest import MAX_MANIFEST_BYTES, load_manifest
 from controller.reconcile.context import ImageCheck, PassOptions, PassWorld
 from controller.reconcile.record import AuditEvent, PassResult, rolled_back_to, suspension
 from controller.reconcile.revisions import remembered_revision
@@ -200,23 +202,29 @@ class EnvironmentService:
 
     # -- operator actions --------------------------------------------------------------------
 
-    def rollback(self, snapshot_id: str | None = None) -> Snapshot:
-        """Break-glass: restore a snapshot, then suspend so the next poll does not undo it."""
+    def rollback(
+        self, snapshot_id: str | None = None, *, reason: str = "no reason given", by: str = "unknown"
+    ) -> Snapshot:
+        """Break-glass: restore a snapshot, then suspend so the next poll does not undo it; who and why are recorded."""
         snapshot = find_snapshot(self.paths.snapshots, snapshot_id, environment=self.config.environment)
         try:
             dotenv = read_dotenv(self.paths.dotenv)
         except (OSError, UnicodeDecodeError) as exc:
             raise ConfigError(f"cannot read {self.paths.dotenv}: {exc}") from None
         checked = restorable(snapshot, repository=self.config.image.repository, dotenv=dotenv)
+        why = f"rollback to snapshot {snapshot.id}: {reason}"
         with pass_lock(self.paths.pass_lock):
-            outcome = self._restore_suspended(checked, reason=f"rollback to snapshot {snapshot.id}")
+            outcome = self._restore_suspended(checked, reason=why, by=by)
             now = self.clock()
             fields = {"snapshot": snapshot.id, "revision": snapshot.revision, "image": snapshot.image}
-            self.emit(AuditEvent("rollback", fields), at=now)
+            self.emit(AuditEvent("rollback", {**fields, "by": by, "reason": reason}), at=now)
             status = rolled_back_to(
                 self.store.load(),
                 revision=snapshot.revision,
                 image=snapshot.image,
+                tag=self._declared_tag(snapshot.revision),
+                by=by,
+                reason=why,
                 snapshot=snapshot.id,
                 taken=outcome.snapshot,
                 container=current_container(self.engine, self.config.environment),
@@ -224,6 +232,17 @@ class EnvironmentService:
             )
             self.store.write(status)
         return snapshot
+
+    def _declared_tag(self, revision: str | None) -> str | None:
+        """The tag the manifest declared at ``revision`` (the version people know), from the local git cache."""
+        if not revision:
+            return None
+        try:
+            data = self.source.read_file(revision, f"envs/{self.config.environment}.yaml", max_bytes=MAX_MANIFEST_BYTES)
+            image = str(load_manifest(data).get("image") or "")
+            return parse_image(image, repository=self.config.image.repository, environment=self.config.environment).tag
+        except (ControllerError, ValueError):  # gone from the cache, or no valid manifest: the digest is the version
+            return None
 
     def suspend(self, reason: str = "no reason given", *, by: str = "unknown") -> bool:
         """Stop acting on new revisions, recording who and why (waits for a pass in progress, like a pass does).
@@ -238,7 +257,7 @@ class EnvironmentService:
         with pass_lock(self.paths.pass_lock):
             return self._set_suspended(False, reason=reason, by=by)
 
-    def _restore_suspended(self, snapshot: Snapshot, *, reason: str) -> Outcome:
+    def _restore_suspended(self, snapshot: Snapshot, *, reason: str, by: str) -> Outcome:
         """Restore with the marker down, so a crash mid-restore leaves the environment suspended;
         a restore that fails takes the marker away again, and only a done one is recorded as suspended."""
         placed = self.store.place_marker(reason)
@@ -249,7 +268,7 @@ class EnvironmentService:
                 self.store.lift_marker()
             raise
         if placed:
-            self._record_suspension(True, reason=reason, by="rollback")
+            self._record_suspension(True, reason=reason, by=by)
         return outcome
 
     def _set_suspended(self, suspended: bool, *, reason: str, by: str) -> bool:

@@ -292,6 +292,9 @@ def rolled_back_to(
     image: str | None,
     snapshot: str,
     taken: str | None,
+    tag: str | None = None,
+    by: str = "unknown",
+    reason: str = "",
     container: ContainerStatus,
     now: datetime,
 ) -> Status:
@@ -299,13 +302,13 @@ def rolled_back_to(
     new = status.model_copy(deep=True)
     new.last_snapshot, new.container = taken or new.last_snapshot, container
     new.applied = AppliedStatus(
-        revision=revision or "", image=image or "", signer="break-glass rollback", applied_at=now
+        revision=revision or "", image=image or "", signer="break-glass rollback", applied_at=now, tag=tag
     )
     new.last_attempt = AttemptStatus(
         revision=revision, result="applied", reason=f"restored snapshot {snapshot}", code=str(Reason.APPLIED), at=now
     )
     new.suspended, new.phase, new.updated_at = True, "Suspended", now
-    new.suspension = Suspension(by="rollback", reason=f"break-glass rollback to snapshot {snapshot}", at=now)
+    new.suspension = Suspension(by=by, reason=reason or f"break-glass rollback to snapshot {snapshot}", at=now)
     new.sync, new.health = sync_of(new), health_of(container)
     return new
 

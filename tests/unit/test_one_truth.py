@@ -245,3 +245,24 @@ def _config_yaml(host: Host) -> str:
         "trust: {allowed_signers: trust/allowed_signers}\n"
         f"image: {{repository: {config.image.repository}}}\n"
     )
+
+
+# -- break-glass rollback ------------------------------------------------------------------------
+
+
+def test_rollback_records_who_and_why_and_keeps_the_snapshots_tag(host: Host, monkeypatch: pytest.MonkeyPatch) -> None:
+    tagged = [image.replace("@", f":1.4.{n}@") for n, image in enumerate(GOOD[1:3], start=2)]
+    for image in tagged:
+        host.publish(image)
+        assert host.cli("sync")[0] == 0
+    assert host.status()["applied"]["tag"] == "1.4.3"
+    monkeypatch.setenv("SUDO_USER", "alice")
+    code, out = host.cli("rollback", "--reason", "fills lost after 1.4.3")
+    assert code == 0, out
+    status = host.status()
+    assert status["applied"]["tag"] == "1.4.2" and status["applied"]["image"] == GOOD[1]
+    assert status["suspension"]["by"] == "alice" and "fills lost after 1.4.3" in status["suspension"]["reason"]
+    rollback = next(e for e in host.events() if e["event"] == "rollback")
+    assert (rollback["by"], rollback["reason"]) == ("alice", "fills lost after 1.4.3")
+    assert channels(host)[0] == 3  # suspended: the rollback stays until 'resume'
+    assert host.engine.running().image == GOOD[1]  # type: ignore[union-attr]
