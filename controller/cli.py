@@ -284,6 +284,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(status.model_dump_json(indent=2))
     else:
         print("\n".join(_status_lines(status, now=datetime.now(UTC))))
+        if service.interrupted():
+            print("swap:        in flight, or interrupted by a crash: the next pass finishes or undoes it")
     return (
         _check_code(status, now=datetime.now(UTC), interval=service.config.source.interval) if args.check else EXIT_OK
     )

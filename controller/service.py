@@ -286,6 +286,10 @@ class EnvironmentService:
 
     # -- reading -----------------------------------------------------------------------------
 
+    def interrupted(self) -> bool:
+        """A swap's journal is on the host: a swap is in flight, or a crash interrupted one (the next pass ends it)."""
+        return self.paths.journal.exists()
+
     def status(self) -> Status | None:
         """The status file, or None when there is none (yet) or it cannot be read."""
         return self.store.read()

@@ -151,9 +151,13 @@ class Pass:
     # -- the steps, in the order of STEPS ----------------------------------------------------
 
     def recover(self) -> PassResult | None:
-        """Finish or undo a swap a crash interrupted (not for ``plan``); an unreachable engine is remembered."""
-        if self.ctx.options.dry_run or not self.config.paths.journal.exists():
+        """Finish or undo a swap a crash interrupted (``plan`` says so, and plans nothing past it); an
+        unreachable engine is remembered."""
+        if not self.config.paths.journal.exists():
             return None
+        if self.ctx.options.dry_run:  # plan: the next sync's first act, said, not done
+            reason = f"a swap a crash interrupted ({self.config.paths.journal}) is finished or undone first"
+            return PassResult("unchanged", reason, plan=Plan("repair", reason, ("interrupted swap",)))
         try:
             self.ctx.recovered = self.world.rollout().recover()
         except Retryable as exc:  # recorded as the pass's failure, unless the status file outranks it

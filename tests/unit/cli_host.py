@@ -26,6 +26,10 @@ SICK = f"{REPOSITORY}@sha256:{'c' * 64}"
 LATE = f"{REPOSITORY}@sha256:{'f' * 64}"  # its signature is pushed after the change (a retried refusal)
 
 
+class Crash(BaseException):
+    """The process died at a step (a SIGKILL, as the engine tier sends)."""
+
+
 class FakeTime:
     """Monotonic time that moves only when the rollout sleeps."""
 
@@ -67,6 +71,12 @@ class Host:
         self.engine = FakeEngine("prod", registry={*GOOD, SICK, LATE}, crashing=frozenset({SICK}))
         self.time = FakeTime()
         self.unsigned_images: set[str] = set()
+        self.crash_at: str | None = None  # the process dies (SIGKILL) at this step of the next pass
+
+    def at_step(self, step: str) -> None:
+        if step == self.crash_at:
+            self.crash_at = None
+            raise Crash(step)
 
     def image_check(self, desired: DesiredContainer) -> str:
         if desired.image in self.unsigned_images:
@@ -79,6 +89,7 @@ class Host:
             self.config,
             engine=lambda: self.engine,
             image_check=self.image_check,
+            at_step=self.at_step,
             sleep=self.time.sleep,
             monotonic=self.time.monotonic,
         )

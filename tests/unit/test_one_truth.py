@@ -23,7 +23,7 @@ import pytest
 
 from controller.records.status import Status, read_watermark, write_status
 from testbed import SshKey, make_ssh_key, manifest_text
-from tests.unit.cli_host import GOOD, LATE, SICK, Host
+from tests.unit.cli_host import GOOD, LATE, SICK, Crash, Host
 
 
 @pytest.fixture(scope="module")
@@ -266,3 +266,21 @@ def test_rollback_records_who_and_why_and_keeps_the_snapshots_tag(host: Host, mo
     assert (rollback["by"], rollback["reason"]) == ("alice", "fills lost after 1.4.3")
     assert channels(host)[0] == 3  # suspended: the rollback stays until 'resume'
     assert host.engine.running().image == GOOD[1]  # type: ignore[union-attr]
+
+
+# -- an interrupted swap ------------------------------------------------------------------------
+
+
+def test_a_swap_a_crash_interrupted_is_visible_in_status_and_plan(host: Host) -> None:
+    host.publish(GOOD[1])
+    host.crash_at = "stop"
+    with pytest.raises(Crash):
+        host.cli("sync")
+    code, out = host.cli("plan", "--exit-code")
+    assert code == 2 and "interrupted" in out and "finished or undone first" in out
+    code, out = host.cli("status")
+    assert "interrupted by a crash: the next pass finishes or undoes it" in out
+    assert host.cli("sync")[0] == 0
+    assert host.engine.names_present() == {"dreichor-runtime-prod"} and host.engine.running() is not None
+    assert channels(host) == (0, 0, 0, "InSync")
+    assert "interrupted" not in host.cli("status")[1]
