@@ -14,6 +14,7 @@ import getpass
 import json
 import logging
 import os
+import signal
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -186,9 +187,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_sync(args: argparse.Namespace) -> int:
     """``sync``: one pass; 0 in sync or applied, 3 refused, 4 rolled back, 1 other."""
     service = _service(args)
+    options = PassOptions(force=args.force, allow_rewrite=args.allow_rewrite, adopt=args.adopt)
     try:
-        with _notifying(service):
-            result = service.sync(PassOptions(force=args.force, allow_rewrite=args.allow_rewrite, adopt=args.adopt))
+        with _notifying(service), _finishing_on_interrupt():
+            result = service.sync(options)
     finally:
         service.close()
     code = SYNC_EXIT.get(result.result, EXIT_ERROR)
@@ -198,6 +200,33 @@ def cmd_sync(args: argparse.Namespace) -> int:
     else:
         print(f"{verdict_word(result)}: {result.reason}")
     return code
+
+
+@contextlib.contextmanager
+def _finishing_on_interrupt() -> Iterator[None]:
+    """Ctrl-C during ``sync`` is said at once and changes nothing: a swap stopped halfway could leave the
+    environment without its runtime, so the pass is finished and ``sync`` exits with its code."""
+    heard = 0
+
+    def interrupted(signum: int, frame: object) -> None:
+        nonlocal heard
+        heard += 1
+        _fail(
+            "interrupt: the pass in flight is being finished (a swap cannot be stopped halfway safely); "
+            "its exit code follows"
+            if heard == 1
+            else "interrupt again: this changes nothing; the pass in flight is being finished"
+        )
+
+    try:
+        previous = signal.signal(signal.SIGINT, interrupted)
+    except ValueError:  # not the main thread (a test's runner): the default stays
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def verdict_word(result: PassResult) -> str:

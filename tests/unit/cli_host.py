@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from unittest import mock
@@ -72,8 +73,10 @@ class Host:
         self.time = FakeTime()
         self.unsigned_images: set[str] = set()
         self.crash_at: str | None = None  # the process dies (SIGKILL) at this step of the next pass
+        self.on_step: dict[str, Callable[[], None]] = {}  # what the world does at a step of a pass
 
     def at_step(self, step: str) -> None:
+        self.on_step.get(step, lambda: None)()
         if step == self.crash_at:
             self.crash_at = None
             raise Crash(step)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -284,3 +285,14 @@ def test_a_swap_a_crash_interrupted_is_visible_in_status_and_plan(host: Host) ->
     assert host.engine.names_present() == {"dreichor-runtime-prod"} and host.engine.running() is not None
     assert channels(host) == (0, 0, 0, "InSync")
     assert "interrupted" not in host.cli("status")[1]
+
+
+def test_ctrl_c_during_sync_says_the_swap_is_being_finished_and_exits_with_the_passs_code(host: Host) -> None:
+    host.publish(GOOD[1])
+    host.on_step["stop"] = lambda: (os.kill(os.getpid(), signal.SIGINT), os.kill(os.getpid(), signal.SIGINT))
+    code, out = host.cli("sync")
+    assert code == 0
+    assert "interrupt: the pass in flight is being finished" in out
+    assert "interrupt again: this changes nothing" in out
+    assert host.engine.running().image == GOOD[1]  # type: ignore[union-attr]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # Ctrl-C works again after the pass
