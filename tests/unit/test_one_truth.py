@@ -17,14 +17,18 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from controller.containers import ContainerState
 from controller.records.status import Status, read_watermark, write_status
 from testbed import SshKey, make_ssh_key, manifest_text
 from tests.unit.cli_host import GOOD, LATE, SICK, Crash, Host
+from tests.unit.fake_engine import FakeEngine
 
 
 @pytest.fixture(scope="module")
@@ -296,3 +300,59 @@ def test_ctrl_c_during_sync_says_the_swap_is_being_finished_and_exits_with_the_p
     assert "interrupt again: this changes nothing" in out
     assert host.engine.running().image == GOOD[1]  # type: ignore[union-attr]
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # Ctrl-C works again after the pass
+
+
+# -- a gated rollback ----------------------------------------------------------------------------
+
+
+class SlowToHeal(FakeEngine):
+    """Images with a HEALTHCHECK: a started container is ``starting`` for a few looks, then healthy
+    (or, with ``never_healthy``, unhealthy: the restored release is sick too)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.looks: dict[str, int] = {}
+        self.never_healthy = False
+
+    def image_has_healthcheck(self, image: str) -> bool:
+        return True
+
+    def start(self, ref: str) -> None:
+        super().start(ref)
+        state = self._get(ref)
+        self.containers[state.id] = replace(state, health="starting" if state.running else None)
+        self.looks[state.id] = 0
+
+    def inspect(self, ref: str) -> ContainerState | None:
+        state = super().inspect(ref)
+        if state is None or state.health != "starting":
+            return state
+        self.looks[state.id] = self.looks.get(state.id, 0) + 1
+        if self.looks[state.id] >= 3:
+            state = replace(state, health="unhealthy" if self.never_healthy else "healthy")
+            self.containers[state.id] = state
+        return state
+
+
+@pytest.mark.parametrize("heals", [True, False])
+def test_a_rollback_returns_once_the_restored_container_is_healthy_or_says_it_is_not(
+    tmp_path: Path, key: SshKey, heals: bool
+) -> None:
+    host = Host(tmp_path, key)
+    host.engine = SlowToHeal("prod", registry={*GOOD, SICK}, crashing=frozenset({SICK}))
+    host.publish(GOOD[0])
+    assert host.cli("sync")[0] == 0
+    host.publish(SICK)
+    host.engine.never_healthy = not heals
+    code, out = host.cli("sync")
+    assert code == 4
+    status = host.status()
+    if heals:
+        assert status["health"] == "Healthy" and status["container"]["health"] == "healthy"
+        assert host.cli("status", "--check")[0] == 3  # out of sync, healthy: not 4
+        assert "not healthy either" not in out
+    else:
+        assert "the restored container is not healthy either (running, health unhealthy)" in out
+        assert status["health"] == "Unhealthy" and host.cli("status", "--check")[0] == 4
+        rolled_back = next(e for e in host.events() if e["event"] == "rolled_back")
+        assert "not healthy either" in rolled_back["reason"]
