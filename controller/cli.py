@@ -702,7 +702,9 @@ COMMANDS = (
         "one reconcile pass now",
         "Run one reconcile pass now: fetch, verify, validate, plan, apply, health gate, record.",
         "dreichor-controller sync -e prod",
-        "0 in sync or applied; 3 refused (or held); 4 failed the health gate and rolled back; 1 other error",
+        "0 in sync or applied; 3 refused, or held since (refused, rolled back), or suspended; "
+        "4 failed the health gate and rolled back by this pass; 5 the change waits (approvals); 1 other error; "
+        "Ctrl-C finishes the pass in flight and exits with its code",
         cmd_sync,
         (
             Arg(("--force",), {"action": "store_true", "help": "retry a quarantined revision; act while suspended"}),
@@ -720,8 +722,9 @@ COMMANDS = (
         "Fetch, verify, validate and plan as the next sync would, changing nothing; says what each step "
         "learned even when a later one fails.",
         "dreichor-controller plan -e prod --exit-code",
-        "0 nothing to do (or a change, without --exit-code); 2 a change would be applied (--exit-code); "
-        "3 refused; 1 could not plan (git or Docker unreachable)",
+        "0 nothing to do (or a change, without --exit-code); 2 a change would be applied, an interrupted swap "
+        "finished or a runtime repaired (--exit-code); 3 refused or held; 5 the change would wait (--exit-code); "
+        "1 could not plan (git or Docker unreachable); while suspended: what 'resume' would do",
         cmd_plan,
         (
             Arg(("--exit-code",), {"action": "store_true", "help": "exit 2 when a change would be applied"}),
@@ -735,11 +738,13 @@ COMMANDS = (
         "the source, the suspension. --check turns it into a check for scripts and monitoring.",
         "dreichor-controller status -e prod --check",
         "0 (with --check: in sync and healthy); 3 out of sync: refused, held, waiting, suspended (--check); "
-        "4 the container is unhealthy, missing or unknown (--check); 1 the status cannot be read",
+        "4 the container is unhealthy, missing or unknown, or no controller wrote the status for three poll "
+        "intervals (--check); 1 the status cannot be read (permission denied: run as root or the controller's user)",
         cmd_status,
         (
             Arg(
-                ("--check",), {"action": "store_true", "help": "exit 0 in sync and healthy, 3 out of sync, 4 unhealthy"}
+                ("--check",),
+                {"action": "store_true", "help": "exit 0 in sync and healthy, 3 out of sync, 4 unhealthy or unknown"},
             ),
             Arg(("--json",), {"action": "store_true", "help": "print the status file's JSON"}),
         ),
@@ -806,7 +811,8 @@ COMMANDS = (
         "suspend",
         "suspend acting on new revisions",
         "Stop acting on new revisions until 'resume'; the running container is left as it is. "
-        "Who (SUDO_USER, else the Unix user) and why are recorded in the audit log, status and page.",
+        "Who (SUDO_USER, else the Unix user) and why are recorded in the audit log, status and page. The source "
+        "is still fetched, so 'plan' shows what 'resume' would do; a second 'suspend' says so and records nothing.",
         'dreichor-controller suspend -e prod --reason "database migration until 15:00"',
         EXITS_ONE_SHOT,
         cmd_suspend,
@@ -815,7 +821,8 @@ COMMANDS = (
     Command(
         "resume",
         "resume acting on new revisions",
-        "Act on new revisions again from the next pass; the status says what is true meanwhile.",
+        "Act on new revisions again from the next pass; the status says what is true meanwhile. "
+        "Not suspended: it says so and records nothing.",
         "dreichor-controller resume -e prod",
         EXITS_ONE_SHOT,
         cmd_resume,
@@ -854,9 +861,9 @@ LOG_LEVEL = Arg(
 )
 EPILOG = """\
 exit codes (each command's --help names its own):
-  0 done, in sync, valid or trusted     3 refused, out of sync or a broken audit chain
-  1 an error (config, state, git, Docker)  4 rolled back (sync) or unhealthy (status --check)
-  2 a usage error, or a change would be applied (plan --exit-code)
+  0 done, in sync, valid or trusted     3 refused, held, suspended, out of sync or a broken audit chain
+  1 an error (config, state, git, Docker)  4 rolled back (sync) or unhealthy or unknown (status --check)
+  2 a usage error, or a change would be applied (plan --exit-code)   5 the change waits (sync, plan --exit-code)
 
 The config is --config PATH, else <root>/<env>/deploy-agent/controller.yaml for -e ENV
 (root: $DREICHOR_ROOT or /opt/dreichor), else $DREICHOR_CONFIG.
