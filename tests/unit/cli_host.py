@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import Any
 from unittest import mock
 
-from controller import cli
-from controller.config import Config, parse_config
-from controller.contract import DesiredContainer
+from controller import cli, compose
 from controller.errors import Reason, Refused
+from controller.model.config import Config, parse_config
+from controller.model.desired import DesiredContainer
 from controller.records.audit import read_events
 from controller.records.host_init import init_layout
 from controller.service import EnvironmentService
@@ -88,7 +88,7 @@ class Host:
 
     def service(self) -> EnvironmentService:
         """A fresh service, as a new process makes one."""
-        return EnvironmentService(
+        return compose.environment_service(
             self.config,
             engine=lambda: self.engine,
             image_check=self.image_check,
@@ -101,7 +101,7 @@ class Host:
         """``dreichor-controller ARGS --config …``: its exit code and what it printed."""
         out, err = io.StringIO(), io.StringIO()
         with (
-            mock.patch.object(EnvironmentService, "from_file", lambda path: self.service()),
+            mock.patch.object(compose, "service_from_file", lambda path: self.service()),
             contextlib.redirect_stdout(out),
             contextlib.redirect_stderr(err),
         ):

@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from controller.containers import ContainerState
+from controller.model.containers import ContainerState
 from controller.records.status import Status, read_watermark, write_status
 from testbed import SshKey, make_ssh_key, manifest_text
 from tests.unit.cli_host import GOOD, LATE, SICK, Crash, Host

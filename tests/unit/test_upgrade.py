@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from controller.contract import container_name, desired_from_bytes
+from controller.model.desired import container_name, desired_from_bytes
 from controller.records.dotenv import read_dotenv
 from testbed import SshKey, manifest_text
 from tests.unit.cli_host import Host
