@@ -201,6 +201,8 @@ class Daemon:
             self.service.recover()
         except ControllerError as exc:
             log.warning("crash recovery postponed", extra={"reason": str(exc)})
+        except OSError as exc:  # the state folder took no write: the undo is recorded by a pass that can
+            log.error("crash recovery could not be recorded", extra={"reason": exc.strerror or str(exc)})
 
     def tick(self, options: PassOptions | None = None) -> PassResult:
         """One scheduled pass, with backoff bookkeeping, metrics and systemd notifications."""

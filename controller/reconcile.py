@@ -44,7 +44,7 @@ from controller.plan import Plan, plan
 from controller.recording import PassReport, PassResult
 from controller.records import audit
 from controller.records.dotenv import read_dotenv
-from controller.records.files import file_key
+from controller.records.files import file_key, write_failure
 from controller.records.snapshots import list_snapshot_files
 from controller.records.status import ApprovalsStatus, ContainerStatus, Status, applied_revision, read_watermark
 from controller.rollout.base import Applier, HealthGateFailed, Outcome, checkpoint
@@ -166,7 +166,7 @@ class Pass:
         except Retryable as exc:
             return PassResult("failed", exc.reason, retryable=True, code=exc.code)
         except OSError as exc:  # the state folder: read-only, full, or gone
-            reason = f"cannot write state: {exc.strerror or exc}"
+            reason = write_failure(exc, self.config.paths.state)
             return PassResult("failed", reason, retryable=True, code=Reason.STATE_IO)
 
     def _steps(self) -> PassResult:
@@ -402,7 +402,7 @@ class Pass:
             tag=desired.tag if desired else None,
         )
 
-    def report(self, result: PassResult, *, recovered: str | None = None) -> PassReport:
+    def report(self, result: PassResult, *, recovered: dict[str, str] | None = None) -> PassReport:
         """The facts ``recording.record`` needs; reads the container once more only when something changed."""
         ctx = self.ctx
         snapshot = ctx.outcome.snapshot if ctx.outcome else None

@@ -37,12 +37,13 @@ from controller.reconcile import (
 )
 from controller.recording import AuditEvent, PassResult, record, rolled_back_to, suspension
 from controller.records.dotenv import read_dotenv
+from controller.records.files import write_failure
 from controller.records.host_init import init_layout, next_steps
 from controller.records.locks import pass_lock
 from controller.records.snapshots import Snapshot, find_snapshot, restorable
 from controller.records.status import Status
-from controller.records.store import History, Store
-from controller.rollout.base import Applier, Outcome, checkpoint
+from controller.records.store import History, StateWriteFailed, Store
+from controller.rollout.base import Applier, Outcome, Recovery, RecoveryUnsettled, checkpoint
 from controller.signatures.commits.policy import VerifiedCache
 from controller.signatures.commits.verification import Verification, load_policy, verify_revision
 from controller.signatures.images.verifier import ImageVerdict
@@ -142,6 +143,8 @@ class EnvironmentService:
                 recovered = self.rollout().recover() if self.paths.journal.exists() else None
             except Retryable as exc:  # an engine that cannot be reached to finish the swap: recorded, retried
                 return self._pass(options or PassOptions(), unrecovered=exc)
+            except RecoveryUnsettled as exc:  # a full or read-only state folder: what was undone is still told
+                return self._pass(options or PassOptions(), unrecovered=exc, recovered=exc.recovery)
             return self._pass(options or PassOptions(), recovered=recovered)
 
     def plan(self) -> PassResult:
@@ -157,8 +160,8 @@ class EnvironmentService:
         self,
         options: PassOptions,
         *,
-        recovered: str | None = None,
-        unrecovered: Retryable | None = None,
+        recovered: Recovery | None = None,
+        unrecovered: Retryable | RecoveryUnsettled | None = None,
         run: Pass | None = None,
     ) -> PassResult:
         damaged = self.store.damage(keep_aside=not options.dry_run)
@@ -168,6 +171,9 @@ class EnvironmentService:
         try:
             if damaged:
                 result = PassResult("refused", damaged, code=Reason.STATUS_UNREADABLE)
+            elif isinstance(unrecovered, OSError):
+                reason = f"cannot settle the swap a crash interrupted: {write_failure(unrecovered, self.paths.state)}"
+                result = PassResult("failed", reason, retryable=True, code=Reason.STATE_IO)
             elif unrecovered is not None:
                 reason = f"cannot finish the swap a crash interrupted: {unrecovered.reason}"
                 result = PassResult("failed", reason, retryable=True, code=unrecovered.code)
@@ -180,21 +186,30 @@ class EnvironmentService:
                 self.close()
         return result
 
-    def _record(self, previous: Status, run: Pass, result: PassResult, *, recovered: str | None) -> PassResult:
-        self.at_step("record")  # returns the result: failed when the watermark could not follow an apply
+    def _record(self, previous: Status, run: Pass, result: PassResult, *, recovered: Recovery | None) -> PassResult:
+        self.at_step("record")  # returns the result: failed when the watermark or the audit log took no write
         stale_after = timedelta(seconds=STALE_AFTER_INTERVALS * self.config.source.interval)
-        report = run.report(result, recovered=recovered)
+        recovered_fields = recovered.fields() if recovered else None
+        report = run.report(result, recovered=recovered_fields)
         status, events = record(previous, report, now=run.ctx.now, stale_after=stale_after)
         try:
             self.store.remember(previous, status, guard=run.ctx.guard)
         except OSError as exc:  # the guard must not lag: the pass is not done
             why = f"cannot write the watermark {self.paths.watermark}: {exc.strerror or exc}"
             result = PassResult("failed", why, retryable=True, code=Reason.STATE_IO, plan=result.plan)
-            report = run.report(result, recovered=recovered)
+            report = run.report(result, recovered=recovered_fields)
             status, events = record(previous, report, now=run.ctx.now, stale_after=stale_after)
         facts = {key: getattr(report, key) for key in ("image", "signer", "image_signer")} | {"log": report.logs}
-        for event in events:
-            self.emit(event, at=run.ctx.now, facts=facts)
+        unwritten: StateWriteFailed | None = None
+        for event in events:  # each one written, or held with its time for the next pass that can write
+            at = recovered.at if recovered and event.event == "recovered" else run.ctx.now
+            try:
+                self.emit(event, at=at, facts=facts)
+            except StateWriteFailed as exc:
+                unwritten = exc
+        if unwritten is not None and result.code != Reason.STATE_IO:
+            why = f"{unwritten.strerror}; the events are kept for the next pass that can write"
+            result = PassResult("failed", why, retryable=True, code=Reason.STATE_IO, plan=result.plan)
         self.store.write(status)
         if status.source.stale and not previous.source.stale:
             self._notice("stale", reason=status.source.last_error or "", code=str(Reason.FETCH_FAILED))
@@ -218,14 +233,19 @@ class EnvironmentService:
     def recover(self) -> str | None:
         """Finish or undo a swap a crash interrupted (at the daemon's start); say what was done."""
         with pass_lock(self.paths.pass_lock):  # the record too: a sync waiting for it must not be overwritten
-            done = self.rollout().recover()
+            try:
+                done, unsettled = self.rollout().recover(), None
+            except RecoveryUnsettled as exc:  # the undo happened; the state folder takes no write
+                done, unsettled = exc.recovery, exc
             if done:
-                self.emit(AuditEvent("recovered", {"reason": done}), at=self.clock())
+                log.warning("recovered from an interrupted run", extra={"done": done.done})
+                self.emit(AuditEvent("recovered", done.fields()), at=done.at)  # held on a full disk
                 status = self.store.read()
                 if status is not None:
                     self.store.write(status)  # the audit anchor follows every append
-                log.warning("recovered from an interrupted run", extra={"done": done})
-        return done
+            if unsettled is not None:
+                raise StateWriteFailed(self.paths.journal, unsettled)
+        return done.done if done else None
 
     # -- verification ------------------------------------------------------------------------
 
@@ -337,9 +357,9 @@ class EnvironmentService:
 
     def emit(self, event: AuditEvent, *, at: datetime, facts: dict[str, Any] | None = None) -> None:
         """Append an audit event, then tell the hooks (with ``facts`` the event does not record, if given);
-        neither a full disk nor a hook fails the caller."""
-        written = self.store.append(event.event, event.fields, at=at)
-        if written is not None:
+        a hook never fails the caller, a state folder that takes no write does (``StateWriteFailed``, the
+        event held for the next append)."""
+        for written in self.store.append(event.event, event.fields, at=at):
             self._tell(self.audit_hooks, {**(facts or {}), **written})
 
     def _tell(self, hooks: list[AuditHook], event: dict[str, Any]) -> None:

@@ -129,7 +129,7 @@ CASES = [
     ),
     Case(
         "recovered after a crash: the running target is recorded as applied",
-        did("unchanged", recovered="undid an interrupted swap", **VERIFIED),
+        did("unchanged", recovered={"reason": "undid an interrupted swap"}, **VERIFIED),
         ["recovered", "applied"],
         "InSync",
         NEW,
