@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import signal
 import sys
 import threading
@@ -132,6 +131,7 @@ class Daemon:
         self.api: ApiServer | None = None
         self.last_plan: Plan | None = None  # the newest plan a pass made, for the status page
         self.last_wait: str | None = None  # the reason of a held change already logged at warning
+        self.read_only: str | None = None  # why the state folder takes no write (no pass runs), if it does not
 
     def _attach_notifier(self, service: EnvironmentService) -> Notifier | None:
         return attach_notifier(
@@ -144,21 +144,26 @@ class Daemon:
 
     def run(self) -> int:
         """Run until SIGTERM; return the exit code."""
-        lock_fd = hold_lock(self.config.paths.lock)
+        lock = hold_lock(self.config.paths.lock)
+        self.read_only = lock.read_only
         try:
             self._install_signals()
-            self.recover()
+            if self.read_only is None:
+                self.recover()
             self.metrics.record_status(self.service.status())
             self.api = self._start_api()
-            self.scheduler.add_job(
-                self.tick,
-                self._trigger(),
-                id=JOB_ID,
-                max_instances=1,
-                coalesce=True,
-                next_run_time=datetime.now(UTC),
-                misfire_grace_time=None,
-            )
+            if self.read_only is None:
+                self.scheduler.add_job(
+                    self.tick,
+                    self._trigger(),
+                    id=JOB_ID,
+                    max_instances=1,
+                    coalesce=True,
+                    next_run_time=datetime.now(UTC),
+                    misfire_grace_time=None,
+                )
+            else:
+                self._serve_read_only(self.read_only)
             watchdog = notify.watchdog_interval()
             if watchdog:
                 self.scheduler.add_job(self.watchdog, "interval", seconds=watchdog, id=WATCHDOG_JOB_ID)
@@ -178,7 +183,17 @@ class Daemon:
                 log.warning("stopped with notifications not sent", extra={"seconds": DRAIN_SECONDS})
             return 0
         finally:
-            os.close(lock_fd)
+            lock.release()
+
+    def _serve_read_only(self, why: str) -> None:
+        """The state folder takes no write: serve ``/healthz`` (unhealthy) and the status as it is, run no pass."""
+        log.error(
+            "the state folder takes no write: serving the status read-only, no pass runs; "
+            "restart the controller once it is writable",
+            extra={"reason": why},
+        )
+        notify.ready()
+        notify.status(f"read-only, no pass runs: {why}"[:200])
 
     def _trigger(self) -> IntervalTrigger:
         interval = self.config.source.interval
@@ -248,7 +263,7 @@ class Daemon:
 
     def healthy(self) -> bool:
         """The scheduler runs and the last pass is recent (``GET /healthz``)."""
-        if not self.scheduler.running or self.stopping.is_set():
+        if not self.scheduler.running or self.stopping.is_set() or self.read_only is not None:
             return False
         limit = timedelta(seconds=HEALTHY_PASS_AGE_INTERVALS * self.config.source.interval)
         limit = max(limit, timedelta(seconds=self.config.health.timeout * 2))
@@ -257,8 +272,8 @@ class Daemon:
 
     def watchdog(self) -> None:
         """Sent from the scheduler's own loop: a hung scheduler or pass stops the pings."""
-        if self.healthy():
-            notify.watchdog()
+        if self.healthy() or (self.read_only is not None and self.scheduler.running):
+            notify.watchdog()  # read-only: alive and serving, and a restart would not make the folder writable
 
     def _start_api(self) -> ApiServer:
         ctx = ApiContext(

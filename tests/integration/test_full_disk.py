@@ -7,15 +7,28 @@ test says so where it cannot.
 
 from __future__ import annotations
 
+import json
 import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
+from controller.errors import Reason
 from controller.records.audit import append_event, read_events, verify_chain
-from testbed.disk import PAGE, DiskUnavailable, Hog, small_tmpfs
+from controller.records.host_init import init_layout
+from controller.records.status import ContainerStatus, SourceStatus, Status, write_status
+from testbed import ManifestRepo, free_port, wait_for
+from testbed.disk import PAGE, DiskUnavailable, Hog, set_read_only, small_tmpfs
+from tests.unit.test_pass import GOOD_A, GOOD_B, Crash, Env, deployed, env, key  # noqa: F401 the fixtures
 
 AT = datetime(2026, 12, 8, tzinfo=UTC)
 
@@ -73,3 +86,118 @@ def test_a_log_torn_by_an_earlier_release_on_a_full_disk_is_cut_once_there_is_ro
     append_event(log, "resumed", at=AT, reason="room again")
     assert [e["event"] for e in read_events(log)] == ["applied", "torn_line_cut", "resumed"]
     assert verify_chain(log) is None
+
+
+def _get(port: int, path: str) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as reply:
+            return reply.status, reply.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+    except urllib.error.URLError:
+        return 0, b""  # not listening yet
+
+
+def test_a_daemon_on_a_read_only_state_folder_serves_its_status_and_runs_no_pass(tmp_path: Path) -> None:
+    init_layout(tmp_path / "opt", "prod")
+    agent = tmp_path / "opt" / "prod" / "deploy-agent"
+    repo = ManifestRepo(tmp_path / "manifests")
+    port = free_port()
+    (agent / "controller.yaml").write_text(
+        f"environment: prod\nroot: {tmp_path / 'opt'}\nsource: {{url: '{repo.url}', interval: 1}}\n"
+        "trust: {allowed_signers: trust/allowed_signers}\nimage: {repository: registry.test/dreichor/runtime}\n"
+        f"docker: {{url: 'unix:///nonexistent.sock'}}\napi: {{listen: '127.0.0.1:{port}'}}\n"
+    )
+    state = agent / "state"
+    kept = tmp_path / "kept-state"
+    shutil.copytree(state, kept)
+    try:
+        with small_tmpfs(state, size="1m"):
+            shutil.copytree(kept, state, dirs_exist_ok=True)
+            status = Status(
+                environment="prod",
+                updated_at=AT,
+                source=SourceStatus(url=repo.url, branch="main"),
+                container=ContainerStatus(name="dreichor-runtime-prod"),
+            )
+            write_status(state / "status.json", status)
+            before = {p.name: p.read_bytes() for p in state.iterdir() if p.is_file()}
+            set_read_only(state, True)
+            daemon = subprocess.Popen(
+                [sys.executable, "-m", "controller", "run", "--config", str(agent / "controller.yaml")],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+            try:
+                wait_for(lambda: _get(port, "/healthz")[0] == 503, timeout=30, what="/healthz answering")
+                code, body = _get(port, "/status")
+                assert code == 200 and json.loads(body)["environment"] == "prod"
+                time.sleep(2)  # two intervals: a pass would have run by now
+            finally:
+                daemon.send_signal(signal.SIGTERM)
+                output, _ = daemon.communicate(timeout=30)
+            assert daemon.returncode == 0, output
+            assert "the state folder takes no write" in output and "(EROFS)" in output
+            assert '"pass"' not in output and "Traceback" not in output
+            assert {p.name: p.read_bytes() for p in state.iterdir() if p.is_file()} == before
+    except DiskUnavailable as exc:
+        pytest.skip(f"cannot mount a tmpfs here: {exc}")
+
+
+@pytest.fixture
+def read_only_state(deployed: Env, tmp_path: Path) -> Iterator[Path]:  # noqa: F811 the fixture imported above
+    """The deployed environment's state folder on a tmpfs of its own, to be remounted read-only."""
+    state = deployed.config.paths.state
+    kept = tmp_path / "kept-state"
+    shutil.copytree(state, kept, symlinks=True)
+    try:
+        with small_tmpfs(state, size="32m"):
+            shutil.copytree(kept, state, symlinks=True, dirs_exist_ok=True)
+            yield state
+    except DiskUnavailable as exc:
+        pytest.skip(f"cannot mount a tmpfs here: {exc}")
+
+
+def test_a_read_only_state_folder_during_recovery_is_a_state_io_failure_and_the_undo_is_told_later(
+    deployed: Env,  # noqa: F811 the fixture imported above
+    read_only_state: Path,
+) -> None:
+    head = deployed.publish(GOOD_B)
+    with pytest.raises(Crash):
+        deployed.service(crash_at="start").sync()  # killed in the health gate
+    set_read_only(read_only_state, True)
+    service = deployed.service()  # one daemon: it lives through the fault
+    before = datetime.now(UTC)
+    result = service.sync()
+    after = datetime.now(UTC)
+    assert result.result == "failed" and str(result.code) == "StateIO" and result.retryable
+    assert f"cannot write {read_only_state}" in result.reason and "(EROFS)" in result.reason
+    assert deployed.image() == GOOD_A  # the undo happened all the same
+    assert service.sync().code == Reason.STATE_IO  # still read-only: nothing more to undo, nothing told twice
+    set_read_only(read_only_state, False)
+    assert service.sync().result == "applied"
+    recovered = [e for e in read_events(deployed.config.paths.audit) if e["event"] == "recovered"]
+    assert len(recovered) == 1
+    assert before <= datetime.fromisoformat(recovered[0]["at"]) <= after  # when it happened, not when told
+    assert recovered[0]["revision"] == head and recovered[0]["container"]
+    assert deployed.events()[-2:] == ["recovered", "applied"]
+    assert verify_chain(deployed.config.paths.audit) is None
+
+
+def test_recovery_at_the_daemon_start_on_a_read_only_folder_says_so_and_is_told_by_the_next_pass(
+    deployed: Env,  # noqa: F811 the fixture imported above
+    read_only_state: Path,
+) -> None:
+    deployed.publish(GOOD_B)
+    with pytest.raises(Crash):
+        deployed.service(crash_at="stop").sync()
+    set_read_only(read_only_state, True)
+    service = deployed.service()
+    with pytest.raises(OSError, match=r"cannot write .*/state/\S+: Read-only file system \(EROFS\)"):
+        service.recover()
+    assert deployed.image() == GOOD_A
+    set_read_only(read_only_state, False)
+    assert service.sync().result == "applied"
+    assert deployed.events().count("recovered") == 1
+    assert verify_chain(deployed.config.paths.audit) is None
