@@ -26,6 +26,7 @@ from controller.errors import Reason
 from controller.records.audit import append_event, read_events, verify_chain
 from controller.records.host_init import init_layout
 from controller.records.status import ContainerStatus, SourceStatus, Status, write_status
+from controller.source import GitSource, SourceError
 from testbed import ManifestRepo, free_port, wait_for
 from testbed.disk import PAGE, DiskUnavailable, Hog, set_read_only, small_tmpfs
 from tests.unit.test_pass import GOOD_A, GOOD_B, Crash, Env, deployed, env, key  # noqa: F401 the fixtures
@@ -201,3 +202,27 @@ def test_recovery_at_the_daemon_start_on_a_read_only_folder_says_so_and_is_told_
     assert service.sync().result == "applied"
     assert deployed.events().count("recovered") == 1
     assert verify_chain(deployed.config.paths.audit) is None
+
+
+def test_a_fetch_that_meets_a_full_disk_leaves_no_temporary_objects_in_the_git_cache(tmp_path: Path) -> None:
+    repo = ManifestRepo(tmp_path / "manifests")
+    repo.write("envs/prod.yaml", "first\n")
+    repo.commit("first")
+    repo.push()
+    noise = random.Random(5).randbytes(3 * 1024 * 1024)  # noqa: S311 incompressible, not secret
+    (repo.work / "blob.bin").write_bytes(noise)
+    repo.git("add", "blob.bin")
+    head = repo.commit("a commit larger than the disk")
+    repo.push()
+    try:
+        with small_tmpfs(tmp_path / "state", size="2m") as state:
+            source = GitSource(state / "repo", url=repo.url, branch="main", timeout=30)
+            with pytest.raises(SourceError, match="fetching main failed"):
+                source.fetch()
+            objects = state / "repo" / "objects"
+            left = [p.relative_to(objects) for p in objects.rglob("*") if p.is_file() and "tmp" in p.name]
+            assert left == []
+            assert sum(p.stat().st_size for p in objects.rglob("*") if p.is_file()) < 64 * 1024
+    except DiskUnavailable as exc:
+        pytest.skip(f"cannot mount a tmpfs here: {exc}")
+    assert head
