@@ -119,16 +119,12 @@ class Journal:
         self.data = {"version": 1, **fields, "steps": []}
         self._write()
 
-    def step(self, name: str) -> None:
-        """Record a completed step."""
+    def step(self, name: str, **fields: Any) -> None:
+        """Record a completed step (and ``fields`` learned with it)."""
         self.data["steps"].append(name)
-        self._write()
-        self.at_step(name)
-
-    def note(self, **fields: Any) -> None:
-        """Add fields to the journal (the health gate's deadline) without a step."""
         self.data.update(fields)
         self._write()
+        self.at_step(name)
 
     def finish(self) -> None:
         """The swap is settled: forget it."""
@@ -208,9 +204,6 @@ class RolloutBase(Generic[EngineT, PriorT, SwapT]):
         revision = desired.labels.get(LABEL_REVISION)
         self.journal.begin(**self._intent(prior, swap, desired), revision=revision, at=_iso(self.clock()))
         self._swap(swap)
-        # Recovery after a kill in the gate stops the new runtime at once, and says by how much the
-        # deadline was passed (a sick runtime never runs past it plus the recovery's own start).
-        self.journal.note(gate_deadline=_iso(self.clock() + timedelta(seconds=self.health.timeout)))
         try:
             with self._timed("health", **self._gate_fields(swap)):
                 container_id = self._gate(swap, desired)
@@ -300,6 +293,11 @@ class RolloutBase(Generic[EngineT, PriorT, SwapT]):
         raise NotImplementedError
 
     # -- shared by the modes ----------------------------------------------------------------
+
+    def _gate_deadline(self) -> str:
+        """When the health gate that begins now gives up: journaled with the step that starts the new
+        runtime, so a recovery after a kill in the gate can say how far past it the runtime ran."""
+        return _iso(self.clock() + timedelta(seconds=self.health.timeout))
 
     @contextlib.contextmanager
     def _timed(self, step: str, **fields: object) -> Iterator[dict[str, object]]:

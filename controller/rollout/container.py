@@ -98,7 +98,7 @@ class ContainerRollout(RolloutBase[Runtime, Containers, Swap]):
         self.at_step("stop")
         with self._timed("start", container=new_id[:12]):
             self.engine.start(new_id)
-        self.journal.step("start")
+        self.journal.step("start", gate_deadline=self._gate_deadline())
 
     def _gate_fields(self, swap: Swap) -> dict[str, object]:
         return {"container": swap.new_id[:12]}

@@ -80,7 +80,7 @@ class SwarmRollout(RolloutBase[ServiceRuntime, ServiceState | None, Update]):
         with self._timed("update", service=self.canonical):
             self._wait_settled()
             self.engine.deploy(swap.desired, auth=self.auth)
-        self.journal.step("update")
+        self.journal.step("update", gate_deadline=self._gate_deadline())
 
     def _gate(self, swap: Update, desired: DesiredContainer) -> str | None:
         return self._health_gate(desired, updated=swap.before is not None, known=set(swap.known)).container_id

@@ -124,24 +124,30 @@ def test_a_daemon_on_a_read_only_state_folder_serves_its_status_and_runs_no_pass
             write_status(state / "status.json", status)
             before = {p.name: p.read_bytes() for p in state.iterdir() if p.is_file()}
             set_read_only(state, True)
-            daemon = subprocess.Popen(
-                [sys.executable, "-m", "controller", "run", "--config", str(agent / "controller.yaml")],
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                text=True,
-            )
+            log = tmp_path / "daemon.log"
+            with log.open("w") as out:
+                daemon = subprocess.Popen(
+                    [sys.executable, "-m", "controller", "run", "--config", str(agent / "controller.yaml")],
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    text=True,
+                )
             try:
                 wait_for(lambda: _get(port, "/healthz")[0] == 503, timeout=30, what="/healthz answering")
                 code, body = _get(port, "/status")
                 assert code == 200 and json.loads(body)["environment"] == "prod"
                 time.sleep(2)  # two intervals: a pass would have run by now
+                assert '"msg": "pass"' not in log.read_text()
+                assert {p.name: p.read_bytes() for p in state.iterdir() if p.is_file()} == before
+                set_read_only(state, False)
+                wait_for(lambda: '"msg": "pass"' in log.read_text(), timeout=30, what="a pass once writable")
             finally:
                 daemon.send_signal(signal.SIGTERM)
-                output, _ = daemon.communicate(timeout=30)
+                daemon.wait(timeout=30)
+            output = log.read_text()
             assert daemon.returncode == 0, output
             assert "the state folder takes no write" in output and "(EROFS)" in output
-            assert '"pass"' not in output and "Traceback" not in output
-            assert {p.name: p.read_bytes() for p in state.iterdir() if p.is_file()} == before
+            assert "the state folder takes writes again" in output and "Traceback" not in output
     except DiskUnavailable as exc:
         pytest.skip(f"cannot mount a tmpfs here: {exc}")
 
