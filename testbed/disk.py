@@ -14,6 +14,7 @@ import errno
 import os
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -45,7 +46,16 @@ def small_tmpfs(path: Path, *, size: str) -> Iterator[Path]:
 def set_read_only(path: Path, read_only: bool) -> None:
     """Remount the tmpfs at ``path`` read-only or read-write again."""
     flag = "ro" if read_only else "rw"
-    subprocess.run(["mount", "-o", f"remount,{flag}", str(path)], check=True, capture_output=True)
+    deadline = time.monotonic() + 10
+    while True:  # a remount read-only waits out a file open for writing at that instant (EBUSY)
+        done = subprocess.run(
+            ["mount", "-o", f"remount,{flag}", str(path)], capture_output=True, text=True, check=False
+        )
+        if done.returncode == 0:
+            return
+        if time.monotonic() > deadline:
+            raise DiskUnavailable(f"cannot remount {path} {flag}: {done.stderr.strip()}")
+        time.sleep(0.05)
 
 
 class Hog(threading.Thread):

@@ -42,17 +42,23 @@ def hold_lock(path: Path) -> DaemonLock:
     """
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        writer = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     except OSError as exc:
         if exc.errno not in READ_ONLY:
             raise
         return _read_only_lock(path, exc)
-    _exclusive(fd, path)
+    # Held through a read-only descriptor, so a running daemon keeps no file open for writing on the
+    # state folder (it can be remounted read-only under it); the pid is written once, then let go.
     try:
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-    except OSError:
-        pass  # a full disk: the lock holds without its pid, and the passes say what the disk does
+        fd = os.open(path, os.O_RDONLY)
+        _exclusive(fd, path)
+        try:
+            os.ftruncate(writer, 0)
+            os.pwrite(writer, f"{os.getpid()}\n".encode(), 0)
+        except OSError:
+            pass  # a full disk: the lock holds without its pid, and the passes say what the disk does
+    finally:
+        os.close(writer)
     return DaemonLock(fd)
 
 
