@@ -57,11 +57,12 @@ class SourceStatus(_Record):
 
 
 class ImageSource(_Record):
-    """Where the applied image was built from, as its verified provenance attestation says (docs/design.md §14)."""
+    """Where the applied image was built from, as its provenance's signing certificate says (docs/design.md §14)."""
 
     repository: Text
     ref: Text | None = None
     commit: Text | None = None
+    build_signer: Text | None = None  # the certificate's Build Signer URI; absent before this release
 
 
 class AppliedStatus(_Record):
