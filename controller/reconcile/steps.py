@@ -22,14 +22,13 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from controller import approvals
-from controller.config import Config
-from controller.containers import ContainerState
-from controller.contract import LABEL_MANIFEST, DesiredContainer, container_name, desired_from_bytes
 from controller.engine.port import RuntimeView
 from controller.errors import ConfigError, ControllerError, Reason, Refused, Retryable
-from controller.manifest import MAX_MANIFEST_BYTES
-from controller.plan import plan
+from controller.model.config import Config
+from controller.model.containers import ContainerState
+from controller.model.desired import LABEL_MANIFEST, DesiredContainer, container_name, desired_from_bytes
+from controller.model.manifest import MAX_MANIFEST_BYTES
+from controller.model.plan import plan
 from controller.reconcile.context import PassContext, PassOptions, PassWorld
 from controller.reconcile.quarantine import content_key, earlier_host_digests, held_content, held_head, host_digest
 from controller.reconcile.record import AuditEvent, PassReport, PassResult, record
@@ -39,9 +38,10 @@ from controller.records.files import write_failure
 from controller.records.snapshots import list_snapshot_files
 from controller.records.status import ApprovalsStatus, ContainerStatus, applied_revision
 from controller.rollout.base import HealthGateFailed, RecoveryUnsettled
+from controller.signatures import approvals
 from controller.signatures.commits.verification import load_policy, verify_revision
 from controller.signatures.images.verifier import ImageVerdict
-from controller.source import GitSource
+from controller.source.git import GitSource
 
 STALE_AFTER_INTERVALS = 5  # the source is stale after this many intervals without a fetch
 

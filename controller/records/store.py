@@ -18,8 +18,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from controller.config import Config
-from controller.contract import container_name
+from controller.model.config import Config
+from controller.model.desired import container_name
 from controller.records import audit
 from controller.records.files import create_new, file_key, write_failure
 from controller.records.snapshots import Snapshot, list_snapshots

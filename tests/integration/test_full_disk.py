@@ -26,7 +26,7 @@ from controller.errors import Reason
 from controller.records.audit import append_event, read_events, verify_chain
 from controller.records.host_init import init_layout
 from controller.records.status import ContainerStatus, SourceStatus, Status, write_status
-from controller.source import GitSource, SourceError
+from controller.source.git import GitSource, SourceError
 from testbed import ManifestRepo, free_port, wait_for
 from testbed.disk import PAGE, DiskUnavailable, Hog, set_read_only, small_tmpfs
 from tests.unit.test_pass import GOOD_A, GOOD_B, Crash, Env, deployed, env, key  # noqa: F401 the fixtures

@@ -22,15 +22,22 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from controller import approvals
 from controller.api import page
-from controller.approvals import NAMESPACE, Statement, Subject, count_approvals, load_approvers, parse_approval
 from controller.cli import main
-from controller.config import parse_config, parse_duration, repository_name
+from controller.daemon.metrics import Metrics
 from controller.errors import ConfigError, Refused
-from controller.metrics import Metrics
+from controller.model.config import parse_config, parse_duration, repository_name
 from controller.notifications.policy import Memory, Policy, decide, decision_from_event
 from controller.records.status import Status
+from controller.signatures import approvals
+from controller.signatures.approvals import (
+    NAMESPACE,
+    Statement,
+    Subject,
+    count_approvals,
+    load_approvers,
+    parse_approval,
+)
 from testbed import GpgKey, ManifestRepo, SshKey, gpg_detach_sign, make_gpg_key, make_ssh_key, page_sample, ssh_sign
 
 NOW = datetime(2026, 12, 2, 10, 0, tzinfo=UTC)

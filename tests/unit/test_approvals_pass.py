@@ -19,12 +19,13 @@ from pathlib import Path
 
 import pytest
 
-from controller.approvals import NAMESPACE, Statement, folder
-from controller.config import Config, parse_config
+from controller import compose
+from controller.model.config import Config, parse_config
 from controller.records.audit import read_events
 from controller.records.host_init import init_layout
 from controller.records.status import Status
 from controller.service import EnvironmentService, PassOptions
+from controller.signatures.approvals import NAMESPACE, Statement, folder
 from testbed import ManifestRepo, SshKey, make_ssh_key, manifest_text, ssh_sign
 from tests.unit.fake_engine import FakeEngine
 
@@ -77,7 +78,7 @@ class Host:
         self.ticks += seconds
 
     def service(self) -> EnvironmentService:
-        service = EnvironmentService(
+        service = compose.environment_service(
             self.config,
             engine=lambda: self.engine,
             clock=lambda: self.now,

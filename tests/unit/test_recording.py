@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from controller.errors import Reason
-from controller.plan import Plan
+from controller.model.plan import Plan
 from controller.reconcile.record import PassReport, PassResult, record
 from controller.records.status import AppliedStatus, AttemptStatus, ContainerStatus, Phase, SourceStatus, Status
 

@@ -29,15 +29,15 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from controller.config import ENVIRONMENTS, repository_name
 from controller.errors import ConfigError, Reason, Refused
+from controller.model.config import ENVIRONMENTS, repository_name
 from controller.signatures import signing
 from controller.signatures.commits import sshsig
 from controller.signatures.commits.allowed_signers import AllowedSigner, parse_allowed_signers
 from controller.signatures.commits.openpgp import OpenPgpKeyring
 from controller.signatures.commits.policy import read_trust_file
 from controller.signatures.commits.revocations import Revocations, parse_revoked_keys
-from controller.source import clone_facts
+from controller.source.git import clone_facts
 from controller.untrusted import bounded
 
 NAMESPACE = "dreichor-approval"
