@@ -7,6 +7,7 @@ test says so where it cannot.
 
 from __future__ import annotations
 
+import errno
 import json
 import random
 import shutil
@@ -232,3 +233,32 @@ def test_a_fetch_that_meets_a_full_disk_leaves_no_temporary_objects_in_the_git_c
     except DiskUnavailable as exc:
         pytest.skip(f"cannot mount a tmpfs here: {exc}")
     assert head
+
+
+def test_a_full_state_folder_fails_the_pass_as_state_io_and_loses_nothing(
+    deployed: Env,  # noqa: F811 the fixture imported above
+    read_only_state: Path,
+) -> None:
+    deployed.publish(GOOD_B)
+    before = deployed.events()
+    service = deployed.service()  # one daemon: it lives through the fault
+    assert service.plan().plan is not None  # fetched before the disk fills (a fetch then fails as FetchFailed)
+    hog = Hog(read_only_state / "hog")
+    hog.start()
+    try:
+        assert hog.full.wait(30)
+        result = service.sync()
+        assert result.result == "failed" and result.code == Reason.STATE_IO
+        assert f"cannot write {read_only_state}" in result.reason and "(ENOSPC)" in result.reason
+        assert deployed.image() == GOOD_A  # nothing was touched
+        with pytest.raises(OSError) as refused:
+            service.suspend("maintenance", by="ops")  # on the command line: exit 1 and the sentence
+        assert refused.value.errno == errno.ENOSPC
+        assert verify_chain(deployed.config.paths.audit) is None and deployed.events() == before
+    finally:
+        hog.stop()
+        (read_only_state / "hog").unlink()
+    assert service.sync().result == "applied" and deployed.image() == GOOD_B
+    events = read_events(deployed.config.paths.audit)
+    assert [e["event"] for e in events[len(before) :]] == ["applied"]  # a retried failure is no decision
+    assert verify_chain(deployed.config.paths.audit) is None
