@@ -247,8 +247,10 @@ def test_a_full_state_folder_fails_the_pass_as_state_io_and_loses_nothing(
     hog.start()
     try:
         assert hog.full.wait(30)
+        written = deployed.config.paths.status.read_bytes()
         result = service.sync()
         assert result.result == "failed" and result.code == Reason.STATE_IO
+        assert deployed.config.paths.status.read_bytes() == written  # it ages: status --check says unknown
         assert f"cannot write {read_only_state}" in result.reason and "(ENOSPC)" in result.reason
         assert deployed.image() == GOOD_A  # nothing was touched
         with pytest.raises(OSError) as refused:
