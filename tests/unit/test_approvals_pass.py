@@ -443,3 +443,19 @@ def test_a_hostile_approvals_folder_is_refused_cleanly_and_changes_nothing(host:
     assert status.last_attempt is not None and words in status.last_attempt.reason
     assert status.last_attempt.code == "BadApprovals"
     assert host.events() == ["applied", "refused"]
+
+
+def test_a_revoked_keys_file_that_went_missing_holds_the_pass_naming_it(host: Host) -> None:
+    """N8: dave's key is revoked; without the file it would count (and sign) again: the pass holds instead."""
+    revoked = Path(str(host.config.trust.revoked_keys))
+    kept = revoked.read_bytes()
+    revoked.unlink()
+    host.approve(GOOD_B, host.keys.alice, host.keys.dave)
+    host.publish(GOOD_B)
+    assert host.sync() == "refused" and host.image() == GOOD_A
+    status = host.status()
+    assert status.last_attempt is not None
+    assert f"revoked_keys file {revoked} is missing" in status.last_attempt.reason
+    revoked.write_bytes(kept)  # the file back: dave's approval does not count, the change waits for a second person
+    assert host.sync() == "waiting" and host.image() == GOOD_A
+    assert host.service().approvals().tally.have == ["alice"]

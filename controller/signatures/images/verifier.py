@@ -179,8 +179,11 @@ def _candidates(image: ImageReference, registry: RegistryClient, *, signers: Sig
 
 
 def _classic(image: ImageReference, registry: RegistryClient, *, signers: Signers) -> Iterator[Candidate]:
-    for layer in tagged_layers(image, registry, suffix="sig", what="signature manifest"):
+    layers, over = tagged_layers(image, registry, suffix="sig", what="signature manifest")
+    for layer in layers:
         yield partial(_check_classic_layer, layer, image, registry, signers=signers)
+    if over is not None:
+        yield partial(reraise, over)
 
 
 def _check_classic_layer(
