@@ -197,11 +197,12 @@ def test_the_installed_environment_is_the_locked_set() -> None:
     assert installed == {name: p["version"] for name, p in packages.items()}
 
 
-def build(out: Path) -> dict[str, Path]:
+def build(out: Path, *, umask: int = 0o022) -> dict[str, Path]:
     """scripts/build into ``out`` with this interpreter's environment: the files it wrote, by kind."""
     proc = subprocess.run(
         [str(ROOT / "scripts" / "build"), str(out)],
         env={**os.environ, "PYTHON": sys.executable},
+        umask=umask,
         capture_output=True,
         text=True,
         check=False,
@@ -220,7 +221,7 @@ def release(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 def test_the_same_commit_builds_the_same_bytes(release: dict[str, Path], tmp_path: Path) -> None:
-    again = build(tmp_path)
+    again = build(tmp_path / "elsewhere", umask=0o002)  # another folder, another umask: the same bytes
     for kind, path in release.items():
         assert again[kind].name == path.name
         assert again[kind].read_bytes() == path.read_bytes(), f"the {kind} differs between two builds"
