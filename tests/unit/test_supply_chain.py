@@ -216,7 +216,14 @@ def build(out: Path, *, umask: int = 0o022) -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def release(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """One build of this tree, for the tests that read what it wrote."""
+    """One build of this tree, for the tests that read what it wrote: under ``--wheel``, the one being tested."""
+    if dist := os.environ.get("DREICHOR_TEST_WHEEL"):
+        out = Path(dist)
+        return {
+            "wheel": next(out.glob("*.whl")),
+            "sbom": next(out.glob("*.cdx.json")),
+            "requirements": out / "requirements.txt",
+        }
     return build(tmp_path_factory.mktemp("release"))
 
 
