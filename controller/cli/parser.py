@@ -135,7 +135,8 @@ COMMANDS = (
         cmd_status,
         (
             Arg(
-                ("--check",), {"action": "store_true", "help": "exit 0 in sync and healthy, 3 out of sync, 4 unhealthy"}
+                ("--check",),
+                {"action": "store_true", "help": "exit 0 in sync and healthy, 3 out of sync, 4 unhealthy or unknown"},
             ),
             Arg(("--json",), {"action": "store_true", "help": "print the status file's JSON"}),
         ),
@@ -154,9 +155,12 @@ COMMANDS = (
         "break-glass: restore a snapshot, then suspend",
         "Break-glass without git: restore a snapshot (default: the newest), then suspend the environment "
         "so the next poll does not undo it, until 'resume'.",
-        "dreichor-controller rollback -e prod 20261205T130417Z-abc123",
+        "dreichor-controller rollback -e prod 20261205T130417Z-abc123 --reason 'fills lost after 1.4.3'",
         cmd_rollback,
-        (Arg(("snapshot",), {"nargs": "?", "help": "snapshot id (default: the newest)"}),),
+        (
+            Arg(("snapshot",), {"nargs": "?", "help": "snapshot id (default: the newest)"}),
+            Arg(("--reason",), {"default": "no reason given", "help": "why, for the audit log, status and page"}),
+        ),
     ),
     Command(
         "notify",
@@ -194,7 +198,8 @@ COMMANDS = (
         "suspend",
         "suspend acting on new revisions",
         "Stop acting on new revisions until 'resume'; the running container is left as it is. "
-        "Who (SUDO_USER, else the Unix user) and why are recorded in the audit log, status and page.",
+        "Who (SUDO_USER, else the Unix user) and why are recorded in the audit log, status and page. The source "
+        "is still fetched, so 'plan' shows what 'resume' would do; a second 'suspend' says so and records nothing.",
         'dreichor-controller suspend -e prod --reason "database migration until 15:00"',
         cmd_suspend,
         (Arg(("--reason",), {"default": "no reason given", "help": "why, for the audit log, status and page"}),),
@@ -202,7 +207,8 @@ COMMANDS = (
     Command(
         "resume",
         "resume acting on new revisions",
-        "Act on new revisions again from the next pass; the status says what is true meanwhile.",
+        "Act on new revisions again from the next pass; the status says what is true meanwhile. "
+        "Not suspended: it says so and records nothing.",
         "dreichor-controller resume -e prod",
         cmd_resume,
     ),
@@ -238,9 +244,9 @@ LOG_LEVEL = Arg(
 )
 EPILOG = """\
 exit codes (each command's --help names its own):
-  0 done, in sync, valid or trusted     3 refused, out of sync or a broken audit chain
-  1 an error (config, state, git, Docker)  4 rolled back (sync) or unhealthy (status --check)
-  2 a usage error, or a change would be applied (plan --exit-code)
+  0 done, in sync, valid or trusted     3 refused, held, suspended, out of sync or a broken audit chain
+  1 an error (config, state, git, Docker)  4 rolled back (sync) or unhealthy or unknown (status --check)
+  2 a usage error, or a change would be applied (plan --exit-code)   5 the change waits (sync, plan --exit-code)
 
 The config is --config PATH, else <root>/<env>/deploy-agent/controller.yaml for -e ENV
 (root: $DREICHOR_ROOT or /opt/dreichor), else $DREICHOR_CONFIG.

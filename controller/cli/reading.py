@@ -32,7 +32,9 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(status.model_dump_json(indent=2))
     else:
         print("\n".join(status_lines(status, now=datetime.now(UTC))))
-    return check_code(status) if args.check else EXIT_OK
+        if service.interrupted():
+            print("swap:        in flight, or interrupted by a crash: the next pass finishes or undoes it")
+    return check_code(status, now=datetime.now(UTC), interval=service.config.source.interval) if args.check else EXIT_OK
 
 
 def cmd_history(args: argparse.Namespace) -> int:
