@@ -295,6 +295,6 @@ def test_a_release_an_earlier_release_rolled_back_stays_quarantined_after_the_up
     assert run_previous_release(host, tmp_path, "sync", release=release) == 4  # rolled back
     running, events = host.running(), len(host.audit())
     assert host.status().quarantined is not None
-    assert host.sync() == 0  # the new release keeps the quarantine: the broken release is not tried again
+    assert host.sync() == 3  # held: the new release keeps the quarantine, the broken release is not tried again
     assert host.running()["Id"] == running["Id"] and host.image() == images["healthy-a"]
     assert len(host.audit()) == events
