@@ -3,7 +3,7 @@
 sync, plan, verify, rollback, suspend, resume, recover, history and status
 live here once, so the entry points cannot drift apart.  The service owns the
 pass lock and hands a pass (``reconcile.steps``, from crash recovery to the record) the world it
-acts through, built in ``compose`` or passed in (tests hand it a fake engine); what it writes goes
+acts through, given by ``compose`` (tests hand it a fake engine); what it writes goes
 through ``records.store``.  ``audit_hooks`` hear every audit event written, with the
 pass's facts it does not record (``image``, ``signer``, ``image_signer``,
 ``log``); ``notice_hooks`` hear the moments that are no audit event
@@ -13,18 +13,17 @@ pass's facts it does not record (``image``, ``signer``, ``image_signer``,
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from controller import compose
-from controller.compose import validate_file
-from controller.config import Config, load_config
 from controller.engine.port import RuntimeView
-from controller.errors import ConfigError, Reason, Refused
-from controller.reconcile.context import ImageCheck, PassOptions, PassWorld
+from controller.errors import ConfigError, ControllerError, Reason, Refused
+from controller.model.config import DEFAULT_REPOSITORY, Config, HostPaths, load_config
+from controller.model.desired import DesiredContainer, desired_from_bytes, parse_image
+from controller.model.manifest import MAX_MANIFEST_BYTES, load_manifest
+from controller.reconcile.context import Clock, ImageStep, PassOptions, PassWorld
 from controller.reconcile.record import AuditEvent, PassResult, rolled_back_to, suspension
 from controller.reconcile.revisions import remembered_revision
 from controller.reconcile.steps import HeadApprovals, Pass, PlanAnswer, current_container, head_approvals
@@ -33,19 +32,57 @@ from controller.records.host_init import init_layout, next_steps
 from controller.records.locks import pass_lock
 from controller.records.snapshots import Snapshot, find_snapshot, restorable
 from controller.records.status import Status
-from controller.records.store import History, Store
-from controller.rollout.base import Applier, Outcome, checkpoint
+from controller.records.store import History, StateWriteFailed, Store
+from controller.rollout.base import Applier, Outcome, RecoveryUnsettled, checkpoint
+from controller.signatures.approvals import DEFAULT_VALIDITY as APPROVAL_VALIDITY
+from controller.signatures.approvals import write_approval
 from controller.signatures.commits.policy import VerifiedCache
 from controller.signatures.commits.verification import Verification, load_policy, verify_revision
+from controller.signatures.images.trust import ImageCheck
 from controller.signatures.images.verifier import ImageVerdict
-from controller.source import GitSource
+from controller.source.git import GitSource
 
 log = logging.getLogger("dreichor.service")
-Clock = Callable[[], datetime]
 AuditHook = Callable[[dict[str, Any]], None]
 
 __all__ = ["EnvironmentService", "History", "PassOptions", "PassResult", "PlanAnswer", "Verification"]
-__all__ += ["init_layout", "next_steps", "validate_file"]  # for the command line, which imports no record
+__all__ += [
+    "APPROVAL_VALIDITY",
+    "init_layout",
+    "next_steps",
+    "validate_file",
+    "write_approval",
+]  # for the command line, which imports no record
+
+
+def validate_file(
+    file: Path, *, environment: str, config_file: Path | None, data: bytes | None = None
+) -> DesiredContainer:
+    """Check a manifest offline; with a config, against its image repository and ``.env``.
+
+    ``data``: the manifest's bytes when they come from elsewhere (stdin); ``file`` then only names it.
+    """
+    config = load_config(config_file) if config_file else None
+    if config is not None and config.environment != environment:
+        raise ConfigError(f"config is for '{config.environment}', the manifest for '{environment}'")
+    try:
+        data = file.read_bytes() if data is None else data
+    except OSError as exc:
+        raise ConfigError(f"cannot read {file}: {exc.strerror}") from None
+    dotenv = None
+    if config is not None:
+        try:
+            dotenv = read_dotenv(config.paths.dotenv)
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"cannot read {config.paths.dotenv}: {exc}") from None
+    return desired_from_bytes(
+        data,
+        environment=environment,
+        repository=config.image.repository if config else DEFAULT_REPOSITORY,
+        paths=config.paths if config else HostPaths(Path("/opt/dreichor"), environment),
+        dotenv=dotenv,
+        what=str(file),
+    )
 
 
 def _utcnow() -> datetime:
@@ -59,25 +96,26 @@ class EnvironmentService:
         self,
         config: Config,
         *,
-        engine: Callable[[], RuntimeView] | None = None,
-        source: GitSource | None = None,
-        image_check: ImageCheck | None = None,
+        connect: Callable[[], RuntimeView],
+        source: GitSource,
+        rollout: Callable[[RuntimeView], Applier],
+        images: ImageCheck,
+        image_check: ImageStep | None = None,
         clock: Clock = _utcnow,
         at_step: Callable[[str], None] = checkpoint,
-        sleep: Callable[[float], None] = time.sleep,
-        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
+        """``connect``: the engine, connected on first use; ``rollout``: the mode's rollout over an engine;
+        ``images``: the image check (the pass uses it when ``image.signatures`` is set, or ``image_check``)."""
         self.config = config
         self.paths = config.paths
         self.clock = clock
         self.at_step = at_step
-        self.sleep = sleep
-        self.monotonic = monotonic
-        self._connect = engine or (lambda: compose.connect_engine(config))
+        self._connect = connect
         self._engine: RuntimeView | None = None
-        self.source = source or compose.git_source(config)
+        self._rollout = rollout
+        self.source = source
         self.store = Store(config, clock=clock)
-        self.images = compose.ImageTrust(config) if config.image.signatures is not None else None
+        self.images = images
         self.world = PassWorld(
             config=config,
             source=self.source,
@@ -89,16 +127,11 @@ class EnvironmentService:
             clock=clock,
             at_step=at_step,
         )
-        if self.images is not None:
-            self.world.image_check, self.world.image_signer_trusted = self.images.check, self.images.trusted_signer
+        if config.image.signatures is not None:
+            self.world.image_check, self.world.image_signer_trusted = images.check, images.trusted_signer
         self.world.image_check = image_check or self.world.image_check
         self.audit_hooks: list[AuditHook] = []
         self.notice_hooks: list[AuditHook] = []
-
-    @classmethod
-    def from_file(cls, config_file: Path) -> EnvironmentService:
-        """The service for the environment a ``controller.yaml`` describes."""
-        return cls(load_config(config_file))
 
     # -- the world ---------------------------------------------------------------------------
 
@@ -110,14 +143,7 @@ class EnvironmentService:
 
     def rollout(self) -> Applier:
         """The rollout for this environment and its ``docker.mode``."""
-        return compose.make_rollout(
-            self.config,
-            self.engine(),
-            clock=self.clock,
-            sleep=self.sleep,
-            monotonic=self.monotonic,
-            at_step=self.at_step,
-        )
+        return self._rollout(self.engine())
 
     def close(self) -> None:
         """Drop the engine connection."""
@@ -156,14 +182,19 @@ class EnvironmentService:
     def recover(self) -> str | None:
         """Finish or undo a swap a crash interrupted (at the daemon's start); say what was done."""
         with pass_lock(self.paths.pass_lock):  # the record too: a sync waiting for it must not be overwritten
-            done = self.rollout().recover()
+            try:
+                done, unsettled = self.rollout().recover(), None
+            except RecoveryUnsettled as exc:  # the undo happened; the state folder takes no write
+                done, unsettled = exc.recovery, exc
             if done:
-                self.emit(AuditEvent("recovered", {"reason": done}), at=self.clock())
+                log.warning("recovered from an interrupted run", extra={"done": done.done})
+                self.emit(AuditEvent("recovered", done.fields()), at=done.at)  # held on a full disk
                 status = self.store.read()
                 if status is not None:
                     self.store.write(status)  # the audit anchor follows every append
-                log.warning("recovered from an interrupted run", extra={"done": done})
-        return done
+            if unsettled is not None:
+                raise StateWriteFailed(self.paths.journal, unsettled)
+        return done.done if done else None
 
     # -- verification ------------------------------------------------------------------------
 
@@ -184,14 +215,14 @@ class EnvironmentService:
         except Refused as exc:
             return Verification(revision, None, exc)
         try:
-            image = self.images.declared(self.source, revision) if self.images else None
+            image = self.images.declared(self.source, revision) if self.config.image.signatures else None
         except Refused as exc:
             return Verification(revision, verdict, exc)
         return Verification(revision, verdict, image=image)
 
     def verify_image(self, reference: str) -> ImageVerdict:
         """The cosign signature of ``reference`` (``repo@sha256:…``) against ``image.signatures.keys``."""
-        return compose.ImageTrust(self.config).verify(reference)
+        return self.images.verify(reference)
 
     def approvals(self) -> HeadApprovals:
         """For the verified head's content: who approved, who is missing, when each approval expires."""
@@ -200,23 +231,29 @@ class EnvironmentService:
 
     # -- operator actions --------------------------------------------------------------------
 
-    def rollback(self, snapshot_id: str | None = None) -> Snapshot:
-        """Break-glass: restore a snapshot, then suspend so the next poll does not undo it."""
+    def rollback(
+        self, snapshot_id: str | None = None, *, reason: str = "no reason given", by: str = "unknown"
+    ) -> Snapshot:
+        """Break-glass: restore a snapshot, then suspend so the next poll does not undo it; who and why are recorded."""
         snapshot = find_snapshot(self.paths.snapshots, snapshot_id, environment=self.config.environment)
         try:
             dotenv = read_dotenv(self.paths.dotenv)
         except (OSError, UnicodeDecodeError) as exc:
             raise ConfigError(f"cannot read {self.paths.dotenv}: {exc}") from None
         checked = restorable(snapshot, repository=self.config.image.repository, dotenv=dotenv)
+        why = f"rollback to snapshot {snapshot.id}: {reason}"
         with pass_lock(self.paths.pass_lock):
-            outcome = self._restore_suspended(checked, reason=f"rollback to snapshot {snapshot.id}")
+            outcome = self._restore_suspended(checked, reason=why, by=by)
             now = self.clock()
             fields = {"snapshot": snapshot.id, "revision": snapshot.revision, "image": snapshot.image}
-            self.emit(AuditEvent("rollback", fields), at=now)
+            self.emit(AuditEvent("rollback", {**fields, "by": by, "reason": reason}), at=now)
             status = rolled_back_to(
                 self.store.load(),
                 revision=snapshot.revision,
                 image=snapshot.image,
+                tag=self._declared_tag(snapshot.revision),
+                by=by,
+                reason=why,
                 snapshot=snapshot.id,
                 taken=outcome.snapshot,
                 container=current_container(self.engine, self.config.environment),
@@ -225,17 +262,31 @@ class EnvironmentService:
             self.store.write(status)
         return snapshot
 
-    def suspend(self, reason: str = "no reason given", *, by: str = "unknown") -> None:
-        """Stop acting on new revisions, recording who and why (waits for a pass in progress, like a pass does)."""
-        with pass_lock(self.paths.pass_lock):
-            self._set_suspended(True, reason=reason, by=by)
+    def _declared_tag(self, revision: str | None) -> str | None:
+        """The tag the manifest declared at ``revision`` (the version people know), from the local git cache."""
+        if not revision:
+            return None
+        try:
+            data = self.source.read_file(revision, f"envs/{self.config.environment}.yaml", max_bytes=MAX_MANIFEST_BYTES)
+            image = str(load_manifest(data).get("image") or "")
+            return parse_image(image, repository=self.config.image.repository, environment=self.config.environment).tag
+        except (ControllerError, ValueError):  # gone from the cache, or no valid manifest: the digest is the version
+            return None
 
-    def resume(self, reason: str = "resumed by an operator", *, by: str = "unknown") -> None:
-        """Act on new revisions again, from the next pass (waits for a pass in progress)."""
-        with pass_lock(self.paths.pass_lock):
-            self._set_suspended(False, reason=reason, by=by)
+    def suspend(self, reason: str = "no reason given", *, by: str = "unknown") -> bool:
+        """Stop acting on new revisions, recording who and why (waits for a pass in progress, like a pass does).
 
-    def _restore_suspended(self, snapshot: Snapshot, *, reason: str) -> Outcome:
+        False when it was suspended already: nothing is recorded, the first suspension's who and why stand.
+        """
+        with pass_lock(self.paths.pass_lock):
+            return self._set_suspended(True, reason=reason, by=by)
+
+    def resume(self, reason: str = "resumed by an operator", *, by: str = "unknown") -> bool:
+        """Act on new revisions again, from the next pass (waits for a pass in progress); False: not suspended."""
+        with pass_lock(self.paths.pass_lock):
+            return self._set_suspended(False, reason=reason, by=by)
+
+    def _restore_suspended(self, snapshot: Snapshot, *, reason: str, by: str) -> Outcome:
         """Restore with the marker down, so a crash mid-restore leaves the environment suspended;
         a restore that fails takes the marker away again, and only a done one is recorded as suspended."""
         placed = self.store.place_marker(reason)
@@ -246,13 +297,14 @@ class EnvironmentService:
                 self.store.lift_marker()
             raise
         if placed:
-            self._record_suspension(True, reason=reason, by="rollback")
+            self._record_suspension(True, reason=reason, by=by)
         return outcome
 
-    def _set_suspended(self, suspended: bool, *, reason: str, by: str) -> None:
+    def _set_suspended(self, suspended: bool, *, reason: str, by: str) -> bool:
         changed = self.store.place_marker(f"{by}: {reason}") if suspended else self.store.lift_marker()
         if changed:
             self._record_suspension(suspended, reason=reason, by=by)
+        return changed
 
     def _record_suspension(self, suspended: bool, *, reason: str, by: str) -> None:
         now = self.clock()
@@ -262,6 +314,10 @@ class EnvironmentService:
             self.store.write(suspension(status, suspended=suspended, now=now, by=by, reason=reason))
 
     # -- reading -----------------------------------------------------------------------------
+
+    def interrupted(self) -> bool:
+        """A swap's journal is on the host: a swap is in flight, or a crash interrupted one (the next pass ends it)."""
+        return self.paths.journal.exists()
 
     def status(self) -> Status | None:
         """The status file, or None when there is none (yet) or it cannot be read."""
@@ -275,9 +331,9 @@ class EnvironmentService:
 
     def emit(self, event: AuditEvent, *, at: datetime, facts: dict[str, Any] | None = None) -> None:
         """Append an audit event, then tell the hooks (with ``facts`` the event does not record, if given);
-        neither a full disk nor a hook fails the caller."""
-        written = self.store.append(event.event, event.fields, at=at)
-        if written is not None:
+        a hook never fails the caller, a state folder that takes no write does (``StateWriteFailed``, the
+        event held for the next append)."""
+        for written in self.store.append(event.event, event.fields, at=at):
             self._tell(self.audit_hooks, {**(facts or {}), **written})
 
     def _tell(self, hooks: list[AuditHook], event: dict[str, Any]) -> None:

@@ -39,8 +39,8 @@ from typing import Any
 import apprise
 from pydantic import ValidationError
 
-from controller.config import Config, GithubConfig
 from controller.errors import ConfigError
+from controller.model.config import Config, GithubConfig
 from controller.notifications.policy import CommitStatus, Decision, Memory, Message, Policy, decide, decision_from_event
 from controller.records.files import atomic_write
 

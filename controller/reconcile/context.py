@@ -8,27 +8,27 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
-from controller import approvals
-from controller.config import Config
-from controller.containers import ContainerState
-from controller.contract import DesiredContainer
 from controller.engine.port import RuntimeView
 from controller.errors import Reason, Retryable
-from controller.plan import Plan
+from controller.model.config import Config
+from controller.model.containers import ContainerState
+from controller.model.desired import DesiredContainer
+from controller.model.plan import Plan
 from controller.reconcile.quarantine import HostDigests
 from controller.reconcile.record import AuditEvent, PassResult
 from controller.reconcile.revisions import DEPLOYED_EVENTS
 from controller.records import audit
 from controller.records.status import Status
 from controller.records.store import Store
-from controller.rollout.base import Applier, Outcome, checkpoint
+from controller.rollout.base import Applier, Outcome, Recovery, RecoveryUnsettled, checkpoint
+from controller.signatures import approvals
 from controller.signatures.commits.policy import Verdict, VerifiedCache
 from controller.signatures.images.verifier import ImageVerdict
-from controller.source import GitSource
+from controller.source.git import GitSource
 
 Clock = Callable[[], datetime]
 INTERRUPTED = PassResult("failed", "the pass did not finish", code=Reason.INTERNAL_ERROR)  # what a bug leaves
-ImageCheck = Callable[[DesiredContainer], ImageVerdict | str | None]  # the image's verdict (or signer), or Refused
+ImageStep = Callable[[DesiredContainer], ImageVerdict | str | None]  # the image's verdict (or signer), or Refused
 
 
 @dataclass
@@ -65,7 +65,7 @@ class PassWorld:
     store: Store  # the status file and the watermark
     teller: Teller
     clock: Clock
-    image_check: ImageCheck | None = None  # image signatures (docs/design.md §14), before the pull
+    image_check: ImageStep | None = None  # image signatures (docs/design.md §14), before the pull
     image_signer_trusted: Callable[[str], bool] = lambda signer: True  # a recorded signer is still a key
     at_step: Callable[[str], None] = checkpoint
     desired_cache: dict[tuple[str, str], DesiredContainer] = field(default_factory=dict)
@@ -81,8 +81,8 @@ class PassContext:
     now: datetime
     found: Status | None = None  # the status file as the pass found it (set by the status step)
     result: PassResult = INTERRUPTED  # the outcome so far: the first step that gives one decides
-    recovered: str | None = None  # what crash recovery did before the pass
-    unrecovered: Retryable | None = None  # why recovery could not finish a swap a crash interrupted
+    recovered: Recovery | None = None  # what crash recovery did before the pass, when, to what
+    unrecovered: Retryable | RecoveryUnsettled | None = None  # why recovery could not finish or settle a swap
     head: str | None = None
     fetch_error: str | None = None
     target: str | None = None

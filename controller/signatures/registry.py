@@ -33,8 +33,8 @@ import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from controller.config import is_loopback
 from controller.errors import Reason, Retryable
+from controller.model.config import is_loopback
 
 REGISTRY_UNAVAILABLE = Reason.REGISTRY_UNAVAILABLE
 ANSWER_TOO_LARGE = Reason.REGISTRY_ANSWER_TOO_LARGE

@@ -24,8 +24,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from controller.api.routes import AccessVerifier, ApiContext, ApiServer, Guards, WebhookVerifier
 from controller.api.server import Limits
-from controller.config import AccessConfig
-from controller.metrics import Metrics
+from controller.daemon.metrics import Metrics
+from controller.model.config import AccessConfig
 from controller.records.deliveries import DeliveryMemory
 from testbed import ControllerHost, JwksServer, free_port, wait_for
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from controller.config import parse_config
 from controller.errors import ConfigError, Reason, Refused, Retryable
+from controller.model.config import parse_config
 from controller.signatures.images.cosign import (
     check_image_bundle,
     check_message_bundle,

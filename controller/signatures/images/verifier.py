@@ -26,8 +26,8 @@ from functools import partial
 from pathlib import Path
 from typing import Literal
 
-from controller.config import ImageConfig, KeylessIdentityConfig
 from controller.errors import ConfigError, Refused, Retryable
+from controller.model.config import ImageConfig, KeylessIdentityConfig
 from controller.signatures.images.bundles import BundleTrust, Keyless, check_keyless_bundle
 from controller.signatures.images.cosign import (
     MAX_PAYLOAD_BYTES,

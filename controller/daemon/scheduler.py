@@ -8,107 +8,38 @@ pass in flight finish, SIGHUP reloads the config.
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import signal
-import sys
 import threading
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import FrameType
-from typing import Any
 
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
 from controller import compose
-from controller import systemd as notify
-from controller.api.routes import AccessVerifier, ApiContext, ApiServer, Guards, WebhookVerifier
-from controller.config import Config, load_config
+from controller.api.routes import ApiContext, ApiServer, Guards
+from controller.daemon import systemd as notify
+from controller.daemon.metrics import Metrics
 from controller.errors import ConfigError, ControllerError, Reason
-from controller.metrics import Metrics
+from controller.model.config import Config, load_config
+from controller.model.plan import Plan
 from controller.notifications.sender import Notifier
-from controller.plan import Plan
 from controller.reconcile.record import held
 from controller.records.deliveries import DeliveryMemory
-from controller.records.locks import hold_lock
+from controller.records.locks import DaemonLock, LockHeld, hold_lock
 from controller.service import EnvironmentService, PassOptions, PassResult
 
 log = logging.getLogger("dreichor.daemon")
 JOB_ID = "reconcile"
 WATCHDOG_JOB_ID = "watchdog"
+WRITABLE_JOB_ID = "writable"  # read-only: the lock tried again every interval
 MAX_BACKOFF_INTERVALS = 10
 HEALTHY_PASS_AGE_INTERVALS = 3
 PROBLEM_RESULTS = frozenset({"refused", "failed", "rolled_back"})  # logged at warning; bugs at error
 DRAIN_SECONDS = 5.0  # how long an exit waits for queued notifications
 RELOAD_DRAIN_SECONDS = 1.0  # how long a reload waits for the old receivers before it lets them go
-
-
-def attach_notifier(
-    service: EnvironmentService,
-    *,
-    on_failure: Callable[[], None] | None = None,
-    on_drop: Callable[[], None] | None = None,
-) -> Notifier | None:
-    """The process's notifier, hearing the service's decisions; None when nothing is configured.
-
-    Raises ``ConfigError`` for an unusable Apprise URL or a ``${NAME}`` the .env lacks.
-    """
-    config = service.config
-    if config.notify is None and config.github is None:
-        return None
-    dotenv = compose.host_dotenv(config.paths)
-    notifier = Notifier.from_config(config, dotenv=dotenv, on_failure=on_failure, on_drop=on_drop)
-    service.audit_hooks.append(notifier.hear)
-    service.notice_hooks.append(notifier.hear)
-    return notifier
-
-
-class JsonFormatter(logging.Formatter):
-    """One JSON object per line, for journald."""
-
-    _SKIP = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
-
-    def format(self, record: logging.LogRecord) -> str:
-        """The record and its ``extra`` fields as JSON."""
-        data: dict[str, Any] = {
-            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "msg": record.getMessage(),
-        }
-        data.update({k: v for k, v in record.__dict__.items() if k not in self._SKIP})
-        if record.exc_info:
-            data["traceback"] = self.formatException(record.exc_info)
-        return json.dumps(data, default=str)
-
-
-LOG_LEVELS = ("debug", "info", "warning", "error")
-
-
-def setup_logging(level: str | None = None) -> None:
-    """The daemon's logs: JSON lines on stdout (journald), from ``level`` on (default info)."""
-    _log_to(sys.stdout, JsonFormatter(), level or "info")
-
-
-def setup_cli_logging(level: str | None = None) -> None:
-    """A one-shot command's logs: plain lines on stderr, from ``level`` on (default warning)."""
-    _log_to(sys.stderr, logging.Formatter("%(levelname)s %(name)s: %(message)s"), level or "warning")
-
-
-class _OwnHandler(logging.StreamHandler):  # type: ignore[type-arg]
-    """The controller's own log handler: set up again replaces it, and leaves others' handlers alone."""
-
-
-def _log_to(stream: Any, formatter: logging.Formatter, level: str) -> None:
-    handler = _OwnHandler(stream)
-    handler.setFormatter(formatter)
-    root = logging.getLogger()
-    root.handlers[:] = [h for h in root.handlers if not isinstance(h, _OwnHandler)] + [handler]
-    root.setLevel(level.upper())
-    logging.getLogger("apscheduler").setLevel(max(logging.WARNING, root.level))
 
 
 class Daemon:
@@ -117,7 +48,7 @@ class Daemon:
     def __init__(self, config_path: Path) -> None:
         self.config_path = config_path
         self.config: Config = load_config(config_path)
-        self.service = EnvironmentService(self.config)
+        self.service = compose.environment_service(self.config)
         self.scheduler = BackgroundScheduler(timezone=UTC)
         self.stopping = threading.Event()
         self.reload_requested = threading.Event()
@@ -132,9 +63,11 @@ class Daemon:
         self.api: ApiServer | None = None
         self.last_plan: Plan | None = None  # the newest plan a pass made, for the status page
         self.last_wait: str | None = None  # the reason of a held change already logged at warning
+        self.read_only: str | None = None  # why the state folder takes no write (no pass runs), if it does not
+        self.lock = DaemonLock(None)
 
     def _attach_notifier(self, service: EnvironmentService) -> Notifier | None:
-        return attach_notifier(
+        return compose.notifier(
             service, on_failure=self.metrics.notifications_failed.inc, on_drop=self.metrics.notifications_dropped.inc
         )
 
@@ -144,21 +77,18 @@ class Daemon:
 
     def run(self) -> int:
         """Run until SIGTERM; return the exit code."""
-        lock_fd = hold_lock(self.config.paths.lock)
+        self.lock = hold_lock(self.config.paths.lock)
+        self.read_only = self.lock.read_only
         try:
             self._install_signals()
-            self.recover()
+            if self.read_only is None:
+                self.recover()
             self.metrics.record_status(self.service.status())
             self.api = self._start_api()
-            self.scheduler.add_job(
-                self.tick,
-                self._trigger(),
-                id=JOB_ID,
-                max_instances=1,
-                coalesce=True,
-                next_run_time=datetime.now(UTC),
-                misfire_grace_time=None,
-            )
+            if self.read_only is None:
+                self._schedule_passes()
+            else:
+                self._serve_read_only(self.read_only)
             watchdog = notify.watchdog_interval()
             if watchdog:
                 self.scheduler.add_job(self.watchdog, "interval", seconds=watchdog, id=WATCHDOG_JOB_ID)
@@ -178,7 +108,49 @@ class Daemon:
                 log.warning("stopped with notifications not sent", extra={"seconds": DRAIN_SECONDS})
             return 0
         finally:
-            os.close(lock_fd)
+            self.lock.release()
+
+    def _schedule_passes(self) -> None:
+        self.scheduler.add_job(
+            self.tick,
+            self._trigger(),
+            id=JOB_ID,
+            max_instances=1,
+            coalesce=True,
+            next_run_time=datetime.now(UTC),
+            misfire_grace_time=None,
+        )
+
+    def _serve_read_only(self, why: str) -> None:
+        """The state folder takes no write: serve ``/healthz`` (unhealthy) and the status as it is, run no
+        pass, and try the lock again every interval."""
+        log.error(
+            "the state folder takes no write: serving the status read-only, no pass runs until it does",
+            extra={"reason": why},
+        )
+        notify.ready()
+        notify.status(f"read-only, no pass runs: {why}"[:200])
+        self.scheduler.add_job(
+            self._retry_writable, "interval", seconds=self.config.source.interval, id=WRITABLE_JOB_ID
+        )
+
+    def _retry_writable(self) -> None:
+        """Read-only: once the lock can be taken for writing, recover and run passes as at a start."""
+        self.lock.release()
+        try:
+            self.lock = hold_lock(self.config.paths.lock)
+        except LockHeld as exc:  # another controller started meanwhile: it is the one that writes
+            self.lock = DaemonLock(None, read_only=str(exc))
+            log.error("stopping: another controller took the lock", extra={"reason": str(exc)})
+            self.stopping.set()
+            return
+        if self.lock.read_only is not None:
+            return
+        self.read_only = None
+        self.scheduler.remove_job(WRITABLE_JOB_ID)
+        log.warning("the state folder takes writes again: passes resume")
+        self.recover()
+        self._schedule_passes()
 
     def _trigger(self) -> IntervalTrigger:
         interval = self.config.source.interval
@@ -201,6 +173,8 @@ class Daemon:
             self.service.recover()
         except ControllerError as exc:
             log.warning("crash recovery postponed", extra={"reason": str(exc)})
+        except OSError as exc:  # the state folder took no write: the undo is recorded by a pass that can
+            log.error("crash recovery could not be recorded", extra={"reason": exc.strerror or str(exc)})
 
     def tick(self, options: PassOptions | None = None) -> PassResult:
         """One scheduled pass, with backoff bookkeeping, metrics and systemd notifications."""
@@ -246,7 +220,7 @@ class Daemon:
 
     def healthy(self) -> bool:
         """The scheduler runs and the last pass is recent (``GET /healthz``)."""
-        if not self.scheduler.running or self.stopping.is_set():
+        if not self.scheduler.running or self.stopping.is_set() or self.read_only is not None:
             return False
         limit = timedelta(seconds=HEALTHY_PASS_AGE_INTERVALS * self.config.source.interval)
         limit = max(limit, timedelta(seconds=self.config.health.timeout * 2))
@@ -255,8 +229,8 @@ class Daemon:
 
     def watchdog(self) -> None:
         """Sent from the scheduler's own loop: a hung scheduler or pass stops the pings."""
-        if self.healthy():
-            notify.watchdog()
+        if self.healthy() or (self.read_only is not None and self.scheduler.running):
+            notify.watchdog()  # read-only: alive and serving, and a restart would not make the folder writable
 
     def _start_api(self) -> ApiServer:
         ctx = ApiContext(
@@ -278,15 +252,7 @@ class Daemon:
 
     def _api_guards(self) -> Guards:
         """The API's Access verifier and webhook secret, as the config and the ``.env`` say now."""
-        access = self.config.api.access
-        return Guards(
-            access=AccessVerifier(access) if access else None,
-            webhook=WebhookVerifier(
-                compose.host_dotenv(self.config.paths).get("GITHUB_WEBHOOK_SECRET"),
-                branch=self.config.source.branch,
-                deliveries=self.deliveries,
-            ),
-        )
+        return compose.api_guards(self.config, self.deliveries)
 
     def _status_json(self) -> bytes | None:
         try:
@@ -337,7 +303,7 @@ class Daemon:
             return
         # Everything the config and .env define is built anew: the image check (its keys), the notifier
         # (receivers, events, GitHub statuses, ${NAME} values), then access and the webhook secret.
-        service = EnvironmentService(config)
+        service = compose.environment_service(config)
         service.audit_hooks = [h for h in self.service.audit_hooks if not self._is_notifier(h)]
         service.notice_hooks = [h for h in self.service.notice_hooks if not self._is_notifier(h)]
         try:
