@@ -50,8 +50,7 @@ AuditHook = Callable[[dict[str, Any]], None]
 # What the entry points need of the tiers below, which they do not import (the contracts in pyproject.toml):
 __all__ = ["EnvironmentService", "History", "PassOptions", "PassResult", "PlanAnswer", "Status", "Verification"]
 __all__ += ["APPROVAL_VALIDITY", "DeliveryMemory", "Snapshot", "held", "hold_lock", "init_layout", "next_steps"]
-__all__ += ["DaemonLock", "LockHeld"]
-__all__ += ["HEALTHS", "SYNC_STATES", "validate_file", "write_approval"]
+__all__ += ["HEALTHS", "SYNC_STATES", "DaemonLock", "LockHeld", "validate_file", "write_approval"]
 
 
 @dataclass(frozen=True)

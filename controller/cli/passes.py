@@ -27,7 +27,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
     service = service_for(args)
     options = PassOptions(force=args.force, allow_rewrite=args.allow_rewrite, adopt=args.adopt)
     try:
-        with notifying(service), finishing_on_interrupt():
+        with notifying(service), _finishing_on_interrupt():
             result = service.sync(options)
     finally:
         service.close()
@@ -41,7 +41,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
 
 
 @contextlib.contextmanager
-def finishing_on_interrupt() -> Iterator[None]:
+def _finishing_on_interrupt() -> Iterator[None]:
     """Ctrl-C during ``sync`` is said at once and changes nothing: a swap stopped halfway could leave the
     environment without its runtime, so the pass is finished and ``sync`` exits with its code."""
     heard = 0

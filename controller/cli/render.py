@@ -29,9 +29,9 @@ def print_learned(answer: PlanAnswer) -> None:
 
 def check_code(status: Status, *, now: datetime, interval: int) -> int:
     """``status --check``: a status no controller is writing (4, unknown), a down container (4), a held change (3)."""
-    silent = (now - status.updated_at).total_seconds()
-    if silent > STATUS_SILENT_INTERVALS * interval:
-        fail(f"unknown: no controller has written the status for {int(silent // 60)} min")
+    silent = now - status.updated_at
+    if silent.total_seconds() > STATUS_SILENT_INTERVALS * interval:
+        fail(f"unknown: no controller has written the status for {int(silent.total_seconds() // 60)} min")
         return EXIT_UNHEALTHY
     if status.health != "Healthy":
         return EXIT_UNHEALTHY

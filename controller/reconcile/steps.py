@@ -27,7 +27,13 @@ from controller.engine.port import RuntimeView
 from controller.errors import ConfigError, ControllerError, Reason, Refused, Retryable
 from controller.model.config import Config
 from controller.model.containers import ContainerState
-from controller.model.desired import LABEL_MANIFEST, LABEL_REVISION, DesiredContainer, container_name, desired_for
+from controller.model.desired import (
+    LABEL_MANIFEST,
+    LABEL_REVISION,
+    DesiredContainer,
+    container_name,
+    desired_for,
+)
 from controller.model.manifest import manifest_sha256
 from controller.model.plan import Plan, plan
 from controller.reconcile.context import PassContext, PassOptions, PassWorld

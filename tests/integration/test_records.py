@@ -27,9 +27,9 @@ PREVIOUS_RELEASE = "e3b072e"  # 0.1.0: wrote status.json without a watermark or 
 LAST_FLAT_RELEASE = "590ce1b"  # the last release with every module flat in controller/
 RELEASE_BEFORE_KEYLESS = "cd76640"  # the last release before keyless image signatures
 FIRST_KEYLESS_RELEASE = "73b9bd7"  # hashed the image settings into the quarantine key
-TEARING_RELEASE = "45269f2"  # the last release whose audit appends a full disk could tear
 LAST_SINGLE_PASS_MODULE = "45269f2"  # the last release before reconcile/ and compose.py
 RELEASES = REPO_ROOT / "tests" / "data" / "releases"  # each release's controller/, as it shipped (SOURCES.md)
+TEARING_RELEASE = LAST_SINGLE_PASS_MODULE  # also the last release whose audit appends a full disk could tear
 
 
 @pytest.fixture

@@ -190,7 +190,9 @@ class Deploys(RuleBasedStateMachine):
         plan_code, plan_out = self.host.cli("plan", "--exit-code")
         assert plan_code == expected_plan, f"plan --exit-code: {plan_code} != {expected_plan}\n{plan_out}"
         code, out = self.host.cli("sync")
-        expected, events, state = self._expected_sync(runtime_ok=before == ("running", model.runs))
+        expected, events, state = self._expected_sync(
+            runtime_ok=before == ("running", model.runs), removed=before is None
+        )
         pending, self.pending = self.pending, set()
         assert len(self.host.engine.containers) <= 1, self.host.engine.names_present()
         assert code == expected, f"sync: {code} != {expected}\n{out}"
@@ -218,7 +220,7 @@ class Deploys(RuleBasedStateMachine):
             return 3
         return 2
 
-    def _expected_sync(self, *, runtime_ok: bool) -> tuple[int, set[str], str]:
+    def _expected_sync(self, *, runtime_ok: bool, removed: bool) -> tuple[int, set[str], str]:
         """``sync``'s exit code, the audit events it writes, and ``sync.state`` after it; moves the model."""
         model = self.model
         repair = set() if runtime_ok else {"drift_repaired"}
@@ -237,9 +239,9 @@ class Deploys(RuleBasedStateMachine):
         if head in self.host.unsigned_images:
             model.held, model.held_image = "refused", head
             return 3, repair | {"refused"}, "OutOfSync"
-        if head == SICK:
+        if head == SICK:  # the undo starts a stopped runtime again; a removed one is re-created by the repair
             model.held, model.held_image = "rolled_back", head
-            return 4, repair | {"rolled_back"}, "OutOfSync"
+            return 4, ({"drift_repaired"} if removed else set()) | {"rolled_back"}, "OutOfSync"
         model.runs, model.applied_at, model.held, model.held_image = head, len(model.commits) - 1, None, None
         return 0, {"applied"}, "InSync"
 
