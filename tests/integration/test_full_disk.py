@@ -173,7 +173,7 @@ def test_a_read_only_state_folder_during_recovery_is_a_state_io_failure_and_the_
 ) -> None:
     head = deployed.publish(GOOD_B)
     with pytest.raises(Crash):
-        deployed.service(crash_at="start").sync()  # killed in the health gate
+        deployed.service(crash_at="stop").sync()  # killed between the stop and the start
     set_read_only(read_only_state, True)
     service = deployed.service()  # one daemon: it lives through the fault
     before = datetime.now(UTC)
