@@ -5,10 +5,11 @@ from __future__ import annotations
 import argparse
 from datetime import UTC, datetime
 
-from controller.cli.environment import service_for
+from controller.cli.environment import config_file, service_for
 from controller.cli.exits import EXIT_ERROR, EXIT_OK, EXIT_REFUSED
 from controller.cli.render import check_code, print_json, status_lines
 from controller.errors import ConfigError
+from controller.glance import Glance
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -17,7 +18,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     A status file that exists but cannot be read is an error (1).  ``--check``: 0 in sync and
     healthy, 3 out of sync, 4 the container is unhealthy, missing or unknown (docs/design.md §7).
     """
-    service = service_for(args)
+    service = Glance.from_file(config_file(args), environment=getattr(args, "environment", None))  # no pass loaded
     status = service.status()
     if status is None and not service.paths.status.exists():
         reason = f"no pass has run yet: {service.paths.status} does not exist"

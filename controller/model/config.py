@@ -20,10 +20,9 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError, model_validator
 
 from controller.errors import ConfigError, Refused
+from controller.model.environments import Environment
 from controller.model.safe_yaml import load_mapping
 
-Environment = Literal["dev", "prod"]
-ENVIRONMENTS: tuple[Environment, ...] = ("dev", "prod")
 DEFAULT_REPOSITORY = "ghcr.io/ceerkle/dreichor-trading/runtime"
 DEFAULT_ROOT = "/opt/dreichor"
 API_PORTS: dict[str, int] = {"dev": 3005, "prod": 3006}
