@@ -23,8 +23,9 @@ from typing import Any
 
 from controller import __version__, completion
 from controller.approvals import DEFAULT_VALIDITY, write_approval
-from controller.config import ENVIRONMENTS, config_path, default_root, parse_duration
+from controller.config import ENVIRONMENTS, config_path, default_root
 from controller.daemon import DRAIN_SECONDS, LOG_LEVELS, Daemon, attach_notifier, setup_cli_logging, setup_logging
+from controller.durations import parse_duration
 from controller.errors import ConfigError, ControllerError, Refused
 from controller.service import EnvironmentService, PassOptions, PlanAnswer, init_layout, next_steps, validate_file
 

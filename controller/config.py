@@ -19,8 +19,10 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError, model_validator
 
+from controller.durations import parse_duration
 from controller.errors import ConfigError, Refused
 from controller.safe_yaml import load_mapping
+from controller.windows import WindowsConfig
 
 Environment = Literal["dev", "prod"]
 ENVIRONMENTS: tuple[Environment, ...] = ("dev", "prod")
@@ -213,18 +215,6 @@ class NotifyConfig(_Section):
     )
 
 
-_DURATION = re.compile(r"^([1-9][0-9]{0,4})([smhdw])$")
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 7 * 86_400}
-
-
-def parse_duration(text: str) -> timedelta:
-    """``14d``, ``12h``, ``2w``: a whole number and one unit (s, m, h, d, w)."""
-    found = _DURATION.match(text)
-    if not found:
-        raise ValueError(f"{text!r} is not a duration such as 7d, 12h or 2w")
-    return timedelta(seconds=int(found.group(1)) * _UNITS[found.group(2)])
-
-
 class ApprovalsConfig(_Section):
     """k named people must approve an environment's content before it is applied (docs/design.md §15)."""
 
@@ -294,6 +284,7 @@ class Config(_Section):
     health: HealthConfig = HealthConfig()
     notify: NotifyConfig | None = None
     approvals: ApprovalsConfig | None = None
+    windows: WindowsConfig | None = None  # deploy windows and freezes (docs/design.md §18)
     github: GithubConfig | None = None
 
     @model_validator(mode="after")

@@ -73,6 +73,14 @@ health:                                 # the gate a new container must pass, el
 #   approvers: trust/approvers          # their SSH keys, allowed_signers format: one person per line
 #   max_age: 14d                        # the longest validity an approval may claim
 #   # repository: github.com/ceerkle/dreichor-deployments   # default: from source.url
+# windows:                              # when a change may apply (optional; docs/design.md 18, docs/operations.md)
+#   timezone: Europe/Berlin             # the IANA zone the cron times below are read in
+#   allow:                              # windows a change may apply in; none: whenever no freeze holds
+#     - cron: "0 18 * * 1-5"            # cron's five fields: weekdays at 18:00 ...
+#       duration: 3h                    # ... for three hours
+#   deny:                               # freezes: no change applies in them, allow window or not
+#     - cron: "0 0 20 12 *"             # from 20 December ...
+#       duration: 14d                   # ... to 3 January
 # github:                               # commit statuses dreichor/{environment} on the manifest repo (optional)
 #   repository: ceerkle/dreichor-deployments   # owner/name; the token is GITHUB_TOKEN in .env
 #   api_url: https://api.github.com     # GitHub Enterprise: https://<host>/api/v3

@@ -22,7 +22,8 @@ from controller import approvals
 from controller.api import page
 from controller.approvals import NAMESPACE, Statement, Subject, count_approvals, load_approvers, parse_approval
 from controller.cli import main
-from controller.config import parse_config, parse_duration, repository_name
+from controller.config import parse_config, repository_name
+from controller.durations import parse_duration
 from controller.errors import ConfigError, Refused
 from controller.metrics import Metrics
 from controller.notifications.policy import Memory, Policy, decide, decision_from_event
