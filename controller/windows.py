@@ -280,18 +280,19 @@ class DeployWindows:
         return f"{local:%a} {local.day} {local:%b %Y %H:%M %Z}"
 
     def describe(self, state: WindowState) -> str:
-        """The window in a sentence: ``open until Mon 21:00 CET (in 2 h 5 min)`` or ``closed until …``."""
-        word = "open" if state.open else "closed"
+        """The window in words: ``open until Mon 21:00 CET (in 2 h)``, or when it opens: ``opens Mon 18:00 CET (in 3 h
+        12 min)``; without a change in the search, how far it looked."""
         if state.change is None:
-            return f"{word}, and stays {word} past {self.when(state.searched, state.at)}"
-        return f"{word} until {self.when(state.change, state.at)} (in {span(state.change - state.at)})"
+            until = self.when(state.searched, state.at)
+            return f"open, and no window closes it before {until}" if state.open else f"none opens before {until}"
+        when, left = self.when(state.change, state.at), span(state.change - state.at)
+        return f"open until {when} (in {left})" if state.open else f"opens {when} (in {left})"
 
-    def waiting_reason(self, state: WindowState) -> str:
-        """The reason a change waits: ``waiting for the deploy window: opens Mon 18:00 CET (in 3 h 12 min)``."""
-        if state.change is None:
-            return f"waiting for the deploy window: none opens before {self.when(state.searched, state.at)}"
-        opens = self.when(state.change, state.at)
-        return f"waiting for the deploy window: opens {opens} (in {span(state.change - state.at)})"
+
+def waiting_reason(window: str) -> str:
+    """Why a change waits, from the closed window's words: ``waiting for the deploy window: opens Mon 18:00 CET (in 3 h
+    12 min)``; the one wording for the pass, the status, the page and the notifications."""
+    return f"waiting for the deploy window: {window}"
 
 
 def span(length: timedelta) -> str:

@@ -16,7 +16,7 @@ from controller.config import parse_config
 from controller.errors import ConfigError
 from controller.records.host_init import init_layout
 from controller.safe_yaml import load_mapping
-from controller.windows import DeployWindows, WindowsConfig, span
+from controller.windows import DeployWindows, WindowsConfig, span, waiting_reason
 
 BERLIN = ZoneInfo("Europe/Berlin")
 EVENINGS = {"cron": "0 18 * * 1-5", "duration": "3h"}  # weekdays 18:00-21:00
@@ -269,24 +269,23 @@ def test_the_window_at_a_fixed_clock(
 def test_a_waiting_change_is_told_when_the_window_opens() -> None:
     deploy = windows([EVENINGS])
     state = deploy.state(berlin("2026-12-07 14:48"))
-    assert deploy.waiting_reason(state) == "waiting for the deploy window: opens Mon 18:00 CET (in 3 h 12 min)"
-    assert deploy.describe(state) == "closed until Mon 18:00 CET (in 3 h 12 min)"
+    assert (
+        waiting_reason(deploy.describe(state)) == "waiting for the deploy window: opens Mon 18:00 CET (in 3 h 12 min)"
+    )
     assert deploy.describe(deploy.state(berlin("2026-12-07 19:00"))) == "open until Mon 21:00 CET (in 2 h)"
 
 
 def test_an_opening_a_week_or_more_away_names_its_date() -> None:
     deploy = windows([EVENINGS], [YEAR_END])
     state = deploy.state(berlin("2026-12-21 18:30"))
-    assert deploy.waiting_reason(state) == (
-        "waiting for the deploy window: opens Mon 4 Jan 2027 18:00 CET (in 13 d 23 h)"
-    )
+    assert deploy.describe(state) == "opens Mon 4 Jan 2027 18:00 CET (in 13 d 23 h)"
 
 
 def test_a_freeze_without_end_says_how_far_it_looked() -> None:
     deploy = windows(deny=[{"cron": "0 0 * * *", "duration": "2d"}])
     state = deploy.state(datetime(2026, 12, 7, tzinfo=UTC))
     assert (state.open, state.change) == (False, None)
-    assert deploy.waiting_reason(state) == "waiting for the deploy window: none opens before Tue 11 Jan 2028 01:00 CET"
+    assert deploy.describe(state) == "none opens before Tue 11 Jan 2028 01:00 CET"
 
 
 def test_a_dense_schedule_ends_the_search_without_a_wrong_answer() -> None:
@@ -294,7 +293,7 @@ def test_a_dense_schedule_ends_the_search_without_a_wrong_answer() -> None:
     state = deploy.state(berlin("2026-12-07 10:00"))
     assert (state.open, state.change) == (True, None)
     assert state.searched > state.at + timedelta(hours=12)  # it looked half a day ahead at least
-    assert deploy.describe(state).startswith("open, and stays open past ")
+    assert deploy.describe(state).startswith("open, and no window closes it before ")
 
 
 def test_the_answer_is_kept_until_it_changes() -> None:
