@@ -23,15 +23,15 @@ from typing import Any
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
+from controller import compose
 from controller import systemd as notify
-from controller import wiring
 from controller.api.routes import AccessVerifier, ApiContext, ApiServer, Guards, WebhookVerifier
 from controller.config import Config, load_config
 from controller.errors import ConfigError, ControllerError, Reason
 from controller.metrics import Metrics
 from controller.notifications.sender import Notifier
 from controller.plan import Plan
-from controller.recording import held
+from controller.reconcile.record import held
 from controller.records.deliveries import DeliveryMemory
 from controller.records.locks import hold_lock
 from controller.service import EnvironmentService, PassOptions, PassResult
@@ -59,7 +59,7 @@ def attach_notifier(
     config = service.config
     if config.notify is None and config.github is None:
         return None
-    dotenv = wiring.host_dotenv(config.paths)
+    dotenv = compose.host_dotenv(config.paths)
     notifier = Notifier.from_config(config, dotenv=dotenv, on_failure=on_failure, on_drop=on_drop)
     service.audit_hooks.append(notifier.hear)
     service.notice_hooks.append(notifier.hear)
@@ -282,7 +282,7 @@ class Daemon:
         return Guards(
             access=AccessVerifier(access) if access else None,
             webhook=WebhookVerifier(
-                wiring.host_dotenv(self.config.paths).get("GITHUB_WEBHOOK_SECRET"),
+                compose.host_dotenv(self.config.paths).get("GITHUB_WEBHOOK_SECRET"),
                 branch=self.config.source.branch,
                 deliveries=self.deliveries,
             ),

@@ -2,9 +2,9 @@
 
 sync, plan, verify, rollback, suspend, resume, recover, history and status
 live here once, so the entry points cannot drift apart.  The service owns the
-pass lock and crash recovery; what it acts through is built in ``wiring`` or
-passed in (tests hand it a fake engine), and what it writes goes through
-``records.store``.  ``audit_hooks`` hear every audit event written, with the
+pass lock and hands a pass (``reconcile.steps``, from crash recovery to the record) the world it
+acts through, built in ``compose`` or passed in (tests hand it a fake engine); what it writes goes
+through ``records.store``.  ``audit_hooks`` hear every audit event written, with the
 pass's facts it does not record (``image``, ``signer``, ``image_signer``,
 ``log``); ``notice_hooks`` hear the moments that are no audit event
 (``progressing``, ``unchanged`` at the head, ``stale``).
@@ -15,27 +15,19 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from controller import wiring
+from controller import compose
+from controller.compose import validate_file
 from controller.config import Config, load_config
 from controller.engine.port import RuntimeView
-from controller.errors import ConfigError, Reason, Refused, Retryable
-from controller.reconcile import (
-    HeadApprovals,
-    ImageCheck,
-    Pass,
-    PassContext,
-    PassOptions,
-    PassWorld,
-    PlanAnswer,
-    current_container,
-    head_approvals,
-    remembered_revision,
-)
-from controller.recording import AuditEvent, PassResult, record, rolled_back_to, suspension
+from controller.errors import ConfigError, Reason, Refused
+from controller.reconcile.context import ImageCheck, PassOptions, PassWorld
+from controller.reconcile.record import AuditEvent, PassResult, rolled_back_to, suspension
+from controller.reconcile.revisions import remembered_revision
+from controller.reconcile.steps import HeadApprovals, Pass, PlanAnswer, current_container, head_approvals
 from controller.records.dotenv import read_dotenv
 from controller.records.host_init import init_layout, next_steps
 from controller.records.locks import pass_lock
@@ -47,12 +39,10 @@ from controller.signatures.commits.policy import VerifiedCache
 from controller.signatures.commits.verification import Verification, load_policy, verify_revision
 from controller.signatures.images.verifier import ImageVerdict
 from controller.source import GitSource
-from controller.wiring import validate_file
 
 log = logging.getLogger("dreichor.service")
 Clock = Callable[[], datetime]
 AuditHook = Callable[[dict[str, Any]], None]
-STALE_AFTER_INTERVALS = 5
 
 __all__ = ["EnvironmentService", "History", "PassOptions", "PassResult", "PlanAnswer", "Verification"]
 __all__ += ["init_layout", "next_steps", "validate_file"]  # for the command line, which imports no record
@@ -83,18 +73,20 @@ class EnvironmentService:
         self.at_step = at_step
         self.sleep = sleep
         self.monotonic = monotonic
-        self._connect = engine or (lambda: wiring.connect_engine(config))
+        self._connect = engine or (lambda: compose.connect_engine(config))
         self._engine: RuntimeView | None = None
-        self.source = source or wiring.git_source(config)
+        self.source = source or compose.git_source(config)
         self.store = Store(config, clock=clock)
-        self.images = wiring.ImageTrust(config) if config.image.signatures is not None else None
+        self.images = compose.ImageTrust(config) if config.image.signatures is not None else None
         self.world = PassWorld(
             config=config,
             source=self.source,
             engine=self.engine,
             rollout=self.rollout,
             cache=VerifiedCache(),
-            progress=self._progress,
+            store=self.store,
+            teller=self,
+            clock=clock,
             at_step=at_step,
         )
         if self.images is not None:
@@ -118,7 +110,7 @@ class EnvironmentService:
 
     def rollout(self) -> Applier:
         """The rollout for this environment and its ``docker.mode``."""
-        return wiring.make_rollout(
+        return compose.make_rollout(
             self.config,
             self.engine(),
             clock=self.clock,
@@ -136,13 +128,9 @@ class EnvironmentService:
     # -- passes ------------------------------------------------------------------------------
 
     def sync(self, options: PassOptions | None = None) -> PassResult:
-        """One pass under the pass lock, after finishing a swap a crash interrupted."""
+        """One pass under the pass lock (its first step finishes a swap a crash interrupted)."""
         with pass_lock(self.paths.pass_lock):
-            try:
-                recovered = self.rollout().recover() if self.paths.journal.exists() else None
-            except Retryable as exc:  # an engine that cannot be reached to finish the swap: recorded, retried
-                return self._pass(options or PassOptions(), unrecovered=exc)
-            return self._pass(options or PassOptions(), recovered=recovered)
+            return self._run(Pass(self.world, options or PassOptions(), now=self.clock()))
 
     def plan(self) -> PassResult:
         """What the next sync would do: every step up to the plan, nothing changed or recorded."""
@@ -150,66 +138,16 @@ class EnvironmentService:
 
     def plan_report(self) -> PlanAnswer:
         """``plan`` with what its steps learned before the end (the head, its signer, the desired image)."""
-        run = Pass(self.world, self.store.load(), PassOptions(dry_run=True), now=self.clock())
-        return run.learned(self._pass(PassOptions(dry_run=True), run=run))
+        run = Pass(self.world, PassOptions(dry_run=True), now=self.clock())
+        return run.learned(self._run(run))
 
-    def _pass(
-        self,
-        options: PassOptions,
-        *,
-        recovered: str | None = None,
-        unrecovered: Retryable | None = None,
-        run: Pass | None = None,
-    ) -> PassResult:
-        damaged = self.store.damage(keep_aside=not options.dry_run)
-        previous = self.store.load()
-        run = run or Pass(self.world, previous, options, now=self.clock())
-        result = PassResult("failed", "the pass did not finish", code=Reason.INTERNAL_ERROR)
-        try:
-            if damaged:
-                result = PassResult("refused", damaged, code=Reason.STATUS_UNREADABLE)
-            elif unrecovered is not None:
-                reason = f"cannot finish the swap a crash interrupted: {unrecovered.reason}"
-                result = PassResult("failed", reason, retryable=True, code=unrecovered.code)
-            else:
-                result = run.run()
-        finally:
-            if not options.dry_run:
-                result = self._record(previous, run, result, recovered=recovered)
-            if result.code == Reason.ENGINE_UNAVAILABLE:
-                self.close()
+    def _run(self, run: Pass) -> PassResult:
+        result = run.run()
+        if result.code == Reason.ENGINE_UNAVAILABLE:
+            self.close()
         return result
 
-    def _record(self, previous: Status, run: Pass, result: PassResult, *, recovered: str | None) -> PassResult:
-        self.at_step("record")  # returns the result: failed when the watermark could not follow an apply
-        stale_after = timedelta(seconds=STALE_AFTER_INTERVALS * self.config.source.interval)
-        report = run.report(result, recovered=recovered)
-        status, events = record(previous, report, now=run.ctx.now, stale_after=stale_after)
-        try:
-            self.store.remember(previous, status, guard=run.ctx.guard)
-        except OSError as exc:  # the guard must not lag: the pass is not done
-            why = f"cannot write the watermark {self.paths.watermark}: {exc.strerror or exc}"
-            result = PassResult("failed", why, retryable=True, code=Reason.STATE_IO, plan=result.plan)
-            report = run.report(result, recovered=recovered)
-            status, events = record(previous, report, now=run.ctx.now, stale_after=stale_after)
-        facts = {key: getattr(report, key) for key in ("image", "signer", "image_signer")} | {"log": report.logs}
-        for event in events:
-            self.emit(event, at=run.ctx.now, facts=facts)
-        self.store.write(status)
-        if status.source.stale and not previous.source.stale:
-            self._notice("stale", reason=status.source.last_error or "", code=str(Reason.FETCH_FAILED))
-        if result.result == "unchanged" and report.target and report.target == report.head:
-            self._notice("unchanged", revision=report.target, **facts)
-        return result
-
-    def _progress(self, ctx: PassContext) -> None:
-        status = self.store.load()
-        status.phase, status.updated_at = "Progressing", self.clock()
-        self.store.write(status)
-        image, signer = ctx.desired.image if ctx.desired else None, ctx.verdict.signer if ctx.verdict else None
-        self._notice("progressing", revision=ctx.target, image=image, signer=signer)
-
-    def _notice(self, kind: str, **fields: Any) -> None:
+    def notice(self, kind: str, **fields: Any) -> None:
         """Tell the notice hooks a moment of the pass that is no audit event."""
         self._tell(self.notice_hooks, {"event": kind, **fields})
 
@@ -253,7 +191,7 @@ class EnvironmentService:
 
     def verify_image(self, reference: str) -> ImageVerdict:
         """The cosign signature of ``reference`` (``repo@sha256:…``) against ``image.signatures.keys``."""
-        return wiring.ImageTrust(self.config).verify(reference)
+        return compose.ImageTrust(self.config).verify(reference)
 
     def approvals(self) -> HeadApprovals:
         """For the verified head's content: who approved, who is missing, when each approval expires."""

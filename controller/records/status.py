@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Literal
@@ -36,6 +37,7 @@ HEALTHS: tuple[Health, ...] = ("Healthy", "Unhealthy", "Missing", "Unknown")
 Text = Annotated[str, AfterValidator(bounded)]
 LogExcerpt = Annotated[str, AfterValidator(bounded_lines)]
 DAMAGED_SUFFIX = ".damaged-"
+_CONTENT = "content:"
 _REVISION = re.compile(r"^[0-9a-f]{40}([0-9a-f]{24})?$")
 
 
@@ -137,6 +139,55 @@ class AuditAnchor(_Record):
     head: str  # SHA-256 of the newest line
 
 
+@dataclass(frozen=True)
+class QuarantineKey:
+    """What a refusal or rollback holds back: built, matched, read back and described here, nowhere else.
+
+    The status file stores it as text (``quarantined``): ``content:<sha256>`` for the desired
+    container that would have run (``reconcile.quarantine.content_key``), or, for a refusal before
+    the content was known, ``<head>:<host digest>``.  Earlier releases wrote the same two forms.
+    """
+
+    content: str | None = None
+    head: str | None = None
+    host: str = ""
+
+    @classmethod
+    def of_content(cls, content: str) -> QuarantineKey:
+        """The key of a desired container's content."""
+        return cls(content=content)
+
+    @classmethod
+    def of_head(cls, head: str, host: str) -> QuarantineKey:
+        """The key of a head refused before its content was known, under the host's files and settings."""
+        return cls(head=head, host=host)
+
+    @classmethod
+    def parse(cls, text: str | None) -> QuarantineKey | None:
+        """The key the status file stores (None: nothing is quarantined)."""
+        if not text:
+            return None
+        if text.startswith(_CONTENT):
+            return cls.of_content(text.removeprefix(_CONTENT))
+        head, _, host = text.partition(":")
+        return cls.of_head(head, host)
+
+    def __str__(self) -> str:
+        return f"{_CONTENT}{self.content}" if self.content is not None else f"{self.head}:{self.host}"
+
+    def holds(self, stored: str | None) -> bool:
+        """Whether the status file's ``quarantined`` is this key."""
+        return stored == str(self)
+
+    def describe(self, *, head: str | None) -> str:
+        """For people: what is held (the content of ``head``, or a commit) and what lets it through."""
+        until = "not retried until a different change, a change of the host's trust files or .env, or 'sync --force'"
+        if self.content is not None:  # the quarantine holds the head's content (a drift repair may be the last attempt)
+            revision = f" of {head[:12]}" if head else ""
+            return f"the content{revision} (desired container sha256:{self.content[:16]}…): {until}"
+        return f"commit {(self.head or '')[:12]} (refused before its content was read): {until}"
+
+
 class Status(_Record):
     """The whole status file."""
 
@@ -150,7 +201,7 @@ class Status(_Record):
     container: ContainerStatus
     last_snapshot: str | None = None
     suspended: bool = False
-    quarantined: str | None = None  # "content:<sha256>" or, for a refusal before the content is known, "<head>:<host>"
+    quarantined: str | None = None  # a QuarantineKey as text
     audit: AuditAnchor | None = None
     approvals: ApprovalsStatus | None = None  # while a change waits for approvals
     sync: SyncStatus | None = None  # filled on load for a file an earlier release wrote
@@ -159,15 +210,8 @@ class Status(_Record):
 
     def quarantine_text(self) -> str | None:
         """The quarantine for people: what is held, named readably, and what lets it through (None: nothing)."""
-        key = self.quarantined
-        if not key:
-            return None
-        head = self.source.head  # the quarantine holds the head's content (a drift repair may be the last attempt)
-        revision = f" of {head[:12]}" if head else ""
-        until = "not retried until a different change, a change of the host's trust files or .env, or 'sync --force'"
-        if key.startswith("content:"):
-            return f"the content{revision} (desired container sha256:{key.removeprefix('content:')[:16]}…): {until}"
-        return f"commit {key.partition(':')[0][:12]} (refused before its content was read): {until}"
+        key = QuarantineKey.parse(self.quarantined)
+        return key.describe(head=self.source.head) if key else None
 
     @model_validator(mode="after")
     def _derive_glance(self) -> Status:

@@ -82,7 +82,7 @@ def test_at_most_22_modules_sit_directly_in_the_package() -> None:
 
 def test_the_service_holds_the_operations_only() -> None:
     lines = (ROOT / "controller" / "service.py").read_text().count("\n")
-    assert lines <= 350, f"controller/service.py has {lines} lines: composition goes to wiring, writing to records"
+    assert lines <= 350, f"controller/service.py has {lines} lines: composition goes to compose, writing to records"
 
 
 def test_a_host_without_keyless_signatures_never_loads_sigstore() -> None:

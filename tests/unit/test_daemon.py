@@ -16,7 +16,7 @@ import pytest
 from controller.contract import DesiredContainer
 from controller.daemon import JOB_ID, Daemon
 from controller.errors import Reason, Retryable
-from controller.recording import PassResult
+from controller.reconcile.record import PassResult
 from controller.records.host_init import init_layout
 from controller.service import EnvironmentService
 from testbed import ManifestRepo

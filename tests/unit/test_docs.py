@@ -15,6 +15,7 @@ from pydantic import BaseModel
 
 from controller import cli
 from controller.config import Config
+from controller.reconcile.steps import STEPS
 
 ROOT = Path(__file__).resolve().parents[2]
 ARCHITECTURE = ROOT / "ARCHITECTURE.md"
@@ -112,3 +113,16 @@ def test_the_checks_see_what_they_check() -> None:
     assert "--allow-rewrite" in options(subcommands()["sync"])
     assert {"source.url", "api.access.audience", "image.signatures.keys"} <= set(config_keys(Config))
     assert not named("`controller/api/pager.py` and controller.api.page_x", ROOT / "controller" / "api" / "page.py")
+
+
+def pass_table() -> list[tuple[str, str]]:
+    """ARCHITECTURE.md's pass table: (step, function) per row, in order."""
+    text = ARCHITECTURE.read_text(encoding="utf-8")
+    table = text[text.index("| step | function |") :].split("\n\n", 1)[0]
+    rows = [line.split("|")[1:3] for line in table.splitlines()[2:]]
+    return [(step.strip(), function.strip().strip("`")) for step, function in rows]
+
+
+def test_the_pass_table_is_the_step_list() -> None:
+    wanted = [(step.name, step.run.__qualname__) for step in STEPS]
+    assert pass_table() == wanted

@@ -20,7 +20,7 @@ from controller.cli import COMMANDS, main
 from controller.config import config_path
 from controller.errors import Reason
 from controller.metrics import Metrics
-from controller.recording import PassReport, PassResult, record, suspension
+from controller.reconcile.record import PassReport, PassResult, record, suspension
 from controller.records.status import (
     AppliedStatus,
     AttemptStatus,

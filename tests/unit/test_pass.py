@@ -26,7 +26,7 @@ import pytest
 from controller.config import Config, ImageSignaturesConfig, parse_config
 from controller.contract import DesiredContainer
 from controller.errors import Reason, Refused, Retryable
-from controller.reconcile import ImageCheck
+from controller.reconcile.context import ImageCheck
 from controller.records.audit import read_events
 from controller.records.host_init import init_layout
 from controller.records.locks import pass_lock

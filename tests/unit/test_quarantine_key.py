@@ -2,9 +2,10 @@
 
 A quarantine is stored as a key that includes the host digest; a digest that changes on an upgrade
 silently lifts every quarantine, and the release it held is tried again.  The expected values were
-computed by the releases themselves (their ``controller.reconcile.host_digest``, run on these configs):
-cd76640 (files only, before keyless signatures) and 73b9bd7 (which also hashed the whole ``image`` and
-``approvals`` settings).  The files named do not exist; the digest covers that too.
+computed by the releases themselves (their ``controller.reconcile.host_digest``, today's
+``controller.reconcile.quarantine.host_digest``, run on these configs): cd76640 (files only, before
+keyless signatures) and 73b9bd7 (which also hashed the whole ``image`` and ``approvals`` settings).
+The files named do not exist; the digest covers that too.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from controller.config import parse_config
-from controller.reconcile import earlier_host_digests, host_digest
+from controller.reconcile.quarantine import earlier_host_digests, host_digest
+from controller.records.status import QuarantineKey
 
 GHA = "https://token.actions.githubusercontent.com"
 BASE = Path("/nonexistent/prod/deploy-agent")
@@ -98,3 +100,27 @@ def test_a_setting_no_verdict_depends_on_changes_nothing() -> None:
     raw["health"] = {"timeout": 300}  # a rolled-back release is tried again with `sync --force`, not by this
     raw["source"] = {"url": "https://example.com/m.git", "interval": 30}
     assert host_digest(parse_config(raw, base=BASE)) == before
+
+
+@pytest.mark.parametrize(
+    "stored",
+    [
+        "content:" + "5" * 64,  # a refusal or rollback of a desired container, as every release wrote it
+        "a" * 40 + ":0123456789abcdef",  # a head refused before its content was read, with the host digest
+    ],
+)
+def test_a_stored_quarantine_key_reads_back_as_it_was_written(stored: str) -> None:
+    key = QuarantineKey.parse(stored)
+    assert key is not None
+    assert str(key) == stored
+    assert key.holds(stored)
+    assert not key.holds(stored[:-1] + "0")
+
+
+def test_a_quarantine_key_is_described_for_people_without_its_prefix() -> None:
+    content = QuarantineKey.of_content("5" * 64).describe(head="a" * 40)
+    head = QuarantineKey.of_head("b" * 40, "0123456789abcdef").describe(head=None)
+    assert content.startswith(f"the content of {'a' * 12} (desired container sha256:{'5' * 16}…)")
+    assert head.startswith(f"commit {'b' * 12} (refused before its content was read)")
+    assert "content:" not in content
+    assert QuarantineKey.parse(None) is None

@@ -10,7 +10,7 @@ import pytest
 
 from controller.errors import Reason
 from controller.plan import Plan
-from controller.recording import PassReport, PassResult, record
+from controller.reconcile.record import PassReport, PassResult, record
 from controller.records.status import AppliedStatus, AttemptStatus, ContainerStatus, Phase, SourceStatus, Status
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)

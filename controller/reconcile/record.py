@@ -22,6 +22,7 @@ from controller.records.status import (
     ContainerStatus,
     ImageSource,
     Phase,
+    QuarantineKey,
     Result,
     Status,
     Suspension,
@@ -228,8 +229,8 @@ def _placement(did: PassReport) -> dict[str, str]:
 def quarantine_key(did: PassReport) -> str | None:
     """What a refusal or rollback quarantines: the content that would have run, else the head commit."""
     if did.content is not None:
-        return f"content:{did.content}"
-    return f"{did.head}:{did.host_digest}" if did.head else None
+        return str(QuarantineKey.of_content(did.content))
+    return str(QuarantineKey.of_head(did.head, did.host_digest)) if did.head else None
 
 
 def _told(status: Status, result: PassResult) -> bool:

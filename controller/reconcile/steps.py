@@ -1,0 +1,554 @@
+"""One reconcile pass (docs/design.md §9): one step shape, and ``STEPS``, the one statement of its order.
+
+Each step takes the pass (its world and its context) and says go on (``None``) or gives the pass's
+outcome (a ``PassResult``), as a step of Flux's reconcilers returns ``(Result, error)``.  The first
+outcome ends the decision; the last step records it, whatever happened.  A step's expected failures
+are outcomes too (``Pass.outcome_of``): ``Refused`` quarantines what would have run — the desired
+container's content, so the same change under another commit id stays quarantined; or the head
+itself when the refusal came before its content was known — until a different change, a change of
+the host's trust/cosign key/.env files, or ``--force``; ``Retryable`` leaves everything running and
+asks for a backoff; anything else is a bug and propagates.  A change that lacks approvals
+(docs/design.md §15) is neither: it is held, ``waiting``, and the next pass looks again.  The steps
+decide; ``reconcile.record`` turns what they did into status and audit events, and the record step
+writes them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from controller import approvals
+from controller.config import Config
+from controller.containers import ContainerState
+from controller.contract import LABEL_MANIFEST, DesiredContainer, container_name, desired_from_bytes
+from controller.engine.port import RuntimeView
+from controller.errors import ConfigError, ControllerError, Reason, Refused, Retryable
+from controller.manifest import MAX_MANIFEST_BYTES
+from controller.plan import plan
+from controller.reconcile.context import PassContext, PassOptions, PassWorld
+from controller.reconcile.quarantine import content_key, earlier_host_digests, held_content, held_head, host_digest
+from controller.reconcile.record import PassReport, PassResult, record
+from controller.reconcile.revisions import newest_revision, remembered_revisions, running_container
+from controller.records.dotenv import read_dotenv
+from controller.records.snapshots import list_snapshot_files
+from controller.records.status import ApprovalsStatus, ContainerStatus, applied_revision
+from controller.rollout.base import HealthGateFailed
+from controller.signatures.commits.verification import load_policy, verify_revision
+from controller.signatures.images.verifier import ImageVerdict
+from controller.source import GitSource
+
+STALE_AFTER_INTERVALS = 5  # the source is stale after this many intervals without a fetch
+
+
+@dataclass(frozen=True)
+class PlanAnswer:
+    """``plan``'s answer: the pass's verdict, and what fetch, verify and validate learned before it ended."""
+
+    result: PassResult
+    environment: str
+    branch: str
+    head: str | None = None
+    signer: str | None = None
+    image: str | None = None
+    tag: str | None = None
+
+
+class Pass:
+    """One pass for one environment over a world: ``run`` goes through ``STEPS``, ``report`` says what it did."""
+
+    def __init__(self, world: PassWorld, options: PassOptions, *, now: datetime) -> None:
+        self.world = world
+        self.config = world.config
+        self.ctx = PassContext(options=options, now=now)
+        self._running: ContainerState | None = None  # read for the history guard, used again by the plan
+
+    def run(self) -> PassResult:
+        """``STEPS`` in order until one gives an outcome; the last step records it whatever happened.
+
+        A step's expected failures become its outcome (``outcome_of``); a bug propagates, after the
+        record says the pass did not finish.  Nothing is recorded before the status file was read.
+        """
+        *deciding, last = STEPS
+        try:
+            for step in deciding:
+                outcome = step.run(self) if not step.guarded else self._guarded(step)
+                if outcome is not None:
+                    self.ctx.result = outcome
+                    break
+        finally:
+            if self.ctx.found is not None:
+                self.ctx.result = last.run(self) or self.ctx.result
+        return self.ctx.result
+
+    def _guarded(self, step: Step) -> PassResult | None:
+        try:
+            return step.run(self)
+        except (Refused, HealthGateFailed, Retryable, OSError) as exc:
+            return self.outcome_of(exc)
+
+    def outcome_of(self, exc: Refused | HealthGateFailed | Retryable | OSError) -> PassResult:
+        """An expected failure as the pass's outcome: refused, rolled back, or failed (retried with backoff)."""
+        if isinstance(exc, Refused):
+            return PassResult("refused", str(exc), code=exc.code)
+        if isinstance(exc, HealthGateFailed):
+            self.ctx.logs = exc.logs or None
+            return PassResult("rolled_back", exc.reason, code=Reason.HEALTH_GATE_FAILED)
+        if isinstance(exc, Retryable):
+            return PassResult("failed", exc.reason, retryable=True, code=exc.code)
+        reason = f"cannot write state: {exc.strerror or exc}"  # the state folder: read-only, full, or gone
+        return PassResult("failed", reason, retryable=True, code=Reason.STATE_IO)
+
+    # -- the steps, in the order of STEPS ----------------------------------------------------
+
+    def recover(self) -> PassResult | None:
+        """Finish or undo a swap a crash interrupted (not for ``plan``); an unreachable engine is remembered."""
+        if self.ctx.options.dry_run or not self.config.paths.journal.exists():
+            return None
+        try:
+            self.ctx.recovered = self.world.rollout().recover()
+        except Retryable as exc:  # recorded as the pass's failure, unless the status file outranks it
+            self.ctx.unrecovered = exc
+        return None
+
+    def check_status(self) -> PassResult | None:
+        """A damaged status file stops every pass (kept aside, but for ``plan``); then an unfinished swap."""
+        store = self.world.store
+        damaged = store.damage(keep_aside=not self.ctx.options.dry_run)
+        self.ctx.found = store.load()
+        if damaged:
+            return PassResult("refused", damaged, code=Reason.STATUS_UNREADABLE)
+        if self.ctx.unrecovered is not None:
+            exc = self.ctx.unrecovered
+            reason = f"cannot finish the swap a crash interrupted: {exc.reason}"
+            return PassResult("failed", reason, retryable=True, code=exc.code)
+        return None
+
+    def check_suspended(self) -> PassResult | None:
+        """A suspended environment is left alone, unless ``--force``."""
+        if self.config.paths.suspended_marker.exists() and not self.ctx.options.force:
+            reason = "the environment is suspended: run 'dreichor-controller resume'"
+            return PassResult("suspended", reason, code=Reason.SUSPENDED)
+        return None
+
+    def fetch_source(self) -> PassResult | None:
+        """Fetch the branch into the cache."""
+        self.world.at_step("fetch")
+        try:
+            self.ctx.head = self.world.source.fetch()
+        except Retryable as exc:
+            self.ctx.fetch_error = exc.reason
+            raise
+        return None
+
+    def choose_target(self) -> PassResult | None:
+        """The head, unless it was refused before its content was known (then the applied revision)."""
+        ctx = self.ctx
+        ctx.host_digest = self.world.digests.get(self.config)
+        if ctx.status.quarantined is not None:  # only a quarantine an earlier release wrote needs them
+            ctx.earlier_digests = earlier_host_digests(self.config)
+        self._running = running_container(self.world.engine)  # the plan reuses it: one engine call per pass
+        ctx.remembered = remembered_revisions(self.config, ctx.status, self._running, deployed=self.world.deployed)
+        ctx.guard = newest_revision(ctx.remembered, self.world.source)
+        if (
+            held_head(ctx.status.quarantined, ctx.head, (ctx.host_digest, *ctx.earlier_digests))
+            and not ctx.options.force
+        ):
+            self._fall_back_to_applied()
+        else:
+            ctx.target = ctx.head
+        return None
+
+    def _fall_back_to_applied(self) -> None:
+        """Keep repairing drift with the applied revision while the head is quarantined."""
+        applied = applied_revision(self.ctx.status)
+        if applied is None or applied == self.ctx.head:
+            last = self.ctx.status.last_attempt.reason if self.ctx.status.last_attempt else None
+            raise Refused(last or "the head is quarantined", code=Reason.QUARANTINED)
+        self.ctx.target = applied
+
+    def guard_history(self) -> PassResult | None:
+        """The target must descend from the applied revision, as every record of it says."""
+        target = self._target()
+        source = self.world.source
+        behind = [
+            r for r in dict.fromkeys((self.ctx.guard, *self.ctx.remembered)) if r and not source.is_ancestor(r, target)
+        ]
+        if not behind:
+            return None
+        applied = behind[0]
+        if not self.ctx.options.allow_rewrite:
+            why = f"{target[:12]} does not descend from applied {applied[:12]}"
+            if not self.world.source.has_commit(applied):
+                why = f"the applied revision {applied[:12]} is not in the fetched history"
+            raise Refused(f"history rewritten: {why}", code=Reason.HISTORY_REWRITTEN)
+        self.ctx.rewrite_allowed_over = applied
+        return None
+
+    def verify_commits(self) -> PassResult | None:
+        """Signatures, against the host's trust policy."""
+        self.world.at_step("verify")
+        applied = self.ctx.guard
+        self.ctx.verdict = verify_revision(
+            self.world.source,
+            load_policy(self.config),
+            mode=self.config.trust.mode,
+            applied=applied,
+            head=self._target(),
+            now=self.ctx.now,
+            cache=self.world.cache,
+        )
+        return None
+
+    def validate_manifest(self) -> PassResult | None:
+        """``envs/<env>.yaml`` from the verified commit's tree, through the layout contract → the desired container."""
+        self.world.at_step("validate")
+        self.ctx.desired = self._desired_at(self._target())
+        return None
+
+    def _desired_at(self, revision: str) -> DesiredContainer:
+        """The desired container of ``revision``'s manifest (a commit and .env already judged are reused)."""
+        key = (revision, self.ctx.host_digest)
+        cached = self.world.desired_cache.get(key)
+        if cached is not None:
+            return cached
+        path = f"envs/{self.config.environment}.yaml"
+        manifest = self.world.source.read_file(revision, path, max_bytes=MAX_MANIFEST_BYTES)
+        paths = self.config.paths
+        try:
+            dotenv = read_dotenv(paths.dotenv)
+        except (OSError, UnicodeDecodeError) as exc:
+            raise Retryable(f"cannot read {paths.dotenv}: {exc}", code=Reason.HOST_CONFIG) from None
+        desired = desired_from_bytes(
+            manifest,
+            environment=self.config.environment,
+            repository=self.config.image.repository,
+            paths=paths,
+            dotenv=dotenv,
+            revision=revision,
+            what=f"envs/{self.config.environment}.yaml at {revision[:12]}",
+        )
+        self.world.desired_cache.clear()
+        self.world.desired_cache[key] = desired
+        return desired
+
+    def check_quarantine(self) -> PassResult | None:
+        """The head's content (not its commit id) against the quarantine; quarantined: the applied revision."""
+        ctx = self.ctx
+        if ctx.target != ctx.head:
+            return None
+        ctx.content = content_key(self._desired(), host=ctx.host_digest)
+        digests = (ctx.host_digest, *ctx.earlier_digests)
+        if ctx.options.force or not held_content(ctx.status.quarantined, self._desired(), digests):
+            return None
+        self._fall_back_to_applied()
+        ctx.desired = self._desired_at(self._target())
+        return None
+
+    def plan_change(self) -> PassResult | None:
+        """Compare with the actual container (one engine call); nothing to do ends the pass unchanged."""
+        desired = self._desired()
+        running, self._running = self._running, None
+        self.ctx.actual = running if running is not None else self.world.engine().current()
+        deployed = self.ctx.status.applied is not None
+        self.ctx.plan = plan(desired, self.ctx.actual, deployed=deployed, adopt=self.ctx.options.adopt)
+        if self.ctx.plan.action == "nothing":
+            return PassResult("unchanged", self.ctx.plan.reason, plan=self.ctx.plan)
+        return None
+
+    def check_approvals(self) -> PassResult | None:
+        """docs/design.md §15: a change to what runs needs ``approvals.threshold`` people's approvals of its content.
+
+        The content is the manifest file's SHA-256.  Content equal to the running content needs none
+        (drift repair, a re-push, the fallback to the applied revision while the head is quarantined).
+        Too few: the change is held, ``waiting``, and the next pass looks again.
+        """
+        config = self.config.approvals
+        content = self._desired().labels[LABEL_MANIFEST]
+        if config is None or content == self._running_content():
+            return None
+        self.world.at_step("approvals")
+        tally = count_for(self.config, self.world.source, revision=self._target(), content=content, now=self.ctx.now)
+        self.ctx.tally = tally
+        if tally.enough:
+            return None
+        reason, code = waiting_reason(tally), Reason.AWAITING_APPROVALS
+        return PassResult("waiting", reason, plan=self.ctx.plan, code=code, approvals=tally.describe())
+
+    def _running_content(self) -> str | None:
+        """The manifest SHA-256 of what runs: the managed container's label, else the applied revision's file."""
+        actual = self.ctx.actual
+        if actual is not None and actual.managed and actual.labels.get(LABEL_MANIFEST):
+            return actual.labels[LABEL_MANIFEST]
+        applied = applied_revision(self.ctx.status)
+        if applied is None:
+            return None
+        try:
+            data = self.world.source.read_file(
+                applied, f"envs/{self.config.environment}.yaml", max_bytes=MAX_MANIFEST_BYTES
+            )
+        except Refused:  # gone from the fetched history, or never a manifest: nothing runs by it
+            return None
+        return hashlib.sha256(data).hexdigest()
+
+    def verify_image(self) -> PassResult | None:
+        """The image's own signature (docs/design.md §14), when a check is configured: before anything is pulled.
+
+        The check guards new content: the applied image, verified when it was applied, is not
+        checked again (repairing a removed or stopped container must not wait for the registry).
+        """
+        if self.world.image_check is None:
+            return None
+        applied = self.ctx.status.applied
+        if self._verified_image_signer() and applied is not None:
+            self.ctx.image_signer = applied.image_signer
+            self.ctx.image_source = applied.image_source.model_dump() if applied.image_source else None
+            return None
+        verdict = self.world.image_check(self._desired())
+        if isinstance(verdict, ImageVerdict):
+            self.ctx.image_signer = verdict.image_signer
+            self.ctx.image_source = verdict.source.as_record() if verdict.source else None
+        else:
+            self.ctx.image_signer = verdict
+        return None
+
+    def _verified_image_signer(self) -> str | None:
+        """The recorded signer of the applied image when the desired image is that image, by digest."""
+        applied = self.ctx.status.applied
+        if applied is None or not applied.image_signer or not self.world.image_signer_trusted(applied.image_signer):
+            return None
+        same = applied.image.rpartition("@")[2] == self._desired().image.rpartition("@")[2]
+        return applied.image_signer if same else None
+
+    def apply_plan(self) -> PassResult | None:
+        """Pull, snapshot, swap, health gate (rollback inside); ``plan`` stops here, nothing pulled."""
+        ctx = self.ctx
+        assert ctx.plan is not None  # noqa: S101 set by plan_change
+        if ctx.options.dry_run:  # plan: the image's signature is checked, nothing is pulled
+            return PassResult("unchanged", ctx.plan.reason, plan=ctx.plan, image_signer=ctx.image_signer)
+        self._progressing()
+        ctx.outcome = self.world.rollout().apply(ctx.plan, self._desired())
+        return PassResult("applied", ctx.plan.reason, plan=ctx.plan)
+
+    def _progressing(self) -> None:
+        """Before anything is changed: the status says Progressing, and the notice hooks hear it."""
+        store, ctx = self.world.store, self.ctx
+        status = store.load()
+        status.phase, status.updated_at = "Progressing", self.world.clock()
+        store.write(status)
+        image, signer = ctx.desired.image if ctx.desired else None, ctx.verdict.signer if ctx.verdict else None
+        self.world.teller.notice("progressing", revision=ctx.target, image=image, signer=signer)
+
+    def record_outcome(self) -> PassResult | None:
+        """Whatever happened (``plan`` records nothing): the audit events, the watermark, the status file.
+
+        Returns a different outcome only when the watermark could not follow an apply: the pass is not done.
+        """
+        ctx, world = self.ctx, self.world
+        if ctx.options.dry_run:
+            return None
+        world.at_step("record")
+        previous, result = ctx.status, ctx.result
+        stale_after = timedelta(seconds=STALE_AFTER_INTERVALS * self.config.source.interval)
+        report = self.report(result)
+        status, events = record(previous, report, now=ctx.now, stale_after=stale_after)
+        try:
+            world.store.remember(previous, status, guard=ctx.guard)
+        except OSError as exc:  # the guard must not lag: the pass is not done
+            why = f"cannot write the watermark {self.config.paths.watermark}: {exc.strerror or exc}"
+            result = PassResult("failed", why, retryable=True, code=Reason.STATE_IO, plan=result.plan)
+            report = self.report(result)
+            status, events = record(previous, report, now=ctx.now, stale_after=stale_after)
+        facts = {key: getattr(report, key) for key in ("image", "signer", "image_signer")} | {"log": report.logs}
+        for event in events:
+            world.teller.emit(event, at=ctx.now, facts=facts)
+        world.store.write(status)
+        if status.source.stale and not previous.source.stale:
+            world.teller.notice("stale", reason=status.source.last_error or "", code=str(Reason.FETCH_FAILED))
+        if result.result == "unchanged" and report.target and report.target == report.head:
+            world.teller.notice("unchanged", revision=report.target, **facts)
+        return result
+
+    def _target(self) -> str:
+        assert self.ctx.target is not None  # noqa: S101 set by choose_target
+        return self.ctx.target
+
+    def _desired(self) -> DesiredContainer:
+        assert self.ctx.desired is not None  # noqa: S101 set by validate_manifest
+        return self.ctx.desired
+
+    # -- what the pass did -----------------------------------------------------------------
+
+    def learned(self, result: PassResult) -> PlanAnswer:
+        """``plan``'s answer: the verdict, and what fetch, verify and validate learned before it ended."""
+        ctx, config = self.ctx, self.config
+        at_head = ctx.target == ctx.head  # a held head plans the applied revision: its facts are not the head's
+        desired = ctx.desired if at_head else None
+        return PlanAnswer(
+            result=result,
+            environment=config.environment,
+            branch=config.source.branch,
+            head=ctx.head,
+            signer=ctx.verdict.signer if ctx.verdict and at_head else None,
+            image=desired.image if desired else None,
+            tag=desired.tag if desired else None,
+        )
+
+    def report(self, result: PassResult) -> PassReport:
+        """The facts ``reconcile.record.record`` needs; reads the container once more only when something changed."""
+        ctx = self.ctx
+        snapshot = ctx.outcome.snapshot if ctx.outcome else None
+        if result.result == "rolled_back" and snapshot is None:
+            snapshot = _newest_snapshot(self.config.paths.snapshots)
+        return PassReport(
+            result=result,
+            container=self._container_view(result),
+            suspended=self.config.paths.suspended_marker.exists(),
+            head=ctx.head,
+            fetch_error=ctx.fetch_error,
+            target=ctx.target,
+            host_digest=ctx.host_digest or (host_digest(self.config) if ctx.head else ""),
+            content=ctx.content,
+            signer=ctx.verdict.signer if ctx.verdict else None,
+            image_signer=ctx.image_signer,
+            image_source=ctx.image_source,
+            image=ctx.desired.image if ctx.desired else None,
+            tag=ctx.desired.tag if ctx.desired else None,
+            snapshot=snapshot,
+            logs=ctx.logs,
+            rewrite_allowed_over=ctx.rewrite_allowed_over,
+            recovered=ctx.recovered,
+            approvals=approvals_view(ctx.tally) if ctx.tally else None,
+        )
+
+    def _container_view(self, result: PassResult) -> ContainerStatus:
+        if result.result == "unchanged" and self.ctx.actual is not None:
+            return container_view(self.ctx.actual)
+        return current_container(self.world.engine, self.config.environment)
+
+
+@dataclass(frozen=True)
+class Step:
+    """One step of a pass: it takes the pass (its world and context) and says go on (None) or gives an outcome."""
+
+    name: str  # its row in ARCHITECTURE.md's pass table
+    run: Callable[[Pass], PassResult | None]
+    guarded: bool = True  # its expected failures become an outcome; the first steps' propagate unrecorded
+
+
+STEPS: tuple[Step, ...] = (
+    Step("recover", Pass.recover, guarded=False),
+    Step("status", Pass.check_status, guarded=False),
+    Step("suspended", Pass.check_suspended),
+    Step("fetch", Pass.fetch_source),
+    Step("target", Pass.choose_target),
+    Step("guard history", Pass.guard_history),
+    Step("verify", Pass.verify_commits),
+    Step("validate", Pass.validate_manifest),
+    Step("quarantine", Pass.check_quarantine),
+    Step("plan", Pass.plan_change),
+    Step("approvals", Pass.check_approvals),
+    Step("image", Pass.verify_image),
+    Step("apply", Pass.apply_plan),
+    Step("record", Pass.record_outcome),  # the last step runs whatever happened, once the status was read
+)
+"""The one statement of a pass's order (ARCHITECTURE.md's pass table is tested against it)."""
+
+
+def count_for(config: Config, source: GitSource, *, revision: str, content: str, now: datetime) -> approvals.Tally:
+    """The approvals of ``content`` in ``revision``'s tree, counted against the host's approvers at ``now``."""
+    assert config.approvals is not None  # noqa: S101 asked only when approvals are configured
+    environment = config.environment
+    files = source.read_folder(
+        revision,
+        approvals.folder(environment, content),
+        max_entries=approvals.MAX_FILES,
+        max_bytes=approvals.MAX_FILE_BYTES,
+        code=Reason.BAD_APPROVALS,
+    )
+    return approvals.count_approvals(
+        files,
+        subject=approvals.Subject(config.approval_repository, environment, content),
+        approvers=load_approvers(config),
+        threshold=config.approvals.threshold,
+        max_age=config.approvals.max_validity,
+        now=now,
+    )
+
+
+@dataclass(frozen=True)
+class HeadApprovals:
+    """``approvals``' answer: the verified head and its content's tally."""
+
+    revision: str
+    tally: approvals.Tally
+
+
+def head_approvals(config: Config, source: GitSource, *, applied: str | None, now: datetime) -> HeadApprovals:
+    """Fetch, verify the head as a pass would, and count the approvals of its content (docs/design.md §15)."""
+    if config.approvals is None:
+        raise ConfigError("approvals are not configured: there is no approvals section in the config")
+    head = source.fetch()
+    verify_revision(source, load_policy(config), mode=config.trust.mode, applied=applied, head=head, now=now)
+    data = source.read_file(head, f"envs/{config.environment}.yaml", max_bytes=MAX_MANIFEST_BYTES)
+    content = hashlib.sha256(data).hexdigest()
+    return HeadApprovals(head, count_for(config, source, revision=head, content=content, now=now))
+
+
+def load_approvers(config: Config) -> approvals.Approvers:
+    """The host's approvers (``approvals.approvers``, ``approvals.openpgp_keys``) and the trust's revoked keys."""
+    assert config.approvals is not None  # noqa: S101 asked only when approvals are configured
+    return approvals.load_approvers(
+        Path(config.approvals.approvers),
+        openpgp_keys=Path(config.approvals.openpgp_keys) if config.approvals.openpgp_keys else None,
+        revoked_keys=Path(config.trust.revoked_keys) if config.trust.revoked_keys else None,
+    )
+
+
+def waiting_reason(tally: approvals.Tally) -> str:
+    """``waiting for approvals (1 of 2: alice)``: the held change, in the status, page and logs."""
+    names = f": {', '.join(tally.have)}" if tally.counted else ""
+    return f"waiting for approvals ({len(tally.counted)} of {tally.need}{names})"
+
+
+def approvals_view(tally: approvals.Tally) -> ApprovalsStatus:
+    """A tally as the status file records it."""
+    return ApprovalsStatus(
+        content=tally.content,
+        have=tally.have,
+        need=tally.need,
+        missing=tally.missing,
+        expires={a.person: a.expires for a in tally.counted},
+        not_counted=[r.reason for r in tally.rejected][:8],
+    )
+
+
+def current_container(engine: Callable[[], RuntimeView], environment: str) -> ContainerStatus:
+    """The runtime container as the status file shows it; ``unknown`` when the engine cannot say."""
+    name = container_name(environment)
+    try:
+        state = engine().current()
+    except ControllerError:
+        return ContainerStatus(name=name, state="unknown", health="unknown")
+    return container_view(state) if state else ContainerStatus(name=name)
+
+
+def container_view(state: ContainerState) -> ContainerStatus:
+    """A container's state as the status file records it."""
+    return ContainerStatus(
+        name=state.name,
+        id=state.id,
+        image=state.image,
+        state=state.status,
+        health=state.health or "none",
+        node=state.node,
+        task=state.task,
+    )
+
+
+def _newest_snapshot(folder: Path) -> str | None:
+    files = list_snapshot_files(folder)
+    return files[0].stem if files else None
