@@ -27,7 +27,15 @@ from controller.config import ENVIRONMENTS, config_path, default_root
 from controller.daemon import DRAIN_SECONDS, LOG_LEVELS, Daemon, attach_notifier, setup_cli_logging, setup_logging
 from controller.durations import parse_duration
 from controller.errors import ConfigError, ControllerError, Refused
-from controller.service import EnvironmentService, PassOptions, PlanAnswer, init_layout, next_steps, validate_file
+from controller.service import (
+    BreakGlass,
+    EnvironmentService,
+    PassOptions,
+    PlanAnswer,
+    init_layout,
+    next_steps,
+    validate_file,
+)
 
 log = logging.getLogger("dreichor.cli")
 EXIT_OK = 0
@@ -171,11 +179,18 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_sync(args: argparse.Namespace) -> int:
-    """``sync``: one pass; 0 in sync or applied, 3 refused, 4 rolled back, 1 other."""
+    """``sync``: one pass; 0 in sync or applied, 3 refused, 4 rolled back, 5 waits, 1 other."""
+    if args.break_glass != bool(args.reason):
+        _fail("error: --break-glass needs --reason TEXT (who and why are recorded), and --reason needs --break-glass")
+        return EXIT_ERROR
     service = _service(args)
     try:
         with _notifying(service):
-            result = service.sync(PassOptions(force=args.force, allow_rewrite=args.allow_rewrite, adopt=args.adopt))
+            glass = BreakGlass(by=operator(), reason=args.reason) if args.break_glass else None
+            options = PassOptions(
+                force=args.force, allow_rewrite=args.allow_rewrite, adopt=args.adopt, break_glass=glass
+            )
+            result = service.sync(options)
     finally:
         service.close()
     code = SYNC_EXIT.get(result.result, EXIT_ERROR)
@@ -198,7 +213,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     result = answer.result
     decided, code = result.plan, PLAN_EXIT.get(result.result, EXIT_ERROR)
     if args.exit_code and code == EXIT_OK and decided is not None and decided.action != "nothing":
-        code = EXIT_CHANGE
+        code = EXIT_WAITING if result.result == "waiting" else EXIT_CHANGE  # as sync would exit
     if args.json:
         action, drift = (decided.action, list(decided.drift)) if decided else (None, [])
         data = {
@@ -210,17 +225,19 @@ def cmd_plan(args: argparse.Namespace) -> int:
             "head": answer.head,
             "signer": answer.signer,
             "image": answer.image,
-            "would_wait": result.approvals,
+            "would_wait": result.approvals or (result.reason if result.result == "waiting" else None),
         }
         _print_json(
-            data if code in (EXIT_OK, EXIT_CHANGE) else {**data, "error": result.reason, "code": str(result.code)}
+            data
+            if code in (EXIT_OK, EXIT_CHANGE, EXIT_WAITING)
+            else {**data, "error": result.reason, "code": str(result.code)}
         )
         return code
     _print_learned(answer)
     if decided is not None:
         print(f"plan:      {decided.action}: {decided.reason}")
         if result.result == "waiting":
-            print(f"would wait: {result.approvals}")
+            print(f"would wait: {result.approvals or result.reason}")
         if result.image_signer:
             print(f"image signed by {result.image_signer}")
     elif code == EXIT_OK:
@@ -284,6 +301,8 @@ def _status_lines(status: Any, *, now: datetime) -> list[str]:
     ]
     if status.sync.state != "InSync":
         lines.append(f"why:         {status.sync.reason}")
+    if status.window is not None:
+        lines.append(f"window:      {'open' if status.window.open else 'closed'}: {status.window.reason}")
     lines.append(f"container:   {container.name} {container.state} (health {container.health})")
     if container.task:  # Swarm mode: the service's running task
         lines.append(f"task:        {container.task} on node {container.node}")
@@ -292,6 +311,8 @@ def _status_lines(status: Any, *, now: datetime) -> list[str]:
         lines.append(f"signed by:   {applied.signer}")
         if applied.image_signer:
             lines.append(f"image by:    {applied.image_signer}")
+        if applied.break_glass:
+            lines.append(f"break-glass: by {applied.break_glass.by}: {applied.break_glass.reason}")
     if attempt:
         code = f" [{attempt.code}]" if attempt.code else ""
         lines.append(
@@ -639,7 +660,8 @@ COMMANDS = (
         "one reconcile pass now",
         "Run one reconcile pass now: fetch, verify, validate, plan, apply, health gate, record.",
         "dreichor-controller sync -e prod",
-        "0 in sync or applied; 3 refused (or held); 4 failed the health gate and rolled back; 1 other error",
+        "0 in sync or applied; 3 refused (or held); 4 failed the health gate and rolled back; "
+        "5 the change waits (approvals, or the deploy window); 1 other error",
         cmd_sync,
         (
             Arg(("--force",), {"action": "store_true", "help": "retry a quarantined revision; act while suspended"}),
@@ -648,6 +670,11 @@ COMMANDS = (
                 ("--adopt",),
                 {"action": "store_true", "help": "replace a runtime container the controller did not create"},
             ),
+            Arg(
+                ("--break-glass",),
+                {"action": "store_true", "help": "apply now although the deploy window is closed (needs --reason)"},
+            ),
+            Arg(("--reason",), {"help": "why the window is broken: for the audit log, notifications and page"}),
             JSON,
         ),
     ),
@@ -658,10 +685,10 @@ COMMANDS = (
         "learned even when a later one fails.",
         "dreichor-controller plan -e prod --exit-code",
         "0 nothing to do (or a change, without --exit-code); 2 a change would be applied (--exit-code); "
-        "3 refused; 1 could not plan (git or Docker unreachable)",
+        "3 refused; 5 the change would wait (--exit-code); 1 could not plan (git or Docker unreachable)",
         cmd_plan,
         (
-            Arg(("--exit-code",), {"action": "store_true", "help": "exit 2 when a change would be applied"}),
+            Arg(("--exit-code",), {"action": "store_true", "help": "exit 2 when a change would be applied, 5 wait"}),
             JSON,
         ),
     ),

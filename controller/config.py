@@ -186,6 +186,7 @@ NotifyEvent = Literal[
     "suspended",
     "resumed",
     "waiting_approval",
+    "waiting_window",
 ]
 DEFAULT_NOTIFY_EVENTS: tuple[NotifyEvent, ...] = (
     "refused",
@@ -198,6 +199,7 @@ DEFAULT_NOTIFY_EVENTS: tuple[NotifyEvent, ...] = (
     "resumed",
     "applied",
     "waiting_approval",
+    "waiting_window",
 )
 
 

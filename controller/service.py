@@ -32,19 +32,20 @@ from controller.records.dotenv import read_dotenv
 from controller.records.host_init import init_layout, next_steps
 from controller.records.locks import pass_lock
 from controller.records.snapshots import Snapshot, find_snapshot, restorable
-from controller.records.status import Status
+from controller.records.status import BreakGlass, Status
 from controller.records.store import History, Store
 from controller.rollout.base import Applier, Outcome, checkpoint
 from controller.signatures.commits.policy import VerifiedCache
 from controller.signatures.commits.verification import Verification, load_policy, verify_revision
 from controller.signatures.images.verifier import ImageVerdict
 from controller.source import GitSource
+from controller.windows import DeployWindows
 
 log = logging.getLogger("dreichor.service")
 Clock = Callable[[], datetime]
 AuditHook = Callable[[dict[str, Any]], None]
 
-__all__ = ["EnvironmentService", "History", "PassOptions", "PassResult", "PlanAnswer", "Verification"]
+__all__ = ["BreakGlass", "EnvironmentService", "History", "PassOptions", "PassResult", "PlanAnswer", "Verification"]
 __all__ += ["init_layout", "next_steps", "validate_file"]  # for the command line, which imports no record
 
 
@@ -88,6 +89,7 @@ class EnvironmentService:
             teller=self,
             clock=clock,
             at_step=at_step,
+            windows=DeployWindows(config.windows) if config.windows is not None else None,
         )
         if self.images is not None:
             self.world.image_check, self.world.image_signer_trusted = self.images.check, self.images.trusted_signer

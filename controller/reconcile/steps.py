@@ -35,11 +35,13 @@ from controller.reconcile.record import PassReport, PassResult, record
 from controller.reconcile.revisions import newest_revision, remembered_revisions, running_container
 from controller.records.dotenv import read_dotenv
 from controller.records.snapshots import list_snapshot_files
-from controller.records.status import ApprovalsStatus, ContainerStatus, applied_revision
+from controller.records.status import ApprovalsStatus, ContainerStatus, WindowStatus, applied_revision
 from controller.rollout.base import HealthGateFailed
 from controller.signatures.commits.verification import load_policy, verify_revision
 from controller.signatures.images.verifier import ImageVerdict
 from controller.source import GitSource
+from controller.windows import DeployWindows, WindowState
+from controller.windows import waiting_reason as waiting_reason_for_window
 
 STALE_AFTER_INTERVALS = 5  # the source is stale after this many intervals without a fetch
 
@@ -278,6 +280,41 @@ class Pass:
         reason, code = waiting_reason(tally), Reason.AWAITING_APPROVALS
         return PassResult("waiting", reason, plan=self.ctx.plan, code=code, approvals=tally.describe())
 
+    def check_window(self) -> PassResult | None:
+        """docs/design.md §18: a change applies inside a deploy window; outside one it waits, never dropped.
+
+        What is no change acts at any time: content equal to the running content (drift repair, a re-push,
+        the applied revision while the head is held); the health gate's rollback and crash recovery are
+        parts of apply and recover, not changes.  ``sync --break-glass`` applies now, and says who and why.
+        """
+        windows, ctx = self.world.windows, self.ctx
+        if windows is None:
+            return None
+        state = self._window_state(windows)
+        if state.open or self._desired().labels[LABEL_MANIFEST] == self._running_content():
+            return None
+        if ctx.options.break_glass is not None:
+            ctx.broke_glass = ctx.options.break_glass
+            return None
+        ctx.window_waits = True
+        reason = waiting_reason_for_window(windows.describe(state))
+        return PassResult("waiting", reason, plan=ctx.plan, code=Reason.AWAITING_WINDOW)
+
+    def _window_state(self, windows: DeployWindows) -> WindowState:
+        """The deploy window at the pass's ``now`` (the decision and the record agree on one instant)."""
+        if self.ctx.window is None:
+            self.ctx.window = windows.state(self.ctx.now)
+        return self.ctx.window
+
+    def _window_view(self) -> WindowStatus | None:
+        """The deploy window as the status file records it, with the content that waits for it."""
+        windows = self.world.windows
+        if windows is None:
+            return None
+        state = self._window_state(windows)
+        waiting = self._desired().labels[LABEL_MANIFEST] if self.ctx.window_waits else None
+        return WindowStatus(open=state.open, reason=windows.describe(state), next_change=state.change, waiting=waiting)
+
     def _running_content(self) -> str | None:
         """The manifest SHA-256 of what runs: the managed container's label, else the applied revision's file."""
         actual = self.ctx.actual
@@ -422,6 +459,8 @@ class Pass:
             rewrite_allowed_over=ctx.rewrite_allowed_over,
             recovered=ctx.recovered,
             approvals=approvals_view(ctx.tally) if ctx.tally else None,
+            window=self._window_view(),
+            break_glass=ctx.broke_glass,
         )
 
     def _container_view(self, result: PassResult) -> ContainerStatus:
@@ -451,6 +490,7 @@ STEPS: tuple[Step, ...] = (
     Step("quarantine", Pass.check_quarantine),
     Step("plan", Pass.plan_change),
     Step("approvals", Pass.check_approvals),
+    Step("window", Pass.check_window),
     Step("image", Pass.verify_image),
     Step("apply", Pass.apply_plan),
     Step("record", Pass.record_outcome),  # the last step runs whatever happened, once the status was read

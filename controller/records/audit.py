@@ -38,6 +38,7 @@ EVENTS = frozenset(
         "rewrite_allowed",
         "recovered",
         "waiting_approval",
+        "waiting_window",
     }
 )
 

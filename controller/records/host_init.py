@@ -66,7 +66,7 @@ health:                                 # the gate a new container must pass, el
 # notify:                               # tell people about decisions through Apprise (optional)
 #   urls: ["ntfys://${{NTFY_TOKEN}}@ntfy.example.com/dreichor-{environment}"]   # ${{NAME}} is read from .env
 #   events: [refused, rolled_back, failed, recovered, drift_repaired, stale, suspended, resumed, applied,
-#            waiting_approval]
+#            waiting_approval, waiting_window]
 #   repeat: 3600                        # seconds before an unresolved problem is told again
 # approvals:                            # k named people must sign a change's content (optional; docs/trust.md)
 #   threshold: 2                        # distinct people who must approve envs/{environment}.yaml's new content
