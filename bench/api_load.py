@@ -22,7 +22,7 @@ from pathlib import Path
 
 from bench.common import Result, report
 from controller.api.routes import ApiContext, ApiServer, Guards, WebhookVerifier
-from controller.metrics import Metrics
+from controller.daemon.metrics import Metrics
 from testbed import free_port
 
 CLIENTS = 500

@@ -23,7 +23,7 @@ from pathlib import Path
 from bench.common import Result, median_seconds, report
 from bench.sandbox import sandbox
 from controller.api.page import PAGE_EVENTS, render_page
-from controller.daemon import Daemon
+from controller.daemon.scheduler import Daemon
 from controller.records.audit import append_event, read_events, verify_chain
 from testbed import ControllerHost, ManifestRepo, make_ssh_key, page_sample
 

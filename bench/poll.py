@@ -31,8 +31,9 @@ from pathlib import Path
 
 from bench.common import Result, report
 from bench.sandbox import Sandbox, sandbox
-from controller.config import parse_config
+from controller import compose
 from controller.engine.docker import Engine
+from controller.model.config import parse_config
 from controller.records.host_init import init_layout
 from controller.service import EnvironmentService
 from testbed import ManifestRepo, make_ssh_key, manifest_text
@@ -110,7 +111,7 @@ def _setup(box: Sandbox) -> EnvironmentService:
         },
         base=agent,
     )
-    service = EnvironmentService(config)
+    service = compose.environment_service(config)
     first = service.sync()
     if first.result != "applied":
         raise SystemExit(f"bench: the first pass did not apply: {first.reason}")
@@ -141,7 +142,7 @@ def profile(service: EnvironmentService, *, passes: int = RUNS, top: int = 30) -
     out = io.StringIO()
     stats = pstats.Stats(profiler, stream=out)
     total = stats.total_tt  # type: ignore[attr-defined]
-    fetch = _cumulative(stats, "controller/source.py", "fetch")
+    fetch = _cumulative(stats, "controller/source/git.py", "fetch")
     engine = _cumulative(stats, "controller/engine/docker.py", "current")
     rest = total - fetch - engine
     out.write(

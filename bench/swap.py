@@ -23,11 +23,11 @@ import time
 
 from bench.common import Result, median_with_spread, report
 from bench.sandbox import Sandbox, sandbox
-from controller.config import HealthConfig, HostPaths
-from controller.contract import DesiredContainer, desired_from_bytes
 from controller.engine.docker import Engine
 from controller.engine.swarm import SwarmEngine
-from controller.plan import plan
+from controller.model.config import HealthConfig, HostPaths
+from controller.model.desired import DesiredContainer, desired_from_bytes
+from controller.model.plan import plan
 from controller.rollout.container import ContainerRollout
 from controller.rollout.swarm import SwarmRollout
 from testbed import manifest_text

@@ -21,13 +21,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from controller import __version__, completion
-from controller.approvals import DEFAULT_VALIDITY, write_approval
-from controller.config import ENVIRONMENTS, config_path, default_root
-from controller.daemon import DRAIN_SECONDS, LOG_LEVELS, Daemon, attach_notifier, setup_cli_logging, setup_logging
-from controller.durations import parse_duration
+from controller import __version__, completion, compose
+from controller.daemon.logs import LOG_LEVELS, setup_cli_logging, setup_logging
+from controller.daemon.scheduler import DRAIN_SECONDS, Daemon
 from controller.errors import ConfigError, ControllerError, Refused
+from controller.model.config import ENVIRONMENTS, config_path, default_root
+from controller.model.durations import parse_duration
 from controller.service import (
+    APPROVAL_VALIDITY,
     BreakGlass,
     EnvironmentService,
     PassOptions,
@@ -35,6 +36,7 @@ from controller.service import (
     init_layout,
     next_steps,
     validate_file,
+    write_approval,
 )
 
 log = logging.getLogger("dreichor.cli")
@@ -140,7 +142,7 @@ def _config_file(args: argparse.Namespace) -> Path:
 
 
 def _service(args: argparse.Namespace) -> EnvironmentService:
-    service = EnvironmentService.from_file(_config_file(args))
+    service = compose.service_from_file(_config_file(args))
     environment = getattr(args, "environment", None)
     if environment and service.config.environment != environment:
         raise ConfigError(f"the config is for '{service.config.environment}', not '{environment}' (-e)")
@@ -155,7 +157,7 @@ def _notifying(service: EnvironmentService) -> Iterator[None]:
     break-glass rollback must work): it is said on stderr and nothing is told.
     """
     try:
-        notifier = attach_notifier(service)
+        notifier = compose.notifier(service)
     except ConfigError as exc:
         _fail(f"warning: notifications are off: {exc}")
         notifier = None
@@ -496,7 +498,7 @@ def cmd_verify_image(args: argparse.Namespace) -> int:
 
 def cmd_notify(args: argparse.Namespace) -> int:
     """``notify --test``: a test message to every target; 0 when all answered, 1 otherwise."""
-    notifier = attach_notifier(_service(args))
+    notifier = compose.notifier(_service(args))
     answers = notifier.send_test() if notifier is not None else []
     if notifier is not None:
         notifier.close(0)
@@ -511,7 +513,7 @@ def cmd_notify(args: argparse.Namespace) -> int:
 
 def cmd_approve(args: argparse.Namespace) -> int:
     """``approve FILE``: sign an approval of the file's content in its clone; print the path to commit."""
-    valid_for = DEFAULT_VALIDITY
+    valid_for = APPROVAL_VALIDITY
     if args.expires:
         try:
             valid_for = parse_duration(args.expires)

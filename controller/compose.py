@@ -1,11 +1,11 @@
-"""The composition root: what one environment's service acts through, built from its config and ``.env``.
+"""The composition root: everything one environment's service acts through, built from its config and ``.env``.
 
-The service never constructs an adapter itself: the Docker or Swarm engine,
-the git source with its credentials, the rollout for the configured mode and
-the image signature check are made here, so the service reads as the
-operations alone and the tests hand it fakes instead.  Credentials go from
-``.env`` to the client that needs them and nowhere else (never a command line,
-never the runtime container).
+The entry points (the command line, the daemon) call it; nothing else imports it (a contract in
+``pyproject.toml``).  The service never constructs an adapter itself: the Docker or Swarm engine,
+the git source with its credentials, the rollout for the configured mode, the image check, the
+notifier and the API's guards are made here, so the service reads as the operations alone and
+the tests hand it fakes instead.  Credentials go from ``.env`` to the client that needs them and
+nowhere else (never a command line, never the runtime container).
 """
 
 from __future__ import annotations
@@ -18,19 +18,21 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
 
-from controller.config import DEFAULT_REPOSITORY, Config, HostPaths, load_config
-from controller.contract import DesiredContainer, desired_from_bytes
+from controller.api.routes import AccessVerifier, Guards, WebhookVerifier
 from controller.engine.docker import Engine
 from controller.engine.port import RuntimeView
 from controller.engine.swarm import SwarmEngine
-from controller.errors import ConfigError, Reason, Retryable
-from controller.manifest import MAX_MANIFEST_BYTES
+from controller.model.config import Config, HostPaths, load_config
+from controller.notifications.sender import Notifier
+from controller.reconcile.context import Clock, ImageStep
+from controller.records.deliveries import DeliveryMemory
 from controller.records.dotenv import read_dotenv
 from controller.rollout.base import Applier, checkpoint
 from controller.rollout.container import ContainerRollout
 from controller.rollout.swarm import SwarmRollout
-from controller.signatures.images.verifier import ImageVerdict, ImageVerifier, registry_for
-from controller.source import GitSource
+from controller.service import EnvironmentService
+from controller.signatures.images.trust import ImageTrust
+from controller.source.git import GitSource
 
 
 def host_dotenv(paths: HostPaths) -> dict[str, str]:
@@ -85,77 +87,75 @@ def make_rollout(
     )
 
 
-class ImageTrust:
-    """The image signature check (docs/design.md §14) from ``image.signatures``, ``image.provenance``, ``.env``.
+def environment_service(
+    config: Config,
+    *,
+    engine: Callable[[], RuntimeView] | None = None,
+    source: GitSource | None = None,
+    image_check: ImageStep | None = None,
+    clock: Clock = lambda: datetime.now(UTC),
+    at_step: Callable[[str], None] = checkpoint,
+    sleep: Callable[[float], None] = time.sleep,
+    monotonic: Callable[[], float] = time.monotonic,
+) -> EnvironmentService:
+    """The service for one environment, with everything it acts through; a part given here replaces
+    the one built from the config (tests hand in a fake engine, a clock, a stand-in image check)."""
 
-    Keys and the trusted root are read at each use, so a rotated key file counts from the next pass.
+    def rollout(runtime: RuntimeView) -> Applier:
+        return make_rollout(config, runtime, clock=clock, sleep=sleep, monotonic=monotonic, at_step=at_step)
+
+    return EnvironmentService(
+        config,
+        connect=engine or (lambda: connect_engine(config)),
+        source=source or git_source(config),
+        rollout=rollout,
+        images=image_trust(config),
+        image_check=image_check,
+        clock=clock,
+        at_step=at_step,
+    )
+
+
+def service_from_file(config_file: Path) -> EnvironmentService:
+    """The service for the environment a ``controller.yaml`` describes."""
+    return environment_service(load_config(config_file))
+
+
+def image_trust(config: Config) -> ImageTrust:
+    """The image check for ``image.signatures`` and ``image.provenance``, with the registry's credentials."""
+    return ImageTrust(config, credentials=lambda: registry_auth(host_dotenv(config.paths)))
+
+
+def notifier(
+    service: EnvironmentService,
+    *,
+    on_failure: Callable[[], None] | None = None,
+    on_drop: Callable[[], None] | None = None,
+) -> Notifier | None:
+    """The process's notifier, hearing the service's decisions; None when nothing is configured.
+
+    Raises ``ConfigError`` for an unusable Apprise URL or a ``${NAME}`` the .env lacks.
     """
-
-    def __init__(self, config: Config, *, clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
-        self.config = config
-        self.verifier = ImageVerifier.from_config(config.image)
-        self.clock = clock
-
-    def verify(self, reference: str) -> ImageVerdict:
-        """The cosign signature of ``reference`` (``repo@sha256:…``) by a configured key or keyless identity."""
-        if self.config.image.signatures is None:
-            raise ConfigError("image.signatures.keys is not set in the config: there is no key to verify against")
-        registry = registry_for(reference, credentials=registry_auth(host_dotenv(self.config.paths)))
-        return self.verifier.verify(reference, registry=registry, now=self.clock())
-
-    def declared(self, source: GitSource, revision: str) -> ImageVerdict:
-        """The signature of the image ``revision``'s manifest declares, judged offline as ``validate`` does."""
-        path = f"envs/{self.config.environment}.yaml"
-        desired = desired_from_bytes(
-            source.read_file(revision, path, max_bytes=MAX_MANIFEST_BYTES),
-            environment=self.config.environment,
-            repository=self.config.image.repository,
-            paths=self.config.paths,
-            dotenv=None,  # .env is the pass's business, not verify's
-            revision=revision,
-            what=f"{path} at {revision[:12]}",
-        )
-        return self.verify(desired.image)
-
-    def check(self, desired: DesiredContainer) -> ImageVerdict:
-        """The pass's image step: the image's verdict, or ``Refused`` before anything is pulled."""
-        try:
-            return self.verify(desired.image)
-        except ConfigError as exc:
-            raise Retryable(str(exc), code=Reason.HOST_CONFIG) from None
-
-    def trusted_signer(self, signer: str) -> bool:
-        """Whether a recorded image signer is still a configured key or identity (a rotated key is not)."""
-        return self.verifier.trusts(signer)
+    config = service.config
+    if config.notify is None and config.github is None:
+        return None
+    dotenv = host_dotenv(config.paths)
+    told = Notifier.from_config(config, dotenv=dotenv, on_failure=on_failure, on_drop=on_drop)
+    service.audit_hooks.append(told.hear)
+    service.notice_hooks.append(told.hear)
+    return told
 
 
-def validate_file(
-    file: Path, *, environment: str, config_file: Path | None, data: bytes | None = None
-) -> DesiredContainer:
-    """Check a manifest offline; with a config, against its image repository and ``.env``.
-
-    ``data``: the manifest's bytes when they come from elsewhere (stdin); ``file`` then only names it.
-    """
-    config = load_config(config_file) if config_file else None
-    if config is not None and config.environment != environment:
-        raise ConfigError(f"config is for '{config.environment}', the manifest for '{environment}'")
-    try:
-        data = file.read_bytes() if data is None else data
-    except OSError as exc:
-        raise ConfigError(f"cannot read {file}: {exc.strerror}") from None
-    dotenv = None
-    if config is not None:
-        try:
-            dotenv = read_dotenv(config.paths.dotenv)
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"cannot read {config.paths.dotenv}: {exc}") from None
-    return desired_from_bytes(
-        data,
-        environment=environment,
-        repository=config.image.repository if config else DEFAULT_REPOSITORY,
-        paths=config.paths if config else HostPaths(Path("/opt/dreichor"), environment),
-        dotenv=dotenv,
-        what=str(file),
+def api_guards(config: Config, deliveries: DeliveryMemory) -> Guards:
+    """The API's Access verifier and webhook secret, as the config and the ``.env`` say now."""
+    access = config.api.access
+    return Guards(
+        access=AccessVerifier(access) if access else None,
+        webhook=WebhookVerifier(
+            host_dotenv(config.paths).get("GITHUB_WEBHOOK_SECRET"),
+            branch=config.source.branch,
+            deliveries=deliveries,
+        ),
     )
 
 

@@ -3,7 +3,7 @@
 sync, plan, verify, rollback, suspend, resume, recover, history and status
 live here once, so the entry points cannot drift apart.  The service owns the
 pass lock and hands a pass (``reconcile.steps``, from crash recovery to the record) the world it
-acts through, built in ``compose`` or passed in (tests hand it a fake engine); what it writes goes
+acts through, given by ``compose`` (tests hand it a fake engine); what it writes goes
 through ``records.store``.  ``audit_hooks`` hear every audit event written, with the
 pass's facts it does not record (``image``, ``signer``, ``image_signer``,
 ``log``); ``notice_hooks`` hear the moments that are no audit event
@@ -13,18 +13,17 @@ pass's facts it does not record (``image``, ``signer``, ``image_signer``,
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from controller import compose
-from controller.compose import validate_file
-from controller.config import Config, load_config
 from controller.engine.port import RuntimeView
 from controller.errors import ConfigError, Reason, Refused
-from controller.reconcile.context import ImageCheck, PassOptions, PassWorld
+from controller.model.config import DEFAULT_REPOSITORY, Config, HostPaths, load_config
+from controller.model.desired import DesiredContainer, desired_from_bytes
+from controller.model.windows import DeployWindows
+from controller.reconcile.context import Clock, ImageStep, PassOptions, PassWorld
 from controller.reconcile.record import AuditEvent, PassResult, rolled_back_to, suspension
 from controller.reconcile.revisions import remembered_revision
 from controller.reconcile.steps import HeadApprovals, Pass, PlanAnswer, current_container, head_approvals
@@ -35,18 +34,55 @@ from controller.records.snapshots import Snapshot, find_snapshot, restorable
 from controller.records.status import BreakGlass, Status
 from controller.records.store import History, Store
 from controller.rollout.base import Applier, Outcome, checkpoint
+from controller.signatures.approvals import DEFAULT_VALIDITY as APPROVAL_VALIDITY
+from controller.signatures.approvals import write_approval
 from controller.signatures.commits.policy import VerifiedCache
 from controller.signatures.commits.verification import Verification, load_policy, verify_revision
+from controller.signatures.images.trust import ImageCheck
 from controller.signatures.images.verifier import ImageVerdict
-from controller.source import GitSource
-from controller.windows import DeployWindows
+from controller.source.git import GitSource
 
 log = logging.getLogger("dreichor.service")
-Clock = Callable[[], datetime]
 AuditHook = Callable[[dict[str, Any]], None]
 
 __all__ = ["BreakGlass", "EnvironmentService", "History", "PassOptions", "PassResult", "PlanAnswer", "Verification"]
-__all__ += ["init_layout", "next_steps", "validate_file"]  # for the command line, which imports no record
+__all__ += [
+    "APPROVAL_VALIDITY",
+    "init_layout",
+    "next_steps",
+    "validate_file",
+    "write_approval",
+]  # for the command line, which imports no record
+
+
+def validate_file(
+    file: Path, *, environment: str, config_file: Path | None, data: bytes | None = None
+) -> DesiredContainer:
+    """Check a manifest offline; with a config, against its image repository and ``.env``.
+
+    ``data``: the manifest's bytes when they come from elsewhere (stdin); ``file`` then only names it.
+    """
+    config = load_config(config_file) if config_file else None
+    if config is not None and config.environment != environment:
+        raise ConfigError(f"config is for '{config.environment}', the manifest for '{environment}'")
+    try:
+        data = file.read_bytes() if data is None else data
+    except OSError as exc:
+        raise ConfigError(f"cannot read {file}: {exc.strerror}") from None
+    dotenv = None
+    if config is not None:
+        try:
+            dotenv = read_dotenv(config.paths.dotenv)
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"cannot read {config.paths.dotenv}: {exc}") from None
+    return desired_from_bytes(
+        data,
+        environment=environment,
+        repository=config.image.repository if config else DEFAULT_REPOSITORY,
+        paths=config.paths if config else HostPaths(Path("/opt/dreichor"), environment),
+        dotenv=dotenv,
+        what=str(file),
+    )
 
 
 def _utcnow() -> datetime:
@@ -60,25 +96,26 @@ class EnvironmentService:
         self,
         config: Config,
         *,
-        engine: Callable[[], RuntimeView] | None = None,
-        source: GitSource | None = None,
-        image_check: ImageCheck | None = None,
+        connect: Callable[[], RuntimeView],
+        source: GitSource,
+        rollout: Callable[[RuntimeView], Applier],
+        images: ImageCheck,
+        image_check: ImageStep | None = None,
         clock: Clock = _utcnow,
         at_step: Callable[[str], None] = checkpoint,
-        sleep: Callable[[float], None] = time.sleep,
-        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
+        """``connect``: the engine, connected on first use; ``rollout``: the mode's rollout over an engine;
+        ``images``: the image check (the pass uses it when ``image.signatures`` is set, or ``image_check``)."""
         self.config = config
         self.paths = config.paths
         self.clock = clock
         self.at_step = at_step
-        self.sleep = sleep
-        self.monotonic = monotonic
-        self._connect = engine or (lambda: compose.connect_engine(config))
+        self._connect = connect
         self._engine: RuntimeView | None = None
-        self.source = source or compose.git_source(config)
+        self._rollout = rollout
+        self.source = source
         self.store = Store(config, clock=clock)
-        self.images = compose.ImageTrust(config) if config.image.signatures is not None else None
+        self.images = images
         self.world = PassWorld(
             config=config,
             source=self.source,
@@ -91,16 +128,11 @@ class EnvironmentService:
             at_step=at_step,
             windows=DeployWindows(config.windows) if config.windows is not None else None,
         )
-        if self.images is not None:
-            self.world.image_check, self.world.image_signer_trusted = self.images.check, self.images.trusted_signer
+        if config.image.signatures is not None:
+            self.world.image_check, self.world.image_signer_trusted = images.check, images.trusted_signer
         self.world.image_check = image_check or self.world.image_check
         self.audit_hooks: list[AuditHook] = []
         self.notice_hooks: list[AuditHook] = []
-
-    @classmethod
-    def from_file(cls, config_file: Path) -> EnvironmentService:
-        """The service for the environment a ``controller.yaml`` describes."""
-        return cls(load_config(config_file))
 
     # -- the world ---------------------------------------------------------------------------
 
@@ -112,14 +144,7 @@ class EnvironmentService:
 
     def rollout(self) -> Applier:
         """The rollout for this environment and its ``docker.mode``."""
-        return compose.make_rollout(
-            self.config,
-            self.engine(),
-            clock=self.clock,
-            sleep=self.sleep,
-            monotonic=self.monotonic,
-            at_step=self.at_step,
-        )
+        return self._rollout(self.engine())
 
     def close(self) -> None:
         """Drop the engine connection."""
@@ -186,14 +211,14 @@ class EnvironmentService:
         except Refused as exc:
             return Verification(revision, None, exc)
         try:
-            image = self.images.declared(self.source, revision) if self.images else None
+            image = self.images.declared(self.source, revision) if self.config.image.signatures else None
         except Refused as exc:
             return Verification(revision, verdict, exc)
         return Verification(revision, verdict, image=image)
 
     def verify_image(self, reference: str) -> ImageVerdict:
         """The cosign signature of ``reference`` (``repo@sha256:…``) against ``image.signatures.keys``."""
-        return compose.ImageTrust(self.config).verify(reference)
+        return self.images.verify(reference)
 
     def approvals(self) -> HeadApprovals:
         """For the verified head's content: who approved, who is missing, when each approval expires."""

@@ -38,6 +38,13 @@ GHA = "https://token.actions.githubusercontent.com"
 SCT_OID = ObjectIdentifier("1.3.6.1.4.1.11129.2.4.2")
 ISSUER_V1 = ObjectIdentifier("1.3.6.1.4.1.57264.1.1")
 ISSUER_V2 = ObjectIdentifier("1.3.6.1.4.1.57264.1.8")
+# Fulcio's source extensions, written from the workflow run's OIDC token (DER UTF8Strings, like ISSUER_V2)
+SOURCE_EXTENSIONS = {
+    "build_signer": ObjectIdentifier("1.3.6.1.4.1.57264.1.9"),
+    "repository": ObjectIdentifier("1.3.6.1.4.1.57264.1.12"),
+    "commit": ObjectIdentifier("1.3.6.1.4.1.57264.1.13"),
+    "ref": ObjectIdentifier("1.3.6.1.4.1.57264.1.14"),
+}
 IN_TOTO = "application/vnd.in-toto+json"
 SIGN_PREDICATE = "https://sigstore.dev/cosign/sign/v1"
 SLSA_V1 = "https://slsa.dev/provenance/v1"
@@ -57,8 +64,29 @@ def _pem(certificate: x509.Certificate) -> bytes:
 
 def _utf8string(text: str) -> bytes:
     raw = text.encode()
-    assert len(raw) < 128
-    return bytes([0x0C, len(raw)]) + raw
+    if len(raw) < 128:
+        return bytes([0x0C, len(raw)]) + raw
+    size = len(raw).to_bytes((len(raw).bit_length() + 7) // 8, "big")
+    return bytes([0x0C, 0x80 | len(size)]) + size + raw
+
+
+Source = dict[str, str]  # what Fulcio would write: repository, ref, commit, build_signer (any of them)
+
+
+def source_of_statement(statement: dict[str, Any], *, subject: str) -> Source | None:
+    """The source an honest run's certificate carries: what its provenance statement names (v1 or v0.2)."""
+    predicate = statement.get("predicate") or {}
+    workflow = predicate.get("buildDefinition", {}).get("externalParameters", {}).get("workflow")
+    if workflow:
+        dependencies = predicate["buildDefinition"].get("resolvedDependencies") or [{}]
+        commit = dependencies[0].get("digest", {}).get("gitCommit")
+        return {"repository": workflow["repository"], "ref": workflow["ref"], "commit": commit, "build_signer": subject}
+    config = predicate.get("invocation", {}).get("configSource")
+    if config:
+        repository, _, ref = config["uri"].removeprefix("git+").rpartition("@")
+        commit = config.get("digest", {}).get("sha1")
+        return {"repository": repository, "ref": ref, "commit": commit, "build_signer": subject}
+    return None
 
 
 @dataclass(frozen=True)
@@ -158,8 +186,12 @@ class SigstoreInstance:
         expired: bool = False,
         outside_root: tuple[ec.EllipticCurvePrivateKey, x509.Certificate] | None = None,
         bad_sct: bool = False,
+        source: Source | None = None,
     ) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
-        """A Fulcio-shaped certificate for ``subject``, valid ten minutes from ``at`` (or ended before it)."""
+        """A Fulcio-shaped certificate for ``subject``, valid ten minutes from ``at`` (or ended before it).
+
+        ``source`` puts Fulcio's Source Repository URI, Ref, Digest and Build Signer URI extensions in.
+        """
         ca_key, ca = outside_root or (self.ca_key, self.ca)
         key = ec.generate_private_key(ec.SECP256R1())
         start = at - timedelta(minutes=30 if expired else 1)
@@ -179,6 +211,11 @@ class SigstoreInstance:
             .add_extension(x509.UnrecognizedExtension(ISSUER_V1, issuer.encode()), critical=False)
             .add_extension(x509.UnrecognizedExtension(ISSUER_V2, _utf8string(issuer)), critical=False)
         )
+        for name, oid in SOURCE_EXTENSIONS.items():
+            if source and source.get(name):
+                builder = builder.add_extension(
+                    x509.UnrecognizedExtension(oid, _utf8string(source[name])), critical=False
+                )
         until = start + timedelta(minutes=10)
         logged = until + timedelta(minutes=1) if bad_sct else until  # the log saw another certificate
         precertificate = builder.not_valid_after(logged).sign(ca_key, hashes.SHA256())
@@ -288,10 +325,17 @@ def keyless_bundle(
     subject: str,
     issuer: str = GHA,
     tamper: Tamper = Tamper(),
+    source: Source | None = None,
 ) -> bytes:
-    """A bundle v0.3: a DSSE envelope around ``statement``, a keyless certificate and a Rekor dsse entry."""
+    """A bundle v0.3: a DSSE envelope around ``statement``, a keyless certificate and a Rekor dsse entry.
+
+    The certificate names ``source``, by default the one the statement names (an honest run).
+    """
     at = _signed_at()
-    key, certificate = instance.issue(subject, issuer=issuer, at=at, expired=tamper.expired, bad_sct=tamper.sct)
+    source = source if source is not None else source_of_statement(statement, subject=subject)
+    key, certificate = instance.issue(
+        subject, issuer=issuer, at=at, expired=tamper.expired, bad_sct=tamper.sct, source=source
+    )
     payload = json.dumps(statement, separators=(",", ":")).encode()
     pae = b"DSSEv1 %d %b %d %b" % (len(IN_TOTO), IN_TOTO.encode(), len(payload), payload)
     signature = key.sign(pae, ec.ECDSA(hashes.SHA256()))
@@ -445,11 +489,15 @@ def attach_provenance(
     repository: str,
     ref: str,
     commit: str = "a" * 40,
+    source: Source | None = None,
 ) -> None:
-    """Attach a SLSA provenance attestation for ``pinned`` as GitHub's ``attest-build-provenance`` pushes it."""
+    """Attach a SLSA provenance attestation for ``pinned`` as GitHub's ``attest-build-provenance`` pushes it.
+
+    Its certificate names ``source`` (by default what the statement names: an honest run).
+    """
     name, digest = pinned.split("@")
     statement = provenance_statement(name, digest, repository=repository, ref=ref, commit=commit)
-    push_bundle(writer, pinned, keyless_bundle(instance, statement, subject=subject))
+    push_bundle(writer, pinned, keyless_bundle(instance, statement, subject=subject, source=source))
 
 
 def push_unpullable_image(writer: RegistryWriter, repository: str, *, seed: str) -> str:
@@ -478,14 +526,21 @@ def push_unpullable_image(writer: RegistryWriter, repository: str, *, seed: str)
 
 
 def classic_attestation_layer(
-    instance: SigstoreInstance, statement: dict[str, Any], *, subject: str, issuer: str = GHA
+    instance: SigstoreInstance,
+    statement: dict[str, Any],
+    *,
+    subject: str,
+    issuer: str = GHA,
+    source: Source | None = None,
 ) -> tuple[bytes, dict[str, str]]:
     """A classic ``.att`` layer as ``cosign attest`` writes it: the envelope blob and its annotations.
 
-    The Rekor entry is ``intoto`` 0.0.2, logging the envelope's hash and the certificate.
+    The Rekor entry is ``intoto`` 0.0.2, logging the envelope's hash and the certificate, which
+    names ``source`` (by default the statement's own).
     """
     at = _signed_at()
-    key, certificate = instance.issue(subject, issuer=issuer, at=at)
+    source = source if source is not None else source_of_statement(statement, subject=subject)
+    key, certificate = instance.issue(subject, issuer=issuer, at=at, source=source)
     payload = json.dumps(statement, separators=(",", ":")).encode()
     pae = b"DSSEv1 %d %b %d %b" % (len(IN_TOTO), IN_TOTO.encode(), len(payload), payload)
     signature = key.sign(pae, ec.ECDSA(hashes.SHA256()))
@@ -527,11 +582,12 @@ def attest_classic(
     repository: str,
     ref: str,
     commit: str = "a" * 40,
+    source: Source | None = None,
 ) -> str:
     """Attach SLSA provenance as classic ``cosign attest`` does, at the tag ``sha256-<hex>.att``; that tag."""
     name, digest = pinned.split("@")
     statement = provenance_statement(name, digest, repository=repository, ref=ref, commit=commit)
-    envelope, annotations = classic_attestation_layer(instance, statement, subject=subject)
+    envelope, annotations = classic_attestation_layer(instance, statement, subject=subject, source=source)
     image_repository = name.removeprefix(f"{writer.host}/")
     envelope_digest = writer.put_blob(image_repository, envelope)
     config = classic_config(envelope_digest)

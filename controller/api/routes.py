@@ -28,16 +28,15 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from http import HTTPStatus
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import jwt
 
 from controller.api.page import BAD_LIMIT, history_body, history_limit, render_page, snapshot_summary
 from controller.api.server import BoundedServer, Limits, Request, Response
-from controller.config import AccessConfig, split_listen
-from controller.metrics import Metrics
-from controller.plan import Plan
+from controller.model.config import AccessConfig, split_listen
+from controller.model.plan import Plan
 from controller.records.deliveries import DeliveryMemory
 from controller.records.status import Status
 from controller.service import History
@@ -164,6 +163,18 @@ class Guards:
     webhook: WebhookVerifier
 
 
+class ApiMetrics(Protocol):
+    """What the routes need of the daemon's metrics: the exposition, and a count of refused calls."""
+
+    def exposition(self) -> bytes:
+        """The metrics in Prometheus' text format."""
+        ...
+
+    def auth_failed(self, endpoint: str, reason: str) -> None:
+        """Count one refused API call."""
+        ...
+
+
 @dataclass
 class ApiContext:
     """What the routes need from the daemon."""
@@ -171,7 +182,7 @@ class ApiContext:
     status_json: Callable[[], bytes | None]
     healthy: Callable[[], bool]
     trigger: Callable[[str], None]
-    metrics: Metrics
+    metrics: ApiMetrics
     guards: Guards
     status: Callable[[], Status | None] = lambda: None
     history: Callable[[], History] = lambda: History([], [])
@@ -288,7 +299,7 @@ class Routes:
 
     def _refuse(self, path: str, exc: AuthError) -> Response:
         """A fixed body; the reason goes to the log and the metrics only."""
-        self.ctx.metrics.auth_failures.labels(path, exc.status.phrase).inc()
+        self.ctx.metrics.auth_failed(path, exc.status.phrase)
         log.warning("API request refused", extra={"endpoint": path, "reason": exc.reason})
         return _error(exc.status, "unauthorized" if exc.status == HTTPStatus.UNAUTHORIZED else "forbidden")
 

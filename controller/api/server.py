@@ -155,6 +155,10 @@ class BoundedServer:
             await self._linger(reader, writer)
         except (Closed, TimeoutError, OSError, h11.LocalProtocolError):
             pass
+        except asyncio.CancelledError:
+            # Shutdown cancels every connection; ending the task quietly keeps asyncio's stream
+            # callback from logging the cancellation as an error with a traceback.
+            pass
         finally:
             self._forget(writer)
             writer.transport.abort()

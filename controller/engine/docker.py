@@ -18,13 +18,13 @@ import docker
 import docker.errors
 import requests.exceptions
 
-from controller.containers import ContainerState, Privileges
-from controller.contract import DesiredContainer, Mount, container_name, keep_reference
 from controller.engine import errors
 from controller.engine.inspector import UnixInspector
 from controller.engine.modes import service_found
 from controller.engine.port import NEXT_SUFFIX, PREVIOUS_SUFFIX
 from controller.errors import ControllerError, Reason, Refused
+from controller.model.containers import ContainerState, Privileges
+from controller.model.desired import DesiredContainer, Mount, container_name, keep_reference
 
 SWARM_SERVICE_LABEL = "com.docker.swarm.service.name"  # what Swarm labels a task's container with
 RELEASE_WAIT = 2.0  # seconds after a container's death its network release is waited for, at most

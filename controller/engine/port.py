@@ -13,8 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from controller.containers import ContainerState
-from controller.contract import DesiredContainer
+from controller.model.containers import ContainerState
+from controller.model.desired import DesiredContainer
 
 NEXT_SUFFIX = "-next"
 PREVIOUS_SUFFIX = "-previous"

@@ -17,13 +17,13 @@ from typing import Any
 
 import docker
 
-from controller.containers import ContainerState, Privileges
-from controller.contract import LABEL_ENVIRONMENT, LABEL_MANAGED_BY, DesiredContainer, Mount, container_name
 from controller.engine import errors
 from controller.engine.errors import NOT_A_MANAGER, EngineError
 from controller.engine.modes import container_found
 from controller.engine.port import NEXT_SUFFIX, PREVIOUS_SUFFIX, ServiceState, TaskState
 from controller.errors import ControllerError, Reason, Refused
+from controller.model.containers import ContainerState, Privileges
+from controller.model.desired import LABEL_ENVIRONMENT, LABEL_MANAGED_BY, DesiredContainer, Mount, container_name
 
 NODE_LABEL = "dreichor.env"
 SWARM_TASK_LABEL = "com.docker.swarm.task.id"  # on every container Swarm starts for a task

@@ -20,7 +20,7 @@ from typing import Any, Literal, cast, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from controller.config import NotifyEvent
+from controller.model.config import NotifyEvent
 from controller.untrusted import bounded, bounded_lines
 
 Severity = Literal["success", "info", "warning", "failure"]

@@ -27,6 +27,7 @@ import re
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -38,8 +39,8 @@ from typing import Any
 import apprise
 from pydantic import ValidationError
 
-from controller.config import Config, GithubConfig
 from controller.errors import ConfigError
+from controller.model.config import Config, GithubConfig
 from controller.notifications.policy import CommitStatus, Decision, Memory, Message, Policy, decide, decision_from_event
 from controller.records.files import atomic_write
 
@@ -388,15 +389,68 @@ class Notifier:
 
 
 def expand(template: str, dotenv: Mapping[str, str], *, label: str) -> str:
-    """Replace each ``${NAME}`` in an Apprise URL with its value from .env; ``ConfigError`` if one is missing."""
+    """Each ``${NAME}`` in an Apprise URL replaced by its .env value, encoded for the part it lands in.
 
-    def value(match: re.Match[str]) -> str:
-        name = match.group(1)
+    A password ``Winter@2026`` in the user part would otherwise move the host to ``2026``, and a
+    token ``a/b-c#d`` would end the host early: values in the user part are percent-encoded whole,
+    in the path, query and fragment all but ``/`` (Apprise decodes both).  A value in the host part
+    is the host (or a service's tokens, as Slack's ``T…/B…/…``) and stays as it is, but may hold
+    no ``@``, ``?``, ``#`` or space.  Whatever the values, the URL's scheme and host must be the
+    template's: else ``ConfigError``, at load.  A template that is one ``${NAME}`` alone names no
+    scheme or host: the value is the URL.  ``ConfigError`` too for a ``NAME`` .env lacks.
+    """
+
+    def raw(name: str) -> str:
         if name not in dotenv:
             raise ConfigError(f"{label} names ${{{name}}}, which the .env file does not define")
         return dotenv[name]
 
-    return _PLACEHOLDER.sub(value, template)
+    whole = _PLACEHOLDER.fullmatch(template.strip())
+    if whole is not None:
+        return raw(whole.group(1))
+    parts = _url_parts(template)
+
+    def value(match: re.Match[str], *, inert: bool = False) -> str:
+        part, text = parts(match.start()), raw(match.group(1))
+        if part == "host":
+            if any(c in text for c in "@?# \t\n"):
+                raise ConfigError(
+                    f"{label}: ${{{match.group(1)}}} stands in the host part and holds @, ?, # or a space"
+                )
+            return text
+        if inert:
+            return "x"
+        return urllib.parse.quote(text, safe="" if part in ("scheme", "user") else "/")
+
+    url = _PLACEHOLDER.sub(value, template)
+    expected = urllib.parse.urlsplit(_PLACEHOLDER.sub(partial(value, inert=True), template))
+    actual = urllib.parse.urlsplit(url)
+    if (actual.scheme, actual.hostname) != (expected.scheme, expected.hostname) or not actual.scheme:
+        raise ConfigError(
+            f"{label}: with the .env values its scheme and host would be {actual.scheme}://{actual.hostname}, "
+            f"not {expected.scheme}://{expected.hostname} as the URL says"
+        )
+    return url
+
+
+def _url_parts(template: str) -> Callable[[int], str]:
+    """Which part of the URL (scheme, user, host, rest) a position of the template is in."""
+    scheme_end = template.find("://")
+    start = scheme_end + 3 if scheme_end >= 0 else 0
+    ends = [i for i in (template.find(c, start) for c in "/?#") if i >= 0]
+    end = min(ends, default=len(template))
+    at = template.rfind("@", start, end)
+
+    def part(position: int) -> str:
+        if position < scheme_end:
+            return "scheme"
+        if start <= position < at:
+            return "user"
+        if max(start, at + 1) <= position < end:
+            return "host"
+        return "rest"
+
+    return part
 
 
 def load_memory(path: Path | None) -> Memory:

@@ -8,13 +8,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
-from controller import approvals
-from controller.config import Config
-from controller.containers import ContainerState
-from controller.contract import DesiredContainer
 from controller.engine.port import RuntimeView
 from controller.errors import Reason, Retryable
-from controller.plan import Plan
+from controller.model.config import Config
+from controller.model.containers import ContainerState
+from controller.model.desired import DesiredContainer
+from controller.model.plan import Plan
+from controller.model.windows import DeployWindows, WindowState
 from controller.reconcile.quarantine import HostDigests
 from controller.reconcile.record import AuditEvent, PassResult
 from controller.reconcile.revisions import DEPLOYED_EVENTS
@@ -22,14 +22,14 @@ from controller.records import audit
 from controller.records.status import BreakGlass, Status
 from controller.records.store import Store
 from controller.rollout.base import Applier, Outcome, checkpoint
+from controller.signatures import approvals
 from controller.signatures.commits.policy import Verdict, VerifiedCache
 from controller.signatures.images.verifier import ImageVerdict
-from controller.source import GitSource
-from controller.windows import DeployWindows, WindowState
+from controller.source.git import GitSource
 
 Clock = Callable[[], datetime]
 INTERRUPTED = PassResult("failed", "the pass did not finish", code=Reason.INTERNAL_ERROR)  # what a bug leaves
-ImageCheck = Callable[[DesiredContainer], ImageVerdict | str | None]  # the image's verdict (or signer), or Refused
+ImageStep = Callable[[DesiredContainer], ImageVerdict | str | None]  # the image's verdict (or signer), or Refused
 
 
 @dataclass
@@ -67,7 +67,7 @@ class PassWorld:
     store: Store  # the status file and the watermark
     teller: Teller
     clock: Clock
-    image_check: ImageCheck | None = None  # image signatures (docs/design.md §14), before the pull
+    image_check: ImageStep | None = None  # image signatures (docs/design.md §14), before the pull
     image_signer_trusted: Callable[[str], bool] = lambda signer: True  # a recorded signer is still a key
     at_step: Callable[[str], None] = checkpoint
     windows: DeployWindows | None = None  # the deploy windows (docs/design.md §18); None: always open

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from controller.config import Config, KeylessIdentityConfig
-from controller.contract import CONTRACT_VERSION, DesiredContainer
+from controller.model.config import Config, KeylessIdentityConfig
+from controller.model.desired import CONTRACT_VERSION, DesiredContainer
 from controller.records.files import file_key
 from controller.records.status import QuarantineKey
 

@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from controller.errors import Reason
-from controller.plan import Plan
+from controller.model.plan import Plan
 from controller.records.status import (
     AppliedStatus,
     ApprovalsStatus,

@@ -5,14 +5,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from controller.config import Config
-from controller.containers import ContainerState
-from controller.contract import LABEL_REVISION
 from controller.engine.port import RuntimeView
 from controller.errors import ControllerError
+from controller.model.config import Config
+from controller.model.containers import ContainerState
+from controller.model.desired import LABEL_REVISION
 from controller.records import audit
 from controller.records.status import Status, applied_revision, read_watermark
-from controller.source import GitSource
+from controller.source.git import GitSource
 
 DEPLOYED_EVENTS = frozenset({"applied", "drift_repaired"})  # the events that name what runs
 

@@ -21,14 +21,15 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from controller import approvals
-from controller.config import Config
-from controller.containers import ContainerState
-from controller.contract import LABEL_MANIFEST, DesiredContainer, container_name, desired_from_bytes
 from controller.engine.port import RuntimeView
 from controller.errors import ConfigError, ControllerError, Reason, Refused, Retryable
-from controller.manifest import MAX_MANIFEST_BYTES
-from controller.plan import plan
+from controller.model.config import Config
+from controller.model.containers import ContainerState
+from controller.model.desired import LABEL_MANIFEST, DesiredContainer, container_name, desired_from_bytes
+from controller.model.manifest import MAX_MANIFEST_BYTES
+from controller.model.plan import plan
+from controller.model.windows import DeployWindows, WindowState
+from controller.model.windows import waiting_reason as waiting_reason_for_window
 from controller.reconcile.context import PassContext, PassOptions, PassWorld
 from controller.reconcile.quarantine import content_key, earlier_host_digests, held_content, held_head, host_digest
 from controller.reconcile.record import PassReport, PassResult, record
@@ -37,11 +38,10 @@ from controller.records.dotenv import read_dotenv
 from controller.records.snapshots import list_snapshot_files
 from controller.records.status import ApprovalsStatus, ContainerStatus, WindowStatus, applied_revision
 from controller.rollout.base import HealthGateFailed
+from controller.signatures import approvals
 from controller.signatures.commits.verification import load_policy, verify_revision
 from controller.signatures.images.verifier import ImageVerdict
-from controller.source import GitSource
-from controller.windows import DeployWindows, WindowState
-from controller.windows import waiting_reason as waiting_reason_for_window
+from controller.source.git import GitSource
 
 STALE_AFTER_INTERVALS = 5  # the source is stale after this many intervals without a fetch
 

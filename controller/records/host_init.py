@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from controller.config import API_PORTS, DEFAULT_REPOSITORY, DEFAULT_ROOT, HostPaths
+from controller.model.config import API_PORTS, DEFAULT_REPOSITORY, DEFAULT_ROOT, HostPaths
 from controller.records.files import create_new
 
 STARTER_CONFIG = """\

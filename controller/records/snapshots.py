@@ -19,7 +19,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from controller.contract import (
+from controller.errors import Reason, Refused
+from controller.model.desired import (
     LABEL_ENVIRONMENT,
     LABEL_MANAGED_BY,
     LABEL_MANIFEST,
@@ -29,8 +30,7 @@ from controller.contract import (
     keep_reference,
     parse_image,
 )
-from controller.errors import Reason, Refused
-from controller.manifest import manifest_reasons, printable
+from controller.model.manifest import manifest_reasons, printable
 from controller.records.files import atomic_write
 
 KEEP = 20

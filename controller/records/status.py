@@ -24,7 +24,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError, model_validator
 
-from controller import windows
+from controller.model import windows
 from controller.records.files import atomic_write, fsync_dir
 from controller.untrusted import bounded, bounded_lines
 
@@ -58,11 +58,12 @@ class SourceStatus(_Record):
 
 
 class ImageSource(_Record):
-    """Where the applied image was built from, as its verified provenance attestation says (docs/design.md §14)."""
+    """Where the applied image was built from, as its provenance's signing certificate says (docs/design.md §14)."""
 
     repository: Text
     ref: Text | None = None
     commit: Text | None = None
+    build_signer: Text | None = None  # the certificate's Build Signer URI; absent before this release
 
 
 class AppliedStatus(_Record):

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from controller.config import Config
-from controller.contract import container_name
+from controller.model.config import Config
+from controller.model.desired import container_name
 from controller.records import audit
 from controller.records.files import create_new, file_key
 from controller.records.snapshots import Snapshot, list_snapshots

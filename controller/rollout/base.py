@@ -26,13 +26,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Generic, Protocol, TypeVar
 
-from controller.config import HealthConfig, HostPaths
-from controller.containers import ContainerState
-from controller.contract import LABEL_REVISION, DesiredContainer, runtime_mounts
 from controller.engine.modes import leave_foreign_journal, refuse_foreign_journal
 from controller.engine.port import RuntimeView
 from controller.errors import ControllerError, Reason, Refused
-from controller.plan import Plan
+from controller.model.config import HealthConfig, HostPaths
+from controller.model.containers import ContainerState
+from controller.model.desired import LABEL_REVISION, DesiredContainer, runtime_mounts
+from controller.model.plan import Plan
 from controller.records.files import atomic_write
 from controller.records.snapshots import Snapshot, snapshot_id, write_snapshot
 

@@ -12,11 +12,11 @@ import logging
 from dataclasses import dataclass, replace
 from typing import Any
 
-from controller.containers import ContainerState
-from controller.contract import DesiredContainer, keep_reference
 from controller.engine.modes import CONTAINER
 from controller.engine.port import NEXT_SUFFIX, PREVIOUS_SUFFIX, Runtime
 from controller.errors import ControllerError, Refused, Retryable
+from controller.model.containers import ContainerState
+from controller.model.desired import DesiredContainer, keep_reference
 from controller.records.snapshots import list_snapshots
 from controller.rollout.base import LOG_LINES, HealthGateFailed, RolloutBase
 

@@ -17,10 +17,10 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from controller.containers import ContainerState
-from controller.contract import DesiredContainer
 from controller.engine.modes import SWARM
 from controller.engine.port import ServiceRuntime, ServiceState, TaskState
+from controller.model.containers import ContainerState
+from controller.model.desired import DesiredContainer
 from controller.rollout.base import LOG_LINES, HealthGateFailed, RolloutBase
 
 log = logging.getLogger("dreichor.swarm")

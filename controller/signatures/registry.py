@@ -3,8 +3,11 @@
 The pull itself goes through the Docker Engine; this client only reads the few small documents an
 image signature check needs before the pull: signature manifests, payload blobs and referrers.  The
 registry is outside our trust, so every read has a timeout, a deadline and a size cap, and a body
-that exceeds its cap is refused without being read to the end.  An answer that breaks the protocol
-(garbage, a reset, a stall, a 5xx) is ``Retryable`` with a reason; nothing here crashes the pass.
+that exceeds its cap is not read to the end.  An answer over its cap, or one that breaks the
+protocol (garbage, a reset, a stall, a 5xx), is the registry's fault: ``Retryable`` with a reason
+(``RegistryAnswerTooLarge`` for the cap), never a verdict on the image — whoever can push to the
+image repository must not be able to keep a correctly signed release out for good by making an
+answer large.  Nothing here crashes the pass.
 Authentication follows what registries ask for in ``WWW-Authenticate``: a bearer token fetched from
 the named realm, or basic auth, with the credentials of ``.env`` (the same as the pull's).  Those
 credentials, and the token they buy, go to the configured registry host only: a redirect to another
@@ -30,8 +33,8 @@ import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from controller.config import is_loopback
-from controller.errors import Reason, Refused, Retryable
+from controller.errors import Reason, Retryable
+from controller.model.config import is_loopback
 
 REGISTRY_UNAVAILABLE = Reason.REGISTRY_UNAVAILABLE
 ANSWER_TOO_LARGE = Reason.REGISTRY_ANSWER_TOO_LARGE
@@ -248,20 +251,21 @@ def _cut(connection: http.client.HTTPConnection, expired: threading.Event) -> No
 
 
 def _read_capped(response: http.client.HTTPResponse, *, url: str, max_bytes: int) -> bytes:
-    """The body, refusing it as soon as it is known to exceed ``max_bytes``."""
+    """The body; a registry fault as soon as it is known to exceed ``max_bytes``."""
     declared = response.getheader("Content-Length")
     if declared is not None and declared.strip().isdigit() and int(declared) > max_bytes:
-        raise Refused(_too_large(url, max_bytes), code=ANSWER_TOO_LARGE)
+        raise Retryable(_too_large(url, max_bytes), code=ANSWER_TOO_LARGE)
     body = bytearray()
     while chunk := response.read1(CHUNK):
         body += chunk
         if len(body) > max_bytes:
-            raise Refused(_too_large(url, max_bytes), code=ANSWER_TOO_LARGE)
+            raise Retryable(_too_large(url, max_bytes), code=ANSWER_TOO_LARGE)
     return bytes(body)
 
 
 def _too_large(url: str, max_bytes: int) -> str:
-    return f"registry answer for {urllib.parse.urlsplit(url).path} is larger than {max_bytes} bytes"
+    path = urllib.parse.urlsplit(url).path
+    return f"registry fault: its answer for {path} is larger than {max_bytes} bytes (retried; no verdict on the image)"
 
 
 def _check_digest(body: bytes, digest: str, *, what: str) -> None:

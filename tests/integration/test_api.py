@@ -24,8 +24,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from controller.api.routes import AccessVerifier, ApiContext, ApiServer, Guards, WebhookVerifier
 from controller.api.server import Limits
-from controller.config import AccessConfig
-from controller.metrics import Metrics
+from controller.daemon.metrics import Metrics
+from controller.model.config import AccessConfig
 from controller.records.deliveries import DeliveryMemory
 from testbed import ControllerHost, JwksServer, free_port, wait_for
 
@@ -686,3 +686,35 @@ def test_the_deadline_runs_from_the_first_byte_to_the_last_byte_of_the_body(keys
     finally:
         api.server.shutdown()
         api.server.server_close()
+
+
+def test_shutdown_with_open_idle_half_sent_and_busy_connections_logs_no_traceback(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Stopping the daemon closes every connection quietly: no CancelledError traceback in the log."""
+    from http import HTTPStatus  # noqa: PLC0415 - only this test builds its own app
+
+    from controller.api.server import BoundedServer, Request, Response  # noqa: PLC0415
+
+    class _SlowApp:
+        def screen(self, request: Request) -> int:
+            return 0
+
+        def handle(self, request: Request) -> Response:
+            time.sleep(1)
+            return Response(HTTPStatus.OK, b"{}", {"Content-Type": "application/json"})
+
+    server = BoundedServer("127.0.0.1", 0, _SlowApp())
+    server.start()
+    address = ("127.0.0.1", server.server_address[1])
+    idle, half, busy = (socket.create_connection(address) for _ in range(3))
+    half.sendall(b"GET / HTTP/1.1\r\nHo")
+    busy.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    time.sleep(0.3)  # all three are in the loop: waiting, reading the head, in the app
+    with caplog.at_level("DEBUG"):
+        server.shutdown()
+        server.server_close()
+    for connection in (idle, half, busy):
+        connection.close()
+    logged = [r for r in caplog.records if r.levelname in ("ERROR", "CRITICAL") or r.exc_info]
+    assert logged == [], [r.getMessage() for r in logged]

@@ -16,9 +16,10 @@ from pathlib import Path
 
 import pytest
 
+from controller import compose
 from controller.cli import main
-from controller.config import load_config
-from controller.service import EnvironmentService, PassOptions
+from controller.model.config import load_config
+from controller.service import PassOptions
 from testbed import ControllerHost, SshKey, make_ssh_key
 
 WAITING = 5
@@ -88,7 +89,7 @@ def test_a_revert_runs_on_unexpired_approvals_and_waits_once_they_expired(
     now = datetime.now(UTC)
 
     def sync(at: datetime) -> str:
-        service = EnvironmentService(load_config(bed.configs["prod"]), clock=lambda: at)
+        service = compose.environment_service(load_config(bed.configs["prod"]), clock=lambda: at)
         try:
             return service.sync(PassOptions()).result
         finally:

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from controller.config import HostPaths
-from controller.contract import desired_from_bytes
+from controller.model.config import HostPaths
+from controller.model.desired import desired_from_bytes
 from testbed import LocalRegistry, ManifestRepo, PrivateDocker, SshKey, manifest_text, mounts_under
 from testbed.swarm import PrivateSwarm
 

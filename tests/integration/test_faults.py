@@ -18,11 +18,11 @@ from pathlib import Path
 
 import pytest
 
-from controller.config import load_config
+from controller import compose
+from controller.model.config import load_config
 from controller.records.audit import verify_chain
 from controller.records.status import read_status
 from controller.rollout.base import CRASH_HOOK
-from controller.service import EnvironmentService
 from testbed import (
     ControllerHost,
     CuttingProxy,
@@ -218,7 +218,7 @@ def test_an_empty_trust_file_refuses_every_head_until_it_is_restored(
 
 def test_the_clock_stepped_back_an_hour_between_passes(host: ControllerHost) -> None:
     config = load_config(host.configs["prod"])
-    back = EnvironmentService(config, clock=lambda: datetime.now(UTC) - timedelta(hours=1))
+    back = compose.environment_service(config, clock=lambda: datetime.now(UTC) - timedelta(hours=1))
     result = back.sync()
     back.close()
     assert result.result == "unchanged"

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
+from controller import compose
 from controller.cli import main
-from controller.config import load_config
+from controller.model.config import load_config
 from controller.records.audit import verify_chain
-from controller.service import EnvironmentService
 from testbed import (
     ControllerHost as Host,
 )
@@ -144,7 +144,7 @@ def test_an_unreachable_remote_degrades_and_recovers(host: Host, images: dict[st
         status = host.status()
         assert status.phase == "Degraded" and status.source.last_error
         assert host.image() == images["healthy-a"] and status.container.state == "running"
-        later = EnvironmentService(
+        later = compose.environment_service(
             load_config(host.configs["prod"]), clock=lambda: datetime.now(UTC) + timedelta(seconds=10)
         )
         assert later.sync().result == "failed"

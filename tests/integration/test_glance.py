@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from controller.daemon import Daemon
+from controller.daemon.scheduler import Daemon
 from testbed import ControllerHost, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]

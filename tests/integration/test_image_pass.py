@@ -150,3 +150,21 @@ def test_a_registry_serving_no_signature_document_is_retried_and_the_release_dep
     assert host.image() == signed.a
     sign_classic(signed.writer, signed.b, signed.key)  # the registry answers properly again
     assert host.sync() == 0 and host.image() == signed.b  # not quarantined
+
+
+def test_too_many_signature_candidates_is_a_registry_fault_named_in_the_status_never_a_quarantine(
+    signed: SignedHost, tmp_path: Path
+) -> None:
+    """F5: whoever can push to the image repository piles 40 foreign signatures on the release."""
+    host = signed.host
+    assert host.sync() == 0
+    sign_classic(signed.writer, signed.b, make_signing_key(tmp_path / "foreign"), layers=40)
+    host.publish("image b, buried under foreign signatures", prod=signed.b)
+    assert host.sync() == 1  # retried: a cap broken is no verdict on the release
+    status = host.status()
+    assert status.last_attempt is not None and status.last_attempt.code == "RegistryAnswerTooLarge"
+    assert "has 40 layers, more than the 32 checked" in status.last_attempt.reason
+    assert "a valid signature may be among the rest" in status.last_attempt.reason
+    assert status.quarantined is None and host.image() == signed.a
+    sign_classic(signed.writer, signed.b, signed.key)  # the release's own signature, within the cap
+    assert host.sync() == 0 and host.image() == signed.b

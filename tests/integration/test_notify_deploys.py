@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 
+from controller import compose
 from controller.cli import main
-from controller.config import load_config
-from controller.daemon import attach_notifier
+from controller.model.config import load_config
 from controller.service import EnvironmentService
 from testbed import ControllerHost, NotificationReceiver, manifest_text, wait_for
 
@@ -102,7 +102,7 @@ def test_a_receiver_that_hangs_or_is_gone_never_holds_up_a_deploy(
 ) -> None:
     receiver.hold = threading.Event()
     service = EnvironmentService.from_file(host.configs["prod"])
-    notifier = attach_notifier(service)
+    notifier = compose.notifier(service)
     assert notifier is not None
     try:
         assert service.sync().result == "applied"

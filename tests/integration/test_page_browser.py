@@ -33,7 +33,7 @@ from typing import Any
 import pytest
 
 from controller.api.page import render_page
-from controller.daemon import Daemon
+from controller.daemon.scheduler import Daemon
 from testbed import ControllerHost, manifest_text, page_sample, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from controller.config import load_config
+from controller.model.config import load_config
 from testbed import ManifestRepo
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "real-commits"

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from controller.config import HealthConfig, HostPaths
-from controller.contract import DesiredContainer, desired_from_bytes, keep_reference
 from controller.engine.docker import RELEASE_WAIT, Engine
 from controller.errors import Refused, Retryable
-from controller.plan import Plan, plan
+from controller.model.config import HealthConfig, HostPaths
+from controller.model.desired import DesiredContainer, desired_from_bytes, keep_reference
+from controller.model.plan import Plan, plan
 from controller.records.snapshots import list_snapshots
 from controller.rollout.base import CRASH_HOOK, HealthGateFailed
 from controller.rollout.container import ContainerRollout
@@ -218,10 +218,10 @@ def test_a_container_that_ignores_sigterm_is_killed_after_the_stop_timeout(
 CRASH_SCRIPT = """
 import sys
 from pathlib import Path
-from controller.config import HealthConfig, HostPaths
-from controller.contract import desired_from_bytes
+from controller.model.config import HealthConfig, HostPaths
+from controller.model.desired import desired_from_bytes
 from controller.engine.docker import Engine
-from controller.plan import plan
+from controller.model.plan import plan
 from controller.rollout.container import ContainerRollout
 url, env, root, repository, manifest = sys.argv[1:6]
 paths = HostPaths(Path(root), env)

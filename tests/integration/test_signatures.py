@@ -15,7 +15,7 @@ from controller.cli import main
 from controller.errors import Refused
 from controller.signatures.commits.policy import TrustPolicy, Verdict, VerifiedCache, verify_commits
 from controller.signatures.commits.verification import verify_revision
-from controller.source import GitSource
+from controller.source.git import GitSource
 from testbed import (
     GpgKey,
     ManifestRepo,

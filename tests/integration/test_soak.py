@@ -6,7 +6,7 @@ import os
 import threading
 from pathlib import Path
 
-from controller.daemon import Daemon
+from controller.daemon.scheduler import Daemon
 from testbed import ControllerHost
 
 PASSES = int(os.environ.get("DREICHOR_SOAK_PASSES", "2000"))

@@ -17,7 +17,7 @@ FETCHER = textwrap.dedent(
     """
     import sys
     from pathlib import Path
-    from controller.source import GitSource
+    from controller.source.git import GitSource
     failures = 0
     for _ in range(int(sys.argv[3])):
         try:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from controller.source import STOP_GRACE, GitSource, SourceError
+from controller.source.git import STOP_GRACE, GitSource, SourceError
 from testbed import ManifestRepo
 
 

@@ -13,11 +13,11 @@ import itertools
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from controller.containers import ContainerState
-from controller.contract import DesiredContainer, container_name, keep_reference
 from controller.engine.modes import service_found
 from controller.engine.port import NEXT_SUFFIX, PREVIOUS_SUFFIX, Runtime
 from controller.errors import Reason, Refused, Retryable
+from controller.model.containers import ContainerState
+from controller.model.desired import DesiredContainer, container_name, keep_reference
 
 # As both adapters word it (``engine.errors``).
 UNREACHABLE = "the Docker Engine at /var/run/docker.sock is unreachable: Connection refused (ECONNREFUSED)"

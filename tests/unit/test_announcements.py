@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from controller.config import DEFAULT_NOTIFY_EVENTS
+from controller.model.config import DEFAULT_NOTIFY_EVENTS
 from controller.notifications.policy import (
     LOG_CHARS,
     CommitStatus,

@@ -8,26 +8,37 @@ verdicts of whole passes are in ``test_approvals_pass.py``.
 
 from __future__ import annotations
 
+import base64
 import copy
 import hashlib
 import json
 import subprocess
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from controller import approvals
 from controller.api import page
-from controller.approvals import NAMESPACE, Statement, Subject, count_approvals, load_approvers, parse_approval
 from controller.cli import main
-from controller.config import parse_config, repository_name
-from controller.durations import parse_duration
+from controller.daemon.metrics import Metrics
 from controller.errors import ConfigError, Refused
-from controller.metrics import Metrics
+from controller.model.config import parse_config, repository_name
+from controller.model.durations import parse_duration
 from controller.notifications.policy import Memory, Policy, decide, decision_from_event
 from controller.records.status import Status
+from controller.signatures import approvals
+from controller.signatures.approvals import (
+    NAMESPACE,
+    Statement,
+    Subject,
+    count_approvals,
+    load_approvers,
+    parse_approval,
+)
 from testbed import GpgKey, ManifestRepo, SshKey, gpg_detach_sign, make_gpg_key, make_ssh_key, page_sample, ssh_sign
 
 NOW = datetime(2026, 12, 2, 10, 0, tzinfo=UTC)
@@ -72,6 +83,14 @@ def test_the_statement_is_seven_lines_each_ending_in_a_newline() -> None:
 )
 def test_a_malformed_statement_is_not_counted_and_says_why(data: bytes, words: str) -> None:
     with pytest.raises(approvals.NotCounted, match=words):
+        parse_approval(data)
+
+
+@pytest.mark.parametrize("char", ["\v", "\r", "\f", "\x1c", "\x1d", "\x1e", "\x85", "\u2028"])
+def test_a_line_separator_other_than_newline_in_a_statement_is_not_counted_never_a_bug(char: str) -> None:
+    """N4: ``str.splitlines`` would split there and raise; a statement is split on "\\n" alone."""
+    data = _statement().to_bytes().replace(b"environment: prod", f"environment: pr{char}od".encode(), 1) + b"sig"
+    with pytest.raises(approvals.NotCounted, match=r"control character|seven-line statement|not ASCII"):
         parse_approval(data)
 
 
@@ -334,3 +353,129 @@ def test_a_file_name_with_control_characters_is_reported_escaped(
 ) -> None:
     tally = _count([("\x1b[2J.approval", b"\x1b]0;owned\x07")], _approvers(tmp_path, f"alice {ssh_keys[0].public}\n"))
     assert "\x1b" not in tally.rejected[0].reason and "\\x1b[2J.approval" in tally.rejected[0].reason
+
+
+# -- fuzz: whatever a branch commits under approvals/, the parser counts it or says why --------------
+
+_SEPARATORS = st.sampled_from(["\n", "\r", "\v", "\f", "\x1c", "\x1d", "\x1e", "\x85", "\u2028", "\r\n", ": ", ""])
+
+
+@pytest.fixture(scope="module")
+def fuzz_approvers(tmp_path_factory: pytest.TempPathFactory, ssh_keys: tuple[SshKey, SshKey]) -> approvals.Approvers:
+    folder = tmp_path_factory.mktemp("fuzz")
+    (folder / "approvers").write_text(f'alice namespaces="{NAMESPACE}" {ssh_keys[0].public}\n')
+    return load_approvers(folder / "approvers", openpgp_keys=None, revoked_keys=None)
+
+
+@pytest.fixture(scope="module")
+def signed_approval(ssh_keys: tuple[SshKey, SshKey]) -> bytes:
+    statement = _statement().to_bytes()
+    return statement + ssh_sign(ssh_keys[0], statement, namespace=NAMESPACE)
+
+
+@st.composite
+def _mangled(draw: st.DrawFn, original: bytes) -> bytes:
+    """A valid approval with a few bytes inserted, replaced or cut: the shapes a parser trips over."""
+    data = bytearray(original)
+    for _ in range(draw(st.integers(1, 4))):
+        at = draw(st.integers(0, len(data)))
+        kind = draw(st.sampled_from(["insert", "replace", "cut"]))
+        piece = draw(st.one_of(_SEPARATORS.map(str.encode), st.binary(max_size=6)))
+        if kind == "insert":
+            data[at:at] = piece
+        elif kind == "replace":
+            data[at : at + len(piece)] = piece
+        else:
+            del data[at : at + draw(st.integers(1, 40))]
+    return bytes(data)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_the_parser_only_ever_counts_or_explains(
+    data: st.DataObject, fuzz_approvers: approvals.Approvers, signed_approval: bytes
+) -> None:
+    files = data.draw(
+        st.lists(
+            st.tuples(
+                st.sampled_from(["a.approval", "b.approval", "x.txt"]),
+                st.one_of(_mangled(signed_approval), st.binary(max_size=400)),
+            ),
+            min_size=1,
+            max_size=4,
+        )
+    )
+    tally = count_approvals(
+        files, subject=SUBJECT, approvers=fuzz_approvers, threshold=1, max_age=timedelta(days=14), now=NOW
+    )
+    assert len(tally.counted) + len(tally.rejected) >= min(len(files), 1)
+    assert set(tally.have) <= {"alice"}
+    for rejection in tally.rejected:
+        assert rejection.reason.startswith(rejection.file) and len(rejection.reason) > len(rejection.file)
+
+
+def _clone_for_approve(tmp_path: Path, key: SshKey) -> ManifestRepo:
+    repo = ManifestRepo(tmp_path / "manifests")
+    repo.git("remote", "set-url", "origin", "git@github.com:ceerkle/dreichor-deployments.git")
+    repo.write("envs/prod.yaml", "environment: prod\nimage: x\n")
+    repo.git("config", "user.signingkey", str(key.path))
+    return repo
+
+
+def _plant_file(repo: ManifestRepo, victim: Path, key: SshKey) -> None:
+    sha = hashlib.sha256(b"environment: prod\nimage: x\n").hexdigest()
+    name = hashlib.sha256(base64.b64decode(key.public.split()[1])).hexdigest()[:16]
+    target = repo.work / "approvals" / "prod" / sha / f"{name}.approval"
+    target.parent.mkdir(parents=True)
+    target.symlink_to(victim)
+
+
+def _plant_folder(repo: ManifestRepo, victim: Path, key: SshKey) -> None:
+    (repo.work / "approvals").symlink_to(victim.parent)
+
+
+def _plant_manifest(repo: ManifestRepo, victim: Path, key: SshKey) -> None:
+    (repo.work / "envs" / "prod.yaml").unlink()
+    (repo.work / "envs" / "prod.yaml").symlink_to(victim)
+
+
+@pytest.mark.parametrize(
+    ("plant", "words"),
+    [
+        (_plant_file, "approval already exists and is no regular file"),
+        (_plant_folder, "approvals is a symlink or not a folder"),
+        (_plant_manifest, "prod.yaml is a symlink"),
+    ],
+    ids=["approval-file", "approvals-folder", "manifest"],
+)
+def test_approve_follows_no_symlink_the_branch_under_review_planted(
+    tmp_path: Path,
+    ssh_keys: tuple[SshKey, SshKey],
+    capsys: pytest.CaptureFixture[str],
+    plant: Callable[[ManifestRepo, Path, SshKey], None],
+    words: str,
+) -> None:
+    """N2: the approval's path is predictable; a symlink there must not aim approve at ~/.bashrc."""
+    alice, _ = ssh_keys
+    victim = tmp_path / "home" / ".bashrc"
+    victim.parent.mkdir()
+    victim.write_text("# the approver's shell\n")
+    repo = _clone_for_approve(tmp_path, alice)
+    plant(repo, victim, alice)
+    assert main(["approve", str(repo.work / "envs/prod.yaml")]) == 1
+    said = capsys.readouterr().err
+    assert words in said, said
+    assert victim.read_text() == "# the approver's shell\n"
+    assert [p.name for p in victim.parent.iterdir()] == [".bashrc"]
+
+
+def test_approve_again_replaces_its_own_earlier_approval(
+    tmp_path: Path, ssh_keys: tuple[SshKey, SshKey], capsys: pytest.CaptureFixture[str]
+) -> None:
+    repo = _clone_for_approve(tmp_path, ssh_keys[0])
+    assert main(["approve", str(repo.work / "envs/prod.yaml"), "--expires", "1d"]) == 0
+    assert main(["approve", str(repo.work / "envs/prod.yaml"), "--expires", "2d"]) == 0
+    files = list((repo.work / "approvals" / "prod").rglob("*.approval"))
+    assert len(files) == 1
+    statement, _, _ = parse_approval(files[0].read_bytes())
+    assert statement.expires - statement.created == timedelta(days=2)

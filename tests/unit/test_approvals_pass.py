@@ -19,12 +19,13 @@ from pathlib import Path
 
 import pytest
 
-from controller.approvals import NAMESPACE, Statement, folder
-from controller.config import Config, parse_config
+from controller import compose
+from controller.model.config import Config, parse_config
 from controller.records.audit import read_events
 from controller.records.host_init import init_layout
 from controller.records.status import Status
 from controller.service import EnvironmentService, PassOptions
+from controller.signatures.approvals import NAMESPACE, Statement, folder
 from testbed import ManifestRepo, SshKey, make_ssh_key, manifest_text, ssh_sign
 from tests.unit.fake_engine import FakeEngine
 
@@ -77,7 +78,7 @@ class Host:
         self.ticks += seconds
 
     def service(self) -> EnvironmentService:
-        service = EnvironmentService(
+        service = compose.environment_service(
             self.config,
             engine=lambda: self.engine,
             clock=lambda: self.now,
@@ -443,3 +444,19 @@ def test_a_hostile_approvals_folder_is_refused_cleanly_and_changes_nothing(host:
     assert status.last_attempt is not None and words in status.last_attempt.reason
     assert status.last_attempt.code == "BadApprovals"
     assert host.events() == ["applied", "refused"]
+
+
+def test_a_revoked_keys_file_that_went_missing_holds_the_pass_naming_it(host: Host) -> None:
+    """N8: dave's key is revoked; without the file it would count (and sign) again: the pass holds instead."""
+    revoked = Path(str(host.config.trust.revoked_keys))
+    kept = revoked.read_bytes()
+    revoked.unlink()
+    host.approve(GOOD_B, host.keys.alice, host.keys.dave)
+    host.publish(GOOD_B)
+    assert host.sync() == "refused" and host.image() == GOOD_A
+    status = host.status()
+    assert status.last_attempt is not None
+    assert f"revoked_keys file {revoked} is missing" in status.last_attempt.reason
+    revoked.write_bytes(kept)  # the file back: dave's approval does not count, the change waits for a second person
+    assert host.sync() == "waiting" and host.image() == GOOD_A
+    assert host.service().approvals().tally.have == ["alice"]

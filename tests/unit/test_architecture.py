@@ -63,7 +63,7 @@ def test_the_unchanged_copy_keeps_every_contract(tmp_path: Path) -> None:
     [
         ("from controller.records.status import read_status", "controller.cli -> controller.records.status"),
         ("from controller.engine.docker import Engine", "controller.cli -> controller.engine.docker"),
-        ("from controller.source import GitSource", "controller.cli -> controller.source"),
+        ("from controller.source.git import GitSource", "controller.cli -> controller.source"),
     ],
     ids=["records", "engine", "git"],
 )

@@ -23,11 +23,11 @@ import pytest
 from pydantic import BaseModel
 
 from controller.cli import main
-from controller.config import Config, load_config
-from controller.daemon import Daemon
+from controller.daemon.metrics import Metrics
+from controller.daemon.scheduler import Daemon
 from controller.engine.docker import Engine
 from controller.errors import ConfigError, ControllerError
-from controller.metrics import Metrics
+from controller.model.config import Config, load_config
 from controller.records.status import ContainerStatus, SourceStatus, Status
 from controller.service import EnvironmentService
 from controller.signatures.commits.allowed_signers import parse_allowed_signers

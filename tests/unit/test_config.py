@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from controller.config import HostPaths, load_config, parse_config
 from controller.errors import ConfigError
+from controller.model.config import HostPaths, load_config, parse_config
 
 MINIMAL = {
     "environment": "prod",

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from controller.conninfo import KEYWORDS, ConninfoError, parse_conninfo
-from controller.contract import database_reasons
+from controller.model.conninfo import KEYWORDS, ConninfoError, parse_conninfo
+from controller.model.desired import database_reasons
 
 
 class _Option(ctypes.Structure):

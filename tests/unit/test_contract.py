@@ -9,8 +9,9 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from controller.config import DEFAULT_REPOSITORY, HostPaths
-from controller.contract import (
+from controller.errors import Refused
+from controller.model.config import DEFAULT_REPOSITORY, HostPaths
+from controller.model.desired import (
     CONTAINER_AUDIT,
     CONTAINER_SNAPSHOTS,
     container_name,
@@ -18,7 +19,6 @@ from controller.contract import (
     desired_from_bytes,
     parse_image,
 )
-from controller.errors import Refused
 from controller.records.dotenv import read_dotenv
 
 REPO = DEFAULT_REPOSITORY

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from controller.contract import DesiredContainer
-from controller.daemon import JOB_ID, Daemon
+from controller.daemon.scheduler import JOB_ID, Daemon
 from controller.errors import Reason, Retryable
+from controller.model.desired import DesiredContainer
 from controller.reconcile.record import PassResult
 from controller.records.host_init import init_layout
 from controller.service import EnvironmentService

@@ -14,7 +14,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from controller import cli
-from controller.config import Config
+from controller.model.config import Config
 from controller.reconcile.steps import STEPS
 
 ROOT = Path(__file__).resolve().parents[2]

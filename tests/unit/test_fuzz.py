@@ -19,10 +19,10 @@ from hypothesis import strategies as st
 
 from controller.api.routes import AccessVerifier, ApiContext, AuthError, Guards, Routes, WebhookVerifier
 from controller.api.server import Request
-from controller.config import AccessConfig, HostPaths, load_config
-from controller.contract import desired_from_bytes
+from controller.daemon.metrics import Metrics
 from controller.errors import ConfigError, Refused
-from controller.metrics import Metrics
+from controller.model.config import AccessConfig, HostPaths, load_config
+from controller.model.desired import desired_from_bytes
 from controller.records.status import read_status
 
 EXAMPLES = int(os.environ.get("DREICHOR_FUZZ_EXAMPLES", "300"))

@@ -17,9 +17,9 @@ import pytest
 
 from controller import cli
 from controller.cli import COMMANDS, main
-from controller.config import config_path
+from controller.daemon.metrics import Metrics
 from controller.errors import Reason
-from controller.metrics import Metrics
+from controller.model.config import config_path
 from controller.reconcile.record import PassReport, PassResult, record, suspension
 from controller.records.status import (
     AppliedStatus,

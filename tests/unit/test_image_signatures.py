@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from controller.config import parse_config
-from controller.errors import ConfigError, Refused, Retryable
+from controller.errors import ConfigError, Reason, Refused, Retryable
+from controller.model.config import parse_config
 from controller.signatures.images.cosign import (
     check_image_bundle,
     check_message_bundle,
@@ -287,8 +287,9 @@ def test_a_50_mb_signature_manifest_is_refused_without_reading_it_all(
 
     hostile.reply = huge  # type: ignore[attr-defined]
     client, reference = _client(hostile)
-    with pytest.raises(Refused, match="larger than 262144 bytes"):
+    with pytest.raises(Retryable, match="larger than 262144 bytes") as caught:  # the registry's fault, retried
         verify_image(reference, keys=[load_cosign_key(IMAGES / "cosign.pub")], registry=client)
+    assert caught.value.code == Reason.REGISTRY_ANSWER_TOO_LARGE
     hostile.shutdown()  # waits for the handler: it stops once we hung up
     assert sum(sent) < size // 4
 

@@ -19,7 +19,13 @@ import pytest
 
 from controller.errors import ConfigError, Refused
 from controller.signatures.images.bundles import BundleTrust, check_keyless_bundle
-from controller.signatures.images.keyless import KeylessIdentity, check_classic_keyless
+from controller.signatures.images.keyless import (
+    CertificateSource,
+    KeylessIdentity,
+    check_classic_keyless,
+    source_of_certificate,
+)
+from controller.signatures.images.provenance import check_source
 from controller.signatures.images.trusted_root import load_trusted_root
 
 DATA = Path(__file__).parent.parent / "data" / "sigstore"
@@ -370,3 +376,52 @@ def test_an_expired_trusted_root_is_refused_naming_the_file(tmp_path: Path) -> N
     with pytest.raises(ConfigError, match=re.escape(f"{stale} has expired")):
         load_trusted_root(stale, now=datetime(2026, 1, 1, tzinfo=UTC))
     assert load_trusted_root(stale, now=datetime(2024, 6, 1, tzinfo=UTC)).path == str(stale)
+
+
+# -- N1: the source is the certificate's, never the statement's text ---------------------------------
+
+BEACON_REPOSITORY = "https://github.com/sigstore-conformance/extremely-dangerous-public-oidc-beacon"
+
+
+def _real_provenance(case: str) -> tuple[object, dict[str, object]]:
+    signer, statement = check_keyless_bundle(
+        (DATA / f"conformance/{case}/bundle.sigstore.json").read_bytes(),
+        digest=_digest("conformance/a.txt"),
+        trust=BundleTrust.load(str(DATA / PG)),
+        identities=[KeylessIdentity(GHA, subject=BEACON)],
+        predicate_types=SLSA,
+    )
+    assert statement is not None
+    return signer, statement
+
+
+def test_the_real_github_certificates_name_their_source_in_fulcio_extensions() -> None:
+    signer, _ = _real_provenance("happy-path-intoto-in-dsse-v3")
+    assert source_of_certificate(signer.certificate) == CertificateSource(  # type: ignore[attr-defined]
+        repository=BEACON_REPOSITORY,
+        ref="refs/heads/main",
+        commit="82a3bfe6dd50fe9c71d6315eae66da15307856cf",
+        build_signer=BEACON,
+    )
+    wheel, _ = check_keyless_bundle(
+        (DATA / "sigstore-python/bundle_v3_github.whl.sigstore").read_bytes(),
+        digest=_digest("sigstore-python/bundle_v3_github.whl"),
+        trust=BundleTrust.load(str(DATA / PG)),
+        identities=[KeylessIdentity(GHA, subject=RFC8785)],
+        predicate_types=(SIGN,),
+    )
+    source = source_of_certificate(wheel.certificate)  # type: ignore[arg-type]
+    assert (source.repository, source.ref) == ("https://github.com/trailofbits/rfc8785.py", "refs/tags/v0.1.2")
+    assert source.build_signer == RFC8785 and source.commit is not None and len(source.commit) == 40
+
+
+def test_a_real_statement_naming_another_source_than_its_certificate_is_refused() -> None:
+    """The conformance bundle's statement names loosebazooka/aa-test; its certificate, the beacon repository."""
+    signer, statement = _real_provenance("happy-path-intoto-in-dsse-v3")
+    certificate = source_of_certificate(signer.certificate)  # type: ignore[attr-defined]
+    with pytest.raises(Refused, match=re.escape("names source repository 'https://github.com/sigstore-conformance/")):
+        check_source(statement, certificate, repository="https://github.com/loosebazooka/aa-test", ref=None)
+    with pytest.raises(
+        Refused, match=re.escape("statement names source repository 'https://github.com/loosebazooka/aa-test'")
+    ):
+        check_source(statement, certificate, repository=BEACON_REPOSITORY, ref="refs/heads/main")

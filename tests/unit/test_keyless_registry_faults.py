@@ -15,6 +15,7 @@ import hashlib
 import json
 import threading
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -22,6 +23,7 @@ from typing import Any
 
 import pytest
 
+from controller import cli
 from controller.errors import Reason, Refused, Retryable
 from controller.signatures.images.cosign import fingerprint
 from controller.signatures.images.keyless import KeylessIdentity
@@ -380,3 +382,112 @@ def test_with_keys_and_keyless_identities_configured_either_signer_lets_the_imag
     expected = fingerprint(key.private.public_key()) if signed_by == "configured key" else WORKFLOW
     verdict = verifier.verify(documents.pinned, registry=registry_client, now=datetime.now(UTC))
     assert verdict.image_signer.startswith(expected)
+
+
+# --- N10: certificate and attestation text reaches no terminal raw ----------------------------------
+
+CLIPBOARD = "refs/heads/x\x1b]52;c;cm0gLXJmIH4K\x07"  # OSC 52: writes the terminal's clipboard
+
+
+def test_verify_image_prints_the_certificates_source_through_the_sanitiser(
+    registry: ThreadingHTTPServer,
+    instance: SigstoreInstance,
+    root_file: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    documents = _Documents(registry)
+    _classic_signature(documents, instance)
+    statement = provenance_statement(documents.pinned.split("@")[0], DIGEST, repository=SOURCE, ref=CLIPBOARD)
+    documents.bundle(keyless_bundle(instance, statement, subject=WORKFLOW))
+    verifier = ImageVerifier(
+        trusted_root=str(root_file), identities=(IDENTITY,), provenance=Provenance(SOURCE, None, (IDENTITY,))
+    )
+    verdict = verifier.verify(documents.pinned, registry=RegistryClient(documents.host), now=datetime.now(UTC))
+    assert verdict.source is not None and verdict.source.ref == "refs/heads/x\\x1b]52;c;cm0gLXJmIH4K\\x07"
+
+    class _Service:
+        def verify_image(self, image: str) -> object:
+            return replace(verdict)
+
+    monkeypatch.setattr(cli, "_service", lambda args: _Service())
+    for json_output in ([], ["--json"]):
+        assert cli.main(["verify-image", documents.pinned, *json_output]) == 0
+        out = capsys.readouterr().out
+        assert "\x1b" not in out and "\x07" not in out and "x1b]52" in out
+
+
+def test_a_refusal_naming_the_statements_source_is_sanitised(
+    registry: ThreadingHTTPServer, instance: SigstoreInstance, root_file: Path
+) -> None:
+    documents = _Documents(registry)
+    _classic_signature(documents, instance)
+    statement = provenance_statement(documents.pinned.split("@")[0], DIGEST, repository=SOURCE, ref=CLIPBOARD)
+    source = {"repository": SOURCE, "ref": "refs/heads/main", "commit": "a" * 40, "build_signer": WORKFLOW}
+    documents.bundle(keyless_bundle(instance, statement, subject=WORKFLOW, source=source))
+    with pytest.raises(Refused) as refused:
+        _check(documents, root_file)
+    assert "\x1b" not in str(refused.value) and "but its signing certificate says 'refs/heads/main'" in str(
+        refused.value
+    )
+
+
+# --- F5: a broken count cap is the registry's fault, and a valid signature within it still counts ----
+
+
+def _signature_layer(documents: _Documents, instance: SigstoreInstance, *, subject: str) -> dict[str, Any]:
+    payload = simple_signing_payload(documents.pinned)
+    annotations = classic_keyless_layer(instance, payload, subject=subject)
+    return {
+        "mediaType": SIMPLE_SIGNING,
+        "size": len(payload),
+        "digest": documents.blob(payload),
+        "annotations": annotations,
+    }
+
+
+def _many_layers(documents: _Documents, layers: list[dict[str, Any]]) -> None:
+    document = {"schemaVersion": 2, "mediaType": OCI_MANIFEST, "layers": layers}
+    documents.manifest(DIGEST.replace(":", "-") + ".sig", json.dumps(document).encode())
+
+
+@pytest.mark.parametrize("valid_at", [0, 31, 32, None], ids=["first", "last-checked", "past-the-cap", "none"])
+def test_more_signature_layers_than_the_cap_is_a_registry_fault_unless_one_within_it_verifies(
+    registry: ThreadingHTTPServer, instance: SigstoreInstance, root_file: Path, valid_at: int | None
+) -> None:
+    """Whoever can push to the image repository can add 40 foreign signatures: that holds, never quarantines."""
+    documents = _Documents(registry)
+    foreign = _signature_layer(documents, instance, subject=WORKFLOW.replace("release", "other"))
+    layers = [foreign] * 40
+    if valid_at is not None:
+        layers[valid_at] = _signature_layer(documents, instance, subject=WORKFLOW)
+    _many_layers(documents, layers)
+    if valid_at is not None and valid_at < 32:
+        assert _check(documents, root_file, provenance=False).image_signer.startswith(WORKFLOW)  # type: ignore[attr-defined]
+        return
+    with pytest.raises(Retryable) as caught:
+        _check(documents, root_file, provenance=False)
+    assert caught.value.code == Reason.REGISTRY_ANSWER_TOO_LARGE
+    assert "has 40 layers, more than the 32 checked" in caught.value.reason
+    assert "a valid signature may be among the rest" in caught.value.reason
+
+
+def test_more_bundles_than_the_cap_is_a_registry_fault_unless_one_within_it_verifies(
+    registry: ThreadingHTTPServer, instance: SigstoreInstance, root_file: Path
+) -> None:
+    documents = _Documents(registry)
+    statement = cosign_statement("team/app", DIGEST)
+    foreign = [keyless_bundle(instance, statement, subject=WORKFLOW.replace("release", "x")) for _ in range(17)]
+    for bundle in foreign:
+        documents.bundle(bundle)
+    with pytest.raises(Retryable) as caught:
+        _check(documents, root_file, provenance=False)
+    assert caught.value.code == Reason.REGISTRY_ANSWER_TOO_LARGE and "lists 17 bundles, more than the 16" in str(
+        caught.value
+    )
+    documents.served.clear()  # the same 17, with a valid bundle listed first: it counts
+    documents.listed.clear()
+    documents.bundle(keyless_bundle(instance, cosign_statement("team/app", DIGEST), subject=WORKFLOW))
+    for bundle in foreign:
+        documents.bundle(bundle)
+    assert _check(documents, root_file, provenance=False).format == "bundle"  # type: ignore[attr-defined]

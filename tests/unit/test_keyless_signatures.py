@@ -11,12 +11,18 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from controller.errors import Refused
 from controller.signatures.images.bundles import BundleTrust, check_keyless_bundle
-from controller.signatures.images.keyless import KeylessIdentity, check_classic_attestation, check_classic_keyless
+from controller.signatures.images.keyless import (
+    KeylessIdentity,
+    check_classic_attestation,
+    check_classic_keyless,
+    source_of_certificate,
+)
 from controller.signatures.images.provenance import PREDICATE_TYPES, check_source
 from controller.signatures.images.trusted_root import load_trusted_root
 from controller.signatures.images.verifier import ImageVerifier
@@ -156,32 +162,82 @@ def test_a_signature_from_another_instance_is_refused(root_file: Path, verify: o
         verify(SigstoreInstance(), root_file, subject=WORKFLOW, issuer=GHA, identity=EXACT, tamper=Tamper())  # type: ignore[operator]
 
 
-@pytest.mark.parametrize(
-    ("repository", "ref", "verdict"),
-    [
-        ("https://github.com/ceerkle/dreichor-trading", "refs/heads/main", "pass"),
-        ("https://github.com/ceerkle/other", "refs/heads/main", "another repository"),
-        ("https://github.com/ceerkle/dreichor-trading", "refs/heads/feature", "another ref"),
-    ],
-)
-def test_provenance_names_the_configured_source(
-    instance: SigstoreInstance, root_file: Path, repository: str, ref: str, verdict: str
-) -> None:
-    statement = provenance_statement("team/runtime", DIGEST, repository=repository, ref=ref, commit="c" * 40)
-    _, verified = check_keyless_bundle(
-        keyless_bundle(instance, statement, subject=WORKFLOW),
+MAIN = {"repository": SOURCE, "ref": "refs/heads/main", "commit": "c" * 40, "build_signer": WORKFLOW}
+TAG_RUN = {**MAIN, "ref": "refs/tags/v9", "commit": "d" * 40, "build_signer": WORKFLOW.replace("heads/main", "tags/v9")}
+
+
+def _provenance_of(
+    instance: SigstoreInstance, root_file: Path, *, form: str, source: dict[str, str], **says: str
+) -> Any:
+    """Verify a provenance attestation whose statement says ``says`` and whose certificate names ``source``."""
+    claimed = {"repository": SOURCE, "ref": "refs/heads/main", "commit": "c" * 40, **says}
+    statement = provenance_statement("team/runtime", DIGEST, **claimed)
+    subject = source.get("build_signer") or WORKFLOW
+    identity = KeylessIdentity(GHA, subject=subject)
+    if form == "bundle":
+        return check_keyless_bundle(
+            keyless_bundle(instance, statement, subject=subject, source=source),
+            digest=DIGEST,
+            trust=BundleTrust.load(str(root_file)),
+            identities=[identity],
+            predicate_types=PREDICATE_TYPES,
+        )
+    envelope, annotations = classic_attestation_layer(instance, statement, subject=subject, source=source)
+    return check_classic_attestation(
+        envelope,
+        annotations,
         digest=DIGEST,
-        trust=BundleTrust.load(str(root_file)),
-        identities=[EXACT],
+        root=load_trusted_root(root_file, now=datetime.now(UTC)),
+        identities=[identity],
         predicate_types=PREDICATE_TYPES,
     )
-    assert verified is not None
-    wanted = {"repository": "https://github.com/ceerkle/dreichor-trading", "ref": "refs/heads/main"}
-    if verdict == "pass":
-        assert check_source(verified, **wanted).as_record() == {**wanted, "commit": "c" * 40}
+
+
+@pytest.mark.parametrize("form", ["bundle", "classic"])
+@pytest.mark.parametrize(
+    ("source", "says", "ref", "verdict"),
+    [
+        (MAIN, {}, "refs/heads/main", None),
+        (MAIN, {}, None, None),
+        # N1: a run from a pushed tag whose statement claims main and another commit
+        (TAG_RUN, {}, "refs/heads/main", "provenance names source ref 'refs/tags/v9', not 'refs/heads/main'"),
+        (TAG_RUN, {}, None, "statement names source ref 'refs/heads/main', but its signing certificate says"),
+        (MAIN, {"commit": "e" * 40}, None, "statement names source commit '" + "e" * 40),
+        (MAIN, {"repository": "https://github.com/ceerkle/other"}, None, "statement names source repository"),
+        ({**MAIN, "repository": "https://github.com/ceerkle/other"}, {}, None, "names source repository"),
+        ({"build_signer": WORKFLOW}, {}, None, "certificate names no source repository"),
+    ],
+    ids=[
+        "main",
+        "main-any-ref",
+        "tag-claims-main",
+        "tag-claims-main-no-ref",
+        "other-commit",
+        "statement-repo",
+        "certificate-repo",
+        "no-source-extensions",
+    ],
+)
+def test_provenance_source_comes_from_the_signing_certificate(
+    instance: SigstoreInstance,
+    root_file: Path,
+    form: str,
+    source: dict[str, str],
+    says: dict[str, str],
+    ref: str | None,
+    verdict: str | None,
+) -> None:
+    signer, statement = _provenance_of(instance, root_file, form=form, source=source, **says)
+    certificate = source_of_certificate(signer.certificate)
+
+    def checked() -> dict[str, str | None]:
+        return check_source(statement, certificate, repository=SOURCE, ref=ref).as_record()
+
+    if verdict is None:
+        assert checked() == MAIN  # what the certificate says, Build Signer URI included
     else:
-        with pytest.raises(Refused, match="provenance names source"):
-            check_source(verified, **wanted)
+        with pytest.raises(Refused, match=re.escape(verdict)):
+            checked()
 
 
 def test_a_cosign_signature_bundle_is_no_provenance(instance: SigstoreInstance, root_file: Path) -> None:
@@ -226,7 +282,7 @@ def test_a_classic_cosign_attestation_gives_the_source_only_when_intact_and_by_a
         envelope = envelope.replace(b'"keyid": ""', b'"keyid": "x"')
 
     def source() -> dict[str, str | None]:
-        _, verified = check_classic_attestation(
+        signer, verified = check_classic_attestation(
             envelope,
             annotations,
             digest=DIGEST,
@@ -234,10 +290,17 @@ def test_a_classic_cosign_attestation_gives_the_source_only_when_intact_and_by_a
             identities=[EXACT],
             predicate_types=PREDICATE_TYPES,
         )
-        return check_source(verified, repository=SOURCE, ref="refs/heads/main").as_record()
+        assert signer.certificate is not None
+        certificate = source_of_certificate(signer.certificate)
+        return check_source(verified, certificate, repository=SOURCE, ref="refs/heads/main").as_record()
 
     if reason is None:
-        assert source() == {"repository": SOURCE, "ref": "refs/heads/main", "commit": "c" * 40}
+        assert source() == {
+            "repository": SOURCE,
+            "ref": "refs/heads/main",
+            "commit": "c" * 40,
+            "build_signer": WORKFLOW,
+        }
     else:
         with pytest.raises(Refused, match=re.escape(reason)):
             source()

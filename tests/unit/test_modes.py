@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from controller.config import HealthConfig, HostPaths
-from controller.contract import DesiredContainer, runtime_mounts
 from controller.errors import Reason, Refused
-from controller.plan import Plan
+from controller.model.config import HealthConfig, HostPaths
+from controller.model.desired import DesiredContainer, runtime_mounts
+from controller.model.plan import Plan
 from controller.rollout.container import ContainerRollout
 from tests.unit.fake_engine import FakeEngine
 from tests.unit.test_swarm_rollout import NEW, ScriptedSwarm, rollout

@@ -23,10 +23,11 @@ from typing import Any
 
 import pytest
 
-from controller.config import Config, ImageSignaturesConfig, parse_config
-from controller.contract import DesiredContainer
+from controller import compose
 from controller.errors import Reason, Refused, Retryable
-from controller.reconcile.context import ImageCheck
+from controller.model.config import Config, ImageSignaturesConfig, parse_config
+from controller.model.desired import DesiredContainer
+from controller.reconcile.context import ImageStep
 from controller.records.audit import read_events
 from controller.records.host_init import init_layout
 from controller.records.locks import pass_lock
@@ -71,7 +72,7 @@ class Env:
     engine: FakeEngine
     time: FakeTime = field(default_factory=FakeTime)
 
-    def service(self, *, crash_at: str | None = None, image_check: ImageCheck | None = None) -> EnvironmentService:
+    def service(self, *, crash_at: str | None = None, image_check: ImageStep | None = None) -> EnvironmentService:
         """A fresh service, as a new process would make one (``image_check`` stands in for the registry)."""
 
         def at_step(step: str) -> None:
@@ -79,7 +80,7 @@ class Env:
                 raise Crash(step)
             checkpoint(step)
 
-        return EnvironmentService(
+        return compose.environment_service(
             self.config,
             engine=lambda: self.engine,
             image_check=image_check,

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from controller.config import HostPaths
-from controller.containers import ContainerState, Privileges
-from controller.contract import DesiredContainer, desired_from_bytes, keep_reference
 from controller.errors import Refused
-from controller.plan import Plan, plan
+from controller.model.config import HostPaths
+from controller.model.containers import ContainerState, Privileges
+from controller.model.desired import DesiredContainer, desired_from_bytes, keep_reference
+from controller.model.plan import Plan, plan
 
 REPO = "ghcr.io/ceerkle/dreichor-trading/runtime"
 A = f"{REPO}@sha256:{'a' * 64}"

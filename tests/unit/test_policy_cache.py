@@ -20,8 +20,9 @@ def keys(tmp_path_factory: pytest.TempPathFactory) -> tuple[SshKey, SshKey]:
     return make_ssh_key(folder, name="a"), make_ssh_key(folder, name="b")
 
 
-def _load(cache: PolicyCache, trust: Path) -> TrustPolicy:
-    return cache.load(allowed_signers=trust / "allowed_signers", openpgp_keys=None, revoked_keys=trust / "revoked_keys")
+def _load(cache: PolicyCache, trust: Path, *, revoked: bool = False) -> TrustPolicy:
+    revoked_keys = trust / "revoked_keys" if revoked else None
+    return cache.load(allowed_signers=trust / "allowed_signers", openpgp_keys=None, revoked_keys=revoked_keys)
 
 
 def _principals(policy: TrustPolicy) -> list[str]:
@@ -68,16 +69,20 @@ def test_a_file_replaced_by_rename_with_the_old_times_counts_from_the_next_load(
     assert _principals(_load(cache, tmp_path)) == ["b@dreichor.test"]
 
 
-def test_a_revoked_keys_file_created_later_counts_from_the_next_load(
+def test_a_revoked_keys_file_the_config_names_must_exist_and_counts_from_the_next_load(
     tmp_path: Path, keys: tuple[SshKey, SshKey]
 ) -> None:
     (tmp_path / "allowed_signers").write_text(keys[0].allowed_signers_line + "\n")
     cache = PolicyCache()
-    assert not _load(cache, tmp_path).revoked.revokes_ssh(_blob(keys[0]))
+    with pytest.raises(Refused, match=r"revoked_keys file .*revoked_keys is missing: the keys it revokes would"):
+        _load(cache, tmp_path, revoked=True)  # named but absent: never "nothing is revoked"
+    (tmp_path / "revoked_keys").write_text("")
+    assert not _load(cache, tmp_path, revoked=True).revoked.revokes_ssh(_blob(keys[0]))
     (tmp_path / "revoked_keys").write_text(keys[0].public + "\n")
-    assert _load(cache, tmp_path).revoked.revokes_ssh(_blob(keys[0]))
-    (tmp_path / "revoked_keys").unlink()
-    assert not _load(cache, tmp_path).revoked.revokes_ssh(_blob(keys[0]))
+    assert _load(cache, tmp_path, revoked=True).revoked.revokes_ssh(_blob(keys[0]))
+    (tmp_path / "revoked_keys").unlink()  # a revoked key does not sign again because its file went away
+    with pytest.raises(Refused, match="is missing"):
+        _load(cache, tmp_path, revoked=True)
 
 
 def test_a_refusal_is_not_kept(tmp_path: Path, keys: tuple[SshKey, SshKey]) -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from controller.config import parse_config
+from controller.model.config import parse_config
 from controller.reconcile.quarantine import earlier_host_digests, host_digest
 from controller.records.status import QuarantineKey
 

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from controller.errors import Reason
-from controller.plan import Plan
+from controller.model.plan import Plan
 from controller.reconcile.record import PassReport, PassResult, record
 from controller.records.status import AppliedStatus, AttemptStatus, ContainerStatus, Phase, SourceStatus, Status
 
@@ -270,7 +270,12 @@ def test_the_image_signer_is_recorded_next_to_the_commit_signer() -> None:
 
 
 def test_the_image_source_is_recorded_in_the_status_and_the_audit_when_provenance_gave_one() -> None:
-    source = {"repository": "https://github.com/o/r", "ref": "refs/heads/main", "commit": "c" * 40}
+    source = {
+        "repository": "https://github.com/o/r",
+        "ref": "refs/heads/main",
+        "commit": "c" * 40,
+        "build_signer": "https://github.com/o/r/.github/workflows/release.yml@refs/heads/main",
+    }
     report = did("applied", plan=Plan("replace", "deploying"), image_signer="wf (gh)", image_source=source, **VERIFIED)
     status, events = record(previous(), report, now=NOW, stale_after=STALE_AFTER)
     assert status.applied is not None and status.applied.image_source is not None

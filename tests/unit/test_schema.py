@@ -7,10 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from controller.config import DEFAULT_REPOSITORY, HostPaths
-from controller.contract import desired_from_bytes
 from controller.errors import Refused
-from controller.manifest import manifest_schema
+from controller.model.config import DEFAULT_REPOSITORY, HostPaths
+from controller.model.desired import desired_from_bytes
+from controller.model.manifest import manifest_schema
 
 SCHEMA = Path(__file__).resolve().parents[2] / "envs" / "manifest.schema.json"
 CHECKER = str(Path(sys.executable).with_name("check-jsonschema"))  # installed by the dev extra

@@ -8,12 +8,12 @@ from typing import Any
 
 import pytest
 
-from controller.config import HealthConfig, HostPaths
-from controller.containers import ContainerState
-from controller.contract import DesiredContainer, runtime_mounts
 from controller.engine.modes import container_found
 from controller.engine.port import ServiceState, TaskState
-from controller.plan import Plan
+from controller.model.config import HealthConfig, HostPaths
+from controller.model.containers import ContainerState
+from controller.model.desired import DesiredContainer, runtime_mounts
+from controller.model.plan import Plan
 from controller.rollout.base import HealthGateFailed
 from controller.rollout.swarm import SwarmRollout
 

@@ -12,11 +12,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from controller.config import parse_config
 from controller.errors import ConfigError
+from controller.model.config import parse_config
+from controller.model.safe_yaml import load_mapping
+from controller.model.windows import DeployWindows, WindowsConfig, span, waiting_reason
 from controller.records.host_init import init_layout
-from controller.safe_yaml import load_mapping
-from controller.windows import DeployWindows, WindowsConfig, span, waiting_reason
 
 BERLIN = ZoneInfo("Europe/Berlin")
 EVENINGS = {"cron": "0 18 * * 1-5", "duration": "3h"}  # weekdays 18:00-21:00

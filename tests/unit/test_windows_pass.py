@@ -16,9 +16,10 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from controller import compose
 from controller.cli import _status_lines, main
-from controller.config import Config, parse_config
-from controller.daemon import JOB_ID, OPENING_JOB_ID, Daemon
+from controller.daemon.scheduler import JOB_ID, OPENING_JOB_ID, Daemon
+from controller.model.config import Config, parse_config
 from controller.records.audit import read_events
 from controller.records.host_init import init_layout
 from controller.records.status import Status
@@ -60,7 +61,7 @@ class Host:
         self.now += timedelta(seconds=seconds)
 
     def service(self) -> EnvironmentService:
-        service = EnvironmentService(
+        service = compose.environment_service(
             self.config,
             engine=lambda: self.engine,
             clock=self.clock,

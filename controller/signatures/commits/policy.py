@@ -73,10 +73,14 @@ class TrustPolicy:
 
     @classmethod
     def load(cls, *, allowed_signers: Path, openpgp_keys: Path | None, revoked_keys: Path | None) -> TrustPolicy:
-        """Read the trust files; a missing allowed_signers file refuses every commit, a bad line the policy."""
-        signers_text = read_trust_file(allowed_signers, required=True)
-        openpgp_data = read_trust_file(openpgp_keys, required=False)
-        revoked_data = read_trust_file(revoked_keys, required=False)
+        """Read the trust files; a named file that is missing refuses every commit, a bad line the policy."""
+        signers_text = read_trust_file(allowed_signers, name="allowed_signers file")
+        openpgp_data = read_trust_file(
+            openpgp_keys, name="openpgp_keys file", consequence="the trust policy is not what the config says"
+        )
+        revoked_data = read_trust_file(
+            revoked_keys, name="revoked_keys file", consequence="the keys it revokes would be trusted again"
+        )
         digest = hashlib.sha256()
         for part in (signers_text, openpgp_data, revoked_data):
             digest.update(hashlib.sha256(part).digest())
@@ -140,20 +144,21 @@ class TrustPolicy:
 def read_trust_file(
     path: Path | None,
     *,
-    required: bool,
     name: str = "trust file",
     consequence: str = "no signer is trusted",
     code: Reason = Reason.UNTRUSTED_SIGNER,
 ) -> bytes:
-    """A trust file's bytes (empty when ``path`` is None, or missing and not ``required``); else ``Refused``."""
+    """A trust file's bytes (empty when the config names none); a named file that is missing is ``Refused``.
+
+    A file the config names must be there: a missing ``revoked_keys`` read as "nothing revoked"
+    would trust a revoked key again, so every trust file fails closed, naming itself.
+    """
     if path is None:
         return b""
     try:
         return path.read_bytes()
     except FileNotFoundError:
-        if required:
-            raise Refused(f"{name} {path} is missing: {consequence}", code=code) from None
-        return b""
+        raise Refused(f"{name} {path} is missing: {consequence}", code=code) from None
     except OSError as exc:
         raise Refused(f"{name} {path} is unreadable: {exc.strerror}", code=code) from None
 

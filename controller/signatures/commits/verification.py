@@ -11,11 +11,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from controller.config import Config
 from controller.errors import Refused
+from controller.model.config import Config
 from controller.signatures.commits.policy import PolicyCache, TrustPolicy, Verdict, VerifiedCache, verify_commits
 from controller.signatures.images.verifier import ImageVerdict
-from controller.source import GitSource
+from controller.source.git import GitSource
 
 log = logging.getLogger("dreichor.verification")
 

@@ -24,7 +24,7 @@ import hashlib
 import json
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -38,6 +38,7 @@ from cryptography.x509.verification import Criticality, ExtensionPolicy, PolicyB
 from controller.errors import Reason, Refused
 from controller.signatures.images.cosign import Unreadable, check_simple_signing_payload, check_statement, pae
 from controller.signatures.images.trusted_root import CertificateAuthority, TrustedRoot
+from controller.untrusted import bounded
 
 CERTIFICATE_ANNOTATION = "dev.sigstore.cosign/certificate"
 CHAIN_ANNOTATION = "dev.sigstore.cosign/chain"
@@ -45,6 +46,11 @@ BUNDLE_ANNOTATION = "dev.sigstore.cosign/bundle"
 ISSUER_V1 = ObjectIdentifier("1.3.6.1.4.1.57264.1.1")  # raw bytes
 ISSUER_V2 = ObjectIdentifier("1.3.6.1.4.1.57264.1.8")  # a DER UTF8String
 OTHERNAME_SAN = ObjectIdentifier("1.3.6.1.4.1.57264.1.7")
+# Fulcio writes these from the OIDC token of the workflow run, not from anything the workflow says.
+BUILD_SIGNER_URI = ObjectIdentifier("1.3.6.1.4.1.57264.1.9")
+SOURCE_REPOSITORY_URI = ObjectIdentifier("1.3.6.1.4.1.57264.1.12")
+SOURCE_REPOSITORY_DIGEST = ObjectIdentifier("1.3.6.1.4.1.57264.1.13")
+SOURCE_REPOSITORY_REF = ObjectIdentifier("1.3.6.1.4.1.57264.1.14")
 MAX_ANNOTATION_BYTES = 32 * 1024
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -73,13 +79,46 @@ class KeylessIdentity:
 
 @dataclass(frozen=True)
 class KeylessSigner:
-    """Who a verified keyless signature names, shown as ``identity (issuer host)``."""
+    """Who a verified keyless signature names, shown as ``identity (issuer host)``; its certificate kept."""
 
     subject: str
     issuer: str
+    certificate: x509.Certificate | None = field(default=None, compare=False, repr=False)
 
     def __str__(self) -> str:
-        return f"{self.subject} ({_host(self.issuer)})"
+        return bounded(f"{self.subject} ({_host(self.issuer)})")
+
+
+@dataclass(frozen=True)
+class CertificateSource:
+    """The source a Fulcio certificate names (Source Repository URI, Ref, Digest; Build Signer URI).
+
+    Fulcio copies them from the workflow run's OIDC token, so they say which repository, ref and
+    commit the run was started from, whatever the workflow later writes into a statement.
+    """
+
+    repository: str | None
+    ref: str | None
+    commit: str | None
+    build_signer: str | None
+
+
+def source_of_certificate(certificate: x509.Certificate) -> CertificateSource:
+    """The certificate's source extensions (each ``None`` when absent); ``Refused`` when one is no UTF8String."""
+
+    def read(oid: ObjectIdentifier) -> str | None:
+        try:
+            raw = certificate.extensions.get_extension_for_oid(oid).value.value  # type: ignore[attr-defined]
+        except x509.ExtensionNotFound:
+            return None
+        return _der_utf8(raw, what=f"extension {oid.dotted_string}")
+
+    return CertificateSource(
+        repository=read(SOURCE_REPOSITORY_URI),
+        ref=read(SOURCE_REPOSITORY_REF),
+        commit=read(SOURCE_REPOSITORY_DIGEST),
+        build_signer=read(BUILD_SIGNER_URI),
+    )
 
 
 def _host(issuer: str) -> str:
@@ -110,8 +149,9 @@ def match_identity(certificate: x509.Certificate, identities: Sequence[KeylessId
     """The certificate's identity when one of ``identities`` takes it; else ``Refused`` naming it."""
     signer = identity_of(certificate)
     if not any(identity.matches(signer.subject, signer.issuer) for identity in identities):
-        raise _refused(f"keyless signer {signer.subject!r} (issuer {signer.issuer!r}) is not a configured identity")
-    return signer
+        who = f"{bounded(signer.subject)!r} (issuer {bounded(signer.issuer)!r})"
+        raise _refused(f"keyless signer {who} is not a configured identity")
+    return replace(signer, certificate=certificate)
 
 
 def check_classic_keyless(
@@ -359,7 +399,7 @@ def _issuer(certificate: x509.Certificate) -> str:
     extensions = certificate.extensions
     try:
         raw = extensions.get_extension_for_oid(ISSUER_V2).value.value  # type: ignore[attr-defined]
-        return _der_utf8(raw)
+        return _der_utf8(raw, what="issuer")
     except x509.ExtensionNotFound:
         pass
     try:
@@ -368,16 +408,16 @@ def _issuer(certificate: x509.Certificate) -> str:
         raise _refused("keyless certificate names no OIDC issuer") from None
 
 
-def _der_utf8(raw: bytes) -> str:
+def _der_utf8(raw: bytes, *, what: str) -> str:
     """A DER UTF8String (tag 12, short or long length) as text."""
     if len(raw) < 2 or raw[0] != 0x0C:
-        raise _refused("keyless certificate's issuer is not a UTF8String")
+        raise _refused(f"keyless certificate's {what} is not a UTF8String")
     length, offset = raw[1], 2
     if length & 0x80:
         count = length & 0x7F
         length, offset = int.from_bytes(raw[2 : 2 + count], "big"), 2 + count
     if offset + length != len(raw):
-        raise _refused("keyless certificate's issuer has a broken length")
+        raise _refused(f"keyless certificate's {what} has a broken length")
     return raw[offset:].decode(errors="replace")
 
 

@@ -3,11 +3,16 @@
 The image's own repository holds them: the classic tags ``sha256-<hex>.sig`` (signatures) and
 ``sha256-<hex>.att`` (attestations), whose layers each carry one, and Sigstore bundles as OCI 1.1
 artifacts about the digest, listed by the referrers API or, on registries without it, an index at the
-tag ``sha256-<hex>``.  Every document is bounded (manifest and blob sizes, layer and referrer counts);
-one over a count cap is ``Refused`` like one over a size cap; one that is no signature document at all
-(garbage under status 200, a manifest without layers, a descriptor without a digest) is the registry's
-fault and ``Retryable`` like an outage (``controller.signatures.registry``), so a release is deployed
-once the registry answers properly again.  What the documents *say* is judged elsewhere:
+tag ``sha256-<hex>``.  Every document is bounded (manifest and blob sizes, layer and referrer counts).
+Whoever can push to the image repository can add candidates, so a cap broken is the registry's
+fault, never a verdict: the candidates within the cap are still checked (a valid signature among
+them lets the release through), and when none of them verifies the pass is retried
+(``Retryable``, ``RegistryAnswerTooLarge``) with a sentence saying that a valid signature may be
+among those not checked — a correctly signed release is held, never quarantined.  One that is no
+signature document at all (garbage under status 200, a manifest without layers, a descriptor
+without a digest) is the registry's fault and ``Retryable`` like an outage
+(``controller.signatures.registry``), so a release is deployed once the registry answers properly
+again.  What the documents *say* is judged elsewhere:
 ``verifier`` (signatures) and ``provenance`` (attestations).
 """
 
@@ -49,20 +54,25 @@ class ImageReference:
         return cls(match["host"], match["repository"], match["digest"])
 
 
-def tagged_layers(image: ImageReference, registry: RegistryClient, *, suffix: str, what: str) -> list[Any]:
-    """The layers of the manifest at ``sha256-<hex>.<suffix>`` (none when the tag is absent), bounded in count."""
+def tagged_layers(
+    image: ImageReference, registry: RegistryClient, *, suffix: str, what: str
+) -> tuple[list[Any], Retryable | None]:
+    """The layers of the manifest at ``sha256-<hex>.<suffix>`` (none when the tag is absent), at most the cap.
+
+    Past the cap, the fault to raise when none of the layers kept verifies.
+    """
     tag = image.digest.replace(":", "-") + f".{suffix}"
     answer = registry.manifest(image.repository, tag, max_bytes=MAX_MANIFEST_BYTES)
     if answer is None:
-        return []
+        return [], None
     layers = list_field(manifest_document(answer.body, what=f"{what} {tag}"), "layers", what=f"{what} {tag}")
-    if len(layers) > MAX_SIGNATURE_LAYERS:
-        raise refused(f"{what} {tag} has {len(layers)} layers, more than {MAX_SIGNATURE_LAYERS}")
-    return layers
+    if len(layers) <= MAX_SIGNATURE_LAYERS:
+        return layers, None
+    return layers[:MAX_SIGNATURE_LAYERS], over_cap(f"{what} {tag} has {len(layers)} layers", MAX_SIGNATURE_LAYERS)
 
 
 def bundle_documents(image: ImageReference, registry: RegistryClient) -> Iterator[Callable[[], bytes]]:
-    """Each bundle listed for the digest, read only when asked; a broken listing yields one refusal."""
+    """Each bundle listed for the digest (at most the cap), read only when asked; a broken listing yields a fault."""
     try:
         index = registry.referrers(
             image.repository, image.digest, artifact_type=BUNDLE_MEDIA_TYPES[0], max_bytes=MAX_MANIFEST_BYTES
@@ -72,14 +82,23 @@ def bundle_documents(image: ImageReference, registry: RegistryClient) -> Iterato
         referrers = list_field(
             manifest_document(index.body, what="referrers index"), "manifests", what="referrers index"
         )
-        if len(referrers) > MAX_REFERRERS:
-            raise refused(f"referrers index lists {len(referrers)} manifests, more than {MAX_REFERRERS}")
     except (Refused, Retryable) as exc:
         yield partial(reraise, exc)
         return
-    for entry in referrers:
-        if isinstance(entry, dict) and entry.get("artifactType") in BUNDLE_MEDIA_TYPES:
-            yield partial(read_bundle, entry, image, registry)
+    bundles = [e for e in referrers if isinstance(e, dict) and e.get("artifactType") in BUNDLE_MEDIA_TYPES]
+    for entry in bundles[:MAX_REFERRERS]:
+        yield partial(read_bundle, entry, image, registry)
+    if len(bundles) > MAX_REFERRERS:
+        yield partial(reraise, over_cap(f"referrers index lists {len(bundles)} bundles", MAX_REFERRERS))
+
+
+def over_cap(what: str, cap: int) -> Retryable:
+    """A count cap broken: the registry's fault, retried, saying a valid signature may be past the cap."""
+    return Retryable(
+        f"registry fault: {what}, more than the {cap} checked; none of those verified, and a valid "
+        "signature may be among the rest (anyone who can push to the image repository can add candidates)",
+        code=Reason.REGISTRY_ANSWER_TOO_LARGE,
+    )
 
 
 def read_bundle(entry: object, image: ImageReference, registry: RegistryClient) -> bytes:
@@ -143,7 +162,7 @@ def unique(reasons: list[str]) -> list[str]:
 
 
 def refused(reason: str) -> Refused:
-    """A document over a count cap: refused like one over its size cap (``RegistryAnswerTooLarge``)."""
+    """A verdict on a readable document: it is no signature the policy accepts."""
     return Refused(reason, code=Reason.UNTRUSTED_IMAGE_SIGNATURE)
 
 
@@ -172,8 +191,9 @@ def first_valid(candidates: Iterable[Callable[[], T]], *, host: str, nothing: st
             outage = outage or Retryable(f"registry {host}: {exc}", code=Reason.REGISTRY_UNAVAILABLE)
         except Refused as exc:
             reasons.extend(exc.reasons)
-        except Retryable as exc:
-            outage = outage or exc
+        except Retryable as exc:  # a broken count cap says most: a valid signature may be past it
+            over_cap = exc.code == Reason.REGISTRY_ANSWER_TOO_LARGE
+            outage = exc if outage is None or (over_cap and outage.code != exc.code) else outage
     if outage is not None:
         raise outage
     if not reasons:

@@ -6,8 +6,11 @@ A keyless signature says *who* built an image (a workflow identity); the build p
 ``cosign attest --type slsaprovenance`` from the SLSA generator writes v0.2.  ``verify_provenance``
 finds the digest's attestations (classic ``.att`` layers, then bundles; ``layout``), has each one's
 keyless signature, signer and subject digest verified (``keyless``, ``bundles``) against
-``provenance.identities``, and takes the first whose statement names the configured
-``source_repository`` (and ``source_ref`` when set).  The result, ``ImageSource``, is what the
+``provenance.identities``, and takes the first whose *signing certificate* names the configured
+``source_repository`` (and ``source_ref`` when set): Fulcio writes the Source Repository URI, Ref
+and Digest from the run's OIDC token, while the statement is text the workflow wrote itself (a
+workflow run from a pushed tag could claim ``refs/heads/main``).  A statement that names a source
+must agree with its certificate, else it is refused.  The result, ``ImageSource``, is what the
 status records as ``applied.image_source``: the chain from the manifest commit to the image to the
 application commit it was built from.  As for signatures, an attestation the registry serves broken
 (a layer of another media type, annotations or a bundle that cannot be read, a listed manifest that is
@@ -25,7 +28,13 @@ from typing import Any
 from controller.errors import Reason, Refused, Retryable
 from controller.signatures.images.bundles import Keyless, check_keyless_bundle
 from controller.signatures.images.cosign import MAX_BUNDLE_BYTES
-from controller.signatures.images.keyless import KeylessIdentity, check_classic_attestation
+from controller.signatures.images.keyless import (
+    CertificateSource,
+    KeylessIdentity,
+    KeylessSigner,
+    check_classic_attestation,
+    source_of_certificate,
+)
 from controller.signatures.images.layout import (
     ImageReference,
     bounded_descriptor,
@@ -37,6 +46,7 @@ from controller.signatures.images.layout import (
     tagged_layers,
 )
 from controller.signatures.registry import RegistryClient
+from controller.untrusted import bounded
 
 SLSA_V1 = "https://slsa.dev/provenance/v1"
 SLSA_V02 = "https://slsa.dev/provenance/v0.2"
@@ -48,15 +58,17 @@ _COMMIT = re.compile(r"^[0-9a-f]{40}([0-9a-f]{24})?$")
 
 @dataclass(frozen=True)
 class ImageSource:
-    """The repository, ref and commit a provenance attestation says the image was built from."""
+    """The repository, ref and commit an image was built from (by its provenance's certificate), bounded."""
 
     repository: str
     ref: str | None
     commit: str | None
+    build_signer: str | None = None
 
     def as_record(self) -> dict[str, str | None]:
         """The ``applied.image_source`` object of the status file."""
-        return {"repository": self.repository, "ref": self.ref, "commit": self.commit}
+        record = {"repository": self.repository, "ref": self.ref, "commit": self.commit}
+        return record | ({"build_signer": self.build_signer} if self.build_signer else {})
 
 
 @dataclass(frozen=True)
@@ -78,14 +90,46 @@ def source_of(statement: dict[str, Any]) -> ImageSource:
     return _source_v02(predicate)
 
 
-def check_source(statement: dict[str, Any], *, repository: str, ref: str | None) -> ImageSource:
-    """The statement's source when it is ``repository`` (and ``ref`` when set); else ``Refused`` naming both."""
-    source = source_of(statement)
-    if _normal(source.repository) != _normal(repository):
+def check_source(
+    statement: dict[str, Any], certificate: CertificateSource, *, repository: str, ref: str | None
+) -> ImageSource:
+    """The source the certificate names when it is ``repository`` (and ``ref``) and the statement agrees.
+
+    ``Refused`` naming both when the certificate names another source or none, or when the
+    statement's own text names another repository, ref or commit than its certificate.
+    """
+    if certificate.repository is None:
+        raise _refused("provenance certificate names no source repository (Fulcio extension 1.3.6.1.4.1.57264.1.12)")
+    source = ImageSource(
+        bounded(certificate.repository),
+        _bounded(certificate.ref),
+        _bounded(certificate.commit),
+        _bounded(certificate.build_signer),
+    )
+    if _normal(certificate.repository) != _normal(repository):
         raise _refused(f"provenance names source repository {source.repository!r}, not {repository!r}")
-    if ref is not None and source.ref != ref:
+    if ref is not None and certificate.ref != ref:
         raise _refused(f"provenance names source ref {source.ref!r}, not {ref!r}")
+    _agree(statement, certificate, source)
     return source
+
+
+def _agree(statement: dict[str, Any], certificate: CertificateSource, source: ImageSource) -> None:
+    """A statement that names a source names the certificate's: else its text is not the build's."""
+    try:
+        claimed = source_of(statement)
+    except Refused:
+        return  # the statement names no source: the certificate's stands alone
+    for what, said, known, shown in (
+        ("repository", _normal(claimed.repository), _normal(str(certificate.repository)), source.repository),
+        ("ref", claimed.ref, certificate.ref, source.ref),
+        ("commit", claimed.commit, certificate.commit, source.commit),
+    ):
+        if said is not None and known is not None and said != known:
+            raise _refused(
+                f"provenance statement names source {what} {bounded(str(said))!r}, "
+                f"but its signing certificate says {shown!r}"
+            )
 
 
 def _source_v1(predicate: dict[str, Any]) -> ImageSource:
@@ -125,8 +169,8 @@ def verify_provenance(
     """
     return first_valid(
         (
-            partial(_fitting, statement, policy)
-            for statement in _attestations(image, registry, keyless=keyless, policy=policy)
+            partial(_fitting, attestation, policy)
+            for attestation in _attestations(image, registry, keyless=keyless, policy=policy)
         ),
         host=image.host,
         nothing=f"image {image.digest} carries no provenance attestation",
@@ -134,16 +178,21 @@ def verify_provenance(
     )
 
 
-def _fitting(statement: Statement, policy: Provenance) -> ImageSource:
-    return check_source(statement(), repository=policy.repository, ref=policy.ref)
+def _fitting(attestation: Attestation, policy: Provenance) -> ImageSource:
+    signer, statement = attestation()
+    if signer.certificate is None:
+        raise _refused("provenance signer has no certificate to name its source")
+    certificate = source_of_certificate(signer.certificate)
+    return check_source(statement, certificate, repository=policy.repository, ref=policy.ref)
 
 
-Statement = Callable[[], dict[str, Any]]  # one verified attestation's in-toto statement, or Refused
+# one verified attestation's signer and in-toto statement, or Refused
+Attestation = Callable[[], tuple[KeylessSigner, dict[str, Any]]]
 
 
 def _attestations(
     image: ImageReference, registry: RegistryClient, *, keyless: Keyless, policy: Provenance
-) -> Iterator[Statement]:
+) -> Iterator[Attestation]:
     try:
         yield from _classic_attestations(image, registry, keyless=keyless, policy=policy)
     except (Refused, Retryable) as exc:
@@ -154,14 +203,17 @@ def _attestations(
 
 def _classic_attestations(
     image: ImageReference, registry: RegistryClient, *, keyless: Keyless, policy: Provenance
-) -> Iterator[Statement]:
-    for layer in tagged_layers(image, registry, suffix="att", what="attestation manifest"):
+) -> Iterator[Attestation]:
+    layers, over = tagged_layers(image, registry, suffix="att", what="attestation manifest")
+    for layer in layers:
         yield partial(_check_attestation_layer, layer, image, registry, keyless=keyless, policy=policy)
+    if over is not None:
+        yield partial(reraise, over)
 
 
 def _check_attestation_layer(
     layer: object, image: ImageReference, registry: RegistryClient, *, keyless: Keyless, policy: Provenance
-) -> dict[str, Any]:
+) -> tuple[KeylessSigner, dict[str, Any]]:
     descriptor = bounded_descriptor(layer, max_size=MAX_BUNDLE_BYTES, what="attestation layer")
     if descriptor.get("mediaType") != DSSE_MEDIA_TYPE:
         raise fault(f"attestation layer has media type {str(descriptor.get('mediaType'))[:80]!r}")
@@ -169,7 +221,7 @@ def _check_attestation_layer(
     if not isinstance(annotations, dict):
         raise fault("attestation layer has no annotations")
     envelope = registry.blob(image.repository, descriptor["digest"], max_bytes=MAX_BUNDLE_BYTES)
-    _signer, statement = check_classic_attestation(
+    return check_classic_attestation(
         envelope,
         annotations,
         digest=image.digest,
@@ -177,13 +229,12 @@ def _check_attestation_layer(
         identities=policy.identities,
         predicate_types=PREDICATE_TYPES,
     )
-    return statement
 
 
 def _bundle_statement(
     read: Callable[[], bytes], image: ImageReference, *, keyless: Keyless, policy: Provenance
-) -> dict[str, Any]:
-    _signer, statement = check_keyless_bundle(
+) -> tuple[KeylessSigner, dict[str, Any]]:
+    signer, statement = check_keyless_bundle(
         read(),
         digest=image.digest,
         trust=keyless.bundles,
@@ -192,7 +243,7 @@ def _bundle_statement(
     )
     if statement is None:
         raise refused("a message-signature bundle is no provenance attestation")
-    return statement
+    return signer, statement
 
 
 def _commit(value: object) -> str | None:
@@ -201,6 +252,10 @@ def _commit(value: object) -> str | None:
 
 def _normal(repository: str) -> str:
     return repository.strip().removesuffix("/").removesuffix(".git").lower()
+
+
+def _bounded(text: str | None) -> str | None:
+    return None if text is None else bounded(text)
 
 
 def _dict(value: object) -> dict[str, Any]:

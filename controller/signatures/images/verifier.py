@@ -26,8 +26,8 @@ from functools import partial
 from pathlib import Path
 from typing import Literal
 
-from controller.config import ImageConfig, KeylessIdentityConfig
 from controller.errors import ConfigError, Refused, Retryable
+from controller.model.config import ImageConfig, KeylessIdentityConfig
 from controller.signatures.images.bundles import BundleTrust, Keyless, check_keyless_bundle
 from controller.signatures.images.cosign import (
     MAX_PAYLOAD_BYTES,
@@ -179,8 +179,11 @@ def _candidates(image: ImageReference, registry: RegistryClient, *, signers: Sig
 
 
 def _classic(image: ImageReference, registry: RegistryClient, *, signers: Signers) -> Iterator[Candidate]:
-    for layer in tagged_layers(image, registry, suffix="sig", what="signature manifest"):
+    layers, over = tagged_layers(image, registry, suffix="sig", what="signature manifest")
+    for layer in layers:
         yield partial(_check_classic_layer, layer, image, registry, signers=signers)
+    if over is not None:
+        yield partial(reraise, over)
 
 
 def _check_classic_layer(

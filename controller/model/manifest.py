@@ -14,8 +14,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictStr
 
-from controller.config import DEFAULT_REPOSITORY
-from controller.safe_yaml import load_mapping
+from controller.model.config import DEFAULT_REPOSITORY
+from controller.model.safe_yaml import load_mapping
 
 MAX_MANIFEST_BYTES = 64 * 1024
 # Whole-string patterns, used with ``fullmatch``: ``$`` would also match before a final newline.

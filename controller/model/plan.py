@@ -11,9 +11,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from controller.containers import ContainerState
-from controller.contract import LABEL_ENVIRONMENT, LABEL_MANAGED_BY, LABEL_MANIFEST, DesiredContainer, keep_reference
 from controller.errors import Reason, Refused
+from controller.model.containers import ContainerState
+from controller.model.desired import (
+    LABEL_ENVIRONMENT,
+    LABEL_MANAGED_BY,
+    LABEL_MANIFEST,
+    DesiredContainer,
+    keep_reference,
+)
 from controller.untrusted import bounded
 
 Action = Literal["nothing", "create", "replace", "repair"]

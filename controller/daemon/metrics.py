@@ -147,6 +147,10 @@ class Metrics:
         if status is not None and status.container.node:
             self.runtime_node.info({"node": status.container.node})
 
+    def auth_failed(self, endpoint: str, reason: str) -> None:
+        """Count one refused API call."""
+        self.auth_failures.labels(endpoint, reason).inc()
+
     def exposition(self) -> bytes:
         """The text format for ``GET /metrics``."""
         return generate_latest(self.registry)

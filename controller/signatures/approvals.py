@@ -19,22 +19,25 @@ clone's file and has ``ssh-keygen`` sign it, so both sides share one format.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import os
 import re
+import stat
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from controller.config import ENVIRONMENTS, repository_name
 from controller.errors import ConfigError, Reason, Refused
+from controller.model.config import ENVIRONMENTS, repository_name
 from controller.signatures import signing
 from controller.signatures.commits import sshsig
 from controller.signatures.commits.allowed_signers import AllowedSigner, parse_allowed_signers
 from controller.signatures.commits.openpgp import OpenPgpKeyring
 from controller.signatures.commits.policy import read_trust_file
 from controller.signatures.commits.revocations import Revocations, parse_revoked_keys
-from controller.source import clone_facts
+from controller.source.git import clone_facts
 from controller.untrusted import bounded
 
 NAMESPACE = "dreichor-approval"
@@ -109,10 +112,12 @@ def parse_approval(data: bytes) -> tuple[Statement, bytes, bytes]:
     if len(parts) < 8:
         raise NotCounted("is not a seven-line statement followed by a signature")
     signed = b"\n".join(parts[:7]) + b"\n"
-    try:
-        lines = signed.decode("ascii").splitlines()
+    try:  # split on "\n" alone, as the statement is written: \r, \v or \x1c are a field's text, not line ends
+        lines = signed.decode("ascii").removesuffix("\n").split("\n")
     except UnicodeDecodeError:
         raise NotCounted("has a statement that is not ASCII text") from None
+    if not all(line.isprintable() for line in lines):
+        raise NotCounted("has a control character in its statement")
     if lines[0] != VERSION_LINE:
         raise NotCounted(f"does not start with '{VERSION_LINE}'")
     values: dict[str, str] = {}
@@ -166,11 +171,12 @@ class Approvers:
 
 def load_approvers(approvers: Path, *, openpgp_keys: Path | None, revoked_keys: Path | None) -> Approvers:
     """Read the host's approver files; a missing or ambiguous file refuses the change, naming the file."""
-    text = _read(approvers, required=True).decode("utf-8", "replace")
+    text = _read(approvers, name="approvers file").decode("utf-8", "replace")
     signers = tuple(parse_allowed_signers(text))
     _check_one_person_per_key(signers, approvers)
-    keyring = OpenPgpKeyring(_read(openpgp_keys, required=False) if openpgp_keys else b"")
-    revoked = parse_revoked_keys(_read(revoked_keys, required=False), path=revoked_keys) if revoked_keys else None
+    keyring = OpenPgpKeyring(_read(openpgp_keys, name="approvers' openpgp_keys file"))
+    revoked_data = _read(revoked_keys, name="revoked_keys file", consequence="the keys it revokes would count again")
+    revoked = parse_revoked_keys(revoked_data, path=revoked_keys) if revoked_keys else None
     people = {fpr: email_of(uid) or fpr for fpr, uid in keyring.user_ids().items()}
     return Approvers(signers, keyring, revoked or Revocations(), openpgp_people=people)
 
@@ -188,10 +194,8 @@ def _check_one_person_per_key(signers: Sequence[AllowedSigner], path: Path) -> N
             raise Refused(why, code=Reason.BAD_TRUST_POLICY)
 
 
-def _read(path: Path | None, *, required: bool) -> bytes:
-    return read_trust_file(
-        path, required=required, name="approvers file", consequence="no one can approve", code=Reason.BAD_TRUST_POLICY
-    )
+def _read(path: Path | None, *, name: str, consequence: str = "no one can approve") -> bytes:
+    return read_trust_file(path, name=name, consequence=consequence, code=Reason.BAD_TRUST_POLICY)
 
 
 # -- counting ---------------------------------------------------------------------------------------
@@ -372,7 +376,7 @@ def write_approval(file: Path, *, key: str | None, valid_for: timedelta, reposit
     ``remote.origin.url``), the environment and path from the file's place in the clone, its SHA-256.
     """
     root, origin, signing_key = clone_facts(file)
-    relative = file.resolve().relative_to(root.resolve()).as_posix()
+    relative = _inside(file, root)
     environment = relative.removeprefix("envs/").removesuffix(".yaml")
     if relative != f"envs/{environment}.yaml" or environment not in ENVIRONMENTS:
         raise ConfigError(f"{relative} is not an environment's manifest (envs/dev.yaml or envs/prod.yaml)")
@@ -390,7 +394,63 @@ def write_approval(file: Path, *, key: str | None, valid_for: timedelta, reposit
     armored = signing.ssh_sign(statement, key=key, namespace=NAMESPACE)
     signature = sshsig.parse_armored(armored)
     sshsig.verify(signature, statement, namespace=NAMESPACE.encode(), what="the statement")
-    target = root / folder(environment, sha) / f"{hashlib.sha256(signature.public_key).hexdigest()[:16]}{SUFFIX}"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_bytes(statement + armored)
-    return target
+    name = f"{hashlib.sha256(signature.public_key).hexdigest()[:16]}{SUFFIX}"
+    return write_inside(root, (*folder(environment, sha).split("/"), name), statement + armored)
+
+
+def _inside(file: Path, root: Path) -> str:
+    """``file``'s path in the clone, refused when a component under the clone's root is a symlink.
+
+    The branch under review chooses the clone's contents: a manifest that is a symlink would have
+    another file's bytes approved under this file's name.
+    """
+    absolute = file.absolute()
+    top = root.resolve()
+    for candidate in (absolute, *absolute.parents):
+        if candidate.resolve() == top:
+            return absolute.relative_to(candidate).as_posix()
+        if candidate.is_symlink():
+            raise ConfigError(f"{candidate} is a symlink: approve reads no file through a link the clone holds")
+    raise ConfigError(f"{file} is not inside the clone {root}")
+
+
+def write_inside(root: Path, parts: Sequence[str], data: bytes) -> Path:
+    """Create ``root/parts…`` as a new regular file, following no symlink under ``root``.
+
+    The approval's path is predictable (content hash and key), so a branch could commit it, or any
+    folder above it, as a symlink to ``~/.bashrc`` or a key file.  Each folder is opened relative
+    to the one above it without following links (created when missing); the file is created with
+    ``O_EXCL | O_NOFOLLOW``.  An approval already there (a regular file) is replaced by a new one.
+    """
+    here = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    path = root
+    try:
+        for part in parts[:-1]:
+            path = path / part
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(part, 0o755, dir_fd=here)
+            try:
+                below = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=here)
+            except OSError:
+                raise ConfigError(f"{path} is a symlink or not a folder: approve writes nothing through it") from None
+            os.close(here)
+            here = below
+        path = path / parts[-1]
+        if stat.S_ISREG(_lstat(parts[-1], here)):
+            os.unlink(parts[-1], dir_fd=here)  # an earlier approval of the same content by the same key
+        try:
+            fd = os.open(parts[-1], os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644, dir_fd=here)
+        except OSError:
+            raise ConfigError(f"{path} already exists and is no regular file: approve writes nothing there") from None
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+    finally:
+        os.close(here)
+    return path
+
+
+def _lstat(name: str, folder_fd: int) -> int:
+    try:
+        return os.stat(name, dir_fd=folder_fd, follow_symlinks=False).st_mode
+    except FileNotFoundError:
+        return 0

@@ -8,29 +8,25 @@ pass in flight finish, SIGHUP reloads the config.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import signal
-import sys
 import threading
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import FrameType
-from typing import Any
 
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
 from controller import compose
-from controller import systemd as notify
-from controller.api.routes import AccessVerifier, ApiContext, ApiServer, Guards, WebhookVerifier
-from controller.config import Config, load_config
+from controller.api.routes import ApiContext, ApiServer, Guards
+from controller.daemon import systemd as notify
+from controller.daemon.metrics import Metrics
 from controller.errors import ConfigError, ControllerError, Reason
-from controller.metrics import Metrics
+from controller.model.config import Config, load_config
+from controller.model.plan import Plan
 from controller.notifications.sender import Notifier
-from controller.plan import Plan
 from controller.reconcile.record import held
 from controller.records.deliveries import DeliveryMemory
 from controller.records.locks import hold_lock
@@ -47,78 +43,13 @@ DRAIN_SECONDS = 5.0  # how long an exit waits for queued notifications
 RELOAD_DRAIN_SECONDS = 1.0  # how long a reload waits for the old receivers before it lets them go
 
 
-def attach_notifier(
-    service: EnvironmentService,
-    *,
-    on_failure: Callable[[], None] | None = None,
-    on_drop: Callable[[], None] | None = None,
-) -> Notifier | None:
-    """The process's notifier, hearing the service's decisions; None when nothing is configured.
-
-    Raises ``ConfigError`` for an unusable Apprise URL or a ``${NAME}`` the .env lacks.
-    """
-    config = service.config
-    if config.notify is None and config.github is None:
-        return None
-    dotenv = compose.host_dotenv(config.paths)
-    notifier = Notifier.from_config(config, dotenv=dotenv, on_failure=on_failure, on_drop=on_drop)
-    service.audit_hooks.append(notifier.hear)
-    service.notice_hooks.append(notifier.hear)
-    return notifier
-
-
-class JsonFormatter(logging.Formatter):
-    """One JSON object per line, for journald."""
-
-    _SKIP = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
-
-    def format(self, record: logging.LogRecord) -> str:
-        """The record and its ``extra`` fields as JSON."""
-        data: dict[str, Any] = {
-            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "msg": record.getMessage(),
-        }
-        data.update({k: v for k, v in record.__dict__.items() if k not in self._SKIP})
-        if record.exc_info:
-            data["traceback"] = self.formatException(record.exc_info)
-        return json.dumps(data, default=str)
-
-
-LOG_LEVELS = ("debug", "info", "warning", "error")
-
-
-def setup_logging(level: str | None = None) -> None:
-    """The daemon's logs: JSON lines on stdout (journald), from ``level`` on (default info)."""
-    _log_to(sys.stdout, JsonFormatter(), level or "info")
-
-
-def setup_cli_logging(level: str | None = None) -> None:
-    """A one-shot command's logs: plain lines on stderr, from ``level`` on (default warning)."""
-    _log_to(sys.stderr, logging.Formatter("%(levelname)s %(name)s: %(message)s"), level or "warning")
-
-
-class _OwnHandler(logging.StreamHandler):  # type: ignore[type-arg]
-    """The controller's own log handler: set up again replaces it, and leaves others' handlers alone."""
-
-
-def _log_to(stream: Any, formatter: logging.Formatter, level: str) -> None:
-    handler = _OwnHandler(stream)
-    handler.setFormatter(formatter)
-    root = logging.getLogger()
-    root.handlers[:] = [h for h in root.handlers if not isinstance(h, _OwnHandler)] + [handler]
-    root.setLevel(level.upper())
-    logging.getLogger("apscheduler").setLevel(max(logging.WARNING, root.level))
-
-
 class Daemon:
     """One environment's long-running controller."""
 
     def __init__(self, config_path: Path) -> None:
         self.config_path = config_path
         self.config: Config = load_config(config_path)
-        self.service = EnvironmentService(self.config)
+        self.service = compose.environment_service(self.config)
         self.scheduler = BackgroundScheduler(timezone=UTC)
         self.stopping = threading.Event()
         self.reload_requested = threading.Event()
@@ -135,7 +66,7 @@ class Daemon:
         self.last_wait: str | None = None  # the reason of a held change already logged at warning
 
     def _attach_notifier(self, service: EnvironmentService) -> Notifier | None:
-        return attach_notifier(
+        return compose.notifier(
             service, on_failure=self.metrics.notifications_failed.inc, on_drop=self.metrics.notifications_dropped.inc
         )
 
@@ -280,15 +211,7 @@ class Daemon:
 
     def _api_guards(self) -> Guards:
         """The API's Access verifier and webhook secret, as the config and the ``.env`` say now."""
-        access = self.config.api.access
-        return Guards(
-            access=AccessVerifier(access) if access else None,
-            webhook=WebhookVerifier(
-                compose.host_dotenv(self.config.paths).get("GITHUB_WEBHOOK_SECRET"),
-                branch=self.config.source.branch,
-                deliveries=self.deliveries,
-            ),
-        )
+        return compose.api_guards(self.config, self.deliveries)
 
     def _status_json(self) -> bytes | None:
         try:
@@ -359,7 +282,7 @@ class Daemon:
             return
         # Everything the config and .env define is built anew: the image check (its keys), the notifier
         # (receivers, events, GitHub statuses, ${NAME} values), then access and the webhook secret.
-        service = EnvironmentService(config)
+        service = compose.environment_service(config)
         service.audit_hooks = [h for h in self.service.audit_hooks if not self._is_notifier(h)]
         service.notice_hooks = [h for h in self.service.notice_hooks if not self._is_notifier(h)]
         try:

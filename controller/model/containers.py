@@ -9,14 +9,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from controller.contract import LABEL_MANAGED_BY, MANAGED_BY, Mount
+from controller.model.desired import LABEL_MANAGED_BY, MANAGED_BY, Mount
 
 
 @dataclass(frozen=True)
 class Privileges:
     """What a container may do that the controller never gives it: each field is empty as the controller creates it.
 
-    The adapters fill it from what the engine shows; ``controller.plan`` calls any non-empty
+    The adapters fill it from what the engine shows; ``controller.model.plan`` calls any non-empty
     field drift, because each one widens what the runtime can reach on the host.
     """
 

@@ -13,10 +13,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from controller.config import HostPaths
-from controller.conninfo import ConninfoError, parse_conninfo
 from controller.errors import Refused
-from controller.manifest import (
+from controller.model.config import HostPaths
+from controller.model.conninfo import ConninfoError, parse_conninfo
+from controller.model.manifest import (
     Manifest,
     build_manifest,
     has_control_character,
@@ -148,7 +148,7 @@ def _split_tag(name: str) -> tuple[str, str | None]:
 def database_reasons(database_url: str | None, *, environment: str) -> list[str]:
     """Why ``DATABASE_URL`` is unacceptable for ``environment``, if it is.
 
-    Judged as libpq reads it (``controller.conninfo``): the database it would
+    Judged as libpq reads it (``controller.model.conninfo``): the database it would
     connect to — ``?dbname=`` over the path, percent-decoded — must be exactly
     ``dreichor_<env>``, named explicitly (without one libpq falls back to the
     user name or ``$PGDATABASE``).  Reasons never quote the string: it holds a password.

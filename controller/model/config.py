@@ -19,10 +19,10 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError, model_validator
 
-from controller.durations import parse_duration
 from controller.errors import ConfigError, Refused
-from controller.safe_yaml import load_mapping
-from controller.windows import WindowsConfig
+from controller.model.durations import parse_duration
+from controller.model.safe_yaml import load_mapping
+from controller.model.windows import WindowsConfig
 
 Environment = Literal["dev", "prod"]
 ENVIRONMENTS: tuple[Environment, ...] = ("dev", "prod")

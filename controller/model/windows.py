@@ -27,7 +27,7 @@ from apscheduler.triggers.cron import CronTrigger
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, field_validator
 from pydantic_core import PydanticCustomError
 
-from controller.durations import parse_duration
+from controller.model.durations import parse_duration
 
 HORIZON = timedelta(days=400)  # a yearly freeze is always found: the search looks this far ahead
 MAX_STEPS = 1024  # window edges looked at per answer; a dense schedule ends the search early

@@ -357,7 +357,7 @@ def _stderr(exc: git.GitCommandError) -> str:
 def clone_facts(file: Path) -> tuple[Path, str | None, str | None]:
     """For ``approve``: (the work tree holding ``file``, ``remote.origin.url``, ``user.signingkey``)."""
     try:
-        clone = git.Repo(file.resolve().parent, search_parent_directories=True)
+        clone = git.Repo(file.absolute().parent, search_parent_directories=True)
     except (git.InvalidGitRepositoryError, git.NoSuchPathError):
         raise Refused(f"{file} is not in a clone of the manifest repository", code=Reason.NOT_FOUND) from None
     if clone.working_tree_dir is None:
