@@ -14,6 +14,7 @@ import getpass
 import json
 import logging
 import os
+import signal
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -24,7 +25,7 @@ from typing import Any
 from controller import __version__, completion, compose
 from controller.daemon.logs import LOG_LEVELS, setup_cli_logging, setup_logging
 from controller.daemon.scheduler import DRAIN_SECONDS, Daemon
-from controller.errors import ConfigError, ControllerError, Refused
+from controller.errors import ConfigError, ControllerError, Reason, Refused
 from controller.model.config import ENVIRONMENTS, config_path, default_root
 from controller.model.durations import parse_duration
 from controller.service import (
@@ -32,6 +33,7 @@ from controller.service import (
     BreakGlass,
     EnvironmentService,
     PassOptions,
+    PassResult,
     PlanAnswer,
     init_layout,
     next_steps,
@@ -49,10 +51,11 @@ EXIT_WAITING = 5  # held for approvals (docs/design.md §15): no refusal
 EXIT_CHANGE = 2  # plan --exit-code: a change would be applied (as ``terraform plan -detailed-exitcode``)
 EXIT_OUT_OF_SYNC = 3  # status --check
 EXIT_UNHEALTHY = 4  # status --check
+STATUS_SILENT_INTERVALS = 3  # status --check: older than this many poll intervals, no controller writes it
 SYNC_EXIT = {
     "applied": EXIT_OK,
     "unchanged": EXIT_OK,
-    "suspended": EXIT_OK,
+    "suspended": EXIT_REFUSED,  # held by a person: the head's content does not run (docs/design.md §16)
     "refused": EXIT_REFUSED,
     "rolled_back": EXIT_ROLLED_BACK,
     "waiting": EXIT_WAITING,
@@ -66,7 +69,7 @@ PLAN_EXIT = {
     "applied": EXIT_OK,
     "unchanged": EXIT_OK,
     "suspended": EXIT_OK,
-    "waiting": EXIT_OK,
+    "waiting": EXIT_OK,  # --exit-code: 5, the same code as sync's for what the next pass would do
     "refused": EXIT_REFUSED,
 }
 
@@ -126,7 +129,12 @@ def _failed(args: argparse.Namespace, reasons: Sequence[str], *, refused: bool =
 
 
 def os_error(exc: OSError) -> str:
-    """An OS error as one sentence: the file, the cause and its errno name."""
+    """An OS error as one sentence: the file, the cause and its errno name.
+
+    A permission the caller lacks is the caller's limit, not the host's damage: it says who may.
+    """
+    if isinstance(exc, PermissionError):
+        return f"permission denied: run as root or the controller's user ({exc.filename or exc})"
     cause = exc.strerror or str(exc)
     name = errno.errorcode.get(exc.errno or 0)
     where = f"{exc.filename}: " if exc.filename else ""
@@ -186,12 +194,10 @@ def cmd_sync(args: argparse.Namespace) -> int:
         _fail("error: --break-glass needs --reason TEXT (who and why are recorded), and --reason needs --break-glass")
         return EXIT_ERROR
     service = _service(args)
+    glass = BreakGlass(by=operator(), reason=args.reason) if args.break_glass else None
+    options = PassOptions(force=args.force, allow_rewrite=args.allow_rewrite, adopt=args.adopt, break_glass=glass)
     try:
-        with _notifying(service):
-            glass = BreakGlass(by=operator(), reason=args.reason) if args.break_glass else None
-            options = PassOptions(
-                force=args.force, allow_rewrite=args.allow_rewrite, adopt=args.adopt, break_glass=glass
-            )
+        with _notifying(service), _finishing_on_interrupt():
             result = service.sync(options)
     finally:
         service.close()
@@ -200,8 +206,40 @@ def cmd_sync(args: argparse.Namespace) -> int:
         answer = {"result": result.result, "reason": result.reason, "code": str(result.code)}
         _print_json(answer if code in (EXIT_OK, EXIT_WAITING) else {**answer, "error": result.reason})
     else:
-        print(f"{result.result}: {result.reason}")
+        print(f"{verdict_word(result)}: {result.reason}")
     return code
+
+
+@contextlib.contextmanager
+def _finishing_on_interrupt() -> Iterator[None]:
+    """Ctrl-C during ``sync`` is said at once and changes nothing: a swap stopped halfway could leave the
+    environment without its runtime, so the pass is finished and ``sync`` exits with its code."""
+    heard = 0
+
+    def interrupted(signum: int, frame: object) -> None:
+        nonlocal heard
+        heard += 1
+        _fail(
+            "interrupt: the pass in flight is being finished (a swap cannot be stopped halfway safely); "
+            "its exit code follows"
+            if heard == 1
+            else "interrupt again: this changes nothing; the pass in flight is being finished"
+        )
+
+    try:
+        previous = signal.signal(signal.SIGINT, interrupted)
+    except ValueError:  # not the main thread (a test's runner): the default stays
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def verdict_word(result: PassResult) -> str:
+    """``held`` for a pass that met a head already refused or rolled back (docs/design.md §16), else the result."""
+    return "held" if result.result == "refused" and result.code == Reason.QUARANTINED else result.result
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
@@ -215,7 +253,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     result = answer.result
     decided, code = result.plan, PLAN_EXIT.get(result.result, EXIT_ERROR)
     if args.exit_code and code == EXIT_OK and decided is not None and decided.action != "nothing":
-        code = EXIT_WAITING if result.result == "waiting" else EXIT_CHANGE  # as sync would exit
+        code = EXIT_WAITING if result.result == "waiting" else EXIT_CHANGE
     if args.json:
         action, drift = (decided.action, list(decided.drift)) if decided else (None, [])
         data = {
@@ -283,11 +321,19 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(status.model_dump_json(indent=2))
     else:
         print("\n".join(_status_lines(status, now=datetime.now(UTC))))
-    return _check_code(status) if args.check else EXIT_OK
+        if service.interrupted():
+            print("swap:        in flight, or interrupted by a crash: the next pass finishes or undoes it")
+    return (
+        _check_code(status, now=datetime.now(UTC), interval=service.config.source.interval) if args.check else EXIT_OK
+    )
 
 
-def _check_code(status: Any) -> int:
-    """``status --check``: a down container (4) outranks a held change (3)."""
+def _check_code(status: Any, *, now: datetime, interval: int) -> int:
+    """``status --check``: a status no controller is writing (4, unknown), a down container (4), a held change (3)."""
+    silent = now - status.updated_at
+    if silent.total_seconds() > STATUS_SILENT_INTERVALS * interval:
+        _fail(f"unknown: no controller has written the status for {int(silent.total_seconds() // 60)} min")
+        return EXIT_UNHEALTHY
     if status.health != "Healthy":
         return EXIT_UNHEALTHY
     return EXIT_OK if status.sync.state == "InSync" else EXIT_OUT_OF_SYNC
@@ -387,7 +433,7 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     service = _service(args)
     try:
         with _notifying(service):
-            snapshot = service.rollback(args.snapshot)
+            snapshot = service.rollback(args.snapshot, reason=args.reason, by=operator())
     finally:
         service.close()
     print(f"restored snapshot {snapshot.id} ({snapshot.image}); suspended until 'dreichor-controller resume'")
@@ -404,8 +450,14 @@ def cmd_suspend(args: argparse.Namespace) -> int:
     service = _service(args)
     by = operator()
     with _notifying(service):
-        service.suspend(args.reason, by=by)
-    print(f"suspended by {by}: {args.reason}")
+        changed = service.suspend(args.reason, by=by)
+    if changed:
+        print(f"suspended by {by}: {args.reason}")
+        return EXIT_OK
+    status = service.status()
+    held = status.suspension if status else None
+    since = f" by {held.by}: {held.reason}" if held else ""
+    print(f"already suspended{since}; nothing recorded")
     return EXIT_OK
 
 
@@ -413,10 +465,10 @@ def cmd_resume(args: argparse.Namespace) -> int:
     """``resume``: act on new revisions again (from the next pass); say what is true now."""
     service = _service(args)
     with _notifying(service):
-        service.resume(by=operator())
+        changed = service.resume(by=operator())
     status = service.status()
     sync = f"; sync {status.sync.state}, health {status.health}" if status and status.sync else ""
-    print(f"resumed{sync}; the next pass acts on the head")
+    print(f"resumed{sync}; the next pass acts on the head" if changed else f"not suspended{sync}; nothing recorded")
     return EXIT_OK
 
 
@@ -662,8 +714,9 @@ COMMANDS = (
         "one reconcile pass now",
         "Run one reconcile pass now: fetch, verify, validate, plan, apply, health gate, record.",
         "dreichor-controller sync -e prod",
-        "0 in sync or applied; 3 refused (or held); 4 failed the health gate and rolled back; "
-        "5 the change waits (approvals, or the deploy window); 1 other error",
+        "0 in sync or applied; 3 refused, or held since (refused, rolled back), or suspended; "
+        "4 failed the health gate and rolled back by this pass; 5 the change waits (approvals, the deploy window); "
+        "1 other error; Ctrl-C finishes the pass in flight and exits with its code",
         cmd_sync,
         (
             Arg(("--force",), {"action": "store_true", "help": "retry a quarantined revision; act while suspended"}),
@@ -686,8 +739,9 @@ COMMANDS = (
         "Fetch, verify, validate and plan as the next sync would, changing nothing; says what each step "
         "learned even when a later one fails.",
         "dreichor-controller plan -e prod --exit-code",
-        "0 nothing to do (or a change, without --exit-code); 2 a change would be applied (--exit-code); "
-        "3 refused; 5 the change would wait (--exit-code); 1 could not plan (git or Docker unreachable)",
+        "0 nothing to do (or a change, without --exit-code); 2 a change would be applied, an interrupted swap "
+        "finished or a runtime repaired (--exit-code); 3 refused or held; 5 the change would wait (--exit-code); "
+        "1 could not plan (git or Docker unreachable); while suspended: what 'resume' would do",
         cmd_plan,
         (
             Arg(("--exit-code",), {"action": "store_true", "help": "exit 2 when a change would be applied, 5 wait"}),
@@ -701,11 +755,13 @@ COMMANDS = (
         "the source, the suspension. --check turns it into a check for scripts and monitoring.",
         "dreichor-controller status -e prod --check",
         "0 (with --check: in sync and healthy); 3 out of sync: refused, held, waiting, suspended (--check); "
-        "4 the container is unhealthy, missing or unknown (--check); 1 the status cannot be read",
+        "4 the container is unhealthy, missing or unknown, or no controller wrote the status for three poll "
+        "intervals (--check); 1 the status cannot be read (permission denied: run as root or the controller's user)",
         cmd_status,
         (
             Arg(
-                ("--check",), {"action": "store_true", "help": "exit 0 in sync and healthy, 3 out of sync, 4 unhealthy"}
+                ("--check",),
+                {"action": "store_true", "help": "exit 0 in sync and healthy, 3 out of sync, 4 unhealthy or unknown"},
             ),
             Arg(("--json",), {"action": "store_true", "help": "print the status file's JSON"}),
         ),
@@ -725,10 +781,13 @@ COMMANDS = (
         "break-glass: restore a snapshot, then suspend",
         "Break-glass without git: restore a snapshot (default: the newest), then suspend the environment "
         "so the next poll does not undo it, until 'resume'.",
-        "dreichor-controller rollback -e prod 20261205T130417Z-abc123",
+        "dreichor-controller rollback -e prod 20261205T130417Z-abc123 --reason 'fills lost after 1.4.3'",
         "0 restored; 3 the snapshot is refused (another environment, repository or database); 1 other error",
         cmd_rollback,
-        (Arg(("snapshot",), {"nargs": "?", "help": "snapshot id (default: the newest)"}),),
+        (
+            Arg(("snapshot",), {"nargs": "?", "help": "snapshot id (default: the newest)"}),
+            Arg(("--reason",), {"default": "no reason given", "help": "why, for the audit log, status and page"}),
+        ),
     ),
     Command(
         "notify",
@@ -769,7 +828,8 @@ COMMANDS = (
         "suspend",
         "suspend acting on new revisions",
         "Stop acting on new revisions until 'resume'; the running container is left as it is. "
-        "Who (SUDO_USER, else the Unix user) and why are recorded in the audit log, status and page.",
+        "Who (SUDO_USER, else the Unix user) and why are recorded in the audit log, status and page. The source "
+        "is still fetched, so 'plan' shows what 'resume' would do; a second 'suspend' says so and records nothing.",
         'dreichor-controller suspend -e prod --reason "database migration until 15:00"',
         EXITS_ONE_SHOT,
         cmd_suspend,
@@ -778,7 +838,8 @@ COMMANDS = (
     Command(
         "resume",
         "resume acting on new revisions",
-        "Act on new revisions again from the next pass; the status says what is true meanwhile.",
+        "Act on new revisions again from the next pass; the status says what is true meanwhile. "
+        "Not suspended: it says so and records nothing.",
         "dreichor-controller resume -e prod",
         EXITS_ONE_SHOT,
         cmd_resume,
@@ -817,9 +878,9 @@ LOG_LEVEL = Arg(
 )
 EPILOG = """\
 exit codes (each command's --help names its own):
-  0 done, in sync, valid or trusted     3 refused, out of sync or a broken audit chain
-  1 an error (config, state, git, Docker)  4 rolled back (sync) or unhealthy (status --check)
-  2 a usage error, or a change would be applied (plan --exit-code)
+  0 done, in sync, valid or trusted     3 refused, held, suspended, out of sync or a broken audit chain
+  1 an error (config, state, git, Docker)  4 rolled back (sync) or unhealthy or unknown (status --check)
+  2 a usage error, or a change would be applied (plan --exit-code)   5 the change waits (sync, plan --exit-code)
 
 The config is --config PATH, else <root>/<env>/deploy-agent/controller.yaml for -e ENV
 (root: $DREICHOR_ROOT or /opt/dreichor), else $DREICHOR_CONFIG.

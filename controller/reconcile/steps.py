@@ -15,9 +15,11 @@ writes them.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -25,9 +27,15 @@ from controller.engine.port import RuntimeView
 from controller.errors import ConfigError, ControllerError, Reason, Refused, Retryable
 from controller.model.config import Config
 from controller.model.containers import ContainerState
-from controller.model.desired import LABEL_MANIFEST, DesiredContainer, container_name, desired_from_bytes
+from controller.model.desired import (
+    LABEL_MANIFEST,
+    LABEL_REVISION,
+    DesiredContainer,
+    container_name,
+    desired_from_bytes,
+)
 from controller.model.manifest import MAX_MANIFEST_BYTES
-from controller.model.plan import plan
+from controller.model.plan import Plan, plan
 from controller.model.windows import DeployWindows, WindowState
 from controller.model.windows import waiting_reason as waiting_reason_for_window
 from controller.reconcile.context import PassContext, PassOptions, PassWorld
@@ -44,6 +52,7 @@ from controller.signatures.images.verifier import ImageVerdict
 from controller.source.git import GitSource
 
 STALE_AFTER_INTERVALS = 5  # the source is stale after this many intervals without a fetch
+log = logging.getLogger("dreichor.pass")
 
 
 @dataclass(frozen=True)
@@ -79,7 +88,7 @@ class Pass:
             for step in deciding:
                 outcome = step.run(self) if not step.guarded else self._guarded(step)
                 if outcome is not None:
-                    self.ctx.result = outcome
+                    self.ctx.result = self._while_held(outcome)
                     break
         finally:
             if self.ctx.found is not None:
@@ -91,6 +100,49 @@ class Pass:
             return step.run(self)
         except (Refused, HealthGateFailed, Retryable, OSError) as exc:
             return self.outcome_of(exc)
+
+    def _while_held(self, outcome: PassResult) -> PassResult:
+        """docs/design.md §16: a held head is a state, not an event.  Every pass while the head is held
+        answers with the decision that holds it, and the applied content stays the desired one: a
+        stopped, removed or drifted runtime is repaired to it, so no push switches self-repair off."""
+        ctx = self.ctx
+        if ctx.target is None or ctx.head is None or (ctx.options.dry_run and ctx.target == ctx.head):
+            return outcome
+        if ctx.target != ctx.head:  # quarantined: the applied revision was planned (and repaired) instead
+            return self._held(outcome)
+        if outcome.result not in ("refused", "rolled_back", "waiting"):
+            return outcome
+        applied = applied_revision(ctx.status)
+        if applied is None or applied == ctx.target:
+            return outcome
+        kept = (ctx.target, ctx.desired, ctx.plan, ctx.actual, ctx.image_signer, ctx.image_source)
+        try:
+            repaired = self._repair_to(applied)
+        except (ControllerError, HealthGateFailed, OSError) as exc:  # the next pass tries again
+            log.warning("cannot repair the runtime while the head is held", extra={"error": str(exc)})
+            repaired = None
+        finally:
+            ctx.target, ctx.desired, ctx.plan, ctx.actual, ctx.image_signer, ctx.image_source = kept
+        return replace(outcome, repaired=repaired) if repaired else outcome
+
+    def _held(self, outcome: PassResult) -> PassResult:
+        """The decision that holds the head (refused or rolled back), with the repair this pass made, if any."""
+        if outcome.result not in ("applied", "unchanged"):
+            return outcome  # the applied revision itself failed (an engine away): that is the news
+        last = self.ctx.status.last_attempt
+        reason = last.reason if last and last.result in ("refused", "rolled_back") else "the head is quarantined"
+        repaired = outcome.plan if outcome.result == "applied" else None
+        return PassResult("refused", reason, plan=outcome.plan, code=Reason.QUARANTINED, repaired=repaired)
+
+    def _repair_to(self, applied: str) -> Plan | None:
+        """Plan the applied revision against the runtime; apply it when the runtime is not what it declares."""
+        self.ctx.target = applied
+        self.ctx.desired = self._desired_at(applied)
+        if self.plan_change() is not None:  # nothing to do
+            return None
+        self.verify_image()
+        self.apply_plan()
+        return self.ctx.plan
 
     def outcome_of(self, exc: Refused | HealthGateFailed | Retryable | OSError) -> PassResult:
         """An expected failure as the pass's outcome: refused, rolled back, or failed (retried with backoff)."""
@@ -107,9 +159,13 @@ class Pass:
     # -- the steps, in the order of STEPS ----------------------------------------------------
 
     def recover(self) -> PassResult | None:
-        """Finish or undo a swap a crash interrupted (not for ``plan``); an unreachable engine is remembered."""
-        if self.ctx.options.dry_run or not self.config.paths.journal.exists():
+        """Finish or undo a swap a crash interrupted (``plan`` says so, and plans nothing past it); an
+        unreachable engine is remembered."""
+        if not self.config.paths.journal.exists():
             return None
+        if self.ctx.options.dry_run:  # plan: the next sync's first act, said, not done
+            reason = f"a swap a crash interrupted ({self.config.paths.journal}) is finished or undone first"
+            return PassResult("unchanged", reason, plan=Plan("repair", reason, ("interrupted swap",)))
         try:
             self.ctx.recovered = self.world.rollout().recover()
         except Retryable as exc:  # recorded as the pass's failure, unless the status file outranks it
@@ -130,8 +186,12 @@ class Pass:
         return None
 
     def check_suspended(self) -> PassResult | None:
-        """A suspended environment is left alone, unless ``--force``."""
-        if self.config.paths.suspended_marker.exists() and not self.ctx.options.force:
+        """A suspended environment is left alone, unless ``--force``; its source is still fetched, so it
+        stays fresh (no stale alert), and ``plan`` goes on to say what ``resume`` would do."""
+        options = self.ctx.options
+        if self.config.paths.suspended_marker.exists() and not options.force and not options.dry_run:
+            with contextlib.suppress(Retryable):  # a failed fetch is kept in fetch_error, as any pass keeps it
+                self.fetch_source()
             reason = "the environment is suspended: run 'dreichor-controller resume'"
             return PassResult("suspended", reason, code=Reason.SUSPENDED)
         return None
@@ -459,6 +519,7 @@ class Pass:
             rewrite_allowed_over=ctx.rewrite_allowed_over,
             recovered=ctx.recovered,
             approvals=approvals_view(ctx.tally) if ctx.tally else None,
+            container_revision=ctx.actual.labels.get(LABEL_REVISION) if ctx.actual else None,
             window=self._window_view(),
             break_glass=ctx.broke_glass,
         )

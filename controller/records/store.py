@@ -106,14 +106,15 @@ class Store:
         )
 
     def remember(self, previous: Status, status: Status, *, guard: str | None) -> None:
-        """Move the watermark to a newly applied revision (or set it on a host that has none yet).
+        """Move the watermark to a newly applied revision, or a newer head whose content already runs
+        (``sync.revision``: the guard advances past content-neutral commits); set it on a host without one.
 
         Raises ``OSError`` when it cannot be written: a guard that lags is the one record that
         would let an older signed commit back, so the pass that applied must not call itself done.
         """
-        applied = applied_revision(status)
+        applied = _mark(status)
         missing = read_watermark(self.paths.watermark) is None
-        revision = applied if applied and (applied != applied_revision(previous) or missing) else None
+        revision = applied if applied and (applied != _mark(previous) or missing) else None
         revision = revision or (guard if missing else None)
         if revision is None:
             return
@@ -160,3 +161,8 @@ class Store:
         except FileNotFoundError:
             return False
         return True
+
+
+def _mark(status: Status) -> str | None:
+    """Where the history guard stands: the newest verified head whose content runs, else the applied revision."""
+    return (status.sync.revision if status.sync else None) or applied_revision(status)

@@ -181,9 +181,10 @@ class RolloutBase(Generic[EngineT, PriorT, SwapT]):
                 container_id = self._gate(swap, desired)
         except HealthGateFailed as failed:
             with self._timed("rollback"):
-                self._undo(swap)
+                restored = self._undo(swap)
             self.journal.finish()
-            raise HealthGateFailed(failed.reason, failed.logs) from None
+            reason = f"{failed.reason}; {restored}" if restored else failed.reason
+            raise HealthGateFailed(reason, failed.logs) from None
         self.journal.step("health")
         self._finish(swap, desired)
         self.journal.finish()
@@ -236,8 +237,8 @@ class RolloutBase(Generic[EngineT, PriorT, SwapT]):
         """Wait for the new runtime to prove healthy; its container id, or ``HealthGateFailed``."""
         raise NotImplementedError
 
-    def _undo(self, swap: SwapT) -> None:
-        """Bring back the prior runtime after a failed gate."""
+    def _undo(self, swap: SwapT) -> str | None:
+        """Bring back the prior runtime after a failed gate; what is wrong with it, when it is not healthy again."""
         raise NotImplementedError
 
     def _finish(self, swap: SwapT, desired: DesiredContainer) -> None:

@@ -135,13 +135,32 @@ class ContainerRollout(RolloutBase[Runtime, Containers, Swap]):
     def _logs(self, container_id: str) -> str:
         return self.engine.logs_tail(container_id, lines=LOG_LINES)
 
-    def _undo(self, swap: Swap) -> None:
-        """Remove the new container, give the old one its name back and start it."""
+    def _undo(self, swap: Swap) -> str | None:
+        """Remove the new container, give the old one its name back, start it, and gate it like a deploy."""
         self.engine.remove(swap.new_id)
-        if swap.old is not None:
-            self.engine.rename(swap.old.id, self.canonical)
-            self.engine.start(swap.old.id)
-            self._wait_running(swap.old.id)
+        if swap.old is None:
+            return None
+        self.engine.rename(swap.old.id, self.canonical)
+        self.engine.start(swap.old.id)
+        return self._gate_restored(swap.old)
+
+    def _gate_restored(self, old: ContainerState) -> str | None:
+        """The restored container passes the same gate (docs/design.md §16): None when it is healthy again
+        (or running, for an image without HEALTHCHECK), else what it is after ``health.timeout``."""
+        has_check = self.engine.image_has_healthcheck(old.image)
+        deadline = self.monotonic() + self.health.timeout
+        state = self.engine.inspect(old.id)
+        while self.monotonic() < deadline:
+            state = self.engine.inspect(old.id)
+            if state is not None and state.running and (not has_check or state.health == "healthy"):
+                return None
+            if state is not None and (state.health == "unhealthy" or state.status not in ("running", "created")):
+                break
+            self.sleep(0.2)
+        if state is None:
+            return "the restored container is gone"
+        health = f", health {state.health}" if has_check and state.health else ""
+        return f"the restored container is not healthy either ({state.status}{health})"
 
     def _finish(self, swap: Swap, desired: DesiredContainer) -> None:
         """Remove the old container; keep the images of the current container and the newest snapshots."""

@@ -320,7 +320,7 @@ def test_a_held_change_is_one_decision_and_applies_when_approvals_arrive_later(h
     assert len(told) == 1 and told[0]["have"] == ["alice"] and told[0]["missing"] == ["bob", "carol", "dave"]
     status = host.status()
     assert status.sync is not None and status.sync.reason == "waiting for approvals (1 of 2: alice)"
-    assert status.phase == "Progressing"
+    assert status.phase == "Degraded"  # held, not on its way: Progressing only while a pass changes the runtime
     host.approve(GOOD_B, host.keys.carol)  # a later commit that does not touch the manifest
     host.repo.commit("carol approves", key=host.keys.committer)
     host.repo.push()
