@@ -350,7 +350,8 @@ def _status_lines(status: Any, *, now: datetime) -> list[str]:
     if status.sync.state != "InSync":
         lines.append(f"why:         {status.sync.reason}")
     if status.window is not None:
-        lines.append(f"window:      {'open' if status.window.open else 'closed'}: {status.window.reason}")
+        window = status.window.reason if status.window.open else f"closed, {status.window.reason}"
+        lines.append(f"window:      {window}")
     lines.append(f"container:   {container.name} {container.state} (health {container.health})")
     if container.task:  # Swarm mode: the service's running task
         lines.append(f"task:        {container.task} on node {container.node}")

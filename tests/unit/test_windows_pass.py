@@ -286,7 +286,7 @@ def test_status_shows_the_window_and_who_broke_it(host: Host) -> None:
     assert host.sync() == "waiting"
     lines = _status_lines(host.status(), now=host.now)
     assert "why:         waiting for the deploy window: opens Mon 18:00 CET (in 3 h 12 min)" in lines
-    assert "window:      closed: opens Mon 18:00 CET (in 3 h 12 min)" in lines
+    assert "window:      closed, opens Mon 18:00 CET (in 3 h 12 min)" in lines
     assert host.sync(break_glass=BreakGlass(by="alice", reason="hotfix")) == "applied"
     lines = _status_lines(host.status(), now=host.now)
     assert "break-glass: by alice: hotfix" in lines
