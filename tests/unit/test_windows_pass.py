@@ -17,9 +17,11 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from controller import compose
+from controller.api import page
 from controller.cli import _status_lines, main
 from controller.daemon.scheduler import JOB_ID, OPENING_JOB_ID, Daemon
 from controller.model.config import Config, parse_config
+from controller.notifications import policy
 from controller.records.audit import read_events
 from controller.records.host_init import init_layout
 from controller.records.status import Status
@@ -290,3 +292,33 @@ def test_status_shows_the_window_and_who_broke_it(host: Host) -> None:
     assert host.sync(break_glass=BreakGlass(by="alice", reason="hotfix")) == "applied"
     lines = _status_lines(host.status(), now=host.now)
     assert "break-glass: by alice: hotfix" in lines
+
+
+def test_the_page_shows_the_window_and_who_broke_it(host: Host) -> None:
+    host.publish(GOOD_B)
+    assert host.sync() == "waiting"
+    waiting = page.render_page(host.status(), snapshots=[], events=[], chain=None, plan=None, now=host.now)[0].decode()
+    assert "waiting for the deploy window: opens Mon 18:00 CET (in 3 h 12 min)" in waiting
+    assert "Closed</span> opens Mon 18:00 CET (in 3 h 12 min)" in waiting and "A change waits for it" in waiting
+    assert host.sync(break_glass=BreakGlass(by="alice", reason="<b>hotfix</b>")) == "applied"
+    shown = page.render_page(host.status(), snapshots=[], events=[], chain=None, plan=None, now=host.now)[0].decode()
+    assert "Window broken</span> by <strong>alice</strong>: &lt;b&gt;hotfix&lt;/b&gt;" in shown  # escaped
+
+
+def test_the_notifications_tell_the_wait_once_and_who_broke_the_glass(host: Host) -> None:
+    host.publish(GOOD_B)
+    for _ in range(2):
+        assert host.sync() == "waiting"
+    assert host.sync(break_glass=BreakGlass(by="alice", reason="hotfix")) == "applied"
+    told = [policy.decision_from_event("prod", e) for e in host.told if e["event"] in ("waiting_window", "applied")]
+    messages = [policy.compose(d) for d in told if d is not None]
+    assert [m.title for m in messages][-2:] == [
+        f"prod: {_sha(host)} waits for the deploy window",
+        f"prod: applied {_sha(host)}",
+    ]
+    assert "Break-glass (the deploy window was closed): by alice: hotfix" in messages[-1].body
+    assert "Reason: waiting for the deploy window: opens Mon 18:00 CET" in messages[-2].body
+
+
+def _sha(host: Host) -> str:
+    return host.repo.head()[:7]
