@@ -594,7 +594,8 @@ def cmd_approvals(args: argparse.Namespace) -> int:
                 "missing": tally.missing,
                 "enough": tally.enough,
                 "approvals": [
-                    {"person": a.person, "expires": a.expires.isoformat(), "file": a.file} for a in tally.counted
+                    {"person": a.person, "expires": a.expires.isoformat(), "file": a.file, "sha256": a.sha256}
+                    for a in tally.counted
                 ],
                 "not_counted": [r.reason for r in tally.rejected],
             }
@@ -603,7 +604,8 @@ def cmd_approvals(args: argparse.Namespace) -> int:
     enough = "enough" if tally.enough else "not enough"
     print(f"head {report.revision[:12]}, content {tally.content[:12]}: {tally.describe()}, {enough}")
     for approval in tally.counted:
-        print(f"  approved    {approval.person}  until {approval.expires.isoformat()}  ({approval.file})")
+        where = f"{approval.file}, sha256 {approval.sha256}"  # the sha256 is what approvals.withdrawn takes
+        print(f"  approved    {approval.person}  until {approval.expires.isoformat()}  ({where})")
     for person in tally.missing:
         print(f"  missing     {person}")
     for rejection in tally.rejected:

@@ -33,8 +33,8 @@ from controller.records.host_init import init_layout, next_steps
 from controller.records.locks import pass_lock
 from controller.records.snapshots import Snapshot, find_snapshot, restorable
 from controller.records.status import BreakGlass, Status
-from controller.records.store import History, Store
-from controller.rollout.base import Applier, Outcome, checkpoint
+from controller.records.store import History, StateWriteFailed, Store
+from controller.rollout.base import Applier, Outcome, RecoveryUnsettled, checkpoint
 from controller.signatures.approvals import DEFAULT_VALIDITY as APPROVAL_VALIDITY
 from controller.signatures.approvals import write_approval
 from controller.signatures.commits.policy import VerifiedCache
@@ -184,14 +184,19 @@ class EnvironmentService:
     def recover(self) -> str | None:
         """Finish or undo a swap a crash interrupted (at the daemon's start); say what was done."""
         with pass_lock(self.paths.pass_lock):  # the record too: a sync waiting for it must not be overwritten
-            done = self.rollout().recover()
+            try:
+                done, unsettled = self.rollout().recover(), None
+            except RecoveryUnsettled as exc:  # the undo happened; the state folder takes no write
+                done, unsettled = exc.recovery, exc
             if done:
-                self.emit(AuditEvent("recovered", {"reason": done}), at=self.clock())
+                log.warning("recovered from an interrupted run", extra={"done": done.done})
+                self.emit(AuditEvent("recovered", done.fields()), at=done.at)  # held on a full disk
                 status = self.store.read()
                 if status is not None:
                     self.store.write(status)  # the audit anchor follows every append
-                log.warning("recovered from an interrupted run", extra={"done": done})
-        return done
+            if unsettled is not None:
+                raise StateWriteFailed(self.paths.journal, unsettled)
+        return done.done if done else None
 
     # -- verification ------------------------------------------------------------------------
 
@@ -328,9 +333,9 @@ class EnvironmentService:
 
     def emit(self, event: AuditEvent, *, at: datetime, facts: dict[str, Any] | None = None) -> None:
         """Append an audit event, then tell the hooks (with ``facts`` the event does not record, if given);
-        neither a full disk nor a hook fails the caller."""
-        written = self.store.append(event.event, event.fields, at=at)
-        if written is not None:
+        a hook never fails the caller, a state folder that takes no write does (``StateWriteFailed``, the
+        event held for the next append)."""
+        for written in self.store.append(event.event, event.fields, at=at):
             self._tell(self.audit_hooks, {**(facts or {}), **written})
 
     def _tell(self, hooks: list[AuditHook], event: dict[str, Any]) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
-from datetime import timedelta
+from datetime import datetime, timedelta
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
@@ -217,18 +217,54 @@ class NotifyConfig(_Section):
     )
 
 
+_FINGERPRINT = re.compile(r"^[0-9A-F]{40}([0-9A-F]{24})?$")
+_PERSON = re.compile(r"^[^\s,\x00-\x1f\x7f]{1,64}$")
+
+
+def fingerprint_of(text: str) -> str:
+    """An OpenPGP fingerprint as the controller compares it: 40 (or 64) uppercase hex, no spaces or ``0x``."""
+    return text.replace(" ", "").removeprefix("0x").removeprefix("0X").upper()
+
+
+class WithdrawnApproval(_Section):
+    """One withdrawal: an approval file by its SHA-256, or a person's approvals created before a time."""
+
+    sha256: StrictStr | None = Field(default=None, description="SHA-256 of an approval file's bytes.")
+    person: StrictStr | None = Field(default=None, min_length=1, description="An approver, as named on this host.")
+    not_before: datetime | None = Field(
+        default=None, description="With person: their approvals created before this time do not count."
+    )
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> WithdrawnApproval:
+        if (self.sha256 is None) == (self.person is None):
+            raise ValueError("give either sha256 (one approval file) or person with not_before")
+        if self.sha256 is not None and not re.fullmatch(r"[0-9a-f]{64}", self.sha256):
+            raise ValueError(f"sha256 {self.sha256[:80]!r} is not 64 lowercase hex digits")
+        if self.person is not None and (self.not_before is None or self.not_before.tzinfo is None):
+            raise ValueError("person needs not_before, a time with its zone (e.g. 2026-12-05T10:00:00Z)")
+        return self
+
+
 class ApprovalsConfig(_Section):
     """k named people must approve an environment's content before it is applied (docs/design.md §15)."""
 
     threshold: Annotated[StrictInt, Field(ge=1, le=32)] = Field(description="Distinct people who must approve.")
     approvers: StrictStr = Field(min_length=1, description="allowed_signers format; the principal is the person.")
     openpgp_keys: StrictStr | None = Field(
-        default=None, description="Armored OpenPGP keys of approvers; the person is the first user ID's address."
+        default=None, description="Armored OpenPGP keys of approvers; each is named in openpgp_approvers."
+    )
+    openpgp_approvers: dict[StrictStr, StrictStr] = Field(
+        default_factory=dict,
+        description="Primary fingerprint of an OpenPGP key in openpgp_keys -> the person it belongs to.",
     )
     repository: StrictStr | None = Field(
         default=None, min_length=1, description="The name statements carry; default derived from source.url."
     )
-    max_age: StrictStr = Field(default="14d", description="Longest validity an approval may claim.")
+    max_age: StrictStr = Field(default="7d", description="Longest validity an approval may claim.")
+    withdrawn: list[WithdrawnApproval] = Field(
+        default_factory=list, max_length=1024, description="Approvals that no longer count on this host."
+    )
 
     @model_validator(mode="after")
     def _check_max_age(self) -> ApprovalsConfig:
@@ -236,10 +272,30 @@ class ApprovalsConfig(_Section):
             raise ValueError(f"approvals.max_age {self.max_age!r} is longer than a year")
         return self
 
+    @model_validator(mode="after")
+    def _one_person_per_key(self) -> ApprovalsConfig:
+        owners: dict[str, str] = {}
+        for written, person in self.openpgp_approvers.items():
+            fingerprint = fingerprint_of(written)
+            if not _FINGERPRINT.match(fingerprint):
+                raise ValueError(f"openpgp_approvers: {written[:80]!r} is not a full OpenPGP fingerprint (40 hex)")
+            if not _PERSON.match(person):
+                raise ValueError(f"openpgp_approvers: {person[:80]!r} is not a name (no spaces, commas or controls)")
+            if owners.setdefault(fingerprint, person) != person:
+                raise ValueError(
+                    f"openpgp_approvers: key {fingerprint} is listed for both {owners[fingerprint]} and {person}"
+                )
+        return self
+
     @property
     def max_validity(self) -> timedelta:
         """``max_age`` as a duration."""
         return parse_duration(self.max_age)
+
+    @property
+    def openpgp_people(self) -> dict[str, str]:
+        """Primary fingerprint (normalised) → person."""
+        return {fingerprint_of(written): person for written, person in self.openpgp_approvers.items()}
 
 
 def repository_name(url: str) -> str:

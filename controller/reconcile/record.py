@@ -85,7 +85,7 @@ class PassReport:
     snapshot: str | None = None  # the snapshot the apply wrote, or the newest one after a rollback
     logs: str | None = None  # the failed container's output
     rewrite_allowed_over: str | None = None  # the applied revision a --allow-rewrite pass went past
-    recovered: str | None = None  # what crash recovery did before the pass
+    recovered: dict[str, str] | None = None  # what crash recovery did before the pass, and to what (its event)
     approvals: ApprovalsStatus | None = None  # the declared content's approvals, when it needed some
     container_revision: str | None = None  # the revision label of the runtime the pass planned against
     window: WindowStatus | None = None  # the deploy window at the pass (``waiting``: the content it holds)
@@ -99,7 +99,7 @@ def record(
     status = own_copy(previous)
     events: list[AuditEvent] = []
     if did.recovered:
-        events.append(AuditEvent("recovered", {"reason": did.recovered}))
+        events.append(AuditEvent("recovered", dict(did.recovered)))
     _record_source(status, did, now=now)
     if did.rewrite_allowed_over:
         events.append(AuditEvent("rewrite_allowed", {"revision": did.target, "applied": did.rewrite_allowed_over}))

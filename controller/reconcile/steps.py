@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from controller.engine.port import RuntimeView
 from controller.errors import ConfigError, ControllerError, Reason, Refused, Retryable
@@ -40,12 +41,13 @@ from controller.model.windows import DeployWindows, WindowState
 from controller.model.windows import waiting_reason as waiting_reason_for_window
 from controller.reconcile.context import PassContext, PassOptions, PassWorld
 from controller.reconcile.quarantine import content_key, earlier_host_digests, held_content, held_head, host_digest
-from controller.reconcile.record import PassReport, PassResult, record
+from controller.reconcile.record import AuditEvent, PassReport, PassResult, record
 from controller.reconcile.revisions import newest_revision, remembered_revisions, running_container
 from controller.records.dotenv import read_dotenv
+from controller.records.files import write_failure
 from controller.records.snapshots import list_snapshot_files
 from controller.records.status import ApprovalsStatus, ContainerStatus, WindowStatus, applied_revision
-from controller.rollout.base import HealthGateFailed
+from controller.rollout.base import HealthGateFailed, RecoveryUnsettled
 from controller.signatures import approvals
 from controller.signatures.commits.verification import load_policy, verify_revision
 from controller.signatures.images.verifier import ImageVerdict
@@ -153,7 +155,7 @@ class Pass:
             return PassResult("rolled_back", exc.reason, code=Reason.HEALTH_GATE_FAILED)
         if isinstance(exc, Retryable):
             return PassResult("failed", exc.reason, retryable=True, code=exc.code)
-        reason = f"cannot write state: {exc.strerror or exc}"  # the state folder: read-only, full, or gone
+        reason = write_failure(exc, self.config.paths.state)  # the state folder: read-only, full, or gone
         return PassResult("failed", reason, retryable=True, code=Reason.STATE_IO)
 
     # -- the steps, in the order of STEPS ----------------------------------------------------
@@ -170,6 +172,8 @@ class Pass:
             self.ctx.recovered = self.world.rollout().recover()
         except Retryable as exc:  # recorded as the pass's failure, unless the status file outranks it
             self.ctx.unrecovered = exc
+        except RecoveryUnsettled as exc:  # a full or read-only state folder: what was undone is still told
+            self.ctx.recovered, self.ctx.unrecovered = exc.recovery, exc
         return None
 
     def check_status(self) -> PassResult | None:
@@ -179,8 +183,11 @@ class Pass:
         self.ctx.found = store.load()
         if damaged:
             return PassResult("refused", damaged, code=Reason.STATUS_UNREADABLE)
-        if self.ctx.unrecovered is not None:
-            exc = self.ctx.unrecovered
+        exc = self.ctx.unrecovered
+        if isinstance(exc, RecoveryUnsettled):
+            reason = f"cannot settle the swap a crash interrupted: {write_failure(exc, self.config.paths.state)}"
+            return PassResult("failed", reason, retryable=True, code=Reason.STATE_IO)
+        if exc is not None:
             reason = f"cannot finish the swap a crash interrupted: {exc.reason}"
             return PassResult("failed", reason, retryable=True, code=exc.code)
         return None
@@ -442,7 +449,8 @@ class Pass:
     def record_outcome(self) -> PassResult | None:
         """Whatever happened (``plan`` records nothing): the audit events, the watermark, the status file.
 
-        Returns a different outcome only when the watermark could not follow an apply: the pass is not done.
+        Returns a different outcome only when the watermark could not follow an apply, or the audit log
+        took no event (held, with its time, for the next pass that can write): the pass is not done.
         """
         ctx, world = self.ctx, self.world
         if ctx.options.dry_run:
@@ -460,14 +468,27 @@ class Pass:
             report = self.report(result)
             status, events = record(previous, report, now=ctx.now, stale_after=stale_after)
         facts = {key: getattr(report, key) for key in ("image", "signer", "image_signer")} | {"log": report.logs}
-        for event in events:
-            world.teller.emit(event, at=ctx.now, facts=facts)
+        unwritten = self._emit(events, facts)
+        if unwritten is not None and result.code != Reason.STATE_IO:
+            why = f"{unwritten.strerror}; its events are kept for the next pass that can write"
+            result = PassResult("failed", why, retryable=True, code=Reason.STATE_IO, plan=result.plan)
         world.store.write(status)
         if status.source.stale and not previous.source.stale:
             world.teller.notice("stale", reason=status.source.last_error or "", code=str(Reason.FETCH_FAILED))
         if result.result == "unchanged" and report.target and report.target == report.head:
             world.teller.notice("unchanged", revision=report.target, **facts)
         return result
+
+    def _emit(self, events: list[AuditEvent], facts: dict[str, Any]) -> OSError | None:
+        """Each event written, or held by the store for the next append; why the log took none, if it did not."""
+        unwritten = None
+        for event in events:
+            recovered = self.ctx.recovered if event.event == "recovered" else None
+            try:
+                self.world.teller.emit(event, at=recovered.at if recovered else self.ctx.now, facts=facts)
+            except OSError as exc:  # the store's StateWriteFailed
+                unwritten = exc
+        return unwritten
 
     def _target(self) -> str:
         assert self.ctx.target is not None  # noqa: S101 set by choose_target
@@ -517,7 +538,7 @@ class Pass:
             snapshot=snapshot,
             logs=ctx.logs,
             rewrite_allowed_over=ctx.rewrite_allowed_over,
-            recovered=ctx.recovered,
+            recovered=ctx.recovered.fields() if ctx.recovered else None,
             approvals=approvals_view(ctx.tally) if ctx.tally else None,
             container_revision=ctx.actual.labels.get(LABEL_REVISION) if ctx.actual else None,
             window=self._window_view(),
@@ -577,6 +598,7 @@ def count_for(config: Config, source: GitSource, *, revision: str, content: str,
         threshold=config.approvals.threshold,
         max_age=config.approvals.max_validity,
         now=now,
+        withdrawn=config.approvals.withdrawn,
     )
 
 
@@ -606,6 +628,7 @@ def load_approvers(config: Config) -> approvals.Approvers:
         Path(config.approvals.approvers),
         openpgp_keys=Path(config.approvals.openpgp_keys) if config.approvals.openpgp_keys else None,
         revoked_keys=Path(config.trust.revoked_keys) if config.trust.revoked_keys else None,
+        openpgp_people=config.approvals.openpgp_people,
     )
 
 

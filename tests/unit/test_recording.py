@@ -129,7 +129,7 @@ CASES = [
     ),
     Case(
         "recovered after a crash: the running target is recorded as applied",
-        did("unchanged", recovered="undid an interrupted swap", container_revision=NEW, **VERIFIED),
+        did("unchanged", recovered={"reason": "undid an interrupted swap"}, container_revision=NEW, **VERIFIED),
         ["recovered", "applied"],
         "InSync",
         NEW,
