@@ -25,8 +25,7 @@ from urllib.parse import parse_qs
 import jinja2
 from pydantic import ValidationError
 
-from controller.records.snapshots import Snapshot
-from controller.records.status import Status
+from controller.service import Snapshot, Status
 from controller.untrusted import bounded_lines
 
 TEMPLATE = "page.html"

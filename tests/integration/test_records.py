@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -26,7 +27,9 @@ PREVIOUS_RELEASE = "e3b072e"  # 0.1.0: wrote status.json without a watermark or 
 LAST_FLAT_RELEASE = "590ce1b"  # the last release with every module flat in controller/
 RELEASE_BEFORE_KEYLESS = "cd76640"  # the last release before keyless image signatures
 FIRST_KEYLESS_RELEASE = "73b9bd7"  # hashed the image settings into the quarantine key
-TEARING_RELEASE = "45269f2"  # the last release whose audit appends a full disk could tear
+LAST_SINGLE_PASS_MODULE = "45269f2"  # the last release before reconcile/ and compose.py
+RELEASES = REPO_ROOT / "tests" / "data" / "releases"  # each release's controller/, as it shipped (SOURCES.md)
+TEARING_RELEASE = LAST_SINGLE_PASS_MODULE  # also the last release whose audit appends a full disk could tear
 
 
 @pytest.fixture
@@ -124,7 +127,7 @@ def test_a_rolled_back_change_stays_quarantined_under_any_commit_id(host: Host, 
     assert twin != bad
     host.repo.push(force=True)
     events = len(host.audit())
-    assert host.sync() == 0
+    assert host.sync() == 3  # held: the twin is the same content under another commit id
     now = host.running()
     assert now["Id"] == good["Id"] == after["Id"]
     assert now["State"]["StartedAt"] == after["State"]["StartedAt"]  # type: ignore[index]
@@ -214,14 +217,12 @@ def test_rollback_to_a_snapshot_without_a_revision_then_passes_continue(
 def run_previous_release(
     host: Host, tmp: Path, *args: str, release: str = PREVIOUS_RELEASE, extra_env: dict[str, str] | None = None
 ) -> int:
-    """``dreichor-controller`` as an earlier release shipped it (the package at ``release``)."""
+    """``dreichor-controller`` as an earlier release shipped it (its package, kept in ``tests/data/releases``)."""
     old = tmp / release
     if not old.exists():
         old.mkdir()
-        archive = subprocess.run(
-            ["git", "-C", str(REPO_ROOT), "archive", release, "controller"], capture_output=True, check=True
-        ).stdout
-        subprocess.run(["tar", "-x", "-C", str(old)], input=archive, check=True)
+        with tarfile.open(RELEASES / f"{release}.tar.gz") as archive:
+            archive.extractall(old, filter="data")
     env = {**os.environ, "PYTHONPATH": str(old), **(extra_env or {})}
     command = [sys.executable, "-m", "controller", *args, "--config", str(host.configs["prod"])]
     return subprocess.run(command, env=env, cwd=old, capture_output=True, check=False).returncode
@@ -248,12 +249,13 @@ def test_a_host_written_by_the_previous_release_keeps_working(
     assert host.sync() == 3 and host.image() == images["healthy-b"]
 
 
-def test_a_host_run_by_the_last_flat_release_upgrades_in_place(
-    host: Host, images: dict[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+@pytest.mark.parametrize("release", [LAST_FLAT_RELEASE, LAST_SINGLE_PASS_MODULE])
+def test_a_host_run_by_an_earlier_layout_upgrades_in_place(
+    host: Host, images: dict[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str], release: str
 ) -> None:
-    assert run_previous_release(host, tmp_path, "sync", release=LAST_FLAT_RELEASE) == 0
+    assert run_previous_release(host, tmp_path, "sync", release=release) == 0
     host.publish("b", prod=images["healthy-b"])
-    assert run_previous_release(host, tmp_path, "sync", release=LAST_FLAT_RELEASE) == 0
+    assert run_previous_release(host, tmp_path, "sync", release=release) == 0
     running = host.running()["Id"]
     written = host.status()
     assert written.audit is not None and (state(host) / "watermark").read_text().strip() == host.repo.head()
@@ -284,7 +286,7 @@ def test_a_host_the_tearing_release_left_mid_swap_with_a_torn_audit_line_upgrade
     assert not (state(host) / "inflight.json").exists()
 
 
-@pytest.mark.parametrize("release", [RELEASE_BEFORE_KEYLESS, FIRST_KEYLESS_RELEASE])
+@pytest.mark.parametrize("release", [RELEASE_BEFORE_KEYLESS, FIRST_KEYLESS_RELEASE, LAST_SINGLE_PASS_MODULE])
 def test_a_release_an_earlier_release_rolled_back_stays_quarantined_after_the_upgrade(
     host: Host, images: dict[str, str], tmp_path: Path, release: str
 ) -> None:
@@ -293,6 +295,6 @@ def test_a_release_an_earlier_release_rolled_back_stays_quarantined_after_the_up
     assert run_previous_release(host, tmp_path, "sync", release=release) == 4  # rolled back
     running, events = host.running(), len(host.audit())
     assert host.status().quarantined is not None
-    assert host.sync() == 0  # the new release keeps the quarantine: the broken release is not tried again
+    assert host.sync() == 3  # held: the new release keeps the quarantine, the broken release is not tried again
     assert host.running()["Id"] == running["Id"] and host.image() == images["healthy-a"]
     assert len(host.audit()) == events

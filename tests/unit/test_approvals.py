@@ -28,7 +28,7 @@ from controller.daemon.metrics import Metrics
 from controller.errors import ConfigError, Refused
 from controller.model.config import load_config, parse_config, repository_name
 from controller.model.durations import parse_duration
-from controller.notifications.policy import Memory, Policy, decide, decision_from_event
+from controller.notifications.announcements import Memory, Policy, decide, decision_from_event
 from controller.records.status import Status
 from controller.signatures import approvals
 from controller.signatures.approvals import (

@@ -18,10 +18,11 @@ import pytest
 
 from controller import compose
 from controller.api import page
-from controller.cli import _status_lines, main
+from controller.cli.main import main
+from controller.cli.render import status_lines as _status_lines
 from controller.daemon.scheduler import JOB_ID, OPENING_JOB_ID, Daemon
 from controller.model.config import Config, parse_config
-from controller.notifications import policy
+from controller.notifications import announcements as policy
 from controller.records.audit import read_events
 from controller.records.host_init import init_layout
 from controller.records.status import Status
