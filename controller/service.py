@@ -24,6 +24,7 @@ from controller.errors import ConfigError, ControllerError, Reason, Refused
 from controller.model.config import DEFAULT_REPOSITORY, Config, HostPaths, load_config
 from controller.model.desired import DesiredContainer, desired_from_bytes, parse_image
 from controller.model.manifest import MAX_MANIFEST_BYTES, load_manifest
+from controller.model.windows import DeployWindows
 from controller.reconcile.approvals import HeadApprovals, head_approvals
 from controller.reconcile.context import Clock, ImageStep, PassOptions, PassWorld
 from controller.reconcile.record import AuditEvent, PassResult, held, rolled_back_to, suspension
@@ -34,7 +35,7 @@ from controller.records.dotenv import load_dotenv
 from controller.records.host_init import init_layout, next_steps
 from controller.records.locks import DaemonLock, LockHeld, hold_lock, pass_lock
 from controller.records.snapshots import Snapshot, find_snapshot, restorable
-from controller.records.status import HEALTHS, SYNC_STATES, Status
+from controller.records.status import HEALTHS, SYNC_STATES, BreakGlass, Status
 from controller.records.store import History, StateWriteFailed, Store
 from controller.rollout.base import Applier, Outcome, RecoveryUnsettled, checkpoint
 from controller.signatures.approvals import DEFAULT_VALIDITY as APPROVAL_VALIDITY
@@ -49,7 +50,16 @@ log = logging.getLogger("dreichor.service")
 AuditHook = Callable[[dict[str, Any]], None]
 
 # What the entry points need of the tiers below, which they do not import (the contracts in pyproject.toml):
-__all__ = ["EnvironmentService", "History", "PassOptions", "PassResult", "PlanAnswer", "Status", "Verification"]
+__all__ = [
+    "BreakGlass",
+    "EnvironmentService",
+    "History",
+    "PassOptions",
+    "PassResult",
+    "PlanAnswer",
+    "Status",
+    "Verification",
+]
 __all__ += ["APPROVAL_VALIDITY", "DeliveryMemory", "Snapshot", "held", "hold_lock", "init_layout", "next_steps"]
 __all__ += ["HEALTHS", "SYNC_STATES", "DaemonLock", "LockHeld", "validate_file", "write_approval"]
 
@@ -132,6 +142,7 @@ class EnvironmentService:
             teller=self,
             clock=clock,
             at_step=at_step,
+            windows=DeployWindows(config.windows) if config.windows is not None else None,
         )
         if config.image.signatures is not None:
             self.world.image_check, self.world.image_signer_trusted = images.check, images.trusted_signer

@@ -49,7 +49,7 @@ PHASES = {
 SYNC = {
     "InSync": ("ok", "the head's content runs"),
     "OutOfSync": ("bad", "the head's content does not run"),
-    "Waiting": ("hold", "the head's content waits for approvals"),
+    "Waiting": ("hold", "the head's content waits for approvals or the deploy window"),
     "Suspended": ("hold", "nothing is applied until someone resumes"),
 }
 HEALTH = {

@@ -51,6 +51,9 @@ def status_lines(status: Status, *, now: datetime) -> list[str]:
     ]
     if sync.state != "InSync":
         lines.append(f"why:         {sync.reason}")
+    if status.window is not None:
+        window = status.window.reason if status.window.open else f"closed, {status.window.reason}"
+        lines.append(f"window:      {window}")
     lines.append(f"container:   {container.name} {container.state} (health {container.health})")
     if container.task:  # Swarm mode: the service's running task
         lines.append(f"task:        {container.task} on node {container.node}")
@@ -59,6 +62,8 @@ def status_lines(status: Status, *, now: datetime) -> list[str]:
         lines.append(f"signed by:   {applied.signer}")
         if applied.image_signer:
             lines.append(f"image by:    {applied.image_signer}")
+        if applied.break_glass:
+            lines.append(f"break-glass: by {applied.break_glass.by}: {applied.break_glass.reason}")
     if attempt:
         code = f" [{attempt.code}]" if attempt.code else ""
         lines.append(

@@ -20,8 +20,10 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError, model_validator
 
 from controller.errors import ConfigError, Refused
+from controller.model.durations import parse_duration
 from controller.model.environments import Environment
 from controller.model.safe_yaml import load_mapping
+from controller.model.windows import WindowsConfig
 
 DEFAULT_REPOSITORY = "ghcr.io/ceerkle/dreichor-trading/runtime"
 DEFAULT_ROOT = "/opt/dreichor"
@@ -183,6 +185,7 @@ NotifyEvent = Literal[
     "suspended",
     "resumed",
     "waiting_approval",
+    "waiting_window",
 ]
 DEFAULT_NOTIFY_EVENTS: tuple[NotifyEvent, ...] = (
     "refused",
@@ -195,6 +198,7 @@ DEFAULT_NOTIFY_EVENTS: tuple[NotifyEvent, ...] = (
     "resumed",
     "applied",
     "waiting_approval",
+    "waiting_window",
 )
 
 
@@ -210,18 +214,6 @@ class NotifyConfig(_Section):
     repeat: Annotated[StrictInt, Field(ge=60, le=7 * 86_400)] = Field(
         default=3600, description="Seconds before the same unresolved problem is told again."
     )
-
-
-_DURATION = re.compile(r"^([1-9][0-9]{0,4})([smhdw])$")
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 7 * 86_400}
-
-
-def parse_duration(text: str) -> timedelta:
-    """``14d``, ``12h``, ``2w``: a whole number and one unit (s, m, h, d, w)."""
-    found = _DURATION.match(text)
-    if not found:
-        raise ValueError(f"{text!r} is not a duration such as 7d, 12h or 2w")
-    return timedelta(seconds=int(found.group(1)) * _UNITS[found.group(2)])
 
 
 _FINGERPRINT = re.compile(r"^[0-9A-F]{40}([0-9A-F]{24})?$")
@@ -349,6 +341,7 @@ class Config(_Section):
     health: HealthConfig = HealthConfig()
     notify: NotifyConfig | None = None
     approvals: ApprovalsConfig | None = None
+    windows: WindowsConfig | None = None  # deploy windows and freezes (docs/design.md §18)
     github: GithubConfig | None = None
 
     @model_validator(mode="after")

@@ -26,7 +26,8 @@ from controller.api import page
 from controller.cli import main
 from controller.daemon.metrics import Metrics
 from controller.errors import ConfigError, Refused
-from controller.model.config import load_config, parse_config, parse_duration, repository_name
+from controller.model.config import load_config, parse_config, repository_name
+from controller.model.durations import parse_duration
 from controller.notifications.announcements import Memory, Policy, decide, decision_from_event
 from controller.records.status import Status
 from controller.signatures import approvals
