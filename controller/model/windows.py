@@ -21,13 +21,16 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from apscheduler.triggers.cron import CronTrigger
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, field_validator
 from pydantic_core import PydanticCustomError
 
 from controller.model.durations import parse_duration
+
+if TYPE_CHECKING:
+    from apscheduler.triggers.cron import CronTrigger
 
 HORIZON = timedelta(days=400)  # a yearly freeze is always found: the search looks this far ahead
 MAX_STEPS = 1024  # window edges looked at per answer; a dense schedule ends the search early
@@ -106,6 +109,8 @@ def cron_triggers(expression: str, zone: ZoneInfo) -> tuple[CronTrigger, ...]:
     Every field is handed over as the list of numbers it names (weekdays as names), so APScheduler
     reads exactly what cron reads; with both day fields restricted, two triggers (cron's "either").
     """
+    from apscheduler.triggers.cron import CronTrigger  # noqa: PLC0415 - only a host with windows pays for it
+
     fields = expression.split()
     if len(fields) != len(_FIELDS):
         raise ValueError(f"{expression!r} has {len(fields)} fields; cron has five: minute hour day month weekday")
