@@ -19,7 +19,6 @@ import pytest
 from controller import compose
 from controller.cli import main
 from controller.model.config import load_config
-from controller.service import EnvironmentService
 from testbed import ControllerHost, NotificationReceiver, manifest_text, wait_for
 
 TOKEN = "ghp_e2etoken"
@@ -101,7 +100,7 @@ def test_a_receiver_that_hangs_or_is_gone_never_holds_up_a_deploy(
     host: ControllerHost, receiver: NotificationReceiver, images: dict[str, str], capsys: pytest.CaptureFixture[str]
 ) -> None:
     receiver.hold = threading.Event()
-    service = EnvironmentService.from_file(host.configs["prod"])
+    service = compose.service_from_file(host.configs["prod"])
     notifier = compose.notifier(service)
     assert notifier is not None
     try:
