@@ -35,7 +35,16 @@ def cmd_status(args: argparse.Namespace) -> int:
         print("\n".join(status_lines(status, now=datetime.now(UTC))))
         if service.interrupted():
             print("swap:        in flight, or interrupted by a crash: the next pass finishes or undoes it")
-    return check_code(status, now=datetime.now(UTC), interval=service.config.source.interval) if args.check else EXIT_OK
+    return (
+        check_code(
+            status,
+            now=datetime.now(UTC),
+            interval=service.config.source.interval,
+            pass_may_take=service.config.health.timeout,
+        )
+        if args.check
+        else EXIT_OK
+    )
 
 
 def cmd_history(args: argparse.Namespace) -> int:

@@ -30,10 +30,11 @@ def print_learned(answer: PlanAnswer) -> None:
         )
 
 
-def check_code(status: Status, *, now: datetime, interval: int) -> int:
+def check_code(status: Status, *, now: datetime, interval: int, pass_may_take: int = 0) -> int:
     """``status --check``: a status no controller is writing (4, unknown), a down container (4), a held change (3)."""
     silent = now - status.updated_at
-    if silent.total_seconds() > STATUS_SILENT_INTERVALS * interval:
+    # A pass in flight writes nothing while its health gate waits: that long is no silence.
+    if silent.total_seconds() > STATUS_SILENT_INTERVALS * interval + pass_may_take:
         fail(f"unknown: no controller has written the status for {int(silent.total_seconds() // 60)} min")
         return EXIT_UNHEALTHY
     if status.health != "Healthy":

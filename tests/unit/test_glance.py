@@ -197,12 +197,14 @@ def test_status_check_says_unknown_when_no_controller_wrote_the_status_for_three
     healthy = {"quarantined": None, "last_attempt": None}
     status = Status.model_validate({**rolled_back().model_dump(exclude={"sync", "health"}), **healthy})
     config = _status_file(tmp_path, status.model_copy(update={"updated_at": datetime.now(UTC) - timedelta(minutes=2)}))
-    assert main(["--config", str(config), "status", "--check"]) == 0  # 2 of the 3 minutes (interval 60 s)
-    _status_file(tmp_path / "old", status.model_copy(update={"updated_at": datetime.now(UTC) - timedelta(minutes=4)}))
+    assert (
+        main(["--config", str(config), "status", "--check"]) == 0
+    )  # 2 min: within three intervals (60 s) and a health gate (60 s)
+    _status_file(tmp_path / "old", status.model_copy(update={"updated_at": datetime.now(UTC) - timedelta(minutes=5)}))
     old = tmp_path / "old" / "prod" / "deploy-agent" / "controller.yaml"
     capsys.readouterr()
     assert main(["--config", str(old), "status", "--check"]) == 4
-    assert "unknown: no controller has written the status for 4 min" in capsys.readouterr().err
+    assert "unknown: no controller has written the status for 5 min" in capsys.readouterr().err
 
 
 def test_status_check_without_a_status_file_is_1(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
