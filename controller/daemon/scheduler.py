@@ -185,7 +185,19 @@ class Daemon:
             log.error("crash recovery could not be recorded", extra={"reason": exc.strerror or str(exc)})
 
     def tick(self, options: PassOptions | None = None) -> PassResult:
-        """One scheduled pass, with backoff bookkeeping, metrics and systemd notifications."""
+        """One scheduled pass, and one more for each trigger that arrived while it ran; returns the last.
+
+        A trigger during a pass is run here, not handed back to the scheduler: asked while this job
+        still runs, the scheduler skips it as a second instance and the trigger is lost until the
+        next interval (a webhook's push waited an hour).
+        """
+        result = self._pass(options)
+        while self.trigger_pending.is_set() and not self.stopping.is_set():
+            result = self._pass(None)
+        return result
+
+    def _pass(self, options: PassOptions | None) -> PassResult:
+        """One pass, with backoff bookkeeping, metrics and systemd notifications."""
         self.trigger_pending.clear()
         started = datetime.now(UTC)
         try:
@@ -209,8 +221,6 @@ class Daemon:
         self._after_pass(result, verdict=verdict, seconds=(self.last_pass_at - started).total_seconds())
         self._schedule_after(result)
         self._schedule_opening(result)
-        if self.trigger_pending.is_set() and not self.stopping.is_set():
-            self._run_soon()  # a trigger arrived while this pass ran
         return result
 
     def _after_pass(self, result: PassResult, *, verdict: str, seconds: float) -> None:

@@ -18,7 +18,7 @@ from controller.errors import Reason, Retryable
 from controller.model.desired import DesiredContainer
 from controller.reconcile.record import PassResult
 from controller.records.host_init import init_layout
-from controller.service import EnvironmentService
+from controller.service import EnvironmentService, PassOptions
 from testbed import ManifestRepo
 
 CONFIG = """\
@@ -234,3 +234,23 @@ def test_a_refusal_retried_every_pass_is_one_warning_and_one_count(
     text = daemon.metrics.exposition().decode()
     assert 'dreichor_refusals_total{reason="ImageUnsigned"} 1.0' in text
     assert 'dreichor_passes_total{result="held"} 2.0' in text
+
+
+def test_a_trigger_during_a_pass_runs_one_more_pass_without_the_scheduler(
+    daemon: Daemon, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[PassOptions | None] = []
+    applied = PassResult("applied", "deploying B", code=Reason.IN_SYNC)
+
+    def sync(options: PassOptions | None = None) -> PassResult:
+        seen.append(options)
+        if len(seen) == 1:  # a webhook lands while the first pass runs (the scheduler is not running here)
+            daemon.trigger("webhook")
+            daemon.trigger("api")
+        return applied
+
+    monkeypatch.setattr(daemon.service, "sync", sync)
+    forced = PassOptions(force=True)
+    assert daemon.tick(forced) is applied
+    assert seen == [forced, None]  # the burst is one more pass, and it is a plain one
+    assert not daemon.trigger_pending.is_set()
