@@ -78,10 +78,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     early (``status --json | head -1``) ends the command quietly.
     """
     try:
-        return _main(argv)
+        code = _main(argv)
+        sys.stdout.flush()  # here, not at the interpreter's exit, where a closed pipe is a message and 120
     except BrokenPipeError:
         _silence_stdout()
         return EXIT_OK
+    return code
 
 
 def _main(argv: Sequence[str] | None) -> int:

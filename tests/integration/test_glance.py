@@ -50,7 +50,8 @@ class Operator:
 
     def piped(self, command: str, reader: str) -> tuple[int, str]:
         """``dreichor-controller COMMAND | READER``: its own exit code and what it said on stderr."""
-        env = {**os.environ, "DREICHOR_ROOT": str(self.host.root)}
+        # without PYTHONUNBUFFERED, as on a host: the output waits in the buffer for the flush at exit
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"} | {"DREICHOR_ROOT": str(self.host.root)}
         script = f"{CLI} {command} | {reader} >/dev/null; echo ${{PIPESTATUS[0]}}"
         done = subprocess.run(["bash", "-c", script], capture_output=True, text=True, env=env, timeout=60, check=True)
         return int(done.stdout.strip()), done.stderr

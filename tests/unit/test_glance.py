@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import shutil
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -249,3 +252,28 @@ def test_a_closed_pipe_ends_quietly(
     monkeypatch.setattr(cli.sys, "stdout", _ClosedPipe())
     assert main(["status", "--config", str(config), "--json"]) == 0
     assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize("command", [["status", "--json"], ["status"], ["history", "--json"]])
+def test_a_reader_gone_before_the_final_flush_ends_the_command_quietly(tmp_path: Path, command: list[str]) -> None:
+    """The output fits the buffer, so the only write is the flush at the end: it meets the closed pipe.
+
+    ``PYTHONUNBUFFERED`` would write at each print, where the command's own handler catches it: the
+    flush at exit is what a host without it meets, so the child runs without it.
+    """
+    config = _status_file(tmp_path, rolled_back())
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader (``| true``) is gone before the command writes a byte
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "controller", *command, "--config", str(config)],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            check=False,
+            timeout=60,
+            env={k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"},
+        )
+    finally:
+        os.close(write_end)
+    assert (done.returncode, done.stderr) == (0, "")
