@@ -84,6 +84,7 @@ class PassReport:
     rewrite_allowed_over: str | None = None  # the applied revision a --allow-rewrite pass went past
     recovered: str | None = None  # what crash recovery did before the pass
     approvals: ApprovalsStatus | None = None  # the declared content's approvals, when it needed some
+    committed_at: datetime | None = None  # the applied commit's committer date, for the history's lead time
 
 
 def record(
@@ -152,7 +153,8 @@ def _applied_event(did: PassReport, result: PassResult, *, revision: str | None)
         fields["image_source"] = did.image_source
     if result.plan is not None and result.plan.action == "repair":
         return AuditEvent("drift_repaired", {**fields, "drift": list(result.plan.drift), **_placement(did)})
-    return AuditEvent("applied", {**fields, **_placement(did)})
+    when = {"committed_at": did.committed_at.isoformat()} if did.committed_at else {}
+    return AuditEvent("applied", {**fields, "tag": did.tag, **when, **_placement(did)})
 
 
 def _record_decision(status: Status, did: PassReport, result: PassResult, *, now: datetime) -> list[AuditEvent]:
@@ -185,6 +187,8 @@ def _record_decision(status: Status, did: PassReport, result: PassResult, *, now
             status.last_snapshot = did.snapshot or status.last_snapshot
         if not _told(status, result):
             fields = {"revision": target, "reason": result.reason, "code": str(result.code)}
+            if did.image is not None:  # the version it was, named where the refusal or rollback is told
+                fields |= {"image": did.image, "tag": did.tag}
             if result.result == "rolled_back":
                 fields |= _placement(did)
             events.append(AuditEvent(result.result, fields))
