@@ -31,7 +31,7 @@ def main(argv: list[str]) -> int:
         private = serialization.load_pem_private_key(Path(argv[argv.index("--key") + 1]).read_bytes(), password=None)
         assert isinstance(private, ec.EllipticCurvePrivateKey)
         image = argv[-1]
-        sign_classic(RegistryWriter(image.split("/")[0]), image, SigningKey(private, Path("cosign.pub")))
+        sign_classic(RegistryWriter(image.split("/", maxsplit=1)[0]), image, SigningKey(private, Path("cosign.pub")))
         return 0
     print(f"readme_cosign: not a command the README uses: {argv}", file=sys.stderr)
     return 2
