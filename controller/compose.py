@@ -22,11 +22,12 @@ from controller.api.routes import AccessVerifier, Guards, WebhookVerifier
 from controller.engine.docker import Engine
 from controller.engine.port import RuntimeView
 from controller.engine.swarm import SwarmEngine
+from controller.errors import ConfigError
 from controller.model.config import Config, HostPaths, load_config
 from controller.notifications.sender import Notifier
 from controller.reconcile.context import Clock, ImageStep
 from controller.records.deliveries import DeliveryMemory
-from controller.records.dotenv import read_dotenv
+from controller.records.dotenv import load_dotenv
 from controller.rollout.base import Applier, checkpoint
 from controller.rollout.container import ContainerRollout
 from controller.rollout.swarm import SwarmRollout
@@ -34,12 +35,14 @@ from controller.service import EnvironmentService
 from controller.signatures.images.trust import ImageTrust
 from controller.source.git import GitSource
 
+__all__ = ["Notifier", "api_guards", "environment_service", "image_trust", "notifier", "service_from_file"]
+
 
 def host_dotenv(paths: HostPaths) -> dict[str, str]:
-    """The environment's ``.env``, or nothing when it cannot be read (a pass reports that itself)."""
+    """The environment's ``.env`` for credentials, or nothing when it cannot be read (a pass reports that itself)."""
     try:
-        return read_dotenv(paths.dotenv)
-    except (OSError, UnicodeDecodeError):
+        return load_dotenv(paths.dotenv)
+    except ConfigError:
         return {}
 
 

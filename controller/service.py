@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -23,20 +24,21 @@ from controller.errors import ConfigError, Reason, Refused
 from controller.model.config import DEFAULT_REPOSITORY, Config, HostPaths, load_config
 from controller.model.desired import DesiredContainer, desired_from_bytes
 from controller.reconcile.context import Clock, ImageStep, PassOptions, PassWorld
-from controller.reconcile.record import AuditEvent, PassResult, rolled_back_to, suspension
+from controller.reconcile.record import AuditEvent, PassResult, held, rolled_back_to, suspension
 from controller.reconcile.revisions import remembered_revision
 from controller.reconcile.steps import HeadApprovals, Pass, PlanAnswer, current_container, head_approvals
-from controller.records.dotenv import read_dotenv
+from controller.records.deliveries import DeliveryMemory
+from controller.records.dotenv import load_dotenv
 from controller.records.host_init import init_layout, next_steps
-from controller.records.locks import pass_lock
+from controller.records.locks import hold_lock, pass_lock
 from controller.records.snapshots import Snapshot, find_snapshot, restorable
-from controller.records.status import Status
+from controller.records.status import HEALTHS, SYNC_STATES, Status
 from controller.records.store import History, Store
 from controller.rollout.base import Applier, Outcome, checkpoint
 from controller.signatures.approvals import DEFAULT_VALIDITY as APPROVAL_VALIDITY
 from controller.signatures.approvals import write_approval
-from controller.signatures.commits.policy import VerifiedCache
-from controller.signatures.commits.verification import Verification, load_policy, verify_revision
+from controller.signatures.commits.policy import Verdict, VerifiedCache
+from controller.signatures.commits.verification import verify_on_host
 from controller.signatures.images.trust import ImageCheck
 from controller.signatures.images.verifier import ImageVerdict
 from controller.source.git import GitSource
@@ -44,14 +46,20 @@ from controller.source.git import GitSource
 log = logging.getLogger("dreichor.service")
 AuditHook = Callable[[dict[str, Any]], None]
 
-__all__ = ["EnvironmentService", "History", "PassOptions", "PassResult", "PlanAnswer", "Verification"]
-__all__ += [
-    "APPROVAL_VALIDITY",
-    "init_layout",
-    "next_steps",
-    "validate_file",
-    "write_approval",
-]  # for the command line, which imports no record
+# What the entry points need of the tiers below, which they do not import (the contracts in pyproject.toml):
+__all__ = ["EnvironmentService", "History", "PassOptions", "PassResult", "PlanAnswer", "Status", "Verification"]
+__all__ += ["APPROVAL_VALIDITY", "DeliveryMemory", "Snapshot", "held", "hold_lock", "init_layout", "next_steps"]
+__all__ += ["HEALTHS", "SYNC_STATES", "validate_file", "write_approval"]
+
+
+@dataclass(frozen=True)
+class Verification:
+    """``verify``'s answer: the revision, and its verdict or the refusal."""
+
+    revision: str
+    verdict: Verdict | None
+    refusal: Refused | None = None
+    image: ImageVerdict | None = None  # the declared image's signature, when ``image.signatures`` is set
 
 
 def validate_file(
@@ -70,10 +78,7 @@ def validate_file(
         raise ConfigError(f"cannot read {file}: {exc.strerror}") from None
     dotenv = None
     if config is not None:
-        try:
-            dotenv = read_dotenv(config.paths.dotenv)
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"cannot read {config.paths.dotenv}: {exc}") from None
+        dotenv = load_dotenv(config.paths.dotenv)
     return desired_from_bytes(
         data,
         environment=environment,
@@ -198,14 +203,7 @@ class EnvironmentService:
         revision = self.source.resolve(rev) if rev else head
         applied = remembered_revision(self.config, self.store.load(), self.engine, self.source)
         try:
-            verdict = verify_revision(
-                self.source,
-                load_policy(self.config),
-                mode=self.config.trust.mode,
-                applied=applied,
-                head=revision,
-                now=self.clock(),
-            )
+            verdict = verify_on_host(self.config, self.source, applied=applied, head=revision, now=self.clock())
         except Refused as exc:
             return Verification(revision, None, exc)
         try:
@@ -228,10 +226,7 @@ class EnvironmentService:
     def rollback(self, snapshot_id: str | None = None) -> Snapshot:
         """Break-glass: restore a snapshot, then suspend so the next poll does not undo it."""
         snapshot = find_snapshot(self.paths.snapshots, snapshot_id, environment=self.config.environment)
-        try:
-            dotenv = read_dotenv(self.paths.dotenv)
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"cannot read {self.paths.dotenv}: {exc}") from None
+        dotenv = load_dotenv(self.paths.dotenv)
         checked = restorable(snapshot, repository=self.config.image.repository, dotenv=dotenv)
         with pass_lock(self.paths.pass_lock):
             outcome = self._restore_suspended(checked, reason=f"rollback to snapshot {snapshot.id}")

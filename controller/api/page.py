@@ -26,8 +26,7 @@ import jinja2
 from pydantic import ValidationError
 
 from controller.api.timeline import duration, figures_json, percent, timeline
-from controller.records.snapshots import Snapshot
-from controller.records.status import Status
+from controller.service import Snapshot, Status
 from controller.untrusted import bounded_lines
 
 TEMPLATE = "page.html"

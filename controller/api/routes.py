@@ -37,9 +37,7 @@ from controller.api.page import BAD_LIMIT, history_body, history_limit, render_p
 from controller.api.server import BoundedServer, Limits, Request, Response
 from controller.model.config import AccessConfig, split_listen
 from controller.model.plan import Plan
-from controller.records.deliveries import DeliveryMemory
-from controller.records.status import Status
-from controller.service import History
+from controller.service import DeliveryMemory, History, Status
 
 log = logging.getLogger("dreichor.api")
 MAX_BODY = 1024 * 1024

@@ -27,7 +27,7 @@ from prometheus_client import (
 
 from controller import __version__
 from controller.errors import Reason
-from controller.records.status import HEALTHS, SYNC_STATES, Status
+from controller.service import HEALTHS, SYNC_STATES, Status
 
 PHASES = ("InSync", "Progressing", "Degraded", "Suspended")
 # A ``_created`` series per counter doubles the exposition and means nothing to an alert.

@@ -21,16 +21,13 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 from controller import compose
 from controller.api.routes import ApiContext, ApiServer, Guards
+from controller.compose import Notifier
 from controller.daemon import systemd as notify
 from controller.daemon.metrics import Metrics
 from controller.errors import ConfigError, ControllerError, Reason
 from controller.model.config import Config, load_config
 from controller.model.plan import Plan
-from controller.notifications.sender import Notifier
-from controller.reconcile.record import held
-from controller.records.deliveries import DeliveryMemory
-from controller.records.locks import hold_lock
-from controller.service import EnvironmentService, PassOptions, PassResult
+from controller.service import DeliveryMemory, EnvironmentService, PassOptions, PassResult, held, hold_lock
 
 log = logging.getLogger("dreichor.daemon")
 JOB_ID = "reconcile"

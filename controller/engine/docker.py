@@ -1,7 +1,7 @@
 """Container mode's engine: the runtime as one container, through the docker SDK.
 
 Every SDK error is translated at this boundary, in the words both modes share
-(``engine.errors``): an engine or registry that cannot be reached is
+(``engine.failures``): an engine or registry that cannot be reached is
 ``Retryable``; a digest the registry does not have, or a name taken by a
 container we do not manage, is ``Refused``.  Only containers
 named ``dreichor-runtime-<env>`` (and its ``-next``/``-previous`` companions)
@@ -18,7 +18,7 @@ import docker
 import docker.errors
 import requests.exceptions
 
-from controller.engine import errors
+from controller.engine import failures
 from controller.engine.inspector import UnixInspector
 from controller.engine.modes import service_found
 from controller.engine.port import NEXT_SUFFIX, PREVIOUS_SUFFIX
@@ -53,7 +53,7 @@ class Engine:
 
     def _translated(self, action: str) -> Any:
         """The SDK's errors as ours, naming the engine's address."""
-        return errors.translated(action, url=self.url)
+        return failures.translated(action, url=self.url)
 
     def _count(self, response: Any, *args: Any, **kwargs: Any) -> None:
         self._sdk_calls += 1
@@ -171,7 +171,7 @@ class Engine:
 
     def pull(self, pinned: str, *, auth: dict[str, str] | None = None) -> str:
         """Pull ``repo@sha256:…`` and check the engine holds exactly that digest; return the image id."""
-        return errors.pull(self._client.api, pinned, auth=auth, url=self.url)
+        return failures.pull(self._client.api, pinned, auth=auth, url=self.url)
 
     def keep(self, pinned: str) -> str:
         """Tag ``pinned`` with its keep reference; return that reference."""

@@ -6,7 +6,7 @@ besides the fetch (``requests`` prepares, merges settings and hooks on every
 call), and a controller polls all day; so reads of a container go through one
 persistent HTTP/1.1 connection of the standard library instead, on the same
 socket and API version as the SDK.  Errors stay the SDK's kind: the socket's
-``OSError`` is translated by ``engine.errors`` like any other, and an answer
+``OSError`` is translated by ``engine.failures`` like any other, and an answer
 other than 200 or 404 is an ``EngineError`` with the engine's own message.
 """
 
@@ -19,7 +19,7 @@ import threading
 from typing import Any
 from urllib.parse import quote
 
-from controller.engine.errors import EngineError
+from controller.engine.failures import EngineError
 
 
 class _UnixConnection(http.client.HTTPConnection):
@@ -78,7 +78,7 @@ class UnixInspector:
                     if reused and attempt == 1:
                         continue  # a kept-alive connection the engine had closed (idle, restarted): once more
                     if isinstance(exc, OSError):
-                        raise  # the socket's own error: ``engine.errors`` names the engine and the errno
+                        raise  # the socket's own error: ``engine.failures`` names the engine and the errno
                     raise EngineError(f"{action}: the Docker Engine answered no HTTP: {type(exc).__name__}") from None
                 self._connection = connection
                 self.calls += 1

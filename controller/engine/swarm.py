@@ -1,6 +1,6 @@
 """Swarm mode's engine (docs/design.md §13): the runtime as a one-replica Swarm service, through the docker SDK.
 
-Its errors are worded as container mode's (``engine.errors``).  The service
+Its errors are worded as container mode's (``engine.failures``).  The service
 is ``dreichor-runtime-<env>``: the image by digest (the SDK does not resolve
 tags), the layout's two bind mounts, ``DATABASE_URL`` from ``.env``, no
 published ports, placed on the one node labelled ``dreichor.env=<env>``,
@@ -17,8 +17,8 @@ from typing import Any
 
 import docker
 
-from controller.engine import errors
-from controller.engine.errors import NOT_A_MANAGER, EngineError
+from controller.engine import failures
+from controller.engine.failures import NOT_A_MANAGER, EngineError
 from controller.engine.modes import container_found
 from controller.engine.port import NEXT_SUFFIX, PREVIOUS_SUFFIX, ServiceState, TaskState
 from controller.errors import ControllerError, Reason, Refused
@@ -58,7 +58,7 @@ class SwarmEngine:
 
     def _translated(self, action: str) -> Any:
         """The SDK's errors as ours, naming the engine's address."""
-        return errors.translated(action, url=self.url)
+        return failures.translated(action, url=self.url)
 
     def close(self) -> None:
         """Release the HTTP connection pool."""
@@ -205,7 +205,7 @@ class SwarmEngine:
 
     def pull(self, pinned: str, *, auth: dict[str, str] | None = None) -> str:
         """Pull on the manager: the digest must exist before any node is asked to run it."""
-        return errors.pull(self._client.api, pinned, auth=auth, url=self.url)
+        return failures.pull(self._client.api, pinned, auth=auth, url=self.url)
 
     def deploy(self, desired: DesiredContainer, *, auth: dict[str, str] | None = None) -> ServiceState:
         """Create the service, or update it to ``desired`` against the version just read."""

@@ -7,21 +7,22 @@ to no engine, so every rule is a table-driven unit test.
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from controller.errors import Refused
-from controller.model.config import HostPaths
+from controller.model.config import Config, HostPaths
 from controller.model.conninfo import ConninfoError, parse_conninfo
 from controller.model.manifest import (
     Manifest,
     build_manifest,
     has_control_character,
     load_manifest,
+    manifest_path,
     manifest_reasons,
+    manifest_sha256,
     printable,
 )
 
@@ -216,6 +217,22 @@ def derive_container(
     )
 
 
+def desired_for(config: Config, data: bytes, *, revision: str, dotenv: Mapping[str, str] | None) -> DesiredContainer:
+    """``revision``'s manifest (its bytes) under the host's config: how the pass and ``verify`` read it.
+
+    ``dotenv``: the environment's ``.env`` (None: not judged here, as ``verify`` does not).
+    """
+    return desired_from_bytes(
+        data,
+        environment=config.environment,
+        repository=config.image.repository,
+        paths=config.paths,
+        dotenv=dotenv,
+        revision=revision,
+        what=f"{manifest_path(config.environment)} at {revision[:12]}",
+    )
+
+
 def desired_from_bytes(
     data: bytes,
     *,
@@ -243,6 +260,6 @@ def desired_from_bytes(
         repository=repository,
         paths=paths,
         dotenv=dotenv,
-        manifest_sha256=hashlib.sha256(data).hexdigest(),
+        manifest_sha256=manifest_sha256(data),
         revision=revision,
     )

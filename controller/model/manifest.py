@@ -8,6 +8,7 @@ the layout rule they would break — not lumped in with typos.
 
 from __future__ import annotations
 
+import hashlib
 import re
 import unicodedata
 from typing import Any, Literal
@@ -75,6 +76,16 @@ class Manifest(BaseModel):
             },
         },
     )
+
+
+def manifest_path(environment: str) -> str:
+    """Where an environment's manifest sits in the repository: ``envs/<env>.yaml``."""
+    return f"envs/{environment}.yaml"
+
+
+def manifest_sha256(data: bytes) -> str:
+    """A manifest file's SHA-256, hex: what approvals approve and the container's manifest label carries."""
+    return hashlib.sha256(data).hexdigest()
 
 
 def load_manifest(data: bytes, *, what: str = "manifest") -> dict[str, Any]:

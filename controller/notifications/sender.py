@@ -41,7 +41,15 @@ from pydantic import ValidationError
 
 from controller.errors import ConfigError
 from controller.model.config import Config, GithubConfig
-from controller.notifications.policy import CommitStatus, Decision, Memory, Message, Policy, decide, decision_from_event
+from controller.notifications.announcements import (
+    CommitStatus,
+    Decision,
+    Memory,
+    Message,
+    Policy,
+    decide,
+    decision_from_event,
+)
 from controller.records.files import atomic_write
 
 log = logging.getLogger(__name__)

@@ -15,7 +15,6 @@ writes them.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -25,19 +24,19 @@ from controller.engine.port import RuntimeView
 from controller.errors import ConfigError, ControllerError, Reason, Refused, Retryable
 from controller.model.config import Config
 from controller.model.containers import ContainerState
-from controller.model.desired import LABEL_MANIFEST, DesiredContainer, container_name, desired_from_bytes
-from controller.model.manifest import MAX_MANIFEST_BYTES
+from controller.model.desired import LABEL_MANIFEST, DesiredContainer, container_name, desired_for
+from controller.model.manifest import manifest_sha256
 from controller.model.plan import plan
 from controller.reconcile.context import PassContext, PassOptions, PassWorld
 from controller.reconcile.quarantine import content_key, earlier_host_digests, held_content, held_head, host_digest
 from controller.reconcile.record import PassReport, PassResult, record
 from controller.reconcile.revisions import newest_revision, remembered_revisions, running_container
-from controller.records.dotenv import read_dotenv
+from controller.records.dotenv import load_dotenv
 from controller.records.snapshots import list_snapshot_files
 from controller.records.status import ApprovalsStatus, ContainerStatus, applied_revision
 from controller.rollout.base import HealthGateFailed
 from controller.signatures import approvals
-from controller.signatures.commits.verification import load_policy, verify_revision
+from controller.signatures.commits.verification import verify_on_host
 from controller.signatures.images.verifier import ImageVerdict
 from controller.source.git import GitSource
 
@@ -192,10 +191,9 @@ class Pass:
         """Signatures, against the host's trust policy."""
         self.world.at_step("verify")
         applied = self.ctx.guard
-        self.ctx.verdict = verify_revision(
+        self.ctx.verdict = verify_on_host(
+            self.config,
             self.world.source,
-            load_policy(self.config),
-            mode=self.config.trust.mode,
             applied=applied,
             head=self._target(),
             now=self.ctx.now,
@@ -215,22 +213,12 @@ class Pass:
         cached = self.world.desired_cache.get(key)
         if cached is not None:
             return cached
-        path = f"envs/{self.config.environment}.yaml"
-        manifest = self.world.source.read_file(revision, path, max_bytes=MAX_MANIFEST_BYTES)
-        paths = self.config.paths
+        manifest = self.world.source.read_manifest(revision, self.config.environment)
         try:
-            dotenv = read_dotenv(paths.dotenv)
-        except (OSError, UnicodeDecodeError) as exc:
-            raise Retryable(f"cannot read {paths.dotenv}: {exc}", code=Reason.HOST_CONFIG) from None
-        desired = desired_from_bytes(
-            manifest,
-            environment=self.config.environment,
-            repository=self.config.image.repository,
-            paths=paths,
-            dotenv=dotenv,
-            revision=revision,
-            what=f"envs/{self.config.environment}.yaml at {revision[:12]}",
-        )
+            dotenv = load_dotenv(self.config.paths.dotenv)
+        except ConfigError as exc:  # the host's file, not the commit: retried, never quarantined
+            raise Retryable(str(exc), code=Reason.HOST_CONFIG) from None
+        desired = desired_for(self.config, manifest, revision=revision, dotenv=dotenv)
         self.world.desired_cache.clear()
         self.world.desired_cache[key] = desired
         return desired
@@ -287,12 +275,10 @@ class Pass:
         if applied is None:
             return None
         try:
-            data = self.world.source.read_file(
-                applied, f"envs/{self.config.environment}.yaml", max_bytes=MAX_MANIFEST_BYTES
-            )
+            data = self.world.source.read_manifest(applied, self.config.environment)
         except Refused:  # gone from the fetched history, or never a manifest: nothing runs by it
             return None
-        return hashlib.sha256(data).hexdigest()
+        return manifest_sha256(data)
 
     def verify_image(self) -> PassResult | None:
         """The image's own signature (docs/design.md §14), when a check is configured: before anything is pulled.
@@ -502,9 +488,8 @@ def head_approvals(config: Config, source: GitSource, *, applied: str | None, no
     if config.approvals is None:
         raise ConfigError("approvals are not configured: there is no approvals section in the config")
     head = source.fetch()
-    verify_revision(source, load_policy(config), mode=config.trust.mode, applied=applied, head=head, now=now)
-    data = source.read_file(head, f"envs/{config.environment}.yaml", max_bytes=MAX_MANIFEST_BYTES)
-    content = hashlib.sha256(data).hexdigest()
+    verify_on_host(config, source, applied=applied, head=head, now=now)
+    content = manifest_sha256(source.read_manifest(head, config.environment))
     return HeadApprovals(head, count_for(config, source, revision=head, content=content, now=now))
 
 

@@ -16,12 +16,24 @@ from pathlib import Path
 
 from dotenv.parser import parse_stream
 
+from controller.errors import ConfigError
 from controller.records.files import read_private_file
 
 
 class DotenvError(OSError):
     """A ``.env`` line that is not ``KEY=value``: the file cannot be used as it is (an ``OSError``,
     like an unreadable or loose file, so every reader reports it the same way)."""
+
+
+def load_dotenv(path: Path) -> dict[str, str]:
+    """The environment's ``.env`` with the one error policy every reader shares: a file that cannot be
+    used (missing, loose, not UTF-8, a line not ``KEY=value``) is ``ConfigError("cannot read <path>:
+    <why>")``.  The caller decides what that means: a command fails (``rollback``, ``validate``), a
+    pass is retried (``HostConfig``), credentials are absent (``compose``: the pass says why)."""
+    try:
+        return read_dotenv(path)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read {path}: {exc}") from None
 
 
 def read_dotenv(path: Path) -> dict[str, str]:

@@ -214,6 +214,10 @@ class Status(_Record):
         key = QuarantineKey.parse(self.quarantined)
         return key.describe(head=self.source.head) if key else None
 
+    def synced(self) -> SyncStatus:
+        """``sync``: set on every load (``_derive_glance``), derived here for a status built without it."""
+        return self.sync if self.sync is not None else sync_of(self)
+
     @model_validator(mode="after")
     def _derive_glance(self) -> Status:
         """A status file from before docs/design.md §16 loads with ``sync`` and ``health`` derived from what it has."""

@@ -31,6 +31,7 @@ from pathlib import Path
 
 from controller.errors import ConfigError, Reason, Refused
 from controller.model.config import ENVIRONMENTS, repository_name
+from controller.model.manifest import manifest_path, manifest_sha256
 from controller.signatures import signing
 from controller.signatures.commits import sshsig
 from controller.signatures.commits.allowed_signers import AllowedSigner, parse_allowed_signers
@@ -69,7 +70,7 @@ class Subject:
     @property
     def path(self) -> str:
         """The manifest file the content is the bytes of."""
-        return f"envs/{self.environment}.yaml"
+        return manifest_path(self.environment)
 
 
 @dataclass(frozen=True)
@@ -378,7 +379,7 @@ def write_approval(file: Path, *, key: str | None, valid_for: timedelta, reposit
     root, origin, signing_key = clone_facts(file)
     relative = _inside(file, root)
     environment = relative.removeprefix("envs/").removesuffix(".yaml")
-    if relative != f"envs/{environment}.yaml" or environment not in ENVIRONMENTS:
+    if relative != manifest_path(environment) or environment not in ENVIRONMENTS:
         raise ConfigError(f"{relative} is not an environment's manifest (envs/dev.yaml or envs/prod.yaml)")
     if not timedelta(0) < valid_for <= LONGEST_VALIDITY:
         raise ConfigError(f"--expires must be more than nothing and at most {LONGEST_VALIDITY.days} days")
@@ -389,7 +390,7 @@ def write_approval(file: Path, *, key: str | None, valid_for: timedelta, reposit
     if key is None:
         raise ConfigError("no signing key: pass --key PATH or set git's user.signingkey")
     created = now.astimezone(UTC).replace(microsecond=0)
-    sha = hashlib.sha256(file.read_bytes()).hexdigest()
+    sha = manifest_sha256(file.read_bytes())
     statement = Statement(name, environment, relative, sha, created, created + valid_for).to_bytes()
     armored = signing.ssh_sign(statement, key=key, namespace=NAMESPACE)
     signature = sshsig.parse_armored(armored)

@@ -25,6 +25,7 @@ import git
 from gitdb.exc import BadName, BadObject
 
 from controller.errors import Reason, Refused, Retryable
+from controller.model.manifest import MAX_MANIFEST_BYTES, manifest_path
 from controller.records.locks import pass_lock
 
 log = logging.getLogger("dreichor.source")
@@ -273,6 +274,10 @@ class GitSource:
             return [new]
         out = self.repo().git.rev_list("--first-parent", "--reverse", f"{old}..{new}")
         return str(out).split()
+
+    def read_manifest(self, sha: str, environment: str) -> bytes:
+        """``envs/<env>.yaml`` from the commit's tree: a regular file of at most ``MAX_MANIFEST_BYTES``."""
+        return self.read_file(sha, manifest_path(environment), max_bytes=MAX_MANIFEST_BYTES)
 
     def read_file(self, sha: str, path: str, *, max_bytes: int) -> bytes:
         """A regular file from the commit's tree, checked by mode and size before it is read."""

@@ -25,7 +25,7 @@ from apprise.plugins import slack as apprise_slack
 
 from controller.errors import ConfigError
 from controller.model.config import DEFAULT_NOTIFY_EVENTS, parse_config
-from controller.notifications.policy import Decision, Policy
+from controller.notifications.announcements import Decision, Policy
 from controller.notifications.sender import AppriseTarget, GithubTarget, Notifier
 from testbed import NotificationReceiver, wait_for
 

@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -24,6 +25,8 @@ PREVIOUS_RELEASE = "e3b072e"  # 0.1.0: wrote status.json without a watermark or 
 LAST_FLAT_RELEASE = "590ce1b"  # the last release with every module flat in controller/
 RELEASE_BEFORE_KEYLESS = "cd76640"  # the last release before keyless image signatures
 FIRST_KEYLESS_RELEASE = "73b9bd7"  # hashed the image settings into the quarantine key
+LAST_SINGLE_PASS_MODULE = "45269f2"  # the last release before reconcile/ and compose.py
+RELEASES = REPO_ROOT / "tests" / "data" / "releases"  # each release's controller/, as it shipped (SOURCES.md)
 
 
 @pytest.fixture
@@ -209,14 +212,12 @@ def test_rollback_to_a_snapshot_without_a_revision_then_passes_continue(
 
 
 def run_previous_release(host: Host, tmp: Path, *args: str, release: str = PREVIOUS_RELEASE) -> int:
-    """``dreichor-controller`` as an earlier release shipped it (the package at ``release``)."""
+    """``dreichor-controller`` as an earlier release shipped it (its package, kept in ``tests/data/releases``)."""
     old = tmp / release
     if not old.exists():
         old.mkdir()
-        archive = subprocess.run(
-            ["git", "-C", str(REPO_ROOT), "archive", release, "controller"], capture_output=True, check=True
-        ).stdout
-        subprocess.run(["tar", "-x", "-C", str(old)], input=archive, check=True)
+        with tarfile.open(RELEASES / f"{release}.tar.gz") as archive:
+            archive.extractall(old, filter="data")
     env = {**os.environ, "PYTHONPATH": str(old)}
     command = [sys.executable, "-m", "controller", *args, "--config", str(host.configs["prod"])]
     return subprocess.run(command, env=env, cwd=old, capture_output=True, check=False).returncode
@@ -243,12 +244,13 @@ def test_a_host_written_by_the_previous_release_keeps_working(
     assert host.sync() == 3 and host.image() == images["healthy-b"]
 
 
-def test_a_host_run_by_the_last_flat_release_upgrades_in_place(
-    host: Host, images: dict[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+@pytest.mark.parametrize("release", [LAST_FLAT_RELEASE, LAST_SINGLE_PASS_MODULE])
+def test_a_host_run_by_an_earlier_layout_upgrades_in_place(
+    host: Host, images: dict[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str], release: str
 ) -> None:
-    assert run_previous_release(host, tmp_path, "sync", release=LAST_FLAT_RELEASE) == 0
+    assert run_previous_release(host, tmp_path, "sync", release=release) == 0
     host.publish("b", prod=images["healthy-b"])
-    assert run_previous_release(host, tmp_path, "sync", release=LAST_FLAT_RELEASE) == 0
+    assert run_previous_release(host, tmp_path, "sync", release=release) == 0
     running = host.running()["Id"]
     written = host.status()
     assert written.audit is not None and (state(host) / "watermark").read_text().strip() == host.repo.head()
@@ -261,7 +263,7 @@ def test_a_host_run_by_the_last_flat_release_upgrades_in_place(
     assert cli("history", "--verify", host=host, capsys=capsys)[0] == 0
 
 
-@pytest.mark.parametrize("release", [RELEASE_BEFORE_KEYLESS, FIRST_KEYLESS_RELEASE])
+@pytest.mark.parametrize("release", [RELEASE_BEFORE_KEYLESS, FIRST_KEYLESS_RELEASE, LAST_SINGLE_PASS_MODULE])
 def test_a_release_an_earlier_release_rolled_back_stays_quarantined_after_the_upgrade(
     host: Host, images: dict[str, str], tmp_path: Path, release: str
 ) -> None:

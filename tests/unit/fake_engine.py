@@ -19,7 +19,7 @@ from controller.errors import Reason, Refused, Retryable
 from controller.model.containers import ContainerState
 from controller.model.desired import DesiredContainer, container_name, keep_reference
 
-# As both adapters word it (``engine.errors``).
+# As both adapters word it (``engine.failures``).
 UNREACHABLE = "the Docker Engine at /var/run/docker.sock is unreachable: Connection refused (ECONNREFUSED)"
 
 

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from controller.model.config import DEFAULT_NOTIFY_EVENTS
-from controller.notifications.policy import (
+from controller.notifications.announcements import (
     LOG_CHARS,
     CommitStatus,
     Decision,

@@ -27,7 +27,7 @@ from controller.cli import main
 from controller.daemon.metrics import Metrics
 from controller.errors import ConfigError, Refused
 from controller.model.config import parse_config, parse_duration, repository_name
-from controller.notifications.policy import Memory, Policy, decide, decision_from_event
+from controller.notifications.announcements import Memory, Policy, decide, decision_from_event
 from controller.records.status import Status
 from controller.signatures import approvals
 from controller.signatures.approvals import (

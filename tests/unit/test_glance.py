@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from controller import cli
-from controller.cli import COMMANDS, main
+from controller.cli import main
+from controller.cli.parser import COMMANDS
 from controller.daemon.metrics import Metrics
 from controller.errors import Reason
 from controller.model.config import config_path
@@ -249,7 +249,7 @@ def test_a_closed_pipe_ends_quietly(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     config = _status_file(tmp_path, rolled_back())
-    monkeypatch.setattr(cli.sys, "stdout", _ClosedPipe())
+    monkeypatch.setattr(sys, "stdout", _ClosedPipe())
     assert main(["status", "--config", str(config), "--json"]) == 0
     assert capsys.readouterr().err == ""
 

@@ -7,27 +7,14 @@ repository's CI and the controller reach the same verdict by the same code.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from controller.errors import Refused
 from controller.model.config import Config
 from controller.signatures.commits.policy import PolicyCache, TrustPolicy, Verdict, VerifiedCache, verify_commits
-from controller.signatures.images.verifier import ImageVerdict
 from controller.source.git import GitSource
 
 log = logging.getLogger("dreichor.verification")
-
-
-@dataclass(frozen=True)
-class Verification:
-    """``verify``'s answer: the revision, and its verdict or the refusal."""
-
-    revision: str
-    verdict: Verdict | None
-    refusal: Refused | None = None
-    image: ImageVerdict | None = None  # the declared image's signature, when ``image.signatures`` is set
 
 
 def load_policy(config: Config) -> TrustPolicy:
@@ -74,3 +61,18 @@ def verify_revision(
     verdict = verify_commits(commits, read_commit=source.raw_commit, policy=policy, now=now, cache=cache)
     log.info("signature trusted", extra={"revision": head, "commits": len(commits), "signer": verdict.signer})
     return verdict
+
+
+def verify_on_host(
+    config: Config,
+    source: GitSource,
+    *,
+    applied: str | None,
+    head: str,
+    now: datetime,
+    cache: VerifiedCache | None = None,
+) -> Verdict:
+    """``head`` verified as the pass, ``verify`` and ``approvals`` all verify it: the host's trust policy and
+    mode, every commit from ``applied`` on; the verdict, or ``Refused``."""
+    policy = load_policy(config)
+    return verify_revision(source, policy, mode=config.trust.mode, applied=applied, head=head, now=now, cache=cache)

@@ -13,8 +13,7 @@ from typing import Protocol
 
 from controller.errors import ConfigError, Reason, Retryable
 from controller.model.config import Config
-from controller.model.desired import DesiredContainer, desired_from_bytes
-from controller.model.manifest import MAX_MANIFEST_BYTES
+from controller.model.desired import DesiredContainer, desired_for
 from controller.signatures.images.verifier import ImageVerdict, ImageVerifier, registry_for
 from controller.source.git import GitSource
 
@@ -61,16 +60,8 @@ class ImageTrust:
 
     def declared(self, source: GitSource, revision: str) -> ImageVerdict:
         """The signature of the image ``revision``'s manifest declares, judged offline as ``validate`` does."""
-        path = f"envs/{self.config.environment}.yaml"
-        desired = desired_from_bytes(
-            source.read_file(revision, path, max_bytes=MAX_MANIFEST_BYTES),
-            environment=self.config.environment,
-            repository=self.config.image.repository,
-            paths=self.config.paths,
-            dotenv=None,  # .env is the pass's business, not verify's
-            revision=revision,
-            what=f"{path} at {revision[:12]}",
-        )
+        data = source.read_manifest(revision, self.config.environment)
+        desired = desired_for(self.config, data, revision=revision, dotenv=None)  # .env is the pass's business
         return self.verify(desired.image)
 
     def check(self, desired: DesiredContainer) -> ImageVerdict:

@@ -1,0 +1,78 @@
+"""The commands that run passes: ``run`` (the daemon), ``sync`` and ``plan``."""
+
+from __future__ import annotations
+
+import argparse
+
+from controller.cli.environment import config_file, notifying, service_for
+from controller.cli.exits import EXIT_CHANGE, EXIT_ERROR, EXIT_OK, EXIT_REFUSED, EXIT_WAITING, PLAN_EXIT, SYNC_EXIT
+from controller.cli.render import fail, print_json, print_learned
+from controller.daemon.logs import setup_logging
+from controller.daemon.scheduler import Daemon
+from controller.service import PassOptions
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """``run``: the daemon, until SIGTERM."""
+    setup_logging(args.log_level)
+    return Daemon(config_file(args)).run()
+
+
+def cmd_sync(args: argparse.Namespace) -> int:
+    """``sync``: one pass; 0 in sync or applied, 3 refused, 4 rolled back, 1 other."""
+    service = service_for(args)
+    try:
+        with notifying(service):
+            result = service.sync(PassOptions(force=args.force, allow_rewrite=args.allow_rewrite, adopt=args.adopt))
+    finally:
+        service.close()
+    code = SYNC_EXIT.get(result.result, EXIT_ERROR)
+    if args.json:
+        answer = {"result": result.result, "reason": result.reason, "code": str(result.code)}
+        print_json(answer if code in (EXIT_OK, EXIT_WAITING) else {**answer, "error": result.reason})
+    else:
+        print(f"{result.result}: {result.reason}")
+    return code
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    """``plan``: fetch, verify, validate and plan; change nothing.  What was learned is said even when
+    a later step fails (no Docker: the commit was still fetched, verified and validated)."""
+    service = service_for(args)
+    try:
+        answer = service.plan_report()
+    finally:
+        service.close()
+    result = answer.result
+    decided, code = result.plan, PLAN_EXIT.get(result.result, EXIT_ERROR)
+    if args.exit_code and code == EXIT_OK and decided is not None and decided.action != "nothing":
+        code = EXIT_CHANGE
+    if args.json:
+        action, drift = (decided.action, list(decided.drift)) if decided else (None, [])
+        data = {
+            "result": result.result,
+            "reason": result.reason,
+            "action": action,
+            "drift": drift,
+            "image_signer": result.image_signer,
+            "head": answer.head,
+            "signer": answer.signer,
+            "image": answer.image,
+            "would_wait": result.approvals,
+        }
+        print_json(
+            data if code in (EXIT_OK, EXIT_CHANGE) else {**data, "error": result.reason, "code": str(result.code)}
+        )
+        return code
+    print_learned(answer)
+    if decided is not None:
+        print(f"plan:      {decided.action}: {decided.reason}")
+        if result.result == "waiting":
+            print(f"would wait: {result.approvals}")
+        if result.image_signer:
+            print(f"image signed by {result.image_signer}")
+    elif code == EXIT_OK:
+        print(f"plan:      none: {result.result}: {result.reason}")
+    else:
+        fail(f"{'refused' if code == EXIT_REFUSED else 'error'}: cannot plan: {result.reason}")
+    return code

@@ -1,0 +1,60 @@
+"""The commands that read what the host keeps: ``status`` and ``history``."""
+
+from __future__ import annotations
+
+import argparse
+from datetime import UTC, datetime
+
+from controller.cli.environment import service_for
+from controller.cli.exits import EXIT_ERROR, EXIT_OK, EXIT_REFUSED
+from controller.cli.render import check_code, print_json, status_lines
+from controller.errors import ConfigError
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """``status``: print the status file; before the first pass, say so (0, or 1 with ``--check``).
+
+    A status file that exists but cannot be read is an error (1).  ``--check``: 0 in sync and
+    healthy, 3 out of sync, 4 the container is unhealthy, missing or unknown (docs/design.md §7).
+    """
+    service = service_for(args)
+    status = service.status()
+    if status is None and not service.paths.status.exists():
+        reason = f"no pass has run yet: {service.paths.status} does not exist"
+        if args.json:
+            print_json({"environment": service.config.environment, "phase": None, "reason": reason})
+        else:
+            print(f"environment: {service.config.environment}   {reason}")
+        return EXIT_ERROR if args.check else EXIT_OK
+    if status is None:
+        raise ConfigError(f"cannot read the status file {service.paths.status}: it is not a valid status")
+    if args.json:
+        print(status.model_dump_json(indent=2))
+    else:
+        print("\n".join(status_lines(status, now=datetime.now(UTC))))
+    return check_code(status) if args.check else EXIT_OK
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    """``history``: snapshots, audit events; ``--verify`` checks the chain (3 when broken)."""
+    history = service_for(args).history(verify=args.verify)
+    broken = history.broken
+    if args.json:
+        print_json(
+            {
+                "snapshots": [{"id": s.id, "revision": s.revision, "image": s.image} for s in history.snapshots],
+                "events": history.events,
+                "chain": ("broken: " + broken) if broken else "ok" if args.verify else None,
+            }
+        )
+        return EXIT_REFUSED if broken else EXIT_OK
+    print("snapshots (newest first):")
+    for snap in history.snapshots:
+        print(f"  {snap.id}  {(snap.revision or '-')[:12]}  {snap.image or '-'}")
+    print("audit log:")
+    for event in history.events:
+        revision = str(event.get("revision") or "")[:12]
+        print(f"  {event.get('at')}  {event.get('event'):<15} {revision}  {event.get('reason', '')}")
+    if args.verify:
+        print(f"audit chain: {'BROKEN: ' + broken if broken else 'intact'}")
+    return EXIT_REFUSED if broken else EXIT_OK

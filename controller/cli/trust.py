@@ -1,0 +1,143 @@
+"""The commands that judge: ``validate`` a manifest, ``verify`` a commit, ``verify-image``, ``approve`` and
+``approvals``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+from controller.cli.environment import service_for
+from controller.cli.exits import EXIT_OK, EXIT_REFUSED
+from controller.cli.render import describe_container, fail, print_json
+from controller.errors import ConfigError, Refused
+from controller.model.config import ENVIRONMENTS, config_path, parse_duration
+from controller.service import APPROVAL_VALIDITY, validate_file, write_approval
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    """``validate FILE``: exit 0 with the desired container, 3 with every reason."""
+    stdin = str(args.file) == "-"
+    if stdin and not getattr(args, "environment", None):
+        raise ConfigError("reading the manifest from stdin: pass --environment")
+    environment = getattr(args, "environment", None) or environment_from_name(args.file)
+    try:
+        desired = validate_file(
+            args.file,
+            environment=environment,
+            config_file=config_path(args.config) if getattr(args, "config", None) else None,
+            data=sys.stdin.buffer.read() if stdin else None,
+        )
+    except Refused as exc:
+        if not args.json:
+            raise
+        for reason in exc.reasons:
+            fail(f"refused: {reason}")
+        print_json({"file": str(args.file), "valid": False, "reasons": list(exc.reasons), "error": str(exc)})
+        return EXIT_REFUSED
+    view = desired.describe()
+    if args.json:
+        print_json({"file": str(args.file), "valid": True, "container": view})
+    else:
+        print(f"valid: {args.file} ({environment})")
+        print(describe_container(view))
+    return EXIT_OK
+
+
+def environment_from_name(path: Path) -> str:
+    if path.stem in ENVIRONMENTS and path.suffix in (".yaml", ".yml"):
+        return path.stem
+    raise ConfigError(f"cannot tell the environment from the name {path.name!r}: pass --environment")
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    """``verify [REV]``: exit 0 with the signer (and the image's, with ``image.signatures``), 3 with the reason."""
+    answer = service_for(args).verify(args.rev)
+    if answer.refusal is not None:
+        if not args.json:
+            raise answer.refusal
+        fail(f"refused: {answer.refusal}")
+        reason = str(answer.refusal)
+        refused = {"revision": answer.revision, "trusted": False, "reason": reason, "error": reason}
+        signer = {"signer": answer.verdict.signer} if answer.verdict else {}  # the commit passed, the image did not
+        print_json({**refused, **signer})
+        return EXIT_REFUSED
+    verdict = answer.verdict
+    assert verdict is not None  # noqa: S101 a verification without a refusal has a verdict
+    if args.json:
+        print_json(
+            {
+                "revision": answer.revision,
+                "trusted": True,
+                "signer": verdict.signer,
+                "key_type": verdict.key_type,
+                "detail": verdict.detail,
+                "image_signer": answer.image.image_signer if answer.image else None,
+            }
+        )
+    else:
+        print(f"trusted: {verdict.describe()}")
+        if answer.image:
+            print(f"image signed by {answer.image.image_signer}")
+    return EXIT_OK
+
+
+def cmd_verify_image(args: argparse.Namespace) -> int:
+    """``verify-image IMAGE@DIGEST``: exit 0 with the image's signer, 3 refused, 1 other."""
+    verdict = service_for(args).verify_image(args.image)
+    source = verdict.source.as_record() if verdict.source else None
+    if args.json:
+        print_json({"image": args.image, "trusted": True, "image_signer": verdict.image_signer, "image_source": source})
+    else:
+        print(f"trusted: {args.image} signed by {verdict.image_signer} ({verdict.format})")
+        if source:
+            print("built from " + " ".join(str(source[k]) for k in ("repository", "ref", "commit") if source[k]))
+    return EXIT_OK
+
+
+def cmd_approve(args: argparse.Namespace) -> int:
+    """``approve FILE``: sign an approval of the file's content in its clone; print the path to commit."""
+    valid_for = APPROVAL_VALIDITY
+    if args.expires:
+        try:
+            valid_for = parse_duration(args.expires)
+        except ValueError as exc:
+            raise ConfigError(f"--expires: {exc}") from None
+    written = write_approval(
+        args.file, key=args.key, valid_for=valid_for, repository=args.repository, now=datetime.now(UTC)
+    )
+    print(f"wrote {written}")
+    print(f"commit and push it: git add '{written}' && git commit -m 'Approve {args.file}' && git push")
+    return EXIT_OK
+
+
+def cmd_approvals(args: argparse.Namespace) -> int:
+    """``approvals``: for the head's content, who approved, who is missing, when each approval expires."""
+    report = service_for(args).approvals()
+    tally = report.tally
+    if args.json:
+        print_json(
+            {
+                "revision": report.revision,
+                "content": tally.content,
+                "need": tally.need,
+                "have": tally.have,
+                "missing": tally.missing,
+                "enough": tally.enough,
+                "approvals": [
+                    {"person": a.person, "expires": a.expires.isoformat(), "file": a.file} for a in tally.counted
+                ],
+                "not_counted": [r.reason for r in tally.rejected],
+            }
+        )
+        return EXIT_OK
+    enough = "enough" if tally.enough else "not enough"
+    print(f"head {report.revision[:12]}, content {tally.content[:12]}: {tally.describe()}, {enough}")
+    for approval in tally.counted:
+        print(f"  approved    {approval.person}  until {approval.expires.isoformat()}  ({approval.file})")
+    for person in tally.missing:
+        print(f"  missing     {person}")
+    for rejection in tally.rejected:
+        print(f"  not counted {rejection.reason}")
+    return EXIT_OK
