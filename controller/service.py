@@ -13,6 +13,7 @@ pass's facts it does not record (``image``, ``signer``, ``image_signer``,
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -21,7 +22,7 @@ from typing import Any
 
 from controller.engine.port import RuntimeView
 from controller.errors import ConfigError, Reason, Refused
-from controller.model.config import DEFAULT_REPOSITORY, Config, HostPaths, load_config
+from controller.model.config import DEFAULT_REPOSITORY, ENVIRONMENTS, Config, HostPaths, load_config
 from controller.model.desired import DesiredContainer, desired_from_bytes
 from controller.reconcile.context import Clock, ImageStep, PassOptions, PassWorld
 from controller.reconcile.record import AuditEvent, PassResult, held, rolled_back_to, suspension
@@ -32,7 +33,7 @@ from controller.records.dotenv import load_dotenv
 from controller.records.host_init import init_layout, next_steps
 from controller.records.locks import hold_lock, pass_lock
 from controller.records.snapshots import Snapshot, find_snapshot, restorable
-from controller.records.status import HEALTHS, SYNC_STATES, Status
+from controller.records.status import HEALTHS, SYNC_STATES, Status, read_status
 from controller.records.store import History, Store
 from controller.rollout.base import Applier, Outcome, checkpoint
 from controller.signatures.approvals import DEFAULT_VALIDITY as APPROVAL_VALIDITY
@@ -306,3 +307,33 @@ class EnvironmentService:
                 hook(event)
             except Exception:
                 log.exception("an audit hook failed", extra={"event": event.get("event")})
+
+
+@dataclass(frozen=True)
+class HostStatus:
+    """One environment's status as ``status --all`` finds it on the host, without its config."""
+
+    environment: str
+    status: Status | None
+    problem: str | None = None  # why there is no status: no pass yet, unreadable, not this caller's to read
+
+
+def host_statuses(root: Path) -> list[HostStatus]:
+    """Every environment laid out under ``root`` (``<root>/<env>/deploy-agent``), with its status file.
+
+    An environment the caller may not read is listed with its problem, so the reader knows it
+    exists; one with no layout on this host is left out.
+    """
+    found = []
+    for environment in ENVIRONMENTS:
+        paths = HostPaths(root, environment)
+        if not paths.status.parent.parent.is_dir():
+            continue
+        if not paths.status.exists():
+            found.append(HostStatus(environment, None, "no pass has run yet"))
+        elif not os.access(paths.status, os.R_OK):
+            found.append(HostStatus(environment, None, f"cannot read {paths.status}: permission denied"))
+        else:
+            status = read_status(paths.status)
+            found.append(HostStatus(environment, status, None if status else f"{paths.status} is not a valid status"))
+    return found

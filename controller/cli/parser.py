@@ -142,6 +142,7 @@ COMMANDS = (
                 ("--check",), {"action": "store_true", "help": "exit 0 in sync and healthy, 3 out of sync, 4 unhealthy"}
             ),
             Arg(("--json",), {"action": "store_true", "help": "print the status file's JSON"}),
+            Arg(("--all",), {"action": "store_true", "help": "one line per environment on this host (--json: a list)"}),
         ),
     ),
     Command(

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import json
 from datetime import UTC, datetime
 
 from controller.cli.environment import service_for
 from controller.cli.exits import EXIT_ERROR, EXIT_OK, EXIT_REFUSED
-from controller.cli.render import check_code, print_json, status_lines
+from controller.cli.render import all_json, all_lines, check_code, print_json, status_lines
 from controller.errors import ConfigError
+from controller.model.config import default_root
+from controller.service import host_statuses
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -17,6 +20,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     A status file that exists but cannot be read is an error (1).  ``--check``: 0 in sync and
     healthy, 3 out of sync, 4 the container is unhealthy, missing or unknown (docs/design.md §7).
     """
+    if args.all:
+        return _status_all(args)
     service = service_for(args)
     status = service.status()
     if status is None and not service.paths.status.exists():
@@ -33,6 +38,24 @@ def cmd_status(args: argparse.Namespace) -> int:
     else:
         print("\n".join(status_lines(status, now=datetime.now(UTC))))
     return check_code(status) if args.check else EXIT_OK
+
+
+def _status_all(args: argparse.Namespace) -> int:
+    """``status --all``: every environment on this host in one table (``--json``: a list).
+
+    With ``--check``, the worst code of the environments read (4 over 3 over 0), 1 when none is.
+    """
+    if getattr(args, "config", None) or getattr(args, "environment", None):
+        raise ConfigError("status --all reads every environment under the root: leave out -e and --config")
+    rows = host_statuses(default_root())
+    if args.json:
+        print(json.dumps(all_json(rows), indent=2))
+    elif rows:
+        print("\n".join(all_lines(rows)))
+    else:
+        print(f"no environment under {default_root()} (set DREICHOR_ROOT, or run 'dreichor-controller init -e ENV')")
+    codes = [check_code(row.status) for row in rows if row.status is not None]
+    return (max(codes) if codes else EXIT_ERROR) if args.check else EXIT_OK
 
 
 def cmd_history(args: argparse.Namespace) -> int:

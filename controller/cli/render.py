@@ -9,7 +9,7 @@ from typing import Any
 
 from controller.cli.exits import EXIT_OK, EXIT_OUT_OF_SYNC, EXIT_UNHEALTHY
 from controller.model.manifest import manifest_path
-from controller.service import PlanAnswer, Status
+from controller.service import HostStatus, PlanAnswer, Status
 
 LOG_LINES = 5  # the rollback log's first lines in ``status``
 
@@ -114,3 +114,45 @@ def print_json(data: Any) -> None:
 def fail(message: str) -> None:
     """A sentence for people on stderr (a refusal, an error, a warning)."""
     print(message, file=sys.stderr)
+
+
+# ``status --all``: columns that fit 80 with the reason cut to the rest.
+ALL_COLUMNS = (("ENV", 6), ("SYNC", 11), ("HEALTH", 11), ("VERSION", 15))
+WIDTH = 80
+
+
+def all_lines(rows: list[HostStatus]) -> list[str]:
+    """One line per environment — sync, health, version, why — in at most 80 columns."""
+    header = "".join(name.ljust(width) for name, width in ALL_COLUMNS) + "WHY"
+    return [header, *(_all_line(row) for row in rows)]
+
+
+def _all_line(row: HostStatus) -> str:
+    cells = [row.environment, "-", "-", "-"]
+    why = row.problem or ""
+    if row.status is not None:
+        sync = row.status.synced()
+        version = row.status.applied.version() if row.status.applied else "-"
+        cells = [row.environment, sync.state, row.status.health or "Unknown", version]
+        why = sync.reason or ("suspended" if row.status.suspended else "")
+    line = "".join(_cut(text, width - 1).ljust(width) for text, (_, width) in zip(cells, ALL_COLUMNS, strict=True))
+    return line + _cut(why, WIDTH - len(line))
+
+
+def all_json(rows: list[HostStatus]) -> list[dict[str, Any]]:
+    """``status --all --json``: a list, one object per environment."""
+    return [
+        {
+            "environment": row.environment,
+            "sync": row.status.synced().state if row.status else None,
+            "health": row.status.health if row.status else None,
+            "version": row.status.applied.version() if row.status and row.status.applied else None,
+            "reason": (row.status.synced().reason if row.status else row.problem) or None,
+            "phase": row.status.phase if row.status else None,
+        }
+        for row in rows
+    ]
+
+
+def _cut(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: max(width - 1, 0)] + "…"

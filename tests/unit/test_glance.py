@@ -277,3 +277,26 @@ def test_a_reader_gone_before_the_final_flush_ends_the_command_quietly(tmp_path:
     finally:
         os.close(write_end)
     assert (done.returncode, done.stderr) == (0, "")
+
+
+def test_status_all_is_one_line_per_environment_within_80_columns(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _status_file(tmp_path, rolled_back())
+    (tmp_path / "dev" / "deploy-agent" / "state").mkdir(parents=True)  # laid out, no pass yet
+    monkeypatch.setenv("DREICHOR_ROOT", str(tmp_path))
+    assert main(["status", "--all"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["ENV", "SYNC", "HEALTH", "VERSION", "WHY"]
+    assert lines[1].split()[:2] == ["dev", "-"] and lines[1].endswith("no pass has run yet")
+    assert lines[2].split()[:4] == ["prod", "OutOfSync", "Healthy", "1.4.2"]
+    assert all(len(line) <= 80 for line in lines), lines
+    assert main(["status", "--all", "--check"]) == 3  # the worst of them: prod is out of sync
+    capsys.readouterr()
+    assert main(["status", "--all", "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert [(e["environment"], e["sync"], e["version"]) for e in listed] == [
+        ("dev", None, None),
+        ("prod", "OutOfSync", "1.4.2"),
+    ]
+    assert main(["-e", "prod", "status", "--all"]) == 1  # one environment or all of them, not both
