@@ -24,6 +24,8 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from controller.model.config import spoken_duration
+
 DAYS = 30
 
 # Audit event → the kind of mark it is drawn as; the rest (drift repairs, recoveries…) are not decisions.
@@ -134,20 +136,8 @@ def figures_json(events: Sequence[object], *, now: datetime, days: int = DAYS) -
 
 
 def duration(seconds: float | None) -> str:
-    """A duration as people write it: ``45 s``, ``12 min``, ``3 h 20 min``, ``2 d 4 h``; ``-`` for none."""
-    if seconds is None:
-        return "-"
-    whole = max(int(seconds), 0)
-    if whole < 60:
-        return f"{whole} s"
-    minutes, hours, days = whole // 60, whole // 3600, whole // 86400
-    if hours == 0:
-        return f"{minutes} min"
-    if days == 0:
-        rest = minutes % 60
-        return f"{hours} h {rest} min" if rest else f"{hours} h"
-    rest = hours % 24
-    return f"{days} d {rest} h" if rest else f"{days} d"
+    """A duration as people write it (``spoken_duration``); ``-`` for none."""
+    return "-" if seconds is None else spoken_duration(seconds)
 
 
 def percent(rate: float | None) -> str:

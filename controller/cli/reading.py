@@ -8,7 +8,15 @@ from datetime import UTC, datetime
 
 from controller.cli.environment import service_for
 from controller.cli.exits import EXIT_ERROR, EXIT_OK, EXIT_REFUSED
-from controller.cli.render import all_json, all_lines, check_code, print_json, status_lines
+from controller.cli.render import (
+    all_json,
+    all_lines,
+    audit_lines,
+    check_code,
+    print_json,
+    snapshot_lines,
+    status_lines,
+)
 from controller.errors import ConfigError
 from controller.model.config import default_root
 from controller.service import host_statuses
@@ -71,13 +79,8 @@ def cmd_history(args: argparse.Namespace) -> int:
             }
         )
         return EXIT_REFUSED if broken else EXIT_OK
-    print("snapshots (newest first):")
-    for snap in history.snapshots:
-        print(f"  {snap.id}  {(snap.revision or '-')[:12]}  {snap.image or '-'}")
-    print("audit log:")
-    for event in history.events:
-        revision = str(event.get("revision") or "")[:12]
-        print(f"  {event.get('at')}  {event.get('event'):<15} {revision}  {event.get('reason', '')}")
+    print("\n".join(snapshot_lines(history.snapshots)))
+    print("\n".join(audit_lines(history.events)))
     if args.verify:
         print(f"audit chain: {'BROKEN: ' + broken if broken else 'intact'}")
     return EXIT_REFUSED if broken else EXIT_OK

@@ -9,7 +9,7 @@ from typing import Any
 
 from controller.cli.exits import EXIT_OK, EXIT_OUT_OF_SYNC, EXIT_UNHEALTHY
 from controller.model.manifest import manifest_path
-from controller.service import HostStatus, PlanAnswer, Status
+from controller.service import HostStatus, PlanAnswer, Snapshot, Status
 
 LOG_LINES = 5  # the rollback log's first lines in ``status``
 
@@ -156,3 +156,40 @@ def all_json(rows: list[HostStatus]) -> list[dict[str, Any]]:
 
 def _cut(text: str, width: int) -> str:
     return text if len(text) <= width else text[: max(width - 1, 0)] + "…"
+
+
+def image_version(image: str | None) -> str:
+    """The version a pinned reference names: its tag, else ``sha256:`` and the digest's first 12 hex digits."""
+    if not image:
+        return "-"
+    name, _, digest = image.partition("@sha256:")
+    tag = name.rpartition("/")[2].partition(":")[2]
+    return tag or (f"sha256:{digest[:12]}" if digest else "-")
+
+
+def snapshot_lines(snapshots: list[Snapshot]) -> list[str]:
+    """``history``'s snapshots, newest first, under a header: id, when, version, revision, what it held."""
+    lines = ["snapshots (newest first; 'rollback ID' restores one):"]
+    if not snapshots:
+        return [*lines, "  none yet"]
+    lines.append(f"  {'ID':<36}  {'TAKEN':<16}  {'VERSION':<19}  {'REVISION':<12}  HELD")
+    for snap in snapshots:
+        held = f"{snap.environment}'s container" if snap.image else "nothing: no container ran yet"
+        lines.append(
+            f"  {snap.id:<36}  {snap.created_at.astimezone(UTC):%Y-%m-%d %H:%M}  {image_version(snap.image):<19}  "
+            f"{(snap.revision or '-')[:12]:<12}  {held}"
+        )
+    return lines
+
+
+def audit_lines(events: list[dict[str, Any]]) -> list[str]:
+    """``history``'s audit log, oldest first, under a header: when, event, who, revision, why."""
+    lines = ["audit log (oldest first):", f"  {'WHEN':<19}  {'EVENT':<16}  {'WHO':<12}  {'REVISION':<12}  WHY"]
+    for event in events:
+        when = str(event.get("at") or "")[:19].replace("T", " ")
+        who = str(event.get("by") or event.get("signer") or "-").split(" (")[0]
+        revision = str(event.get("revision") or "-")[:12]
+        lines.append(
+            f"  {when:<19}  {event.get('event')!s:<16}  {who[:12]:<12}  {revision:<12}  {event.get('reason', '')}"
+        )
+    return lines

@@ -5,14 +5,21 @@ from __future__ import annotations
 
 import argparse
 import sys
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from controller.cli.environment import service_for
 from controller.cli.exits import EXIT_OK, EXIT_REFUSED
 from controller.cli.render import describe_container, fail, print_json
 from controller.errors import ConfigError, Refused
-from controller.model.config import ENVIRONMENTS, config_path, parse_duration
+from controller.model.config import (
+    DEFAULT_MAX_AGE,
+    ENVIRONMENTS,
+    config_path,
+    load_config,
+    parse_duration,
+    spoken_duration,
+)
 from controller.service import APPROVAL_VALIDITY, validate_file, write_approval
 
 
@@ -104,12 +111,28 @@ def cmd_approve(args: argparse.Namespace) -> int:
             valid_for = parse_duration(args.expires)
         except ValueError as exc:
             raise ConfigError(f"--expires: {exc}") from None
+    _warn_past_max_age(args, valid_for)
     written = write_approval(
         args.file, key=args.key, valid_for=valid_for, repository=args.repository, now=datetime.now(UTC)
     )
     print(f"wrote {written}")
-    print(f"commit and push it: git add '{written}' && git commit -m 'Approve {args.file}' && git push")
+    # -S: the approval's commit is a first-parent commit like any other, and the host counts only signed ones
+    print(f"commit and push it: git add '{written}' && git commit -S -m 'Approve {args.file}' && git push")
     return EXIT_OK
+
+
+def _warn_past_max_age(args: argparse.Namespace, valid_for: timedelta) -> None:
+    """Say so when the approval claims longer than the host counts: its ``max_age`` with ``-e``/``--config``."""
+    if getattr(args, "config", None) or getattr(args, "environment", None):
+        approvals = load_config(config_path(args.config, environment=args.environment)).approvals
+        limit, whose = (approvals.max_validity if approvals else None), "the host's approvals.max_age"
+    else:
+        limit, whose = parse_duration(DEFAULT_MAX_AGE), "the default approvals.max_age (pass -e ENV to read the host's)"
+    if limit is not None and valid_for > limit:
+        fail(
+            f"warning: --expires {spoken_duration(valid_for)} is longer than {whose} of {spoken_duration(limit)}: "
+            "the host will not count this approval"
+        )
 
 
 def cmd_approvals(args: argparse.Namespace) -> int:
@@ -133,10 +156,12 @@ def cmd_approvals(args: argparse.Namespace) -> int:
         )
         return EXIT_OK
     enough = "enough" if tally.enough else "not enough"
-    print(f"head {report.revision[:12]}, content {tally.content[:12]}: {tally.describe()}, {enough}")
+    now = datetime.now(UTC)
+    print(f"head {report.revision[:12]}, content {tally.content[:12]}: {len(tally.counted)} of {tally.need} — {enough}")
     for approval in tally.counted:
-        print(f"  approved    {approval.person}  until {approval.expires.isoformat()}  ({approval.file})")
-    for person in tally.missing:
+        until = f"{approval.expires:%Y-%m-%d %H:%M} UTC (in {spoken_duration(approval.expires - now)})"
+        print(f"  approved    {approval.person}  until {until}  ({approval.file})")
+    for person in [] if tally.enough else tally.missing:  # once enough approved, no one is missing
         print(f"  missing     {person}")
     for rejection in tally.rejected:
         print(f"  not counted {rejection.reason}")

@@ -226,6 +226,22 @@ def parse_duration(text: str) -> timedelta:
     return timedelta(seconds=int(found.group(1)) * _UNITS[found.group(2)])
 
 
+def spoken_duration(length: timedelta | float) -> str:
+    """A duration as people write it: ``45 s``, ``12 min``, ``3 h 20 min``, ``14 d``, ``2 d 4 h``."""
+    whole = max(int(length.total_seconds() if isinstance(length, timedelta) else length), 0)
+    if whole < 60:
+        return f"{whole} s"
+    minutes, hours, days = whole // 60, whole // 3600, whole // 86400
+    if hours == 0:
+        return f"{minutes} min"
+    if days == 0:
+        return f"{hours} h {minutes % 60} min" if minutes % 60 else f"{hours} h"
+    return f"{days} d {hours % 24} h" if hours % 24 else f"{days} d"
+
+
+DEFAULT_MAX_AGE = "14d"  # approvals.max_age when the host does not set it
+
+
 class ApprovalsConfig(_Section):
     """k named people must approve an environment's content before it is applied (docs/design.md §15)."""
 
@@ -237,7 +253,7 @@ class ApprovalsConfig(_Section):
     repository: StrictStr | None = Field(
         default=None, min_length=1, description="The name statements carry; default derived from source.url."
     )
-    max_age: StrictStr = Field(default="14d", description="Longest validity an approval may claim.")
+    max_age: StrictStr = Field(default=DEFAULT_MAX_AGE, description="Longest validity an approval may claim.")
 
     @model_validator(mode="after")
     def _check_max_age(self) -> ApprovalsConfig:

@@ -68,6 +68,7 @@ def test_ten_minutes_from_an_empty_repository_to_a_signed_approved_deploy(
     out = done.stdout
     assert "exit 5: the change waits for approvals" in out
     assert "waiting for approvals (0 of 2" in out + done.stderr
+    assert ": 2 of 2 — enough\n" in out
     assert f"trusted: {images['healthy-a']} signed by" in out
     inspect = docker_engine.inspect("dreichor-runtime-prod")
     assert inspect is not None and inspect["State"]["Running"]

@@ -20,10 +20,12 @@ import pytest
 
 from controller.cli import main
 from controller.cli.parser import COMMANDS
+from controller.cli.render import audit_lines, snapshot_lines
 from controller.daemon.metrics import Metrics
 from controller.errors import Reason
 from controller.model.config import config_path
 from controller.reconcile.record import PassReport, PassResult, record, suspension
+from controller.records.snapshots import Snapshot
 from controller.records.status import (
     AppliedStatus,
     AttemptStatus,
@@ -300,3 +302,31 @@ def test_status_all_is_one_line_per_environment_within_80_columns(
         ("prod", "OutOfSync", "1.4.2"),
     ]
     assert main(["-e", "prod", "status", "--all"]) == 1  # one environment or all of them, not both
+
+
+def test_history_lists_snapshots_and_the_audit_log_under_headers() -> None:
+    first = Snapshot(
+        id="20261205T120000000000Z-none",
+        environment="prod",
+        created_at=NOW,
+        reason="create",
+        revision=None,
+        image=None,
+        image_id=None,
+        container=None,
+        desired={},
+    )
+    tagged = first.model_copy(
+        update={
+            "id": f"20261205T130000000000Z-{OLD[:12]}",
+            "revision": OLD,
+            "image": "r.test/runtime:1.4.2@sha256:" + "1" * 64,
+        }
+    )
+    lines = snapshot_lines([tagged, first])
+    assert lines[1].split() == ["ID", "TAKEN", "VERSION", "REVISION", "HELD"]
+    assert lines[2].split()[3:6] == ["1.4.2", OLD[:12], "prod's"]
+    assert lines[3].split()[3:5] == ["-", "-"] and lines[3].endswith("nothing: no container ran yet")
+    audit = audit_lines([{"at": NOW.isoformat(), "event": "suspended", "by": "alice", "reason": "maintenance"}])
+    assert audit[1].split() == ["WHEN", "EVENT", "WHO", "REVISION", "WHY"]
+    assert audit[2].split() == ["2026-12-05", "13:00:00", "suspended", "alice", "-", "maintenance"]
