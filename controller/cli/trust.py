@@ -33,7 +33,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
         desired = validate_file(
             args.file,
             environment=environment,
-            config_file=config_path(args.config) if getattr(args, "config", None) else None,
+            config_file=_validation_config(args, environment),
             data=sys.stdin.buffer.read() if stdin else None,
         )
     except Refused as exc:
@@ -101,6 +101,17 @@ def cmd_verify_image(args: argparse.Namespace) -> int:
         if source:
             print("built from " + " ".join(str(source[k]) for k in ("repository", "ref", "commit") if source[k]))
     return EXIT_OK
+
+
+def _validation_config(args: argparse.Namespace, environment: str) -> Path | None:
+    """``--config``; else, with ``-e``, that environment's config on this host when there is one (a CI
+    runner has none: the manifest is then checked against the default repository)."""
+    if getattr(args, "config", None):
+        return config_path(args.config)
+    if getattr(args, "environment", None):
+        on_host = config_path(None, environment=environment)
+        return on_host if on_host.exists() else None
+    return None
 
 
 def cmd_approve(args: argparse.Namespace) -> int:

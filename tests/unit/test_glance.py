@@ -330,3 +330,33 @@ def test_history_lists_snapshots_and_the_audit_log_under_headers() -> None:
     audit = audit_lines([{"at": NOW.isoformat(), "event": "suspended", "by": "alice", "reason": "maintenance"}])
     assert audit[1].split() == ["WHEN", "EVENT", "WHO", "REVISION", "WHY"]
     assert audit[2].split() == ["2026-12-05", "13:00:00", "suspended", "alice", "-", "maintenance"]
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["-e", "prod", "status", "-e", "dev"],
+        ["--config", "a.yaml", "status", "--config", "b.yaml"],
+        ["-eprod", "status", "--environment=dev"],
+    ],
+)
+def test_the_environment_is_chosen_once(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as done:
+        main(argv)
+    assert done.value.code == 2  # a usage error, never the last one silently winning
+    assert "is given twice" in capsys.readouterr().err
+
+
+def test_validate_with_e_reads_that_environments_config(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = _status_file(tmp_path, rolled_back())
+    config.write_text(config.read_text() + "image: {repository: registry.test/runtime}\n")
+    (config.parent / ".env").write_text("DATABASE_URL=postgresql://u@db/dreichor_prod\n")
+    (config.parent / ".env").chmod(0o600)
+    manifest = tmp_path / "envs" / "prod.yaml"
+    manifest.parent.mkdir()
+    manifest.write_text(f"environment: prod\nimage: {IMAGE}\n")
+    monkeypatch.setenv("DREICHOR_ROOT", str(tmp_path))
+    assert main(["validate", str(manifest)]) == 3  # no -e: the default repository
+    assert main(["-e", "prod", "validate", str(manifest)]) == 0, capsys.readouterr().err
