@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from datetime import UTC, datetime
 
 from controller.cli.environment import service_for
@@ -16,6 +17,7 @@ from controller.cli.render import (
     print_json,
     snapshot_lines,
     status_lines,
+    wants_colour,
 )
 from controller.errors import ConfigError
 from controller.model.config import default_root
@@ -44,7 +46,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     if args.json:
         print(status.model_dump_json(indent=2))
     else:
-        print("\n".join(status_lines(status, now=datetime.now(UTC))))
+        print("\n".join(status_lines(status, now=datetime.now(UTC), colour=wants_colour(sys.stdout))))
     return check_code(status) if args.check else EXIT_OK
 
 

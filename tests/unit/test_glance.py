@@ -20,7 +20,7 @@ import pytest
 
 from controller.cli import main
 from controller.cli.parser import COMMANDS
-from controller.cli.render import audit_lines, snapshot_lines
+from controller.cli.render import audit_lines, snapshot_lines, status_lines, wants_colour
 from controller.daemon.metrics import Metrics
 from controller.errors import Reason
 from controller.model.config import config_path
@@ -360,3 +360,46 @@ def test_validate_with_e_reads_that_environments_config(
     monkeypatch.setenv("DREICHOR_ROOT", str(tmp_path))
     assert main(["validate", str(manifest)]) == 3  # no -e: the default repository
     assert main(["-e", "prod", "validate", str(manifest)]) == 0, capsys.readouterr().err
+
+
+def test_the_glance_fits_80_columns_and_names_the_last_decision() -> None:
+    status = rolled_back()
+    lines = status_lines(status, now=NOW + timedelta(minutes=5))
+    assert all(len(line) <= 80 for line in lines), [line for line in lines if len(line) > 80]
+    assert lines[0] == "prod   sync: OutOfSync   health: Healthy   version: 1.4.2"
+    assert "last:        rolled_back [HealthGateFailed] (bbbbbbbbbbbb), 5 min ago: unhealthy" in lines
+    settled = status.model_copy(
+        update={
+            "last_attempt": AttemptStatus(revision=OLD, result="unchanged", reason="matches", at=NOW),
+            "quarantined": None,
+        }
+    )
+    assert "last:        applied 1.4.2 (aaaaaaaaaaaa), 5 min ago" in status_lines(
+        settled, now=NOW + timedelta(minutes=5)
+    )
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize(
+    ("stream", "env", "coloured"),
+    [
+        (_Terminal(), {}, True),
+        (io.StringIO(), {}, False),
+        (_Terminal(), {"NO_COLOR": "1"}, False),
+        (_Terminal(), {"TERM": "dumb"}, False),
+    ],
+)
+def test_colour_only_on_a_terminal_without_no_color(
+    stream: io.StringIO, env: dict[str, str], coloured: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    monkeypatch.setenv("TERM", "xterm")
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert wants_colour(stream) is coloured
+    first = status_lines(rolled_back(), now=NOW, colour=wants_colour(stream))[0]
+    assert ("\033[1;31mOutOfSync\033[0m" in first) is coloured
