@@ -21,9 +21,10 @@ from pathlib import Path
 from typing import Any
 
 from controller.engine.port import RuntimeView
-from controller.errors import ConfigError, Reason, Refused
+from controller.errors import ConfigError, ControllerError, Reason, Refused
 from controller.model.config import DEFAULT_REPOSITORY, ENVIRONMENTS, Config, HostPaths, load_config
-from controller.model.desired import DesiredContainer, desired_from_bytes
+from controller.model.desired import DesiredContainer, desired_from_bytes, parse_image
+from controller.model.manifest import MAX_MANIFEST_BYTES, load_manifest
 from controller.reconcile.context import Clock, ImageStep, PassOptions, PassWorld
 from controller.reconcile.record import AuditEvent, PassResult, held, rolled_back_to, suspension
 from controller.reconcile.revisions import remembered_revision
@@ -31,11 +32,11 @@ from controller.reconcile.steps import HeadApprovals, Pass, PlanAnswer, current_
 from controller.records.deliveries import DeliveryMemory
 from controller.records.dotenv import load_dotenv
 from controller.records.host_init import init_layout, next_steps
-from controller.records.locks import hold_lock, pass_lock
+from controller.records.locks import DaemonLock, LockHeld, hold_lock, pass_lock
 from controller.records.snapshots import Snapshot, find_snapshot, restorable
 from controller.records.status import HEALTHS, SYNC_STATES, Status, read_status
-from controller.records.store import History, Store
-from controller.rollout.base import Applier, Outcome, checkpoint
+from controller.records.store import History, StateWriteFailed, Store
+from controller.rollout.base import Applier, Outcome, RecoveryUnsettled, checkpoint
 from controller.signatures.approvals import DEFAULT_VALIDITY as APPROVAL_VALIDITY
 from controller.signatures.approvals import write_approval
 from controller.signatures.commits.policy import Verdict, VerifiedCache
@@ -50,7 +51,7 @@ AuditHook = Callable[[dict[str, Any]], None]
 # What the entry points need of the tiers below, which they do not import (the contracts in pyproject.toml):
 __all__ = ["EnvironmentService", "History", "PassOptions", "PassResult", "PlanAnswer", "Status", "Verification"]
 __all__ += ["APPROVAL_VALIDITY", "DeliveryMemory", "Snapshot", "held", "hold_lock", "init_layout", "next_steps"]
-__all__ += ["HEALTHS", "SYNC_STATES", "validate_file", "write_approval"]
+__all__ += ["HEALTHS", "SYNC_STATES", "DaemonLock", "LockHeld", "validate_file", "write_approval"]
 
 
 @dataclass(frozen=True)
@@ -187,14 +188,19 @@ class EnvironmentService:
     def recover(self) -> str | None:
         """Finish or undo a swap a crash interrupted (at the daemon's start); say what was done."""
         with pass_lock(self.paths.pass_lock):  # the record too: a sync waiting for it must not be overwritten
-            done = self.rollout().recover()
+            try:
+                done, unsettled = self.rollout().recover(), None
+            except RecoveryUnsettled as exc:  # the undo happened; the state folder takes no write
+                done, unsettled = exc.recovery, exc
             if done:
-                self.emit(AuditEvent("recovered", {"reason": done}), at=self.clock())
+                log.warning("recovered from an interrupted run", extra={"done": done.done})
+                self.emit(AuditEvent("recovered", done.fields()), at=done.at)  # held on a full disk
                 status = self.store.read()
                 if status is not None:
                     self.store.write(status)  # the audit anchor follows every append
-                log.warning("recovered from an interrupted run", extra={"done": done})
-        return done
+            if unsettled is not None:
+                raise StateWriteFailed(self.paths.journal, unsettled)
+        return done.done if done else None
 
     # -- verification ------------------------------------------------------------------------
 
@@ -224,20 +230,26 @@ class EnvironmentService:
 
     # -- operator actions --------------------------------------------------------------------
 
-    def rollback(self, snapshot_id: str | None = None) -> Snapshot:
-        """Break-glass: restore a snapshot, then suspend so the next poll does not undo it."""
+    def rollback(
+        self, snapshot_id: str | None = None, *, reason: str = "no reason given", by: str = "unknown"
+    ) -> Snapshot:
+        """Break-glass: restore a snapshot, then suspend so the next poll does not undo it; who and why are recorded."""
         snapshot = find_snapshot(self.paths.snapshots, snapshot_id, environment=self.config.environment)
         dotenv = load_dotenv(self.paths.dotenv)
         checked = restorable(snapshot, repository=self.config.image.repository, dotenv=dotenv)
+        why = f"rollback to snapshot {snapshot.id}: {reason}"
         with pass_lock(self.paths.pass_lock):
-            outcome = self._restore_suspended(checked, reason=f"rollback to snapshot {snapshot.id}")
+            outcome = self._restore_suspended(checked, reason=why, by=by)
             now = self.clock()
             fields = {"snapshot": snapshot.id, "revision": snapshot.revision, "image": snapshot.image}
-            self.emit(AuditEvent("rollback", fields), at=now)
+            self.emit(AuditEvent("rollback", {**fields, "by": by, "reason": reason}), at=now)
             status = rolled_back_to(
                 self.store.load(),
                 revision=snapshot.revision,
                 image=snapshot.image,
+                tag=self._declared_tag(snapshot.revision),
+                by=by,
+                reason=why,
                 snapshot=snapshot.id,
                 taken=outcome.snapshot,
                 container=current_container(self.engine, self.config.environment),
@@ -246,17 +258,31 @@ class EnvironmentService:
             self.store.write(status)
         return snapshot
 
-    def suspend(self, reason: str = "no reason given", *, by: str = "unknown") -> None:
-        """Stop acting on new revisions, recording who and why (waits for a pass in progress, like a pass does)."""
-        with pass_lock(self.paths.pass_lock):
-            self._set_suspended(True, reason=reason, by=by)
+    def _declared_tag(self, revision: str | None) -> str | None:
+        """The tag the manifest declared at ``revision`` (the version people know), from the local git cache."""
+        if not revision:
+            return None
+        try:
+            data = self.source.read_file(revision, f"envs/{self.config.environment}.yaml", max_bytes=MAX_MANIFEST_BYTES)
+            image = str(load_manifest(data).get("image") or "")
+            return parse_image(image, repository=self.config.image.repository, environment=self.config.environment).tag
+        except (ControllerError, ValueError):  # gone from the cache, or no valid manifest: the digest is the version
+            return None
 
-    def resume(self, reason: str = "resumed by an operator", *, by: str = "unknown") -> None:
-        """Act on new revisions again, from the next pass (waits for a pass in progress)."""
-        with pass_lock(self.paths.pass_lock):
-            self._set_suspended(False, reason=reason, by=by)
+    def suspend(self, reason: str = "no reason given", *, by: str = "unknown") -> bool:
+        """Stop acting on new revisions, recording who and why (waits for a pass in progress, like a pass does).
 
-    def _restore_suspended(self, snapshot: Snapshot, *, reason: str) -> Outcome:
+        False when it was suspended already: nothing is recorded, the first suspension's who and why stand.
+        """
+        with pass_lock(self.paths.pass_lock):
+            return self._set_suspended(True, reason=reason, by=by)
+
+    def resume(self, reason: str = "resumed by an operator", *, by: str = "unknown") -> bool:
+        """Act on new revisions again, from the next pass (waits for a pass in progress); False: not suspended."""
+        with pass_lock(self.paths.pass_lock):
+            return self._set_suspended(False, reason=reason, by=by)
+
+    def _restore_suspended(self, snapshot: Snapshot, *, reason: str, by: str) -> Outcome:
         """Restore with the marker down, so a crash mid-restore leaves the environment suspended;
         a restore that fails takes the marker away again, and only a done one is recorded as suspended."""
         placed = self.store.place_marker(reason)
@@ -267,13 +293,14 @@ class EnvironmentService:
                 self.store.lift_marker()
             raise
         if placed:
-            self._record_suspension(True, reason=reason, by="rollback")
+            self._record_suspension(True, reason=reason, by=by)
         return outcome
 
-    def _set_suspended(self, suspended: bool, *, reason: str, by: str) -> None:
+    def _set_suspended(self, suspended: bool, *, reason: str, by: str) -> bool:
         changed = self.store.place_marker(f"{by}: {reason}") if suspended else self.store.lift_marker()
         if changed:
             self._record_suspension(suspended, reason=reason, by=by)
+        return changed
 
     def _record_suspension(self, suspended: bool, *, reason: str, by: str) -> None:
         now = self.clock()
@@ -283,6 +310,10 @@ class EnvironmentService:
             self.store.write(suspension(status, suspended=suspended, now=now, by=by, reason=reason))
 
     # -- reading -----------------------------------------------------------------------------
+
+    def interrupted(self) -> bool:
+        """A swap's journal is on the host: a swap is in flight, or a crash interrupted one (the next pass ends it)."""
+        return self.paths.journal.exists()
 
     def status(self) -> Status | None:
         """The status file, or None when there is none (yet) or it cannot be read."""
@@ -296,9 +327,9 @@ class EnvironmentService:
 
     def emit(self, event: AuditEvent, *, at: datetime, facts: dict[str, Any] | None = None) -> None:
         """Append an audit event, then tell the hooks (with ``facts`` the event does not record, if given);
-        neither a full disk nor a hook fails the caller."""
-        written = self.store.append(event.event, event.fields, at=at)
-        if written is not None:
+        a hook never fails the caller, a state folder that takes no write does (``StateWriteFailed``, the
+        event held for the next append)."""
+        for written in self.store.append(event.event, event.fields, at=at):
             self._tell(self.audit_hooks, {**(facts or {}), **written})
 
     def _tell(self, hooks: list[AuditHook], event: dict[str, Any]) -> None:

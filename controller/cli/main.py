@@ -79,7 +79,12 @@ def failed(args: argparse.Namespace, reasons: Sequence[str], *, refused: bool = 
 
 
 def os_error(exc: OSError) -> str:
-    """An OS error as one sentence: the file, the cause and its errno name."""
+    """An OS error as one sentence: the file, the cause and its errno name.
+
+    A permission the caller lacks is the caller's limit, not the host's damage: it says who may.
+    """
+    if isinstance(exc, PermissionError):
+        return f"permission denied: run as root or the controller's user ({exc.filename or exc})"
     cause = exc.strerror or str(exc)
     name = errno.errorcode.get(exc.errno or 0)
     where = f"{exc.filename}: " if exc.filename else ""

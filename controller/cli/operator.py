@@ -13,7 +13,7 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     service = service_for(args)
     try:
         with notifying(service):
-            snapshot = service.rollback(args.snapshot)
+            snapshot = service.rollback(args.snapshot, reason=args.reason, by=operator())
     finally:
         service.close()
     print(f"restored snapshot {snapshot.id} ({snapshot.image}); suspended until 'dreichor-controller resume'")
@@ -25,8 +25,14 @@ def cmd_suspend(args: argparse.Namespace) -> int:
     service = service_for(args)
     by = operator()
     with notifying(service):
-        service.suspend(args.reason, by=by)
-    print(f"suspended by {by}: {args.reason}")
+        changed = service.suspend(args.reason, by=by)
+    if changed:
+        print(f"suspended by {by}: {args.reason}")
+        return EXIT_OK
+    status = service.status()
+    held = status.suspension if status else None
+    since = f" by {held.by}: {held.reason}" if held else ""
+    print(f"already suspended{since}; nothing recorded")
     return EXIT_OK
 
 
@@ -34,8 +40,8 @@ def cmd_resume(args: argparse.Namespace) -> int:
     """``resume``: act on new revisions again (from the next pass); say what is true now."""
     service = service_for(args)
     with notifying(service):
-        service.resume(by=operator())
+        changed = service.resume(by=operator())
     status = service.status()
     sync = f"; sync {status.sync.state}, health {status.health}" if status and status.sync else ""
-    print(f"resumed{sync}; the next pass acts on the head")
+    print(f"resumed{sync}; the next pass acts on the head" if changed else f"not suspended{sync}; nothing recorded")
     return EXIT_OK

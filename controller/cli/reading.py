@@ -20,7 +20,7 @@ from controller.cli.render import (
     wants_colour,
 )
 from controller.errors import ConfigError
-from controller.model.config import default_root
+from controller.model.config import DEFAULT_INTERVAL, default_root
 from controller.service import host_statuses
 
 
@@ -47,7 +47,9 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(status.model_dump_json(indent=2))
     else:
         print("\n".join(status_lines(status, now=datetime.now(UTC), colour=wants_colour(sys.stdout))))
-    return check_code(status) if args.check else EXIT_OK
+        if service.interrupted():
+            print("swap:        in flight, or interrupted by a crash: the next pass finishes or undoes it")
+    return check_code(status, now=datetime.now(UTC), interval=service.config.source.interval) if args.check else EXIT_OK
 
 
 def _status_all(args: argparse.Namespace) -> int:
@@ -64,7 +66,8 @@ def _status_all(args: argparse.Namespace) -> int:
         print("\n".join(all_lines(rows)))
     else:
         print(f"no environment under {default_root()} (set DREICHOR_ROOT, or run 'dreichor-controller init -e ENV')")
-    codes = [check_code(row.status) for row in rows if row.status is not None]
+    now = datetime.now(UTC)  # each controller's own interval is in its config: the default's three intervals here
+    codes = [check_code(row.status, now=now, interval=DEFAULT_INTERVAL) for row in rows if row.status is not None]
     return (max(codes) if codes else EXIT_ERROR) if args.check else EXIT_OK
 
 

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
-from controller.cli.exits import EXIT_OK, EXIT_OUT_OF_SYNC, EXIT_UNHEALTHY
+from controller.cli.exits import EXIT_OK, EXIT_OUT_OF_SYNC, EXIT_UNHEALTHY, STATUS_SILENT_INTERVALS
 from controller.model.manifest import manifest_path
 from controller.service import HostStatus, PlanAnswer, Snapshot, Status
 
@@ -30,8 +30,12 @@ def print_learned(answer: PlanAnswer) -> None:
         )
 
 
-def check_code(status: Status) -> int:
-    """``status --check``: a down container (4) outranks a held change (3)."""
+def check_code(status: Status, *, now: datetime, interval: int) -> int:
+    """``status --check``: a status no controller is writing (4, unknown), a down container (4), a held change (3)."""
+    silent = now - status.updated_at
+    if silent.total_seconds() > STATUS_SILENT_INTERVALS * interval:
+        fail(f"unknown: no controller has written the status for {int(silent.total_seconds() // 60)} min")
+        return EXIT_UNHEALTHY
     if status.health != "Healthy":
         return EXIT_UNHEALTHY
     return EXIT_OK if status.synced().state == "InSync" else EXIT_OUT_OF_SYNC

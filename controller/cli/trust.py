@@ -160,7 +160,8 @@ def cmd_approvals(args: argparse.Namespace) -> int:
                 "missing": tally.missing,
                 "enough": tally.enough,
                 "approvals": [
-                    {"person": a.person, "expires": a.expires.isoformat(), "file": a.file} for a in tally.counted
+                    {"person": a.person, "expires": a.expires.isoformat(), "file": a.file, "sha256": a.sha256}
+                    for a in tally.counted
                 ],
                 "not_counted": [r.reason for r in tally.rejected],
             }
@@ -171,7 +172,8 @@ def cmd_approvals(args: argparse.Namespace) -> int:
     print(f"head {report.revision[:12]}, content {tally.content[:12]}: {len(tally.counted)} of {tally.need} — {enough}")
     for approval in tally.counted:
         until = f"{approval.expires:%Y-%m-%d %H:%M} UTC (in {spoken_duration(approval.expires - now)})"
-        print(f"  approved    {approval.person}  until {until}  ({approval.file})")
+        where = f"{approval.file}, sha256 {approval.sha256}"  # the sha256 is what approvals.withdrawn takes
+        print(f"  approved    {approval.person}  until {until}  ({where})")
     for person in [] if tally.enough else tally.missing:  # once enough approved, no one is missing
         print(f"  missing     {person}")
     for rejection in tally.rejected:

@@ -9,7 +9,6 @@ pass in flight finish, SIGHUP reloads the config.
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import threading
 from datetime import UTC, datetime, timedelta
@@ -27,11 +26,21 @@ from controller.daemon.metrics import Metrics
 from controller.errors import ConfigError, ControllerError, Reason
 from controller.model.config import Config, load_config
 from controller.model.plan import Plan
-from controller.service import DeliveryMemory, EnvironmentService, PassOptions, PassResult, held, hold_lock
+from controller.service import (
+    DaemonLock,
+    DeliveryMemory,
+    EnvironmentService,
+    LockHeld,
+    PassOptions,
+    PassResult,
+    held,
+    hold_lock,
+)
 
 log = logging.getLogger("dreichor.daemon")
 JOB_ID = "reconcile"
 WATCHDOG_JOB_ID = "watchdog"
+WRITABLE_JOB_ID = "writable"  # read-only: the lock tried again every interval
 MAX_BACKOFF_INTERVALS = 10
 HEALTHY_PASS_AGE_INTERVALS = 3
 PROBLEM_RESULTS = frozenset({"refused", "failed", "rolled_back"})  # logged at warning; bugs at error
@@ -60,6 +69,8 @@ class Daemon:
         self.api: ApiServer | None = None
         self.last_plan: Plan | None = None  # the newest plan a pass made, for the status page
         self.last_wait: str | None = None  # the reason of a held change already logged at warning
+        self.read_only: str | None = None  # why the state folder takes no write (no pass runs), if it does not
+        self.lock = DaemonLock(None)
 
     def _attach_notifier(self, service: EnvironmentService) -> Notifier | None:
         return compose.notifier(
@@ -72,21 +83,18 @@ class Daemon:
 
     def run(self) -> int:
         """Run until SIGTERM; return the exit code."""
-        lock_fd = hold_lock(self.config.paths.lock)
+        self.lock = hold_lock(self.config.paths.lock)
+        self.read_only = self.lock.read_only
         try:
             self._install_signals()
-            self.recover()
+            if self.read_only is None:
+                self.recover()
             self.metrics.record_status(self.service.status())
             self.api = self._start_api()
-            self.scheduler.add_job(
-                self.tick,
-                self._trigger(),
-                id=JOB_ID,
-                max_instances=1,
-                coalesce=True,
-                next_run_time=datetime.now(UTC),
-                misfire_grace_time=None,
-            )
+            if self.read_only is None:
+                self._schedule_passes()
+            else:
+                self._serve_read_only(self.read_only)
             watchdog = notify.watchdog_interval()
             if watchdog:
                 self.scheduler.add_job(self.watchdog, "interval", seconds=watchdog, id=WATCHDOG_JOB_ID)
@@ -106,7 +114,49 @@ class Daemon:
                 log.warning("stopped with notifications not sent", extra={"seconds": DRAIN_SECONDS})
             return 0
         finally:
-            os.close(lock_fd)
+            self.lock.release()
+
+    def _schedule_passes(self) -> None:
+        self.scheduler.add_job(
+            self.tick,
+            self._trigger(),
+            id=JOB_ID,
+            max_instances=1,
+            coalesce=True,
+            next_run_time=datetime.now(UTC),
+            misfire_grace_time=None,
+        )
+
+    def _serve_read_only(self, why: str) -> None:
+        """The state folder takes no write: serve ``/healthz`` (unhealthy) and the status as it is, run no
+        pass, and try the lock again every interval."""
+        log.error(
+            "the state folder takes no write: serving the status read-only, no pass runs until it does",
+            extra={"reason": why},
+        )
+        notify.ready()
+        notify.status(f"read-only, no pass runs: {why}"[:200])
+        self.scheduler.add_job(
+            self._retry_writable, "interval", seconds=self.config.source.interval, id=WRITABLE_JOB_ID
+        )
+
+    def _retry_writable(self) -> None:
+        """Read-only: once the lock can be taken for writing, recover and run passes as at a start."""
+        self.lock.release()
+        try:
+            self.lock = hold_lock(self.config.paths.lock)
+        except LockHeld as exc:  # another controller started meanwhile: it is the one that writes
+            self.lock = DaemonLock(None, read_only=str(exc))
+            log.error("stopping: another controller took the lock", extra={"reason": str(exc)})
+            self.stopping.set()
+            return
+        if self.lock.read_only is not None:
+            return
+        self.read_only = None
+        self.scheduler.remove_job(WRITABLE_JOB_ID)
+        log.warning("the state folder takes writes again: passes resume")
+        self.recover()
+        self._schedule_passes()
 
     def _trigger(self) -> IntervalTrigger:
         interval = self.config.source.interval
@@ -129,6 +179,8 @@ class Daemon:
             self.service.recover()
         except ControllerError as exc:
             log.warning("crash recovery postponed", extra={"reason": str(exc)})
+        except OSError as exc:  # the state folder took no write: the undo is recorded by a pass that can
+            log.error("crash recovery could not be recorded", extra={"reason": exc.strerror or str(exc)})
 
     def tick(self, options: PassOptions | None = None) -> PassResult:
         """One scheduled pass, with backoff bookkeeping, metrics and systemd notifications."""
@@ -174,7 +226,7 @@ class Daemon:
 
     def healthy(self) -> bool:
         """The scheduler runs and the last pass is recent (``GET /healthz``)."""
-        if not self.scheduler.running or self.stopping.is_set():
+        if not self.scheduler.running or self.stopping.is_set() or self.read_only is not None:
             return False
         limit = timedelta(seconds=HEALTHY_PASS_AGE_INTERVALS * self.config.source.interval)
         limit = max(limit, timedelta(seconds=self.config.health.timeout * 2))
@@ -183,8 +235,8 @@ class Daemon:
 
     def watchdog(self) -> None:
         """Sent from the scheduler's own loop: a hung scheduler or pass stops the pings."""
-        if self.healthy():
-            notify.watchdog()
+        if self.healthy() or (self.read_only is not None and self.scheduler.running):
+            notify.watchdog()  # read-only: alive and serving, and a restart would not make the folder writable
 
     def _start_api(self) -> ApiServer:
         ctx = ApiContext(

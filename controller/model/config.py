@@ -11,7 +11,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
-from datetime import timedelta
+from datetime import datetime, timedelta
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal, get_args
@@ -37,12 +37,15 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+DEFAULT_INTERVAL = 60  # source.interval when the config does not set it
+
+
 class SourceConfig(_Section):
     """Where the signed manifest repository lives and how often it is polled."""
 
     url: StrictStr = Field(min_length=1, description="Clone URL: https://, ssh:// or file://.")
     branch: StrictStr = Field(default="main", min_length=1, description="Branch to follow.")
-    interval: Seconds = Field(default=60, description="Seconds between polls.")
+    interval: Seconds = Field(default=DEFAULT_INTERVAL, description="Seconds between polls.")
     timeout: Seconds = Field(default=60, description="Seconds a fetch may take before it fails.")
 
 
@@ -239,7 +242,36 @@ def spoken_duration(length: timedelta | float) -> str:
     return f"{days} d {hours % 24} h" if hours % 24 else f"{days} d"
 
 
-DEFAULT_MAX_AGE = "14d"  # approvals.max_age when the host does not set it
+DEFAULT_MAX_AGE = "7d"  # approvals.max_age when the host does not set it
+
+
+_FINGERPRINT = re.compile(r"^[0-9A-F]{40}([0-9A-F]{24})?$")
+_PERSON = re.compile(r"^[^\s,\x00-\x1f\x7f]{1,64}$")
+
+
+def fingerprint_of(text: str) -> str:
+    """An OpenPGP fingerprint as the controller compares it: 40 (or 64) uppercase hex, no spaces or ``0x``."""
+    return text.replace(" ", "").removeprefix("0x").removeprefix("0X").upper()
+
+
+class WithdrawnApproval(_Section):
+    """One withdrawal: an approval file by its SHA-256, or a person's approvals created before a time."""
+
+    sha256: StrictStr | None = Field(default=None, description="SHA-256 of an approval file's bytes.")
+    person: StrictStr | None = Field(default=None, min_length=1, description="An approver, as named on this host.")
+    not_before: datetime | None = Field(
+        default=None, description="With person: their approvals created before this time do not count."
+    )
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> WithdrawnApproval:
+        if (self.sha256 is None) == (self.person is None):
+            raise ValueError("give either sha256 (one approval file) or person with not_before")
+        if self.sha256 is not None and not re.fullmatch(r"[0-9a-f]{64}", self.sha256):
+            raise ValueError(f"sha256 {self.sha256[:80]!r} is not 64 lowercase hex digits")
+        if self.person is not None and (self.not_before is None or self.not_before.tzinfo is None):
+            raise ValueError("person needs not_before, a time with its zone (e.g. 2026-12-05T10:00:00Z)")
+        return self
 
 
 class ApprovalsConfig(_Section):
@@ -248,12 +280,19 @@ class ApprovalsConfig(_Section):
     threshold: Annotated[StrictInt, Field(ge=1, le=32)] = Field(description="Distinct people who must approve.")
     approvers: StrictStr = Field(min_length=1, description="allowed_signers format; the principal is the person.")
     openpgp_keys: StrictStr | None = Field(
-        default=None, description="Armored OpenPGP keys of approvers; the person is the first user ID's address."
+        default=None, description="Armored OpenPGP keys of approvers; each is named in openpgp_approvers."
+    )
+    openpgp_approvers: dict[StrictStr, StrictStr] = Field(
+        default_factory=dict,
+        description="Primary fingerprint of an OpenPGP key in openpgp_keys -> the person it belongs to.",
     )
     repository: StrictStr | None = Field(
         default=None, min_length=1, description="The name statements carry; default derived from source.url."
     )
     max_age: StrictStr = Field(default=DEFAULT_MAX_AGE, description="Longest validity an approval may claim.")
+    withdrawn: list[WithdrawnApproval] = Field(
+        default_factory=list, max_length=1024, description="Approvals that no longer count on this host."
+    )
 
     @model_validator(mode="after")
     def _check_max_age(self) -> ApprovalsConfig:
@@ -261,10 +300,30 @@ class ApprovalsConfig(_Section):
             raise ValueError(f"approvals.max_age {self.max_age!r} is longer than a year")
         return self
 
+    @model_validator(mode="after")
+    def _one_person_per_key(self) -> ApprovalsConfig:
+        owners: dict[str, str] = {}
+        for written, person in self.openpgp_approvers.items():
+            fingerprint = fingerprint_of(written)
+            if not _FINGERPRINT.match(fingerprint):
+                raise ValueError(f"openpgp_approvers: {written[:80]!r} is not a full OpenPGP fingerprint (40 hex)")
+            if not _PERSON.match(person):
+                raise ValueError(f"openpgp_approvers: {person[:80]!r} is not a name (no spaces, commas or controls)")
+            if owners.setdefault(fingerprint, person) != person:
+                raise ValueError(
+                    f"openpgp_approvers: key {fingerprint} is listed for both {owners[fingerprint]} and {person}"
+                )
+        return self
+
     @property
     def max_validity(self) -> timedelta:
         """``max_age`` as a duration."""
         return parse_duration(self.max_age)
+
+    @property
+    def openpgp_people(self) -> dict[str, str]:
+        """Primary fingerprint (normalised) → person."""
+        return {fingerprint_of(written): person for written, person in self.openpgp_approvers.items()}
 
 
 def repository_name(url: str) -> str:

@@ -20,7 +20,7 @@ from controller.reconcile.revisions import DEPLOYED_EVENTS
 from controller.records import audit
 from controller.records.status import Status
 from controller.records.store import Store
-from controller.rollout.base import Applier, Outcome, checkpoint
+from controller.rollout.base import Applier, Outcome, Recovery, RecoveryUnsettled, checkpoint
 from controller.signatures import approvals
 from controller.signatures.commits.policy import Verdict, VerifiedCache
 from controller.signatures.images.verifier import ImageVerdict
@@ -81,8 +81,8 @@ class PassContext:
     now: datetime
     found: Status | None = None  # the status file as the pass found it (set by the status step)
     result: PassResult = INTERRUPTED  # the outcome so far: the first step that gives one decides
-    recovered: str | None = None  # what crash recovery did before the pass
-    unrecovered: Retryable | None = None  # why recovery could not finish a swap a crash interrupted
+    recovered: Recovery | None = None  # what crash recovery did before the pass, when, to what
+    unrecovered: Retryable | RecoveryUnsettled | None = None  # why recovery could not finish or settle a swap
     head: str | None = None
     fetch_error: str | None = None
     target: str | None = None

@@ -148,6 +148,9 @@ def earlier_host_digests(config: Config) -> tuple[str, ...]:
     files_only = _digest(b"", (*files.keys, *files.approvers, files.dotenv), read)
     settings = config.image.model_dump_json(include=_IMAGE_73B9BD7).encode()
     if config.approvals:
-        settings += config.approvals.model_dump_json(include=_APPROVALS_73B9BD7).encode()
+        approvals = config.approvals
+        if "max_age" not in approvals.model_fields_set:  # that release's default, before it became 7d
+            approvals = approvals.model_copy(update={"max_age": "14d"})
+        settings += approvals.model_dump_json(include=_APPROVALS_73B9BD7).encode()
     settings_first = _digest(settings, (*files.keys, *files.root, *files.approvers, files.dotenv), read)
     return (files_only, settings_first)

@@ -52,6 +52,7 @@ class PassResult:
     code: Reason = Reason.IN_SYNC
     image_signer: str | None = None  # the image's cosign signer, when a plan checked it
     approvals: str | None = None  # a held change: "1 of 2 approvals (alice)"
+    repaired: Plan | None = None  # the head is held: the repair of the applied content this pass made
 
 
 @dataclass(frozen=True)
@@ -82,9 +83,10 @@ class PassReport:
     snapshot: str | None = None  # the snapshot the apply wrote, or the newest one after a rollback
     logs: str | None = None  # the failed container's output
     rewrite_allowed_over: str | None = None  # the applied revision a --allow-rewrite pass went past
-    recovered: str | None = None  # what crash recovery did before the pass
+    recovered: dict[str, str] | None = None  # what crash recovery did before the pass, and to what (its event)
     approvals: ApprovalsStatus | None = None  # the declared content's approvals, when it needed some
     committed_at: datetime | None = None  # the applied commit's committer date, for the history's lead time
+    container_revision: str | None = None  # the revision label of the runtime the pass planned against
 
 
 def record(
@@ -94,7 +96,7 @@ def record(
     status = own_copy(previous)
     events: list[AuditEvent] = []
     if did.recovered:
-        events.append(AuditEvent("recovered", {"reason": did.recovered}))
+        events.append(AuditEvent("recovered", dict(did.recovered)))
     _record_source(status, did, now=now)
     if did.rewrite_allowed_over:
         events.append(AuditEvent("rewrite_allowed", {"revision": did.target, "applied": did.rewrite_allowed_over}))
@@ -111,6 +113,8 @@ def record(
     status.source.stale = fetched is None or now - fetched > stale_after
     status.updated_at = now
     status.sync, status.health = sync_of(status), health_of(status.container)
+    if status.sync.state == "InSync" and result.result in ("applied", "unchanged") and did.target == did.head:
+        status.sync.revision = did.head  # the guard advances, also past commits that leave the content as it is
     return status, events
 
 
@@ -139,33 +143,46 @@ def _as_recorded(previous: Status, did: PassReport) -> PassResult:
     """An unchanged pass on a verified target the status does not know as applied: a crash before the record."""
     applied = previous.applied.revision if previous.applied else None
     elsewhere = did.signer is not None and did.target is not None and did.target != applied
-    if did.result.result == "unchanged" and elsewhere:
+    # The runtime itself carries the target's revision: it was applied and the record did not follow.
+    # Any other commit whose content already runs (a dev bump, an approval file) applied nothing.
+    if did.result.result == "unchanged" and elsewhere and did.container_revision == did.target:
         return replace(did.result, result="applied", reason=APPLIED_AFTER_RESTART, code=Reason.APPLIED)
     return did.result
 
 
-def _applied_event(did: PassReport, result: PassResult, *, revision: str | None) -> AuditEvent:
-    """``applied``, or ``drift_repaired`` with what differed ("pid mode host", "capabilities SYS_ADMIN")."""
+def _applied_event(did: PassReport, result: PassResult, *, revision: str | None, same: bool = True) -> AuditEvent:
+    """``applied``, or ``drift_repaired`` with what differed ("pid mode host", "capabilities SYS_ADMIN");
+    a repair that puts a new image in place (``same`` False: the runtime was removed meanwhile) is ``applied``."""
     fields: dict[str, Any] = {"revision": revision, "image": did.image, "signer": did.signer, "reason": result.reason}
     if did.image_signer:
         fields["image_signer"] = did.image_signer
     if did.image_source:
         fields["image_source"] = did.image_source
-    if result.plan is not None and result.plan.action == "repair":
+    if result.plan is not None and result.plan.action == "repair" and same:
         return AuditEvent("drift_repaired", {**fields, "drift": list(result.plan.drift), **_placement(did)})
     when = {"committed_at": did.committed_at.isoformat()} if did.committed_at else {}
     return AuditEvent("applied", {**fields, "tag": did.tag, **when, **_placement(did)})
 
 
+def _repair_event(applied: AppliedStatus | None, repaired: Plan) -> AuditEvent:
+    """The repair of the applied content while the head is held: what runs again, and what differed."""
+    fields: dict[str, Any] = {"revision": applied.revision if applied else None, "reason": repaired.reason}
+    if applied is not None:
+        fields |= {"image": applied.image, "signer": applied.signer}
+        fields |= {"image_signer": applied.image_signer} if applied.image_signer else {}
+    return AuditEvent("drift_repaired", {**fields, "drift": list(repaired.drift)})
+
+
 def _record_decision(status: Status, did: PassReport, result: PassResult, *, now: datetime) -> list[AuditEvent]:
     target = did.target or did.head
-    events: list[AuditEvent] = []
+    events: list[AuditEvent] = [_repair_event(status.applied, result.repaired)] if result.repaired else []
     if result.result in ("applied", "unchanged") and did.target is not None and did.target == did.head:
         status.quarantined = None  # the head itself went through: whatever was quarantined is behind us
         status.approvals = None
     if result.result in ("refused", "rolled_back"):
         status.approvals = None
     if result.result == "applied" and did.image is not None and did.signer is not None:
+        same = status.applied is not None and status.applied.image.rpartition("@")[2] == did.image.rpartition("@")[2]
         status.applied = AppliedStatus(
             revision=did.target or "",
             image=did.image,
@@ -176,7 +193,7 @@ def _record_decision(status: Status, did: PassReport, result: PassResult, *, now
             tag=did.tag,
         )
         status.last_snapshot = did.snapshot or status.last_snapshot
-        events.append(_applied_event(did, result, revision=target))
+        events.append(_applied_event(did, result, revision=target, same=same))
     elif held(result):
         return events  # the refusal that quarantined it stays the last attempt, with its own reason and code
     elif result.result in ("refused", "rolled_back"):
@@ -210,8 +227,9 @@ def _record_decision(status: Status, did: PassReport, result: PassResult, *, now
 def _record_wait(status: Status, did: PassReport, result: PassResult) -> list[AuditEvent]:
     """A change held for approvals: no refusal, no quarantine; one audit event per content, not per poll."""
     previous, status.approvals = status.approvals, did.approvals
+    events = [_repair_event(status.applied, result.repaired)] if result.repaired else []
     if did.approvals is None or (previous is not None and previous.content == did.approvals.content):
-        return []
+        return events
     fields = {
         "revision": did.target or did.head,
         "content": did.approvals.content,
@@ -221,7 +239,7 @@ def _record_wait(status: Status, did: PassReport, result: PassResult) -> list[Au
         "reason": result.reason,
         "code": str(result.code),
     }
-    return [AuditEvent("waiting_approval", fields)]
+    return [*events, AuditEvent("waiting_approval", fields)]
 
 
 def _placement(did: PassReport) -> dict[str, str]:
@@ -246,12 +264,11 @@ def _told(status: Status, result: PassResult) -> bool:
 def phase(result: PassVerdict, status: Status) -> Phase:
     """Suspended wins; in sync only when the pass succeeded, the container runs and nothing is quarantined.
 
-    A change waiting for approvals is on its way, not broken: Progressing.
+    ``Progressing`` is said only while a pass changes the runtime (the service's progress hook); a
+    change waiting for approvals is held, like a refusal: Degraded (docs/design.md §16).
     """
     if status.suspended:
         return "Suspended"
-    if result == "waiting":
-        return "Progressing"
     if result in ("applied", "unchanged") and status.container.state == "running":
         return "InSync" if not status.quarantined else "Degraded"
     return "Degraded"
@@ -279,6 +296,9 @@ def rolled_back_to(
     image: str | None,
     snapshot: str,
     taken: str | None,
+    tag: str | None = None,
+    by: str = "unknown",
+    reason: str = "",
     container: ContainerStatus,
     now: datetime,
 ) -> Status:
@@ -286,13 +306,13 @@ def rolled_back_to(
     new = status.model_copy(deep=True)
     new.last_snapshot, new.container = taken or new.last_snapshot, container
     new.applied = AppliedStatus(
-        revision=revision or "", image=image or "", signer="break-glass rollback", applied_at=now
+        revision=revision or "", image=image or "", signer="break-glass rollback", applied_at=now, tag=tag
     )
     new.last_attempt = AttemptStatus(
         revision=revision, result="applied", reason=f"restored snapshot {snapshot}", code=str(Reason.APPLIED), at=now
     )
     new.suspended, new.phase, new.updated_at = True, "Suspended", now
-    new.suspension = Suspension(by="rollback", reason=f"break-glass rollback to snapshot {snapshot}", at=now)
+    new.suspension = Suspension(by=by, reason=reason or f"break-glass rollback to snapshot {snapshot}", at=now)
     new.sync, new.health = sync_of(new), health_of(container)
     return new
 

@@ -15,32 +15,43 @@ writes them.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from controller.engine.port import RuntimeView
 from controller.errors import ConfigError, ControllerError, Reason, Refused, Retryable
 from controller.model.config import Config
 from controller.model.containers import ContainerState
-from controller.model.desired import LABEL_MANIFEST, DesiredContainer, container_name, desired_for
+from controller.model.desired import (
+    LABEL_MANIFEST,
+    LABEL_REVISION,
+    DesiredContainer,
+    container_name,
+    desired_for,
+)
 from controller.model.manifest import manifest_sha256
-from controller.model.plan import plan
+from controller.model.plan import Plan, plan
 from controller.reconcile.context import PassContext, PassOptions, PassWorld
 from controller.reconcile.quarantine import content_key, earlier_host_digests, held_content, held_head, host_digest
-from controller.reconcile.record import PassReport, PassResult, record
+from controller.reconcile.record import AuditEvent, PassReport, PassResult, record
 from controller.reconcile.revisions import newest_revision, remembered_revisions, running_container
 from controller.records.dotenv import load_dotenv
+from controller.records.files import write_failure
 from controller.records.snapshots import list_snapshot_files
 from controller.records.status import ApprovalsStatus, ContainerStatus, applied_revision
-from controller.rollout.base import HealthGateFailed
+from controller.rollout.base import HealthGateFailed, RecoveryUnsettled
 from controller.signatures import approvals
 from controller.signatures.commits.verification import verify_on_host
 from controller.signatures.images.verifier import ImageVerdict
 from controller.source.git import GitSource
 
 STALE_AFTER_INTERVALS = 5  # the source is stale after this many intervals without a fetch
+log = logging.getLogger("dreichor.pass")
 
 
 @dataclass(frozen=True)
@@ -76,7 +87,7 @@ class Pass:
             for step in deciding:
                 outcome = step.run(self) if not step.guarded else self._guarded(step)
                 if outcome is not None:
-                    self.ctx.result = outcome
+                    self.ctx.result = self._while_held(outcome)
                     break
         finally:
             if self.ctx.found is not None:
@@ -89,6 +100,49 @@ class Pass:
         except (Refused, HealthGateFailed, Retryable, OSError) as exc:
             return self.outcome_of(exc)
 
+    def _while_held(self, outcome: PassResult) -> PassResult:
+        """docs/design.md §16: a held head is a state, not an event.  Every pass while the head is held
+        answers with the decision that holds it, and the applied content stays the desired one: a
+        stopped, removed or drifted runtime is repaired to it, so no push switches self-repair off."""
+        ctx = self.ctx
+        if ctx.target is None or ctx.head is None or (ctx.options.dry_run and ctx.target == ctx.head):
+            return outcome
+        if ctx.target != ctx.head:  # quarantined: the applied revision was planned (and repaired) instead
+            return self._held(outcome)
+        if outcome.result not in ("refused", "rolled_back", "waiting"):
+            return outcome
+        applied = applied_revision(ctx.status)
+        if applied is None or applied == ctx.target:
+            return outcome
+        kept = (ctx.target, ctx.desired, ctx.plan, ctx.actual, ctx.image_signer, ctx.image_source)
+        try:
+            repaired = self._repair_to(applied)
+        except (ControllerError, HealthGateFailed, OSError) as exc:  # the next pass tries again
+            log.warning("cannot repair the runtime while the head is held", extra={"error": str(exc)})
+            repaired = None
+        finally:
+            ctx.target, ctx.desired, ctx.plan, ctx.actual, ctx.image_signer, ctx.image_source = kept
+        return replace(outcome, repaired=repaired) if repaired else outcome
+
+    def _held(self, outcome: PassResult) -> PassResult:
+        """The decision that holds the head (refused or rolled back), with the repair this pass made, if any."""
+        if outcome.result not in ("applied", "unchanged"):
+            return outcome  # the applied revision itself failed (an engine away): that is the news
+        last = self.ctx.status.last_attempt
+        reason = last.reason if last and last.result in ("refused", "rolled_back") else "the head is quarantined"
+        repaired = outcome.plan if outcome.result == "applied" else None
+        return PassResult("refused", reason, plan=outcome.plan, code=Reason.QUARANTINED, repaired=repaired)
+
+    def _repair_to(self, applied: str) -> Plan | None:
+        """Plan the applied revision against the runtime; apply it when the runtime is not what it declares."""
+        self.ctx.target = applied
+        self.ctx.desired = self._desired_at(applied)
+        if self.plan_change() is not None:  # nothing to do
+            return None
+        self.verify_image()
+        self.apply_plan()
+        return self.ctx.plan
+
     def outcome_of(self, exc: Refused | HealthGateFailed | Retryable | OSError) -> PassResult:
         """An expected failure as the pass's outcome: refused, rolled back, or failed (retried with backoff)."""
         if isinstance(exc, Refused):
@@ -98,19 +152,25 @@ class Pass:
             return PassResult("rolled_back", exc.reason, code=Reason.HEALTH_GATE_FAILED)
         if isinstance(exc, Retryable):
             return PassResult("failed", exc.reason, retryable=True, code=exc.code)
-        reason = f"cannot write state: {exc.strerror or exc}"  # the state folder: read-only, full, or gone
+        reason = write_failure(exc, self.config.paths.state)  # the state folder: read-only, full, or gone
         return PassResult("failed", reason, retryable=True, code=Reason.STATE_IO)
 
     # -- the steps, in the order of STEPS ----------------------------------------------------
 
     def recover(self) -> PassResult | None:
-        """Finish or undo a swap a crash interrupted (not for ``plan``); an unreachable engine is remembered."""
-        if self.ctx.options.dry_run or not self.config.paths.journal.exists():
+        """Finish or undo a swap a crash interrupted (``plan`` says so, and plans nothing past it); an
+        unreachable engine is remembered."""
+        if not self.config.paths.journal.exists():
             return None
+        if self.ctx.options.dry_run:  # plan: the next sync's first act, said, not done
+            reason = f"a swap a crash interrupted ({self.config.paths.journal}) is finished or undone first"
+            return PassResult("unchanged", reason, plan=Plan("repair", reason, ("interrupted swap",)))
         try:
             self.ctx.recovered = self.world.rollout().recover()
         except Retryable as exc:  # recorded as the pass's failure, unless the status file outranks it
             self.ctx.unrecovered = exc
+        except RecoveryUnsettled as exc:  # a full or read-only state folder: what was undone is still told
+            self.ctx.recovered, self.ctx.unrecovered = exc.recovery, exc
         return None
 
     def check_status(self) -> PassResult | None:
@@ -120,15 +180,22 @@ class Pass:
         self.ctx.found = store.load()
         if damaged:
             return PassResult("refused", damaged, code=Reason.STATUS_UNREADABLE)
-        if self.ctx.unrecovered is not None:
-            exc = self.ctx.unrecovered
+        exc = self.ctx.unrecovered
+        if isinstance(exc, RecoveryUnsettled):
+            reason = f"cannot settle the swap a crash interrupted: {write_failure(exc, self.config.paths.state)}"
+            return PassResult("failed", reason, retryable=True, code=Reason.STATE_IO)
+        if exc is not None:
             reason = f"cannot finish the swap a crash interrupted: {exc.reason}"
             return PassResult("failed", reason, retryable=True, code=exc.code)
         return None
 
     def check_suspended(self) -> PassResult | None:
-        """A suspended environment is left alone, unless ``--force``."""
-        if self.config.paths.suspended_marker.exists() and not self.ctx.options.force:
+        """A suspended environment is left alone, unless ``--force``; its source is still fetched, so it
+        stays fresh (no stale alert), and ``plan`` goes on to say what ``resume`` would do."""
+        options = self.ctx.options
+        if self.config.paths.suspended_marker.exists() and not options.force and not options.dry_run:
+            with contextlib.suppress(Retryable):  # a failed fetch is kept in fetch_error, as any pass keeps it
+                self.fetch_source()
             reason = "the environment is suspended: run 'dreichor-controller resume'"
             return PassResult("suspended", reason, code=Reason.SUSPENDED)
         return None
@@ -331,7 +398,8 @@ class Pass:
     def record_outcome(self) -> PassResult | None:
         """Whatever happened (``plan`` records nothing): the audit events, the watermark, the status file.
 
-        Returns a different outcome only when the watermark could not follow an apply: the pass is not done.
+        Returns a different outcome only when the watermark could not follow an apply, or the audit log
+        took no event (held, with its time, for the next pass that can write): the pass is not done.
         """
         ctx, world = self.ctx, self.world
         if ctx.options.dry_run:
@@ -349,14 +417,27 @@ class Pass:
             report = self.report(result)
             status, events = record(previous, report, now=ctx.now, stale_after=stale_after)
         facts = {key: getattr(report, key) for key in ("image", "signer", "image_signer")} | {"log": report.logs}
-        for event in events:
-            world.teller.emit(event, at=ctx.now, facts=facts)
+        unwritten = self._emit(events, facts)
+        if unwritten is not None and result.code != Reason.STATE_IO:
+            why = f"{unwritten.strerror}; its events are kept for the next pass that can write"
+            result = PassResult("failed", why, retryable=True, code=Reason.STATE_IO, plan=result.plan)
         world.store.write(status)
         if status.source.stale and not previous.source.stale:
             world.teller.notice("stale", reason=status.source.last_error or "", code=str(Reason.FETCH_FAILED))
         if result.result == "unchanged" and report.target and report.target == report.head:
             world.teller.notice("unchanged", revision=report.target, **facts)
         return result
+
+    def _emit(self, events: list[AuditEvent], facts: dict[str, Any]) -> OSError | None:
+        """Each event written, or held by the store for the next append; why the log took none, if it did not."""
+        unwritten = None
+        for event in events:
+            recovered = self.ctx.recovered if event.event == "recovered" else None
+            try:
+                self.world.teller.emit(event, at=recovered.at if recovered else self.ctx.now, facts=facts)
+            except OSError as exc:  # the store's StateWriteFailed
+                unwritten = exc
+        return unwritten
 
     def _target(self) -> str:
         assert self.ctx.target is not None  # noqa: S101 set by choose_target
@@ -406,9 +487,10 @@ class Pass:
             snapshot=snapshot,
             logs=ctx.logs,
             rewrite_allowed_over=ctx.rewrite_allowed_over,
-            recovered=ctx.recovered,
+            recovered=ctx.recovered.fields() if ctx.recovered else None,
             approvals=approvals_view(ctx.tally) if ctx.tally else None,
             committed_at=self._committed_at(result),
+            container_revision=ctx.actual.labels.get(LABEL_REVISION) if ctx.actual else None,
         )
 
     def _committed_at(self, result: PassResult) -> datetime | None:
@@ -472,6 +554,7 @@ def count_for(config: Config, source: GitSource, *, revision: str, content: str,
         threshold=config.approvals.threshold,
         max_age=config.approvals.max_validity,
         now=now,
+        withdrawn=config.approvals.withdrawn,
     )
 
 
@@ -500,6 +583,7 @@ def load_approvers(config: Config) -> approvals.Approvers:
         Path(config.approvals.approvers),
         openpgp_keys=Path(config.approvals.openpgp_keys) if config.approvals.openpgp_keys else None,
         revoked_keys=Path(config.trust.revoked_keys) if config.trust.revoked_keys else None,
+        openpgp_people=config.approvals.openpgp_people,
     )
 
 

@@ -21,6 +21,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from controller.records.appends import Tail, append_whole
 from controller.records.files import FileKey, file_key
 from controller.untrusted import bounded
 
@@ -38,6 +39,7 @@ EVENTS = frozenset(
         "rewrite_allowed",
         "recovered",
         "waiting_approval",
+        "torn_line_cut",
     }
 )
 
@@ -77,20 +79,41 @@ def _bounded(value: Any) -> Any:
 
 
 def append_event(path: Path, event: str, *, at: datetime, **fields: Any) -> dict[str, Any]:
-    """Append one event, chained to the last line; fsynced before returning."""
+    """Append one event, chained to the last line; fsynced before returning, whole or not at all.
+
+    A torn last line (no newline) is cut off, and the cut recorded in a ``torn_line_cut`` event
+    written with this one; ``OSError`` when the log has no room for them (the log as it was).
+    """
     if event not in EVENTS:
         raise ValueError(f"unknown audit event {event!r}")
-    last = _last_line(path)
     safe = {key: _bounded(value) for key, value in fields.items()}
-    record = {"at": at.isoformat(), "event": event, **safe, "prev": _digest(last) if last else GENESIS}
-    line = json.dumps(record, sort_keys=True, separators=(",", ":")).encode() + b"\n"
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-    try:
-        os.write(fd, line)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    return record
+    written: dict[str, Any] = {}
+
+    def compose(tail: Tail) -> bytes:
+        prev, lines = _digest(tail.last) if tail.last is not None else GENESIS, b""
+        if tail.torn:
+            cut = {"at": at.isoformat(), "event": "torn_line_cut", "prev": prev, **_cut_fields(tail.torn)}
+            line = _line(cut)
+            prev, lines = _digest(line), lines + line
+        written.clear()
+        written.update({"at": at.isoformat(), "event": event, **safe, "prev": prev})
+        return lines + _line(written)
+
+    append_whole(path, compose)
+    return written
+
+
+def _line(record: dict[str, Any]) -> bytes:
+    return json.dumps(record, sort_keys=True, separators=(",", ":")).encode() + b"\n"
+
+
+def _cut_fields(torn: bytes) -> dict[str, Any]:
+    """What a ``torn_line_cut`` event says of the bytes it cut."""
+    return {
+        "bytes": len(torn),
+        "sha256": hashlib.sha256(torn).hexdigest(),
+        "reason": "a line without its end (a crash or a full disk while it was written) was cut off before this append",
+    }
 
 
 def read_events(path: Path) -> list[dict[str, Any]]:
@@ -172,6 +195,11 @@ def verify_chain(path: Path, anchor: Anchor | None = None) -> str | None:
         try:
             record = json.loads(line)
         except ValueError:
+            if number == len(lines) and not raw.endswith(b"\n"):
+                return (
+                    f"audit line {number} is torn ({len(line)} bytes without an end, left by a crash or a full "
+                    "disk): the next append cuts it off and records the cut"
+                )
             return f"audit line {number} is not valid JSON"
         if not isinstance(record, dict) or record.get("prev") != previous:
             return f"audit line {number} does not follow line {number - 1}: a line was removed, reordered or edited"

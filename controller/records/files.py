@@ -12,6 +12,7 @@ digest, status file, the audit log's newest applied event).
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import stat
 from pathlib import Path
@@ -32,6 +33,14 @@ def file_key(path: Path | None) -> FileKey | None:
     except OSError:
         return (str(path), None)
     return (str(path), info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
+
+
+def write_failure(exc: OSError, where: Path) -> str:
+    """A write the state folder did not take, as one sentence: where, the cause and its errno name."""
+    name = errno.errorcode.get(exc.errno or 0, "")
+    cause = exc.strerror or str(exc)
+    what = f" ({exc.filename})" if exc.filename and str(exc.filename) != str(where) else ""
+    return f"cannot write {where}{what}: {cause}" + (f" ({name})" if name else "")
 
 
 def atomic_write(path: Path, data: bytes, *, mode: int = 0o644) -> None:

@@ -71,7 +71,15 @@ health:                                 # the gate a new container must pass, el
 # approvals:                            # k named people must sign a change's content (optional; docs/trust.md)
 #   threshold: 2                        # distinct people who must approve envs/{environment}.yaml's new content
 #   approvers: trust/approvers          # their SSH keys, allowed_signers format: one person per line
-#   max_age: 14d                        # the longest validity an approval may claim
+#   max_age: 7d                         # the longest validity an approval may claim
+#   # openpgp_keys: trust/approvers.asc  # approvers' OpenPGP keys, each named below by its fingerprint
+#   # openpgp_approvers: {{968479A1AFF927E37D1A566BB5690EEEBB952194: carol}}
+#   # withdrawn:                        # approvals that no longer count on this host (docs/trust.md)
+#   #   -
+#   #     sha256: <64 hex>                # one approval file, by the SHA-256 `approvals` prints for it
+#   #   -
+#   #     person: bob                     # bob's approvals …
+#   #     not_before: 2026-12-05T10:00:00Z  # … created before this time
 #   # repository: github.com/ceerkle/dreichor-deployments   # default: from source.url
 # github:                               # commit statuses dreichor/{environment} on the manifest repo (optional)
 #   repository: ceerkle/dreichor-deployments   # owner/name; the token is GITHUB_TOKEN in .env

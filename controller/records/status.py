@@ -112,6 +112,7 @@ class SyncStatus(_Record):
 
     state: SyncState
     reason: Text = ""
+    revision: str | None = None  # the newest verified head whose content runs: the history guard's mark
 
 
 class ApprovalsStatus(_Record):
@@ -246,28 +247,40 @@ def health_of(container: ContainerStatus) -> Health:
 
 
 def sync_of(status: Status) -> SyncStatus:
-    """Whether the head's content runs, from what the status records (docs/design.md §16)."""
+    """Whether the head's content runs, from what the status records (docs/design.md §16).
+
+    ``revision`` (the newest verified head whose content runs) is kept from the status: only a pass moves it.
+    """
+    mark = status.sync.revision if status.sync else None
     if status.suspended:
         who = status.suspension
         why = f"suspended by {who.by}: {who.reason}" if who else "suspended until 'dreichor-controller resume'"
-        return SyncStatus(state="Suspended", reason=why)
+        return SyncStatus(state="Suspended", reason=why, revision=mark)
     if status.approvals is not None:  # held, not refused: the last attempt stays the previous decision
-        return SyncStatus(state="Waiting", reason=waiting_reason(status.approvals))
+        return SyncStatus(state="Waiting", reason=waiting_reason(status.approvals), revision=mark)
     attempt = status.last_attempt
     if attempt is not None and attempt.result in ("refused", "failed", "rolled_back"):
-        held = "; held until a different change or 'sync --force'" if status.quarantined else ""
-        return SyncStatus(state="OutOfSync", reason=f"{attempt.result.replace('_', ' ')}: {attempt.reason}{held}")
+        held = ""
+        if status.quarantined:  # 'sync --force' is offered only where trying the same change again can help
+            held = "; held until a different change" + (" or 'sync --force'" if attempt.result == "rolled_back" else "")
+        why = f"{attempt.result.replace('_', ' ')}: {attempt.reason}{held}"
+        return SyncStatus(state="OutOfSync", reason=why, revision=mark)
     if status.applied is None:
-        return SyncStatus(state="OutOfSync", reason="nothing applied yet")
+        return SyncStatus(state="OutOfSync", reason="nothing applied yet", revision=mark)
     if status.quarantined:
-        return SyncStatus(state="OutOfSync", reason=f"held: {status.quarantine_text()}")
-    return SyncStatus(state="InSync", reason="the head's content runs")
+        return SyncStatus(state="OutOfSync", reason=f"held: {status.quarantine_text()}", revision=mark)
+    return SyncStatus(state="InSync", reason="the head's content runs", revision=mark or status.applied.revision)
 
 
 def read_status(path: Path) -> Status | None:
-    """The status file, or None when it is absent or unreadable."""
+    """The status file, or None when it is absent or unreadable.
+
+    A caller without the permission to read it gets ``PermissionError``: its own limit is not the host's damage.
+    """
     try:
         return Status.model_validate(json.loads(path.read_text(encoding="utf-8")))
+    except PermissionError:
+        raise
     except (OSError, ValueError, ValidationError):
         return None
 
@@ -293,6 +306,8 @@ def checked_status(path: Path) -> tuple[Status | None, str | None]:
         data = path.read_bytes()
     except FileNotFoundError:
         return None, None
+    except PermissionError:  # the caller's limit (not root, not the controller's user), not a damaged file
+        raise
     except OSError as exc:
         return None, f"{path} cannot be read: {exc.strerror or exc}"
     try:

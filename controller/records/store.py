@@ -3,8 +3,10 @@
 Every audit append moves the status file's anchor (``audit: {events, head}``)
 with it, so ``history --verify`` can tell a cut or edited log; a damaged
 status file is kept aside instead of overwritten; the watermark follows each
-newly applied revision.  A full disk is logged here and never fails the caller:
-the pass has already acted, and the next pass writes again.
+newly applied revision.  An audit event a full or read-only disk does not take
+fails the caller (``StateWriteFailed``, the state-I/O error) and is kept, with its
+time, for the next append that can write; a status file that cannot be written
+is logged, and ages until the disk takes writes again.
 """
 
 from __future__ import annotations
@@ -13,12 +15,13 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from controller.model.config import Config
 from controller.model.desired import container_name
 from controller.records import audit
-from controller.records.files import create_new, file_key
+from controller.records.files import create_new, file_key, write_failure
 from controller.records.snapshots import Snapshot, list_snapshots
 from controller.records.status import (
     AuditAnchor,
@@ -38,6 +41,7 @@ from controller.records.status import (
 from controller.untrusted import bounded
 
 log = logging.getLogger("dreichor.records")
+HELD_EVENTS = 1000  # audit events held in memory while the state folder takes no write
 
 
 @dataclass(frozen=True)
@@ -49,6 +53,13 @@ class History:
     broken: str | None = None
 
 
+class StateWriteFailed(OSError):
+    """The state folder took no write (full, read-only, gone): one sentence naming the file and the errno."""
+
+    def __init__(self, path: Path, exc: OSError) -> None:
+        super().__init__(exc.errno, write_failure(exc, path))
+
+
 class Store:
     """Writes one environment's status file, audit log and watermark."""
 
@@ -58,15 +69,26 @@ class Store:
         self.clock = clock
         self._anchor: audit.Anchor | None = None  # the audit log's tail after this operation's appends
         self._checked: tuple[object, Status] | None = None  # what ``damage`` parsed, for the ``load`` after it
+        self._unwritten: list[tuple[str, dict[str, Any], datetime]] = []  # events a full disk held back
 
-    def append(self, event: str, fields: dict[str, Any], *, at: datetime) -> dict[str, Any] | None:
-        """Append an audit event and remember the new tail; the written event, or None on a full disk."""
-        try:
-            written = audit.append_event(self.paths.audit, event, at=at, **fields)
+    def append(self, event: str, fields: dict[str, Any], *, at: datetime) -> list[dict[str, Any]]:
+        """Append an audit event, after any an earlier full disk held back, and remember the new tail.
+
+        The events written, oldest first.  Raises ``StateWriteFailed`` when the log takes none:
+        the event is kept (in this process) with its time, for the next append that can write.
+        """
+        self._unwritten.append((event, fields, at))
+        del self._unwritten[:-HELD_EVENTS]  # a folder that stays read-only for days: the newest are kept
+        written: list[dict[str, Any]] = []
+        while self._unwritten:
+            kind, held, when = self._unwritten[0]
+            try:
+                written.append(audit.append_event(self.paths.audit, kind, at=when, **held))
+            except OSError as exc:
+                log.error("cannot append to the audit log", extra={"error": str(exc), "held": len(self._unwritten)})
+                raise StateWriteFailed(self.paths.audit, exc) from None
+            self._unwritten.pop(0)
             self._anchor = audit.anchor(self.paths.audit)
-        except OSError as exc:
-            log.error("cannot append to the audit log", extra={"error": str(exc)})
-            return None
         return written
 
     def write(self, status: Status) -> None:
@@ -106,14 +128,15 @@ class Store:
         )
 
     def remember(self, previous: Status, status: Status, *, guard: str | None) -> None:
-        """Move the watermark to a newly applied revision (or set it on a host that has none yet).
+        """Move the watermark to a newly applied revision, or a newer head whose content already runs
+        (``sync.revision``: the guard advances past content-neutral commits); set it on a host without one.
 
         Raises ``OSError`` when it cannot be written: a guard that lags is the one record that
         would let an older signed commit back, so the pass that applied must not call itself done.
         """
-        applied = applied_revision(status)
+        applied = _mark(status)
         missing = read_watermark(self.paths.watermark) is None
-        revision = applied if applied and (applied != applied_revision(previous) or missing) else None
+        revision = applied if applied and (applied != _mark(previous) or missing) else None
         revision = revision or (guard if missing else None)
         if revision is None:
             return
@@ -160,3 +183,8 @@ class Store:
         except FileNotFoundError:
             return False
         return True
+
+
+def _mark(status: Status) -> str | None:
+    """Where the history guard stands: the newest verified head whose content runs, else the applied revision."""
+    return (status.sync.revision if status.sync else None) or applied_revision(status)

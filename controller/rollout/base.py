@@ -22,7 +22,7 @@ import signal
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -74,6 +74,32 @@ class Outcome:
     snapshot: str | None = None
 
 
+@dataclass(frozen=True)
+class Recovery:
+    """What crash recovery did, when, and to which change (the journal's revision and new container)."""
+
+    done: str
+    at: datetime
+    revision: str | None = None
+    container: str | None = None
+
+    def fields(self) -> dict[str, str]:
+        """The ``recovered`` audit event's fields."""
+        named = {"revision": self.revision, "container": self.container}
+        return {"reason": self.done, **{key: value for key, value in named.items() if value}}
+
+
+class RecoveryUnsettled(OSError):
+    """Recovery acted (or had nothing to do) but could not clear its journal: the state folder took no write.
+
+    ``recovery`` is what was done, to be recorded when the folder takes writes again.
+    """
+
+    def __init__(self, recovery: Recovery | None, exc: OSError) -> None:
+        super().__init__(exc.errno, exc.strerror or str(exc), exc.filename)
+        self.recovery = recovery
+
+
 def checkpoint(step: str) -> None:
     """A named step of a pass; the crash tests stop the process here."""
     if os.environ.get(CRASH_HOOK) == step:
@@ -93,9 +119,10 @@ class Journal:
         self.data = {"version": 1, **fields, "steps": []}
         self._write()
 
-    def step(self, name: str) -> None:
-        """Record a completed step."""
+    def step(self, name: str, **fields: Any) -> None:
+        """Record a completed step (and ``fields`` learned with it)."""
         self.data["steps"].append(name)
+        self.data.update(fields)
         self._write()
         self.at_step(name)
 
@@ -126,8 +153,8 @@ class Applier(Protocol):
         """Break-glass: bring back what a snapshot recorded."""
         ...
 
-    def recover(self) -> str | None:
-        """Converge after a crash; say what was done."""
+    def recover(self) -> Recovery | None:
+        """Converge after a crash; say what was done (``RecoveryUnsettled`` when its journal stays)."""
         ...
 
 
@@ -174,29 +201,48 @@ class RolloutBase(Generic[EngineT, PriorT, SwapT]):
             snapshot = taken["snapshot"] = self._snapshot(prior, desired, plan.reason)
         self.at_step("snapshot")
         swap = self._prepare(prior, desired)
-        self.journal.begin(**self._intent(prior, swap, desired), at=_iso(self.clock()))
+        revision = desired.labels.get(LABEL_REVISION)
+        self.journal.begin(**self._intent(prior, swap, desired), revision=revision, at=_iso(self.clock()))
         self._swap(swap)
         try:
             with self._timed("health", **self._gate_fields(swap)):
                 container_id = self._gate(swap, desired)
         except HealthGateFailed as failed:
             with self._timed("rollback"):
-                self._undo(swap)
+                restored = self._undo(swap)
             self.journal.finish()
-            raise HealthGateFailed(failed.reason, failed.logs) from None
+            reason = f"{failed.reason}; {restored}" if restored else failed.reason
+            raise HealthGateFailed(reason, failed.logs) from None
         self.journal.step("health")
         self._finish(swap, desired)
         self.journal.finish()
         return Outcome("applied", plan.reason, container_id=container_id, snapshot=snapshot)
 
-    def recover(self) -> str | None:
-        """Converge after a crash from the journal and what the engine shows; say what was done.
+    def recover(self) -> Recovery | None:
+        """Converge after a crash from the journal and what the engine shows; say what was done, to what.
 
-        The other mode's journal is left alone (with a warning): only that mode can finish it.
+        The other mode's journal is left alone (with a warning): only that mode can finish it.  The
+        journal is cleared last; a state folder that does not let it go raises ``RecoveryUnsettled``
+        with what was done, so the undo is recorded once the folder takes writes again.
         """
         if leave_foreign_journal(self.journal, mode=self.mode):
             return None
-        return self._recover()
+        journal = self.journal.read() or {}
+        done = self._recover()
+        recovery = None
+        if done:
+            revision, container = journal.get("revision"), journal.get("new_id")
+            recovery = Recovery(
+                done,
+                at=self.clock(),
+                revision=revision if isinstance(revision, str) else None,
+                container=container[:12] if isinstance(container, str) else None,
+            )
+        try:
+            self.journal.finish()
+        except OSError as exc:
+            raise RecoveryUnsettled(recovery, exc) from None
+        return recovery
 
     # -- what each mode supplies ------------------------------------------------------------
 
@@ -236,8 +282,8 @@ class RolloutBase(Generic[EngineT, PriorT, SwapT]):
         """Wait for the new runtime to prove healthy; its container id, or ``HealthGateFailed``."""
         raise NotImplementedError
 
-    def _undo(self, swap: SwapT) -> None:
-        """Bring back the prior runtime after a failed gate."""
+    def _undo(self, swap: SwapT) -> str | None:
+        """Bring back the prior runtime after a failed gate; what is wrong with it, when it is not healthy again."""
         raise NotImplementedError
 
     def _finish(self, swap: SwapT, desired: DesiredContainer) -> None:
@@ -248,6 +294,11 @@ class RolloutBase(Generic[EngineT, PriorT, SwapT]):
         raise NotImplementedError
 
     # -- shared by the modes ----------------------------------------------------------------
+
+    def _gate_deadline(self) -> str:
+        """When the health gate that begins now gives up: journaled with the step that starts the new
+        runtime, so a recovery after a kill in the gate can say how far past it the runtime ran."""
+        return _iso(self.clock() + timedelta(seconds=self.health.timeout))
 
     @contextlib.contextmanager
     def _timed(self, step: str, **fields: object) -> Iterator[dict[str, object]]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, replace
+from datetime import datetime
 from typing import Any
 
 from controller.engine.modes import CONTAINER
@@ -97,7 +98,7 @@ class ContainerRollout(RolloutBase[Runtime, Containers, Swap]):
         self.at_step("stop")
         with self._timed("start", container=new_id[:12]):
             self.engine.start(new_id)
-        self.journal.step("start")
+        self.journal.step("start", gate_deadline=self._gate_deadline())
 
     def _gate_fields(self, swap: Swap) -> dict[str, object]:
         return {"container": swap.new_id[:12]}
@@ -135,13 +136,32 @@ class ContainerRollout(RolloutBase[Runtime, Containers, Swap]):
     def _logs(self, container_id: str) -> str:
         return self.engine.logs_tail(container_id, lines=LOG_LINES)
 
-    def _undo(self, swap: Swap) -> None:
-        """Remove the new container, give the old one its name back and start it."""
+    def _undo(self, swap: Swap) -> str | None:
+        """Remove the new container, give the old one its name back, start it, and gate it like a deploy."""
         self.engine.remove(swap.new_id)
-        if swap.old is not None:
-            self.engine.rename(swap.old.id, self.canonical)
-            self.engine.start(swap.old.id)
-            self._wait_running(swap.old.id)
+        if swap.old is None:
+            return None
+        self.engine.rename(swap.old.id, self.canonical)
+        self.engine.start(swap.old.id)
+        return self._gate_restored(swap.old)
+
+    def _gate_restored(self, old: ContainerState) -> str | None:
+        """The restored container passes the same gate (docs/design.md §16): None when it is healthy again
+        (or running, for an image without HEALTHCHECK), else what it is after ``health.timeout``."""
+        has_check = self.engine.image_has_healthcheck(old.image)
+        deadline = self.monotonic() + self.health.timeout
+        state = self.engine.inspect(old.id)
+        while self.monotonic() < deadline:
+            state = self.engine.inspect(old.id)
+            if state is not None and state.running and (not has_check or state.health == "healthy"):
+                return None
+            if state is not None and (state.health == "unhealthy" or state.status not in ("running", "created")):
+                break
+            self.sleep(0.2)
+        if state is None:
+            return "the restored container is gone"
+        health = f", health {state.health}" if has_check and state.health else ""
+        return f"the restored container is not healthy either ({state.status}{health})"
 
     def _finish(self, swap: Swap, desired: DesiredContainer) -> None:
         """Remove the old container; keep the images of the current container and the newest snapshots."""
@@ -164,21 +184,28 @@ class ContainerRollout(RolloutBase[Runtime, Containers, Swap]):
             self.sleep(0.1)
 
     def _recover(self) -> str | None:
-        """Converge from the journal and what the engine shows: finish a swap that passed, undo any other."""
+        """Converge from the journal and what the engine shows: finish a swap that passed, undo any other.
+
+        A swap killed in its health gate is undone first, so a sick container runs no longer than the
+        gate's deadline or the recovery's own start, whichever is later.  ``base`` clears the journal.
+        """
         journal = self.journal.read()
         containers = self.engine.runtime_containers()
         current = containers.get(self.canonical)
         previous = containers.get(self.canonical + PREVIOUS_SUFFIX)
         leftover = containers.get(self.canonical + NEXT_SUFFIX)
         done: list[str] = []
-        if leftover is not None:
+        steps = journal.get("steps", []) if journal else []
+        if journal and journal.get("new_id") and "health" not in steps:
+            done += self._undo_interrupted(journal, containers)
+        if leftover is not None and leftover.id != (journal or {}).get("new_id"):
             self.engine.remove(leftover.id)
             done.append("removed a half-created container")
-        if journal and "health" in journal.get("steps", []) and previous is not None:
+        if journal and "health" in steps and previous is not None:
             self.engine.remove(previous.id)  # the new one had passed: finish
             done.append("finished a swap that had passed its health gate")
-        elif journal and journal.get("new_id") and "health" not in journal.get("steps", []):
-            done += self._undo_interrupted(journal, current, previous)
+        elif journal and journal.get("new_id") and "health" not in steps:
+            pass  # undone above
         elif current is None and previous is not None:
             self.engine.rename(previous.id, self.canonical)
             self.engine.start(previous.id)
@@ -186,21 +213,40 @@ class ContainerRollout(RolloutBase[Runtime, Containers, Swap]):
         elif current is not None and previous is not None:
             self.engine.remove(previous.id)
             done.append("removed a stale previous container")
-        self.journal.finish()
         return "; ".join(done) or None
 
-    def _undo_interrupted(self, journal: dict[str, Any], current: Any, previous: Any) -> list[str]:
+    def _undo_interrupted(self, journal: dict[str, Any], containers: Containers) -> list[str]:
+        """Remove the new container and run the old one under its name again; what was done (nothing: [])."""
         new_id, old_id = journal.get("new_id"), journal.get("old_id")
-        if current is not None and current.id == new_id:
+        by_id = {c.id: c for c in containers.values()}
+        current = containers.get(self.canonical)
+        acted = False
+        if new_id in by_id:
+            late = _past(journal.get("gate_deadline"), self.clock())
             self.engine.remove(str(new_id))
-            current = None
-        elif current is None or current.id != old_id:
-            self.engine.remove(str(new_id))
+            acted = True
+            if by_id[str(new_id)].running and late is not None:
+                log.warning("a runtime killed in its health gate ran past the gate's deadline", extra={"seconds": late})
+            current = None if current is not None and current.id == new_id else current
+        previous = containers.get(self.canonical + PREVIOUS_SUFFIX)
         old = previous if previous is not None and previous.id == old_id else current
         if old is not None:
             if old.name != self.canonical:
                 self.engine.rename(old.id, self.canonical)
+                acted = True
             if not old.running:
                 self.engine.start(old.id)
+                acted = True
             self._wait_running(old.id)
-        return ["undid an interrupted swap: the previous container runs again"]
+        return ["undid an interrupted swap: the previous container runs again"] if acted else []
+
+
+def _past(deadline: object, now: datetime) -> float | None:
+    """Seconds ``now`` is past an ISO ``deadline`` from the journal (None: not past, or no deadline)."""
+    if not isinstance(deadline, str):
+        return None
+    try:
+        late = (now - datetime.fromisoformat(deadline)).total_seconds()
+    except ValueError:
+        return None
+    return round(late, 3) if late > 0 else None

@@ -80,7 +80,7 @@ class SwarmRollout(RolloutBase[ServiceRuntime, ServiceState | None, Update]):
         with self._timed("update", service=self.canonical):
             self._wait_settled()
             self.engine.deploy(swap.desired, auth=self.auth)
-        self.journal.step("update")
+        self.journal.step("update", gate_deadline=self._gate_deadline())
 
     def _gate(self, swap: Update, desired: DesiredContainer) -> str | None:
         return self._health_gate(desired, updated=swap.before is not None, known=set(swap.known)).container_id
@@ -165,22 +165,19 @@ class SwarmRollout(RolloutBase[ServiceRuntime, ServiceState | None, Update]):
         log.warning("the restored service spec did not run again in time", extra={"service": self.canonical})
 
     def _recover(self) -> str | None:
-        """After a crash: an update that passed its gate is kept, any other is undone from the journal."""
+        """After a crash: an update that passed its gate is kept, any other is undone from the journal
+        (``base`` clears the journal after)."""
         journal = self.journal.read()
         if not journal:
-            self.journal.finish()
             return None
         steps = journal.get("steps") or []
         if "health" in steps:
-            self.journal.finish()
             return "finished an update that had passed its health gate"
         spec = journal.get("spec")
         current = self.engine.service()
         if current is not None and spec is not None and current.spec == spec:
-            self.journal.finish()
             return "found the interrupted update had not begun: the previous service runs"
         self._restore(spec if isinstance(spec, dict) else None)
-        self.journal.finish()
         if spec is None:
             return "undid an interrupted first deploy: removed the half-made service"
         return "undid an interrupted update: the previous service spec runs again"

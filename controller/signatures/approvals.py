@@ -24,13 +24,14 @@ import hashlib
 import os
 import re
 import stat
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 
 from controller.errors import ConfigError, Reason, Refused
-from controller.model.config import ENVIRONMENTS, repository_name, spoken_duration
+from controller.model.config import ENVIRONMENTS, WithdrawnApproval, repository_name, spoken_duration
 from controller.model.manifest import manifest_path, manifest_sha256
 from controller.signatures import signing
 from controller.signatures.commits import sshsig
@@ -51,7 +52,6 @@ CLOCK_SKEW = timedelta(minutes=5)  # an approver's clock may run this far ahead 
 _FIELDS = ("repository", "environment", "path", "sha256", "created", "expires")
 _TIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
-_EMAIL = re.compile(r"<([^<>\s]+@[^<>\s]+)>")
 
 
 def folder(environment: str, sha256: str) -> str:
@@ -156,7 +156,11 @@ def _parse_time(text: str, name: str) -> datetime:
 
 @dataclass(frozen=True)
 class Approvers:
-    """The people whose keys the host lists in ``approvals.approvers`` (and OpenPGP keys), and revocations."""
+    """The people whose keys the host lists in ``approvals.approvers`` (and OpenPGP keys), and revocations.
+
+    A person is a name the host gives: an SSH principal, or the name ``approvals.openpgp_approvers``
+    maps an OpenPGP key's primary fingerprint to — never a user ID, which the key's holder writes.
+    """
 
     ssh: tuple[AllowedSigner, ...]
     openpgp: OpenPgpKeyring
@@ -167,19 +171,45 @@ class Approvers:
     def people(self) -> tuple[str, ...]:
         """Every person who may approve, sorted: each counts once, whatever the number of keys."""
         names = {entry.principals[0] for entry in self.ssh} | set(self.openpgp_people.values())
-        return tuple(sorted(names))
+        return tuple(sorted(bounded(name) for name in names))
 
 
-def load_approvers(approvers: Path, *, openpgp_keys: Path | None, revoked_keys: Path | None) -> Approvers:
-    """Read the host's approver files; a missing or ambiguous file refuses the change, naming the file."""
+def load_approvers(
+    approvers: Path,
+    *,
+    openpgp_keys: Path | None,
+    revoked_keys: Path | None,
+    openpgp_people: Mapping[str, str] | None = None,
+) -> Approvers:
+    """Read the host's approver files; a missing or ambiguous file refuses the change, naming the file.
+
+    ``openpgp_people`` names the person of each OpenPGP key (by primary fingerprint); a key it maps
+    that ``openpgp_keys`` does not hold, or one person under two spellings, is ambiguous too.
+    """
     text = _read(approvers, name="approvers file").decode("utf-8", "replace")
     signers = tuple(parse_allowed_signers(text))
     _check_one_person_per_key(signers, approvers)
     keyring = OpenPgpKeyring(_read(openpgp_keys, name="approvers' openpgp_keys file"))
     revoked_data = _read(revoked_keys, name="revoked_keys file", consequence="the keys it revokes would count again")
     revoked = parse_revoked_keys(revoked_data, path=revoked_keys) if revoked_keys else None
-    people = {fpr: email_of(uid) or fpr for fpr, uid in keyring.user_ids().items()}
+    people = dict(openpgp_people or {})
+    held = set(keyring.user_ids())
+    for fingerprint in people:
+        if fingerprint not in held:
+            why = f"approvals.openpgp_approvers names {fingerprint}, a key {openpgp_keys} does not hold"
+            raise Refused(why, code=Reason.BAD_TRUST_POLICY)
+    _check_one_name_per_person([e.principals[0] for e in signers] + list(people.values()), approvers)
     return Approvers(signers, keyring, revoked or Revocations(), openpgp_people=people)
+
+
+def _check_one_name_per_person(names: Sequence[str], path: Path) -> None:
+    """``alice`` and ``Alice`` would be two people to the count and one to everyone else: refused."""
+    spelled: dict[str, str] = {}
+    for name in names:
+        other = spelled.setdefault(name.casefold(), name)
+        if other != name:
+            why = f"{path} and approvals.openpgp_approvers name one person twice: {other!r} and {name!r}"
+            raise Refused(bounded(why), code=Reason.BAD_TRUST_POLICY)
 
 
 def _check_one_person_per_key(signers: Sequence[AllowedSigner], path: Path) -> None:
@@ -209,6 +239,7 @@ class Approval:
     person: str
     expires: datetime
     file: str
+    sha256: str = ""  # of the file's bytes: what approvals.withdrawn names to withdraw it
 
 
 @dataclass(frozen=True)
@@ -269,14 +300,21 @@ def count_approvals(
     threshold: int,
     max_age: timedelta,
     now: datetime,
+    withdrawn: Sequence[WithdrawnApproval] = (),
 ) -> Tally:
-    """Count distinct people among ``files`` (name, bytes) whose approval of ``subject`` holds at ``now``."""
+    """Count distinct people among ``files`` (name, bytes) whose approval of ``subject`` holds at ``now``.
+
+    ``withdrawn`` (the host's ``approvals.withdrawn``) voids single files by their SHA-256 and a
+    person's approvals created before a time: a file deleted from the repository can be restored
+    from its history by anyone who can merge, so only the host can take an approval back.
+    """
     check_limits([(name, len(data)) for name, data in files], where=folder(subject.environment, subject.sha256))
     best: dict[str, Approval] = {}
     rejected: list[Rejection] = []
+    judge = partial(_judge_file, subject=subject, approvers=approvers, max_age=max_age, now=now, withdrawn=withdrawn)
     for name, data in sorted(files):
         try:
-            approval = _judge_file(name, data, subject=subject, approvers=approvers, max_age=max_age, now=now)
+            approval = judge(name, data)
         except NotCounted as exc:
             rejected.append(Rejection(bounded(name), bounded(f"{name} {exc}")))  # names and fields are anyone's text
             continue
@@ -288,15 +326,29 @@ def count_approvals(
 
 
 def _judge_file(
-    name: str, data: bytes, *, subject: Subject, approvers: Approvers, max_age: timedelta, now: datetime
+    name: str,
+    data: bytes,
+    *,
+    subject: Subject,
+    approvers: Approvers,
+    max_age: timedelta,
+    now: datetime,
+    withdrawn: Sequence[WithdrawnApproval],
 ) -> Approval:
     if not name.endswith(SUFFIX):
         raise NotCounted(f"is not named *{SUFFIX}")
+    sha = hashlib.sha256(data).hexdigest()
+    if any(w.sha256 == sha for w in withdrawn):
+        raise NotCounted(f"is withdrawn on this host (approvals.withdrawn names sha256 {sha})")
     statement, signed, signature = parse_approval(data)
     _check_subject(statement, subject)
     _check_times(statement, max_age=max_age, now=now)
     person = _signer(signature, signed, approvers=approvers, now=now)
-    return Approval(person, statement.expires, bounded(name))
+    for withdrawal in withdrawn:
+        if withdrawal.person == person and withdrawal.not_before and statement.created < withdrawal.not_before:
+            cut = format_time(withdrawal.not_before)
+            raise NotCounted(f"is withdrawn on this host: {person}'s approvals created before {cut} do not count")
+    return Approval(bounded(person), statement.expires, bounded(name), sha)
 
 
 def _check_subject(statement: Statement, subject: Subject) -> None:
@@ -356,13 +408,11 @@ def _openpgp_signer(armored: bytes, signed: bytes, *, approvers: Approvers, now:
     signer = approvers.openpgp.verify(armored, signed, now=now)
     if approvers.revoked.revokes_openpgp(signer.fingerprint, signer.signing_key):
         raise Refused(f"OpenPGP key {signer.fingerprint} is listed in revoked_keys", code=Reason.REVOKED_KEY)
-    return approvers.openpgp_people.get(signer.fingerprint, signer.fingerprint)
-
-
-def email_of(user_id: str) -> str | None:
-    """The address in ``Name <address>``, the person an OpenPGP approver key names."""
-    found = _EMAIL.search(user_id)
-    return found.group(1) if found else None
+    person = approvers.openpgp_people.get(signer.fingerprint)
+    if person is None:  # the key's user IDs are its holder's words: never who the host counts
+        why = f"OpenPGP key {signer.fingerprint} names no person in approvals.openpgp_approvers"
+        raise Refused(why, code=Reason.UNTRUSTED_SIGNER)
+    return person
 
 
 # -- the approver's side: ``approve`` ---------------------------------------------------------------

@@ -135,6 +135,7 @@ class GitSource:
         try:
             code, stderr = self._run(command, env)
         except subprocess.TimeoutExpired:
+            self._clean_temporary()
             raise SourceError(
                 f"fetching {self.branch} failed: git fetch did not finish within {self.timeout}s"
             ) from None
@@ -142,7 +143,21 @@ class GitSource:
             self._git_path = None  # moved or removed: the next pass looks for it again
             raise SourceError(f"fetching {self.branch} failed: cannot run git: {exc.strerror}") from None
         if code != 0:
+            self._clean_temporary()
             raise SourceError(f"fetching {self.branch} failed: {_why(stderr) or f'git exited with {code}'}")
+
+    def _clean_temporary(self) -> None:
+        """After a failed fetch (a full disk, a timeout): the half-received pack and objects git left behind.
+
+        Under the fetch lock, so no git of ours is writing them; git itself never reads them again.
+        """
+        objects = self.path / "objects"
+        left = [*objects.glob("pack/tmp_*"), *objects.glob("pack/.tmp-*"), *objects.glob("??/tmp_obj_*")]
+        for path in left:
+            with contextlib.suppress(OSError):
+                path.unlink()
+        if left:
+            log.info("removed what a failed fetch left in the git cache", extra={"files": len(left)})
 
     def _maintain(self, env: dict[bytes, bytes]) -> bool:
         """``git maintenance run --auto`` in the cache: packs loose objects once git's thresholds say so.

@@ -7,6 +7,7 @@ the audit chain holds, and the controller recovers by itself once the fault is g
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -15,6 +16,7 @@ import subprocess
 import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -349,3 +351,39 @@ def test_a_runtime_recreated_by_hand_with_more_power_is_recreated_as_desired(
     assert not any((now.get("PortBindings") or {}).values())  # type: ignore[attr-defined]
     assert host.running()["Config"]["User"] == ""  # type: ignore[index]
     assert host.sync() == 0 and host.audit()[-1] == event  # repaired once, no repair loop
+
+
+def _log_lines(text: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+
+
+def test_a_kill_in_the_health_gate_lets_the_sick_container_run_no_longer_than_the_gate_or_the_restart(
+    host: ControllerHost, images: dict[str, str]
+) -> None:
+    config = host.configs["prod"]
+    config.write_text(config.read_text().replace("timeout: 20", "timeout: 3"))
+    sick = host.publish("sick", prod=images["unhealthy"])
+    doomed = host.start_daemon(**{CRASH_HOOK: "start"})  # killed as the gate begins
+    assert doomed.wait(timeout=120) == -signal.SIGKILL
+    journal = json.loads((state(host) / "inflight.json").read_text())
+    deadline, sick_id = datetime.fromisoformat(journal["gate_deadline"]), journal["new_id"]
+    assert host.engine.inspect(sick_id)["State"]["Running"]  # type: ignore[index]
+    while datetime.now(UTC) <= deadline + timedelta(seconds=1):  # the restart comes after the deadline
+        threading.Event().wait(0.2)
+    since = f"{datetime.now(UTC).timestamp():.6f}"
+    daemon = host.start_daemon()
+    try:
+        wait_for(lambda: host.engine.inspect(sick_id) is None, timeout=60, what="the sick container removed")
+        wait_for(lambda: host.image() == images["healthy-a"], timeout=60, what="the previous container back")
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        assert daemon.wait(timeout=60) == 0
+    lines = _log_lines(host.daemon_output(daemon)[0])
+    started = next(line for line in lines if line["msg"] == "controller started")
+    gone = next(e for e in host.engine.events(since=since) if e["id"] == sick_id and e["Action"] == "destroy")
+    assert int(gone["timeNano"]) / 1e9 <= datetime.fromisoformat(started["ts"]).timestamp()  # before anything else
+    late = next(line for line in lines if line["msg"].startswith("a runtime killed in its health gate ran past"))
+    assert late["seconds"] > 1
+    recovered = [e for e in host.audit() if e["event"] == "recovered"][-1]
+    assert recovered["revision"] == sick and recovered["container"] == sick_id[:12]
+    assert_sound(host)

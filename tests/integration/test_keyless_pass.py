@@ -31,6 +31,12 @@ RELEASE = f"{SOURCE}/.github/workflows/release.yml@refs/heads/main"
 TAGGED = f"{SOURCE}/.github/workflows/release.yml@refs/tags/v1.4.2"
 SHOWN = f"{RELEASE} (token.actions.githubusercontent.com)"
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
+TAG_RUN = {
+    "repository": SOURCE,
+    "ref": "refs/tags/v9",
+    "commit": "f" * 40,
+    "build_signer": TAGGED,
+}  # what Fulcio writes
 
 
 class KeylessHost(SignedHost):
@@ -90,7 +96,7 @@ def test_keyless_signed_images_are_deployed_with_identity_and_source_recorded(
     assert host.sync() == 0 and host.image() == keyless.a
     applied = host.status().applied
     assert applied is not None and applied.image_signer == SHOWN
-    source = {"repository": SOURCE, "ref": "refs/heads/main", "commit": COMMIT}
+    source = {"repository": SOURCE, "ref": "refs/heads/main", "commit": COMMIT, "build_signer": RELEASE}
     assert applied.image_source is not None and applied.image_source.model_dump() == source
     event = host.audit()[-1]
     assert (event["event"], event["image_signer"], event["image_source"]) == ("applied", SHOWN, source)
@@ -149,6 +155,33 @@ ATTACKS = {
         sign_classic_keyless(bed.writer, bed.b, bed.instance, subject=RELEASE),
         attest_classic(bed.writer, bed.b, bed.instance, subject=RELEASE, repository=SOURCE, ref="refs/tags/v0"),
     ),
+    # N1: anyone who can push a tag runs release.yml from their own commit; the statement says main
+    "provenance of a tag run claiming main (bundle)": lambda bed: (
+        sign_classic_keyless(bed.writer, bed.b, bed.instance, subject=RELEASE),
+        attach_provenance(
+            bed.writer,
+            bed.b,
+            bed.instance,
+            subject=TAGGED,
+            repository=SOURCE,
+            ref="refs/heads/main",
+            commit=COMMIT,
+            source=TAG_RUN,
+        ),
+    ),
+    "provenance of a tag run claiming main (classic)": lambda bed: (
+        sign_classic_keyless(bed.writer, bed.b, bed.instance, subject=RELEASE),
+        attest_classic(
+            bed.writer,
+            bed.b,
+            bed.instance,
+            subject=TAGGED,
+            repository=SOURCE,
+            ref="refs/heads/main",
+            commit=COMMIT,
+            source=TAG_RUN,
+        ),
+    ),
 }
 
 
@@ -166,6 +199,8 @@ REASONS = {  # the reason each refusal must give, so none passes for another rea
     "provenance for another repository": r"names source repository .*-fork",
     "provenance for another ref": r"names source ref 'refs/heads/experiment'",
     "classic provenance for another ref": r"names source ref 'refs/tags/v0'",
+    "provenance of a tag run claiming main (bundle)": r"names source ref 'refs/tags/v9', not 'refs/heads/main'",
+    "provenance of a tag run claiming main (classic)": r"names source ref 'refs/tags/v9', not 'refs/heads/main'",
 }
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import tarfile
@@ -17,6 +18,7 @@ import pytest
 
 from controller.cli import main
 from controller.records.snapshots import list_snapshots
+from controller.rollout.base import CRASH_HOOK
 from testbed import ControllerHost as Host
 from testbed import manifest_text, ssh_sign, with_signature
 
@@ -27,6 +29,7 @@ RELEASE_BEFORE_KEYLESS = "cd76640"  # the last release before keyless image sign
 FIRST_KEYLESS_RELEASE = "73b9bd7"  # hashed the image settings into the quarantine key
 LAST_SINGLE_PASS_MODULE = "45269f2"  # the last release before reconcile/ and compose.py
 RELEASES = REPO_ROOT / "tests" / "data" / "releases"  # each release's controller/, as it shipped (SOURCES.md)
+TEARING_RELEASE = LAST_SINGLE_PASS_MODULE  # also the last release whose audit appends a full disk could tear
 
 
 @pytest.fixture
@@ -211,14 +214,16 @@ def test_rollback_to_a_snapshot_without_a_revision_then_passes_continue(
     assert host.sync() == 0 and host.image() == images["healthy-b"]
 
 
-def run_previous_release(host: Host, tmp: Path, *args: str, release: str = PREVIOUS_RELEASE) -> int:
+def run_previous_release(
+    host: Host, tmp: Path, *args: str, release: str = PREVIOUS_RELEASE, extra_env: dict[str, str] | None = None
+) -> int:
     """``dreichor-controller`` as an earlier release shipped it (its package, kept in ``tests/data/releases``)."""
     old = tmp / release
     if not old.exists():
         old.mkdir()
         with tarfile.open(RELEASES / f"{release}.tar.gz") as archive:
             archive.extractall(old, filter="data")
-    env = {**os.environ, "PYTHONPATH": str(old)}
+    env = {**os.environ, "PYTHONPATH": str(old), **(extra_env or {})}
     command = [sys.executable, "-m", "controller", *args, "--config", str(host.configs["prod"])]
     return subprocess.run(command, env=env, cwd=old, capture_output=True, check=False).returncode
 
@@ -261,6 +266,24 @@ def test_a_host_run_by_an_earlier_layout_upgrades_in_place(
     assert cli("rollback", snapshot.id, host=host, capsys=capsys)[0] == 0
     assert host.image() == images["healthy-a"] and host.status().suspended
     assert cli("history", "--verify", host=host, capsys=capsys)[0] == 0
+
+
+def test_a_host_the_tearing_release_left_mid_swap_with_a_torn_audit_line_upgrades_in_place(
+    host: Host, images: dict[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run_previous_release(host, tmp_path, "sync", release=TEARING_RELEASE) == 0
+    host.publish("b", prod=images["healthy-b"])
+    killed = run_previous_release(host, tmp_path, "sync", release=TEARING_RELEASE, extra_env={CRASH_HOOK: "start"})
+    assert killed == -signal.SIGKILL
+    journal = json.loads((state(host) / "inflight.json").read_text())
+    assert "revision" not in journal and "gate_deadline" not in journal  # that release's journal
+    with (state(host) / "audit.jsonl").open("ab") as log:  # what its short write on a full disk left
+        log.write(b'{"at":"2026-12-08T03:00:00+00:00","event":"appl')
+    assert cli("history", "--verify", host=host, capsys=capsys)[0] == 3
+    assert host.sync() == 0 and host.image() == images["healthy-b"]
+    assert [e["event"] for e in host.audit()][-3:] == ["torn_line_cut", "recovered", "applied"]
+    assert cli("history", "--verify", host=host, capsys=capsys)[0] == 0
+    assert not (state(host) / "inflight.json").exists()
 
 
 @pytest.mark.parametrize("release", [RELEASE_BEFORE_KEYLESS, FIRST_KEYLESS_RELEASE, LAST_SINGLE_PASS_MODULE])

@@ -26,7 +26,7 @@ from controller.api import page
 from controller.cli import main
 from controller.daemon.metrics import Metrics
 from controller.errors import ConfigError, Refused
-from controller.model.config import parse_config, parse_duration, repository_name, spoken_duration
+from controller.model.config import load_config, parse_config, parse_duration, repository_name, spoken_duration
 from controller.notifications.announcements import Memory, Policy, decide, decision_from_event
 from controller.records.status import Status
 from controller.signatures import approvals
@@ -99,10 +99,14 @@ def ssh_keys(tmp_path_factory: pytest.TempPathFactory) -> tuple[SshKey, SshKey]:
     return make_ssh_key(folder, name="alice"), make_ssh_key(folder, name="bob")
 
 
-def _approvers(tmp_path: Path, text: str, *, openpgp: str = "") -> approvals.Approvers:
+def _approvers(
+    tmp_path: Path, text: str, *, openpgp: str = "", people: dict[str, str] | None = None
+) -> approvals.Approvers:
     (tmp_path / "approvers").write_text(text)
     (tmp_path / "openpgp.asc").write_text(openpgp)
-    return load_approvers(tmp_path / "approvers", openpgp_keys=tmp_path / "openpgp.asc", revoked_keys=None)
+    return load_approvers(
+        tmp_path / "approvers", openpgp_keys=tmp_path / "openpgp.asc", revoked_keys=None, openpgp_people=people
+    )
 
 
 def _count(files: list[tuple[str, bytes]], approvers: approvals.Approvers) -> approvals.Tally:
@@ -152,7 +156,9 @@ def test_a_missing_approvers_file_is_refused_naming_it(tmp_path: Path) -> None:
         load_approvers(tmp_path / "nope", openpgp_keys=None, revoked_keys=None)
 
 
-def test_an_openpgp_approval_counts_for_the_address_of_its_key(tmp_path: Path, ssh_keys: tuple[SshKey, SshKey]) -> None:
+def test_an_openpgp_approval_counts_for_the_person_the_host_maps_its_fingerprint_to(
+    tmp_path: Path, ssh_keys: tuple[SshKey, SshKey]
+) -> None:
     carol: GpgKey = make_gpg_key(tmp_path / "gnupg", name="carol")
     alice, _ = ssh_keys
     signed = _statement().to_bytes()
@@ -160,11 +166,77 @@ def test_an_openpgp_approval_counts_for_the_address_of_its_key(tmp_path: Path, s
         ("carol.approval", signed + gpg_detach_sign(carol, signed)),
         ("alice.approval", signed + ssh_sign(alice, signed, namespace=NAMESPACE)),
     ]
-    approvers = _approvers(tmp_path, f"alice {alice.public}\n", openpgp=carol.export())
+    approvers = _approvers(
+        tmp_path, f"alice {alice.public}\n", openpgp=carol.export(), people={carol.fingerprint: "carol"}
+    )
     tally = _count(files, approvers)
-    assert tally.have == ["alice", "carol@dreichor.test"] and tally.enough
+    assert tally.have == ["alice", "carol"] and tally.enough
     tampered = [("carol.approval", signed.replace(b"prod", b"dev", 1) + gpg_detach_sign(carol, signed))]
     assert _count(tampered, approvers).have == []
+
+
+def test_one_person_with_an_ssh_and_an_openpgp_key_counts_once(tmp_path: Path, ssh_keys: tuple[SshKey, SshKey]) -> None:
+    """N5: alice's SSH key and alice's OpenPGP key are one person, not two towards the threshold."""
+    alice_pgp = make_gpg_key(tmp_path / "gnupg", name="alice")
+    alice, _ = ssh_keys
+    signed = _statement().to_bytes()
+    files = [
+        ("a1.approval", signed + ssh_sign(alice, signed, namespace=NAMESPACE)),
+        ("a2.approval", signed + gpg_detach_sign(alice_pgp, signed)),
+    ]
+    approvers = _approvers(
+        tmp_path, f"alice {alice.public}\n", openpgp=alice_pgp.export(), people={alice_pgp.fingerprint: "alice"}
+    )
+    tally = _count(files, approvers)
+    assert tally.have == ["alice"] and not tally.enough and approvers.people == ("alice",)
+
+
+def test_an_openpgp_user_id_names_no_one(tmp_path: Path, ssh_keys: tuple[SshKey, SshKey]) -> None:
+    """N5: a key without a mapping does not count; a self-signed user ID 'bob' added later changes no one."""
+    mallory = make_gpg_key(tmp_path / "gnupg", name="mallory")
+    subprocess.run(
+        ["gpg", "--homedir", str(mallory.home), "--batch", "--quick-add-uid", mallory.fingerprint, "bob <bob@x.test>"],
+        check=True,
+        capture_output=True,
+    )
+    signed = _statement().to_bytes()
+    files = [("m.approval", signed + gpg_detach_sign(mallory, signed))]
+    unmapped = _count(files, _approvers(tmp_path, f"alice {ssh_keys[0].public}\n", openpgp=mallory.export()))
+    assert unmapped.have == [] and "names no person in approvals.openpgp_approvers" in unmapped.rejected[0].reason
+    mapped = _approvers(
+        tmp_path, f"alice {ssh_keys[0].public}\n", openpgp=mallory.export(), people={mallory.fingerprint: "mallory"}
+    )
+    assert _count(files, mapped).have == ["mallory"]
+
+
+def test_one_person_under_two_spellings_or_a_mapped_key_not_held_is_refused(
+    tmp_path: Path, ssh_keys: tuple[SshKey, SshKey]
+) -> None:
+    carol = make_gpg_key(tmp_path / "gnupg", name="carol")
+    with pytest.raises(Refused, match="name one person twice: 'alice' and 'Alice'"):
+        _approvers(
+            tmp_path, f"alice {ssh_keys[0].public}\n", openpgp=carol.export(), people={carol.fingerprint: "Alice"}
+        )
+    with pytest.raises(Refused, match=f"openpgp_approvers names {'A' * 40}, a key .* does not hold"):
+        _approvers(tmp_path, f"alice {ssh_keys[0].public}\n", openpgp=carol.export(), people={"A" * 40: "carol"})
+
+
+def test_a_key_under_two_people_in_the_openpgp_mapping_is_a_config_error() -> None:
+    fingerprint = "968479A1AFF927E37D1A566BB5690EEEBB952194"
+    both = {fingerprint: "alice", "0x" + fingerprint.lower(): "bob"}
+    with pytest.raises(ConfigError, match="is listed for both alice and bob"):
+        _config({"threshold": 1, "approvers": "a", "openpgp_approvers": both})
+    with pytest.raises(ConfigError, match="not a full OpenPGP fingerprint"):
+        _config({"threshold": 1, "approvers": "a", "openpgp_approvers": {"5690EEEBB952194": "alice"}})
+
+
+def test_approver_names_are_shown_through_the_sanitiser(tmp_path: Path, ssh_keys: tuple[SshKey, SshKey]) -> None:
+    alice, _ = ssh_keys
+    signed = _statement().to_bytes()
+    approvers = _approvers(tmp_path, f"al\x1b]52;c;eA==\x07ice {alice.public}\n")
+    tally = _count([("a.approval", signed + ssh_sign(alice, signed, namespace=NAMESPACE))], approvers)
+    assert all("\x1b" not in name for name in (*tally.have, *approvers.people))
+    assert tally.have == ["al\\x1b]52;c;eA==\\x07ice"]
 
 
 def test_more_than_32_files_or_a_file_over_16_kib_is_refused() -> None:
@@ -202,7 +274,7 @@ def _config(approvals_section: dict[str, Any]) -> Any:
 def test_the_approvals_config_resolves_its_files_and_derives_the_repository() -> None:
     config = _config({"threshold": 2, "approvers": "trust/approvers"})
     assert config.approvals.approvers == "/opt/dreichor/prod/deploy-agent/trust/approvers"
-    assert config.approvals.max_validity == timedelta(days=14)
+    assert config.approvals.max_validity == timedelta(days=7)  # what approve writes by default
     assert config.approval_repository == "github.com/ceerkle/dreichor-deployments"
     named = _config({"threshold": 1, "approvers": "a", "repository": "github.com/x/y"})
     assert named.approval_repository == "github.com/x/y"
@@ -492,7 +564,7 @@ def test_approve_prints_a_signed_commit_and_warns_past_max_age(
     assert "&& git commit -S -m 'Approve " in said.out  # an unsigned commit on the branch would hold prod
     assert said.err == (
         "warning: --expires 30 d is longer than the default approvals.max_age (pass -e ENV to read the host's) "
-        "of 14 d: the host will not count this approval\n"
+        "of 7 d: the host will not count this approval\n"
     )
 
 
@@ -507,3 +579,31 @@ def test_approve_prints_a_signed_commit_and_warns_past_max_age(
 )
 def test_durations_are_said_as_people_write_them(length: timedelta, words: str) -> None:
     assert spoken_duration(length) == words
+
+
+def test_withdrawals_are_read_from_the_config_as_people_write_them(tmp_path: Path) -> None:
+    config_file = tmp_path / "controller.yaml"
+    config_file.write_text(
+        "environment: prod\nsource: {url: 'git@github.com:ceerkle/dreichor-deployments.git'}\n"
+        "trust: {allowed_signers: trust/allowed_signers}\n"
+        "approvals:\n  threshold: 2\n  approvers: trust/approvers\n  withdrawn:\n"
+        f"    - sha256: {'ab' * 32}\n"
+        "    - {person: bob, not_before: 2026-12-05T10:00:00Z}\n"
+    )
+    withdrawn = load_config(config_file).approvals.withdrawn  # type: ignore[union-attr]
+    assert withdrawn[0].sha256 == "ab" * 32
+    assert (withdrawn[1].person, withdrawn[1].not_before) == ("bob", datetime(2026, 12, 5, 10, tzinfo=UTC))
+
+
+@pytest.mark.parametrize(
+    ("entry", "words"),
+    [
+        ({"person": "bob"}, "person needs not_before"),
+        ({"person": "bob", "not_before": "2026-12-05T10:00:00"}, "a time with its zone"),
+        ({"sha256": "AB" * 32}, "64 lowercase hex"),
+        ({"sha256": "ab" * 32, "person": "bob", "not_before": "2026-12-05T10:00:00Z"}, "give either sha256"),
+    ],
+)
+def test_a_withdrawal_that_says_too_little_or_too_much_is_a_config_error(entry: dict[str, str], words: str) -> None:
+    with pytest.raises(ConfigError, match=words):
+        _config({"threshold": 1, "approvers": "a", "withdrawn": [entry]})

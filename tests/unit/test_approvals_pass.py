@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from controller import compose
-from controller.model.config import Config, parse_config
+from controller.model.config import Config, WithdrawnApproval, parse_config
 from controller.records.audit import read_events
 from controller.records.host_init import init_layout
 from controller.records.status import Status
@@ -320,7 +320,7 @@ def test_a_held_change_is_one_decision_and_applies_when_approvals_arrive_later(h
     assert len(told) == 1 and told[0]["have"] == ["alice"] and told[0]["missing"] == ["bob", "carol", "dave"]
     status = host.status()
     assert status.sync is not None and status.sync.reason == "waiting for approvals (1 of 2: alice)"
-    assert status.phase == "Progressing"
+    assert status.phase == "Degraded"  # held, not on its way: Progressing only while a pass changes the runtime
     host.approve(GOOD_B, host.keys.carol)  # a later commit that does not touch the manifest
     host.repo.commit("carol approves", key=host.keys.committer)
     host.repo.push()
@@ -460,3 +460,56 @@ def test_a_revoked_keys_file_that_went_missing_holds_the_pass_naming_it(host: Ho
     revoked.write_bytes(kept)  # the file back: dave's approval does not count, the change waits for a second person
     assert host.sync() == "waiting" and host.image() == GOOD_A
     assert host.service().approvals().tally.have == ["alice"]
+
+
+# -- N6: withdrawal, on the host ------------------------------------------------------------------
+
+
+def _with_withdrawn(host: Host, *entries: dict[str, object]) -> None:
+    """The host's approvals section with ``withdrawn`` entries (the config the operator edits)."""
+    assert host.config.approvals is not None
+    withdrawn = [WithdrawnApproval.model_validate(entry) for entry in entries]
+    approvals_ = host.config.approvals.model_copy(update={"withdrawn": withdrawn})
+    host.config = host.config.model_copy(update={"approvals": approvals_})
+
+
+def test_an_approval_restored_from_history_counts_until_the_host_withdraws_it(host: Host) -> None:
+    """Bob deletes his approval; anyone who can merge restores it from history: only the host can void it."""
+    host.approve(GOOD_B, host.keys.alice, host.keys.bob)
+    bob_file = host.repo.work / folder("prod", host.content(GOOD_B)) / f"{host.keys.bob.path.name}.approval"
+    restored = bob_file.read_bytes()  # what `git checkout <old> -- approvals/` brings back, byte for byte
+    host.publish(GOOD_B)
+    tally = host.service().approvals().tally
+    assert tally.have == ["alice", "bob"]
+    bob = next(a for a in tally.counted if a.person == "bob")
+    assert bob.sha256 == hashlib.sha256(restored).hexdigest()
+    _with_withdrawn(host, {"sha256": bob.sha256})
+    assert host.sync() == "waiting" and host.image() == GOOD_A
+    tally = host.service().approvals().tally
+    assert tally.have == ["alice"]
+    assert any(
+        f"is withdrawn on this host (approvals.withdrawn names sha256 {bob.sha256})" in r.reason for r in tally.rejected
+    )
+
+
+def test_a_person_withdrawn_before_a_time_counts_only_with_approvals_made_after_it(host: Host) -> None:
+    host.approve(GOOD_B, host.keys.alice, host.keys.bob)  # created an hour before now
+    host.publish(GOOD_B)
+    _with_withdrawn(host, {"person": "bob", "not_before": "2026-12-02T10:00:00Z"})
+    assert host.sync() == "waiting" and host.image() == GOOD_A
+    rejected = host.service().approvals().tally.rejected
+    assert any("bob's approvals created before 2026-12-02T10:00:00Z do not count" in r.reason for r in rejected)
+    host.approve(GOOD_B, host.keys.bob, created=host.now, expires=host.now + timedelta(days=1))  # bob signs anew
+    host.repo.commit("bob approves again", key=host.keys.committer)
+    host.repo.push()
+    assert host.sync() == "applied" and host.image() == GOOD_B
+
+
+def test_a_previous_release_approvals_section_upgrades_in_place(tmp_path: Path, keys: Keys) -> None:
+    """The previous release's section (no max_age, withdrawn or openpgp_approvers) loads unchanged, and
+    approvals as its ``approve`` wrote them (valid 7 days) still count under the new 7d default."""
+    host = make_host(tmp_path, keys, approvals={"threshold": 2, "approvers": "trust/approvers"})
+    created = host.now - timedelta(hours=1)
+    host.approve(GOOD_A, keys.alice, keys.bob, created=created, expires=created + timedelta(days=7))
+    host.publish(GOOD_A)
+    assert host.sync() == "applied" and host.image() == GOOD_A

@@ -151,11 +151,11 @@ def test_the_kept_newest_event_follows_appends_restores_and_damage(tmp_path: Pat
     with path.open("r+b") as handle:  # a longer log restored in place: the same inode
         handle.write(backup.read_bytes())
     assert newest.get(path)["revision"] == "r9"  # type: ignore[index]
-    with path.open("ab") as handle:  # a torn append, then an event glued to it: one unreadable line
+    with path.open("ab") as handle:  # a torn append: cut off before the next, which stays whole
         handle.write(b'{"at":"x","event":"refu')
     append_event(path, "applied", at=AT, revision="r10")
     assert newest.get(path) == NewestEvent(frozenset({"applied"})).get(path)  # what a restarted daemon reads
-    assert newest.get(path)["revision"] == "r9"  # type: ignore[index]
+    assert newest.get(path)["revision"] == "r10"  # type: ignore[index]
     with path.open("ab") as handle:  # an edited line whose event is no string
         handle.write(b'{"event":["applied"],"revision":"r11"}\n')
-    assert newest.get(path)["revision"] == "r9"  # type: ignore[index]
+    assert newest.get(path)["revision"] == "r10"  # type: ignore[index]

@@ -14,6 +14,8 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from controller.cli import parser as cli
+from controller.cli.exits import EXITS
+from controller.cli.parser import COMMANDS
 from controller.model.config import Config
 from controller.reconcile.steps import STEPS
 
@@ -126,3 +128,27 @@ def pass_table() -> list[tuple[str, str]]:
 def test_the_pass_table_is_the_step_list() -> None:
     wanted = [(step.name, step.run.__qualname__) for step in STEPS]
     assert pass_table() == wanted
+
+
+def exit_codes(text: str) -> set[str]:
+    """The codes an exit-code text names: ``0 done; 3 refused, 4 rolled back`` → {0, 3, 4}."""
+    return set(re.findall(r"(?:^|; |, |\*\*)(\d)\b", text))
+
+
+def design_exits() -> dict[str, str]:
+    """docs/design.md §7's exit-code cell, per command."""
+    text = DESIGN.read_text(encoding="utf-8")
+    section = text[text.index("\n## 7") : text.index("\n## 8")]
+    rows = (line for line in section.splitlines() if re.match(r"\| `[a-z-]+", line) and line.count("|") >= 4)
+    cells: dict[str, str] = {}
+    for row in rows:
+        cells.setdefault(row.split("`")[1].split()[0], row.split("|")[-2].strip())
+    return cells
+
+
+def test_each_commands_exit_codes_are_one_table_in_its_help_and_the_design() -> None:
+    cells = design_exits()
+    for command in COMMANDS:
+        assert exit_codes(EXITS[command.name]) == exit_codes(cells[command.name]), command.name
+        help_text = cli.build_parser()._subparsers._group_actions[0].choices[command.name].format_help()  # type: ignore[union-attr]
+        assert all(f"  {part}" in help_text for part in EXITS[command.name].split("; ")), command.name

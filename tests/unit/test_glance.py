@@ -168,7 +168,9 @@ def _status_file(tmp_path: Path, status: Status) -> Path:
         f"environment: prod\nroot: {tmp_path}\nsource: {{url: 'file:///nowhere'}}\n"
         "trust: {allowed_signers: trust/allowed_signers}\n"
     )
-    write_status(agent / "state" / "status.json", status)
+    # The fixed statuses of this module are written now: a status older than three intervals says "unknown".
+    fresh = status.model_copy(update={"updated_at": datetime.now(UTC)}) if status.updated_at <= NOW else status
+    write_status(agent / "state" / "status.json", fresh)
     return config
 
 
@@ -191,6 +193,20 @@ def test_status_check_exit_codes(
     monkeypatch.setenv("DREICHOR_ROOT", str(tmp_path))
     assert main(["-e", "prod", "status", "--check"]) == code
     assert main(["status", "-e", "prod"]) == 0  # without --check, reading it is success
+
+
+def test_status_check_says_unknown_when_no_controller_wrote_the_status_for_three_intervals(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    healthy = {"quarantined": None, "last_attempt": None}
+    status = Status.model_validate({**rolled_back().model_dump(exclude={"sync", "health"}), **healthy})
+    config = _status_file(tmp_path, status.model_copy(update={"updated_at": datetime.now(UTC) - timedelta(minutes=2)}))
+    assert main(["--config", str(config), "status", "--check"]) == 0  # 2 of the 3 minutes (interval 60 s)
+    _status_file(tmp_path / "old", status.model_copy(update={"updated_at": datetime.now(UTC) - timedelta(minutes=4)}))
+    old = tmp_path / "old" / "prod" / "deploy-agent" / "controller.yaml"
+    capsys.readouterr()
+    assert main(["--config", str(old), "status", "--check"]) == 4
+    assert "unknown: no controller has written the status for 4 min" in capsys.readouterr().err
 
 
 def test_status_check_without_a_status_file_is_1(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -198,7 +198,7 @@ def test_a_new_signed_revision_replaces_the_container_after_a_snapshot(deployed:
 def test_an_unsigned_head_is_refused_once_and_the_container_keeps_running(deployed: Env) -> None:
     deployed.publish(GOOD_B, signed=False)
     assert deployed.sync() == "refused"
-    assert deployed.sync() == "unchanged"  # quarantined: the applied revision is kept
+    assert deployed.sync() == "refused"  # held: every pass says so; the applied revision is kept
     status = deployed.status()
     assert deployed.image() == GOOD_A
     assert status.phase == "Degraded" and status.quarantined
@@ -222,7 +222,7 @@ def test_a_crashing_image_is_rolled_back_and_quarantined(deployed: Env) -> None:
     assert deployed.engine.names_present() == {"dreichor-runtime-prod"}
     assert status.phase == "Degraded" and status.quarantined
     assert status.last_attempt is not None and status.last_attempt.logs
-    assert deployed.sync() == "unchanged"
+    assert deployed.sync() == "refused"  # held since: no second rollback, no second event
     assert deployed.image() == GOOD_A
     assert deployed.events() == ["applied", "rolled_back"]
 
@@ -247,7 +247,7 @@ def test_a_stopped_container_is_repaired_even_while_the_head_is_quarantined(depl
     deployed.publish(GOOD_B, signed=False)
     assert deployed.sync() == "refused"
     deployed.engine.stop("dreichor-runtime-prod")
-    assert deployed.sync() == "applied"
+    assert deployed.sync() == "refused"  # repaired, and still held
     assert deployed.image() == GOOD_A
     assert deployed.status().quarantined  # the head stays quarantined
     assert deployed.events() == ["applied", "refused", "drift_repaired"]
@@ -418,7 +418,7 @@ def test_adding_the_cosign_key_lifts_the_quarantine_of_an_untrusted_image_signat
     check.refusal = Refused("signed by an unknown key", code=Reason.UNTRUSTED_IMAGE_SIGNATURE)
     deployed.publish(GOOD_B)
     assert service.sync().result == "refused"
-    assert service.sync().result == "unchanged" and check.checked == [GOOD_B]  # quarantined: not asked again
+    assert service.sync().result == "refused" and check.checked == [GOOD_B]  # held: not asked again
     key.public_path.write_bytes(make_signing_key(tmp_path / "other", name="cosign").public_path.read_bytes())
     check.refusal = None
     assert service.sync().result == "applied" and deployed.image() == GOOD_B
@@ -440,7 +440,7 @@ def test_fixing_the_keyless_identity_or_root_lifts_the_quarantine_of_an_untruste
     check.refusal = Refused("not a configured keyless identity", code=Reason.UNTRUSTED_IMAGE_SIGNATURE)
     deployed.publish(GOOD_B)
     assert deployed.service(image_check=check).sync().result == "refused"
-    assert deployed.service(image_check=check).sync().result == "unchanged" and check.checked == [GOOD_B]
+    assert deployed.service(image_check=check).sync().result == "refused" and check.checked == [GOOD_B]
     if fix == "identity":  # the operator names the workflow that really signs
         keyless["identities"] = [{"issuer": issuer, "subject": "https://github.com/o/r/b"}]
         signatures = ImageSignaturesConfig.model_validate({"keyless": keyless})
@@ -649,7 +649,7 @@ def test_a_rolled_back_change_under_another_commit_id_stays_quarantined(deployed
     assert deployed.sync() == "rolled_back"
     deployed.publish(CRASHING)  # the same content, a new (empty) commit id
     deployed.engine.calls.clear()
-    assert deployed.sync() == "unchanged"
+    assert deployed.sync() == "refused"  # held
     assert deployed.image() == GOOD_A and deployed.events() == ["applied", "rolled_back"]
     assert not {"stop", "start", "create"} & set(deployed.engine.calls)
     deployed.publish(CRASHING, LOG_LEVEL="debug")  # a different change is tried

@@ -129,7 +129,7 @@ CASES = [
     ),
     Case(
         "recovered after a crash: the running target is recorded as applied",
-        did("unchanged", recovered="undid an interrupted swap", **VERIFIED),
+        did("unchanged", recovered={"reason": "undid an interrupted swap"}, container_revision=NEW, **VERIFIED),
         ["recovered", "applied"],
         "InSync",
         NEW,
@@ -168,12 +168,20 @@ CASES = [
     ),
     Case(
         "a different change at the head that needs nothing: the quarantine is lifted",
-        did("unchanged", head=NEW, target=NEW, signer="alice", image=IMAGE, content="c2"),
+        did("unchanged", head=NEW, target=NEW, signer="alice", image=IMAGE, content="c2", container_revision=NEW),
         ["applied"],
         "InSync",
         NEW,
         "applied",
         before=previous(quarantined="content:c1"),
+    ),
+    Case(
+        "a commit that leaves the content as it is: no applied event, applied still names the old change",
+        did("unchanged", head=NEW, target=NEW, signer="alice", image=IMAGE, container_revision=OLD),
+        [],
+        "InSync",
+        OLD,
+        "unchanged",
     ),
     Case(
         "failed again for the same reason: no second line",
@@ -326,3 +334,10 @@ def test_a_no_change_pass_records_a_new_head_it_did_not_act_on() -> None:
     status, _ = record(before, report, now=NOW, stale_after=STALE_AFTER)
     assert (status.source.head, before.source.head) == (NEW, OLD)
     assert status.updated_at == NOW and before.updated_at == NOW - timedelta(minutes=1)
+
+
+def test_a_content_neutral_commit_moves_the_guard_to_the_head() -> None:
+    report = did("unchanged", head=NEW, target=NEW, signer="alice", image=IMAGE, container_revision=OLD)
+    status, _ = record(previous(), report, now=NOW, stale_after=STALE_AFTER)
+    assert status.sync is not None and status.sync.state == "InSync" and status.sync.revision == NEW
+    assert status.applied is not None and status.applied.revision == OLD

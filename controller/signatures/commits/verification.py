@@ -10,6 +10,7 @@ import logging
 from datetime import datetime
 from pathlib import Path
 
+from controller.errors import Refused
 from controller.model.config import Config
 from controller.signatures.commits.policy import PolicyCache, TrustPolicy, Verdict, VerifiedCache, verify_commits
 from controller.source.git import GitSource
@@ -46,6 +47,22 @@ def commits_to_verify(source: GitSource, *, mode: str, applied: str | None, head
     return source.first_parent_range(applied, head)
 
 
+def clearing_advice(mode: str, *, applied: str | None) -> str:
+    """The action that clears a refused commit, and works when followed (docs/design.md §16).
+
+    In ``first-parent`` mode a refused commit stays in every later head's first-parent history, so a
+    signed commit on top never covers it: it must leave the branch.  The controller never applied it,
+    so moving the branch back past it is no rewrite for the controller's history guard.
+    """
+    if mode == "head":
+        return "push a commit signed by a trusted key on top: in 'head' mode only the head is checked"
+    back = f"reset to {applied[:12]}, the applied revision, " if applied else "reset it, "
+    return (
+        "signed commits on top do not cover it: take it off the branch "
+        f"({back}re-commit signed, push --force-with-lease: no rewrite for the controller) or set trust.mode: head"
+    )
+
+
 def verify_revision(
     source: GitSource,
     policy: TrustPolicy,
@@ -58,7 +75,10 @@ def verify_revision(
 ) -> Verdict:
     """Verify what ``mode`` requires up to ``head``; return the head's verdict or raise ``Refused``."""
     commits = commits_to_verify(source, mode=mode, applied=applied, head=head)
-    verdict = verify_commits(commits, read_commit=source.raw_commit, policy=policy, now=now, cache=cache)
+    try:
+        verdict = verify_commits(commits, read_commit=source.raw_commit, policy=policy, now=now, cache=cache)
+    except Refused as exc:
+        raise Refused(f"{exc}; {clearing_advice(mode, applied=applied)}", code=exc.code) from None
     log.info("signature trusted", extra={"revision": head, "commits": len(commits), "signer": verdict.signer})
     return verdict
 
