@@ -25,10 +25,11 @@ from controller.errors import ConfigError, ControllerError, Reason, Refused
 from controller.model.config import DEFAULT_REPOSITORY, ENVIRONMENTS, Config, HostPaths, load_config
 from controller.model.desired import DesiredContainer, desired_from_bytes, parse_image
 from controller.model.manifest import MAX_MANIFEST_BYTES, load_manifest
+from controller.reconcile.approvals import HeadApprovals, head_approvals
 from controller.reconcile.context import Clock, ImageStep, PassOptions, PassWorld
 from controller.reconcile.record import AuditEvent, PassResult, held, rolled_back_to, suspension
 from controller.reconcile.revisions import remembered_revision
-from controller.reconcile.steps import HeadApprovals, Pass, PlanAnswer, current_container, head_approvals
+from controller.reconcile.steps import Pass, PlanAnswer, current_container
 from controller.records.deliveries import DeliveryMemory
 from controller.records.dotenv import load_dotenv
 from controller.records.host_init import init_layout, next_steps

@@ -69,6 +69,7 @@ class Daemon:
         self.api: ApiServer | None = None
         self.last_plan: Plan | None = None  # the newest plan a pass made, for the status page
         self.last_wait: str | None = None  # the reason of a held change already logged at warning
+        self.last_refusal: tuple[Reason, str] | None = None  # the last pass's refusal, to tell it once
         self.read_only: str | None = None  # why the state folder takes no write (no pass runs), if it does not
         self.lock = DaemonLock(None)
 
@@ -193,24 +194,29 @@ class Daemon:
             result = PassResult("failed", "internal error", retryable=True, code=Reason.INTERNAL_ERROR)
         self.last_pass_at = datetime.now(UTC)
         self.last_plan = result.plan or self.last_plan  # a pass refused before its plan leaves the last one
-        level = logging.WARNING if result.result in PROBLEM_RESULTS and not held(result) else logging.INFO
+        # A refusal retried every pass (an image not yet signed) is the same decision as the last one:
+        # held, like a quarantined head — a warning and a count once (docs/design.md §16).
+        refusal = (result.code, result.reason) if result.result == "refused" else None
+        repeated, self.last_refusal = refusal is not None and refusal == self.last_refusal, refusal
+        again = held(result) or repeated
+        level = logging.WARNING if result.result in PROBLEM_RESULTS and not again else logging.INFO
         if result.result == "waiting":  # a held change is one decision: a warning once, then info per poll
             level = logging.WARNING if result.reason != self.last_wait else logging.INFO
         self.last_wait = result.reason if result.result == "waiting" else None
-        verdict = "held" if held(result) else result.result  # the refusal was logged once, when it was made
+        verdict = "held" if again else result.result  # the refusal was logged once, when it was made
         log.log(level, "pass", extra={"result": verdict, "code": str(result.code), "reason": result.reason})
-        self._after_pass(result, seconds=(self.last_pass_at - started).total_seconds())
+        self._after_pass(result, verdict=verdict, seconds=(self.last_pass_at - started).total_seconds())
         self._schedule_after(result)
         if self.trigger_pending.is_set() and not self.stopping.is_set():
             self._run_soon()  # a trigger arrived while this pass ran
         return result
 
-    def _after_pass(self, result: PassResult, *, seconds: float) -> None:
+    def _after_pass(self, result: PassResult, *, verdict: str, seconds: float) -> None:
         status = self.service.status()
         applied = status.applied if status else None
         self.metrics.record_status(status)
         self.metrics.record_pass(
-            result.result,
+            verdict,
             reason=result.code,
             drift_repaired=result.plan is not None and result.plan.action == "repair",
             seconds=seconds,
@@ -219,7 +225,7 @@ class Daemon:
             version=applied.version() if applied else None,
         )
         glance = f"{status.sync.state}, {status.health}" if status and status.sync else "no status"
-        notify.status(f"{glance}: {'held' if held(result) else result.result}: {result.reason}"[:200])
+        notify.status(f"{glance}: {verdict}: {result.reason}"[:200])
         if not self.ready:
             self.ready = True
             notify.ready()

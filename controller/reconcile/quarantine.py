@@ -1,6 +1,6 @@
 """Quarantine by content: what would have run (``content_key``) and what on the host a refusal may
 depend on (``host_digest``), with the digests earlier releases computed so their quarantines hold
-(``earlier_host_digests``, pinned by ``tests/unit/test_quarantine_key.py``); whether a stored
+(``earlier_host_digests``, pinned by ``tests/unit/reconcile/test_quarantine.py``); whether a stored
 ``records.status.QuarantineKey`` holds a head or a content (``held_head``, ``held_content``)."""
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 Kept apart from the pass and from any file so the densest rules — what a
 refusal quarantines, which revision counts as applied, when a decision is
 worth an audit line, which phase an environment is in — are tested by a
-table of cases (``tests/unit/test_recording.py``).  The service writes what
+table of cases (``tests/unit/reconcile/test_record.py``).  The service writes what
 this returns; nothing here touches a disk, a clock or an engine.
 """
 

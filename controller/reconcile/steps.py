@@ -25,7 +25,6 @@ from typing import Any
 
 from controller.engine.port import RuntimeView
 from controller.errors import ConfigError, ControllerError, Reason, Refused, Retryable
-from controller.model.config import Config
 from controller.model.containers import ContainerState
 from controller.model.desired import (
     LABEL_MANIFEST,
@@ -36,6 +35,7 @@ from controller.model.desired import (
 )
 from controller.model.manifest import manifest_sha256
 from controller.model.plan import Plan, plan
+from controller.reconcile.approvals import approvals_view, count_for, waiting_reason
 from controller.reconcile.context import PassContext, PassOptions, PassWorld
 from controller.reconcile.quarantine import content_key, earlier_host_digests, held_content, held_head, host_digest
 from controller.reconcile.record import AuditEvent, PassReport, PassResult, record
@@ -43,12 +43,10 @@ from controller.reconcile.revisions import newest_revision, remembered_revisions
 from controller.records.dotenv import load_dotenv
 from controller.records.files import write_failure
 from controller.records.snapshots import list_snapshot_files
-from controller.records.status import ApprovalsStatus, ContainerStatus, applied_revision
+from controller.records.status import ContainerStatus, applied_revision
 from controller.rollout.base import HealthGateFailed, RecoveryUnsettled
-from controller.signatures import approvals
 from controller.signatures.commits.verification import verify_on_host
 from controller.signatures.images.verifier import ImageVerdict
-from controller.source.git import GitSource
 
 STALE_AFTER_INTERVALS = 5  # the source is stale after this many intervals without a fetch
 log = logging.getLogger("dreichor.pass")
@@ -534,75 +532,6 @@ STEPS: tuple[Step, ...] = (
     Step("record", Pass.record_outcome),  # the last step runs whatever happened, once the status was read
 )
 """The one statement of a pass's order (ARCHITECTURE.md's pass table is tested against it)."""
-
-
-def count_for(config: Config, source: GitSource, *, revision: str, content: str, now: datetime) -> approvals.Tally:
-    """The approvals of ``content`` in ``revision``'s tree, counted against the host's approvers at ``now``."""
-    assert config.approvals is not None  # noqa: S101 asked only when approvals are configured
-    environment = config.environment
-    files = source.read_folder(
-        revision,
-        approvals.folder(environment, content),
-        max_entries=approvals.MAX_FILES,
-        max_bytes=approvals.MAX_FILE_BYTES,
-        code=Reason.BAD_APPROVALS,
-    )
-    return approvals.count_approvals(
-        files,
-        subject=approvals.Subject(config.approval_repository, environment, content),
-        approvers=load_approvers(config),
-        threshold=config.approvals.threshold,
-        max_age=config.approvals.max_validity,
-        now=now,
-        withdrawn=config.approvals.withdrawn,
-    )
-
-
-@dataclass(frozen=True)
-class HeadApprovals:
-    """``approvals``' answer: the verified head and its content's tally."""
-
-    revision: str
-    tally: approvals.Tally
-
-
-def head_approvals(config: Config, source: GitSource, *, applied: str | None, now: datetime) -> HeadApprovals:
-    """Fetch, verify the head as a pass would, and count the approvals of its content (docs/design.md §15)."""
-    if config.approvals is None:
-        raise ConfigError("approvals are not configured: there is no approvals section in the config")
-    head = source.fetch()
-    verify_on_host(config, source, applied=applied, head=head, now=now)
-    content = manifest_sha256(source.read_manifest(head, config.environment))
-    return HeadApprovals(head, count_for(config, source, revision=head, content=content, now=now))
-
-
-def load_approvers(config: Config) -> approvals.Approvers:
-    """The host's approvers (``approvals.approvers``, ``approvals.openpgp_keys``) and the trust's revoked keys."""
-    assert config.approvals is not None  # noqa: S101 asked only when approvals are configured
-    return approvals.load_approvers(
-        Path(config.approvals.approvers),
-        openpgp_keys=Path(config.approvals.openpgp_keys) if config.approvals.openpgp_keys else None,
-        revoked_keys=Path(config.trust.revoked_keys) if config.trust.revoked_keys else None,
-        openpgp_people=config.approvals.openpgp_people,
-    )
-
-
-def waiting_reason(tally: approvals.Tally) -> str:
-    """``waiting for approvals (1 of 2: alice)``: the held change, in the status, page and logs."""
-    names = f": {', '.join(tally.have)}" if tally.counted else ""
-    return f"waiting for approvals ({len(tally.counted)} of {tally.need}{names})"
-
-
-def approvals_view(tally: approvals.Tally) -> ApprovalsStatus:
-    """A tally as the status file records it."""
-    return ApprovalsStatus(
-        content=tally.content,
-        have=tally.have,
-        need=tally.need,
-        missing=tally.missing,
-        expires={a.person: a.expires for a in tally.counted},
-        not_counted=[r.reason for r in tally.rejected][:8],
-    )
 
 
 def current_container(engine: Callable[[], RuntimeView], environment: str) -> ContainerStatus:

@@ -105,9 +105,12 @@ class ContainerRollout(RolloutBase[Runtime, Containers, Swap]):
 
     def _gate(self, swap: Swap, desired: DesiredContainer) -> str | None:
         """Healthy (HEALTHCHECK) or running ``stable`` seconds without a restart, within ``timeout``."""
-        container_id = swap.new_id
-        has_check = self.engine.image_has_healthcheck(desired.image)
-        deadline = self.monotonic() + self.health.timeout
+        return self._await_healthy(swap.new_id, desired.image, timeout=self.health.timeout)
+
+    def _await_healthy(self, container_id: str, image: str, *, timeout: float) -> str:
+        """The gate itself: the container's id once healthy within ``timeout`` seconds, else ``HealthGateFailed``."""
+        has_check = self.engine.image_has_healthcheck(image)
+        deadline = self.monotonic() + timeout
         stable_since: float | None = None
         first = self.engine.inspect(container_id)
         restarts = first.restart_count if first else 0
@@ -129,9 +132,7 @@ class ContainerRollout(RolloutBase[Runtime, Containers, Swap]):
                 if self.monotonic() - stable_since >= self.health.stable:
                     return container_id
             self.sleep(0.2)
-        raise HealthGateFailed(
-            f"the new container was not healthy within {self.health.timeout}s", self._logs(container_id)
-        )
+        raise HealthGateFailed(f"the new container was not healthy within {timeout:g}s", self._logs(container_id))
 
     def _logs(self, container_id: str) -> str:
         return self.engine.logs_tail(container_id, lines=LOG_LINES)
@@ -186,8 +187,10 @@ class ContainerRollout(RolloutBase[Runtime, Containers, Swap]):
     def _recover(self) -> str | None:
         """Converge from the journal and what the engine shows: finish a swap that passed, undo any other.
 
-        A swap killed in its health gate is undone first, so a sick container runs no longer than the
-        gate's deadline or the recovery's own start, whichever is later.  ``base`` clears the journal.
+        A swap killed in its health gate before the gate's deadline is gated on until that deadline
+        (passed: finished; failed: undone); after the deadline it is undone first.  So a sick container
+        runs no longer than the deadline or the recovery's own start, whichever is later, and a healthy
+        one is not undone only to be redone by the next pass.  ``base`` clears the journal.
         """
         journal = self.journal.read()
         containers = self.engine.runtime_containers()
@@ -196,7 +199,10 @@ class ContainerRollout(RolloutBase[Runtime, Containers, Swap]):
         leftover = containers.get(self.canonical + NEXT_SUFFIX)
         done: list[str] = []
         steps = journal.get("steps", []) if journal else []
-        if journal and journal.get("new_id") and "health" not in steps:
+        if journal and "health" not in steps and self._passes_the_rest_of_its_gate(journal, current):
+            steps = [*steps, "health"]  # finished below: the old container is not started only to be stopped
+            done.append("the new container passed its health gate after the restart")
+        elif journal and journal.get("new_id") and "health" not in steps:
             done += self._undo_interrupted(journal, containers)
         if leftover is not None and leftover.id != (journal or {}).get("new_id"):
             self.engine.remove(leftover.id)
@@ -214,6 +220,23 @@ class ContainerRollout(RolloutBase[Runtime, Containers, Swap]):
             self.engine.remove(previous.id)
             done.append("removed a stale previous container")
         return "; ".join(done) or None
+
+    def _passes_the_rest_of_its_gate(self, journal: dict[str, Any], current: ContainerState | None) -> bool:
+        """Killed in its health gate before the gate's deadline: the gate goes on, until that deadline only.
+
+        So a restart within ``health.timeout`` neither cuts a healthy change short (the old container
+        started, then stopped again by the pass that redoes the change) nor lets a sick one run longer.
+        """
+        left = _left(journal.get("gate_deadline"), self.clock())
+        new_id, image = journal.get("new_id"), journal.get("image")
+        if left is None or current is None or current.id != new_id or not current.running or not image:
+            return False
+        with self._timed("health", container=str(new_id)[:12], resumed=True):
+            try:
+                self._await_healthy(str(new_id), str(image), timeout=left)
+            except HealthGateFailed:
+                return False
+        return True
 
     def _undo_interrupted(self, journal: dict[str, Any], containers: Containers) -> list[str]:
         """Remove the new container and run the old one under its name again; what was done (nothing: [])."""
@@ -239,6 +262,17 @@ class ContainerRollout(RolloutBase[Runtime, Containers, Swap]):
                 acted = True
             self._wait_running(old.id)
         return ["undid an interrupted swap: the previous container runs again"] if acted else []
+
+
+def _left(deadline: object, now: datetime) -> float | None:
+    """Seconds left until an ISO ``deadline`` from the journal (None: passed, or no deadline)."""
+    if not isinstance(deadline, str):
+        return None
+    try:
+        left = (datetime.fromisoformat(deadline) - now).total_seconds()
+    except ValueError:
+        return None
+    return left if left > 0 else None
 
 
 def _past(deadline: object, now: datetime) -> float | None:

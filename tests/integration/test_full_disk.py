@@ -18,11 +18,12 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
+from controller.cli import _check_code
 from controller.errors import Reason
 from controller.records.audit import append_event, read_events, verify_chain
 from controller.records.host_init import init_layout
@@ -173,7 +174,7 @@ def test_a_read_only_state_folder_during_recovery_is_a_state_io_failure_and_the_
 ) -> None:
     head = deployed.publish(GOOD_B)
     with pytest.raises(Crash):
-        deployed.service(crash_at="start").sync()  # killed in the health gate
+        deployed.service(crash_at="stop").sync()  # killed between the stop and the start
     set_read_only(read_only_state, True)
     service = deployed.service()  # one daemon: it lives through the fault
     before = datetime.now(UTC)
@@ -264,3 +265,25 @@ def test_a_full_state_folder_fails_the_pass_as_state_io_and_loses_nothing(
     events = read_events(deployed.config.paths.audit)
     assert [e["event"] for e in events[len(before) :]] == ["applied"]  # a retried failure is no decision
     assert verify_chain(deployed.config.paths.audit) is None
+
+
+def test_status_check_says_unknown_once_a_full_disk_kept_the_status_for_three_intervals(
+    deployed: Env,  # noqa: F811 the fixture imported above
+    read_only_state: Path,
+) -> None:
+    deployed.publish(GOOD_B)
+    service = deployed.service()
+    service.plan()  # fetched before the disk fills
+    hog = Hog(read_only_state / "hog")
+    hog.start()
+    try:
+        assert hog.full.wait(30)
+        assert service.sync().code == Reason.STATE_IO
+    finally:
+        hog.stop()
+    status = service.status()
+    assert status is not None and status.phase == "InSync"  # what it said before the disk filled
+    interval = timedelta(seconds=deployed.config.source.interval)
+    assert _check_code(status, now=status.updated_at + 2 * interval, interval=int(interval.total_seconds())) == 0
+    late = status.updated_at + 3 * interval + timedelta(seconds=1)
+    assert _check_code(status, now=late, interval=int(interval.total_seconds())) == 4  # "unknown"

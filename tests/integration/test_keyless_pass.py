@@ -229,7 +229,8 @@ def test_every_keyless_attack_is_refused_before_the_pull_and_quarantined(
         assert code == 3 and re.search(REASONS[attack], out), f"{attack}: {out}"
         assert status.last_attempt is not None and status.last_attempt.code == "UntrustedImageSignature", attack
         assert host.running()["Id"] == before["Id"] and host.image() == keyless.a, attack
-        assert host.sync() == 0 and host.running()["Id"] == before["Id"], attack  # quarantined: not asked again
+        assert host.sync() == 3 and host.running()["Id"] == before["Id"], attack  # held: the quarantine answers
+        assert host.status().quarantined is not None, attack
 
 
 def test_a_missing_trusted_root_holds_the_pass_naming_the_file_and_is_no_quarantine(

@@ -73,12 +73,13 @@ class Host:
         self.time = FakeTime()
         self.unsigned_images: set[str] = set()
         self.crash_at: str | None = None  # the process dies (SIGKILL) at this step of the next pass
+        self.dead = False  # the process was killed: every later step of the same pass dies with it
         self.on_step: dict[str, Callable[[], None]] = {}  # what the world does at a step of a pass
 
     def at_step(self, step: str) -> None:
         self.on_step.get(step, lambda: None)()
-        if step == self.crash_at:
-            self.crash_at = None
+        if step == self.crash_at or self.dead:  # after a SIGKILL nothing more runs: no record in a finally
+            self.crash_at, self.dead = None, True
             raise Crash(step)
 
     def image_check(self, desired: DesiredContainer) -> str:
@@ -88,6 +89,7 @@ class Host:
 
     def service(self) -> EnvironmentService:
         """A fresh service, as a new process makes one."""
+        self.dead = False
         return compose.environment_service(
             self.config,
             engine=lambda: self.engine,

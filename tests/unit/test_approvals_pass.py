@@ -10,16 +10,19 @@ repeats the main path over the real engine.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from unittest import mock
 
 import pytest
 
-from controller import compose
+from controller import cli, compose
 from controller.model.config import Config, WithdrawnApproval, parse_config
 from controller.records.audit import read_events
 from controller.records.host_init import init_layout
@@ -138,6 +141,15 @@ class Host:
 
     def events(self) -> list[str]:
         return [str(e["event"]) for e in read_events(self.config.paths.audit)]
+
+    def cli(self, *args: str) -> int:
+        """``dreichor-controller ARGS`` through the real command line over this host's service; its exit code."""
+        with (
+            mock.patch.object(compose, "service_from_file", lambda path: self.service()),
+            contextlib.redirect_stdout(io.StringIO()),
+            contextlib.redirect_stderr(io.StringIO()),
+        ):
+            return cli.main([*args, "--config", str(self.config.paths.config)])
 
 
 def make_host(tmp_path: Path, keys: Keys, *, approvals: dict[str, object] | None) -> Host:
@@ -513,3 +525,22 @@ def test_a_previous_release_approvals_section_upgrades_in_place(tmp_path: Path, 
     host.approve(GOOD_A, keys.alice, keys.bob, created=created, expires=created + timedelta(days=7))
     host.publish(GOOD_A)
     assert host.sync() == "applied" and host.image() == GOOD_A
+
+
+def test_waiting_answers_5_from_every_pass_and_the_runtime_is_still_repaired(host: Host) -> None:
+    """docs/design.md §16, the waiting row: sync 5, plan --exit-code 5, status --check 3, told once per content."""
+    host.now = datetime.now(UTC)  # status --check judges the status file's age by the real clock
+    host.approve(GOOD_B, host.keys.alice)
+    host.publish(GOOD_B)
+    for damage in (None, "stop", "remove"):
+        runtime = host.engine.current()
+        assert runtime is not None
+        if damage == "stop":
+            host.engine.stop(runtime.id)
+        elif damage == "remove":
+            host.engine.remove(runtime.id)
+        assert (host.cli("sync"), host.cli("plan", "--exit-code"), host.cli("status", "--check")) == (5, 5, 3)
+        assert host.image() == GOOD_A  # the applied content runs, repaired while the change waits
+        status = host.status()
+        assert status.sync is not None and status.sync.state == "Waiting" and status.phase == "Degraded"
+    assert host.events() == ["applied", "waiting_approval", "drift_repaired", "drift_repaired"]

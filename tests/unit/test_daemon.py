@@ -215,3 +215,22 @@ def test_a_held_change_is_one_warning_and_no_refusal_in_the_metrics(
     text = daemon.metrics.exposition().decode()
     assert 'dreichor_passes_total{result="waiting"} 3.0' in text
     assert "dreichor_refusals_total{" not in text
+
+
+def test_a_refusal_retried_every_pass_is_one_warning_and_one_count(
+    daemon: Daemon, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    unsigned = PassResult("refused", "image B has no signature yet", code=Reason.IMAGE_UNSIGNED)
+    monkeypatch.setattr(daemon.service, "sync", lambda options=None: unsigned)
+    with caplog.at_level(logging.INFO, logger="dreichor"):
+        for _ in range(3):
+            daemon.tick()
+    passes = [r for r in caplog.records if r.getMessage() == "pass"]
+    assert [(r.levelno, r.result) for r in passes] == [  # type: ignore[attr-defined]
+        (logging.WARNING, "refused"),
+        (logging.INFO, "held"),
+        (logging.INFO, "held"),
+    ]
+    text = daemon.metrics.exposition().decode()
+    assert 'dreichor_refusals_total{reason="ImageUnsigned"} 1.0' in text
+    assert 'dreichor_passes_total{result="held"} 2.0' in text

@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 
 from controller import cli
+from controller.cli import trust as trust_commands
 from controller.errors import Reason, Refused, Retryable
 from controller.signatures.images.cosign import fingerprint
 from controller.signatures.images.keyless import KeylessIdentity
@@ -410,7 +411,7 @@ def test_verify_image_prints_the_certificates_source_through_the_sanitiser(
         def verify_image(self, image: str) -> object:
             return replace(verdict)
 
-    monkeypatch.setattr(cli, "_service", lambda args: _Service())
+    monkeypatch.setattr(trust_commands, "service_for", lambda args: _Service())
     for json_output in ([], ["--json"]):
         assert cli.main(["verify-image", documents.pinned, *json_output]) == 0
         out = capsys.readouterr().out

@@ -474,7 +474,7 @@ def test_break_glass_rollback_restores_the_snapshot_and_suspends(deployed: Env) 
     assert deployed.events()[-2:] == ["suspended", "rollback"]
 
 
-@pytest.mark.parametrize("step", ["create", "rename", "stop", "start"])
+@pytest.mark.parametrize("step", ["create", "rename", "stop"])  # a kill at "start" is gated on (below)
 def test_a_crash_mid_swap_is_undone_then_the_change_applied(deployed: Env, step: str) -> None:
     deployed.publish(GOOD_B)
     with pytest.raises(Crash):
@@ -832,3 +832,26 @@ def test_a_rollback_whose_swap_fails_leaves_the_environment_unsuspended(changed:
         changed.service().rollback()
     assert changed.image() == GOOD_B and not changed.config.paths.suspended_marker.exists()
     assert "suspended" not in changed.events()
+
+
+def test_a_kill_in_the_health_gate_before_its_deadline_is_gated_on_and_finished(deployed: Env) -> None:
+    head = deployed.publish(GOOD_B)
+    with pytest.raises(Crash):
+        deployed.service(crash_at="start").sync()  # killed as the gate began; the restart comes at once
+    old = next(c for c in deployed.engine.containers.values() if c.image == GOOD_A)
+    assert deployed.sync() == "unchanged"
+    assert deployed.image() == GOOD_B and deployed.engine.names_present() == {"dreichor-runtime-prod"}
+    assert old.id not in deployed.engine.containers  # finished: the old one was not started again
+    status = deployed.status()
+    assert status.applied is not None and status.applied.revision == head
+    recovered = [e for e in read_events(deployed.config.paths.audit) if e["event"] == "recovered"][-1]
+    assert "passed its health gate after the restart" in recovered["reason"] and recovered["revision"] == head
+
+
+def test_a_sick_container_killed_in_its_gate_is_undone_when_the_rest_of_its_gate_fails(deployed: Env) -> None:
+    deployed.publish(CRASHING)
+    with pytest.raises(Crash):
+        deployed.service(crash_at="start").sync()
+    service = deployed.service()
+    assert service.recover() is not None
+    assert deployed.image() == GOOD_A
