@@ -66,9 +66,11 @@ def _status_all(args: argparse.Namespace) -> int:
         print("\n".join(all_lines(rows)))
     else:
         print(f"no environment under {default_root()} (set DREICHOR_ROOT, or run 'dreichor-controller init -e ENV')")
+    if not args.check:
+        return EXIT_OK
     now = datetime.now(UTC)  # each controller's own interval is in its config: the default's three intervals here
     codes = [check_code(row.status, now=now, interval=DEFAULT_INTERVAL) for row in rows if row.status is not None]
-    return (max(codes) if codes else EXIT_ERROR) if args.check else EXIT_OK
+    return max(codes) if codes else EXIT_ERROR
 
 
 def cmd_history(args: argparse.Namespace) -> int:
