@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from controller.cli import _check_code
+from controller.cli.render import check_code
 from controller.errors import Reason
 from controller.records.audit import append_event, read_events, verify_chain
 from controller.records.host_init import init_layout
@@ -284,6 +284,6 @@ def test_status_check_says_unknown_once_a_full_disk_kept_the_status_for_three_in
     status = service.status()
     assert status is not None and status.phase == "InSync"  # what it said before the disk filled
     interval = timedelta(seconds=deployed.config.source.interval)
-    assert _check_code(status, now=status.updated_at + 2 * interval, interval=int(interval.total_seconds())) == 0
+    assert check_code(status, now=status.updated_at + 2 * interval, interval=int(interval.total_seconds())) == 0
     late = status.updated_at + 3 * interval + timedelta(seconds=1)
-    assert _check_code(status, now=late, interval=int(interval.total_seconds())) == 4  # "unknown"
+    assert check_code(status, now=late, interval=int(interval.total_seconds())) == 4  # "unknown"
