@@ -16,11 +16,21 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypeVar, cast
 
-from bench import api_load, image_verify, keyless_verify, page, poll, sandbox, swap, trigger, verify
+from bench import api_load, command_line, image_verify, keyless_verify, page, poll, sandbox, swap, trigger, verify
 from bench.common import Result
 from controller.records.files import atomic_write
 
 RESULTS = Path(__file__).with_name("results.json")
+GOALS = """\
+goals (issue 36; each row's baseline is measured in this run):
+  status, status --check, --version, a completion script  <= 3x a bare python3 reading status.json with json
+                                                           (median of 20, each a fresh process)
+  swap window, old die -> new start                       <= 1.1x the engine's docker start of a created container
+                                                           (median of 9)
+  Swarm update window                                     <= 1.0x docker service update --image (median of 9)
+  no-change pass CPU                                      <= 1.0x a plain git fetch, in each of three runs
+  RSS after 1,000 no-change passes                        <= 80 MB, flat
+"""
 
 
 T = TypeVar("T")
@@ -66,7 +76,10 @@ class Rows:
 
 def main() -> int:
     """Run every benchmark, print each row as it comes and then the table, write the JSON."""
+    print(GOALS, flush=True)
     table = Rows()
+    for result in table.attempt("command line", command_line.measure) or []:
+        table.add(result)
     table.add(table.attempt("signature verify", verify.measure))
     table.add(table.attempt("signature verify, web-flow", verify.measure_webflow))
     polled = table.attempt("no-change pass CPU", poll.measure)
@@ -124,7 +137,7 @@ def main() -> int:
         "mounts_left": left,
     }
     atomic_write(RESULTS, json.dumps(report, indent=2).encode() + b"\n")
-    print(f"\nmachine: {machine}\nwritten: {RESULTS}")
+    print(f"\n{GOALS}\nmachine: {machine}\nwritten: {RESULTS}")
     if polled:
         print(f"\nprofile of a no-change pass (CPU of the controller's own process):\n{polled[2]}")
     return 1 if table.failed or left else 0

@@ -22,8 +22,9 @@ from typing import Any
 
 from controller.engine.port import RuntimeView
 from controller.errors import ConfigError, ControllerError, Reason, Refused
-from controller.model.config import DEFAULT_REPOSITORY, ENVIRONMENTS, Config, HostPaths, load_config
+from controller.model.config import DEFAULT_REPOSITORY, Config, HostPaths, load_config
 from controller.model.desired import DesiredContainer, desired_from_bytes, parse_image
+from controller.model.environments import ENVIRONMENTS
 from controller.model.manifest import MAX_MANIFEST_BYTES, load_manifest
 from controller.reconcile.approvals import HeadApprovals, head_approvals
 from controller.reconcile.context import Clock, ImageStep, PassOptions, PassWorld

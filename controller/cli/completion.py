@@ -19,12 +19,11 @@ import argparse
 import shtab
 
 PROG = "dreichor-controller"
-SHELLS = ("bash", "zsh", "fish")
 FILE_ARGUMENTS = frozenset({"--config", "--root", "--key", "file"})  # the root is a folder, offered like a file
 
 
 def script(parser: argparse.ArgumentParser, shell: str) -> str:
-    """The completion script for ``shell`` (one of ``SHELLS``)."""
+    """The completion script for ``shell`` (one of ``cli.parser.SHELLS``)."""
     _mark_files(parser)
     return str(shtab.complete(parser, shell=shell))
 

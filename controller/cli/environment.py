@@ -9,13 +9,14 @@ import getpass
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from controller import compose
 from controller.cli.render import fail
-from controller.daemon.scheduler import DRAIN_SECONDS
 from controller.errors import ConfigError
 from controller.model.config import config_path
-from controller.service import EnvironmentService
+
+if TYPE_CHECKING:  # the service and compose load the pass: imported by the commands that build one, when they run
+    from controller.service import EnvironmentService
 
 
 def config_file(args: argparse.Namespace) -> Path:
@@ -25,6 +26,8 @@ def config_file(args: argparse.Namespace) -> Path:
 
 def service_for(args: argparse.Namespace) -> EnvironmentService:
     """The service for the environment ``--config`` or ``-e`` names (``-e`` must agree with the config)."""
+    from controller import compose
+
     service = compose.service_from_file(config_file(args))
     environment = getattr(args, "environment", None)
     if environment and service.config.environment != environment:
@@ -39,6 +42,9 @@ def notifying(service: EnvironmentService) -> Iterator[None]:
     An unusable notification config does not block a one-shot command (a
     break-glass rollback must work): it is said on stderr and nothing is told.
     """
+    from controller import compose
+    from controller.daemon.scheduler import DRAIN_SECONDS
+
     try:
         notifier = compose.notifier(service)
     except ConfigError as exc:

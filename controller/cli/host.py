@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import argparse
 
-from controller import compose
-from controller.cli import completion
-from controller.cli.environment import service_for
 from controller.cli.exits import EXIT_ERROR, EXIT_OK
 from controller.cli.render import print_json
 from controller.errors import ConfigError
-from controller.model.config import default_root
-from controller.service import init_layout, next_steps
+
+# Each command imports what it uses when it runs: a completion script needs neither the service nor Apprise.
 
 
 def cmd_notify(args: argparse.Namespace) -> int:
     """``notify --test``: a test message to every target; 0 when all answered, 1 otherwise."""
+    from controller import compose
+    from controller.cli.environment import service_for
+
     notifier = compose.notifier(service_for(args))
     answers = notifier.send_test() if notifier is not None else []
     if notifier is not None:
@@ -31,12 +31,17 @@ def cmd_notify(args: argparse.Namespace) -> int:
 
 def cmd_completion(args: argparse.Namespace) -> int:
     """``completion bash|zsh|fish``: print the shell's completion script."""
+    from controller.cli import completion
+
     print(completion.script(args.parser, args.shell), end="")
     return EXIT_OK
 
 
 def cmd_init(args: argparse.Namespace) -> int:
     """``init``: create the host layout; never overwrite."""
+    from controller.model.config import default_root
+    from controller.service import init_layout, next_steps
+
     if not args.environment:
         raise ConfigError("init needs the environment: pass -e dev or -e prod")
     root = args.root or default_root()

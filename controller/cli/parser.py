@@ -3,23 +3,44 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from controller import __version__
-from controller.cli import completion
 from controller.cli.exits import EXITS
-from controller.cli.host import cmd_completion, cmd_init, cmd_notify
-from controller.cli.operator import cmd_resume, cmd_rollback, cmd_suspend
-from controller.cli.passes import cmd_plan, cmd_run, cmd_sync
-from controller.cli.reading import cmd_history, cmd_status
-from controller.cli.trust import cmd_approvals, cmd_approve, cmd_validate, cmd_verify, cmd_verify_image
 from controller.daemon.logs import LOG_LEVELS
-from controller.model.config import ENVIRONMENTS
+from controller.model.environments import ENVIRONMENTS
 
 Handler = Callable[[argparse.Namespace], int]
+SHELLS = ("bash", "zsh", "fish")  # completion's shells (cli.completion writes their scripts)
+
+
+def lazy(module: str, name: str) -> Handler:
+    """The handler ``name`` of ``controller.cli.<module>``, imported when its command runs.
+
+    A command loads only what it uses: ``status`` reads a file without the engine, git or the
+    daemon, ``--version`` and a completion script without any of them
+    (``tests/unit/test_cli_imports.py`` holds that).
+    """
+
+    def handler(args: argparse.Namespace) -> int:
+        run: Handler = getattr(importlib.import_module(f"controller.cli.{module}"), name)
+        return run(args)
+
+    handler.__name__ = handler.__qualname__ = name
+    return handler
+
+
+cmd_validate, cmd_verify, cmd_verify_image, cmd_approve, cmd_approvals = (
+    lazy("trust", name) for name in ("cmd_validate", "cmd_verify", "cmd_verify_image", "cmd_approve", "cmd_approvals")
+)
+cmd_run, cmd_sync, cmd_plan = (lazy("passes", name) for name in ("cmd_run", "cmd_sync", "cmd_plan"))
+cmd_status, cmd_history = lazy("reading", "cmd_status"), lazy("reading", "cmd_history")
+cmd_rollback, cmd_suspend, cmd_resume = (lazy("operator", n) for n in ("cmd_rollback", "cmd_suspend", "cmd_resume"))
+cmd_init, cmd_notify, cmd_completion = (lazy("host", name) for name in ("cmd_init", "cmd_notify", "cmd_completion"))
 
 
 @dataclass(frozen=True)
@@ -233,7 +254,7 @@ COMMANDS = (
         "_dreichor-controller on $fpath) or fish (save it in ~/.config/fish/completions/).",
         "dreichor-controller completion bash > /etc/bash_completion.d/dreichor-controller",
         cmd_completion,
-        (Arg(("shell",), {"choices": completion.SHELLS}),),
+        (Arg(("shell",), {"choices": SHELLS}),),
         config=False,
     ),
 )

@@ -7,7 +7,7 @@ import json
 import sys
 from datetime import UTC, datetime
 
-from controller.cli.environment import service_for
+from controller.cli.environment import config_file, service_for
 from controller.cli.exits import EXIT_ERROR, EXIT_OK, EXIT_REFUSED
 from controller.cli.render import (
     all_json,
@@ -20,8 +20,8 @@ from controller.cli.render import (
     wants_colour,
 )
 from controller.errors import ConfigError
+from controller.glance import Glance
 from controller.model.config import DEFAULT_INTERVAL, default_root
-from controller.service import host_statuses
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -32,7 +32,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     """
     if args.all:
         return _status_all(args)
-    service = service_for(args)
+    service = Glance.from_file(config_file(args), environment=getattr(args, "environment", None))  # no pass loaded
     status = service.status()
     if status is None and not service.paths.status.exists():
         reason = f"no pass has run yet: {service.paths.status} does not exist"
@@ -59,6 +59,8 @@ def _status_all(args: argparse.Namespace) -> int:
     """
     if getattr(args, "config", None) or getattr(args, "environment", None):
         raise ConfigError("status --all reads every environment under the root: leave out -e and --config")
+    from controller.service import host_statuses
+
     rows = host_statuses(default_root())
     if args.json:
         print(json.dumps(all_json(rows), indent=2))

@@ -8,17 +8,20 @@ import sys
 import textwrap
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from controller.cli.exits import EXIT_OK, EXIT_OUT_OF_SYNC, EXIT_UNHEALTHY, STATUS_SILENT_INTERVALS
-from controller.model.manifest import manifest_path
-from controller.service import HostStatus, PlanAnswer, Snapshot, Status
+
+if TYPE_CHECKING:  # types only: printing a status must not load the service and the pass behind it
+    from controller.service import HostStatus, PlanAnswer, Snapshot, Status
 
 LOG_LINES = 5  # the rollback log's first lines in ``status``
 
 
 def print_learned(answer: PlanAnswer) -> None:
     """The steps a plan got through: fetched, verified, validated."""
+    from controller.model.manifest import manifest_path
+
     if answer.head:
         print(f"fetched:   {answer.branch} at {answer.head[:12]}")
     if answer.signer:

@@ -12,14 +12,8 @@ from controller.cli.environment import service_for
 from controller.cli.exits import EXIT_OK, EXIT_REFUSED
 from controller.cli.render import describe_container, fail, print_json
 from controller.errors import ConfigError, Refused
-from controller.model.config import (
-    DEFAULT_MAX_AGE,
-    ENVIRONMENTS,
-    config_path,
-    load_config,
-    parse_duration,
-    spoken_duration,
-)
+from controller.model.config import DEFAULT_MAX_AGE, config_path, load_config, parse_duration, spoken_duration
+from controller.model.environments import ENVIRONMENTS
 from controller.service import APPROVAL_VALIDITY, validate_file, write_approval
 
 

@@ -21,10 +21,9 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, Validat
 from pydantic_core import ErrorDetails
 
 from controller.errors import ConfigError, Refused
+from controller.model.environments import Environment
 from controller.model.safe_yaml import did_you_mean, line_of, load_mapping
 
-Environment = Literal["dev", "prod"]
-ENVIRONMENTS: tuple[Environment, ...] = ("dev", "prod")
 DEFAULT_REPOSITORY = "ghcr.io/ceerkle/dreichor-trading/runtime"
 DEFAULT_ROOT = "/opt/dreichor"
 API_PORTS: dict[str, int] = {"dev": 3005, "prod": 3006}

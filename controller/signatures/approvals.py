@@ -31,7 +31,8 @@ from functools import partial
 from pathlib import Path
 
 from controller.errors import ConfigError, Reason, Refused
-from controller.model.config import ENVIRONMENTS, WithdrawnApproval, repository_name, spoken_duration
+from controller.model.config import WithdrawnApproval, repository_name, spoken_duration
+from controller.model.environments import ENVIRONMENTS
 from controller.model.manifest import manifest_path, manifest_sha256
 from controller.signatures import signing
 from controller.signatures.commits import sshsig

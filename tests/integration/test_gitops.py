@@ -94,7 +94,7 @@ def test_a_bad_head_is_refused_and_the_container_untouched(
     assert reason in status.last_attempt.reason
     assert status.phase == "Degraded"
     assert host.running()["Id"] == before["Id"] and host.image() == images["healthy-a"]
-    assert host.sync() == 0  # quarantined: not retried, the applied revision keeps running
+    assert host.sync() == 3  # held: every pass says so, nothing retried, the applied revision keeps running
     assert [e["event"] for e in host.audit()] == ["applied", "refused"]
 
 
@@ -121,7 +121,7 @@ def test_a_rolled_back_revision_is_not_retried_until_forced(host: Host, images: 
     assert status.last_attempt is not None and status.last_attempt.result == "rolled_back"
     assert "giving up" in (status.last_attempt.logs or "")
     assert host.running()["Id"] == good
-    assert host.sync() == 0
+    assert host.sync() == 3  # held since the rollback: not retried, said on every pass
     assert host.running()["Id"] == good and host.status().last_attempt.result == "rolled_back"  # type: ignore[union-attr]
     assert host.sync("prod", "--force") == 4
 
@@ -167,7 +167,7 @@ def test_rollback_restores_a_snapshot_and_suspends_until_resume(
     assert host.image() == images["healthy-a"]
     status = host.status()
     assert status.phase == "Suspended" and status.suspended
-    assert host.sync() == 0 and host.image() == images["healthy-a"]  # suspended: the poll does not undo it
+    assert host.sync() == 3 and host.image() == images["healthy-a"]  # suspended: the poll does not undo it
     assert main(["resume", "--config", config]) == 0
     assert host.sync() == 0 and host.image() == images["healthy-b"]
     assert main(["history", "--verify", "--config", config]) == 0

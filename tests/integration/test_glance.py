@@ -73,7 +73,7 @@ def rolled_back(controller_host: ControllerHost, images: dict[str, str]) -> Iter
     host.publish("prod: 1.5.0", prod=tagged(images["exits"], "1.5.0"))
     assert daemon.tick().result == "rolled_back"
     wait_for(lambda: host.running()["State"]["Health"]["Status"] == "healthy", timeout=30)  # type: ignore[index]
-    assert daemon.tick().result == "refused"  # the head is held (docs/design.md §16); the restored container is healthy
+    assert daemon.tick().result == "refused"  # held, said by every pass; the restored container is seen healthy
     yield daemon, Operator(host)
     daemon.service.close()
 

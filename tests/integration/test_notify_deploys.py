@@ -19,7 +19,6 @@ import pytest
 from controller import compose
 from controller.cli import main
 from controller.model.config import load_config
-from controller.service import EnvironmentService
 from testbed import ControllerHost, NotificationReceiver, manifest_text, wait_for
 
 TOKEN = "ghp_e2etoken"
@@ -84,8 +83,8 @@ def test_the_same_refusal_is_told_once_and_its_fix_is_told_as_resolved(
     bad = host.repo.commit("open a port", key=host.key)
     host.repo.push()
     assert host.sync() == 3
-    assert host.sync() == 0  # quarantined: the applied revision keeps running
-    assert host.sync() == 0
+    assert host.sync() == 3  # held: said again by every pass, told once; the applied revision keeps running
+    assert host.sync() == 3
     assert [m["title"] for m in messages(receiver)][1:] == [f"prod: refused {bad[:7]}"]
     assert statuses(receiver).count((bad, "failure")) == 1
     fixed = host.publish("signed again", prod=images["healthy-b"])
@@ -101,7 +100,7 @@ def test_a_receiver_that_hangs_or_is_gone_never_holds_up_a_deploy(
     host: ControllerHost, receiver: NotificationReceiver, images: dict[str, str], capsys: pytest.CaptureFixture[str]
 ) -> None:
     receiver.hold = threading.Event()
-    service = EnvironmentService.from_file(host.configs["prod"])
+    service = compose.service_from_file(host.configs["prod"])
     notifier = compose.notifier(service)
     assert notifier is not None
     try:

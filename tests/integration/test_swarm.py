@@ -115,7 +115,7 @@ def test_an_update_replaces_the_task_stop_first_and_a_sick_image_is_rolled_back(
     assert status.last_attempt.result == "rolled_back"  # type: ignore[union-attr]
     assert status.applied.image == images["healthy-b"]  # type: ignore[union-attr]
     assert status.container.state == "running"
-    assert host.sync() == 0  # the sick change stays quarantined; the service keeps running b
+    assert host.sync() == 3  # the sick change stays held; the service keeps running b
     assert running_images(swarm) == [images["healthy-b"]]
 
 

@@ -13,6 +13,7 @@ from unittest import mock
 
 from controller import cli, compose
 from controller.errors import Reason, Refused
+from controller.glance import Glance
 from controller.model.config import Config, parse_config
 from controller.model.desired import DesiredContainer
 from controller.records.audit import read_events
@@ -104,6 +105,7 @@ class Host:
         out, err = io.StringIO(), io.StringIO()
         with (
             mock.patch.object(compose, "service_from_file", lambda path: self.service()),
+            mock.patch.object(Glance, "from_file", lambda path, environment=None: Glance(self.config)),
             contextlib.redirect_stdout(out),
             contextlib.redirect_stderr(err),
         ):

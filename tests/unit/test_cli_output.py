@@ -27,9 +27,9 @@ from controller.daemon.metrics import Metrics
 from controller.daemon.scheduler import Daemon
 from controller.engine.docker import Engine
 from controller.errors import ConfigError, ControllerError
+from controller.glance import Glance
 from controller.model.config import Config, load_config
 from controller.records.status import ContainerStatus, SourceStatus, Status
-from controller.service import EnvironmentService
 from controller.signatures.commits.allowed_signers import parse_allowed_signers
 from testbed import ManifestRepo, SshKey, make_ssh_key, manifest_text
 
@@ -220,10 +220,10 @@ def test_validate_dash_reads_the_manifest_from_stdin() -> None:
 def test_a_bug_is_one_sentence_for_the_user_and_a_traceback_in_the_log(
     host: Host, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def broken(self: EnvironmentService) -> None:
+    def broken(self: Glance) -> None:
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(EnvironmentService, "status", broken)
+    monkeypatch.setattr(Glance, "status", broken)
     assert host.run("status", "--json") == 1
     captured = capsys.readouterr()
     assert json.loads(captured.out)["error"] == "internal error in 'status': RuntimeError: boom"
