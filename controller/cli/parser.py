@@ -165,6 +165,7 @@ COMMANDS = (
                 {"action": "store_true", "help": "exit 0 in sync and healthy, 3 out of sync, 4 unhealthy or unknown"},
             ),
             Arg(("--json",), {"action": "store_true", "help": "print the status file's JSON"}),
+            Arg(("--all",), {"action": "store_true", "help": "one line per environment on this host (--json: a list)"}),
         ),
     ),
     Command(

@@ -19,3 +19,16 @@ def parse_duration(text: str) -> timedelta:
     if not found:
         raise ValueError(f"{text!r} is not a duration such as 7d, 12h or 2w")
     return timedelta(seconds=int(found.group(1)) * _UNITS[found.group(2)])
+
+
+def spoken_duration(length: timedelta | float) -> str:
+    """A duration as people write it: ``45 s``, ``12 min``, ``3 h 20 min``, ``14 d``, ``2 d 4 h``."""
+    whole = max(int(length.total_seconds() if isinstance(length, timedelta) else length), 0)
+    if whole < 60:
+        return f"{whole} s"
+    minutes, hours, days = whole // 60, whole // 3600, whole // 86400
+    if hours == 0:
+        return f"{minutes} min"
+    if days == 0:
+        return f"{hours} h {minutes % 60} min" if minutes % 60 else f"{hours} h"
+    return f"{days} d {hours % 24} h" if hours % 24 else f"{days} d"

@@ -87,6 +87,7 @@ class PassReport:
     rewrite_allowed_over: str | None = None  # the applied revision a --allow-rewrite pass went past
     recovered: dict[str, str] | None = None  # what crash recovery did before the pass, and to what (its event)
     approvals: ApprovalsStatus | None = None  # the declared content's approvals, when it needed some
+    committed_at: datetime | None = None  # the applied commit's committer date, for the history's lead time
     container_revision: str | None = None  # the revision label of the runtime the pass planned against
     window: WindowStatus | None = None  # the deploy window at the pass (``waiting``: the content it holds)
     break_glass: BreakGlass | None = None  # the change applied although the window was closed: who and why
@@ -169,7 +170,8 @@ def _applied_event(did: PassReport, result: PassResult, *, revision: str | None,
         fields["break_glass"] = did.break_glass.model_dump()
     if result.plan is not None and result.plan.action == "repair" and same:
         return AuditEvent("drift_repaired", {**fields, "drift": list(result.plan.drift), **_placement(did)})
-    return AuditEvent("applied", {**fields, **_placement(did)})
+    when = {"committed_at": did.committed_at.isoformat()} if did.committed_at else {}
+    return AuditEvent("applied", {**fields, "tag": did.tag, **when, **_placement(did)})
 
 
 def _repair_event(applied: AppliedStatus | None, repaired: Plan) -> AuditEvent:
@@ -212,12 +214,7 @@ def _record_decision(status: Status, did: PassReport, result: PassResult, *, now
         if result.result == "rolled_back":
             status.last_snapshot = did.snapshot or status.last_snapshot
         if not _told(status, result):
-            fields: dict[str, Any] = {"revision": target, "reason": result.reason, "code": str(result.code)}
-            if result.result == "rolled_back":
-                fields |= _placement(did)
-            if did.break_glass is not None:
-                fields["break_glass"] = did.break_glass.model_dump()
-            events.append(AuditEvent(result.result, fields))
+            events.append(_refusal_event(did, result, revision=target))
     elif result.result == "failed" and not result.retryable and not _told(status, result):
         events.append(AuditEvent("failed", {"revision": target, "reason": result.reason, "code": str(result.code)}))
     if result.result == "suspended" or (result.result == "unchanged" and did.target != did.head):
@@ -231,6 +228,18 @@ def _record_decision(status: Status, did: PassReport, result: PassResult, *, now
         logs=did.logs,
     )
     return events
+
+
+def _refusal_event(did: PassReport, result: PassResult, *, revision: str | None) -> AuditEvent:
+    """The ``refused`` or ``rolled_back`` event: the version it was, and who broke the glass for it."""
+    fields: dict[str, Any] = {"revision": revision, "reason": result.reason, "code": str(result.code)}
+    if did.image is not None:  # the version it was, named where the refusal or rollback is told
+        fields |= {"image": did.image, "tag": did.tag}
+    if result.result == "rolled_back":
+        fields |= _placement(did)
+    if did.break_glass is not None:
+        fields["break_glass"] = did.break_glass.model_dump()
+    return AuditEvent(result.result, fields)
 
 
 def _record_wait(status: Status, did: PassReport, result: PassResult) -> list[AuditEvent]:

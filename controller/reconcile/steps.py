@@ -524,10 +524,20 @@ class Pass:
             rewrite_allowed_over=ctx.rewrite_allowed_over,
             recovered=ctx.recovered.fields() if ctx.recovered else None,
             approvals=approvals_view(ctx.tally) if ctx.tally else None,
+            committed_at=self._committed_at(result),
             container_revision=ctx.actual.labels.get(LABEL_REVISION) if ctx.actual else None,
             window=self._window_view(),
             break_glass=ctx.broke_glass,
         )
+
+    def _committed_at(self, result: PassResult) -> datetime | None:
+        """The applied commit's date, read only when something was applied (a no-change pass reads nothing)."""
+        if result.result != "applied" or self.ctx.target is None:
+            return None
+        try:
+            return self.world.source.committed_at(self.ctx.target)
+        except Refused:
+            return None
 
     def _container_view(self, result: PassResult) -> ContainerStatus:
         if result.result == "unchanged" and self.ctx.actual is not None:
