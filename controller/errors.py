@@ -64,6 +64,7 @@ class Reason(StrEnum):
     REGISTRY_AUTH = "RegistryAuth"
     # held: the change waits for approvals (docs/design.md §15), no refusal
     AWAITING_APPROVALS = "AwaitingApprovals"
+    AWAITING_WINDOW = "AwaitingWindow"  # held: outside the deploy windows (docs/design.md §18)
     # no decision
     IN_SYNC = "InSync"
     APPLIED = "Applied"

@@ -13,6 +13,7 @@ pass's facts it does not record (``image``, ``signer``, ``image_signer``,
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -23,7 +24,9 @@ from controller.engine.port import RuntimeView
 from controller.errors import ConfigError, ControllerError, Reason, Refused
 from controller.model.config import DEFAULT_REPOSITORY, Config, HostPaths, load_config
 from controller.model.desired import DesiredContainer, desired_from_bytes, parse_image
+from controller.model.environments import ENVIRONMENTS
 from controller.model.manifest import MAX_MANIFEST_BYTES, load_manifest
+from controller.model.windows import DeployWindows
 from controller.reconcile.approvals import HeadApprovals, head_approvals
 from controller.reconcile.context import Clock, ImageStep, PassOptions, PassWorld
 from controller.reconcile.record import AuditEvent, PassResult, held, rolled_back_to, suspension
@@ -34,7 +37,7 @@ from controller.records.dotenv import load_dotenv
 from controller.records.host_init import init_layout, next_steps
 from controller.records.locks import DaemonLock, LockHeld, hold_lock, pass_lock
 from controller.records.snapshots import Snapshot, find_snapshot, restorable
-from controller.records.status import HEALTHS, SYNC_STATES, Status
+from controller.records.status import HEALTHS, SYNC_STATES, BreakGlass, Status, read_status
 from controller.records.store import History, StateWriteFailed, Store
 from controller.rollout.base import Applier, Outcome, RecoveryUnsettled, checkpoint
 from controller.signatures.approvals import DEFAULT_VALIDITY as APPROVAL_VALIDITY
@@ -49,7 +52,16 @@ log = logging.getLogger("dreichor.service")
 AuditHook = Callable[[dict[str, Any]], None]
 
 # What the entry points need of the tiers below, which they do not import (the contracts in pyproject.toml):
-__all__ = ["EnvironmentService", "History", "PassOptions", "PassResult", "PlanAnswer", "Status", "Verification"]
+__all__ = [
+    "BreakGlass",
+    "EnvironmentService",
+    "History",
+    "PassOptions",
+    "PassResult",
+    "PlanAnswer",
+    "Status",
+    "Verification",
+]
 __all__ += ["APPROVAL_VALIDITY", "DeliveryMemory", "Snapshot", "held", "hold_lock", "init_layout", "next_steps"]
 __all__ += ["HEALTHS", "SYNC_STATES", "DaemonLock", "LockHeld", "validate_file", "write_approval"]
 
@@ -132,6 +144,7 @@ class EnvironmentService:
             teller=self,
             clock=clock,
             at_step=at_step,
+            windows=DeployWindows(config.windows) if config.windows is not None else None,
         )
         if config.image.signatures is not None:
             self.world.image_check, self.world.image_signer_trusted = images.check, images.trusted_signer
@@ -338,3 +351,33 @@ class EnvironmentService:
                 hook(event)
             except Exception:
                 log.exception("an audit hook failed", extra={"event": event.get("event")})
+
+
+@dataclass(frozen=True)
+class HostStatus:
+    """One environment's status as ``status --all`` finds it on the host, without its config."""
+
+    environment: str
+    status: Status | None
+    problem: str | None = None  # why there is no status: no pass yet, unreadable, not this caller's to read
+
+
+def host_statuses(root: Path) -> list[HostStatus]:
+    """Every environment laid out under ``root`` (``<root>/<env>/deploy-agent``), with its status file.
+
+    An environment the caller may not read is listed with its problem, so the reader knows it
+    exists; one with no layout on this host is left out.
+    """
+    found = []
+    for environment in ENVIRONMENTS:
+        paths = HostPaths(root, environment)
+        if not paths.status.parent.parent.is_dir():
+            continue
+        if not paths.status.exists():
+            found.append(HostStatus(environment, None, "no pass has run yet"))
+        elif not os.access(paths.status, os.R_OK):
+            found.append(HostStatus(environment, None, f"cannot read {paths.status}: permission denied"))
+        else:
+            status = read_status(paths.status)
+            found.append(HostStatus(environment, status, None if status else f"{paths.status} is not a valid status"))
+    return found

@@ -16,6 +16,8 @@ and bridge, and the registry and the controller's API listen on free ports of
 
 from __future__ import annotations
 
+import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -38,6 +40,7 @@ from testbed import (
     manifest_text,
 )
 from testbed.swarm import PrivateSwarm
+from tests.cosign_signing import RegistryWriter, make_signing_key, sign_classic
 
 CTL = [sys.executable, "-m", "controller"]
 
@@ -99,6 +102,82 @@ def walk_through_flows(repo: ManifestRepo, key: SshKey, config: Path, a: str, b:
         raise SystemExit("demo: the refused commit changed the container")
 
 
+def config_text(
+    root: Path,
+    repo: ManifestRepo,
+    registry: LocalRegistry,
+    engine: PrivateDocker,
+    *,
+    mode: str,
+    port: int,
+    extra: str = "",
+) -> str:
+    """The demo's prod config; ``extra`` adds sections (image signatures, approvals)."""
+    image = f"image: {{repository: {registry.repository}}}\n"
+    if "signatures" in extra:
+        image = f"image: {{repository: {registry.repository}, signatures: {{keys: [trust/cosign.pub]}}}}\n"
+    return (
+        f"environment: prod\nroot: {root}\n"
+        f"source: {{url: '{repo.url}', branch: main, interval: 2}}\n"
+        "trust: {allowed_signers: trust/allowed_signers}\n" + image + f"docker: {{url: '{engine.url}'{mode}}}\n"
+        f"api: {{listen: '127.0.0.1:{port}'}}\n"  # never 3005/3006 unless asked: a real controller may hold them
+        "health: {timeout: 30, stable: 3}\n"
+        + ("approvals: {threshold: 2, approvers: trust/approvers, max_age: 14d}\n" if "approvals" in extra else "")
+    )
+
+
+def held_and_refused(
+    repo: ManifestRepo, key: SshKey, config: Path, daemon: subprocess.Popen[bytes], write_config, a: str, b: str
+) -> None:  # type: ignore[no-untyped-def]
+    """An unsigned image refused, then a change held for two people's approvals."""
+    say("the unsigned commit leaves the branch (force-push): the controller goes back to the applied revision")
+    repo.git("reset", "-q", "--hard", "HEAD~1")
+    repo.push(force=True)
+    say("image signatures: the host now needs a cosign signature; image A is signed, image B is not")
+    agent = config.parent
+    cosign = make_signing_key(agent / "trust", name="cosign")
+    sign_classic(RegistryWriter(a.split("/", maxsplit=1)[0]), a, cosign)
+    write_config("signatures")
+    daemon.send_signal(signal.SIGHUP)  # the daemon reads its config again
+    repo.write("envs/prod.yaml", manifest_text("prod", b, LOG_LEVEL="info"))
+    repo.commit("prod: runtime B (never signed)", key=key)
+    repo.push()
+    wait_for(config, lambda s: (s.get("last_attempt") or {}).get("result") == "refused", "the unsigned image's refusal")
+    show_status(config)
+
+    say("two people for prod: a change to image A with debug logs waits for 2 approvals")
+    colleague = make_ssh_key(agent / "keys", name="colleague")
+    (agent / "trust" / "approvers").write_text(key.allowed_signers_line + "\n" + colleague.allowed_signers_line + "\n")
+    write_config("signatures approvals")
+    daemon.send_signal(signal.SIGHUP)
+    repo.write("envs/prod.yaml", manifest_text("prod", a, LOG_LEVEL="debug"))
+    repo.commit("prod: debug logs", key=key)
+    repo.push()
+    wait_for(config, lambda s: (s.get("sync") or {}).get("state") == "Waiting", "the change to wait for approvals")
+    show_status(config)
+    print("(each approver runs 'dreichor-controller approve envs/prod.yaml' in a clone and pushes the file)")
+
+
+def signed_repository(base: Path, image: str) -> tuple[SshKey, ManifestRepo]:
+    """A maintainer's key and a manifest repository whose first commit, signed by it, runs ``image``."""
+    key = make_ssh_key(base / "keys", name="maintainer")
+    repo = ManifestRepo(base / "manifests")
+    repo.write("envs/dev.yaml", manifest_text("dev", image))
+    repo.write("envs/prod.yaml", manifest_text("prod", image, LOG_LEVEL="info"))
+    repo.commit("Initial manifests", key=key)
+    repo.push()
+    return key, repo
+
+
+def host_layout(root: Path, key: SshKey) -> Path:
+    """The prod layout (``init``), the maintainer trusted, the database named; the config's path."""
+    init_layout(root, "prod")
+    agent = root / "prod" / "deploy-agent"
+    (agent / "trust" / "allowed_signers").write_text(key.allowed_signers_line + "\n")
+    (agent / ".env").write_text("DATABASE_URL=postgresql://dreichor@127.0.0.1:5432/dreichor_prod\n")
+    return agent / "controller.yaml"
+
+
 def start_engine(engine: PrivateDocker, *, swarm: PrivateSwarm | None) -> None:
     """Start the private engine; in Swarm mode, the manager of its own swarm with the node labelled for prod."""
     if swarm is None:
@@ -109,9 +188,32 @@ def start_engine(engine: PrivateDocker, *, swarm: PrivateSwarm | None) -> None:
     print(f"swarm node {swarm.hostname} ({swarm.node_id}) labelled dreichor.env=prod")
 
 
+def point_at_page(port: int, *, keep: bool) -> None:
+    """The page's URL; with ``--keep`` the sandbox stays up until Ctrl-C."""
+    print(f"\nthe status page: http://127.0.0.1:{port}/   (/status and /history: the same as JSON)")
+    if not keep:
+        print("(./scripts/demo --keep keeps it up to open it)")
+        return
+    print("kept up until Ctrl-C (--keep)", flush=True)
+    with contextlib.suppress(KeyboardInterrupt):
+        signal.pause()
+
+
+def arguments(argv: list[str]) -> argparse.Namespace:
+    """``--swarm``, ``--keep`` and ``--port`` (default ``$DREICHOR_DEMO_PORT``, else a free port)."""
+    parser = argparse.ArgumentParser(prog="scripts/demo", description="The controller end to end on a sandbox.")
+    parser.add_argument("--swarm", action="store_true", help="the runtime as a one-replica Swarm service")
+    parser.add_argument("--keep", action="store_true", help="keep the sandbox and its page up until Ctrl-C")
+    parser.add_argument(
+        "--port", type=int, default=int(os.environ.get("DREICHOR_DEMO_PORT") or 0), help="the API's port on 127.0.0.1"
+    )
+    return parser.parse_args(argv)
+
+
 def main(argv: list[str]) -> int:
+    options = arguments(argv)
     base = Path(tempfile.mkdtemp(prefix="dreichor-demo-"))
-    swarm = PrivateSwarm(base / "docker") if "--swarm" in argv else None
+    swarm = PrivateSwarm(base / "docker") if options.swarm else None
     engine = swarm.engine if swarm else PrivateDocker(base / "docker")
     mode = ", mode: swarm" if swarm else ""
     registry = LocalRegistry(base / "registry")
@@ -125,27 +227,15 @@ def main(argv: list[str]) -> int:
         print(f"image A: {a}\nimage B: {b}")
 
         say("a signing key, a signed manifest repository, and the prod host layout")
-        key = make_ssh_key(base / "keys", name="maintainer")
-        repo = ManifestRepo(base / "manifests")
-        repo.write("envs/dev.yaml", manifest_text("dev", a))
-        repo.write("envs/prod.yaml", manifest_text("prod", a, LOG_LEVEL="info"))
-        repo.commit("Initial manifests", key=key)
-        repo.push()
+        key, repo = signed_repository(base, a)
         root = base / "opt-dreichor"
-        init_layout(root, "prod")
-        agent = root / "prod" / "deploy-agent"
-        (agent / "trust" / "allowed_signers").write_text(key.allowed_signers_line + "\n")
-        (agent / ".env").write_text("DATABASE_URL=postgresql://dreichor@127.0.0.1:5432/dreichor_prod\n")
-        config = agent / "controller.yaml"
-        config.write_text(
-            f"environment: prod\nroot: {root}\n"
-            f"source: {{url: '{repo.url}', branch: main, interval: 2}}\n"
-            "trust: {allowed_signers: trust/allowed_signers}\n"
-            f"image: {{repository: {registry.repository}}}\n"
-            f"docker: {{url: '{engine.url}'{mode}}}\n"
-            f"api: {{listen: '127.0.0.1:{free_port()}'}}\n"  # never 3005/3006: a real controller may hold them
-            "health: {timeout: 30, stable: 3}\n"
-        )
+        config = host_layout(root, key)
+        port = options.port or free_port()
+
+        def write_config(extra: str = "") -> None:
+            config.write_text(config_text(root, repo, registry, engine, mode=mode, port=port, extra=extra))
+
+        write_config()
         print(config.read_text())
 
         say("start the prod controller (dreichor-controller run); it deploys the signed head")
@@ -157,9 +247,11 @@ def main(argv: list[str]) -> int:
             print(engine.cli("service", "ps", "dreichor-runtime-prod"))
 
         walk_through_flows(repo, key, config, a, b)
+        held_and_refused(repo, key, config, daemon, write_config, a, b)
 
-        say("flow 3 — observe: the audit log, hash-chained")
+        say("flow 3 — observe: the audit log, hash-chained, and the page")
         subprocess.run([*CTL, "history", "--verify", "--config", str(config)], check=True)
+        point_at_page(port, keep=options.keep)
         return 0
     finally:
         say("cleaning up")

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from testbed.common import BedError, free_port, wait_for
 from testbed.engine import BUSYBOX, PrivateDocker, docker_cli, mounts_under, peak_running, unmount_under
-from testbed.host import ControllerHost, page_sample
+from testbed.host import ControllerHost, history_events, page_sample
 from testbed.keys import (
     GpgKey,
     SshKey,
@@ -64,6 +64,7 @@ __all__ = [
     "gpg_algorithm",
     "gpg_detach_sign",
     "gpg_edit",
+    "history_events",
     "make_gpg_key",
     "make_ssh_key",
     "manifest_text",

@@ -182,3 +182,42 @@ def page_sample(*, now: datetime, reason: str = "", environment: str = "prod", e
     ]
     plan = {"action": "nothing", "reason": "the running container matches the applied revision", "drift": []}
     return {"status": status, "snapshots": snapshots, "events": lines, "chain": None, "plan": plan, "now": now}
+
+
+def history_events(*, now: datetime) -> list[dict[str, Any]]:
+    """Four weeks of decisions before the last day, oldest first: the timeline's sample.
+
+    Thirteen changes applied (each 40 minutes after its commit), two rolled back (restored by
+    the next change 3 h and 5 h later), a refusal, a change that waited for approvals, and a
+    suspension by alice: 15 deployments, a failure rate of 2 ÷ 15, a lead time of 40 min
+    and a time to restore of 4 h.
+    """
+    start = now - timedelta(days=28)
+    image = "registry.example/dreichor-runtime@sha256:" + "4b1d" * 16
+    events: list[dict[str, Any]] = []
+
+    def add(at: datetime, event: str, **fields: Any) -> None:
+        revision = f"{len(events):02d}" + "c0de" * 9 + "aa"
+        events.append({"at": at.isoformat(), "event": event, "revision": revision, **fields, "prev": "0" * 64})
+
+    for day in range(0, 22, 2):
+        at = start + timedelta(days=day, hours=10)
+        tag = f"1.{day // 2}.0"
+        add(at, "applied", image=image, tag=tag, committed_at=(at - timedelta(minutes=40)).isoformat(), signer="ada")
+        if day in (4, 12):
+            failed = at + timedelta(days=1)
+            add(failed, "rolled_back", image=image, tag=f"{tag}-rc", reason="health gate failed")
+            fixed = failed + timedelta(hours=3 if day == 4 else 5)
+            add(
+                fixed,
+                "applied",
+                image=image,
+                tag=f"{tag}-fix",
+                committed_at=(fixed - timedelta(minutes=40)).isoformat(),
+            )
+    add(start + timedelta(days=17, hours=15), "refused", reason="not signed by a trusted key")
+    add(start + timedelta(days=23, hours=9), "waiting_approval", reason="waiting for approvals (1 of 2: alice)")
+    add(start + timedelta(days=25, hours=8), "suspended", by="alice", reason="database maintenance")
+    add(start + timedelta(days=25, hours=12), "resumed", by="alice")
+    events.sort(key=lambda e: e["at"])
+    return events

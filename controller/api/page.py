@@ -25,6 +25,7 @@ from urllib.parse import parse_qs
 import jinja2
 from pydantic import ValidationError
 
+from controller.api.timeline import duration, figures_json, percent, timeline
 from controller.service import Snapshot, Status
 from controller.untrusted import bounded_lines
 
@@ -49,7 +50,7 @@ PHASES = {
 SYNC = {
     "InSync": ("ok", "the head's content runs"),
     "OutOfSync": ("bad", "the head's content does not run"),
-    "Waiting": ("hold", "the head's content waits for approvals"),
+    "Waiting": ("hold", "the head's content waits for approvals or the deploy window"),
     "Suspended": ("hold", "nothing is applied until someone resumes"),
 }
 HEALTH = {
@@ -110,7 +111,7 @@ def _environment() -> jinja2.Environment:
         autoescape=True,
         undefined=jinja2.StrictUndefined,
     )
-    env.filters.update(short=_short, when=_when, age=_age, excerpt=_excerpt)
+    env.filters.update(short=_short, when=_when, age=_age, excerpt=_excerpt, duration=duration, percent=percent)
     return env
 
 
@@ -165,14 +166,15 @@ def _status(status: Status | Mapping[str, Any] | None) -> Status | None:
 def _event_row(event: object) -> dict[str, str]:
     """One audit line for the table: the reason when it has one, else its other fields."""
     if not isinstance(event, Mapping):
-        return {"at": "", "event": "unreadable", "revision": "", "details": str(event)}
+        return {"at": "", "event": "unreadable", "who": "", "revision": "", "details": str(event)}
     details = event.get("reason")
     if details is None:
-        skip = {"at", "event", "revision", "prev"}
+        skip = {"at", "event", "revision", "prev", "by"}
         details = "; ".join(f"{key}: {value}" for key, value in event.items() if key not in skip)
     return {
         "at": _when(event.get("at")),
         "event": str(event.get("event", "")).replace("_", " "),
+        "who": str(event.get("by") or event.get("signer") or ""),  # who acted, else who signed what was applied
         "revision": str(event.get("revision") or ""),
         "details": str(details),
     }
@@ -211,6 +213,7 @@ def render_page(
             events=[_event_row(e) for e in reversed(events[-PAGE_EVENTS:])],
             chain=chain,
             plan=plan,
+            history=timeline(events, now=now if now.tzinfo else now.replace(tzinfo=UTC)),
             now=now if now.tzinfo else now.replace(tzinfo=UTC),
             refresh_seconds=REFRESH_SECONDS,
         )
@@ -256,12 +259,19 @@ def history_limit(query: str) -> int:
 
 
 def history_body(
-    *, snapshots: Sequence[Mapping[str, Any]], events: Sequence[object], chain: str | None, limit: int
+    *,
+    snapshots: Sequence[Mapping[str, Any]],
+    events: Sequence[object],
+    chain: str | None,
+    limit: int,
+    now: datetime | None = None,
 ) -> bytes:
-    """``/history``: the newest ``limit`` snapshots (newest first) and audit events (oldest first, as the log)."""
+    """``/history``: the newest ``limit`` snapshots (newest first) and audit events (oldest first, as the log),
+    and the page's figures over the last 30 days of the whole log (``controller.api.timeline``)."""
     body = {
         "snapshots": [dict(s) for s in snapshots[:limit]],
         "events": list(events[-limit:]),
         "chain": f"broken: {chain}" if chain else "ok",
+        "figures": figures_json(events, now=now or datetime.now(UTC)),
     }
     return json.dumps(body, default=str).encode()

@@ -44,7 +44,8 @@ EXITS: dict[str, str] = {
     "verify-image": "0 trusted; 3 refused; 1 other error (registry unreachable, no keys configured)",
     "run": "0 after SIGTERM; 1 the config is unusable or another controller holds the environment",
     "sync": "0 in sync or applied; 3 refused, or held since (refused, rolled back), or suspended; "
-    "4 failed the health gate and rolled back by this pass; 5 the change waits (approvals); 1 other error; "
+    "4 failed the health gate and rolled back by this pass; 5 the change waits (approvals, the deploy window); "
+    "1 other error; "
     "Ctrl-C finishes the pass in flight and exits with its code",
     "plan": "0 nothing to do (or a change, without --exit-code); 2 a change would be applied, an interrupted swap "
     "finished or a runtime repaired (--exit-code); 3 refused or held; 5 the change would wait (--exit-code); "

@@ -27,14 +27,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     early (``status --json | head -1``) ends the command quietly.
     """
     try:
-        return _main(argv)
+        code = _main(argv)
+        sys.stdout.flush()  # here, not at the interpreter's exit, where a closed pipe is a message and 120
     except BrokenPipeError:
         _silence_stdout()
         return EXIT_OK
+    return code
 
 
 def _main(argv: Sequence[str] | None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    twice = given_twice(sys.argv[1:] if argv is None else list(argv))
+    if twice:
+        parser.error(f"{twice} is given twice: name one environment and at most one config")
+    args = parser.parse_args(argv)
     if args.command != "run":
         setup_cli_logging(args.log_level)
     handler: Handler = args.handler
@@ -83,3 +89,21 @@ def os_error(exc: OSError) -> str:
     name = errno.errorcode.get(exc.errno or 0)
     where = f"{exc.filename}: " if exc.filename else ""
     return f"{where}{cause}" + (f" ({name})" if name else "")
+
+
+# The options that choose the environment; before or after the command, but once.
+_CHOOSERS = {"-e": "-e/--environment", "--environment": "-e/--environment", "--config": "--config"}
+
+
+def given_twice(argv: Sequence[str]) -> str | None:
+    """The option that chooses the environment and appears twice in ``argv`` (``-e prod status -e dev``), if any."""
+    seen: list[str] = []
+    for word in argv:
+        if word == "--":
+            break
+        name = word.partition("=")[0] if word.startswith("--") else word[:2] if word.startswith("-e") else word
+        if name in _CHOOSERS:
+            if _CHOOSERS[name] in seen:
+                return _CHOOSERS[name]
+            seen.append(_CHOOSERS[name])
+    return None

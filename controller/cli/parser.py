@@ -132,6 +132,11 @@ COMMANDS = (
                 ("--adopt",),
                 {"action": "store_true", "help": "replace a runtime container the controller did not create"},
             ),
+            Arg(
+                ("--break-glass",),
+                {"action": "store_true", "help": "apply now although the deploy window is closed (needs --reason)"},
+            ),
+            Arg(("--reason",), {"help": "why the window is broken: for the audit log, notifications and page"}),
             JSON,
         ),
     ),
@@ -143,7 +148,7 @@ COMMANDS = (
         "dreichor-controller plan -e prod --exit-code",
         cmd_plan,
         (
-            Arg(("--exit-code",), {"action": "store_true", "help": "exit 2 when a change would be applied"}),
+            Arg(("--exit-code",), {"action": "store_true", "help": "exit 2 when a change would be applied, 5 wait"}),
             JSON,
         ),
     ),
@@ -160,6 +165,7 @@ COMMANDS = (
                 {"action": "store_true", "help": "exit 0 in sync and healthy, 3 out of sync, 4 unhealthy or unknown"},
             ),
             Arg(("--json",), {"action": "store_true", "help": "print the status file's JSON"}),
+            Arg(("--all",), {"action": "store_true", "help": "one line per environment on this host (--json: a list)"}),
         ),
     ),
     Command(

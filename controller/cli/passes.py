@@ -7,13 +7,13 @@ import contextlib
 import signal
 from collections.abc import Iterator
 
-from controller.cli.environment import config_file, notifying, service_for
+from controller.cli.environment import config_file, notifying, operator, service_for
 from controller.cli.exits import EXIT_CHANGE, EXIT_ERROR, EXIT_OK, EXIT_REFUSED, EXIT_WAITING, PLAN_EXIT, SYNC_EXIT
 from controller.cli.render import fail, print_json, print_learned
 from controller.daemon.logs import setup_logging
 from controller.daemon.scheduler import Daemon
 from controller.errors import Reason
-from controller.service import PassOptions, PassResult
+from controller.service import BreakGlass, PassOptions, PassResult
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -23,9 +23,13 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_sync(args: argparse.Namespace) -> int:
-    """``sync``: one pass; 0 in sync or applied, 3 refused, 4 rolled back, 1 other."""
+    """``sync``: one pass; 0 in sync or applied, 3 refused, 4 rolled back, 5 waits, 1 other."""
+    if args.break_glass != bool(args.reason):
+        fail("error: --break-glass needs --reason TEXT (who and why are recorded), and --reason needs --break-glass")
+        return EXIT_ERROR
     service = service_for(args)
-    options = PassOptions(force=args.force, allow_rewrite=args.allow_rewrite, adopt=args.adopt)
+    glass = BreakGlass(by=operator(), reason=args.reason) if args.break_glass else None
+    options = PassOptions(force=args.force, allow_rewrite=args.allow_rewrite, adopt=args.adopt, break_glass=glass)
     try:
         with notifying(service), _finishing_on_interrupt():
             result = service.sync(options)
@@ -95,7 +99,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
             "head": answer.head,
             "signer": answer.signer,
             "image": answer.image,
-            "would_wait": result.approvals,
+            "would_wait": result.approvals or (result.reason if result.result == "waiting" else None),
         }
         print_json(
             data
@@ -107,7 +111,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     if decided is not None:
         print(f"plan:      {decided.action}: {decided.reason}")
         if result.result == "waiting":
-            print(f"would wait: {result.approvals}")
+            print(f"would wait: {result.approvals or result.reason}")
         if result.image_signer:
             print(f"image signed by {result.image_signer}")
     elif code == EXIT_OK:

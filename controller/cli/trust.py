@@ -5,14 +5,15 @@ from __future__ import annotations
 
 import argparse
 import sys
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from controller.cli.environment import service_for
 from controller.cli.exits import EXIT_OK, EXIT_REFUSED
 from controller.cli.render import describe_container, fail, print_json
 from controller.errors import ConfigError, Refused
-from controller.model.config import config_path, parse_duration
+from controller.model.config import DEFAULT_MAX_AGE, config_path, load_config
+from controller.model.durations import parse_duration, spoken_duration
 from controller.model.environments import ENVIRONMENTS
 from controller.service import APPROVAL_VALIDITY, validate_file, write_approval
 
@@ -27,7 +28,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
         desired = validate_file(
             args.file,
             environment=environment,
-            config_file=config_path(args.config) if getattr(args, "config", None) else None,
+            config_file=_validation_config(args, environment),
             data=sys.stdin.buffer.read() if stdin else None,
         )
     except Refused as exc:
@@ -97,6 +98,17 @@ def cmd_verify_image(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _validation_config(args: argparse.Namespace, environment: str) -> Path | None:
+    """``--config``; else, with ``-e``, that environment's config on this host when there is one (a CI
+    runner has none: the manifest is then checked against the default repository)."""
+    if getattr(args, "config", None):
+        return config_path(args.config)
+    if getattr(args, "environment", None):
+        on_host = config_path(None, environment=environment)
+        return on_host if on_host.exists() else None
+    return None
+
+
 def cmd_approve(args: argparse.Namespace) -> int:
     """``approve FILE``: sign an approval of the file's content in its clone; print the path to commit."""
     valid_for = APPROVAL_VALIDITY
@@ -105,12 +117,28 @@ def cmd_approve(args: argparse.Namespace) -> int:
             valid_for = parse_duration(args.expires)
         except ValueError as exc:
             raise ConfigError(f"--expires: {exc}") from None
+    _warn_past_max_age(args, valid_for)
     written = write_approval(
         args.file, key=args.key, valid_for=valid_for, repository=args.repository, now=datetime.now(UTC)
     )
     print(f"wrote {written}")
-    print(f"commit and push it: git add '{written}' && git commit -m 'Approve {args.file}' && git push")
+    # -S: the approval's commit is a first-parent commit like any other, and the host counts only signed ones
+    print(f"commit and push it: git add '{written}' && git commit -S -m 'Approve {args.file}' && git push")
     return EXIT_OK
+
+
+def _warn_past_max_age(args: argparse.Namespace, valid_for: timedelta) -> None:
+    """Say so when the approval claims longer than the host counts: its ``max_age`` with ``-e``/``--config``."""
+    if getattr(args, "config", None) or getattr(args, "environment", None):
+        approvals = load_config(config_path(args.config, environment=args.environment)).approvals
+        limit, whose = (approvals.max_validity if approvals else None), "the host's approvals.max_age"
+    else:
+        limit, whose = parse_duration(DEFAULT_MAX_AGE), "the default approvals.max_age (pass -e ENV to read the host's)"
+    if limit is not None and valid_for > limit:
+        fail(
+            f"warning: --expires {spoken_duration(valid_for)} is longer than {whose} of {spoken_duration(limit)}: "
+            "the host will not count this approval"
+        )
 
 
 def cmd_approvals(args: argparse.Namespace) -> int:
@@ -135,11 +163,13 @@ def cmd_approvals(args: argparse.Namespace) -> int:
         )
         return EXIT_OK
     enough = "enough" if tally.enough else "not enough"
-    print(f"head {report.revision[:12]}, content {tally.content[:12]}: {tally.describe()}, {enough}")
+    now = datetime.now(UTC)
+    print(f"head {report.revision[:12]}, content {tally.content[:12]}: {len(tally.counted)} of {tally.need} — {enough}")
     for approval in tally.counted:
+        until = f"{approval.expires:%Y-%m-%d %H:%M} UTC (in {spoken_duration(approval.expires - now)})"
         where = f"{approval.file}, sha256 {approval.sha256}"  # the sha256 is what approvals.withdrawn takes
-        print(f"  approved    {approval.person}  until {approval.expires.isoformat()}  ({where})")
-    for person in tally.missing:
+        print(f"  approved    {approval.person}  until {until}  ({where})")
+    for person in [] if tally.enough else tally.missing:  # once enough approved, no one is missing
         print(f"  missing     {person}")
     for rejection in tally.rejected:
         print(f"  not counted {rejection.reason}")

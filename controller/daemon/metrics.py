@@ -76,6 +76,12 @@ class Metrics:
         self.approvals_missing = Gauge(
             "dreichor_approvals_missing", "Approvals the held change still needs (0: none is held).", registry=r
         )
+        self.window_open = Gauge(
+            "dreichor_window_open",
+            "1 while the deploy window is open, 0 while it is closed (only on a host with windows).",
+            ["environment"],
+            registry=r,
+        )
         self.build_info = Gauge("dreichor_build_info", "The controller's version (always 1).", ["version"], registry=r)
         self.build_info.labels(__version__).set(1)
         self.runtime_node = Info("dreichor_runtime", "Swarm mode: the node the runtime's task runs on.", registry=r)
@@ -135,6 +141,9 @@ class Metrics:
             self.sync.labels(state).set(1 if state == sync else 0)
         for health in HEALTHS:
             self.health.labels(health).set(1 if status is not None and status.health == health else 0)
+        self.window_open.clear()  # a host without windows (or after they were removed) has no series
+        if status is not None and status.window is not None:
+            self.window_open.labels(status.environment).set(1 if status.window.open else 0)
         if status is not None and status.container.node:
             self.runtime_node.info({"node": status.container.node})
 

@@ -39,6 +39,7 @@ from controller.service import (
 
 log = logging.getLogger("dreichor.daemon")
 JOB_ID = "reconcile"
+OPENING_JOB_ID = "window-opening"  # a pass when the deploy window opens for a change that waits
 WATCHDOG_JOB_ID = "watchdog"
 WRITABLE_JOB_ID = "writable"  # read-only: the lock tried again every interval
 MAX_BACKOFF_INTERVALS = 10
@@ -219,6 +220,7 @@ class Daemon:
         log.log(level, "pass", extra={"result": verdict, "code": str(result.code), "reason": result.reason})
         self._after_pass(result, verdict=verdict, seconds=(self.last_pass_at - started).total_seconds())
         self._schedule_after(result)
+        self._schedule_opening(result)
         return result
 
     def _after_pass(self, result: PassResult, *, verdict: str, seconds: float) -> None:
@@ -296,6 +298,26 @@ class Daemon:
         except Exception:
             return
         log.warning("backing off", extra={"seconds": delay, "failures": self.failures})
+
+    def _schedule_opening(self, result: PassResult) -> None:
+        """A change waits for the deploy window: a pass at its opening, not only at the next poll (§18)."""
+        if result.code != Reason.AWAITING_WINDOW or self.stopping.is_set():
+            return
+        status = self.service.status()
+        opens = status.window.next_change if status is not None and status.window is not None else None
+        if opens is None:
+            return
+        try:
+            self.scheduler.add_job(
+                self._run_soon,
+                "date",
+                run_date=opens,
+                id=OPENING_JOB_ID,
+                replace_existing=True,
+                misfire_grace_time=None,
+            )
+        except Exception:  # the scheduler is shutting down: the next poll looks again
+            log.debug("opening pass not scheduled: the scheduler is not running")
 
     def trigger(self, source: str = "manual") -> None:
         """Run a pass as soon as possible; a burst of triggers coalesces into one."""

@@ -14,14 +14,17 @@ import re
 from datetime import datetime, timedelta
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError, model_validator
+from pydantic_core import ErrorDetails
 
 from controller.errors import ConfigError, Refused
+from controller.model.durations import parse_duration
 from controller.model.environments import Environment
-from controller.model.safe_yaml import load_mapping
+from controller.model.safe_yaml import did_you_mean, line_of, load_mapping
+from controller.model.windows import WindowsConfig
 
 DEFAULT_REPOSITORY = "ghcr.io/ceerkle/dreichor-trading/runtime"
 DEFAULT_ROOT = "/opt/dreichor"
@@ -35,12 +38,15 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+DEFAULT_INTERVAL = 60  # source.interval when the config does not set it
+
+
 class SourceConfig(_Section):
     """Where the signed manifest repository lives and how often it is polled."""
 
     url: StrictStr = Field(min_length=1, description="Clone URL: https://, ssh:// or file://.")
     branch: StrictStr = Field(default="main", min_length=1, description="Branch to follow.")
-    interval: Seconds = Field(default=60, description="Seconds between polls.")
+    interval: Seconds = Field(default=DEFAULT_INTERVAL, description="Seconds between polls.")
     timeout: Seconds = Field(default=60, description="Seconds a fetch may take before it fails.")
 
 
@@ -183,6 +189,7 @@ NotifyEvent = Literal[
     "suspended",
     "resumed",
     "waiting_approval",
+    "waiting_window",
 ]
 DEFAULT_NOTIFY_EVENTS: tuple[NotifyEvent, ...] = (
     "refused",
@@ -195,6 +202,7 @@ DEFAULT_NOTIFY_EVENTS: tuple[NotifyEvent, ...] = (
     "resumed",
     "applied",
     "waiting_approval",
+    "waiting_window",
 )
 
 
@@ -212,16 +220,7 @@ class NotifyConfig(_Section):
     )
 
 
-_DURATION = re.compile(r"^([1-9][0-9]{0,4})([smhdw])$")
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 7 * 86_400}
-
-
-def parse_duration(text: str) -> timedelta:
-    """``14d``, ``12h``, ``2w``: a whole number and one unit (s, m, h, d, w)."""
-    found = _DURATION.match(text)
-    if not found:
-        raise ValueError(f"{text!r} is not a duration such as 7d, 12h or 2w")
-    return timedelta(seconds=int(found.group(1)) * _UNITS[found.group(2)])
+DEFAULT_MAX_AGE = "7d"  # approvals.max_age when the host does not set it
 
 
 _FINGERPRINT = re.compile(r"^[0-9A-F]{40}([0-9A-F]{24})?$")
@@ -268,7 +267,7 @@ class ApprovalsConfig(_Section):
     repository: StrictStr | None = Field(
         default=None, min_length=1, description="The name statements carry; default derived from source.url."
     )
-    max_age: StrictStr = Field(default="7d", description="Longest validity an approval may claim.")
+    max_age: StrictStr = Field(default=DEFAULT_MAX_AGE, description="Longest validity an approval may claim.")
     withdrawn: list[WithdrawnApproval] = Field(
         default_factory=list, max_length=1024, description="Approvals that no longer count on this host."
     )
@@ -349,6 +348,7 @@ class Config(_Section):
     health: HealthConfig = HealthConfig()
     notify: NotifyConfig | None = None
     approvals: ApprovalsConfig | None = None
+    windows: WindowsConfig | None = None  # deploy windows and freezes (docs/design.md §18)
     github: GithubConfig | None = None
 
     @model_validator(mode="after")
@@ -451,7 +451,7 @@ def parse_config(raw: dict[str, object], *, base: Path, name: str = "config") ->
     try:
         config = Config.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(f"{name}: {describe_errors(exc)}") from None
+        raise ConfigError(f"{name}: {describe_errors(exc, raw)}") from None
     trust = config.trust.model_copy(
         update={
             key: str(base / value)
@@ -480,17 +480,93 @@ REQUIRED = {
 }
 
 
-def describe_errors(exc: ValidationError) -> str:
-    """Pydantic errors as one line: ``field: message; field: message``."""
+def describe_errors(exc: ValidationError, raw: object = None) -> str:
+    """The validator's errors as one line in the project's words: ``where: what (line N); …``.
+
+    An unknown key is offered the closest allowed key of its section ("did you mean"); with the
+    mapping as read from YAML (``raw``), each complaint names its line.
+    """
     parts = []
     for error in exc.errors():
-        where = ".".join(str(part) for part in error["loc"]) or "config"
+        loc = tuple(error["loc"])
+        where = ".".join(str(part) for part in loc) or "config"
         if error["type"] == "missing":
             parts.append(REQUIRED.get(where, f"{where} is not set, and it has no default"))
             continue
-        message = "unknown key" if error["type"] == "extra_forbidden" else error["msg"]
-        parts.append(f"{where}: {message}")
+        line = line_of(raw, loc)
+        parts.append(_in_our_words(error, where) + (f" (line {line})" if line is not None else ""))
     return "; ".join(parts)
+
+
+# What a value of the wrong type should have been, by the validator's error type.
+_EXPECTED = {
+    "int_type": "a whole number",
+    "int_parsing": "a whole number",
+    "int_from_float": "a whole number",
+    "float_type": "a number",
+    "string_type": "text (quote it)",
+    "bool_type": "true or false",
+    "list_type": "a list",
+    "dict_type": "a mapping of keys",
+    "model_type": "a mapping of keys",
+    "model_attributes_type": "a mapping of keys",
+}
+_BOUNDS = {"greater_than": "more than", "greater_than_equal": "at least", "less_than": "less than"}
+_BOUNDS |= {"less_than_equal": "at most"}
+
+
+def _in_our_words(error: ErrorDetails, where: str) -> str:
+    """One validator error as a sentence of this project, never the validator's own wording."""
+    kind, ctx, got = error["type"], error.get("ctx", {}), error.get("input")
+    if kind == "extra_forbidden":
+        section = _section_at(error["loc"][:-1])
+        return f"{where}: unknown key" + (did_you_mean(str(error["loc"][-1]), section.model_fields) if section else "")
+    if kind in _EXPECTED:
+        return f"{where} must be {_EXPECTED[kind]}, not {_shown(got)}"
+    if kind == "literal_error":
+        return f"{where} is {_shown(got)}: it must be {ctx.get('expected', 'another value')}"
+    if kind in _BOUNDS:
+        bound = next(iter(ctx.values()), "?")
+        return f"{where} must be {_BOUNDS[kind]} {bound}, not {_shown(got)}"
+    if kind in ("too_short", "string_too_short"):
+        return f"{where} must not be empty" if ctx.get("min_length") == 1 else f"{where} is too short"
+    if kind in ("too_long", "string_too_long"):
+        unit = "characters" if kind == "string_too_long" else "entries"
+        return f"{where} has more than {ctx.get('max_length', '?')} {unit}"
+    if kind in ("value_error", "assertion_error") and "error" in ctx:
+        return f"{where}: {ctx['error']}" if where != "config" else str(ctx["error"])
+    return f"{where}: {error['msg']}"
+
+
+def _section_at(loc: tuple[int | str, ...]) -> type[BaseModel] | None:
+    """The model of the config section at ``loc`` (list indexes skipped), for its allowed keys."""
+    model: type[BaseModel] = Config
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(part)
+        inner = _model_in(field.annotation) if field is not None else None
+        if inner is None:
+            return None
+        model = inner
+    return model
+
+
+def _model_in(annotation: object) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    return next((found for arg in get_args(annotation) if (found := _model_in(arg)) is not None), None)
+
+
+def _shown(value: object) -> str:
+    """A value as the sentence quotes it: text in quotes and cut short, a mapping or list by its kind."""
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    text = "".join(c if c.isprintable() else "?" for c in str(value))
+    text = text if len(text) <= 40 else text[:40] + "…"
+    return f"'{text}'" if isinstance(value, str) else text
 
 
 def default_root() -> Path:

@@ -16,7 +16,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictStr
 
 from controller.model.config import DEFAULT_REPOSITORY
-from controller.model.safe_yaml import load_mapping
+from controller.model.safe_yaml import did_you_mean, line_of, load_mapping
 
 MAX_MANIFEST_BYTES = 64 * 1024
 # Whole-string patterns, used with ``fullmatch``: ``$`` would also match before a final newline.
@@ -107,11 +107,17 @@ def _owned_key_reasons(raw: dict[str, Any]) -> list[str]:
     reasons = [f"'{key}' is owned by the controller (layout: {OWNED_KEYS[key]})" for key in raw if key in OWNED_KEYS]
     known = set(Manifest.model_fields) | set(OWNED_KEYS)
     reasons += [
-        f"unknown field '{key}' (manifest: only environment, image and env are allowed)"
+        f"unknown field '{key}'{_at_line(raw, key)}{did_you_mean(key, Manifest.model_fields)} "
+        "(manifest: only environment, image and env are allowed)"
         for key in raw
         if key not in known
     ]
     return reasons
+
+
+def _at_line(raw: dict[str, Any], key: str) -> str:
+    line = line_of(raw, (key,))
+    return f" at line {line}" if line is not None else ""
 
 
 def _field_reasons(raw: dict[str, Any], *, environment: str) -> list[str]:

@@ -11,6 +11,8 @@ digits): never a traceback, which a pass would take for a bug and retry.
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import yaml
@@ -34,6 +36,40 @@ _KINDS = {
 _PLAIN_TAGS = frozenset(
     f"tag:yaml.org,2002:{name}" for name in ("str", "int", "float", "bool", "null", "map", "seq", "timestamp")
 )
+
+
+class Located(dict[str, Any]):
+    """A mapping as read from YAML that remembers each key's line, so an error can point at it."""
+
+    lines: dict[str, int]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.lines = {}
+
+
+def line_of(document: object, path: Sequence[object]) -> int | None:
+    """The line (from 1) of the deepest key of ``path`` that the document has, or ``None``.
+
+    ``path`` is a location as a validator gives it (``("source", "interval")``, list indexes
+    included); a mapping not read from YAML knows no lines.
+    """
+    line = None
+    node = document
+    for part in path:
+        if isinstance(node, Located) and isinstance(part, str) and part in node:
+            line, node = node.lines.get(part, line), node[part]
+        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+            node = node[part]
+        else:
+            break
+    return line
+
+
+def did_you_mean(word: str, allowed: Iterable[str]) -> str:
+    """``", did you mean 'image'?"`` for the allowed key closest to a misspelt one, else ``""``."""
+    close = difflib.get_close_matches(word, list(allowed), n=1, cutoff=0.6)
+    return f", did you mean '{close[0]}'?" if close else ""
 
 
 class _StrictLoader(yaml.SafeLoader):
@@ -77,6 +113,16 @@ class _StrictLoader(yaml.SafeLoader):
                 raise Refused(f"duplicate key '{key}' ({_where(key_node)})")
             seen.add(key)
         return super().construct_mapping(node, deep=True)
+
+    def construct_located_map(self, node: MappingNode) -> Any:
+        """SafeLoader's mapping constructor, building a ``Located`` that keeps each key's line."""
+        data = Located()
+        yield data
+        data.update(self.construct_mapping(node))
+        data.lines = {key.value: key.start_mark.line + 1 for key, _ in node.value if isinstance(key.value, str)}
+
+
+_StrictLoader.add_constructor("tag:yaml.org,2002:map", _StrictLoader.construct_located_map)
 
 
 def _check_tag(event: ScalarEvent | CollectionStartEvent) -> None:

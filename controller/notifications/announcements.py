@@ -50,6 +50,7 @@ SEVERITY: dict[str, Severity] = {
     "suspended": "info",
     "resumed": "info",
     "waiting_approval": "info",
+    "waiting_window": "info",
 }
 # What the title says happened; {sha} is the short revision.
 VERBS: dict[str, str] = {
@@ -65,6 +66,7 @@ VERBS: dict[str, str] = {
     "suspended": "suspended",
     "resumed": "resumed",
     "waiting_approval": "{sha} waits for approvals",
+    "waiting_window": "{sha} waits for the deploy window",
 }
 # Problems repeat on every pass until resolved: these are deduplicated.
 PROBLEMS: dict[str, Topic] = {"refused": "deploy", "rolled_back": "deploy", "failed": "deploy", "stale": "source"}
@@ -77,6 +79,7 @@ RESOLVES: dict[str, tuple[Topic, ...]] = {
     "rolled_back": ("source",),
     "drift_repaired": ("source",),
     "waiting_approval": ("source",),
+    "waiting_window": ("source",),
 }
 STATUS_STATES: dict[str, StatusState] = {
     "progressing": "pending",
@@ -86,6 +89,7 @@ STATUS_STATES: dict[str, StatusState] = {
     "rolled_back": "failure",
     "failed": "error",
     "waiting_approval": "pending",
+    "waiting_window": "pending",
 }
 LOG_KINDS = frozenset({"rolled_back", "failed"})
 
@@ -112,6 +116,7 @@ class Decision:
     task: str | None = None  # Swarm mode: that task's id
     approvals: str | None = None  # a held change: "1 of 2 approvals (alice)"
     missing: str | None = None  # a held change: the approvers who have not approved, comma-separated
+    break_glass: str | None = None  # applied although the deploy window was closed: "by alice: why"
 
 
 @dataclass(frozen=True)
@@ -256,7 +261,15 @@ def decision_from_event(environment: str, event: Mapping[str, Any]) -> Decision 
         task=text("task"),
         approvals=_tally(event),
         missing=", ".join(str(p) for p in event.get("missing") or []) or None,
+        break_glass=_break_glass(event.get("break_glass")),
     )
+
+
+def _break_glass(value: object) -> str | None:
+    """An event's ``break_glass`` (who and why the deploy window was broken) as ``by alice: why``."""
+    if not isinstance(value, Mapping) or not value.get("by"):
+        return None
+    return f"by {value['by']}: {value.get('reason') or 'no reason given'}"
 
 
 def _tally(event: Mapping[str, Any]) -> str | None:
@@ -332,6 +345,8 @@ def _details(decision: Decision) -> list[str]:
         lines.append(f"Built from: {inert(decision.image_source)}")
     if decision.node:
         lines.append(f"Node: {decision.node}" + (f" (task {decision.task[:12]})" if decision.task else ""))
+    if decision.break_glass:  # the operator's words: shown, never a link or a mention
+        lines.append(f"Break-glass (the deploy window was closed): {inert(decision.break_glass)}")
     if decision.approvals:
         lines.append(f"Approvals: {decision.approvals}" + (f"; missing {decision.missing}" if decision.missing else ""))
     if decision.reason:

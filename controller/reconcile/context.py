@@ -14,11 +14,12 @@ from controller.model.config import Config
 from controller.model.containers import ContainerState
 from controller.model.desired import DesiredContainer
 from controller.model.plan import Plan
+from controller.model.windows import DeployWindows, WindowState
 from controller.reconcile.quarantine import HostDigests
 from controller.reconcile.record import AuditEvent, PassResult
 from controller.reconcile.revisions import DEPLOYED_EVENTS
 from controller.records import audit
-from controller.records.status import Status
+from controller.records.status import BreakGlass, Status
 from controller.records.store import Store
 from controller.rollout.base import Applier, Outcome, Recovery, RecoveryUnsettled, checkpoint
 from controller.signatures import approvals
@@ -39,6 +40,7 @@ class PassOptions:
     allow_rewrite: bool = False
     adopt: bool = False
     dry_run: bool = False
+    break_glass: BreakGlass | None = None  # apply although the deploy window is closed: who and why (§18)
 
 
 class Teller(Protocol):
@@ -68,6 +70,7 @@ class PassWorld:
     image_check: ImageStep | None = None  # image signatures (docs/design.md §14), before the pull
     image_signer_trusted: Callable[[str], bool] = lambda signer: True  # a recorded signer is still a key
     at_step: Callable[[str], None] = checkpoint
+    windows: DeployWindows | None = None  # the deploy windows (docs/design.md §18); None: always open
     desired_cache: dict[tuple[str, str], DesiredContainer] = field(default_factory=dict)
     digests: HostDigests = field(default_factory=HostDigests)
     deployed: audit.NewestEvent = field(default_factory=lambda: audit.NewestEvent(DEPLOYED_EVENTS))
@@ -101,6 +104,9 @@ class PassContext:
     outcome: Outcome | None = None
     logs: str | None = None
     tally: approvals.Tally | None = None  # the approvals of the declared content, when it needed some
+    window: WindowState | None = None  # the deploy window at ``now``, once a step asked
+    window_waits: bool = False  # the change waits for the window to open
+    broke_glass: BreakGlass | None = None  # the change applies although the window is closed
 
     @property
     def status(self) -> Status:

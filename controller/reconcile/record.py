@@ -19,6 +19,7 @@ from controller.records.status import (
     AppliedStatus,
     ApprovalsStatus,
     AttemptStatus,
+    BreakGlass,
     ContainerStatus,
     ImageSource,
     Phase,
@@ -26,6 +27,7 @@ from controller.records.status import (
     Result,
     Status,
     Suspension,
+    WindowStatus,
     health_of,
     sync_of,
 )
@@ -85,7 +87,10 @@ class PassReport:
     rewrite_allowed_over: str | None = None  # the applied revision a --allow-rewrite pass went past
     recovered: dict[str, str] | None = None  # what crash recovery did before the pass, and to what (its event)
     approvals: ApprovalsStatus | None = None  # the declared content's approvals, when it needed some
+    committed_at: datetime | None = None  # the applied commit's committer date, for the history's lead time
     container_revision: str | None = None  # the revision label of the runtime the pass planned against
+    window: WindowStatus | None = None  # the deploy window at the pass (``waiting``: the content it holds)
+    break_glass: BreakGlass | None = None  # the change applied although the window was closed: who and why
 
 
 def record(
@@ -100,7 +105,11 @@ def record(
     if did.rewrite_allowed_over:
         events.append(AuditEvent("rewrite_allowed", {"revision": did.target, "applied": did.rewrite_allowed_over}))
     result = _as_recorded(previous, did)
-    if result.result == "waiting":
+    status.window = _window(previous, did, result)
+    if result.result == "waiting" and result.code == Reason.AWAITING_WINDOW:
+        status.approvals = None  # approved, or none needed: the window is what it waits for
+        events += _record_window_wait(previous, did, result)
+    elif result.result == "waiting":
         events += _record_wait(status, did, result)
     else:
         events += _record_decision(status, did, result, now=now)
@@ -157,9 +166,12 @@ def _applied_event(did: PassReport, result: PassResult, *, revision: str | None,
         fields["image_signer"] = did.image_signer
     if did.image_source:
         fields["image_source"] = did.image_source
+    if did.break_glass is not None:  # the deploy window was closed: who opened it, and why
+        fields["break_glass"] = did.break_glass.model_dump()
     if result.plan is not None and result.plan.action == "repair" and same:
         return AuditEvent("drift_repaired", {**fields, "drift": list(result.plan.drift), **_placement(did)})
-    return AuditEvent("applied", {**fields, **_placement(did)})
+    when = {"committed_at": did.committed_at.isoformat()} if did.committed_at else {}
+    return AuditEvent("applied", {**fields, "tag": did.tag, **when, **_placement(did)})
 
 
 def _repair_event(applied: AppliedStatus | None, repaired: Plan) -> AuditEvent:
@@ -189,6 +201,7 @@ def _record_decision(status: Status, did: PassReport, result: PassResult, *, now
             image_source=ImageSource.model_validate(did.image_source) if did.image_source else None,
             applied_at=now,
             tag=did.tag,
+            break_glass=did.break_glass,
         )
         status.last_snapshot = did.snapshot or status.last_snapshot
         events.append(_applied_event(did, result, revision=target, same=same))
@@ -201,10 +214,7 @@ def _record_decision(status: Status, did: PassReport, result: PassResult, *, now
         if result.result == "rolled_back":
             status.last_snapshot = did.snapshot or status.last_snapshot
         if not _told(status, result):
-            fields = {"revision": target, "reason": result.reason, "code": str(result.code)}
-            if result.result == "rolled_back":
-                fields |= _placement(did)
-            events.append(AuditEvent(result.result, fields))
+            events.append(_refusal_event(did, result, revision=target))
     elif result.result == "failed" and not result.retryable and not _told(status, result):
         events.append(AuditEvent("failed", {"revision": target, "reason": result.reason, "code": str(result.code)}))
     if result.result == "suspended" or (result.result == "unchanged" and did.target != did.head):
@@ -218,6 +228,18 @@ def _record_decision(status: Status, did: PassReport, result: PassResult, *, now
         logs=did.logs,
     )
     return events
+
+
+def _refusal_event(did: PassReport, result: PassResult, *, revision: str | None) -> AuditEvent:
+    """The ``refused`` or ``rolled_back`` event: the version it was, and who broke the glass for it."""
+    fields: dict[str, Any] = {"revision": revision, "reason": result.reason, "code": str(result.code)}
+    if did.image is not None:  # the version it was, named where the refusal or rollback is told
+        fields |= {"image": did.image, "tag": did.tag}
+    if result.result == "rolled_back":
+        fields |= _placement(did)
+    if did.break_glass is not None:
+        fields["break_glass"] = did.break_glass.model_dump()
+    return AuditEvent(result.result, fields)
 
 
 def _record_wait(status: Status, did: PassReport, result: PassResult) -> list[AuditEvent]:
@@ -236,6 +258,32 @@ def _record_wait(status: Status, did: PassReport, result: PassResult) -> list[Au
         "code": str(result.code),
     }
     return [*events, AuditEvent("waiting_approval", fields)]
+
+
+def _window(previous: Status, did: PassReport, result: PassResult) -> WindowStatus | None:
+    """The window as the pass saw it; a pass that failed before the window step (a fetch, the engine) while the
+    window is still closed keeps the change that waits for it: the wait is one decision, not one per pass."""
+    window, before = did.window, previous.window
+    if window is None or window.open or window.waiting or result.result != "failed" or before is None:
+        return window
+    return window.model_copy(update={"waiting": before.waiting})
+
+
+def _record_window_wait(previous: Status, did: PassReport, result: PassResult) -> list[AuditEvent]:
+    """A change held for the deploy window: no refusal, no quarantine; one audit event per content, not per poll."""
+    told = previous.window.waiting if previous.window is not None else None
+    content = did.window.waiting if did.window is not None else None
+    if content is None or content == told:
+        return []
+    assert did.window is not None  # noqa: S101 content comes from it
+    fields = {
+        "revision": did.target or did.head,
+        "content": content,
+        "opens": did.window.next_change.isoformat() if did.window.next_change else None,
+        "reason": result.reason,
+        "code": str(result.code),
+    }
+    return [AuditEvent("waiting_window", fields)]
 
 
 def _placement(did: PassReport) -> dict[str, str]:

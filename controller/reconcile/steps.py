@@ -35,6 +35,8 @@ from controller.model.desired import (
 )
 from controller.model.manifest import manifest_sha256
 from controller.model.plan import Plan, plan
+from controller.model.windows import DeployWindows, WindowState
+from controller.model.windows import waiting_reason as waiting_reason_for_window
 from controller.reconcile.approvals import approvals_view, count_for, waiting_reason
 from controller.reconcile.context import PassContext, PassOptions, PassWorld
 from controller.reconcile.quarantine import content_key, earlier_host_digests, held_content, held_head, host_digest
@@ -43,7 +45,7 @@ from controller.reconcile.revisions import newest_revision, remembered_revisions
 from controller.records.dotenv import load_dotenv
 from controller.records.files import write_failure
 from controller.records.snapshots import list_snapshot_files
-from controller.records.status import ContainerStatus, applied_revision
+from controller.records.status import ContainerStatus, WindowStatus, applied_revision
 from controller.rollout.base import HealthGateFailed, RecoveryUnsettled
 from controller.signatures.commits.verification import verify_on_host
 from controller.signatures.images.verifier import ImageVerdict
@@ -331,6 +333,41 @@ class Pass:
         reason, code = waiting_reason(tally), Reason.AWAITING_APPROVALS
         return PassResult("waiting", reason, plan=self.ctx.plan, code=code, approvals=tally.describe())
 
+    def check_window(self) -> PassResult | None:
+        """docs/design.md §18: a change applies inside a deploy window; outside one it waits, never dropped.
+
+        What is no change acts at any time: content equal to the running content (drift repair, a re-push,
+        the applied revision while the head is held); the health gate's rollback and crash recovery are
+        parts of apply and recover, not changes.  ``sync --break-glass`` applies now, and says who and why.
+        """
+        windows, ctx = self.world.windows, self.ctx
+        if windows is None:
+            return None
+        state = self._window_state(windows)
+        if state.open or self._desired().labels[LABEL_MANIFEST] == self._running_content():
+            return None
+        if ctx.options.break_glass is not None:
+            ctx.broke_glass = ctx.options.break_glass
+            return None
+        ctx.window_waits = True
+        reason = waiting_reason_for_window(windows.describe(state))
+        return PassResult("waiting", reason, plan=ctx.plan, code=Reason.AWAITING_WINDOW)
+
+    def _window_state(self, windows: DeployWindows) -> WindowState:
+        """The deploy window at the pass's ``now`` (the decision and the record agree on one instant)."""
+        if self.ctx.window is None:
+            self.ctx.window = windows.state(self.ctx.now)
+        return self.ctx.window
+
+    def _window_view(self) -> WindowStatus | None:
+        """The deploy window as the status file records it, with the content that waits for it."""
+        windows = self.world.windows
+        if windows is None:
+            return None
+        state = self._window_state(windows)
+        waiting = self._desired().labels[LABEL_MANIFEST] if self.ctx.window_waits else None
+        return WindowStatus(open=state.open, reason=windows.describe(state), next_change=state.change, waiting=waiting)
+
     def _running_content(self) -> str | None:
         """The manifest SHA-256 of what runs: the managed container's label, else the applied revision's file."""
         actual = self.ctx.actual
@@ -487,8 +524,20 @@ class Pass:
             rewrite_allowed_over=ctx.rewrite_allowed_over,
             recovered=ctx.recovered.fields() if ctx.recovered else None,
             approvals=approvals_view(ctx.tally) if ctx.tally else None,
+            committed_at=self._committed_at(result),
             container_revision=ctx.actual.labels.get(LABEL_REVISION) if ctx.actual else None,
+            window=self._window_view(),
+            break_glass=ctx.broke_glass,
         )
+
+    def _committed_at(self, result: PassResult) -> datetime | None:
+        """The applied commit's date, read only when something was applied (a no-change pass reads nothing)."""
+        if result.result != "applied" or self.ctx.target is None:
+            return None
+        try:
+            return self.world.source.committed_at(self.ctx.target)
+        except Refused:
+            return None
 
     def _container_view(self, result: PassResult) -> ContainerStatus:
         if result.result == "unchanged" and self.ctx.actual is not None:
@@ -517,6 +566,7 @@ STEPS: tuple[Step, ...] = (
     Step("quarantine", Pass.check_quarantine),
     Step("plan", Pass.plan_change),
     Step("approvals", Pass.check_approvals),
+    Step("window", Pass.check_window),
     Step("image", Pass.verify_image),
     Step("apply", Pass.apply_plan),
     Step("record", Pass.record_outcome),  # the last step runs whatever happened, once the status was read

@@ -39,6 +39,7 @@ EVENTS = frozenset(
         "rewrite_allowed",
         "recovered",
         "waiting_approval",
+        "waiting_window",
         "torn_line_cut",
     }
 )

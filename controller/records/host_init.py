@@ -66,7 +66,7 @@ health:                                 # the gate a new container must pass, el
 # notify:                               # tell people about decisions through Apprise (optional)
 #   urls: ["ntfys://${{NTFY_TOKEN}}@ntfy.example.com/dreichor-{environment}"]   # ${{NAME}} is read from .env
 #   events: [refused, rolled_back, failed, recovered, drift_repaired, stale, suspended, resumed, applied,
-#            waiting_approval]
+#            waiting_approval, waiting_window]
 #   repeat: 3600                        # seconds before an unresolved problem is told again
 # approvals:                            # k named people must sign a change's content (optional; docs/trust.md)
 #   threshold: 2                        # distinct people who must approve envs/{environment}.yaml's new content
@@ -81,6 +81,14 @@ health:                                 # the gate a new container must pass, el
 #   #     person: bob                     # bob's approvals …
 #   #     not_before: 2026-12-05T10:00:00Z  # … created before this time
 #   # repository: github.com/ceerkle/dreichor-deployments   # default: from source.url
+# windows:                              # when a change may apply (optional; docs/design.md 18, docs/operations.md)
+#   timezone: Europe/Berlin             # the IANA zone the cron times below are read in
+#   allow:                              # windows a change may apply in; none: whenever no freeze holds
+#     - cron: "0 18 * * 1-5"            # cron's five fields: weekdays at 18:00 ...
+#       duration: 3h                    # ... for three hours
+#   deny:                               # freezes: no change applies in them, allow window or not
+#     - cron: "0 0 20 12 *"             # from 20 December ...
+#       duration: 14d                   # ... to 3 January
 # github:                               # commit statuses dreichor/{environment} on the manifest repo (optional)
 #   repository: ceerkle/dreichor-deployments   # owner/name; the token is GITHUB_TOKEN in .env
 #   api_url: https://api.github.com     # GitHub Enterprise: https://<host>/api/v3

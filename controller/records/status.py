@@ -22,8 +22,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from controller.model import windows
 from controller.records.files import atomic_write, fsync_dir
 from controller.untrusted import bounded, bounded_lines
 
@@ -75,6 +76,8 @@ class AppliedStatus(_Record):
     image_signer: Text | None = None  # the cosign key, or the keyless identity and issuer, that signed the image
     image_source: ImageSource | None = None  # absent in the previous release's status files
     tag: Text | None = None  # the tag the manifest declared beside the digest (docs/design.md §8), if any
+    # applied although the deploy window was closed: who and why; left out when not, as earlier releases wrote it
+    break_glass: BreakGlass | None = Field(default=None, exclude_if=lambda value: value is None)
 
     def version(self) -> str:
         """The running version for people: the declared tag, else the digest's first 12 hex digits."""
@@ -124,6 +127,22 @@ class ApprovalsStatus(_Record):
     missing: list[Text] = []
     expires: dict[str, datetime] = {}  # person → when their approval expires
     not_counted: list[Text] = []  # why files in the folder did not count (the first few)
+
+
+class BreakGlass(_Record):
+    """Who applied a change although the deploy window was closed, and why (``sync --break-glass --reason``)."""
+
+    by: Text
+    reason: Text
+
+
+class WindowStatus(_Record):
+    """The deploy window at the last pass (docs/design.md §18), on a host with ``windows``."""
+
+    open: bool
+    reason: Text  # "open until Mon 21:00 CET (in 2 h)" or "opens Mon 18:00 CET (in 3 h 12 min)"
+    next_change: datetime | None = None  # when ``open`` flips; None: not within the search
+    waiting: str | None = None  # the content (SHA-256 of envs/<env>.yaml) that waits for the window to open
 
 
 class Suspension(_Record):
@@ -206,6 +225,8 @@ class Status(_Record):
     quarantined: str | None = None  # a QuarantineKey as text
     audit: AuditAnchor | None = None
     approvals: ApprovalsStatus | None = None  # while a change waits for approvals
+    # the deploy window, on a host with windows (docs/design.md §18); without them the file is as it was
+    window: WindowStatus | None = Field(default=None, exclude_if=lambda value: value is None)
     sync: SyncStatus | None = None  # filled on load for a file an earlier release wrote
     health: Health | None = None
     suspension: Suspension | None = None
@@ -258,6 +279,8 @@ def sync_of(status: Status) -> SyncStatus:
         return SyncStatus(state="Suspended", reason=why, revision=mark)
     if status.approvals is not None:  # held, not refused: the last attempt stays the previous decision
         return SyncStatus(state="Waiting", reason=waiting_reason(status.approvals), revision=mark)
+    if status.window is not None and status.window.waiting is not None:
+        return SyncStatus(state="Waiting", reason=windows.waiting_reason(status.window.reason), revision=mark)
     attempt = status.last_attempt
     if attempt is not None and attempt.result in ("refused", "failed", "rolled_back"):
         held = ""

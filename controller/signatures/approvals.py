@@ -32,6 +32,7 @@ from pathlib import Path
 
 from controller.errors import ConfigError, Reason, Refused
 from controller.model.config import WithdrawnApproval, repository_name
+from controller.model.durations import spoken_duration
 from controller.model.environments import ENVIRONMENTS
 from controller.model.manifest import manifest_path, manifest_sha256
 from controller.signatures import signing
@@ -370,7 +371,8 @@ def _check_times(statement: Statement, *, max_age: timedelta, now: datetime) -> 
     if now >= statement.expires:
         raise NotCounted(f"expired at {format_time(statement.expires)} (by the controller's clock)")
     if statement.expires - statement.created > max_age:
-        raise NotCounted(f"claims {statement.expires - statement.created} of validity, more than max_age {max_age}")
+        claimed, allowed = spoken_duration(statement.expires - statement.created), spoken_duration(max_age)
+        raise NotCounted(f"claims {claimed} of validity, more than max_age {allowed}")
 
 
 def _signer(signature: bytes, signed: bytes, *, approvers: Approvers, now: datetime) -> str:

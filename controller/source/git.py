@@ -18,6 +18,7 @@ import shutil
 import signal
 import string
 import subprocess
+from datetime import UTC, datetime
 from pathlib import Path
 
 import git
@@ -257,6 +258,10 @@ class GitSource:
             raise Refused(f"{sha} is not a commit", code=Reason.UNKNOWN_REVISION)
         data: bytes = stream.read()
         return data
+
+    def committed_at(self, sha: str) -> datetime:
+        """When the commit was made, by its committer date (for the history's lead time; never trusted for policy)."""
+        return self._commit(sha).committed_datetime.astimezone(UTC)
 
     def is_ancestor(self, old: str, new: str) -> bool:
         """Whether ``old`` is ``new`` or one of its ancestors (not when the repository lacks ``old``)."""

@@ -315,7 +315,10 @@ def test_without_access_the_page_is_open_and_served_with_its_policy(keys: Keys) 
         assert (reply.getheader("Content-Security-Policy") or "").startswith("default-src 'none'")
         assert b"<html" in body
         status, history = api.request("GET", "/history?limit=2")
-        assert status == 200 and json.loads(history) == {"snapshots": [], "events": [], "chain": "ok"}
+        nothing = {"days": 30, "deployments": 0, "rolled_back": 0, "change_failure_rate": None}
+        nothing |= {"lead_time_seconds": None, "time_to_restore_seconds": None}
+        expected = {"snapshots": [], "events": [], "chain": "ok", "figures": nothing}
+        assert status == 200 and json.loads(history) == expected
         for bad in ("0", "abc", "1001", "-1"):
             status, answer = api.request("GET", f"/history?limit={bad}")
             assert status == 400 and "limit must be" in json.loads(answer)["error"]

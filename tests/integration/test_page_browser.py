@@ -24,7 +24,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from html.parser import HTMLParser
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -34,7 +34,7 @@ import pytest
 
 from controller.api.page import render_page
 from controller.daemon.scheduler import Daemon
-from testbed import ControllerHost, manifest_text, page_sample, wait_for
+from testbed import ControllerHost, history_events, manifest_text, page_sample, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 OUTPUT = Path(os.environ.get("DREICHOR_TEST_OUTPUT") or ROOT / "test-output") / "page"
@@ -332,3 +332,41 @@ def test_the_trip_wire_sees_git_and_docker(deployed: tuple[Daemon, str]) -> None
         TRIPS.armed = False
     assert any(event == "subprocess.Popen" for event, _ in seen)  # git fetch
     assert any(event == "socket.connect" for event, _ in seen)  # the Docker socket
+
+
+@pytest.fixture
+def history_server() -> Iterator[PageServer]:
+    """The page of a host with four weeks of decisions behind it, served on 127.0.0.1."""
+    now = datetime.now(UTC)
+    sample = page_sample(now=now)
+    sample["events"] = history_events(now=now - timedelta(days=1)) + sample["events"]
+    body, headers = render_page(**sample)
+    state = PageServer(body, headers)
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(state))
+    state.url = f"http://127.0.0.1:{httpd.server_address[1]}"
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    yield state
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def test_the_last_30_days_are_drawn_without_script_and_the_figures_stand_beside_them(
+    history_server: PageServer, tmp_path: Path
+) -> None:
+    dom = _Dom(_chromium(history_server.url + "/", tmp_path, "--dump-dom"))
+    assert dom.tags.count("svg") == 1
+    assert dom.tags.count("circle") == 72  # every applied change a mark
+    assert (
+        dom.tags.count("g") == 72 + 2 + 2 + 1 + 1
+    )  # and each rollback, refusal (the sample has two), wait, suspension
+    assert "Deployments 74 Change failure rate 3 % Commit to running (median) 40 min" in dom.text
+    assert "Time to restore (median) 4 h" in dom.text
+    assert "suspended (17c0dec0dec0) by alice" in dom.text  # the mark's title: who, on hover
+    OUTPUT.mkdir(parents=True, exist_ok=True)
+    shot = OUTPUT / "history.png"
+    shot.unlink(missing_ok=True)
+    _chromium(history_server.url + "/", tmp_path, f"--screenshot={shot}", "--window-size=1280,1700")
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (
+        history_server.reports == []
+    )  # the CSP blocked nothing: the picture needs no script and no style hash of its own

@@ -26,7 +26,8 @@ from controller.api import page
 from controller.cli import main
 from controller.daemon.metrics import Metrics
 from controller.errors import ConfigError, Refused
-from controller.model.config import load_config, parse_config, parse_duration, repository_name
+from controller.model.config import load_config, parse_config, repository_name
+from controller.model.durations import parse_duration, spoken_duration
 from controller.notifications.announcements import Memory, Policy, decide, decision_from_event
 from controller.records.status import Status
 from controller.signatures import approvals
@@ -550,6 +551,35 @@ def test_approve_again_replaces_its_own_earlier_approval(
     assert len(files) == 1
     statement, _, _ = parse_approval(files[0].read_bytes())
     assert statement.expires - statement.created == timedelta(days=2)
+
+
+def test_approve_prints_a_signed_commit_and_warns_past_max_age(
+    tmp_path: Path, ssh_keys: tuple[SshKey, SshKey], capsys: pytest.CaptureFixture[str]
+) -> None:
+    alice, _ = ssh_keys
+    repo = ManifestRepo(tmp_path / "manifests")
+    repo.git("remote", "set-url", "origin", "git@github.com:ceerkle/dreichor-deployments.git")
+    repo.write("envs/prod.yaml", "environment: prod\nimage: x\n")
+    assert main(["approve", str(repo.work / "envs/prod.yaml"), "--key", str(alice.path), "--expires", "30d"]) == 0
+    said = capsys.readouterr()
+    assert "&& git commit -S -m 'Approve " in said.out  # an unsigned commit on the branch would hold prod
+    assert said.err == (
+        "warning: --expires 30 d is longer than the default approvals.max_age (pass -e ENV to read the host's) "
+        "of 7 d: the host will not count this approval\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("length", "words"),
+    [
+        (timedelta(seconds=5), "5 s"),
+        (timedelta(days=30), "30 d"),
+        (timedelta(hours=50), "2 d 2 h"),
+        (timedelta(minutes=90), "1 h 30 min"),
+    ],
+)
+def test_durations_are_said_as_people_write_them(length: timedelta, words: str) -> None:
+    assert spoken_duration(length) == words
 
 
 def test_withdrawals_are_read_from_the_config_as_people_write_them(tmp_path: Path) -> None:

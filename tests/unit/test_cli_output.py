@@ -339,7 +339,7 @@ def test_init_writes_a_config_naming_every_key_with_its_default(
     lines = path.read_text().splitlines()
     for key in _keys(Config):
         leaf = key.rpartition(".")[2]
-        named = [line for line in lines if line.lstrip("# ").startswith(f"{leaf}:")]
+        named = [line for line in lines if line.lstrip("# -").startswith(f"{leaf}:")]  # "- cron:": a list's item
         assert named, f"{key} is not in the starter config"
         assert all(" # " in line or line.lstrip().startswith("#") for line in named), f"{key} has no why"
     with pytest.raises(ConfigError, match=r"source.url is not set: the controller polls no repository"):

@@ -63,7 +63,12 @@ def test_a_good_manifest_derives_the_layouts_container() -> None:
 
 
 BAD = [
-    ("unknown field", manifest("replicas: 2"), "unknown field 'replicas'"),
+    ("unknown field", manifest("replicas: 2"), "unknown field 'replicas' at line 3 (manifest: only"),
+    (
+        "misspelt field",
+        b"environment: prod\nimgae: x\n",
+        "unknown field 'imgae' at line 2, did you mean 'image'? (manifest: only environment, image and env",
+    ),
     ("missing image", b"environment: prod\n", "missing field 'image'"),
     ("tag without digest", manifest(image=f"{REPO}:1.4.2"), "not pinned by digest"),
     ("63 hex", manifest(image=f"{REPO}@sha256:{'a' * 63}"), "digest 'sha256:aaa"),

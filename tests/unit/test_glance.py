@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import shutil
+import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -18,10 +20,12 @@ import pytest
 
 from controller.cli import main
 from controller.cli.parser import COMMANDS
+from controller.cli.render import audit_lines, snapshot_lines, status_lines, wants_colour
 from controller.daemon.metrics import Metrics
 from controller.errors import Reason
 from controller.model.config import config_path
 from controller.reconcile.record import PassReport, PassResult, record, suspension
+from controller.records.snapshots import Snapshot
 from controller.records.status import (
     AppliedStatus,
     AttemptStatus,
@@ -197,12 +201,14 @@ def test_status_check_says_unknown_when_no_controller_wrote_the_status_for_three
     healthy = {"quarantined": None, "last_attempt": None}
     status = Status.model_validate({**rolled_back().model_dump(exclude={"sync", "health"}), **healthy})
     config = _status_file(tmp_path, status.model_copy(update={"updated_at": datetime.now(UTC) - timedelta(minutes=2)}))
-    assert main(["--config", str(config), "status", "--check"]) == 0  # 2 of the 3 minutes (interval 60 s)
-    _status_file(tmp_path / "old", status.model_copy(update={"updated_at": datetime.now(UTC) - timedelta(minutes=4)}))
+    assert (
+        main(["--config", str(config), "status", "--check"]) == 0
+    )  # 2 min: within three intervals (60 s) and a health gate (60 s)
+    _status_file(tmp_path / "old", status.model_copy(update={"updated_at": datetime.now(UTC) - timedelta(minutes=5)}))
     old = tmp_path / "old" / "prod" / "deploy-agent" / "controller.yaml"
     capsys.readouterr()
     assert main(["--config", str(old), "status", "--check"]) == 4
-    assert "unknown: no controller has written the status for 4 min" in capsys.readouterr().err
+    assert "unknown: no controller has written the status for 5 min" in capsys.readouterr().err
 
 
 def test_status_check_without_a_status_file_is_1(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -266,3 +272,152 @@ def test_a_closed_pipe_ends_quietly(
     monkeypatch.setattr(sys, "stdout", _ClosedPipe())
     assert main(["status", "--config", str(config), "--json"]) == 0
     assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize("command", [["status", "--json"], ["status"], ["history", "--json"]])
+def test_a_reader_gone_before_the_final_flush_ends_the_command_quietly(tmp_path: Path, command: list[str]) -> None:
+    """The output fits the buffer, so the only write is the flush at the end: it meets the closed pipe.
+
+    ``PYTHONUNBUFFERED`` would write at each print, where the command's own handler catches it: the
+    flush at exit is what a host without it meets, so the child runs without it.
+    """
+    config = _status_file(tmp_path, rolled_back())
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader (``| true``) is gone before the command writes a byte
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "controller", *command, "--config", str(config)],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            check=False,
+            timeout=60,
+            env={k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"},
+        )
+    finally:
+        os.close(write_end)
+    assert (done.returncode, done.stderr) == (0, "")
+
+
+def test_status_all_is_one_line_per_environment_within_80_columns(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _status_file(tmp_path, rolled_back())
+    (tmp_path / "dev" / "deploy-agent" / "state").mkdir(parents=True)  # laid out, no pass yet
+    monkeypatch.setenv("DREICHOR_ROOT", str(tmp_path))
+    assert main(["status", "--all"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["ENV", "SYNC", "HEALTH", "VERSION", "WHY"]
+    assert lines[1].split()[:2] == ["dev", "-"] and lines[1].endswith("no pass has run yet")
+    assert lines[2].split()[:4] == ["prod", "OutOfSync", "Healthy", "1.4.2"]
+    assert all(len(line) <= 80 for line in lines), lines
+    assert main(["status", "--all", "--check"]) == 3  # the worst of them: prod is out of sync
+    capsys.readouterr()
+    assert main(["status", "--all", "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert [(e["environment"], e["sync"], e["version"]) for e in listed] == [
+        ("dev", None, None),
+        ("prod", "OutOfSync", "1.4.2"),
+    ]
+    assert main(["-e", "prod", "status", "--all"]) == 1  # one environment or all of them, not both
+
+
+def test_history_lists_snapshots_and_the_audit_log_under_headers() -> None:
+    first = Snapshot(
+        id="20261205T120000000000Z-none",
+        environment="prod",
+        created_at=NOW,
+        reason="create",
+        revision=None,
+        image=None,
+        image_id=None,
+        container=None,
+        desired={},
+    )
+    tagged = first.model_copy(
+        update={
+            "id": f"20261205T130000000000Z-{OLD[:12]}",
+            "revision": OLD,
+            "image": "r.test/runtime:1.4.2@sha256:" + "1" * 64,
+        }
+    )
+    lines = snapshot_lines([tagged, first])
+    assert lines[1].split() == ["ID", "TAKEN", "VERSION", "REVISION", "HELD"]
+    assert lines[2].split()[3:6] == ["1.4.2", OLD[:12], "prod's"]
+    assert lines[3].split()[3:5] == ["-", "-"] and lines[3].endswith("nothing: no container ran yet")
+    audit = audit_lines([{"at": NOW.isoformat(), "event": "suspended", "by": "alice", "reason": "maintenance"}])
+    assert audit[1].split() == ["WHEN", "EVENT", "WHO", "REVISION", "WHY"]
+    assert audit[2].split() == ["2026-12-05", "13:00:00", "suspended", "alice", "-", "maintenance"]
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["-e", "prod", "status", "-e", "dev"],
+        ["--config", "a.yaml", "status", "--config", "b.yaml"],
+        ["-eprod", "status", "--environment=dev"],
+    ],
+)
+def test_the_environment_is_chosen_once(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as done:
+        main(argv)
+    assert done.value.code == 2  # a usage error, never the last one silently winning
+    assert "is given twice" in capsys.readouterr().err
+
+
+def test_validate_with_e_reads_that_environments_config(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = _status_file(tmp_path, rolled_back())
+    config.write_text(config.read_text() + "image: {repository: registry.test/runtime}\n")
+    (config.parent / ".env").write_text("DATABASE_URL=postgresql://u@db/dreichor_prod\n")
+    (config.parent / ".env").chmod(0o600)
+    manifest = tmp_path / "envs" / "prod.yaml"
+    manifest.parent.mkdir()
+    manifest.write_text(f"environment: prod\nimage: {IMAGE}\n")
+    monkeypatch.setenv("DREICHOR_ROOT", str(tmp_path))
+    assert main(["validate", str(manifest)]) == 3  # no -e: the default repository
+    assert main(["-e", "prod", "validate", str(manifest)]) == 0, capsys.readouterr().err
+
+
+def test_the_glance_fits_80_columns_and_names_the_last_decision() -> None:
+    status = rolled_back()
+    lines = status_lines(status, now=NOW + timedelta(minutes=5))
+    assert all(len(line) <= 80 for line in lines), [line for line in lines if len(line) > 80]
+    assert lines[0] == "prod   sync: OutOfSync   health: Healthy   version: 1.4.2"
+    assert "last:        rolled_back [HealthGateFailed] (bbbbbbbbbbbb), 5 min ago: unhealthy" in lines
+    settled = status.model_copy(
+        update={
+            "last_attempt": AttemptStatus(revision=OLD, result="unchanged", reason="matches", at=NOW),
+            "quarantined": None,
+        }
+    )
+    assert "last:        applied 1.4.2 (aaaaaaaaaaaa), 5 min ago" in status_lines(
+        settled, now=NOW + timedelta(minutes=5)
+    )
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize(
+    ("stream", "env", "coloured"),
+    [
+        (_Terminal(), {}, True),
+        (io.StringIO(), {}, False),
+        (_Terminal(), {"NO_COLOR": "1"}, False),
+        (_Terminal(), {"TERM": "dumb"}, False),
+    ],
+)
+def test_colour_only_on_a_terminal_without_no_color(
+    stream: io.StringIO, env: dict[str, str], coloured: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    monkeypatch.setenv("TERM", "xterm")
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert wants_colour(stream) is coloured
+    first = status_lines(rolled_back(), now=NOW, colour=wants_colour(stream))[0]
+    assert ("\033[1;31mOutOfSync\033[0m" in first) is coloured
