@@ -1,14 +1,19 @@
-"""systemd's notification protocol (READY, STATUS, WATCHDOG, STOPPING) through cysystemd.
+"""systemd's notification protocol (READY, STATUS, WATCHDOG, STOPPING): one datagram to ``NOTIFY_SOCKET``.
 
-The only module that imports ``cysystemd``.  Without ``NOTIFY_SOCKET`` (not
-started by systemd) every call is a silent no-op.
+Without ``NOTIFY_SOCKET`` (not started by systemd) every call is a silent no-op.
+A notification never waits: sent without blocking, it is dropped when the
+receiver's queue is full (a busy PID 1 reads it late).  cysystemd's
+``sd_notify`` blocked on a full queue while holding the GIL, which froze the
+whole daemon — passes, the API and SIGTERM — until the queue drained.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import socket
 
-from cysystemd import daemon
+log = logging.getLogger("dreichor.daemon")
 
 
 def enabled() -> bool:
@@ -16,28 +21,36 @@ def enabled() -> bool:
     return bool(os.environ.get("NOTIFY_SOCKET"))
 
 
+def _notify(line: str) -> None:
+    path = os.environ.get("NOTIFY_SOCKET", "")
+    if not path:
+        return
+    address = "\0" + path[1:] if path.startswith("@") else path  # '@': the abstract namespace
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+            sock.sendto(line.encode(), socket.MSG_DONTWAIT | socket.MSG_NOSIGNAL, address)
+    except OSError as exc:  # a full queue (BlockingIOError) or no listener: this one is dropped
+        log.debug("systemd notification dropped", extra={"notification": line.split("=", 1)[0], "reason": str(exc)})
+
+
 def ready() -> None:
     """Start-up is complete (recovery done, first pass finished)."""
-    if enabled():
-        daemon.notify(daemon.Notification.READY)
+    _notify("READY=1")
 
 
 def status(text: str) -> None:
     """A one-line status for ``systemctl status``."""
-    if enabled():
-        daemon.notify(daemon.Notification.STATUS, text)
+    _notify("STATUS=" + text.replace("\n", " "))
 
 
 def watchdog() -> None:
     """The service is alive."""
-    if enabled():
-        daemon.notify(daemon.Notification.WATCHDOG)
+    _notify("WATCHDOG=1")
 
 
 def stopping() -> None:
     """Shutdown has begun."""
-    if enabled():
-        daemon.notify(daemon.Notification.STOPPING)
+    _notify("STOPPING=1")
 
 
 def watchdog_interval() -> float | None:

@@ -7,6 +7,7 @@ import hmac
 import json
 import signal
 import socket
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -257,7 +258,19 @@ def test_access_tokens_and_webhooks_drive_the_daemon_and_systemd_hears_it(
     notify_path = tmp_path / "notify.sock"
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     listener.bind(str(notify_path))
-    listener.settimeout(60)
+    listener.settimeout(0.5)
+    messages: list[str] = []
+    listening = threading.Event()
+
+    def listen() -> None:  # as systemd does: read every notification as it comes, the queue never fills
+        while not listening.is_set():
+            try:
+                messages.append(listener.recv(4096).decode())
+            except TimeoutError:
+                continue
+
+    reader = threading.Thread(target=listen, daemon=True)
+    reader.start()
     daemon = host.start_daemon(NOTIFY_SOCKET=str(notify_path), WATCHDOG_USEC="1000000")
     base = f"http://127.0.0.1:{port}"
 
@@ -267,13 +280,10 @@ def test_access_tokens_and_webhooks_drive_the_daemon_and_systemd_hears_it(
             return int(reply.status)
 
     try:
-        messages: list[str] = []
-        while "READY=1" not in messages:
-            messages.append(listener.recv(4096).decode())
+        wait_for(lambda: "READY=1" in messages, what="READY=1")
         assert any(m.startswith("STATUS=InSync, Healthy: ") for m in messages)
         assert host.image() == images["healthy-a"]
-        while "WATCHDOG=1" not in messages:
-            messages.append(listener.recv(4096).decode())
+        wait_for(lambda: "WATCHDOG=1" in messages, what="WATCHDOG=1")
         with urllib.request.urlopen(base + "/healthz", timeout=10) as reply:  # noqa: S310 loopback
             assert reply.status == 200
 
@@ -299,12 +309,12 @@ def test_access_tokens_and_webhooks_drive_the_daemon_and_systemd_hears_it(
         wait_for(lambda: host.image() == images["healthy-a"])
         daemon.send_signal(signal.SIGTERM)
         assert daemon.wait(timeout=60) == 0
-        listener.settimeout(5)
-        while "STOPPING=1" not in messages:
-            messages.append(listener.recv(4096).decode())
+        wait_for(lambda: "STOPPING=1" in messages, timeout=5, what="STOPPING=1")
     finally:
         if daemon.poll() is None:
             daemon.kill()
+        listening.set()
+        reader.join(timeout=5)
         listener.close()
         jwks.stop()
 

@@ -111,7 +111,8 @@ def test_status_check_and_the_config_on_either_side_of_the_command(rolled_back: 
     assert "the config is for 'prod', not 'dev'" in wrong.stderr
     operator.host.engine.cli("rm", "--force", "dreichor-runtime-prod")
     operator.run("-e", "prod", "suspend", "--reason", "looking at it")
-    operator.run("-e", "prod", "sync")  # suspended: it only looks, and records the container missing
+    # suspended: it only looks, records the container missing, and says it is suspended (exit 3, issue 31)
+    operator.run("-e", "prod", "sync", check=3)
     assert "health: Missing" in operator.run("-e", "prod", "status").stdout
     operator.run("-e", "prod", "status", "--check", check=4)  # down outranks out of sync
 

@@ -83,7 +83,6 @@ BITES = [
             "dotenv",
             "shtab",
             "prometheus_client",
-            "cysystemd",
             "yaml",
         )
     ),
