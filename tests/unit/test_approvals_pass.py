@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
+import json
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -171,6 +172,8 @@ def make_host(tmp_path: Path, keys: Keys, *, approvals: dict[str, object] | None
     if approvals is not None:
         raw["approvals"] = approvals
     config = parse_config(raw, base=agent)
+    # on disk too: ``status`` reads the file without the service (JSON is YAML)
+    (agent / "controller.yaml").write_text(json.dumps(raw))
     return Host(repo=repo, keys=keys, config=config, engine=FakeEngine("prod", registry={GOOD_A, GOOD_B}))
 
 
