@@ -10,9 +10,11 @@ refusal gives is followed here, and the environment converges.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
@@ -24,6 +26,7 @@ from typing import Any
 
 import pytest
 
+import controller
 from controller.model.containers import ContainerState
 from controller.records.status import Status, read_watermark, write_status
 from testbed import SshKey, make_ssh_key, manifest_text
@@ -216,31 +219,55 @@ def test_a_state_file_the_caller_may_not_read_is_their_limit_not_the_hosts_damag
             if folder.is_dir():
                 folder.chmod(0o755)
         host.config.paths.status.chmod(0o600)  # the controller's own; the caller is someone else
-        run = subprocess.run(
-            [
-                "setpriv",
-                "--reuid=65534",
-                "--regid=65534",
-                "--clear-groups",
-                sys.executable,
-                "-m",
-                "controller",
-                *command,
-                "--config",
-                str(host.config_file),
-            ],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-            env={**os.environ, "HOME": "/"},
-        )
+        with _enterable_by_others(Path(sys.executable), Path(controller.__file__), base):
+            run = _run_as_nobody(command, host.config_file)
         assert run.returncode == 1, run.stderr
         assert "permission denied: run as root or the controller's user" in run.stderr
         assert "keeps it aside" not in run.stderr
         assert not list(host.config.paths.status.parent.glob("status.json.damaged-*"))
     finally:
         shutil.rmtree(base, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _enterable_by_others(*paths: Path) -> Iterator[None]:
+    """Let another user reach the interpreter and the package: a checkout in a private folder (mktemp -d)
+    is not enterable by them, which would fail the command before it reads any state file."""
+    changed: list[tuple[Path, int]] = []
+    for path in paths:
+        for folder in path.parents:
+            mode = folder.stat().st_mode
+            if not mode & stat.S_IXOTH:
+                changed.append((folder, mode))
+                folder.chmod(stat.S_IMODE(mode) | stat.S_IXOTH)
+    try:
+        yield
+    finally:
+        for folder, mode in reversed(changed):
+            folder.chmod(stat.S_IMODE(mode))
+
+
+def _run_as_nobody(command: tuple[str, ...], config_file: Path) -> subprocess.CompletedProcess[str]:
+    """The command line run as user 65534, a caller who is not the controller's user."""
+    return subprocess.run(
+        [
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            sys.executable,
+            "-m",
+            "controller",
+            *command,
+            "--config",
+            str(config_file),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={**os.environ, "HOME": "/"},
+    )
 
 
 def _config_yaml(host: Host) -> str:
